@@ -1,0 +1,27 @@
+//! smelt: merge neural-network checkpoints, and see what the merge does.
+//!
+//! The library is the engine; the TUI and the CLI (in `main.rs`) are two
+//! front ends over the same API: build a [`recipe::Recipe`], turn it into a
+//! [`plan::Plan`], run it with [`engine::run`] and a progress sink and a
+//! cancel flag.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`model`] | safetensors folders: headers, mmap, dtype conversion, layer catalogue, atomic sharded writing |
+//! | [`merge`] | one streaming kernel per method, pure math over `&[f32]` chunks, exact top-k selection |
+//! | [`recipe`] | the recipe type, TOML and mergekit YAML, parameter values, validation |
+//! | [`plan`], [`engine`] | which inputs feed which output tensor; running that plan in bounded memory |
+//! | [`analysis`] | sign agreement and other interference statistics |
+//! | [`mlp`], [`zip`], [`eval`] | small MLP checkpoints, ZipIt!/permutation merging, accuracy |
+//! | [`tui`] | the workbench |
+
+pub mod analysis;
+pub mod engine;
+pub mod eval;
+pub mod merge;
+pub mod mlp;
+pub mod model;
+pub mod plan;
+pub mod recipe;
+pub mod tui;
+pub mod zip;

@@ -1,0 +1,422 @@
+//! The methods smelt knows, and the parameters each takes (names and
+//! defaults as mergekit has them, so recipes move between the two).
+
+use super::ParamValue;
+
+/// A merge method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Method {
+    Linear,
+    TaskArithmetic,
+    Ties,
+    DareTies,
+    DareLinear,
+    Breadcrumbs,
+    BreadcrumbsTies,
+    Della,
+    DellaLinear,
+    Slerp,
+    Nuslerp,
+    Multislerp,
+    Karcher,
+    ModelStock,
+    Sce,
+    Nearswap,
+    Passthrough,
+    /// ZipIt! feature matching (MLP checkpoints; see [`crate::zip`]).
+    Zipit,
+    /// Permutation matching and averaging (MLP checkpoints).
+    Permute,
+}
+
+/// What a method needs of `base_model`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseRule {
+    Required,
+    Optional,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    Float,
+    Bool,
+    Int,
+}
+
+/// One parameter a method takes.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub kind: ParamKind,
+    /// `None` means required.
+    pub default: Option<ParamValue>,
+    /// Inclusive-exclusive bounds to validate against, where they exist:
+    /// `(lo, lo_inclusive, hi, hi_inclusive)`.
+    pub range: Option<(f64, bool, f64, bool)>,
+    pub doc: &'static str,
+}
+
+/// A method's shape: base rule, model counts, parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct MethodSpec {
+    pub method: Method,
+    pub name: &'static str,
+    pub base: BaseRule,
+    /// Minimum and maximum number of non-base models.
+    pub min_models: usize,
+    pub max_models: Option<usize>,
+    pub global: &'static [ParamSpec],
+    pub per_model: &'static [ParamSpec],
+    /// Whether the method elects a sign per parameter (TIES family).
+    pub sign_election: bool,
+    /// Whether it trims task vectors by `density`.
+    pub trims: bool,
+    pub doc: &'static str,
+}
+
+const fn f(name: &'static str, default: Option<f64>, doc: &'static str) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind: ParamKind::Float,
+        default: match default {
+            Some(x) => Some(ParamValue::Float(x)),
+            None => None,
+        },
+        range: None,
+        doc,
+    }
+}
+const fn b(name: &'static str, default: bool, doc: &'static str) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind: ParamKind::Bool,
+        default: Some(ParamValue::Bool(default)),
+        range: None,
+        doc,
+    }
+}
+const fn unit(mut p: ParamSpec) -> ParamSpec {
+    // (0, 1]
+    p.range = Some((0.0, false, 1.0, true));
+    p
+}
+const fn int(mut p: ParamSpec) -> ParamSpec {
+    p.kind = ParamKind::Int;
+    p
+}
+
+const WEIGHT: ParamSpec = f("weight", None, "scale of this model's contribution");
+const WEIGHT1: ParamSpec = f("weight", Some(1.0), "scale of this model's contribution");
+const DENSITY: ParamSpec = unit(f(
+    "density",
+    Some(1.0),
+    "fraction of the task vector kept when trimming",
+));
+const GAMMA: ParamSpec = f(
+    "gamma",
+    Some(0.01),
+    "fraction of largest-magnitude entries removed as outliers",
+);
+const EPSILON: ParamSpec = f(
+    "epsilon",
+    Some(0.15),
+    "spread of keep probabilities around density",
+);
+const LAMBDA: ParamSpec = f("lambda", Some(1.0), "scale of the merged task vector");
+const INT8: ParamSpec = b("int8_mask", false, "store masks as int8 (no effect on values)");
+const SEED: ParamSpec = int(f("seed", Some(0.0), "seed for random dropping"));
+
+const NORM_T: ParamSpec = b("normalize", true, "divide by the sum of weights");
+const NORM_F: ParamSpec = b("normalize", false, "divide by the sum of weights");
+const RESC_T: ParamSpec = b("rescale", true, "rescale kept entries by 1/density");
+const RESC_F: ParamSpec = b("rescale", false, "rescale kept entries by 1/density");
+/// Generalised task arithmetic globals: (normalize, rescale) defaults differ.
+const GTA_FF: &[ParamSpec] = &[INT8, NORM_F, RESC_F, LAMBDA];
+const GTA_TF: &[ParamSpec] = &[INT8, NORM_T, RESC_F, LAMBDA];
+const GTA_FT_RANDOM: &[ParamSpec] = &[INT8, NORM_F, RESC_T, LAMBDA, SEED];
+const GTA_TT_RANDOM: &[ParamSpec] = &[INT8, NORM_T, RESC_T, LAMBDA, SEED];
+
+const SPECS: &[MethodSpec] = &[
+    MethodSpec {
+        method: Method::Linear,
+        name: "linear",
+        base: BaseRule::None,
+        min_models: 1,
+        max_models: None,
+        global: &[b("normalize", true, "divide by the sum of weights")],
+        per_model: &[WEIGHT],
+        sign_election: false,
+        trims: false,
+        doc: "weighted average of the models (model soups)",
+    },
+    MethodSpec {
+        method: Method::TaskArithmetic,
+        name: "task_arithmetic",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_FF,
+        per_model: &[WEIGHT],
+        sign_election: false,
+        trims: false,
+        doc: "base plus the weighted sum of task vectors",
+    },
+    MethodSpec {
+        method: Method::Ties,
+        name: "ties",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_TF,
+        per_model: &[WEIGHT, DENSITY],
+        sign_election: true,
+        trims: true,
+        doc: "trim task vectors to their largest entries, elect a sign, average the agreeing ones",
+    },
+    MethodSpec {
+        method: Method::DareTies,
+        name: "dare_ties",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_FT_RANDOM,
+        per_model: &[WEIGHT, DENSITY],
+        sign_election: true,
+        trims: true,
+        doc: "drop task-vector entries at random, rescale, elect signs",
+    },
+    MethodSpec {
+        method: Method::DareLinear,
+        name: "dare_linear",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_FT_RANDOM,
+        per_model: &[WEIGHT, DENSITY],
+        sign_election: false,
+        trims: true,
+        doc: "drop task-vector entries at random, rescale, add",
+    },
+    MethodSpec {
+        method: Method::Breadcrumbs,
+        name: "breadcrumbs",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_FF,
+        per_model: &[WEIGHT, DENSITY, GAMMA],
+        sign_election: false,
+        trims: true,
+        doc: "drop the largest outliers and the smallest entries of each task vector",
+    },
+    MethodSpec {
+        method: Method::BreadcrumbsTies,
+        name: "breadcrumbs_ties",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_FF,
+        per_model: &[WEIGHT, DENSITY, GAMMA],
+        sign_election: true,
+        trims: true,
+        doc: "breadcrumbs trimming with TIES sign election",
+    },
+    MethodSpec {
+        method: Method::Della,
+        name: "della",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_TT_RANDOM,
+        per_model: &[WEIGHT, DENSITY, EPSILON],
+        sign_election: true,
+        trims: true,
+        doc: "drop entries with probabilities ranked by magnitude, elect signs",
+    },
+    MethodSpec {
+        method: Method::DellaLinear,
+        name: "della_linear",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: GTA_FT_RANDOM,
+        per_model: &[WEIGHT, DENSITY, EPSILON],
+        sign_election: false,
+        trims: true,
+        doc: "DELLA dropping without sign election",
+    },
+    MethodSpec {
+        method: Method::Slerp,
+        name: "slerp",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: Some(1),
+        global: &[f("t", None, "interpolation factor: 0 is the base, 1 the other model")],
+        per_model: &[],
+        sign_election: false,
+        trims: false,
+        doc: "spherical interpolation between two models",
+    },
+    MethodSpec {
+        method: Method::Nuslerp,
+        name: "nuslerp",
+        base: BaseRule::Optional,
+        min_models: 2,
+        max_models: Some(2),
+        global: &[
+            b("nuslerp_flatten", true, "treat each tensor as one flat vector"),
+            b("nuslerp_row_wise", false, "interpolate rows rather than columns"),
+        ],
+        per_model: &[WEIGHT],
+        sign_election: false,
+        trims: false,
+        doc: "slerp of two models (or their task vectors) by relative weight",
+    },
+    MethodSpec {
+        method: Method::Multislerp,
+        name: "multislerp",
+        base: BaseRule::Optional,
+        min_models: 2,
+        max_models: None,
+        global: &[
+            b("normalize_weights", true, "divide weights by their sum"),
+            f("eps", Some(1e-8), "numerical floor"),
+        ],
+        per_model: &[WEIGHT],
+        sign_election: false,
+        trims: false,
+        doc: "weighted spherical mean of several models (or task vectors)",
+    },
+    MethodSpec {
+        method: Method::Karcher,
+        name: "karcher",
+        base: BaseRule::None,
+        min_models: 1,
+        max_models: None,
+        global: &[
+            int(f("max_iter", Some(10.0), "iterations of the Karcher mean")),
+            f("tol", Some(1e-5), "convergence tolerance"),
+        ],
+        per_model: &[WEIGHT1],
+        sign_election: false,
+        trims: false,
+        doc: "Riemannian (Karcher) mean of the models on the sphere",
+    },
+    MethodSpec {
+        method: Method::ModelStock,
+        name: "model_stock",
+        base: BaseRule::Required,
+        min_models: 2,
+        max_models: None,
+        global: &[b("filter_wise", false, "compute the ratio per row")],
+        per_model: &[],
+        sign_election: false,
+        trims: false,
+        doc: "average of fine-tunes pulled toward the base by their angle",
+    },
+    MethodSpec {
+        method: Method::Sce,
+        name: "sce",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: &[
+            INT8,
+            unit(f("select_topk", Some(1.0), "fraction of highest-variance entries kept")),
+        ],
+        per_model: &[],
+        sign_election: true,
+        trims: true,
+        doc: "select high-variance entries, calculate weights, erase sign conflicts",
+    },
+    MethodSpec {
+        method: Method::Nearswap,
+        name: "nearswap",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: Some(1),
+        global: &[f("t", None, "similarity threshold")],
+        per_model: &[],
+        sign_election: false,
+        trims: false,
+        doc: "take the other model's value where it is close to the base",
+    },
+    MethodSpec {
+        method: Method::Passthrough,
+        name: "passthrough",
+        base: BaseRule::None,
+        min_models: 1,
+        max_models: Some(1),
+        global: &[],
+        per_model: &[f("scale", Some(1.0), "multiply the tensor by this")],
+        sign_election: false,
+        trims: false,
+        doc: "copy tensors unchanged (with slices: frankenmerges)",
+    },
+    MethodSpec {
+        method: Method::Zipit,
+        name: "zipit",
+        base: BaseRule::None,
+        min_models: 2,
+        max_models: None,
+        global: &[
+            int(f("depth", Some(-1.0), "layers zipped into a shared trunk (-1: all hidden layers)")),
+            f("alpha", Some(0.5), "how much a merged feature may be matched again"),
+            f("beta", Some(1.0), "budget for matching features within one model"),
+        ],
+        per_model: &[],
+        sign_election: false,
+        trims: false,
+        doc: "ZipIt!: match and merge features, within and across models",
+    },
+    MethodSpec {
+        method: Method::Permute,
+        name: "permute",
+        base: BaseRule::None,
+        min_models: 2,
+        max_models: None,
+        global: &[int(f(
+            "depth",
+            Some(-1.0),
+            "layers merged into a shared trunk (-1: all hidden layers)",
+        ))],
+        per_model: &[],
+        sign_election: false,
+        trims: false,
+        doc: "one-to-one feature matching by correlation, then averaging",
+    },
+];
+
+impl Method {
+    pub fn all() -> impl Iterator<Item = Method> {
+        SPECS.iter().map(|s| s.method)
+    }
+    pub fn spec(self) -> &'static MethodSpec {
+        // SPECS lists every variant; the position is the discriminant order.
+        &SPECS[self as usize]
+    }
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+    pub fn from_name(name: &str) -> Option<Method> {
+        SPECS.iter().find(|s| s.name == name).map(|s| s.method)
+    }
+    /// The next method in the list (the TUI's `m` key).
+    pub fn next(self) -> Method {
+        SPECS[(self as usize + 1) % SPECS.len()].method
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_in_discriminant_order() {
+        for (i, s) in SPECS.iter().enumerate() {
+            assert_eq!(s.method as usize, i, "{}", s.name);
+            assert_eq!(Method::from_name(s.name), Some(s.method));
+        }
+    }
+}

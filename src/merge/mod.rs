@@ -1,0 +1,129 @@
+//! Merge math: one streaming kernel per method family, pure functions over
+//! `&[f32]` chunks. Nothing here touches files or threads.
+//!
+//! CONTRACT (skeleton): the engine drives a [`Kernel`] per output tensor:
+//! while `wants_pass()` it feeds every chunk of the tensor, in order, to
+//! `observe` between `begin_pass`/`end_pass`; then it feeds every chunk, in
+//! order, to `apply`, which writes the merged values for that chunk. Kernels
+//! hold only O(chunk) or O(models²) state, never a whole tensor, so memory
+//! does not grow with tensor size. Statistics that need the whole tensor
+//! (top-k thresholds, norms, cosines) come from the observe passes.
+
+mod method;
+mod params;
+
+pub use method::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec};
+pub use params::{ParamMap, ParamValue, TensorParams};
+
+/// A slice of one tensor across all inputs: elements `[start, start + len)`.
+pub struct Chunk<'a> {
+    /// Flat index of the first element in the whole tensor.
+    pub start: usize,
+    /// Total elements in the tensor.
+    pub numel: usize,
+    /// Length of the tensor's last dimension (1 for scalars). When a row
+    /// fits in a chunk, chunk boundaries fall on row boundaries.
+    pub row_len: usize,
+    /// The base model's values, when the method has a base.
+    pub base: Option<&'a [f32]>,
+    /// One slice per (non-base) model, in recipe order, all the same length.
+    pub models: &'a [&'a [f32]],
+}
+
+impl Chunk<'_> {
+    pub fn len(&self) -> usize {
+        self.models.first().map_or(self.base.map_or(0, |b| b.len()), |m| m.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A method, instantiated for one tensor with its resolved parameters.
+pub trait Kernel: Send {
+    /// Whether another statistics pass over the whole tensor is needed
+    /// before `apply`.
+    fn wants_pass(&self) -> bool {
+        false
+    }
+    fn begin_pass(&mut self) {}
+    /// See one chunk during a statistics pass (chunks arrive in order).
+    fn observe(&mut self, _chunk: &Chunk) {}
+    fn end_pass(&mut self) {}
+    /// Write the merged values of `chunk` into `out` (chunks arrive in order).
+    fn apply(&mut self, chunk: &Chunk, out: &mut [f32]);
+}
+
+/// Errors in parameters that only show once values are resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("{method}: {msg}")]
+    Params { method: &'static str, msg: String },
+}
+
+/// Build the kernel for `method` over one tensor of `numel` elements with
+/// `n_models` non-base inputs.
+pub fn kernel(
+    method: Method,
+    params: &TensorParams,
+    numel: usize,
+    n_models: usize,
+) -> Result<Box<dyn Kernel>, MergeError> {
+    let _ = (method, params, numel, n_models);
+    todo!()
+}
+
+/// Run a kernel over whole in-memory tensors (tests, previews): `chunk` is
+/// the chunk length to use, so tests can check chunking changes nothing.
+pub fn merge_slices(
+    kernel: &mut dyn Kernel,
+    base: Option<&[f32]>,
+    models: &[&[f32]],
+    row_len: usize,
+    chunk: usize,
+) -> Vec<f32> {
+    let numel = models.first().map_or(base.map_or(0, |b| b.len()), |m| m.len());
+    let step = if row_len <= chunk {
+        (chunk / row_len.max(1)).max(1) * row_len.max(1)
+    } else {
+        chunk.max(1)
+    };
+    let mut out = vec![0.0f32; numel];
+    let chunks = |start: usize| {
+        let end = (start + step).min(numel);
+        let ms: Vec<&[f32]> = models.iter().map(|m| &m[start..end]).collect();
+        (end, ms)
+    };
+    while kernel.wants_pass() {
+        kernel.begin_pass();
+        let mut start = 0;
+        while start < numel {
+            let (end, ms) = chunks(start);
+            kernel.observe(&Chunk {
+                start,
+                numel,
+                row_len,
+                base: base.map(|b| &b[start..end]),
+                models: &ms,
+            });
+            start = end;
+        }
+        kernel.end_pass();
+    }
+    let mut start = 0;
+    while start < numel {
+        let (end, ms) = chunks(start);
+        kernel.apply(
+            &Chunk {
+                start,
+                numel,
+                row_len,
+                base: base.map(|b| &b[start..end]),
+                models: &ms,
+            },
+            &mut out[start..end],
+        );
+        start = end;
+    }
+    out
+}

@@ -1,0 +1,61 @@
+//! Parameter values once resolved for one tensor.
+
+use std::collections::BTreeMap;
+
+/// A resolved parameter value.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Bool(bool),
+    Float(f64),
+}
+
+impl ParamValue {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            ParamValue::Float(x) => x,
+            ParamValue::Bool(b) => f64::from(u8::from(b)),
+        }
+    }
+    pub fn as_bool(self) -> bool {
+        match self {
+            ParamValue::Bool(b) => b,
+            ParamValue::Float(x) => x != 0.0,
+        }
+    }
+}
+
+/// Named values, defaults already filled in from the method's spec.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParamMap(pub BTreeMap<String, ParamValue>);
+
+impl ParamMap {
+    pub fn get(&self, name: &str) -> Option<ParamValue> {
+        self.0.get(name).copied()
+    }
+    /// The value as f64, or `default` when absent.
+    pub fn f64_or(&self, name: &str, default: f64) -> f64 {
+        self.get(name).map_or(default, ParamValue::as_f64)
+    }
+    pub fn bool_or(&self, name: &str, default: bool) -> bool {
+        self.get(name).map_or(default, ParamValue::as_bool)
+    }
+    pub fn set(&mut self, name: &str, v: ParamValue) {
+        self.0.insert(name.to_string(), v);
+    }
+}
+
+/// Everything a kernel needs to know about one output tensor's parameters.
+#[derive(Clone, Debug, Default)]
+pub struct TensorParams {
+    /// The output tensor's name (random methods derive their stream from it
+    /// and the seed, so results do not depend on order or threads).
+    pub tensor: String,
+    /// Method-wide parameters (`lambda`, `normalize`, `t`, ...).
+    pub global: ParamMap,
+    /// Per-model parameters (`weight`, `density`, ...), one map per non-base
+    /// model in recipe order.
+    pub models: Vec<ParamMap>,
+    /// Seed for randomised methods.
+    pub seed: u64,
+}
