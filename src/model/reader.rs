@@ -81,6 +81,13 @@ impl Model {
         let _ = (t, start, out);
         todo!()
     }
+    /// Drop the mapped pages of bytes `[start, end)` of `t` from this
+    /// process's resident set (MADV_DONTNEED; the page cache keeps them).
+    /// The engine calls it after each chunk so that resident memory does not
+    /// grow with model size. A hint only: errors are ignored.
+    pub fn release(&self, t: &TensorInfo, start: usize, end: usize) {
+        let _ = (t, start, end);
+    }
     /// A whole tensor as f32 (for small models and tests).
     pub fn read_all_f32(&self, name: &str) -> Result<Vec<f32>> {
         let _ = name;
