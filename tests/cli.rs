@@ -67,16 +67,31 @@ fn listing(dir: &Path) -> Vec<String> {
 #[test]
 fn merge_writes_a_complete_model_and_a_summary() {
     let (dir, recipe) = scratch(TIES);
-    let o = smelt(&["merge", recipe.to_str().unwrap_or_default(), "--out", "out"], dir.path());
+    let o = smelt(
+        &["merge", recipe.to_str().unwrap_or_default(), "--out", "out"],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("merged") && stdout.contains("GB/s"), "{stdout}");
+    assert!(
+        stdout.contains("merged") && stdout.contains("GB/s"),
+        "{stdout}"
+    );
     let out = dir.path().join("out");
-    for f in ["model.safetensors", "config.json", "generation_config.json", "smelt-recipe.toml", "README.md"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "smelt-recipe.toml",
+        "README.md",
+    ] {
         assert!(out.join(f).is_file(), "missing {f}");
     }
     let card = std::fs::read_to_string(out.join("README.md")).unwrap_or_default();
-    assert!(card.contains("ties") && card.contains("models/ft0"), "{card}");
+    assert!(
+        card.contains("ties") && card.contains("models/ft0"),
+        "{card}"
+    );
     // Nothing but the output appeared next to it.
     assert_eq!(listing(dir.path()), vec!["models", "out", "r.toml"]);
 }
@@ -84,9 +99,22 @@ fn merge_writes_a_complete_model_and_a_summary() {
 #[test]
 fn saved_recipe_reproduces_the_same_bytes() {
     let (dir, recipe) = scratch(TIES);
-    let o = smelt(&["merge", recipe.to_str().unwrap_or_default(), "--out", "a"], dir.path());
+    let o = smelt(
+        &["merge", recipe.to_str().unwrap_or_default(), "--out", "a"],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
-    let o = smelt(&["merge", "a/smelt-recipe.toml", "--out", "b", "--threads", "1"], dir.path());
+    let o = smelt(
+        &[
+            "merge",
+            "a/smelt-recipe.toml",
+            "--out",
+            "b",
+            "--threads",
+            "1",
+        ],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let a = std::fs::read(dir.path().join("a/model.safetensors")).unwrap_or_default();
     let b = std::fs::read(dir.path().join("b/model.safetensors")).unwrap_or_default();
@@ -104,7 +132,10 @@ fn existing_output_is_refused_without_force_and_replaced_with_it() {
     let o = smelt(&["merge", r, "--out", "out"], dir.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("out"), "{}", text(&o));
-    assert_eq!(std::fs::read_to_string(out.join("keep.txt")).unwrap_or_default(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap_or_default(),
+        "mine"
+    );
     let o = smelt(&["merge", r, "--out", "out", "--force"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.join("model.safetensors").is_file());
@@ -117,13 +148,21 @@ fn output_inside_an_input_is_refused() {
     let (dir, recipe) = scratch(TIES);
     let before = listing(&dir.path().join("models/ft0"));
     let o = smelt(
-        &["merge", recipe.to_str().unwrap_or_default(), "--out", "models/ft0/merged"],
+        &[
+            "merge",
+            recipe.to_str().unwrap_or_default(),
+            "--out",
+            "models/ft0/merged",
+        ],
         dir.path(),
     );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("ft0"), "{}", text(&o));
     assert_eq!(listing(&dir.path().join("models/ft0")), before);
-    assert_eq!(listing(&dir.path().join("models")), vec!["base", "ft0", "ft1", "ft2"]);
+    assert_eq!(
+        listing(&dir.path().join("models")),
+        vec!["base", "ft0", "ft1", "ft2"]
+    );
 }
 
 #[test]
@@ -132,7 +171,10 @@ fn truncated_input_is_named_and_nothing_is_written() {
     let f = dir.path().join("models/ft1/model.safetensors");
     let bytes = std::fs::read(&f).expect("read");
     std::fs::write(&f, &bytes[..bytes.len() / 2]).expect("truncate");
-    let o = smelt(&["merge", recipe.to_str().unwrap_or_default(), "--out", "out"], dir.path());
+    let o = smelt(
+        &["merge", recipe.to_str().unwrap_or_default(), "--out", "out"],
+        dir.path(),
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("ft1"), "{}", text(&o));
     assert_eq!(listing(dir.path()), vec!["models", "r.toml"]);
@@ -167,13 +209,20 @@ fn rewrite(model: &Path, without: Option<&str>, reshape: Option<&str>) {
 #[test]
 fn missing_tensor_is_named_by_recipe_check_and_merge() {
     let (dir, recipe) = scratch(TIES);
-    rewrite(&dir.path().join("models/ft1"), Some("model.layers.2.mlp.up_proj.weight"), None);
+    rewrite(
+        &dir.path().join("models/ft1"),
+        Some("model.layers.2.mlp.up_proj.weight"),
+        None,
+    );
     let r = recipe.to_str().unwrap_or_default();
     for args in [vec!["recipe", "check", r], vec!["merge", r, "--out", "out"]] {
         let o = smelt(&args, dir.path());
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         let t = text(&o);
-        assert!(t.contains("model.layers.2.mlp.up_proj.weight") && t.contains("ft1"), "{t}");
+        assert!(
+            t.contains("model.layers.2.mlp.up_proj.weight") && t.contains("ft1"),
+            "{t}"
+        );
     }
     assert_eq!(listing(dir.path()), vec!["models", "r.toml"]);
 }
@@ -181,17 +230,30 @@ fn missing_tensor_is_named_by_recipe_check_and_merge() {
 #[test]
 fn shape_mismatch_is_named() {
     let (dir, recipe) = scratch(TIES);
-    rewrite(&dir.path().join("models/ft0"), None, Some("model.layers.1.self_attn.q_proj.weight"));
-    let o = smelt(&["recipe", "check", recipe.to_str().unwrap_or_default()], dir.path());
+    rewrite(
+        &dir.path().join("models/ft0"),
+        None,
+        Some("model.layers.1.self_attn.q_proj.weight"),
+    );
+    let o = smelt(
+        &["recipe", "check", recipe.to_str().unwrap_or_default()],
+        dir.path(),
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("model.layers.1.self_attn.q_proj.weight") && t.contains("shape"), "{t}");
+    assert!(
+        t.contains("model.layers.1.self_attn.q_proj.weight") && t.contains("shape"),
+        "{t}"
+    );
 }
 
 #[test]
 fn recipe_check_accepts_a_good_recipe() {
     let (dir, recipe) = scratch(TIES);
-    let o = smelt(&["recipe", "check", recipe.to_str().unwrap_or_default()], dir.path());
+    let o = smelt(
+        &["recipe", "check", recipe.to_str().unwrap_or_default()],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("ok"), "{}", text(&o));
 }
@@ -199,17 +261,28 @@ fn recipe_check_accepts_a_good_recipe() {
 #[test]
 fn unknown_method_names_the_line() {
     let (dir, recipe) = scratch(&TIES.replace("method = \"ties\"", "method = \"tiez\""));
-    let o = smelt(&["recipe", "check", recipe.to_str().unwrap_or_default()], dir.path());
+    let o = smelt(
+        &["recipe", "check", recipe.to_str().unwrap_or_default()],
+        dir.path(),
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let t = text(&o);
-    assert!(t.contains("r.toml:1") && t.contains("tiez") && t.contains("ties"), "{t}");
+    assert!(
+        t.contains("r.toml:1") && t.contains("tiez") && t.contains("ties"),
+        "{t}"
+    );
 }
 
 #[test]
 fn exported_mergekit_yaml_merges_to_the_same_bytes() {
     let (dir, recipe) = scratch(TIES);
     let r = recipe.to_str().unwrap_or_default();
-    let o = smelt(&["recipe", "export", r, "--format", "mergekit", "--out", "r.yml"], dir.path());
+    let o = smelt(
+        &[
+            "recipe", "export", r, "--format", "mergekit", "--out", "r.yml",
+        ],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let yaml = std::fs::read_to_string(dir.path().join("r.yml")).unwrap_or_default();
     assert!(yaml.contains("merge_method: ties"), "{yaml}");
@@ -228,7 +301,10 @@ fn small_shards_make_an_index_and_read_back_the_same() {
     let r = recipe.to_str().unwrap_or_default();
     let o = smelt(&["merge", r, "--out", "one"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    let o = smelt(&["merge", r, "--out", "many", "--shard-size", "200KB"], dir.path());
+    let o = smelt(
+        &["merge", r, "--out", "many", "--shard-size", "200KB"],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let many = dir.path().join("many");
     assert!(many.join("model.safetensors.index.json").is_file());
@@ -241,7 +317,12 @@ fn small_shards_make_an_index_and_read_back_the_same() {
     let b = smelt::model::Model::open(&many).expect("open many");
     assert_eq!(a.tensors().len(), b.tensors().len());
     for t in a.tensors() {
-        assert_eq!(a.read_all_f32(&t.name).ok(), b.read_all_f32(&t.name).ok(), "{}", t.name);
+        assert_eq!(
+            a.read_all_f32(&t.name).ok(),
+            b.read_all_f32(&t.name).ok(),
+            "{}",
+            t.name
+        );
     }
 }
 
@@ -260,7 +341,16 @@ fn inspect_lists_layers_and_tensors() {
 #[test]
 fn analyze_reports_every_layer() {
     let o = smelt(
-        &["analyze", "models/base", "models/ft0", "models/ft1", "models/ft2", "--density", "0.3", "--json"],
+        &[
+            "analyze",
+            "models/base",
+            "models/ft0",
+            "models/ft1",
+            "models/ft2",
+            "--density",
+            "0.3",
+            "--json",
+        ],
         &fixtures(),
     );
     assert!(o.status.success(), "{}", text(&o));
@@ -270,10 +360,14 @@ fn analyze_reports_every_layer() {
     assert_eq!(groups.len(), 6, "{v}");
     let total = &v["total"];
     let params = total["params"].as_u64().unwrap_or(0);
-    let kept: u64 = total["kept"].as_array().map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
+    let kept: u64 = total["kept"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
     // Three task vectors trimmed to 30% each.
     let share = kept as f64 / (3 * params) as f64;
     assert!((share - 0.3).abs() < 0.01, "kept share {share}");
-    let agree: u64 = total["agree"].as_array().map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
+    let agree: u64 = total["agree"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
     assert_eq!(agree, params);
 }

@@ -25,7 +25,8 @@ fn check(name: &str) {
     // Two threads: results must not depend on scheduling.
     let mut opts = Options::new(&out);
     opts.threads = Some(2);
-    engine::run(&plan, &opts, &tx, &AtomicBool::new(false)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    engine::run(&plan, &opts, &tx, &AtomicBool::new(false))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
 
     let ours = Model::open(&out).expect("our output opens");
     let theirs = Model::open(&fixtures().join(format!("outputs/{name}"))).expect("fixture opens");
@@ -39,7 +40,10 @@ fn check(name: &str) {
     for t in theirs.tensors() {
         let a = ours.read_all_f32(&t.name).expect("read ours");
         let b = theirs.read_all_f32(&t.name).expect("read theirs");
-        assert_eq!(ours.tensor(&t.name).map(|x| x.shape.clone()), Some(t.shape.clone()));
+        assert_eq!(
+            ours.tensor(&t.name).map(|x| x.shape.clone()),
+            Some(t.shape.clone())
+        );
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             let err = f64::from((x - y).abs());
             let tol = 1e-4 * f64::from(y.abs()) + 1e-6;
@@ -65,12 +69,18 @@ fn check(name: &str) {
             .expect("fixture config"),
     )
     .expect("fixture config parses");
-    assert_eq!(cfg["num_hidden_layers"], want_cfg["num_hidden_layers"], "{name}");
+    assert_eq!(
+        cfg["num_hidden_layers"], want_cfg["num_hidden_layers"],
+        "{name}"
+    );
     assert_eq!(cfg["architectures"], want_cfg["architectures"], "{name}");
     // The recipe is saved beside the weights and reloads.
     let saved = Recipe::load(&out.join("smelt-recipe.toml")).expect("saved recipe reloads");
     assert_eq!(saved.method, recipe.method, "{name}");
-    eprintln!("{name}: worst relative error {:.2e} in {}", worst.0, worst.1);
+    eprintln!(
+        "{name}: worst relative error {:.2e} in {}",
+        worst.0, worst.1
+    );
 }
 
 macro_rules! parity {

@@ -102,10 +102,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// `smelt inspect MODEL [--json]`.
 pub fn inspect(path: &Path, json: bool) -> CliResult {
     let model = Model::open(path)?;
-    let _ = (model, json);
-    Err(CliError::internal(
-        "inspect: not available in this build yet",
-    ))
+    let report = smelt::model::inspect::Report::new(&model);
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(())
 }
 
 /// `smelt eval MODEL [--data FILE] [--json]`.
