@@ -101,6 +101,7 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
                 }
             }
             "models" => {
+                diag.mark("models", *line);
                 for (j, m) in list(v, "models", diag).iter().enumerate() {
                     let mut entry = ModelEntry {
                         path: PathBuf::new(),

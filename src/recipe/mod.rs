@@ -182,8 +182,15 @@ impl Recipe {
         };
         let mut problems = std::mem::take(&mut diag.problems);
         if let Some(r) = &recipe {
+            // Problems about something missing point at the nearest
+            // thing present, else at the method line.
+            let method_line = diag.line_of("method");
             for p in check::check(r) {
-                problems.push((diag.line_of(&p.at), format!("{}: {}", p.at, p.msg)));
+                let line = match diag.line_of(&p.at) {
+                    0 => method_line,
+                    l => l,
+                };
+                problems.push((line, format!("{}: {}", p.at, p.msg)));
             }
         }
         if problems.is_empty() {

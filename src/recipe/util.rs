@@ -72,7 +72,11 @@ pub(crate) fn suggest<'a>(
 
 /// `unknown key `x``, with a did-you-mean and the list of valid keys.
 pub(crate) fn unknown_key_msg(what: &str, key: &str, valid: &[&str]) -> String {
-    let mut msg = format!("unknown {what} `{key}`");
+    // "key in [[models]]" reads "unknown key `x` in [[models]]".
+    let mut msg = match what.split_once(" in ") {
+        Some((noun, place)) => format!("unknown {noun} `{key}` in {place}"),
+        None => format!("unknown {what} `{key}`"),
+    };
     if let Some(s) = suggest(key, valid.iter().copied()) {
         msg.push_str(&format!(": did you mean `{s}`?"));
     }
