@@ -84,12 +84,8 @@ fn unknown_format_keys_suggest_too() {
     let yml = "merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    paramters: {weight: 1}\n";
     let ps = problems("r.yml", yml);
     assert!(ps.iter().any(|(l, m)| *l == 5 && m.contains("did you mean `parameters`?")), "{ps:?}");
-    one(
-        "r.yml",
-        "merge_method: ties\nbase_modle: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\n",
-        2,
-        &["did you mean `base_model`?"],
-    );
+    let ps = problems("r.yml", "merge_method: ties\nbase_modle: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\n");
+    assert!(ps.iter().any(|(l, m)| *l == 2 && m.contains("did you mean `base_model`?")), "{ps:?}");
 }
 
 #[test]
