@@ -249,6 +249,28 @@ impl Model {
         dtype::to_f32(t.dtype, bytes, out);
         Ok(())
     }
+    /// Drop the mapped pages of bytes `[start, end)` of `t` from this
+    /// process's resident set (MADV_DONTNEED; the page cache keeps them).
+    /// The engine calls it after each chunk so that resident memory does not
+    /// grow with model size. A hint only: errors are ignored.
+    pub fn release(&self, t: &TensorInfo, start: usize, end: usize) {
+        const PAGE: usize = 4096;
+        let Some(map) = self.maps.get(t.shard) else {
+            return;
+        };
+        // Whole pages strictly inside the range, so a neighbour's pages that
+        // another thread may be reading stay mapped.
+        let lo = (t.start + start).div_ceil(PAGE) * PAGE;
+        let hi = ((t.start + end.min(t.nbytes())) / PAGE) * PAGE;
+        if hi > lo && hi <= map.len() {
+            // SAFETY: the map is a read-only shared file mapping; dropping
+            // its pages only makes the next access fault them in again from
+            // the page cache with the same bytes. No slice observes a change.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
+        }
+    }
     /// A whole tensor as f32 (for small models and tests).
     pub fn read_all_f32(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name).ok_or_else(|| ModelError::MissingTensor {
