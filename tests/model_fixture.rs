@@ -79,3 +79,14 @@ fn fixture_report_fits_80_columns() {
     assert_eq!(json["architecture"], "LlamaForCausalLM");
     assert_eq!(json["tensors"].as_array().unwrap().len(), 39);
 }
+
+#[test]
+fn fixture_file_path_keeps_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit/models/ft1");
+    let m = Model::open(&dir.join("model.safetensors")).unwrap();
+    assert_eq!(m.name(), "ft1");
+    assert_eq!(m.architecture(), Some("LlamaForCausalLM"));
+    let folder = Model::open(&dir).unwrap();
+    let t = "model.layers.3.mlp.down_proj.weight";
+    assert_eq!(m.read_all_f32(t).unwrap(), folder.read_all_f32(t).unwrap());
+}
