@@ -605,7 +605,7 @@ fn output_inside_input_refused() {
         input.join("merged"),
         input.join("a/b/../merged"),
         input.clone(),
-        d.path().join("in/./sub/.."),
+        d.path().join("in/./sub/../merged"),
     ] {
         let e = Writer::create(&out, t.clone(), &o).err().unwrap();
         assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
@@ -743,4 +743,50 @@ fn open_7b_layout_is_fast() {
     assert_eq!(m.tensors()[1].name, "model.layers.0.input_layernorm.weight");
     assert_eq!(m.tensors()[290].name, "model.norm.weight");
     assert!(took.as_millis() < 500, "open took {took:?}");
+}
+
+#[test]
+fn unnamed_outputs_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let o = WriterOptions {
+        force: true,
+        ..opts()
+    };
+    for out in [
+        PathBuf::from("."),
+        PathBuf::from(".."),
+        PathBuf::from("/"),
+        d.path().join(".."),
+    ] {
+        let e = Writer::create(&out, t.clone(), &o).err().unwrap();
+        assert!(
+            matches!(e, ModelError::Output { .. }),
+            "{}: {e:?}",
+            out.display()
+        );
+    }
+}
+
+#[test]
+fn force_replaces_a_plain_file() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    std::fs::write(&out, "not a model").unwrap();
+    let w = Writer::create(
+        &out,
+        vec![out_tensor("w", Dtype::BF16, &[2])],
+        &WriterOptions {
+            force: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    w.write_f32(0, 0, &[1.5, -2.0]).unwrap();
+    w.finish().unwrap();
+    assert_eq!(
+        Model::open(&out).unwrap().read_all_f32("w").unwrap(),
+        [1.5, -2.0]
+    );
+    assert_no_scratch(d.path());
 }

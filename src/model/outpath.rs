@@ -62,7 +62,8 @@ pub(super) fn resolve(path: &Path) -> Result<PathBuf> {
 /// existing `out` that contains an input. Returns the resolved `out`.
 pub(super) fn check_destination(out: &Path, inputs: &[PathBuf], force: bool) -> Result<PathBuf> {
     let resolved = resolve(out)?;
-    if resolved.file_name().is_none() {
+    // `.`, `..` and `/` have no name of their own to rename to or beside.
+    if out.file_name().is_none() || resolved.file_name().is_none() {
         return Err(out_err(out, "not a usable output folder name"));
     }
     let exists = out.symlink_metadata().is_ok();
