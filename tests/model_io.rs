@@ -790,3 +790,29 @@ fn force_replaces_a_plain_file() {
     );
     assert_no_scratch(d.path());
 }
+
+/// A symlink into an input is seen through: the real location counts.
+#[test]
+fn output_through_symlink_into_input_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in");
+    write_small(&input, &[("w".into(), vec![1], vec![1.0])], Dtype::F32, &[]).unwrap();
+    std::os::unix::fs::symlink(&input, d.path().join("link")).unwrap();
+    let o = WriterOptions {
+        inputs: vec![input.clone()],
+        ..opts()
+    };
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let e = Writer::create(&d.path().join("link/merged"), t.clone(), &o)
+        .err()
+        .unwrap();
+    assert_names(&e, &["inside input"]);
+    // And the other way round: the input given through the link.
+    let o = WriterOptions {
+        inputs: vec![d.path().join("link")],
+        ..opts()
+    };
+    let e = Writer::create(&input.join("merged"), t, &o).err().unwrap();
+    assert_names(&e, &["inside input"]);
+    assert_eq!(listing(&input), vec![PathBuf::from(SINGLE_FILE)]);
+}
