@@ -52,7 +52,12 @@ fn a_good_recipe_has_no_problems() {
 
 #[test]
 fn unknown_method_suggests_the_nearest() {
-    one("r.toml", &TIES_OK.replace("\"ties\"", "\"tiez\""), 1, &["unknown method `tiez`", "did you mean `ties`?"]);
+    one(
+        "r.toml",
+        &TIES_OK.replace("\"ties\"", "\"tiez\""),
+        1,
+        &["unknown method `tiez`", "did you mean `ties`?"],
+    );
     one(
         "r.yml",
         "merge_method: task_arithmatic\nbase_model: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\n",
@@ -63,7 +68,12 @@ fn unknown_method_suggests_the_nearest() {
 
 #[test]
 fn unknown_parameter_suggests_from_the_method_spec() {
-    one("r.toml", &TIES_OK.replace("density = 0.5", "densty = 0.5"), 8, &["`densty`", "did you mean `density`?"]);
+    one(
+        "r.toml",
+        &TIES_OK.replace("density = 0.5", "densty = 0.5"),
+        8,
+        &["`densty`", "did you mean `density`?"],
+    );
     one(
         "r.toml",
         &format!("{TIES_OK}\n[parameters]\nnormalise = true\n"),
@@ -71,29 +81,74 @@ fn unknown_parameter_suggests_from_the_method_spec() {
         &["did you mean `normalize`?"],
     );
     // A method-wide name in a model's table says where it belongs.
-    one("r.toml", &TIES_OK.replace("density = 0.5", "density = 0.5\nlambda = 2"), 9, &["method-wide"]);
+    one(
+        "r.toml",
+        &TIES_OK.replace("density = 0.5", "density = 0.5\nlambda = 2"),
+        9,
+        &["method-wide"],
+    );
 }
 
 #[test]
 fn unknown_format_keys_suggest_too() {
     let ps = problems("r.toml", &TIES_OK.replace("base = ", "bsae = "));
-    assert!(ps.iter().any(|(l, m)| *l == 2 && m.contains("did you mean `base`?")), "{ps:?}");
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 2 && m.contains("did you mean `base`?")),
+        "{ps:?}"
+    );
     let ps = problems("r.toml", &TIES_OK.replace("path = ", "pth = "));
-    assert!(ps.iter().any(|(l, m)| *l == 5 && m.contains("unknown key `pth` in [[models]]: did you mean `path`?")), "{ps:?}");
-    assert!(ps.iter().any(|(l, m)| *l == 4 && m.contains("needs `path`")), "{ps:?}");
-    let yml = "merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    paramters: {weight: 1}\n";
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 5
+                && m.contains("unknown key `pth` in [[models]]: did you mean `path`?")),
+        "{ps:?}"
+    );
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 4 && m.contains("needs `path`")),
+        "{ps:?}"
+    );
+    let yml =
+        "merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    paramters: {weight: 1}\n";
     let ps = problems("r.yml", yml);
-    assert!(ps.iter().any(|(l, m)| *l == 5 && m.contains("did you mean `parameters`?")), "{ps:?}");
-    let ps = problems("r.yml", "merge_method: ties\nbase_modle: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\n");
-    assert!(ps.iter().any(|(l, m)| *l == 2 && m.contains("did you mean `base_model`?")), "{ps:?}");
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 5 && m.contains("did you mean `parameters`?")),
+        "{ps:?}"
+    );
+    let ps = problems(
+        "r.yml",
+        "merge_method: ties\nbase_modle: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\n",
+    );
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 2 && m.contains("did you mean `base_model`?")),
+        "{ps:?}"
+    );
 }
 
 #[test]
 fn density_and_select_topk_must_be_in_unit_interval() {
-    one("r.toml", &TIES_OK.replace("density = 0.5", "density = 1.5"), 8, &["`density` = 1.5 is outside (0, 1]"]);
-    one("r.toml", &TIES_OK.replace("density = 0.5", "density = 0"), 8, &["outside (0, 1]"]);
+    one(
+        "r.toml",
+        &TIES_OK.replace("density = 0.5", "density = 1.5"),
+        8,
+        &["`density` = 1.5 is outside (0, 1]"],
+    );
+    one(
+        "r.toml",
+        &TIES_OK.replace("density = 0.5", "density = 0"),
+        8,
+        &["outside (0, 1]"],
+    );
     // Every point of a gradient is checked.
-    one("r.toml", &TIES_OK.replace("density = 0.5", "density = [0.5, 1.2]"), 8, &["1.2"]);
+    one(
+        "r.toml",
+        &TIES_OK.replace("density = 0.5", "density = [0.5, 1.2]"),
+        8,
+        &["1.2"],
+    );
     one(
         "r.yml",
         "merge_method: sce\nbase_model: b\nmodels:\n  - model: a\n  - model: c\nparameters:\n  select_topk: 0\n",
@@ -108,20 +163,36 @@ fn density_and_select_topk_must_be_in_unit_interval() {
 #[test]
 fn slerp_and_nearswap_take_exactly_two_models() {
     let text = "method = \"slerp\"\nbase = \"b\"\n[parameters]\nt = 0.5\n[[models]]\npath = \"a\"\n[[models]]\npath = \"c\"\n";
-    one("r.toml", text, 5, &["slerp needs exactly 2 models", "a base plus 2 others"]);
-    let yml = "merge_method: nearswap\nbase_model: b\nmodels:\n  - model: b\nparameters: {t: 0.1}\n";
+    one(
+        "r.toml",
+        text,
+        5,
+        &["slerp needs exactly 2 models", "a base plus 2 others"],
+    );
+    let yml =
+        "merge_method: nearswap\nbase_model: b\nmodels:\n  - model: b\nparameters: {t: 0.1}\n";
     one("r.yml", yml, 1, &["nearswap needs exactly 2 models"]);
 }
 
 #[test]
 fn model_stock_needs_three_in_all() {
     let yml = "merge_method: model_stock\nbase_model: b\nmodels:\n  - model: b\n  - model: a\n";
-    one("r.yml", yml, 3, &["model_stock needs at least 3 models in all", "1 other"]);
+    one(
+        "r.yml",
+        yml,
+        3,
+        &["model_stock needs at least 3 models in all", "1 other"],
+    );
 }
 
 #[test]
 fn missing_base_where_required() {
-    one("r.toml", &TIES_OK.replace("base = \"base\"\n", ""), 1, &["ties needs a base model"]);
+    one(
+        "r.toml",
+        &TIES_OK.replace("base = \"base\"\n", ""),
+        1,
+        &["ties needs a base model"],
+    );
     let yml = "merge_method: task_arithmetic\nmodels:\n  - model: a\n    parameters: {weight: 1}\n";
     one("r.yml", yml, 1, &["task_arithmetic needs a base model"]);
 }
@@ -138,11 +209,15 @@ fn required_parameters() {
     one(
         "r.toml",
         "method = \"linear\"\n[[models]]\npath = \"a\"\n[models.parameters]\nweight = [{ filter = \"mlp\", value = 1 }]\n",
-        2,
+        5,
         &["no catch-all"],
     );
     // A global weight covers every model (mergekit falls back to it).
-    assert!(problems("r.toml", "method = \"linear\"\n[parameters]\nweight = 1\n[[models]]\npath = \"a\"\n").is_empty());
+    assert!(problems(
+        "r.toml",
+        "method = \"linear\"\n[parameters]\nweight = 1\n[[models]]\npath = \"a\"\n"
+    )
+    .is_empty());
     one(
         "r.yml",
         "merge_method: slerp\nbase_model: b\nmodels:\n  - model: a\n",
@@ -156,9 +231,21 @@ fn overrides_are_checked() {
     let text = format!("{TIES_OK}\n[[overrides]]\nlayers = [3, 1]\n[[overrides.models]]\nmodel = 4\n[overrides.models.parameters]\ndensity = 3.0\n");
     let ps = problems("r.toml", &text);
     assert_eq!(ps.len(), 3, "{ps:?}");
-    assert!(ps.iter().any(|(l, m)| *l == 11 && m.contains("first is after the last")), "{ps:?}");
-    assert!(ps.iter().any(|(l, m)| *l == 12 && m.contains("model 4 does not exist")), "{ps:?}");
-    assert!(ps.iter().any(|(l, m)| *l == 15 && m.contains("outside (0, 1]")), "{ps:?}");
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 11 && m.contains("first is after the last")),
+        "{ps:?}"
+    );
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 12 && m.contains("model 4 does not exist")),
+        "{ps:?}"
+    );
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 15 && m.contains("outside (0, 1]")),
+        "{ps:?}"
+    );
 }
 
 #[test]
@@ -166,21 +253,29 @@ fn syntax_errors_have_lines() {
     let ps = problems("r.toml", "method = \"ties\"\nbase = \n");
     assert_eq!(ps.len(), 1);
     assert_eq!(ps[0].0, 2, "{ps:?}");
-    let ps = problems("r.yml", "merge_method: ties\nmodels:\n  - model: a\n   bad: [\n");
+    let ps = problems(
+        "r.yml",
+        "merge_method: ties\nmodels:\n  - model: a\n   bad: [\n",
+    );
     assert_eq!(ps.len(), 1);
     assert!(ps[0].0 >= 3, "{ps:?}");
 }
 
 #[test]
 fn load_reports_the_first_problem_and_load_all_every_one() {
-    let text = TIES_OK.replace("density = 0.5", "density = 1.5").replace("base = ", "bsae = ");
+    let text = TIES_OK
+        .replace("density = 0.5", "density = 1.5")
+        .replace("base = ", "bsae = ");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.toml");
     std::fs::write(&path, &text).unwrap();
     let all = Recipe::load_all(&path).unwrap_err();
     assert_eq!(all.len(), 3, "{all:?}"); // bsae, density, and the missing base
     let first = Recipe::load(&path).unwrap_err().to_string();
-    assert!(first.contains("r.toml:1:") || first.contains("r.toml:2:"), "{first}");
+    assert!(
+        first.contains("r.toml:1:") || first.contains("r.toml:2:"),
+        "{first}"
+    );
 }
 
 #[test]
@@ -191,5 +286,8 @@ fn check_on_a_built_recipe_returns_every_problem() {
     assert_eq!(ps.len(), 3, "{ps:?}");
     assert!(ps.iter().any(|p| p.contains("needs a base model")));
     assert!(ps.iter().any(|p| p.contains("at least 3 models")));
-    assert!(ps.iter().any(|p| p.starts_with("parameters.filter_wize") && p.contains("did you mean `filter_wise`?")));
+    assert!(ps
+        .iter()
+        .any(|p| p.starts_with("parameters.filter_wize")
+            && p.contains("did you mean `filter_wise`?")));
 }

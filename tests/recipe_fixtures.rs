@@ -59,7 +59,10 @@ fn paths_resolve_against_the_recipe_folder() {
     let models = fixtures().join("models");
     assert_eq!(r.base.as_deref(), Some(models.join("base").as_path()));
     let paths: Vec<_> = r.models.iter().map(|m| m.path.clone()).collect();
-    assert_eq!(paths, vec![models.join("ft0"), models.join("ft1"), models.join("ft2")]);
+    assert_eq!(
+        paths,
+        vec![models.join("ft0"), models.join("ft1"), models.join("ft2")]
+    );
     for p in &paths {
         assert!(p.join("model.safetensors").is_file(), "{}", p.display());
     }
@@ -89,9 +92,22 @@ fn ties_gradient_and_filters() {
     assert_eq!(tp.models.len(), 3);
     assert_eq!(tp.tensor, ATTN);
     // Embeddings and the head take the gradient's first value.
-    close(f(&r.resolve("model.embed_tokens.weight", Group::Pre, 4), 1, "density"), 0.2);
-    close(f(&r.resolve("lm_head.weight", Group::Post, 4), 1, "density"), 0.2);
-    close(f(&r.resolve("lm_head.weight", Group::Post, 4), 2, "weight"), 0.2);
+    close(
+        f(
+            &r.resolve("model.embed_tokens.weight", Group::Pre, 4),
+            1,
+            "density",
+        ),
+        0.2,
+    );
+    close(
+        f(&r.resolve("lm_head.weight", Group::Post, 4), 1, "density"),
+        0.2,
+    );
+    close(
+        f(&r.resolve("lm_head.weight", Group::Post, 4), 2, "weight"),
+        0.2,
+    );
 }
 
 #[test]
@@ -99,12 +115,31 @@ fn task_arithmetic_gradient_matches_the_mergekit_output() {
     // The weights below were recovered from outputs/task_arithmetic by least
     // squares against (out - base) / lambda; pre/post tensors get 0.0.
     let r = load("task_arithmetic");
-    close(g(&r.resolve(MLP, Group::Layer(1), 4), "lambda").as_f64(), 0.9);
-    close(f(&r.resolve(MLP, Group::Layer(1), 4), 2, "weight"), 1.0 / 3.0);
+    close(
+        g(&r.resolve(MLP, Group::Layer(1), 4), "lambda").as_f64(),
+        0.9,
+    );
+    close(
+        f(&r.resolve(MLP, Group::Layer(1), 4), 2, "weight"),
+        1.0 / 3.0,
+    );
     close(f(&r.resolve(MLP, Group::Layer(3), 4), 2, "weight"), 1.0);
-    close(f(&r.resolve("model.norm.weight", Group::Post, 4), 2, "weight"), 0.0);
-    close(f(&r.resolve("model.embed_tokens.weight", Group::Pre, 4), 2, "weight"), 0.0);
-    assert_eq!(g(&r.resolve(MLP, Group::Layer(1), 4), "normalize"), ParamValue::Bool(false));
+    close(
+        f(&r.resolve("model.norm.weight", Group::Post, 4), 2, "weight"),
+        0.0,
+    );
+    close(
+        f(
+            &r.resolve("model.embed_tokens.weight", Group::Pre, 4),
+            2,
+            "weight",
+        ),
+        0.0,
+    );
+    assert_eq!(
+        g(&r.resolve(MLP, Group::Layer(1), 4), "normalize"),
+        ParamValue::Bool(false)
+    );
 }
 
 #[test]
@@ -117,9 +152,15 @@ fn slerp_base_listed_among_models_is_the_base_only() {
     // Layer 1 of 4: t = 1/3 over five points: scaled = 4/3.
     close(t(ATTN, Group::Layer(1)), 0.5 * (2.0 / 3.0) + 0.3 / 3.0);
     close(t(MLP, Group::Layer(1)), 0.5 * (2.0 / 3.0) + 0.7 / 3.0);
-    close(t("model.layers.0.self_attn.o_proj.weight", Group::Layer(0)), 0.0);
+    close(
+        t("model.layers.0.self_attn.o_proj.weight", Group::Layer(0)),
+        0.0,
+    );
     close(t("model.layers.3.mlp.up_proj.weight", Group::Layer(3)), 0.0);
-    close(t("model.layers.3.input_layernorm.weight", Group::Layer(3)), 0.5);
+    close(
+        t("model.layers.3.input_layernorm.weight", Group::Layer(3)),
+        0.5,
+    );
     close(t("model.embed_tokens.weight", Group::Pre), 0.5);
 }
 
@@ -137,7 +178,10 @@ fn other_fixtures_resolve() {
     close(f(&tp, 2, "weight"), 1.0);
 
     let r = load("sce");
-    close(g(&r.resolve(MLP, Group::Layer(0), 4), "select_topk").as_f64(), 0.5);
+    close(
+        g(&r.resolve(MLP, Group::Layer(0), 4), "select_topk").as_f64(),
+        0.5,
+    );
 
     let r = load("linear");
     let tp = r.resolve(MLP, Group::Layer(0), 4);

@@ -352,15 +352,25 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         if r.slices.is_empty() {
             for (i, m) in r.models.iter().enumerate() {
                 if !total(m.params.get(p.name)) {
-                    let msg = if m.params.contains_key(p.name) {
-                        format!("`{}` for this model has no catch-all entry (one without `filter`), and no default", p.name)
+                    if m.params.contains_key(p.name) {
+                        push(
+                            &mut out,
+                            format!("models[{i}].parameters.{}", p.name),
+                            format!(
+                                "`{}` has no catch-all entry (one without `filter`), so tensors no filter matches have no value",
+                                p.name
+                            ),
+                        );
                     } else {
-                        format!(
-                            "{} needs `{}` for every model ({})",
-                            spec.name, p.name, p.doc
-                        )
-                    };
-                    push(&mut out, format!("models[{i}]"), msg);
+                        push(
+                            &mut out,
+                            format!("models[{i}]"),
+                            format!(
+                                "{} needs `{}` for every model ({})",
+                                spec.name, p.name, p.doc
+                            ),
+                        );
+                    }
                 }
             }
         } else {

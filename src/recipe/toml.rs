@@ -356,7 +356,7 @@ fn override_entry(node: &Node, at: &str, diag: &mut Diag) -> Option<Override> {
                             // this entry.
                             let key = format!("{at}.models.{i}");
                             diag.mark(&key, m.line);
-                            for (name, _) in &params {
+                            for name in params.keys() {
                                 let l = diag.line_of(&format!("{mat}.parameters.{name}"));
                                 diag.mark(&format!("{key}.{name}"), l);
                             }
