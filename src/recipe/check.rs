@@ -69,6 +69,20 @@ fn check_value(p: &ParamSpec, v: &Value, at: &str, out: &mut Vec<Problem>) {
             push(out, at, format!("`{}` takes true or false", p.name));
         }
         Value::Number(x) => check_number(p, *x, at, out),
+        Value::Gradient(xs) if xs.is_empty() => {
+            push(
+                out,
+                at,
+                format!("`{}`: an empty list is not a value", p.name),
+            );
+        }
+        Value::Filtered(entries) if entries.is_empty() => {
+            push(
+                out,
+                at,
+                format!("`{}`: an empty filter list is not a value", p.name),
+            );
+        }
         Value::Gradient(xs) => {
             for x in xs {
                 check_number(p, *x, at, out);
