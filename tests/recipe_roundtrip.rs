@@ -106,7 +106,13 @@ fn recipe(seed: u64, root: &Path) -> Recipe {
     let n = spec.min_models + g.below(3) as usize;
     let n = spec.max_models.map_or(n, |m| n.min(m));
     let models: Vec<PathBuf> = (0..n)
-        .map(|i| root.join(format!("models/ft {i}")))
+        .map(|i| {
+            root.join(if i == 1 {
+                "models/odd #name: 'q' \"d\"".to_string()
+            } else {
+                format!("models/ft {i}")
+            })
+        })
         .collect();
     let mut r = Recipe::new(method, base, models);
     for p in spec.global {

@@ -521,6 +521,85 @@ pub(crate) fn write(
     if !ext.is_empty() {
         top.insert("smelt".into(), Y::Mapping(ext));
     }
-    serde_yaml_ng::to_string(&Y::Mapping(top))
-        .map_err(|e| RecipeError::Invalid(format!("writing YAML: {e}")))
+    let mut text = String::new();
+    emit_map(&top, 0, &mut text)?;
+    Ok(text)
+}
+
+/// One scalar as YAML (quoted by serde_yaml_ng where needed; JSON quoting,
+/// which YAML reads too, if that would span lines).
+fn scalar(v: &Y) -> Result<String, RecipeError> {
+    let s = serde_yaml_ng::to_string(v)
+        .map_err(|e| RecipeError::Invalid(format!("writing YAML: {e}")))?;
+    let s = s.trim_end_matches('\n');
+    if s.contains('\n') {
+        serde_json::to_string(v).map_err(|e| RecipeError::Invalid(format!("writing YAML: {e}")))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// Block mappings, with lists of numbers in flow style (`[0.2, 0.8]`), the
+/// way mergekit writes its own configs.
+fn emit_map(m: &Mapping, indent: usize, out: &mut String) -> Result<(), RecipeError> {
+    let pad = " ".repeat(indent);
+    for (k, v) in m {
+        out.push_str(&pad);
+        out.push_str(&scalar(k)?);
+        out.push(':');
+        match v {
+            Y::Mapping(inner) if !inner.is_empty() => {
+                out.push('\n');
+                emit_map(inner, indent + 2, out)?;
+            }
+            Y::Sequence(items)
+                if items
+                    .iter()
+                    .any(|i| matches!(i, Y::Mapping(_) | Y::Sequence(_))) =>
+            {
+                out.push('\n');
+                for item in items {
+                    match item {
+                        Y::Mapping(inner) if !inner.is_empty() => {
+                            // The item's first key goes on the `- ` line.
+                            let mut block = String::new();
+                            emit_map(inner, indent + 4, &mut block)?;
+                            out.push_str(&pad);
+                            out.push_str("  - ");
+                            out.push_str(&block[indent + 4..]);
+                        }
+                        other => {
+                            out.push_str(&pad);
+                            out.push_str("  - ");
+                            out.push_str(&flow(other)?);
+                            out.push('\n');
+                        }
+                    }
+                }
+            }
+            other => {
+                out.push(' ');
+                out.push_str(&flow(other)?);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flow(v: &Y) -> Result<String, RecipeError> {
+    match v {
+        Y::Sequence(items) => {
+            let parts: Result<Vec<_>, _> = items.iter().map(flow).collect();
+            Ok(format!("[{}]", parts?.join(", ")))
+        }
+        Y::Mapping(m) => {
+            let parts: Result<Vec<_>, RecipeError> = m
+                .iter()
+                .map(|(k, v)| Ok(format!("{}: {}", scalar(k)?, flow(v)?)))
+                .collect();
+            Ok(format!("{{{}}}", parts?.join(", ")))
+        }
+        other => scalar(other),
+    }
 }
