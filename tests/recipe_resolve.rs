@@ -132,3 +132,39 @@ fn the_missing_catch_all_is_reported_at_its_model() {
         "{msg}"
     );
 }
+
+/// The full example in docs/recipes.md loads, passes check, and means what
+/// the comments there say.
+#[test]
+fn the_documented_example_is_valid() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/recipes.md")).unwrap();
+    let start = doc.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + doc[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("recipes");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let path = rdir.join("merge.toml");
+    std::fs::write(&path, &doc[start..end]).unwrap();
+    let r = Recipe::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.models.len(), 3);
+    let at = |n: usize| {
+        r.resolve(
+            &format!("model.layers.{n}.mlp.up_proj.weight"),
+            Group::Layer(n),
+            8,
+        )
+    };
+    assert_eq!(at(4).global.get("lambda").map(|v| v.as_f64()), Some(1.5));
+    assert_eq!(at(3).global.get("lambda").map(|v| v.as_f64()), Some(1.2));
+    assert_eq!(at(6).global.get("lambda").map(|v| v.as_f64()), Some(1.0));
+    assert_eq!(
+        at(5).models[1].get("density").map(|v| v.as_f64()),
+        Some(0.6)
+    );
+    assert_eq!(at(0).models[2].get("weight").map(|v| v.as_f64()), Some(0.5));
+    assert_eq!(
+        at(0).models[2].get("density").map(|v| v.as_f64()),
+        Some(0.5)
+    );
+}

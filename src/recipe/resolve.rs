@@ -123,7 +123,7 @@ impl Recipe {
                     let len = s
                         .sources
                         .first()
-                        .map_or(1, |x| x.layer_range.1 - x.layer_range.0);
+                        .map_or(1, |x| x.layer_range.1.saturating_sub(x.layer_range.0));
                     Place {
                         slice: Some(s),
                         t: position(off, len),
