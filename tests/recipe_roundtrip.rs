@@ -324,3 +324,90 @@ fn model_entry_is_plain_data() {
     };
     assert_eq!(m.clone(), m);
 }
+
+/// Slices with parameters at every level: lossless both ways, and the
+/// gradient runs across each slice.
+#[test]
+fn sliced_slerp_round_trip_and_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("recipes");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let yml = "\
+merge_method: slerp
+base_model: ../m/a
+slices:
+  - sources:
+      - {model: ../m/a, layer_range: [0, 4]}
+      - {model: ../m/b, layer_range: [0, 4]}
+    parameters:
+      t: [0, 1]
+  - sources:
+      - model: ../m/a
+        layer_range: [4, 6]
+      - model: ../m/b
+        layer_range: [4, 6]
+    parameters:
+      t: [{filter: mlp, value: 0.9}, {value: 0.1}]
+parameters:
+  t: 0.5
+tokenizer_source: base
+dtype: bfloat16
+";
+    let r = reload(&rdir, "s.yml", yml);
+    assert_eq!(r.slices.len(), 2);
+    assert_eq!(r.sliced_layers(), 6);
+    let t = |name: &str, g: Group| r.resolve(name, g, 6).global.get("t").unwrap().as_f64();
+    // Slice 0 has 4 layers: output layer 1 sits at t = 1/3.
+    assert!((t("model.layers.1.mlp.up_proj.weight", Group::Layer(1)) - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(t("model.layers.4.mlp.up_proj.weight", Group::Layer(4)), 0.9);
+    assert_eq!(
+        t("model.layers.5.self_attn.q_proj.weight", Group::Layer(5)),
+        0.1
+    );
+    // Embeddings: first slice, first value; the head: last slice.
+    assert_eq!(t("model.embed_tokens.weight", Group::Pre), 0.0);
+    assert_eq!(t("lm_head.weight", Group::Post), 0.1);
+    // The base among a slice's sources is not one of the merged models:
+    // only b is.
+    assert_eq!(
+        r.resolve("model.layers.0.mlp.up_proj.weight", Group::Layer(0), 6)
+            .models
+            .len(),
+        1
+    );
+
+    let toml = reload(&rdir, "s.toml", &r.to_toml(&rdir));
+    assert_eq!(toml, r);
+    let yaml = reload(&rdir, "s2.yml", &toml.to_mergekit_yaml(&rdir).unwrap());
+    assert_eq!(yaml, r);
+}
+
+/// Exporting overrides without a layer count reads it from the base's
+/// config.json (the fixture models have 4 layers).
+#[test]
+fn override_export_reads_the_layer_count() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit/models");
+    let mut r = Recipe::new(
+        Method::TaskArithmetic,
+        Some(models.join("base")),
+        vec![models.join("ft0")],
+    );
+    r.models[0]
+        .params
+        .insert("weight".into(), Value::Number(1.0));
+    r.overrides.push(Override {
+        layers: (3, 3),
+        params: BTreeMap::from([("lambda".to_string(), Value::Number(2.0))]),
+        models: BTreeMap::new(),
+    });
+    let yaml = r.to_mergekit_yaml(&models).unwrap();
+    assert!(yaml.contains("lambda: [1.0, 1.0, 1.0, 2.0]"), "{yaml}");
+    // Without a readable config, the error names the file.
+    let mut lost = r.clone();
+    lost.base = Some(models.join("nowhere"));
+    let err = lost.to_mergekit_yaml(&models).unwrap_err().to_string();
+    assert!(
+        err.contains("nowhere") && err.contains("config.json"),
+        "{err}"
+    );
+}
