@@ -12,6 +12,19 @@
 //! Streaming: top-k cut-offs come from [`TopK`] passes; the L1 rescale
 //! factors from one more pass (the masks are reproducible, so the pass sees
 //! exactly the mask `apply` will use).
+//!
+//! Where smelt deliberately differs from mergekit 0.1.5:
+//! - ties at a top-k cut-off keep the lowest flat indices (mergekit keeps
+//!   whatever its sort returns), so results are reproducible;
+//! - TIES with `int(density * numel) == 0` keeps nothing (mergekit asserts);
+//! - breadcrumbs whose outlier count `int(gamma * numel)` is 0 removes no
+//!   outliers and keeps the top `density` share (mergekit slices
+//!   `indices[n_bot:-0]`, which is empty, and zeroes the whole task vector);
+//! - DARE/DELLA draws come from a counter-based hash ([`super::rng`]), not
+//!   torch's generator: same distribution, different individual draws;
+//! - DELLA ties in magnitude are ranked by flat index; a one-element row gets
+//!   probability `density` (mergekit divides 0 by 0); a row longer than the
+//!   engine's chunk is not ranked (probability `density`, see `della_mask`).
 
 use super::rng::Stream;
 use super::select::TopK;
