@@ -25,7 +25,7 @@ mod writer;
 pub use catalogue::{classify, Group, LayerRef};
 pub use dtype::{from_f32, to_f32, Dtype};
 pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
-pub use writer::{write_small, OutputTensor, Writer, WriterOptions};
+pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
 
 use std::path::PathBuf;
 
