@@ -62,7 +62,7 @@ struct ModelState {
 /// Per-chunk working memory, reused across chunks (O(chunk)).
 #[derive(Default)]
 struct Scratch {
-    order: Vec<u32>,
+    order: Vec<u64>,
     keep_a: Vec<bool>,
     keep_b: Vec<bool>,
     drop: Vec<u32>,
@@ -221,9 +221,7 @@ fn sparsify(st: &mut ModelState, vals: &mut [f32], start: usize, row_len: usize,
         Sparse::Random { p, stream } => {
             let p = *p;
             for (j, v) in vals.iter_mut().enumerate() {
-                if !stream.keep(start + j, p) {
-                    *v = 0.0;
-                }
+                *v = if stream.keep(start + j, p) { *v } else { 0.0 };
             }
         }
         Sparse::Della { d, eps, stream } => della_mask(vals, start, row_len, *d, *eps, stream, sc),
@@ -253,9 +251,7 @@ fn della_mask(
     let rl = row_len.max(1);
     if start % rl != 0 || len % rl != 0 {
         for (j, v) in vals.iter_mut().enumerate() {
-            if !stream.keep(start + j, d) {
-                *v = 0.0;
-            }
+            *v = if stream.keep(start + j, d) { *v } else { 0.0 };
         }
         return;
     }
@@ -269,13 +265,20 @@ fn della_mask(
             }
             continue;
         }
+        // Sort (magnitude bits, index) packed in one u64: ranks by
+        // magnitude, ties by index, and a primitive sort is fast.
         order.clear();
-        order.extend(0..rl as u32);
-        order.sort_unstable_by_key(|&j| ((row[j as usize].to_bits() & 0x7fff_ffff), j));
+        order.extend(
+            row.iter()
+                .enumerate()
+                .map(|(j, x)| (u64::from(x.to_bits() & 0x7fff_ffff) << 32) | j as u64),
+        );
+        order.sort_unstable();
         let denom = (rl - 1) as f32;
         // Decide first (ranks need the original magnitudes), then zero.
         drop.clear();
-        for (rank, &j) in order.iter().enumerate() {
+        for (rank, &key) in order.iter().enumerate() {
+            let j = key as u32;
             let p = lo + (rank as f32 / denom) * span;
             if !stream.keep(row_start + j as usize, p) {
                 drop.push(j);

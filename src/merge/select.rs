@@ -295,13 +295,16 @@ impl TopK {
             return;
         }
         let thr = self.thr;
-        // Fast path: no tied entry can still be kept, so the mask is a pure
-        // comparison LLVM vectorises.
-        if self.ties_seen >= self.keep_ties {
+        // Fast path: no tied entry of this chunk can be kept, so the mask is
+        // a branch-free comparison LLVM vectorises.
+        let tied_here = if self.ties_seen < self.keep_ties {
+            values.iter().filter(|v| mag_bits(**v) == thr).count() as u64
+        } else {
+            0
+        };
+        if tied_here == 0 {
             for v in values.iter_mut() {
-                if mag_bits(*v) <= thr {
-                    *v = 0.0;
-                }
+                *v = if mag_bits(*v) > thr { *v } else { 0.0 };
             }
             return;
         }
