@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use smelt::merge::{self, Method, ParamMap, ParamValue, TensorParams};
 
-fn params(method: Method, global: &[(&str, bool)], weights: &[f64]) -> TensorParams {
+fn params(global: &[(&str, bool)], weights: &[f64]) -> TensorParams {
     let mut g = ParamMap::default();
     for (k, v) in global {
         g.set(k, ParamValue::Bool(*v));
@@ -70,10 +70,10 @@ proptest! {
     fn per_row_methods_equal_the_flat_method_per_row((rows, cols, v) in matrix(), chunk in 1usize..30) {
         let (base, ms) = (&v[0], &v[1..]);
         for (method, per_row, flat, n) in [
-            (Method::Nuslerp, params(Method::Nuslerp, &[("nuslerp_flatten", false)], &[0.7, 0.3]),
-             params(Method::Nuslerp, &[], &[0.7, 0.3]), 2),
-            (Method::ModelStock, params(Method::ModelStock, &[("filter_wise", true)], &[1.0; 3]),
-             params(Method::ModelStock, &[], &[1.0; 3]), 3),
+            (Method::Nuslerp, params(&[("nuslerp_flatten", false)], &[0.7, 0.3]),
+             params(&[], &[0.7, 0.3]), 2),
+            (Method::ModelStock, params(&[("filter_wise", true)], &[1.0; 3]),
+             params(&[], &[1.0; 3]), 3),
         ] {
             let models: Vec<&[f32]> = ms.iter().take(n).map(|m| m.as_slice()).collect();
             let got = run(method, &per_row, base, &models, cols, chunk);
@@ -89,11 +89,11 @@ proptest! {
     #[test]
     fn nuslerp_row_wise_works_on_columns((rows, cols, v) in matrix(), chunk in 1usize..30) {
         let (base, ms) = (&v[0], &v[1..3]);
-        let tp = params(Method::Nuslerp, &[("nuslerp_flatten", false), ("nuslerp_row_wise", true)], &[0.4, 0.6]);
+        let tp = params(&[("nuslerp_flatten", false), ("nuslerp_row_wise", true)], &[0.4, 0.6]);
         let models: Vec<&[f32]> = ms.iter().map(|m| m.as_slice()).collect();
         let got = run(Method::Nuslerp, &tp, base, &models, cols, chunk);
         // reference: transpose, interpolate rows, transpose back
-        let rows_tp = params(Method::Nuslerp, &[("nuslerp_flatten", false)], &[0.4, 0.6]);
+        let rows_tp = params(&[("nuslerp_flatten", false)], &[0.4, 0.6]);
         let bt = transpose(base, rows, cols);
         let mt: Vec<Vec<f32>> = ms.iter().map(|m| transpose(m, rows, cols)).collect();
         let mtr: Vec<&[f32]> = mt.iter().map(|m| m.as_slice()).collect();

@@ -32,7 +32,7 @@ fn ranked(d: &[f32]) -> Vec<usize> {
     idx
 }
 
-fn one_model(method: Method, pairs: &[(&str, f64)], global: &[(&str, ParamValue)]) -> TensorParams {
+fn one_model(pairs: &[(&str, f64)], global: &[(&str, ParamValue)]) -> TensorParams {
     let mut m = ParamMap::default();
     for (k, v) in pairs {
         m.set(k, ParamValue::Float(*v));
@@ -41,7 +41,6 @@ fn one_model(method: Method, pairs: &[(&str, f64)], global: &[(&str, ParamValue)
     for (k, v) in global {
         g.set(k, *v);
     }
-    let _ = method;
     TensorParams {
         tensor: "t".into(),
         global: g,
@@ -67,7 +66,6 @@ fn ties_keeps_exactly_k_with_lowest_indices_among_ties() {
             want[i] = d[i];
         }
         let p = one_model(
-            Method::Ties,
             &[("weight", 1.0), ("density", density)],
             &[("normalize", ParamValue::Bool(false))],
         );
@@ -96,7 +94,6 @@ fn breadcrumbs_drops_outliers_and_small_entries() {
             want[i] = d[i];
         }
         let p = one_model(
-            Method::Breadcrumbs,
             &[("weight", 1.0), ("density", density), ("gamma", gamma)],
             &[],
         );
@@ -114,11 +111,7 @@ fn breadcrumbs_drops_outliers_and_small_entries() {
 fn breadcrumbs_without_outliers_keeps_the_top_share_instead_of_nothing() {
     // gamma * numel rounds to 0: mergekit would zero the task vector.
     let d = tied_vector(50, 3);
-    let p = one_model(
-        Method::Breadcrumbs,
-        &[("weight", 1.0), ("density", 0.5), ("gamma", 0.01)],
-        &[],
-    );
+    let p = one_model(&[("weight", 1.0), ("density", 0.5), ("gamma", 0.01)], &[]);
     let got = run(Method::Breadcrumbs, &p, &d, 16);
     let mut want = vec![0.0f32; 50];
     for &i in &ranked(&d)[..25] {
@@ -136,7 +129,7 @@ fn ties_sign_election_counts_zero_sum_as_positive() {
     let base = [1.0f32, 1.0];
     let a = [1.5f32, 0.5];
     let b = [0.5f32, 1.5];
-    let mut p = one_model(Method::Ties, &[("weight", 2.0), ("density", 1.0)], &[]);
+    let mut p = one_model(&[("weight", 2.0), ("density", 1.0)], &[]);
     p.models.push(p.models[0].clone());
     let mut k = merge::kernel(Method::Ties, &p, 2, 2).expect("kernel");
     let out = merge::merge_slices(k.as_mut(), Some(&base), &[&a, &b], 2, 2);
