@@ -27,7 +27,7 @@
 //!   engine's chunk is not ranked (probability `density`, see `della_mask`).
 
 use super::rng::Stream;
-use super::select::TopK;
+use super::select::{keep_count, TopK};
 use super::util::{delta_into, l1, Params};
 use super::{Chunk, Kernel, MergeError, Method};
 
@@ -116,14 +116,11 @@ impl Gta {
                         Method::Ties => {
                             // mergekit: k = int(density * numel) and asserts
                             // k > 0; here k == 0 keeps nothing.
-                            Sparse::Magnitude(TopK::new(
-                                numel,
-                                (density.max(0.0) * numel as f64) as usize,
-                            ))
+                            Sparse::Magnitude(TopK::new(numel, keep_count(density, numel)))
                         }
                         Method::Breadcrumbs | Method::BreadcrumbsTies => {
                             let gamma = p.model_f(i, "gamma")?;
-                            let target = (density.max(0.0) * numel as f64) as i64;
+                            let target = keep_count(density, numel) as i64;
                             let mut n_top = (gamma.max(0.0) * numel as f64) as i64;
                             let mut n_bot = numel as i64 - target - n_top;
                             if n_bot < 0 {

@@ -22,6 +22,7 @@ mod util;
 pub use method::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec};
 pub use params::{ParamMap, ParamValue, TensorParams};
 pub use select::TopK;
+pub use util::dot;
 
 /// A slice of one tensor across all inputs: elements `[start, start + len)`.
 pub struct Chunk<'a> {

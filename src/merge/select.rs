@@ -26,6 +26,13 @@
 
 const BUCKETS: usize = 1 << 16;
 
+/// Entries a magnitude trim at `density` keeps out of `numel`: mergekit's
+/// `int(density * numel)`, clamped to `[0, numel]`. TIES and the analysis
+/// panels both use it, so what the user sees is what the merge keeps.
+pub fn keep_count(density: f64, numel: usize) -> usize {
+    ((density.max(0.0) * numel as f64) as usize).min(numel)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
     /// Needs the high-bits histogram pass.
