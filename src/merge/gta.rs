@@ -85,7 +85,7 @@ fn sort_keys(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
         for &k in keys.iter() {
             count[((k >> shift) & 0xff) as usize] += 1;
         }
-        if count.iter().any(|&c| c == keys.len()) {
+        if count.contains(&keys.len()) {
             continue; // every key has this digit: the pass would be a no-op
         }
         let mut sum = 0;
@@ -490,7 +490,7 @@ mod tests {
                 let mut keys: Vec<u64> = (0..n as u64)
                     .map(|j| {
                         s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-                        ((s >> 33) % distinct & 0x7fff_ffff) << 32 | j
+                        ((((s >> 33) % distinct) & 0x7fff_ffff) << 32) | j
                     })
                     .collect();
                 let mut want = keys.clone();
