@@ -135,3 +135,36 @@ fn ties_sign_election_counts_zero_sum_as_positive() {
     let out = merge::merge_slices(k.as_mut(), Some(&base), &[&a, &b], 2, 2);
     assert_eq!(out, vec![1.5, 1.5]);
 }
+
+#[test]
+fn rescale_matches_the_l1_norm_of_the_untrimmed_task_vector() {
+    // mergekit 0.1.5 rescales a trimmed task vector so its L1 norm equals
+    // the untrimmed one's, for every trimming method when `rescale` is on.
+    let n = 3000;
+    let d = tied_vector(n, 4);
+    let l1 = |v: &[f32]| v.iter().map(|x| f64::from(x.abs())).sum::<f64>();
+    for (method, extra) in [
+        (Method::Ties, ("gamma", 0.0)),
+        (Method::Breadcrumbs, ("gamma", 0.05)),
+    ] {
+        let p = one_model(
+            &[("weight", 1.0), ("density", 0.4), extra],
+            &[
+                ("rescale", ParamValue::Bool(true)),
+                ("normalize", ParamValue::Bool(false)),
+            ],
+        );
+        for chunk in [64, 3000] {
+            let got = run(method, &p, &d, chunk);
+            let nonzero = got.iter().filter(|&&x| x != 0.0).count();
+            assert!(nonzero <= (0.4 * n as f64) as usize, "{}", method.name());
+            assert!(
+                (l1(&got) - l1(&d)).abs() / l1(&d) < 1e-5,
+                "{}: L1 {} vs {}",
+                method.name(),
+                l1(&got),
+                l1(&d)
+            );
+        }
+    }
+}

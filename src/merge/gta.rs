@@ -308,12 +308,13 @@ fn della_mask(
                 .map(|(j, x)| (u64::from(x.to_bits() & 0x7fff_ffff) << 32) | j as u64),
         );
         sort_keys(order, tmp);
-        let denom = (rl - 1) as f32;
+        // p(rank) = lo + rank * step, step = 2 eps / (L - 1)
+        let step = span / (rl - 1) as f32;
         // Decide first (ranks need the original magnitudes), then zero.
         drop.clear();
         for (rank, &key) in order.iter().enumerate() {
             let j = key as u32;
-            let p = lo + (rank as f32 / denom) * span;
+            let p = lo + rank as f32 * step;
             if !stream.keep(row_start + j as usize, p) {
                 drop.push(j);
             }
