@@ -88,6 +88,8 @@ proptest! {
 
     #[test]
     fn nuslerp_row_wise_works_on_columns((rows, cols, v) in matrix(), chunk in 1usize..30) {
+        // a single row has the row length of a 1-D tensor, which is one vector
+        prop_assume!(rows > 1);
         let (base, ms) = (&v[0], &v[1..3]);
         let tp = params(&[("nuslerp_flatten", false), ("nuslerp_row_wise", true)], &[0.4, 0.6]);
         let models: Vec<&[f32]> = ms.iter().map(|m| m.as_slice()).collect();
@@ -100,4 +102,19 @@ proptest! {
         let want = transpose(&run(Method::Nuslerp, &rows_tp, &bt, &mtr, rows, rows), cols, rows);
         prop_assert!(close(&got, &want));
     }
+}
+
+#[test]
+fn nuslerp_row_wise_on_a_vector_uses_the_whole_vector() {
+    let base: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+    let a: Vec<f32> = (0..50).map(|i| (i as f32 * 0.11).cos()).collect();
+    let b: Vec<f32> = (0..50).map(|i| (i as f32 * 0.23).sin() * 2.0).collect();
+    let rw = params(
+        &[("nuslerp_flatten", false), ("nuslerp_row_wise", true)],
+        &[0.4, 0.6],
+    );
+    let flat = params(&[], &[0.4, 0.6]);
+    let got = run(Method::Nuslerp, &rw, &base, &[&a, &b], 50, 7);
+    let want = run(Method::Nuslerp, &flat, &base, &[&a, &b], 50, 50);
+    assert!(close(&got, &want));
 }
