@@ -10,7 +10,10 @@ use std::time::Duration;
 /// What a running merge reports.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Started { tensors: usize, bytes_total: u64 },
+    Started {
+        tensors: usize,
+        bytes_total: u64,
+    },
     /// Periodic: bytes of input processed so far, and a tensor being worked on.
     Progress {
         tensor: String,

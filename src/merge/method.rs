@@ -124,7 +124,11 @@ const EPSILON: ParamSpec = f(
     "spread of keep probabilities around density",
 );
 const LAMBDA: ParamSpec = f("lambda", Some(1.0), "scale of the merged task vector");
-const INT8: ParamSpec = b("int8_mask", false, "store masks as int8 (no effect on values)");
+const INT8: ParamSpec = b(
+    "int8_mask",
+    false,
+    "store masks as int8 (no effect on values)",
+);
 const SEED: ParamSpec = int(f("seed", Some(0.0), "seed for random dropping"));
 
 const NORM_T: ParamSpec = b("normalize", true, "divide by the sum of weights");
@@ -252,7 +256,11 @@ const SPECS: &[MethodSpec] = &[
         base: BaseRule::Required,
         min_models: 1,
         max_models: Some(1),
-        global: &[f("t", None, "interpolation factor: 0 is the base, 1 the other model")],
+        global: &[f(
+            "t",
+            None,
+            "interpolation factor: 0 is the base, 1 the other model",
+        )],
         per_model: &[],
         sign_election: false,
         trims: false,
@@ -265,8 +273,16 @@ const SPECS: &[MethodSpec] = &[
         min_models: 2,
         max_models: Some(2),
         global: &[
-            b("nuslerp_flatten", true, "treat each tensor as one flat vector"),
-            b("nuslerp_row_wise", false, "interpolate rows rather than columns"),
+            b(
+                "nuslerp_flatten",
+                true,
+                "treat each tensor as one flat vector",
+            ),
+            b(
+                "nuslerp_row_wise",
+                false,
+                "interpolate rows rather than columns",
+            ),
         ],
         per_model: &[WEIGHT],
         sign_election: false,
@@ -323,7 +339,11 @@ const SPECS: &[MethodSpec] = &[
         max_models: None,
         global: &[
             INT8,
-            unit(f("select_topk", Some(1.0), "fraction of highest-variance entries kept")),
+            unit(f(
+                "select_topk",
+                Some(1.0),
+                "fraction of highest-variance entries kept",
+            )),
         ],
         per_model: &[],
         sign_election: true,
@@ -361,9 +381,21 @@ const SPECS: &[MethodSpec] = &[
         min_models: 2,
         max_models: None,
         global: &[
-            int(f("depth", Some(-1.0), "layers zipped into a shared trunk (-1: all hidden layers)")),
-            f("alpha", Some(0.5), "how much a merged feature may be matched again"),
-            f("beta", Some(1.0), "budget for matching features within one model"),
+            int(f(
+                "depth",
+                Some(-1.0),
+                "layers zipped into a shared trunk (-1: all hidden layers)",
+            )),
+            f(
+                "alpha",
+                Some(0.5),
+                "how much a merged feature may be matched again",
+            ),
+            f(
+                "beta",
+                Some(1.0),
+                "budget for matching features within one model",
+            ),
         ],
         per_model: &[],
         sign_election: false,

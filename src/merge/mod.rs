@@ -32,7 +32,9 @@ pub struct Chunk<'a> {
 
 impl Chunk<'_> {
     pub fn len(&self) -> usize {
-        self.models.first().map_or(self.base.map_or(0, |b| b.len()), |m| m.len())
+        self.models
+            .first()
+            .map_or(self.base.map_or(0, |b| b.len()), |m| m.len())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -82,7 +84,9 @@ pub fn merge_slices(
     row_len: usize,
     chunk: usize,
 ) -> Vec<f32> {
-    let numel = models.first().map_or(base.map_or(0, |b| b.len()), |m| m.len());
+    let numel = models
+        .first()
+        .map_or(base.map_or(0, |b| b.len()), |m| m.len());
     let step = if row_len <= chunk {
         (chunk / row_len.max(1)).max(1) * row_len.max(1)
     } else {

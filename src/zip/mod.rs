@@ -1,1 +1,355 @@
-//! TODO
+//! ZipIt! and permutation merging of MLPs trained apart (Stoica et al.,
+//! "ZipIt! Merging Models from Different Tasks without Training", 2023;
+//! Ainsworth et al., "Git Re-Basin", 2022, activation matching).
+//!
+//! Models trained from different initialisations compute similar features
+//! in different orders, so averaging their weights position by position
+//! mixes unrelated units. Both methods first look at what the units do: run
+//! every model on calibration inputs, correlate every hidden feature with
+//! every other (within and across models, streamed over batches), and match
+//! features. `permute` pairs each feature of model 0 with exactly one
+//! feature of each other model (an exact linear assignment), then averages.
+//! ZipIt! merges greedily over the joint correlation matrix, which lets it
+//! also merge redundant features inside one model, so a feature that has no
+//! partner in the other model need not be forced onto one.
+//!
+//! A matching of layer `l` gives per model a merge matrix `M_m` (merged
+//! feature = mean of its members) and an unmerge matrix `U_m` (each member
+//! reads its merged feature back). The merged layer is
+//! `W = sum_m M_m W_m U_m'` and `b = sum_m M_m b_m`, with `U_m'` the previous
+//! layer's unmerge (identity for the input). With `depth` k, layers
+//! `0..k-1` are merged into a shared trunk; each model keeps its layers
+//! `k..` as its own head, the first of them reading the trunk through
+//! `U_m`. Depth 0 is the ensemble; the largest depth zips every hidden
+//! layer and keeps only the classifiers apart.
+
+mod corr;
+mod matching;
+
+pub use corr::CorrAccum;
+pub use matching::{linear_assignment, permute, zipit, Matching};
+
+use crate::mlp::{Head, Layer, MlpError, MlpModel, Result, Samples};
+
+/// How features are matched.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ZipMethod {
+    /// ZipIt! greedy matching; `alpha` repeated matching, `beta` same-model
+    /// budget (see [`zipit`]).
+    Zipit { alpha: f64, beta: f64 },
+    /// Exact one-to-one matching to model 0, then averaging.
+    Permute,
+    /// No matching: feature `i` of every model is merged with feature `i` of
+    /// the others (plain weight averaging, heads kept). The baseline.
+    Average,
+}
+
+/// Per-layer α/β for ZipIt! (`None` keeps the method's value).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LayerOverride {
+    pub layer: usize,
+    pub alpha: Option<f64>,
+    pub beta: Option<f64>,
+}
+
+/// What a zip did, layer by layer (for reports and the TUI).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ZipStats {
+    /// Per zipped layer: mean correlation between members of the same
+    /// merged feature (1 would be a perfect match).
+    pub mean_match_corr: Vec<f64>,
+    /// Per zipped layer: merged features that combine features of one
+    /// model only (within-model merges or unmatched features).
+    pub single_model_features: Vec<usize>,
+}
+
+/// Each model as one chain of layers plus its classes, with its
+/// `input_scale` folded into the first layer relative to model 0's.
+fn chains(models: &[MlpModel]) -> Result<(f32, Vec<(Vec<Layer>, Vec<u32>)>)> {
+    let Some(first) = models.first() else {
+        return Err(MlpError::Incompatible("zip: no models".into()));
+    };
+    let s0 = first.input_scale;
+    let n_in = first.n_in();
+    let mut out = Vec::new();
+    for (i, m) in models.iter().enumerate() {
+        if m.heads.len() != 1 {
+            return Err(MlpError::Incompatible(format!(
+                "zip: model {i} has {} heads; zipit/permute take single-head models",
+                m.heads.len()
+            )));
+        }
+        if m.n_in() != n_in {
+            return Err(MlpError::Incompatible(format!(
+                "zip: model {i} reads {} inputs, model 0 reads {n_in}",
+                m.n_in()
+            )));
+        }
+        let mut layers: Vec<Layer> = m.trunk.clone();
+        layers.extend(m.heads[0].layers.iter().cloned());
+        if s0 != 0.0 && m.input_scale != s0 {
+            let r = m.input_scale / s0;
+            for w in &mut layers[0].weight {
+                *w *= r;
+            }
+        }
+        out.push((layers, m.heads[0].classes.clone()));
+    }
+    Ok((s0, out))
+}
+
+/// The deepest possible `depth` for these models (every hidden layer).
+pub fn max_depth(models: &[MlpModel]) -> usize {
+    models
+        .iter()
+        .map(|m| m.trunk.len() + m.heads.first().map_or(0, |h| h.layers.len()))
+        .min()
+        .unwrap_or(1)
+        .saturating_sub(1)
+}
+
+/// Joint correlation matrices of layers `0..depth` (post-ReLU outputs of
+/// the original models on `calib`, model 0's features first), streamed in
+/// batches of 256 samples.
+pub fn layer_correlations(
+    models: &[MlpModel],
+    depth: usize,
+    calib: &Samples,
+) -> Result<Vec<Vec<f64>>> {
+    let (s0, chains) = chains(models)?;
+    if calib.dim != models[0].n_in() {
+        return Err(MlpError::Incompatible(format!(
+            "calibration data has {} features, the models read {}",
+            calib.dim,
+            models[0].n_in()
+        )));
+    }
+    let widths: Vec<Vec<usize>> = (0..depth)
+        .map(|l| chains.iter().map(|(c, _)| c[l].n_out).collect())
+        .collect();
+    let mut acc: Vec<CorrAccum> = widths
+        .iter()
+        .map(|w| CorrAccum::new(w.iter().sum()))
+        .collect();
+    const BATCH: usize = 256;
+    let mut start = 0;
+    while start < calib.len() {
+        let n = BATCH.min(calib.len() - start);
+        let x: Vec<f32> = calib.x[start * calib.dim..(start + n) * calib.dim]
+            .iter()
+            .map(|v| v * s0)
+            .collect();
+        let mut hs: Vec<Vec<f32>> = vec![x; chains.len()];
+        for l in 0..depth {
+            for (h, (c, _)) in hs.iter_mut().zip(&chains) {
+                *h = c[l].forward(h, n, true);
+            }
+            let total: usize = widths[l].iter().sum();
+            let mut joint = vec![0.0f32; n * total];
+            for r in 0..n {
+                let mut off = 0;
+                for (h, &w) in hs.iter().zip(&widths[l]) {
+                    joint[r * total + off..r * total + off + w]
+                        .copy_from_slice(&h[r * w..(r + 1) * w]);
+                    off += w;
+                }
+            }
+            acc[l].add(&joint, n);
+        }
+        start += n;
+    }
+    Ok(acc.iter().map(CorrAccum::correlation).collect())
+}
+
+/// `a` (`n x k`) times `b` (`k x m`), row-major.
+fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; n * m];
+    for i in 0..n {
+        let row = &mut out[i * m..(i + 1) * m];
+        for t in 0..k {
+            let av = a[i * k + t];
+            if av == 0.0 {
+                continue;
+            }
+            for (o, bv) in row.iter_mut().zip(&b[t * m..(t + 1) * m]) {
+                *o += av * bv;
+            }
+        }
+    }
+    out
+}
+
+/// Merge single-head MLPs by feature matching.
+///
+/// `depth`: layers `0..depth` form the shared trunk (`None`: every hidden
+/// layer, [`max_depth`]). `calib`: calibration inputs (the training split
+/// by default at the CLI); unused by [`ZipMethod::Average`]. The output has
+/// one head per input model, in order, with that model's classes.
+pub fn zip_merge(
+    models: &[MlpModel],
+    method: ZipMethod,
+    depth: Option<usize>,
+    overrides: &[LayerOverride],
+    calib: &Samples,
+) -> Result<MlpModel> {
+    zip_merge_with_stats(models, method, depth, overrides, calib).map(|(m, _)| m)
+}
+
+/// [`zip_merge`], also returning per-layer statistics of the matching.
+pub fn zip_merge_with_stats(
+    models: &[MlpModel],
+    method: ZipMethod,
+    depth: Option<usize>,
+    overrides: &[LayerOverride],
+    calib: &Samples,
+) -> Result<(MlpModel, ZipStats)> {
+    if models.len() < 2 {
+        return Err(MlpError::Incompatible(format!(
+            "zip: needs at least 2 models, got {}",
+            models.len()
+        )));
+    }
+    let (s0, chains) = chains(models)?;
+    let max = max_depth(models);
+    let depth = depth.unwrap_or(max);
+    if depth > max {
+        return Err(MlpError::Incompatible(format!(
+            "zip: depth {depth} too large: these models have {max} hidden layers (the classifiers stay separate)"
+        )));
+    }
+    for o in overrides {
+        if o.layer >= depth.max(1) {
+            return Err(MlpError::Incompatible(format!(
+                "zip: override for layer {} but only layers 0..{} are zipped",
+                o.layer,
+                depth.saturating_sub(1)
+            )));
+        }
+    }
+    let needs_data = !matches!(method, ZipMethod::Average) && depth > 0;
+    if needs_data && calib.is_empty() {
+        return Err(MlpError::Incompatible("zip: no calibration samples".into()));
+    }
+    let corrs = if needs_data {
+        layer_correlations(models, depth, calib)?
+    } else {
+        Vec::new()
+    };
+
+    let n_models = chains.len();
+    let mut stats = ZipStats::default();
+    let mut trunk = Vec::new();
+    // Previous layer's unmerge per model (`d_m x n_prev`), none for the input.
+    let mut prev: Option<(usize, Vec<Vec<f32>>)> = None;
+    for l in 0..depth {
+        let sizes: Vec<usize> = chains.iter().map(|(c, _)| c[l].n_out).collect();
+        let matching = match method {
+            ZipMethod::Zipit { alpha, beta } => {
+                let o = overrides.iter().find(|o| o.layer == l);
+                let a = o.and_then(|o| o.alpha).unwrap_or(alpha);
+                let b = o.and_then(|o| o.beta).unwrap_or(beta);
+                let n_out = sizes.iter().copied().max().unwrap_or(0);
+                zipit(&corrs[l], &sizes, n_out, a, b)
+            }
+            ZipMethod::Permute | ZipMethod::Average => {
+                if sizes.iter().any(|&s| s != sizes[0]) {
+                    return Err(MlpError::Incompatible(format!(
+                        "zip: layer {l} widths differ {sizes:?}; permute and averaging need equal widths (zipit does not)"
+                    )));
+                }
+                if matches!(method, ZipMethod::Permute) {
+                    permute(&corrs[l], &sizes)
+                } else {
+                    Matching {
+                        n_out: sizes[0],
+                        assign: vec![(0..sizes[0]).collect(); n_models],
+                    }
+                }
+            }
+        };
+        if !corrs.is_empty() {
+            stats
+                .mean_match_corr
+                .push(mean_member_corr(&matching, &corrs[l], &sizes));
+        }
+        stats
+            .single_model_features
+            .push(single_model_features(&matching));
+        let n_out = matching.n_out;
+        let n_in = prev.as_ref().map_or(chains[0].0[0].n_in, |p| p.0);
+        let mut merged = Layer::zeros(n_in, n_out);
+        for (m, (c, _)) in chains.iter().enumerate() {
+            let layer = &c[l];
+            let w = match &prev {
+                Some((np, un)) => matmul(&layer.weight, &un[m], layer.n_out, layer.n_in, *np),
+                None => layer.weight.clone(),
+            };
+            let mm = matching.merge_matrix(m);
+            let mw = matmul(&mm, &w, n_out, layer.n_out, n_in);
+            let mb = matmul(&mm, &layer.bias, n_out, layer.n_out, 1);
+            for (d, s) in merged.weight.iter_mut().zip(&mw) {
+                *d += s;
+            }
+            for (d, s) in merged.bias.iter_mut().zip(&mb) {
+                *d += s;
+            }
+        }
+        trunk.push(merged);
+        prev = Some((
+            n_out,
+            (0..n_models).map(|m| matching.unmerge_matrix(m)).collect(),
+        ));
+    }
+    let mut heads = Vec::new();
+    for (m, (c, classes)) in chains.iter().enumerate() {
+        let mut layers: Vec<Layer> = c[depth..].to_vec();
+        if let (Some((np, un)), Some(first)) = (&prev, layers.first_mut()) {
+            first.weight = matmul(&first.weight, &un[m], first.n_out, first.n_in, *np);
+            first.n_in = *np;
+        }
+        heads.push(Head {
+            classes: classes.clone(),
+            layers,
+        });
+    }
+    Ok((
+        MlpModel {
+            input_scale: s0,
+            trunk,
+            heads,
+        },
+        stats,
+    ))
+}
+
+fn mean_member_corr(m: &Matching, corr: &[f64], sizes: &[usize]) -> f64 {
+    let f: usize = sizes.iter().sum();
+    let mut joint = Vec::new();
+    for a in &m.assign {
+        joint.extend_from_slice(a);
+    }
+    let (mut sum, mut n) = (0.0, 0usize);
+    for i in 0..f {
+        for j in i + 1..f {
+            if joint[i] == joint[j] {
+                sum += corr[i * f + j];
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
+}
+
+fn single_model_features(m: &Matching) -> usize {
+    let mut owners = vec![0u64; m.n_out];
+    for (k, a) in m.assign.iter().enumerate() {
+        for &c in a {
+            owners[c] |= 1 << (k % 64);
+        }
+    }
+    owners.iter().filter(|o| o.count_ones() == 1).count()
+}
