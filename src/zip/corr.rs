@@ -49,6 +49,18 @@ impl CorrAccum {
         self.count += rows as u64;
     }
 
+    /// Standard deviation of each feature (population).
+    pub fn stds(&self) -> Vec<f64> {
+        let n = self.n;
+        let c = self.count.max(1) as f64;
+        (0..n)
+            .map(|i| {
+                let m = self.sum[i] / c;
+                (self.sum_xy[i * n + i] / c - m * m).max(0.0).sqrt()
+            })
+            .collect()
+    }
+
     /// The `n x n` correlation matrix. A feature that never varies has
     /// correlation 0 with everything, except another constant feature with
     /// the same value, which it equals (correlation 1): two dead units are

@@ -29,22 +29,39 @@ impl Matching {
     /// feature `c` is the mean of its members over all models, so
     /// `z = sum_m M_m x_m`.
     pub fn merge_matrix(&self, m: usize) -> Vec<f32> {
-        let sizes = self.cluster_sizes();
-        let d = self.assign[m].len();
-        let mut out = vec![0.0; self.n_out * d];
-        for (f, &c) in self.assign[m].iter().enumerate() {
-            out[c * d + f] = 1.0 / sizes[c] as f32;
-        }
-        out
+        self.merge_matrix_scaled(m, None)
     }
 
     /// Unmerge matrix of model `m`, `sizes[m] x n_out`: feature `f` of model
     /// `m` is read back as its merged feature, `x_m ≈ U_m z`.
     pub fn unmerge_matrix(&self, m: usize) -> Vec<f32> {
+        self.unmerge_matrix_scaled(m, None)
+    }
+
+    /// Merge matrix with members measured in units of `scale[f]` (> 0):
+    /// merged feature `c` is the mean of `x_f / scale[f]`. Matched features
+    /// are correlated, not equal in size; averaging them in their own units
+    /// and reading each back at its own scale keeps a feature that is an
+    /// exact multiple of its partner exact (ReLU commutes with positive
+    /// scaling). `None`: all scales 1.
+    pub fn merge_matrix_scaled(&self, m: usize, scale: Option<&[f32]>) -> Vec<f32> {
+        let sizes = self.cluster_sizes();
+        let d = self.assign[m].len();
+        let mut out = vec![0.0; self.n_out * d];
+        for (f, &c) in self.assign[m].iter().enumerate() {
+            let s = scale.map_or(1.0, |s| s[f]);
+            out[c * d + f] = 1.0 / (sizes[c] as f32 * s);
+        }
+        out
+    }
+
+    /// Unmerge matrix matching [`Matching::merge_matrix_scaled`]: feature
+    /// `f` reads `scale[f]` times its merged feature.
+    pub fn unmerge_matrix_scaled(&self, m: usize, scale: Option<&[f32]>) -> Vec<f32> {
         let d = self.assign[m].len();
         let mut out = vec![0.0; d * self.n_out];
         for (f, &c) in self.assign[m].iter().enumerate() {
-            out[f * self.n_out + c] = 1.0;
+            out[f * self.n_out + c] = scale.map_or(1.0, |s| s[f]);
         }
         out
     }

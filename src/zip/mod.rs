@@ -116,6 +116,14 @@ pub fn layer_correlations(
     depth: usize,
     calib: &Samples,
 ) -> Result<Vec<Vec<f64>>> {
+    Ok(layer_statistics(models, depth, calib)?
+        .into_iter()
+        .map(|a| a.correlation())
+        .collect())
+}
+
+/// The accumulated statistics behind [`layer_correlations`].
+fn layer_statistics(models: &[MlpModel], depth: usize, calib: &Samples) -> Result<Vec<CorrAccum>> {
     let (s0, chains) = chains(models)?;
     if calib.dim != models[0].n_in() {
         return Err(MlpError::Incompatible(format!(
@@ -158,7 +166,7 @@ pub fn layer_correlations(
         }
         start += n;
     }
-    Ok(acc.iter().map(CorrAccum::correlation).collect())
+    Ok(acc)
 }
 
 /// `a` (`n x k`) times `b` (`k x m`), row-major.
@@ -230,10 +238,20 @@ pub fn zip_merge_with_stats(
     if needs_data && calib.is_empty() {
         return Err(MlpError::Incompatible("zip: no calibration samples".into()));
     }
-    let corrs = if needs_data {
-        layer_correlations(models, depth, calib)?
+    let (corrs, scales): (Vec<Vec<f64>>, Vec<Vec<f32>>) = if needs_data {
+        layer_statistics(models, depth, calib)?
+            .iter()
+            .map(|a| {
+                let scale = a
+                    .stds()
+                    .iter()
+                    .map(|&s| if s > 1e-6 { s as f32 } else { 1.0 })
+                    .collect();
+                (a.correlation(), scale)
+            })
+            .unzip()
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
 
     let n_models = chains.len();
@@ -284,7 +302,9 @@ pub fn zip_merge_with_stats(
                 Some((np, un)) => matmul(&layer.weight, &un[m], layer.n_out, layer.n_in, *np),
                 None => layer.weight.clone(),
             };
-            let mm = matching.merge_matrix(m);
+            let off: usize = sizes[..m].iter().sum();
+            let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
+            let mm = matching.merge_matrix_scaled(m, sc);
             let mw = matmul(&mm, &w, n_out, layer.n_out, n_in);
             let mb = matmul(&mm, &layer.bias, n_out, layer.n_out, 1);
             for (d, s) in merged.weight.iter_mut().zip(&mw) {
@@ -297,7 +317,13 @@ pub fn zip_merge_with_stats(
         trunk.push(merged);
         prev = Some((
             n_out,
-            (0..n_models).map(|m| matching.unmerge_matrix(m)).collect(),
+            (0..n_models)
+                .map(|m| {
+                    let off: usize = sizes[..m].iter().sum();
+                    let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
+                    matching.unmerge_matrix_scaled(m, sc)
+                })
+                .collect(),
         ));
     }
     let mut heads = Vec::new();
