@@ -107,7 +107,6 @@ const fn int(mut p: ParamSpec) -> ParamSpec {
 }
 
 const WEIGHT: ParamSpec = f("weight", None, "scale of this model's contribution");
-const WEIGHT1: ParamSpec = f("weight", Some(1.0), "scale of this model's contribution");
 const DENSITY: ParamSpec = unit(f(
     "density",
     Some(1.0),
@@ -314,7 +313,8 @@ const SPECS: &[MethodSpec] = &[
             int(f("max_iter", Some(10.0), "iterations of the Karcher mean")),
             f("tol", Some(1e-5), "convergence tolerance"),
         ],
-        per_model: &[WEIGHT1],
+        // mergekit 0.1.5 weighs every model equally (no per-model weight).
+        per_model: &[],
         sign_election: false,
         trims: false,
         doc: "Riemannian (Karcher) mean of the models on the sphere",
