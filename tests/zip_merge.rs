@@ -1,4 +1,5 @@
 //! ZipIt! and permutation merging on small random models.
+#![allow(clippy::needless_range_loop)] // index arithmetic on weight matrices reads clearer
 
 use smelt::mlp::{init_layer, Head, Layer, MlpModel, Rng, Samples};
 use smelt::zip::{layer_correlations, permute, zip_merge, zipit, LayerOverride, ZipMethod};

@@ -408,13 +408,13 @@ mod tests {
         rng.shuffle(&mut perm);
         // Model 1's feature perm[i] is model 0's feature i.
         let mut corr = vec![0.1; 4 * d * d];
-        for i in 0..d {
-            corr[i * 2 * d + d + perm[i]] = 0.9;
-            corr[(d + perm[i]) * 2 * d + i] = 0.9;
+        for (i, &p) in perm.iter().enumerate() {
+            corr[i * 2 * d + d + p] = 0.9;
+            corr[(d + p) * 2 * d + i] = 0.9;
         }
         let m = permute(&corr, &[d, d]);
-        for i in 0..d {
-            assert_eq!(m.assign[1][perm[i]], i);
+        for (i, &p) in perm.iter().enumerate() {
+            assert_eq!(m.assign[1][p], i);
         }
     }
 }

@@ -65,7 +65,9 @@ pub struct ZipStats {
 
 /// Each model as one chain of layers plus its classes, with its
 /// `input_scale` folded into the first layer relative to model 0's.
-fn chains(models: &[MlpModel]) -> Result<(f32, Vec<(Vec<Layer>, Vec<u32>)>)> {
+type Chain = (Vec<Layer>, Vec<u32>);
+
+fn chains(models: &[MlpModel]) -> Result<(f32, Vec<Chain>)> {
     let Some(first) = models.first() else {
         return Err(MlpError::Incompatible("zip: no models".into()));
     };
