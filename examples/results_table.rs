@@ -150,6 +150,9 @@ fn params(
     }
 }
 
+/// (label, method, global parameters, per-model parameters).
+type TaskRow = (String, Method, Vec<(&'static str, f64)>, Vec<(&'static str, f64)>);
+
 fn digits_tasks(root: &Path, test: &Samples) -> anyhow::Result<()> {
     let base = Model::open(&root.join("digits-tasks/base"))?;
     let names = ["ft-0-2", "ft-3-6", "ft-7-9"];
@@ -185,7 +188,7 @@ fn digits_tasks(root: &Path, test: &Samples) -> anyhow::Result<()> {
             .join(" | ")
     );
     println!("|---|---|---|---|---|---|");
-    let mut rows: Vec<(String, Method, Vec<(&str, f64)>, Vec<(&str, f64)>)> = vec![
+    let mut rows: Vec<TaskRow> = vec![
         (
             "base trunk, fine-tune heads".into(),
             Method::TaskArithmetic,
