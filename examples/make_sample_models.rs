@@ -118,16 +118,10 @@ fn main() -> anyhow::Result<()> {
     // 1. digits-zip
     eprintln!("digits-zip");
     let cfg = TrainConfig {
-        epochs: std::env::var("EPOCHS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(40),
+        epochs: 40,
         batch: 32,
         lr: 1e-3,
-        weight_decay: std::env::var("WD")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0),
+        weight_decay: 0.0,
         seed: 100,
         freeze_below: 0,
     };
@@ -148,9 +142,6 @@ fn main() -> anyhow::Result<()> {
     if write {
         a.save(&root.join("digits-zip/digits-0-4"), true)?;
         b.save(&root.join("digits-zip/digits-5-9"), true)?;
-    }
-    if args.iter().any(|a| a == "--zip-check") {
-        zip_check(&a, &b, &train, &test)?;
     }
 
     // 2. digits-tasks
@@ -226,60 +217,6 @@ fn main() -> anyhow::Result<()> {
         llama::build(&root.join("llama-synthetic"))?;
     }
     println!("{}", lines.join("\n"));
-    Ok(())
-}
-
-/// Quick in-memory comparison of the digits-zip merges (for tuning).
-fn zip_check(a: &MlpModel, b: &MlpModel, train: &Samples, test: &Samples) -> anyhow::Result<()> {
-    use smelt::zip::{zip_merge_with_stats, ZipMethod};
-    let models = [a.clone(), b.clone()];
-    if std::env::var("GRID").is_ok() {
-        for alpha in [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0] {
-            let mut line = format!("alpha {alpha:.1}:");
-            for beta in [0.1, 0.25, 0.5, 0.75, 1.0] {
-                let m = smelt::zip::zip_merge(
-                    &models,
-                    ZipMethod::Zipit { alpha, beta },
-                    Some(3),
-                    &[],
-                    train,
-                )?;
-                let r = evaluate(&m, test, "", "")?;
-                line += &format!("  b{beta:.2} {:.1}", 100.0 * r.joint_accuracy);
-            }
-            println!("{line}");
-        }
-        return Ok(());
-    }
-    let alpha: f64 = std::env::var("ALPHA")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.5);
-    let beta: f64 = std::env::var("BETA")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1.0);
-    for (name, method) in [
-        ("average", ZipMethod::Average),
-        ("permute", ZipMethod::Permute),
-        ("zipit", ZipMethod::Zipit { alpha, beta }),
-    ] {
-        for depth in 0..=3 {
-            let (m, st) = zip_merge_with_stats(&models, method, Some(depth), &[], train)?;
-            let r = evaluate(&m, test, name, "test")?;
-            println!(
-                "{name:8} depth {depth}: joint {:.1}%  heads {:.1}% {:.1}%  match {:?} single {:?}",
-                100.0 * r.joint_accuracy,
-                100.0 * r.heads[0].accuracy,
-                100.0 * r.heads[1].accuracy,
-                st.mean_match_corr
-                    .iter()
-                    .map(|c| (c * 100.0).round() / 100.0)
-                    .collect::<Vec<_>>(),
-                st.single_model_features
-            );
-        }
-    }
     Ok(())
 }
 

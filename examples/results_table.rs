@@ -86,10 +86,10 @@ fn digits_zip(root: &Path, train: &Samples, test: &Samples) -> anyhow::Result<()
     }
     for d in 1..=full {
         rows.push((
-            format!("ZipIt! α=1 β=1, depth {d}"),
+            format!("ZipIt! α=1 β=0.5, depth {d}"),
             ZipMethod::Zipit {
                 alpha: 1.0,
-                beta: 1.0,
+                beta: 0.5,
             },
             d,
         ));
@@ -151,7 +151,12 @@ fn params(
 }
 
 /// (label, method, global parameters, per-model parameters).
-type TaskRow = (String, Method, Vec<(&'static str, f64)>, Vec<(&'static str, f64)>);
+type TaskRow = (
+    String,
+    Method,
+    Vec<(&'static str, f64)>,
+    Vec<(&'static str, f64)>,
+);
 
 fn digits_tasks(root: &Path, test: &Samples) -> anyhow::Result<()> {
     let base = Model::open(&root.join("digits-tasks/base"))?;

@@ -49,6 +49,19 @@ impl CorrAccum {
         self.count += rows as u64;
     }
 
+    /// Mean of each feature.
+    pub fn means(&self) -> Vec<f64> {
+        let c = self.count.max(1) as f64;
+        self.sum.iter().map(|s| s / c).collect()
+    }
+
+    /// Covariance of features `i` and `j` (population).
+    pub fn cov(&self, i: usize, j: usize) -> f64 {
+        let c = self.count.max(1) as f64;
+        let (a, b) = if i <= j { (i, j) } else { (j, i) };
+        self.sum_xy[a * self.n + b] / c - (self.sum[a] / c) * (self.sum[b] / c)
+    }
+
     /// Standard deviation of each feature (population).
     pub fn stds(&self) -> Vec<f64> {
         let n = self.n;

@@ -16,8 +16,21 @@
 //! A matching of layer `l` gives per model a merge matrix `M_m` (merged
 //! feature = mean of its members) and an unmerge matrix `U_m` (each member
 //! reads its merged feature back). The merged layer is
-//! `W = sum_m M_m W_m U_m'` and `b = sum_m M_m b_m`, with `U_m'` the previous
-//! layer's unmerge (identity for the input). With `depth` k, layers
+//! `W = sum_m M_m W_m U_m'` and `b = sum_m M_m (b_m + W_m o_m')`, with `U_m'`
+//! and `o_m'` the previous layer's unmerge and read-back offset (identity
+//! and zero for the input).
+//!
+//! Two refinements over the paper's plain average/copy, both measured on
+//! `digits-zip` (joint accuracy with every hidden layer zipped, α=0.5, β=1;
+//! ensemble 92.5): members are averaged in units of their own standard
+//! deviation and read back at that scale (79.4 → 83.9: matched features are
+//! correlated, not equally large, and ReLU commutes with positive scaling),
+//! and each member is read back by the least-squares affine fit
+//! `x_f ≈ a_f z_c + b_f`, computed in closed form from the same covariance
+//! sums (83.9 → 87.5). Both keep the exact answer when members are equal up
+//! to scale, so zipping a model with itself or with a permuted copy still
+//! reproduces it. Plain weight averaging ([`ZipMethod::Average`]) uses
+//! neither: it is the data-free baseline. With `depth` k, layers
 //! `0..k-1` are merged into a shared trunk; each model keeps its layers
 //! `k..` as its own head, the first of them reading the trunk through
 //! `U_m`. Depth 0 is the ensemble; the largest depth zips every hidden
@@ -240,9 +253,13 @@ pub fn zip_merge_with_stats(
     if needs_data && calib.is_empty() {
         return Err(MlpError::Incompatible("zip: no calibration samples".into()));
     }
-    let (corrs, scales): (Vec<Vec<f64>>, Vec<Vec<f32>>) = if needs_data {
+    let accs = if needs_data {
         layer_statistics(models, depth, calib)?
-            .iter()
+    } else {
+        Vec::new()
+    };
+    let (corrs, scales): (Vec<Vec<f64>>, Vec<Vec<f32>>) = if needs_data {
+        accs.iter()
             .map(|a| {
                 let scale = a
                     .stds()
@@ -259,8 +276,9 @@ pub fn zip_merge_with_stats(
     let n_models = chains.len();
     let mut stats = ZipStats::default();
     let mut trunk = Vec::new();
-    // Previous layer's unmerge per model (`d_m x n_prev`), none for the input.
-    let mut prev: Option<(usize, Vec<Vec<f32>>)> = None;
+    // Previous layer's unmerge per model (`d_m x n_prev`) and the offset
+    // added to its read-back features, none for the input.
+    let mut prev: Option<(usize, Vec<Unmerge>)> = None;
     for l in 0..depth {
         let sizes: Vec<usize> = chains.iter().map(|(c, _)| c[l].n_out).collect();
         let matching = match method {
@@ -300,15 +318,18 @@ pub fn zip_merge_with_stats(
         let mut merged = Layer::zeros(n_in, n_out);
         for (m, (c, _)) in chains.iter().enumerate() {
             let layer = &c[l];
-            let w = match &prev {
-                Some((np, un)) => matmul(&layer.weight, &un[m], layer.n_out, layer.n_in, *np),
-                None => layer.weight.clone(),
+            let (w, bias) = match &prev {
+                Some((np, un)) => (
+                    matmul(&layer.weight, &un[m].matrix, layer.n_out, layer.n_in, *np),
+                    with_offset(layer, &un[m].offset),
+                ),
+                None => (layer.weight.clone(), layer.bias.clone()),
             };
             let off: usize = sizes[..m].iter().sum();
             let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
             let mm = matching.merge_matrix_scaled(m, sc);
             let mw = matmul(&mm, &w, n_out, layer.n_out, n_in);
-            let mb = matmul(&mm, &layer.bias, n_out, layer.n_out, 1);
+            let mb = matmul(&mm, &bias, n_out, layer.n_out, 1);
             for (d, s) in merged.weight.iter_mut().zip(&mw) {
                 *d += s;
             }
@@ -317,22 +338,33 @@ pub fn zip_merge_with_stats(
             }
         }
         trunk.push(merged);
+        // Data-driven methods read features back by least squares; plain
+        // averaging stays the data-free baseline.
+        let fit = !accs.is_empty() && !matches!(method, ZipMethod::Average);
         prev = Some((
             n_out,
-            (0..n_models)
-                .map(|m| {
-                    let off: usize = sizes[..m].iter().sum();
-                    let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
-                    matching.unmerge_matrix_scaled(m, sc)
-                })
-                .collect(),
+            if fit {
+                fitted_unmerge(&matching, &accs[l], &sizes, &scales[l])
+            } else {
+                (0..n_models)
+                    .map(|m| {
+                        let off: usize = sizes[..m].iter().sum();
+                        let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
+                        Unmerge {
+                            matrix: matching.unmerge_matrix_scaled(m, sc),
+                            offset: vec![0.0; sizes[m]],
+                        }
+                    })
+                    .collect()
+            },
         ));
     }
     let mut heads = Vec::new();
     for (m, (c, classes)) in chains.iter().enumerate() {
         let mut layers: Vec<Layer> = c[depth..].to_vec();
         if let (Some((np, un)), Some(first)) = (&prev, layers.first_mut()) {
-            first.weight = matmul(&first.weight, &un[m], first.n_out, first.n_in, *np);
+            first.bias = with_offset(first, &un[m].offset);
+            first.weight = matmul(&first.weight, &un[m].matrix, first.n_out, first.n_in, *np);
             first.n_in = *np;
         }
         heads.push(Head {
@@ -348,6 +380,97 @@ pub fn zip_merge_with_stats(
         },
         stats,
     ))
+}
+
+/// How one model reads its features back from the merged ones:
+/// `x ≈ matrix · z + offset`.
+#[derive(Clone, Debug)]
+struct Unmerge {
+    /// `d_m x n_out`, one non-zero per row.
+    matrix: Vec<f32>,
+    offset: Vec<f32>,
+}
+
+/// The layer's bias once its input is read back with `offset` added:
+/// `W (x + o) + b = W x + (b + W o)`.
+fn with_offset(layer: &Layer, offset: &[f32]) -> Vec<f32> {
+    let extra = matmul(&layer.weight, offset, layer.n_out, layer.n_in, 1);
+    layer.bias.iter().zip(&extra).map(|(b, e)| b + e).collect()
+}
+
+/// Least-squares read-back of each feature from its merged feature.
+///
+/// The plain unmerge reads member `f` of merged feature `c` as
+/// `scale_f · z_c`, exact only when all members are equal up to scale. Given
+/// the matching, the best affine read-back `x_f ≈ a_f z_c + b_f` follows in
+/// closed form from statistics already gathered for the correlations
+/// (`z_c` is the mean of its members in their own units, so its covariance
+/// with `x_f` is a sum of covariances between members). A merged feature
+/// with a single member, or members equal up to scale, keeps the exact
+/// read-back (`a_f = scale_f`, `b_f = 0`). The offset folds into the next
+/// layer's bias, so the merged network keeps the same shape.
+fn fitted_unmerge(
+    matching: &Matching,
+    acc: &CorrAccum,
+    sizes: &[usize],
+    scales: &[f32],
+) -> Vec<Unmerge> {
+    let n_out = matching.n_out;
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); n_out];
+    let mut off = 0;
+    for (m, a) in matching.assign.iter().enumerate() {
+        for (f, &c) in a.iter().enumerate() {
+            members[c].push(off + f);
+        }
+        off += sizes[m];
+    }
+    let mean = acc.means();
+    // Statistics of each merged feature z_c = mean_g(x_g / s_g).
+    let mut z_mean = vec![0.0f64; n_out];
+    let mut z_var = vec![0.0f64; n_out];
+    for (c, mem) in members.iter().enumerate() {
+        let k = mem.len().max(1) as f64;
+        z_mean[c] = mem
+            .iter()
+            .map(|&g| mean[g] / f64::from(scales[g]))
+            .sum::<f64>()
+            / k;
+        let mut v = 0.0;
+        for &g in mem {
+            for &h in mem {
+                v += acc.cov(g, h) / (f64::from(scales[g]) * f64::from(scales[h]));
+            }
+        }
+        z_var[c] = v / (k * k);
+    }
+    let mut out = Vec::new();
+    let mut off = 0;
+    for (m, a) in matching.assign.iter().enumerate() {
+        let d = sizes[m];
+        let mut matrix = vec![0.0f32; d * n_out];
+        let mut offset = vec![0.0f32; d];
+        for (f, &c) in a.iter().enumerate() {
+            let g = off + f;
+            let mem = &members[c];
+            let (slope, icpt) = if mem.len() > 1 && z_var[c] > 1e-12 {
+                let k = mem.len() as f64;
+                let cov_xz = mem
+                    .iter()
+                    .map(|&h| acc.cov(g, h) / f64::from(scales[h]))
+                    .sum::<f64>()
+                    / k;
+                let slope = cov_xz / z_var[c];
+                (slope, mean[g] - slope * z_mean[c])
+            } else {
+                (f64::from(scales[g]), 0.0)
+            };
+            matrix[f * n_out + c] = slope as f32;
+            offset[f] = icpt as f32;
+        }
+        out.push(Unmerge { matrix, offset });
+        off += d;
+    }
+    out
 }
 
 fn mean_member_corr(m: &Matching, corr: &[f64], sizes: &[usize]) -> f64 {
