@@ -392,22 +392,24 @@ impl Kernel for Gta {
             for i in 0..n {
                 let w = self.models[i].weight;
                 let wd = &self.tmp[i * len..(i + 1) * len];
+                // Agreement with the elected sign (a zero sum counts as +),
+                // as selects rather than branches so the loop vectorises.
                 for (((o, d), &x), &s) in out
                     .iter_mut()
                     .zip(self.div.iter_mut())
                     .zip(wd)
                     .zip(&self.sum)
                 {
-                    let agree = if s >= 0.0 { x > 0.0 } else { x < 0.0 };
-                    *o += if agree { x } else { 0.0 };
-                    *d += if agree { w } else { 0.0 };
+                    let agree = (s >= 0.0 && x > 0.0) | (s < 0.0 && x < 0.0);
+                    let m = u32::from(agree).wrapping_neg();
+                    *o += f32::from_bits(x.to_bits() & m);
+                    *d += f32::from_bits(w.to_bits() & m);
                 }
             }
-            self.div.iter_mut().for_each(|d| {
-                if *d == 0.0 {
-                    *d = 1.0
-                }
-            });
+            for d in self.div.iter_mut() {
+                let zero = u32::from(*d == 0.0).wrapping_neg();
+                *d = f32::from_bits((d.to_bits() & !zero) | (1f32.to_bits() & zero));
+            }
         } else {
             for i in 0..n {
                 let wd = &self.tmp[i * len..(i + 1) * len];
