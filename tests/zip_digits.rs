@@ -41,3 +41,57 @@ fn zipit_is_close_to_the_ensemble_and_beats_permute_and_average() {
     assert!(permute < zipit - 0.10, "{msg}");
     assert!(average < zipit - 0.10, "{msg}");
 }
+
+#[test]
+fn zip_paths_writes_a_multi_head_model_that_evaluates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/digits-zip");
+    let a = root.join("digits-0-4");
+    let b = root.join("digits-5-9");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("zipped");
+    let (written, stats) = smelt::zip::zip_paths(
+        &[&a, &b],
+        ZipMethod::Zipit {
+            alpha: 0.5,
+            beta: 1.0,
+        },
+        Some(1),
+        &[],
+        None,
+        &out,
+        false,
+    )
+    .unwrap();
+    assert_eq!(stats.mean_match_corr.len(), 1);
+    let m = MlpModel::load(&written).unwrap();
+    assert_eq!(m.trunk.len(), 1);
+    assert_eq!(m.heads.len(), 2);
+    assert_eq!(m.heads[1].classes, [5, 6, 7, 8, 9]);
+    let r = smelt::eval::evaluate_path(&written, None).unwrap();
+    assert!(r.joint_accuracy > 0.8, "{}", r.render());
+    // Exists: refused without force.
+    assert!(smelt::zip::zip_paths(
+        &[&a, &b],
+        ZipMethod::Permute,
+        Some(1),
+        &[],
+        None,
+        &out,
+        false
+    )
+    .is_err());
+    // A user data file (plain CSV) works: the 0-4 model on three samples.
+    let csv = dir.path().join("d.csv");
+    let test = Dataset::builtin().unwrap().split(Split::Test);
+    let mut text = String::new();
+    for i in 0..15 {
+        let row: Vec<String> = test.row(i).iter().map(|v| format!("{v}")).collect();
+        text += &format!("{},{}\n", row.join(","), test.y[i]);
+    }
+    std::fs::write(&csv, text).unwrap();
+    let r = smelt::eval::evaluate_path(&a, Some(&csv)).unwrap();
+    assert!(r.data.contains("d.csv"));
+    let ds = Dataset::load(&csv).unwrap();
+    let n04 = ds.split(Split::Test).y.iter().filter(|&&y| y < 5).count();
+    assert_eq!(r.joint_total, n04);
+}

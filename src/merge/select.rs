@@ -276,10 +276,7 @@ impl TopK {
         if self.ties_seen >= self.keep_ties {
             return Some(thr + 1);
         }
-        let ties: u64 = values
-            .iter()
-            .map(|v| u64::from(mag_bits(*v) == thr))
-            .sum();
+        let ties: u64 = values.iter().map(|v| u64::from(mag_bits(*v) == thr)).sum();
         if self.ties_seen + ties <= self.keep_ties {
             self.ties_seen += ties;
             return Some(thr);

@@ -334,6 +334,24 @@ impl MlpModel {
         dtype: Dtype,
         files: &[(&str, &[u8])],
     ) -> Result<PathBuf> {
+        let opts = WriterOptions {
+            shard_size: crate::model::DEFAULT_SHARD_SIZE,
+            force,
+            inputs: Vec::new(),
+            metadata: vec![("format".into(), "pt".into())],
+        };
+        self.save_with(out, &opts, dtype, files)
+    }
+
+    /// Write with full writer options (the engine passes the input folders
+    /// so an output inside an input is refused).
+    pub fn save_with(
+        &self,
+        out: &Path,
+        opts: &WriterOptions,
+        dtype: Dtype,
+        files: &[(&str, &[u8])],
+    ) -> Result<PathBuf> {
         let tensors = self.tensors();
         let spec: Vec<OutputTensor> = tensors
             .iter()
@@ -343,13 +361,7 @@ impl MlpModel {
                 shape: shape.clone(),
             })
             .collect();
-        let opts = WriterOptions {
-            shard_size: 5_000_000_000,
-            force,
-            inputs: Vec::new(),
-            metadata: vec![("format".into(), "pt".into())],
-        };
-        let w = Writer::create(out, spec, &opts)?;
+        let w = Writer::create(out, spec, opts)?;
         for (i, (_, _, data)) in tensors.iter().enumerate() {
             w.write_f32(i, 0, data)?;
         }

@@ -504,3 +504,34 @@ fn single_model_features(m: &Matching) -> usize {
     }
     owners.iter().filter(|o| o.count_ones() == 1).count()
 }
+
+/// Everything `smelt merge` needs for a zipit/permute recipe: load the
+/// model folders, calibrate on the training split of `calibration` (the
+/// bundled digits when `None`), merge, and write the multi-head result to
+/// `out` (refusing to replace it unless `force`). Returns the written path
+/// and the matching statistics.
+pub fn zip_paths(
+    models: &[&std::path::Path],
+    method: ZipMethod,
+    depth: Option<usize>,
+    overrides: &[LayerOverride],
+    calibration: Option<&std::path::Path>,
+    out: &std::path::Path,
+    force: bool,
+) -> Result<(std::path::PathBuf, ZipStats)> {
+    let loaded: Vec<MlpModel> = models
+        .iter()
+        .map(|p| MlpModel::load(p))
+        .collect::<Result<_>>()?;
+    let ds = crate::mlp::Dataset::load_or_builtin(calibration)?;
+    let calib = ds.split(crate::mlp::Split::Train);
+    let (merged, stats) = zip_merge_with_stats(&loaded, method, depth, overrides, &calib)?;
+    let opts = crate::model::WriterOptions {
+        shard_size: crate::model::DEFAULT_SHARD_SIZE,
+        force,
+        inputs: models.iter().map(|p| p.to_path_buf()).collect(),
+        metadata: vec![("format".into(), "pt".into())],
+    };
+    let written = merged.save_with(out, &opts, crate::model::Dtype::F32, &[])?;
+    Ok((written, stats))
+}
