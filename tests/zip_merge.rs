@@ -251,3 +251,68 @@ fn per_layer_override_changes_only_that_layer() {
     assert!(owners.iter().all(|o| o == &[0, 1]));
     assert_ne!(base.trunk[1], over.trunk[1]);
 }
+
+#[test]
+fn three_models_zip_into_three_heads() {
+    let m = random_model(&[6, 10, 9, 2], &[0, 1], 21);
+    let calib = data(6, 300, 22);
+    let probe = data(6, 30, 23);
+    let want = m.forward(&probe.x, 30);
+    // Three identical copies with α = 1: every feature merges with its two copies.
+    let z = zip_merge(
+        &[m.clone(), m.clone(), m.clone()],
+        ZipMethod::Zipit {
+            alpha: 1.0,
+            beta: 1.0,
+        },
+        None,
+        &[],
+        &calib,
+    )
+    .unwrap();
+    assert_eq!(z.heads.len(), 3);
+    assert_eq!(z.trunk[0].n_out, 10);
+    for h in z.forward(&probe.x, 30) {
+        assert_close(&h, &want[0], 1e-4);
+    }
+    // Different models of different input scales: valid shapes, finite outputs.
+    let mut b = random_model(&[6, 10, 9, 3], &[2, 3, 4], 24);
+    b.input_scale = 0.25;
+    let c = random_model(&[6, 10, 9, 2], &[5, 6], 25);
+    // Input scales are folded into the first layer: the ensemble still computes b.
+    let e = zip_merge(
+        &[m.clone(), b.clone()],
+        ZipMethod::Permute,
+        Some(0),
+        &[],
+        &calib,
+    )
+    .unwrap();
+    assert_close(
+        &e.forward(&probe.x, 30)[1],
+        &b.forward(&probe.x, 30)[0],
+        1e-5,
+    );
+    for method in [
+        ZipMethod::Zipit {
+            alpha: 0.5,
+            beta: 1.0,
+        },
+        ZipMethod::Permute,
+    ] {
+        let z = zip_merge(
+            &[m.clone(), b.clone(), c.clone()],
+            method,
+            None,
+            &[],
+            &calib,
+        )
+        .unwrap();
+        assert_eq!(z.heads.len(), 3);
+        assert!(z
+            .forward(&probe.x, 30)
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite()));
+    }
+}

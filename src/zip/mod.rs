@@ -102,6 +102,11 @@ fn chains(models: &[MlpModel]) -> Result<(f32, Vec<Chain>)> {
         }
         let mut layers: Vec<Layer> = m.trunk.clone();
         layers.extend(m.heads[0].layers.iter().cloned());
+        if layers.is_empty() {
+            return Err(MlpError::Incompatible(format!(
+                "zip: model {i} has no layers"
+            )));
+        }
         if s0 != 0.0 && m.input_scale != s0 {
             let r = m.input_scale / s0;
             for w in &mut layers[0].weight {
