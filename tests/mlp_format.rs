@@ -253,6 +253,25 @@ fn sample_models_load() {
     let l = head_layout(&refs).unwrap().unwrap();
     assert_eq!(l.trunk.len(), 6);
     assert_eq!(l.config["heads"].as_array().unwrap().len(), 3);
-    let llama = Model::open(&root.join("llama-synthetic/base")).unwrap();
-    assert!(llama.shard_paths().len() > 1, "llama-synthetic is sharded");
+    for name in ["base", "ft-attn-early", "ft-mlp-late", "ft-broad"] {
+        let llama = Model::open(&root.join("llama-synthetic").join(name)).unwrap();
+        assert!(llama.shard_paths().len() > 1, "llama-synthetic is sharded");
+        assert!(llama.tensors().iter().all(|t| t.dtype == Dtype::BF16));
+        assert!(llama
+            .tensor("model.layers.3.mlp.down_proj.weight")
+            .is_some());
+        assert_eq!(llama.num_layers(), 4);
+        assert!(!MlpModel::is_mlp(&llama));
+        let e = MlpModel::load(&root.join("llama-synthetic").join(name)).unwrap_err();
+        assert!(e.to_string().contains("smelt-mlp"), "{e}");
+    }
+    // Fine-tune deltas are heavy-tailed: the largest |delta| is many times the mean.
+    let base = Model::open(&root.join("llama-synthetic/base")).unwrap();
+    let ft = Model::open(&root.join("llama-synthetic/ft-attn-early")).unwrap();
+    let t = "model.layers.0.self_attn.q_proj.weight";
+    let (b, f) = (base.read_all_f32(t).unwrap(), ft.read_all_f32(t).unwrap());
+    let d: Vec<f32> = b.iter().zip(&f).map(|(x, y)| (y - x).abs()).collect();
+    let mean = d.iter().sum::<f32>() / d.len() as f32;
+    let max = d.iter().cloned().fold(0.0, f32::max);
+    assert!(mean > 0.0 && max > 8.0 * mean, "mean {mean} max {max}");
 }
