@@ -316,3 +316,48 @@ fn three_models_zip_into_three_heads() {
             .all(|v| v.is_finite()));
     }
 }
+
+#[test]
+fn rescaled_copy_is_merged_exactly() {
+    // b: a's hidden units scaled by positive factors (ReLU commutes), the
+    // next layer compensating: same function, differently sized features.
+    // Merging in units of each feature's spread must reproduce it.
+    let a = random_model(&[5, 8, 7, 2], &[0, 1], 31);
+    let mut b = a.clone();
+    let mut rng = Rng::new(32);
+    let layers = &mut b.heads[0].layers;
+    for l in 0..2 {
+        let s: Vec<f32> = (0..layers[l].n_out)
+            .map(|_| 0.2 + 3.0 * rng.uniform() as f32)
+            .collect();
+        let n_in = layers[l].n_in;
+        for o in 0..layers[l].n_out {
+            for w in &mut layers[l].weight[o * n_in..(o + 1) * n_in] {
+                *w *= s[o];
+            }
+            layers[l].bias[o] *= s[o];
+        }
+        let next_in = layers[l + 1].n_in;
+        for r in 0..layers[l + 1].n_out {
+            for i in 0..next_in {
+                layers[l + 1].weight[r * next_in + i] /= s[i];
+            }
+        }
+    }
+    let calib = data(5, 300, 33);
+    let probe = data(5, 30, 34);
+    let want = a.forward(&probe.x, 30);
+    assert_close(&b.forward(&probe.x, 30)[0], &want[0], 1e-4);
+    for method in [
+        ZipMethod::Permute,
+        ZipMethod::Zipit {
+            alpha: 0.5,
+            beta: 1.0,
+        },
+    ] {
+        let z = zip_merge(&[a.clone(), b.clone()], method, None, &[], &calib).unwrap();
+        let got = z.forward(&probe.x, 30);
+        assert_close(&got[0], &want[0], 1e-3);
+        assert_close(&got[1], &want[0], 1e-3);
+    }
+}
