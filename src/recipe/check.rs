@@ -454,15 +454,9 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         r.method,
         crate::merge::Method::Zipit | crate::merge::Method::Permute
     );
+    // zipit/permute without `calibration` match features on the bundled
+    // digits training split.
     match (&r.calibration, zips) {
-        (None, true) => push(
-            &mut out,
-            "method",
-            format!(
-                "{} needs `calibration` (a CSV of inputs to match features on)",
-                spec.name
-            ),
-        ),
         (Some(_), false) => push(
             &mut out,
             "calibration",
