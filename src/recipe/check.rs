@@ -456,16 +456,15 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
     );
     // zipit/permute without `calibration` match features on the bundled
     // digits training split.
-    match (&r.calibration, zips) {
-        (Some(_), false) => push(
+    if r.calibration.is_some() && !zips {
+        push(
             &mut out,
             "calibration",
             format!(
                 "`calibration` is used only by zipit and permute, not {}",
                 spec.name
             ),
-        ),
-        _ => {}
+        );
     }
     out
 }
