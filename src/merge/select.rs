@@ -13,6 +13,15 @@
 //!
 //! Memory is two 65 536-entry count tables (512 KiB), whatever the tensor size.
 //!
+//! Pass two usually costs nothing: while pass one runs, the first chunk
+//! predicts which bucket will hold the cut-off, and the low bits of entries
+//! in a small window of buckets around it are histogrammed on the way
+//! ([`WINDOW`] tables, 2.3 MiB). When the true cut-off bucket falls inside
+//! the window, which it does for tensors whose first chunk looks like the
+//! rest, the exact cut-off is known after one pass; otherwise pass two runs
+//! as described. Either way the cut-off is the same exact value: the
+//! prediction only decides how many passes it takes.
+//!
 //! Ties at the cut-off are common on bf16 task vectors (about one position in
 //! ten), so the rule matters for reproducibility: every entry strictly above
 //! the cut-off is kept, and among the entries equal to it the lowest flat
@@ -25,6 +34,13 @@
 //! NaN magnitudes sort above infinity (their bit patterns are larger).
 
 const BUCKETS: usize = 1 << 16;
+
+/// Buckets of low-bit tables kept during pass one (centred on the predicted
+/// cut-off bucket).
+const WINDOW: u32 = 9;
+
+/// Below this many entries a second pass is cheaper than the window tables.
+const WINDOW_MIN_NUMEL: usize = 1 << 20;
 
 /// Entries a magnitude trim at `density` keeps out of `numel`: mergekit's
 /// `int(density * numel)`, clamped to `[0, numel]`. TIES and the analysis
@@ -69,6 +85,11 @@ pub struct TopK {
     keep_ties: u64,
     /// Tied entries seen so far in the current masking sweep.
     ties_seen: u64,
+    /// Whether pass one may predict the cut-off bucket (`k` known up front).
+    predict: bool,
+    /// First bucket of the window and its low-bit tables (`WINDOW` x 65 536),
+    /// once predicted.
+    window: Option<(u32, Vec<u32>)>,
 }
 
 #[inline(always)]
@@ -92,6 +113,8 @@ impl TopK {
             tied: 0,
             keep_ties: 0,
             ties_seen: 0,
+            predict: numel >= WINDOW_MIN_NUMEL && numel <= u32::MAX as usize,
+            window: None,
         };
         t.settle_trivial();
         t
@@ -113,6 +136,8 @@ impl TopK {
             tied: 0,
             keep_ties: 0,
             ties_seen: 0,
+            predict: false,
+            window: None,
         }
     }
 
@@ -158,6 +183,22 @@ impl TopK {
                 for &v in values {
                     h[(mag_bits(v) >> 16) as usize] += 1;
                 }
+                if self.predict && self.window.is_none() {
+                    self.window = Some((
+                        self.predict_bucket(values.len()),
+                        vec![0; WINDOW as usize * BUCKETS],
+                    ));
+                }
+                if let Some((lo, tables)) = &mut self.window {
+                    let lo = *lo;
+                    for &v in values {
+                        let b = mag_bits(v);
+                        let w = (b >> 16).wrapping_sub(lo);
+                        if w < WINDOW {
+                            tables[w as usize * BUCKETS + (b & 0xffff) as usize] += 1;
+                        }
+                    }
+                }
             }
             Stage::Low => {
                 let cut = self.cut_hi;
@@ -192,28 +233,64 @@ impl TopK {
                 }
                 self.cut_hi = cut as u32;
                 self.above_hi = acc;
+                if let Some((lo, tables)) = self.window.take() {
+                    let w = (cut as u32).wrapping_sub(lo);
+                    if w < WINDOW {
+                        // The window caught it: pass two is already done.
+                        let at = w as usize * BUCKETS;
+                        let low: Vec<u64> = tables[at..at + BUCKETS]
+                            .iter()
+                            .map(|&c| u64::from(c))
+                            .collect();
+                        self.finish(&low);
+                        return;
+                    }
+                }
                 self.hist.iter_mut().for_each(|c| *c = 0);
                 self.stage = Stage::Low;
             }
             Stage::Low => {
-                let k = self.k as u64;
-                let mut acc = self.above_hi;
-                let mut lo = 0usize;
-                for b in (0..BUCKETS).rev() {
-                    if acc + self.hist[b] >= k {
-                        lo = b;
-                        break;
-                    }
-                    acc += self.hist[b];
-                }
-                self.thr = (self.cut_hi << 16) | lo as u32;
-                self.above = acc;
-                self.tied = self.hist[lo];
-                self.keep_ties = k - acc;
-                self.hist = Vec::new();
-                self.stage = Stage::Done;
+                let low = std::mem::take(&mut self.hist);
+                self.finish(&low);
             }
         }
+    }
+
+    /// The exact cut-off from the low-bit histogram of the cut-off bucket.
+    fn finish(&mut self, low: &[u64]) {
+        let k = self.k as u64;
+        let mut acc = self.above_hi;
+        let mut lo = 0usize;
+        for b in (0..BUCKETS).rev() {
+            if acc + low[b] >= k {
+                lo = b;
+                break;
+            }
+            acc += low[b];
+        }
+        self.thr = (self.cut_hi << 16) | lo as u32;
+        self.above = acc;
+        self.tied = low[lo];
+        self.keep_ties = k - acc;
+        self.hist = Vec::new();
+        self.stage = Stage::Done;
+    }
+
+    /// The first window bucket, from the first chunk's histogram (the only
+    /// one in `hist` so far): where the chunk's own top `k/numel` share
+    /// ends, centred in the window.
+    fn predict_bucket(&self, len: usize) -> u32 {
+        let want = (self.k as f64 / self.numel.max(1) as f64 * len as f64).ceil() as u64;
+        let mut acc = 0u64;
+        let mut cut = 0usize;
+        for b in (0..BUCKETS).rev() {
+            acc += self.hist[b];
+            if acc >= want.max(1) {
+                cut = b;
+                break;
+            }
+        }
+        (cut as u32).saturating_sub(WINDOW / 2)
     }
 
     /// Number of entries kept (`k`).
@@ -462,6 +539,51 @@ mod tests {
                 for i in 0..values.len() {
                     assert_eq!(masked[i], if keep[i] { values[i] } else { 0.0 });
                 }
+            }
+        }
+    }
+
+    /// Big tensors take the one-pass route when the first chunk predicts
+    /// the cut-off, two passes when it does not; both are exact.
+    #[test]
+    fn predicted_window_is_exact_and_saves_a_pass() {
+        let n = (1 << 20) + 12_345;
+        let mut s = 11u64;
+        // Homogeneous, with heavy ties (a coarse grid of values).
+        let same: Vec<f32> = (0..n)
+            .map(|_| ((lcg(&mut s) % 2001) as f32 - 1000.0) * 1e-3)
+            .collect();
+        // First chunk tiny, the rest large: the prediction misses.
+        let skewed: Vec<f32> = (0..n)
+            .map(|i| {
+                let v = ((lcg(&mut s) % 2001) as f32 - 1000.0) * 1e-3;
+                if i < 1 << 18 {
+                    v * 1e-3
+                } else {
+                    v
+                }
+            })
+            .collect();
+        for (values, one_pass) in [(&same, true), (&skewed, false)] {
+            for k in [n / 10, n / 2] {
+                let mut t = TopK::new(n, k);
+                let mut passes = 0;
+                while t.wants_pass() {
+                    for c in values.chunks(1 << 18) {
+                        t.observe(c);
+                    }
+                    t.end_pass();
+                    passes += 1;
+                }
+                assert_eq!(passes, if one_pass { 1 } else { 2 }, "k={k}");
+                let mut keep = vec![false; n];
+                for (c, kc) in values.chunks(1 << 18).zip(keep.chunks_mut(1 << 18)) {
+                    t.keep_mask(c, kc);
+                }
+                assert!(keep == reference(values, k), "k={k}");
+                let thr = t.threshold().expect("cut-off");
+                let tied = values.iter().filter(|v| v.abs() == thr).count() as u64;
+                assert_eq!(t.tied_at_cutoff(), tied);
             }
         }
     }

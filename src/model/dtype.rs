@@ -132,7 +132,13 @@ pub fn to_f32(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
             }
         }
         Dtype::F16 => half_to_f32::<f16>(bytes, out),
-        Dtype::BF16 => half_to_f32::<bf16>(bytes, out),
+        // bf16 is the top half of an f32: a shift, which vectorises (and
+        // needs no alignment), several times faster than a per-value call.
+        Dtype::BF16 => {
+            for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16);
+            }
+        }
         Dtype::F64 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
                 let mut b = [0u8; 8];
