@@ -8,6 +8,7 @@
 //! second while a merge reports progress), and restores the terminal on
 //! quit, on error and on panic.
 
+pub mod demo;
 pub mod jobs;
 pub mod keys;
 pub mod state;

@@ -116,6 +116,39 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme) {
         Some(Modal::Input(i)) => draw_input(f, app, theme, area, i),
         None => {}
     }
+    if app.ascii {
+        asciify(f.buffer_mut());
+    }
+}
+
+/// Replace every non-ASCII glyph left on screen with an ASCII stand-in, so
+/// ASCII mode covers separators, arrows and names alike.
+fn asciify(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        let sym = cell.symbol();
+        if sym.is_ascii() {
+            continue;
+        }
+        let r = match sym {
+            "·" => ".",
+            "…" => "~",
+            "‖" | "│" | "┃" => "|",
+            "─" | "━" => "-",
+            "←" => "<",
+            "→" => ">",
+            "↑" => "^",
+            "↓" => "v",
+            "▶" | "▸" => ">",
+            "▾" => "v",
+            "✔" => "+",
+            "✘" => "x",
+            "τ" => "t",
+            "█" | "▏" | "▎" | "▍" | "▌" | "▋" | "▊" | "▉" => "#",
+            "" => "",
+            _ => "?",
+        };
+        cell.set_symbol(r);
+    }
 }
 
 fn panel<'a>(app: &App, theme: &Theme, title: &'a str, p: Option<Panel>) -> Block<'a> {
@@ -177,7 +210,7 @@ fn scroll(cursor: usize, h: usize) -> usize {
 
 fn pad(s: &str, w: usize) -> String {
     let n = s.chars().count();
-    if n >= w {
+    if n > w {
         let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
         if w > 0 {
             t.push('~');
@@ -307,7 +340,7 @@ fn draw_models(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 s.info.shards
             )
         } else {
-            format!("{} {:>6}", pad(&s.info.dtype, 4), fmt_count(s.info.params))
+            format!("{:>6}", fmt_count(s.info.params))
         };
         let name_w = w.saturating_sub(2 + 5 + info.chars().count() + 1 + tail.chars().count());
         let role_style = match s.role {
@@ -456,7 +489,7 @@ fn draw_layers(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 } else {
                     String::new()
                 };
-                let fixed = 2 + 2 + pc.chars().count() + gw + 8;
+                let fixed = 2 + 2 + pc.chars().count() + 1 + gw + 8;
                 let name_w = w.saturating_sub(fixed);
                 spans.push(Span::styled(
                     if in_range {
@@ -493,22 +526,34 @@ fn draw_layers(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                     .map_or(tr.name.as_str(), |(_, r)| {
                         r.split_once('.').map_or(r, |(_, b)| b)
                     });
+                let short = short.strip_suffix(".weight").unwrap_or(short);
                 let shape = tr
                     .shape
                     .iter()
                     .map(|d| d.to_string())
                     .collect::<Vec<_>>()
                     .join("x");
-                let name_w = w.saturating_sub(2 + 4 + gw + 8 + 1 + shape.chars().count());
-                spans.push(Span::styled(format!("    {}", pad(short, name_w)), style));
+                let target = Target::Tensor(tr.name.clone());
+                let wide_gauge = w >= 50;
+                let gauge_w = if wide_gauge { gw + 8 } else { 7 };
+                let name_w = w.saturating_sub(2 + 4 + 1 + shape.chars().count() + 1 + gauge_w);
+                spans.push(Span::styled(format!("    {} ", pad(short, name_w)), style));
                 spans.push(Span::styled(format!("{shape} "), theme.dim()));
-                spans.extend(gauge_spans(
-                    app,
-                    theme,
-                    &Target::Tensor(tr.name.clone()),
-                    gw,
-                    false,
-                ));
+                if wide_gauge {
+                    spans.extend(gauge_spans(app, theme, &target, gw, false));
+                } else {
+                    spans.push(match app.stats_for(&target) {
+                        Some((Ok(st), cur)) => Span::styled(
+                            format!(
+                                "{:>5.1}%{}",
+                                st.conflict_share() * 100.0,
+                                if cur { " " } else { "~" }
+                            ),
+                            if cur { theme.text() } else { theme.dim() },
+                        ),
+                        _ => Span::styled("   ... ", theme.dim()),
+                    });
+                }
             }
         }
         out.push(Line::from(spans));
@@ -707,6 +752,10 @@ fn draw_agreement(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     let label_w = 10;
     let bar_w = w.saturating_sub(label_w + 8);
     let stale = state != "current" && !state.starts_with("partial");
+    // Tall panels get double-height bars: the histogram is the point.
+    let n_models = app.input_slots().len();
+    let below = 1 + (n_models + 1) + usize::from(s.cosines.len() > 1);
+    let tall = inner.height as usize >= out.len() + 2 * (n + 1) + below;
     for k in (0..=n).rev() {
         let c = s.agree.get(k).copied().unwrap_or(0);
         let frac = c as f64 / total as f64;
@@ -726,6 +775,14 @@ fn draw_agreement(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             Span::styled(rest, theme.dim()),
             Span::styled(format!("{:>6.1}%", frac * 100.0), theme.text()),
         ]));
+        if tall {
+            let (fill, rest) = bar(frac, bar_w, app.ascii);
+            out.push(Line::from(vec![
+                Span::raw(" ".repeat(label_w)),
+                Span::styled(fill, st),
+                Span::styled(rest, theme.dim()),
+            ]));
+        }
     }
     let pct = |x: u64| {
         if s.params == 0 {
@@ -786,10 +843,11 @@ fn draw_agreement(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             .iter()
             .map(|k| format!("{:.0}%", k * 100.0))
             .collect();
-        out.push(Line::styled(
-            format!("kept {}  norm kept {}", kept.join(" "), nk.join(" ")),
-            theme.text(),
-        ));
+        let mut t = format!("kept {}", kept.join(" "));
+        if !nk.is_empty() {
+            t.push_str(&format!("  norm kept {}", nk.join(" ")));
+        }
+        out.push(Line::styled(t, theme.text()));
     }
     if s.cosines.len() > 1 {
         let mut parts = Vec::new();
@@ -920,11 +978,14 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
 
 fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     let line = match &app.message {
-        Some((Level::Error, m)) => Line::styled(format!(" ! {m}"), theme.fg(theme.bad).add_modifier(Modifier::BOLD)),
+        Some((Level::Error, m)) => Line::styled(
+            format!(" ! {m}"),
+            theme.fg(theme.bad).add_modifier(Modifier::BOLD),
+        ),
         Some((Level::Warn, m)) => Line::styled(format!(" ! {m}"), theme.fg(theme.warn)),
         Some((Level::Info, m)) => Line::styled(format!(" {m}"), theme.text()),
         None => Line::styled(
-            " ? help · q quit · Tab panel · ←/→ adjust · Enter edit · m method · r run · s save · o open",
+            " ?:help q:quit Tab:panel ←→:adjust m:method r:run c:cancel s:save o:open",
             theme.dim(),
         ),
     };
