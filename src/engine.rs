@@ -1,16 +1,48 @@
 //! Running a plan: stream tensors in chunks on rayon, merge, write.
 //!
-//! CONTRACT (skeleton).
+//! Each output tensor is one job. A job streams its inputs in chunks of at
+//! most [`CHUNK_ELEMS`] elements through its method's kernel (statistics
+//! passes first, if the method needs them, then the apply pass) and writes
+//! each merged chunk straight into its place in the output shard. Workers
+//! hold a handful of chunk buffers each, so peak memory depends on the
+//! number of threads and models, not on model or tensor size.
 
-use crate::plan::Plan;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use crate::merge::{self, Chunk};
+use crate::model::{Model, Writer, WriterOptions};
+use crate::plan::{Job, JobKind, Plan};
+use crossbeam_channel::Sender;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Elements per chunk and input. With four inputs and f32 buffers a worker
+/// holds about 24 MB.
+pub const CHUNK_ELEMS: usize = 1 << 20;
+
+/// How often progress is reported.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Files copied from the base (config) model when present.
+const COPIED_FILES: &[&str] = &[
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+];
 
 /// What a running merge reports.
 #[derive(Clone, Debug)]
 pub enum Event {
-    Started { tensors: usize, bytes_total: u64 },
+    Started {
+        tensors: usize,
+        bytes_total: u64,
+    },
     /// Periodic: bytes of input processed so far, and a tensor being worked on.
     Progress {
         tensor: String,
@@ -30,6 +62,13 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+impl Summary {
+    /// Input bytes per second, in GB/s.
+    pub fn gb_per_s(&self) -> f64 {
+        self.bytes_read as f64 / 1e9 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub out: PathBuf,
@@ -38,6 +77,17 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Maximum bytes per shard.
     pub shard_size: u64,
+}
+
+impl Options {
+    pub fn new(out: impl Into<PathBuf>) -> Options {
+        Options {
+            out: out.into(),
+            force: false,
+            threads: None,
+            shard_size: 5_000_000_000,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +102,368 @@ pub enum EngineError {
     Other(String),
 }
 
+type Result<T> = std::result::Result<T, EngineError>;
+
+/// Shared counters of a run.
+struct Progress<'a> {
+    bytes_done: AtomicU64,
+    tensors_done: AtomicUsize,
+    current: Mutex<String>,
+    cancel: &'a AtomicBool,
+}
+
+impl Progress<'_> {
+    fn check(&self) -> Result<()> {
+        if self.cancel.load(Ordering::Relaxed) {
+            Err(EngineError::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// Run `plan`, writing to `opts.out`. Events go to `progress`; setting
 /// `cancel` stops the run within a fraction of a second and leaves nothing
 /// behind.
 pub fn run(
     plan: &Plan,
     opts: &Options,
-    progress: &crossbeam_channel::Sender<Event>,
+    progress: &Sender<Event>,
     cancel: &AtomicBool,
-) -> Result<Summary, EngineError> {
-    let _ = (plan, opts, progress, cancel);
-    todo!()
+) -> Result<Summary> {
+    let started = Instant::now();
+    if matches!(
+        plan.recipe.method,
+        merge::Method::Zipit | merge::Method::Permute
+    ) {
+        return run_zip(plan, opts, progress, cancel, started);
+    }
+    let writer = Writer::create(
+        &opts.out,
+        plan.jobs.iter().map(|j| j.out.clone()).collect(),
+        &writer_options(plan, opts),
+    )?;
+    let bytes_total = plan.input_bytes();
+    let _ = progress.send(Event::Started {
+        tensors: plan.jobs.len(),
+        bytes_total,
+    });
+    let state = Progress {
+        bytes_done: AtomicU64::new(0),
+        tensors_done: AtomicUsize::new(0),
+        current: Mutex::new(String::new()),
+        cancel,
+    };
+    // Largest jobs first, so the last job to finish is a small one.
+    let mut order: Vec<usize> = (0..plan.jobs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(job_bytes(plan, &plan.jobs[i])));
+
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| EngineError::Other(format!("cannot start worker threads: {e}")))?;
+    let finished = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| report(&state, &finished, progress, bytes_total));
+        let r: Result<()> = pool.install(|| {
+            use rayon::prelude::*;
+            order.par_iter().try_for_each(|&i| {
+                state.check()?;
+                let job = &plan.jobs[i];
+                if let Ok(mut cur) = state.current.lock() {
+                    cur.clone_from(&job.out.name);
+                }
+                run_job(plan, job, i, &writer, &state)?;
+                state.tensors_done.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
+        });
+        finished.store(true, Ordering::Relaxed);
+        r
+    });
+    result?;
+    state.check()?;
+    write_side_files(plan, opts, &writer)?;
+    let out = writer.finish()?;
+    let summary = Summary {
+        out,
+        tensors: plan.jobs.len(),
+        bytes_written: plan.output_bytes(),
+        bytes_read: bytes_total,
+        elapsed: started.elapsed(),
+    };
+    let _ = progress.send(Event::Finished(summary.clone()));
+    Ok(summary)
+}
+
+fn writer_options(plan: &Plan, opts: &Options) -> WriterOptions {
+    WriterOptions {
+        shard_size: opts.shard_size,
+        force: opts.force,
+        inputs: plan.model_paths(),
+        metadata: vec![
+            ("format".into(), "pt".into()),
+            ("merged_with".into(), "smelt".into()),
+            ("merge_method".into(), plan.recipe.method.name().into()),
+        ],
+    }
+}
+
+/// Send a progress event every [`PROGRESS_EVERY`] until `finished`.
+fn report(state: &Progress, finished: &AtomicBool, tx: &Sender<Event>, bytes_total: u64) {
+    while !finished.load(Ordering::Relaxed) {
+        std::thread::sleep(PROGRESS_EVERY);
+        let tensor = state.current.lock().map(|c| c.clone()).unwrap_or_default();
+        let _ = tx.send(Event::Progress {
+            tensor,
+            tensors_done: state.tensors_done.load(Ordering::Relaxed),
+            bytes_done: state.bytes_done.load(Ordering::Relaxed),
+            bytes_total,
+        });
+    }
+}
+
+fn job_bytes(plan: &Plan, job: &Job) -> u64 {
+    job.inputs()
+        .iter()
+        .map(|s| plan.info(s).map_or(0, |t| t.nbytes() as u64))
+        .sum()
+}
+
+/// Chunk length for a tensor: whole rows when a row fits in a chunk.
+fn chunk_step(numel: usize, row_len: usize) -> usize {
+    let row = row_len.max(1);
+    let step = if row <= CHUNK_ELEMS {
+        (CHUNK_ELEMS / row) * row
+    } else {
+        CHUNK_ELEMS
+    };
+    step.min(numel.max(1))
+}
+
+fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progress) -> Result<()> {
+    match &job.kind {
+        JobKind::Copy {
+            source,
+            scale: None,
+        } => {
+            let (model, info) = lookup(plan, source)?;
+            let raw = model.raw(info);
+            let step = CHUNK_ELEMS * 4;
+            let mut off = 0;
+            while off < raw.len() {
+                state.check()?;
+                let end = (off + step).min(raw.len());
+                writer.write_raw(index, off, &raw[off..end])?;
+                model.release(info, off, end);
+                state
+                    .bytes_done
+                    .fetch_add((end - off) as u64, Ordering::Relaxed);
+                off = end;
+            }
+            Ok(())
+        }
+        JobKind::Copy {
+            source,
+            scale: Some(scale),
+        } => {
+            let (model, info) = lookup(plan, source)?;
+            let numel = info.numel();
+            let step = chunk_step(numel, 1);
+            let mut buf = vec![0f32; step];
+            let mut start = 0;
+            while start < numel {
+                state.check()?;
+                let end = (start + step).min(numel);
+                let b = &mut buf[..end - start];
+                model.read_f32(info, start, b)?;
+                for x in b.iter_mut() {
+                    *x *= scale;
+                }
+                writer.write_f32(index, start, b)?;
+                release_elems(model, info, start, end);
+                state.bytes_done.fetch_add(
+                    ((end - start) * info.dtype.size()) as u64,
+                    Ordering::Relaxed,
+                );
+                start = end;
+            }
+            Ok(())
+        }
+        JobKind::Merge {
+            method,
+            base,
+            sources,
+            params,
+        } => {
+            let inputs: Vec<(&Model, &crate::model::TensorInfo)> = base
+                .iter()
+                .chain(sources.iter())
+                .map(|s| lookup(plan, s))
+                .collect::<Result<_>>()?;
+            let has_base = base.is_some();
+            let numel: usize = job.out.shape.iter().product();
+            let row_len = job.out.shape.last().copied().unwrap_or(1).max(1);
+            let mut kernel = merge::kernel(*method, params, numel, sources.len())?;
+            let step = chunk_step(numel, row_len);
+            let mut bufs: Vec<Vec<f32>> = inputs.iter().map(|_| vec![0f32; step]).collect();
+            let mut out = vec![0f32; step];
+            let in_bytes_per_elem: usize = inputs.iter().map(|(_, t)| t.dtype.size()).sum();
+
+            let mut pass = |apply: bool, kernel: &mut dyn merge::Kernel| -> Result<()> {
+                let mut start = 0;
+                while start < numel {
+                    state.check()?;
+                    let end = (start + step).min(numel);
+                    let len = end - start;
+                    for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
+                        m.read_f32(t, start, &mut b[..len])?;
+                        release_elems(m, t, start, end);
+                    }
+                    let (base_buf, model_bufs) = if has_base {
+                        (Some(&bufs[0][..len]), &bufs[1..])
+                    } else {
+                        (None, &bufs[..])
+                    };
+                    let slices: Vec<&[f32]> = model_bufs.iter().map(|b| &b[..len]).collect();
+                    let chunk = Chunk {
+                        start,
+                        numel,
+                        row_len,
+                        base: base_buf,
+                        models: &slices,
+                    };
+                    if apply {
+                        kernel.apply(&chunk, &mut out[..len]);
+                        writer.write_f32(index, start, &out[..len])?;
+                        state
+                            .bytes_done
+                            .fetch_add((len * in_bytes_per_elem) as u64, Ordering::Relaxed);
+                    } else {
+                        kernel.observe(&chunk);
+                    }
+                    start = end;
+                }
+                Ok(())
+            };
+            while kernel.wants_pass() {
+                kernel.begin_pass();
+                pass(false, kernel.as_mut())?;
+                kernel.end_pass();
+            }
+            pass(true, kernel.as_mut())
+        }
+    }
+}
+
+/// Tell the model we are done with elements `[start, end)` of `t`, so their
+/// pages leave this process's resident set (the page cache keeps them).
+fn release_elems(m: &Model, t: &crate::model::TensorInfo, start: usize, end: usize) {
+    let size = t.dtype.size();
+    m.release(t, start * size, end * size);
+}
+
+fn lookup<'p>(
+    plan: &'p Plan,
+    s: &crate::plan::Source,
+) -> Result<(&'p Model, &'p crate::model::TensorInfo)> {
+    let model = plan
+        .models
+        .get(s.model)
+        .ok_or_else(|| EngineError::Other(format!("plan names model #{}", s.model)))?;
+    let info = model.tensor(&s.tensor).ok_or_else(|| {
+        EngineError::Model(crate::model::ModelError::MissingTensor {
+            path: model.path().to_path_buf(),
+            tensor: s.tensor.clone(),
+        })
+    })?;
+    Ok((model.as_ref(), info))
+}
+
+/// config.json, tokenizer and generation files, the recipe, a model card.
+fn write_side_files(plan: &Plan, opts: &Options, writer: &Writer) -> Result<()> {
+    if let Some(config) = &plan.config {
+        let text = serde_json::to_string_pretty(config)
+            .map_err(|e| EngineError::Other(format!("config.json: {e}")))?;
+        writer.add_file("config.json", format!("{text}\n").as_bytes())?;
+    }
+    let cfg_model = &plan.models[plan.config_model];
+    let folder = model_folder(cfg_model.path());
+    for name in COPIED_FILES {
+        let p = folder.join(name);
+        if p.is_file() {
+            writer.copy_file(&p)?;
+        }
+    }
+    // The saved recipe lives inside the output folder, so its paths are
+    // relative to that folder.
+    let recipe_text = plan.recipe.to_toml(&opts.out);
+    writer.add_file("smelt-recipe.toml", recipe_text.as_bytes())?;
+    writer.add_file("README.md", model_card(plan, &recipe_text).as_bytes())?;
+    Ok(())
+}
+
+/// The folder of a model path (a `.safetensors` file's parent).
+fn model_folder(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.to_path_buf()
+    } else {
+        p.parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+}
+
+fn model_card(plan: &Plan, recipe_text: &str) -> String {
+    let r = &plan.recipe;
+    let mut s = String::new();
+    s.push_str("---\ntags:\n- merge\n- smelt\n");
+    if let Some(b) = &r.base {
+        s.push_str(&format!("base_model: {}\n", b.display()));
+    }
+    s.push_str("---\n\n# Merged model\n\n");
+    s.push_str(&format!(
+        "Made with [smelt](https://crates.io/crates/smelt) using the `{}` method: {}.\n\n",
+        r.method.name(),
+        r.method.spec().doc
+    ));
+    s.push_str("## Inputs\n\n");
+    if let Some(b) = &r.base {
+        s.push_str(&format!("- base: `{}`\n", b.display()));
+    }
+    for m in &r.models {
+        s.push_str(&format!("- `{}`\n", m.path.display()));
+    }
+    for (i, sl) in r.slices.iter().enumerate() {
+        for src in &sl.sources {
+            s.push_str(&format!(
+                "- slice {}: `{}` layers {}..{}\n",
+                i + 1,
+                src.model.display(),
+                src.layer_range.0,
+                src.layer_range.1
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "\nOutput: {} tensors, {} layers.\n\n## Recipe\n\nThe exact recipe (`smelt-recipe.toml`, rerun with `smelt merge`):\n\n```toml\n{}```\n",
+        plan.jobs.len(),
+        plan.out_layers,
+        recipe_text
+    ));
+    s
+}
+
+/// ZipIt! and permutation merge whole MLPs; the `zip` module does the work.
+fn run_zip(
+    plan: &Plan,
+    opts: &Options,
+    progress: &Sender<Event>,
+    cancel: &AtomicBool,
+    started: Instant,
+) -> Result<Summary> {
+    let _ = (plan, opts, progress, cancel, started);
+    Err(EngineError::Other(format!(
+        "{}: not available in this build",
+        plan.recipe.method.name()
+    )))
 }

@@ -1,6 +1,162 @@
 //! The `smelt` command line: `smelt` (the workbench), `merge`, `inspect`,
-//! `analyze`, `eval`, `recipe`.
+//! `analyze`, `eval`, `recipe`. Each subcommand is a thin front end over
+//! the library; this file parses arguments and turns errors into messages
+//! and exit codes (2: bad input, 1: internal failure).
 
-fn main() {
-    std::process::exit(0);
+mod cli;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "smelt",
+    version,
+    about = "A terminal workbench for merging neural-network checkpoints",
+    long_about = "A terminal workbench for merging neural-network checkpoints.\n\n\
+                  With no command, opens the workbench on the bundled sample models."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Open the workbench on a recipe, or on models.
+    Tui(TuiArgs),
+    /// Run a recipe (TOML, or mergekit YAML) and write the merged model.
+    Merge {
+        /// The recipe file (.toml, or mergekit .yml/.yaml).
+        recipe: PathBuf,
+        /// Output folder (must not exist unless --force).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Replace an existing output folder.
+        #[arg(long)]
+        force: bool,
+        /// Worker threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Maximum shard size, e.g. 5GB, 500MB, 2GiB.
+        #[arg(long, default_value = "5GB", value_parser = cli::parse_size)]
+        shard_size: u64,
+        /// No progress output, only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show a model's layers, tensors, shapes, dtypes and shards.
+    Inspect {
+        model: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign agreement and interference statistics per layer and tensor.
+    Analyze {
+        /// A recipe, or model folders (the first is the base unless --base).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The base model (when giving models).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Trim density for every model (overrides the recipe's).
+        #[arg(long)]
+        density: Option<f64>,
+        /// Only layer rows, no per-tensor rows.
+        #[arg(long)]
+        layers_only: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accuracy of an MLP checkpoint on the digits test split.
+    Eval {
+        model: PathBuf,
+        /// A CSV in the digits format (default: the bundled data set).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check or convert recipes.
+    #[command(subcommand)]
+    Recipe(RecipeCmd),
+}
+
+#[derive(clap::Args, Default)]
+pub struct TuiArgs {
+    /// A recipe file, or model folders.
+    pub paths: Vec<PathBuf>,
+    /// The base model, when opening models.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
+    /// Theme name (default, light, high-contrast, mono) or a theme file.
+    #[arg(long)]
+    pub theme: Option<String>,
+    /// Enable the mouse (off by default so terminal text selection works).
+    #[arg(long)]
+    pub mouse: bool,
+    /// Draw with ASCII only (no box-drawing or block glyphs).
+    #[arg(long)]
+    pub ascii: bool,
+}
+
+#[derive(Subcommand)]
+enum RecipeCmd {
+    /// Validate a recipe against its models without merging.
+    Check { recipe: PathBuf },
+    /// Write a recipe in another format.
+    Export {
+        recipe: PathBuf,
+        #[arg(long, value_enum, default_value = "mergekit")]
+        format: Format,
+        /// Output file (default: standard output).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Toml,
+    Mergekit,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        None => cli::tui::run(TuiArgs::default()),
+        Some(Cmd::Tui(a)) => cli::tui::run(a),
+        Some(Cmd::Merge {
+            recipe,
+            out,
+            force,
+            threads,
+            shard_size,
+            quiet,
+        }) => cli::merge::run(&recipe, out, force, threads, shard_size, quiet),
+        Some(Cmd::Inspect { model, json }) => cli::inspect(&model, json),
+        Some(Cmd::Analyze {
+            inputs,
+            base,
+            density,
+            layers_only,
+            json,
+        }) => cli::analyze::run(&inputs, base, density, layers_only, json),
+        Some(Cmd::Eval { model, data, json }) => cli::eval(&model, data.as_deref(), json),
+        Some(Cmd::Recipe(RecipeCmd::Check { recipe })) => cli::recipe_check(&recipe),
+        Some(Cmd::Recipe(RecipeCmd::Export {
+            recipe,
+            format,
+            out,
+        })) => cli::recipe_export(&recipe, matches!(format, Format::Mergekit), out.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smelt: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! A plan: for each output tensor, which inputs feed it and how.
 //!
-//! CONTRACT (skeleton).
+//! Planning reads headers only. It is where a recipe meets real files, so
+//! it is where shape mismatches and missing tensors are found, before a
+//! single byte is written.
 
-use crate::merge::{Method, TensorParams};
-use crate::model::{Model, OutputTensor};
-use crate::recipe::Recipe;
-use std::path::PathBuf;
+use crate::merge::{BaseRule, Method, TensorParams};
+use crate::model::{Group, Model, OutputTensor, TensorInfo};
+use crate::recipe::{ModelEntry, Recipe, Slice};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A tensor of one input model.
@@ -26,7 +29,8 @@ pub enum JobKind {
         sources: Vec<Source>,
         params: TensorParams,
     },
-    /// Copy bytes through (non-float tensors, passthrough, single inputs).
+    /// Copy through (non-float tensors, passthrough). A `scale` other than
+    /// 1 multiplies the values (passthrough's `scale` parameter).
     Copy { source: Source, scale: Option<f32> },
 }
 
@@ -34,6 +38,16 @@ pub enum JobKind {
 pub struct Job {
     pub out: OutputTensor,
     pub kind: JobKind,
+}
+
+impl Job {
+    /// Every input tensor this job reads.
+    pub fn inputs(&self) -> Vec<&Source> {
+        match &self.kind {
+            JobKind::Merge { base, sources, .. } => base.iter().chain(sources.iter()).collect(),
+            JobKind::Copy { source, .. } => vec![source],
+        }
+    }
 }
 
 /// A recipe checked against the models' headers, ready to run.
@@ -46,6 +60,8 @@ pub struct Plan {
     pub jobs: Vec<Job>,
     /// Layers in the output (for `num_hidden_layers`).
     pub out_layers: usize,
+    /// The output's `config.json`, when the config model has one.
+    pub config: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,22 +74,488 @@ pub enum PlanError {
     Mismatch(String),
 }
 
+type Result<T> = std::result::Result<T, PlanError>;
+
 impl Plan {
-    /// Open the recipe's models and build the plan.
-    pub fn build(recipe: &Recipe) -> Result<Plan, PlanError> {
-        let _ = recipe;
-        todo!()
+    /// Open the recipe's models (headers only) and build the plan.
+    pub fn build(recipe: &Recipe) -> Result<Plan> {
+        let mut models = Vec::new();
+        for path in recipe_paths(recipe) {
+            models.push(Arc::new(Model::open(&path)?));
+        }
+        Plan::with_models(recipe, models)
     }
-    /// Build from models already open (the TUI keeps them open).
-    pub fn with_models(recipe: &Recipe, models: Vec<Arc<Model>>) -> Result<Plan, PlanError> {
-        let _ = (recipe, models);
-        todo!()
+
+    /// Build from models already open (the TUI keeps them open). Every path
+    /// the recipe names must be among `models` (matched by path).
+    pub fn with_models(recipe: &Recipe, models: Vec<Arc<Model>>) -> Result<Plan> {
+        let problems = recipe.check();
+        if !problems.is_empty() {
+            return Err(PlanError::Recipe(crate::recipe::RecipeError::Invalid(
+                problems.join("; "),
+            )));
+        }
+        let mut planner = Planner {
+            recipe,
+            models,
+            jobs: Vec::new(),
+            seen: BTreeMap::new(),
+        };
+        let out_layers;
+        let config_model;
+        if matches!(recipe.method, Method::Zipit | Method::Permute) {
+            // Feature matching works on whole MLPs, not tensor by tensor:
+            // the engine hands it to `zip`. The plan only opens the models.
+            config_model = match &recipe.base {
+                Some(b) => planner.index_of(b)?,
+                None => planner.index_of(first_model(recipe)?)?,
+            };
+            out_layers = planner.models[config_model].num_layers();
+        } else if recipe.slices.is_empty() {
+            let whole = Slice {
+                sources: Vec::new(),
+                base: recipe.base.clone(),
+                params: BTreeMap::new(),
+            };
+            config_model = match &recipe.base {
+                Some(b) => planner.index_of(b)?,
+                None => planner.index_of(first_model(recipe)?)?,
+            };
+            out_layers = planner.plan_whole(&whole)?;
+        } else {
+            let first = recipe.slices[0]
+                .sources
+                .first()
+                .map(|s| s.model.clone())
+                .ok_or_else(|| PlanError::Mismatch("slice 1 has no sources".into()))?;
+            config_model = match &recipe.base {
+                Some(b) => planner.index_of(b)?,
+                None => planner.index_of(&first)?,
+            };
+            out_layers = planner.plan_slices()?;
+        }
+        let config = planner.models[config_model].config().cloned().map(|mut c| {
+            if let Some(obj) = c.as_object_mut() {
+                if obj.contains_key("num_hidden_layers") || !recipe.slices.is_empty() {
+                    obj.insert("num_hidden_layers".into(), serde_json::json!(out_layers));
+                }
+            }
+            c
+        });
+        Ok(Plan {
+            recipe: recipe.clone(),
+            models: planner.models,
+            config_model,
+            jobs: planner.jobs,
+            out_layers,
+            config,
+        })
     }
-    /// Bytes of input read to run the plan once.
+
+    /// Bytes of input read to run the plan once (one pass over every input
+    /// tensor that a job reads).
     pub fn input_bytes(&self) -> u64 {
-        todo!()
+        self.jobs
+            .iter()
+            .flat_map(|j| j.inputs())
+            .map(|s| self.info(s).map_or(0, |t| t.nbytes() as u64))
+            .sum()
     }
+
+    /// Bytes of output tensor data.
+    pub fn output_bytes(&self) -> u64 {
+        self.jobs
+            .iter()
+            .map(|j| (j.out.shape.iter().product::<usize>() * j.out.dtype.size()) as u64)
+            .sum()
+    }
+
+    /// The header entry behind a source.
+    pub fn info(&self, s: &Source) -> Option<&TensorInfo> {
+        self.models.get(s.model)?.tensor(&s.tensor)
+    }
+
     pub fn model_paths(&self) -> Vec<PathBuf> {
         self.models.iter().map(|m| m.path().to_path_buf()).collect()
     }
+}
+
+/// Every distinct model path a recipe names, base first.
+pub fn recipe_paths(recipe: &Recipe) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let mut push = |p: &Path| {
+        if !out.iter().any(|q| same_path(q, p)) {
+            out.push(p.to_path_buf());
+        }
+    };
+    if let Some(b) = &recipe.base {
+        push(b);
+    }
+    for m in &recipe.models {
+        push(&m.path);
+    }
+    for s in &recipe.slices {
+        if let Some(b) = &s.base {
+            push(b);
+        }
+        for src in &s.sources {
+            push(&src.model);
+        }
+    }
+    out
+}
+
+fn first_model(recipe: &Recipe) -> Result<&Path> {
+    recipe
+        .models
+        .first()
+        .map(|m| m.path.as_path())
+        .ok_or_else(|| PlanError::Mismatch("the recipe names no models".into()))
+}
+
+/// Paths equal as written, or as canonicalized when both exist.
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+struct Planner<'a> {
+    recipe: &'a Recipe,
+    models: Vec<Arc<Model>>,
+    jobs: Vec<Job>,
+    /// Output names already planned (a name twice is a recipe error).
+    seen: BTreeMap<String, ()>,
+}
+
+/// One input of a (possibly sliced) merge.
+struct Input {
+    model: usize,
+    /// The layer this input reads: for slices, the first layer of its range
+    /// (then, per tensor, the layer matching the reference's); `KEEP` reads
+    /// the tensor of the same name.
+    first_layer: usize,
+}
+
+/// Read the tensor of the same name (whole models, pre/post tensors).
+const KEEP: usize = usize::MAX;
+
+impl Planner<'_> {
+    fn index_of(&self, path: &Path) -> Result<usize> {
+        self.models
+            .iter()
+            .position(|m| same_path(m.path(), path))
+            .ok_or_else(|| PlanError::Mismatch(format!("{}: model is not loaded", path.display())))
+    }
+
+    fn push(&mut self, job: Job) -> Result<()> {
+        if self.seen.insert(job.out.name.clone(), ()).is_some() {
+            return Err(PlanError::Mismatch(format!(
+                "output tensor `{}` would be written twice (overlapping slices?)",
+                job.out.name
+            )));
+        }
+        self.jobs.push(job);
+        Ok(())
+    }
+
+    /// Whole models: every tensor of the reference model, merged across
+    /// all inputs. Returns the output's layer count.
+    fn plan_whole(&mut self, whole: &Slice) -> Result<usize> {
+        let recipe = self.recipe;
+        let base = match &whole.base {
+            Some(b) => Some(self.index_of(b)?),
+            None => None,
+        };
+        let entries: Vec<(usize, &ModelEntry)> = recipe.models.iter().enumerate().collect();
+        let reference = match base {
+            Some(b) => b,
+            None => self.index_of(first_model(recipe)?)?,
+        };
+        let n_layers = self.models[reference].num_layers();
+        let mut inputs = Vec::new();
+        let mut param_rows = Vec::new();
+        for (i, e) in &entries {
+            let m = self.index_of(&e.path)?;
+            inputs.push(Input {
+                model: m,
+                first_layer: KEEP,
+            });
+            param_rows.push(*i);
+        }
+        let tensors: Vec<TensorInfo> = self.models[reference].tensors().to_vec();
+        for t in &tensors {
+            let group = t.place.group;
+            let params = recipe.resolve(&t.name, group, n_layers);
+            self.plan_tensor(recipe, t, &t.name, base, &inputs, &param_rows, params)?;
+        }
+        Ok(n_layers)
+    }
+
+    /// Plan one output tensor `out_name` whose reference header is `t`.
+    /// `inputs[i]` reads the tensor named like `t` but at its own layer.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_tensor(
+        &mut self,
+        recipe: &Recipe,
+        t: &TensorInfo,
+        out_name: &str,
+        base: Option<usize>,
+        inputs: &[Input],
+        param_rows: &[usize],
+        params: TensorParams,
+    ) -> Result<()> {
+        let method = recipe.method;
+        let spec = method.spec();
+        let src_name = |inp: &Input| -> String { rename_layer(&t.name, t, inp.first_layer) };
+        let out = OutputTensor {
+            name: out_name.to_string(),
+            dtype: if t.dtype.is_mergeable() {
+                recipe.out_dtype.unwrap_or(t.dtype)
+            } else {
+                t.dtype
+            },
+            shape: t.shape.clone(),
+        };
+        // Check every input has the tensor with the same shape.
+        let check = |model: usize, name: &str| -> Result<Source> {
+            let m = &self.models[model];
+            let Some(info) = m.tensor(name) else {
+                return Err(PlanError::Mismatch(format!(
+                    "{}: tensor `{name}` is missing (the reference model {} has it)",
+                    m.path().display(),
+                    self.models_path_hint(t)
+                )));
+            };
+            if info.shape != t.shape {
+                return Err(PlanError::Mismatch(format!(
+                    "{}: tensor `{name}` has shape {:?}, but {:?} was expected",
+                    m.path().display(),
+                    info.shape,
+                    t.shape
+                )));
+            }
+            if info.dtype.is_mergeable() != t.dtype.is_mergeable() {
+                return Err(PlanError::Mismatch(format!(
+                    "{}: tensor `{name}` is {}, which cannot be merged with {}",
+                    m.path().display(),
+                    info.dtype.name(),
+                    t.dtype.name()
+                )));
+            }
+            Ok(Source {
+                model,
+                tensor: name.to_string(),
+            })
+        };
+        let base_src = match base {
+            Some(b) if spec.base != BaseRule::None => Some(check(b, &t.name)?),
+            _ => None,
+        };
+        let mut sources = Vec::new();
+        let mut models_params = Vec::new();
+        for (inp, row) in inputs.iter().zip(param_rows) {
+            // An input that is the base is the base, not a task vector
+            // (mergekit lists the base among `models` for slerp & co).
+            if spec.base != BaseRule::None && Some(inp.model) == base {
+                continue;
+            }
+            sources.push(check(inp.model, &src_name(inp))?);
+            if let Some(p) = params.models.get(*row) {
+                models_params.push(p.clone());
+            }
+        }
+        let kind = if !t.dtype.is_mergeable() {
+            let source = match (&base_src, sources.first()) {
+                (Some(b), _) => b.clone(),
+                (None, Some(s)) => s.clone(),
+                (None, None) => {
+                    return Err(PlanError::Mismatch(format!(
+                        "tensor `{}`: no input to copy from",
+                        t.name
+                    )))
+                }
+            };
+            JobKind::Copy {
+                source,
+                scale: None,
+            }
+        } else if method == Method::Passthrough {
+            let Some(source) = sources.first().cloned() else {
+                return Err(PlanError::Mismatch(format!(
+                    "tensor `{}`: passthrough needs one model",
+                    t.name
+                )));
+            };
+            let scale = models_params
+                .first()
+                .map_or(1.0, |p| p.f64_or("scale", 1.0)) as f32;
+            JobKind::Copy {
+                source,
+                scale: (scale != 1.0).then_some(scale),
+            }
+        } else {
+            if sources.is_empty() {
+                return Err(PlanError::Mismatch(format!(
+                    "tensor `{}`: {} needs at least one model besides the base",
+                    t.name,
+                    method.name()
+                )));
+            }
+            JobKind::Merge {
+                method,
+                base: base_src,
+                sources,
+                params: TensorParams {
+                    models: models_params,
+                    ..params
+                },
+            }
+        };
+        self.push(Job { out, kind })
+    }
+
+    fn models_path_hint(&self, t: &TensorInfo) -> String {
+        self.models
+            .iter()
+            .find(|m| m.tensor(&t.name).is_some())
+            .map_or_else(String::new, |m| m.path().display().to_string())
+    }
+
+    /// Slices (mergekit `slices:`): each slice's layer ranges become
+    /// consecutive output layers; embeddings come from the first slice and
+    /// the final norm / head from the last, as mergekit does.
+    fn plan_slices(&mut self) -> Result<usize> {
+        let recipe = self.recipe;
+        let mut offset = 0usize;
+        let n_slices = recipe.slices.len();
+        for (si, slice) in recipe.slices.iter().enumerate() {
+            let Some(first) = slice.sources.first() else {
+                return Err(PlanError::Mismatch(format!(
+                    "slice {} has no sources",
+                    si + 1
+                )));
+            };
+            let (a, b) = first.layer_range;
+            let len = b.saturating_sub(a);
+            for s in &slice.sources {
+                if s.layer_range.1.saturating_sub(s.layer_range.0) != len {
+                    return Err(PlanError::Mismatch(format!(
+                        "slice {}: layer ranges differ in length ({:?} vs {:?})",
+                        si + 1,
+                        first.layer_range,
+                        s.layer_range
+                    )));
+                }
+            }
+            // The slice as a recipe of its own: its sources are the models,
+            // its parameters layered over the recipe's.
+            let mut sub = recipe.clone();
+            sub.slices.clear();
+            sub.overrides.clear();
+            sub.base = slice.base.clone().or_else(|| recipe.base.clone());
+            sub.models = slice
+                .sources
+                .iter()
+                .map(|s| ModelEntry {
+                    path: s.model.clone(),
+                    params: {
+                        let mut p = recipe
+                            .models
+                            .iter()
+                            .find(|m| same_path(&m.path, &s.model))
+                            .map(|m| m.params.clone())
+                            .unwrap_or_default();
+                        p.extend(s.params.clone());
+                        p
+                    },
+                })
+                .collect();
+            sub.params.extend(slice.params.clone());
+            let base = match &sub.base {
+                Some(p) => Some(self.index_of(p)?),
+                None => None,
+            };
+            let mut inputs = Vec::new();
+            let mut rows = Vec::new();
+            for (i, s) in slice.sources.iter().enumerate() {
+                inputs.push(Input {
+                    model: self.index_of(&s.model)?,
+                    first_layer: s.layer_range.0,
+                });
+                rows.push(i);
+            }
+            // The reference: the base's layers when the base is a source,
+            // else the first source's.
+            let ref_input = base
+                .and_then(|b| inputs.iter().position(|i| i.model == b))
+                .unwrap_or(0);
+            let ref_model = inputs[ref_input].model;
+            let ref_first = inputs[ref_input].first_layer;
+            let tensors: Vec<TensorInfo> = self.models[ref_model].tensors().to_vec();
+            let model_layers = self.models[ref_model].num_layers();
+            if ref_first + len > model_layers {
+                return Err(PlanError::Mismatch(format!(
+                    "slice {}: layer_range {:?} is outside {} ({} layers)",
+                    si + 1,
+                    (ref_first, ref_first + len),
+                    self.models[ref_model].path().display(),
+                    model_layers
+                )));
+            }
+            for t in &tensors {
+                let (take, out_name, rel_layer) = match t.place.group {
+                    Group::Pre => (si == 0, t.name.clone(), None),
+                    Group::Post => (si + 1 == n_slices, t.name.clone(), None),
+                    Group::Layer(n) if n >= ref_first && n < ref_first + len => {
+                        let rel = n - ref_first;
+                        (true, rename_layer(&t.name, t, offset + rel), Some(rel))
+                    }
+                    Group::Layer(_) => (false, String::new(), None),
+                };
+                if !take {
+                    continue;
+                }
+                // Inputs read their own layer: shift from the reference's.
+                let shifted: Vec<Input> = inputs
+                    .iter()
+                    .map(|i| Input {
+                        model: i.model,
+                        first_layer: match rel_layer {
+                            Some(rel) => i.first_layer + rel,
+                            None => KEEP,
+                        },
+                    })
+                    .collect();
+                let group = match rel_layer {
+                    Some(rel) => Group::Layer(rel),
+                    None => t.place.group,
+                };
+                let params = sub.resolve(&t.name, group, len);
+                self.plan_tensor(&sub, t, &out_name, base, &shifted, &rows, params)?;
+            }
+            offset += len;
+        }
+        Ok(offset)
+    }
+}
+
+/// `name` (a tensor of layer `t.place`) renamed to layer `layer`.
+/// `KEEP` keeps the name.
+fn rename_layer(name: &str, t: &TensorInfo, layer: usize) -> String {
+    if layer == KEEP || t.place.prefix.is_empty() {
+        return name.to_string();
+    }
+    let prefix = &t.place.prefix;
+    let Some(rest) = name.strip_prefix(prefix.as_str()) else {
+        return name.to_string();
+    };
+    // prefix is "…layers.N." : replace N.
+    let head = prefix.trim_end_matches('.');
+    let stem = head.trim_end_matches(|c: char| c.is_ascii_digit());
+    format!("{stem}{layer}.{rest}")
 }

@@ -107,7 +107,6 @@ const fn int(mut p: ParamSpec) -> ParamSpec {
 }
 
 const WEIGHT: ParamSpec = f("weight", None, "scale of this model's contribution");
-const WEIGHT1: ParamSpec = f("weight", Some(1.0), "scale of this model's contribution");
 const DENSITY: ParamSpec = unit(f(
     "density",
     Some(1.0),
@@ -124,7 +123,11 @@ const EPSILON: ParamSpec = f(
     "spread of keep probabilities around density",
 );
 const LAMBDA: ParamSpec = f("lambda", Some(1.0), "scale of the merged task vector");
-const INT8: ParamSpec = b("int8_mask", false, "store masks as int8 (no effect on values)");
+const INT8: ParamSpec = b(
+    "int8_mask",
+    false,
+    "store masks as int8 (no effect on values)",
+);
 const SEED: ParamSpec = int(f("seed", Some(0.0), "seed for random dropping"));
 
 const NORM_T: ParamSpec = b("normalize", true, "divide by the sum of weights");
@@ -252,7 +255,11 @@ const SPECS: &[MethodSpec] = &[
         base: BaseRule::Required,
         min_models: 1,
         max_models: Some(1),
-        global: &[f("t", None, "interpolation factor: 0 is the base, 1 the other model")],
+        global: &[f(
+            "t",
+            None,
+            "interpolation factor: 0 is the base, 1 the other model",
+        )],
         per_model: &[],
         sign_election: false,
         trims: false,
@@ -265,8 +272,16 @@ const SPECS: &[MethodSpec] = &[
         min_models: 2,
         max_models: Some(2),
         global: &[
-            b("nuslerp_flatten", true, "treat each tensor as one flat vector"),
-            b("nuslerp_row_wise", false, "interpolate rows rather than columns"),
+            b(
+                "nuslerp_flatten",
+                true,
+                "treat each tensor as one flat vector",
+            ),
+            b(
+                "nuslerp_row_wise",
+                false,
+                "interpolate rows rather than columns",
+            ),
         ],
         per_model: &[WEIGHT],
         sign_election: false,
@@ -298,7 +313,8 @@ const SPECS: &[MethodSpec] = &[
             int(f("max_iter", Some(10.0), "iterations of the Karcher mean")),
             f("tol", Some(1e-5), "convergence tolerance"),
         ],
-        per_model: &[WEIGHT1],
+        // mergekit 0.1.5 weighs every model equally (no per-model weight).
+        per_model: &[],
         sign_election: false,
         trims: false,
         doc: "Riemannian (Karcher) mean of the models on the sphere",
@@ -323,7 +339,11 @@ const SPECS: &[MethodSpec] = &[
         max_models: None,
         global: &[
             INT8,
-            unit(f("select_topk", Some(1.0), "fraction of highest-variance entries kept")),
+            unit(f(
+                "select_topk",
+                Some(1.0),
+                "fraction of highest-variance entries kept",
+            )),
         ],
         per_model: &[],
         sign_election: true,
@@ -361,9 +381,21 @@ const SPECS: &[MethodSpec] = &[
         min_models: 2,
         max_models: None,
         global: &[
-            int(f("depth", Some(-1.0), "layers zipped into a shared trunk (-1: all hidden layers)")),
-            f("alpha", Some(0.5), "how much a merged feature may be matched again"),
-            f("beta", Some(1.0), "budget for matching features within one model"),
+            int(f(
+                "depth",
+                Some(-1.0),
+                "layers zipped into a shared trunk (-1: all hidden layers)",
+            )),
+            f(
+                "alpha",
+                Some(0.5),
+                "how much a merged feature may be matched again",
+            ),
+            f(
+                "beta",
+                Some(1.0),
+                "budget for matching features within one model",
+            ),
         ],
         per_model: &[],
         sign_election: false,

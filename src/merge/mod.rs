@@ -9,11 +9,20 @@
 //! does not grow with tensor size. Statistics that need the whole tensor
 //! (top-k thresholds, norms, cosines) come from the observe passes.
 
+mod gta;
 mod method;
 mod params;
+pub mod rng;
+mod sce;
+pub mod select;
+mod simple;
+mod sphere;
+mod util;
 
 pub use method::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec};
 pub use params::{ParamMap, ParamValue, TensorParams};
+pub use select::TopK;
+pub use util::dot;
 
 /// A slice of one tensor across all inputs: elements `[start, start + len)`.
 pub struct Chunk<'a> {
@@ -32,7 +41,9 @@ pub struct Chunk<'a> {
 
 impl Chunk<'_> {
     pub fn len(&self) -> usize {
-        self.models.first().map_or(self.base.map_or(0, |b| b.len()), |m| m.len())
+        self.models
+            .first()
+            .map_or(self.base.map_or(0, |b| b.len()), |m| m.len())
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -63,14 +74,59 @@ pub enum MergeError {
 
 /// Build the kernel for `method` over one tensor of `numel` elements with
 /// `n_models` non-base inputs.
+///
+/// Parameters missing from `params` take the method spec's defaults; a
+/// required one that is missing (a model's `weight`, slerp's `t`) is an
+/// error naming the tensor. `zipit` and `permute` are not per-tensor
+/// methods (see [`crate::zip`]) and are refused here.
 pub fn kernel(
     method: Method,
     params: &TensorParams,
     numel: usize,
     n_models: usize,
 ) -> Result<Box<dyn Kernel>, MergeError> {
-    let _ = (method, params, numel, n_models);
-    todo!()
+    let p = util::Params { method, p: params };
+    if n_models == 0 && !matches!(method, Method::Passthrough) {
+        return Err(p.error("no models to merge"));
+    }
+    Ok(match method {
+        Method::Linear => Box::new(simple::Linear::new(&p, n_models)?),
+        Method::TaskArithmetic
+        | Method::Ties
+        | Method::DareTies
+        | Method::DareLinear
+        | Method::Breadcrumbs
+        | Method::BreadcrumbsTies
+        | Method::Della
+        | Method::DellaLinear => Box::new(gta::Gta::new(method, &p, numel, n_models)?),
+        Method::Slerp => {
+            if n_models != 1 {
+                return Err(p.error(format!(
+                    "interpolates the base with exactly one other model, got {n_models}"
+                )));
+            }
+            Box::new(sphere::GramKernel::new(method, &p, n_models)?)
+        }
+        Method::Nuslerp | Method::Multislerp | Method::Karcher | Method::ModelStock => {
+            Box::new(sphere::GramKernel::new(method, &p, n_models)?)
+        }
+        Method::Sce => Box::new(sce::Sce::new(&p, numel, n_models)?),
+        Method::Nearswap => {
+            if n_models != 1 {
+                return Err(p.error(format!(
+                    "swaps between the base and exactly one other model, got {n_models}"
+                )));
+            }
+            Box::new(simple::Nearswap::new(&p)?)
+        }
+        Method::Passthrough => Box::new(simple::Passthrough::new(&p, n_models)?),
+        Method::Zipit | Method::Permute => {
+            return Err(p.error(
+                "matches features across whole MLP checkpoints; it is run by the zip module, \
+                 not per tensor",
+            ))
+        }
+    })
 }
 
 /// Run a kernel over whole in-memory tensors (tests, previews): `chunk` is
@@ -82,7 +138,9 @@ pub fn merge_slices(
     row_len: usize,
     chunk: usize,
 ) -> Vec<f32> {
-    let numel = models.first().map_or(base.map_or(0, |b| b.len()), |m| m.len());
+    let numel = models
+        .first()
+        .map_or(base.map_or(0, |b| b.len()), |m| m.len());
     let step = if row_len <= chunk {
         (chunk / row_len.max(1)).max(1) * row_len.max(1)
     } else {

@@ -1,4 +1,13 @@
 //! The layer catalogue: which layer (or pre/post group) a tensor belongs to.
+//!
+//! Merges need this for per-layer parameters (gradients across layers,
+//! passthrough slices) and the analysis panels group statistics by it. The
+//! rule is deliberately name-based and architecture-agnostic: a layer is a
+//! segment `layers`, `layer`, `h` or `blocks` followed by a number and then
+//! at least one more segment. That covers Llama/Mistral/Qwen/Gemma
+//! (`model.layers.N.`), GPT-2 (`transformer.h.N.`), BERT
+//! (`encoder.layer.N.`), `blocks.N.`, smelt's MLPs (`layers.N.`) and
+//! multimodal wrappers (`model.language_model.layers.N.`).
 
 /// Where a tensor sits in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -11,8 +20,19 @@ pub enum Group {
     Post,
 }
 
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Group::Pre => f.write_str("pre"),
+            Group::Layer(n) => write!(f, "layer {n}"),
+            Group::Post => f.write_str("post"),
+        }
+    }
+}
+
 /// A tensor's place: its group and the block inside the layer
 /// (`"self_attn.q_proj.weight"` for `model.layers.3.self_attn.q_proj.weight`).
+/// For pre/post tensors the block is the whole name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerRef {
     pub group: Group,
@@ -23,11 +43,172 @@ pub struct LayerRef {
     pub prefix: String,
 }
 
+impl LayerRef {
+    /// This tensor's name with its layer index replaced by `layer` (for
+    /// passthrough slices that stack layers); pre/post names are unchanged.
+    pub fn renamed(&self, layer: usize) -> String {
+        if self.prefix.is_empty() {
+            return self.block.clone();
+        }
+        // The prefix is "<stem>.<N>.": a marker segment always precedes N, so
+        // there is always a stem.
+        let stem = self.prefix[..self.prefix.len() - 1]
+            .rsplit_once('.')
+            .map(|(s, _)| s)
+            .unwrap_or("");
+        format!("{stem}.{layer}.{}", self.block)
+    }
+}
+
+/// Segments that, followed by a number, name a layer.
+const LAYER_MARKERS: [&str; 4] = ["layers", "layer", "h", "blocks"];
+
 /// Classify a tensor name: `model.layers.N.`, `transformer.h.N.`,
 /// `encoder.layer.N.`, `layer.N.`, `blocks.N.`, `layers.N.` (also nested under
 /// other prefixes); names before any layer (embeddings) are `Pre`, the rest
 /// (final norm, `lm_head`, heads) `Post`.
+///
+/// Tensors under a `heads.` segment (smelt's multi-head MLPs,
+/// `heads.H.layers.J.`) are `Post` even though they contain a layer marker:
+/// they are per-task heads on top of the shared trunk, not trunk layers.
 pub fn classify(name: &str) -> LayerRef {
-    let _ = name;
-    todo!()
+    let segs: Vec<&str> = name.split('.').collect();
+    let in_heads = segs.first() == Some(&"heads") || name.contains(".heads.");
+    if !in_heads {
+        // The first marker followed by an index and at least one more segment.
+        for i in 0..segs.len().saturating_sub(2) {
+            if !LAYER_MARKERS.contains(&segs[i]) {
+                continue;
+            }
+            let Some(n) = parse_index(segs[i + 1]) else {
+                continue;
+            };
+            let prefix_len: usize = segs[..=i + 1].iter().map(|s| s.len() + 1).sum();
+            return LayerRef {
+                group: Group::Layer(n),
+                block: name[prefix_len..].to_string(),
+                prefix: name[..prefix_len].to_string(),
+            };
+        }
+    }
+    let group = if !in_heads && is_pre(&segs) {
+        Group::Pre
+    } else {
+        Group::Post
+    };
+    LayerRef {
+        group,
+        block: name.to_string(),
+        prefix: String::new(),
+    }
+}
+
+/// A plain decimal layer index (no sign, no leading `+`).
+fn parse_index(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Whether a layer-less tensor comes before the layers: embeddings of any
+/// kind (token, position, token-type, patch) and rotary tables.
+fn is_pre(segs: &[&str]) -> bool {
+    segs.iter()
+        .any(|s| s.contains("embed") || matches!(*s, "wte" | "wpe" | "rotary_emb" | "embeddings"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layer(name: &str) -> (Group, String, String) {
+        let r = classify(name);
+        (r.group, r.prefix, r.block)
+    }
+
+    #[test]
+    fn common_architectures() {
+        assert_eq!(
+            layer("model.layers.3.self_attn.q_proj.weight"),
+            (
+                Group::Layer(3),
+                "model.layers.3.".into(),
+                "self_attn.q_proj.weight".into()
+            )
+        );
+        assert_eq!(
+            layer("transformer.h.11.attn.c_attn.weight").0,
+            Group::Layer(11)
+        );
+        assert_eq!(
+            layer("bert.encoder.layer.7.output.dense.bias").1,
+            "bert.encoder.layer.7."
+        );
+        assert_eq!(
+            layer("layer.2.attention.self.query.weight").0,
+            Group::Layer(2)
+        );
+        assert_eq!(layer("blocks.0.mlp.fc1.weight").0, Group::Layer(0));
+        assert_eq!(layer("layers.1.weight").0, Group::Layer(1));
+        assert_eq!(
+            layer("model.language_model.layers.25.mlp.down_proj.weight").1,
+            "model.language_model.layers.25."
+        );
+    }
+
+    #[test]
+    fn pre_and_post() {
+        for pre in [
+            "model.embed_tokens.weight",
+            "transformer.wte.weight",
+            "transformer.wpe.weight",
+            "bert.embeddings.LayerNorm.weight",
+            "embeddings.word_embeddings.weight",
+        ] {
+            assert_eq!(classify(pre).group, Group::Pre, "{pre}");
+            assert_eq!(classify(pre).prefix, "");
+            assert_eq!(classify(pre).block, pre);
+        }
+        for post in [
+            "model.norm.weight",
+            "lm_head.weight",
+            "transformer.ln_f.bias",
+            "bert.pooler.dense.weight",
+            "classifier.weight",
+            "heads.0.layers.1.weight",
+            "model.heads.2.layers.0.bias",
+        ] {
+            assert_eq!(classify(post).group, Group::Post, "{post}");
+            assert_eq!(classify(post).prefix, "");
+        }
+    }
+
+    #[test]
+    fn not_layers() {
+        // An index must be followed by a block, and be a plain number.
+        assert_eq!(classify("layers.3").group, Group::Post);
+        assert_eq!(classify("model.layers.x.weight").group, Group::Post);
+        assert_eq!(classify("model.layers.-1.weight").group, Group::Post);
+        assert_eq!(classify("model.layers_3.weight").group, Group::Post);
+    }
+
+    #[test]
+    fn ordering_is_numeric() {
+        let mut g = vec![Group::Post, Group::Layer(10), Group::Layer(2), Group::Pre];
+        g.sort();
+        assert_eq!(
+            g,
+            [Group::Pre, Group::Layer(2), Group::Layer(10), Group::Post]
+        );
+    }
+
+    #[test]
+    fn renamed_replaces_index() {
+        assert_eq!(
+            classify("model.layers.3.mlp.up_proj.weight").renamed(17),
+            "model.layers.17.mlp.up_proj.weight"
+        );
+        assert_eq!(classify("lm_head.weight").renamed(5), "lm_head.weight");
+    }
 }

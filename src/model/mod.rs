@@ -6,12 +6,15 @@
 
 mod catalogue;
 mod dtype;
+mod header;
+pub mod inspect;
+mod outpath;
 mod reader;
 mod writer;
 
 pub use catalogue::{classify, Group, LayerRef};
 pub use dtype::{from_f32, to_f32, Dtype};
-pub use reader::{Model, TensorInfo};
+pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 pub use writer::{write_small, OutputTensor, Writer, WriterOptions};
 
 use std::path::PathBuf;

@@ -1,7 +1,16 @@
 //! Opening a model: headers only, data memory-mapped.
+//!
+//! Opening parses and validates every shard's header and the index, and
+//! maps each shard; no tensor data is touched, so opening a multi-gigabyte
+//! sharded checkpoint takes milliseconds and reads later fault in only the
+//! pages they need.
 
-use super::{Dtype, LayerRef, Result};
-use std::path::{Path, PathBuf};
+use super::header::{self, Header};
+use super::{classify, dtype, Dtype, Group, LayerRef, ModelError, Result};
+use memmap2::Mmap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
 
 /// One tensor's header entry.
 #[derive(Clone, Debug)]
@@ -28,62 +37,396 @@ impl TensorInfo {
     }
 }
 
+/// The single-file name in a model folder.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// The shard index in a sharded model folder.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The model configuration next to the weights.
+pub const CONFIG_FILE: &str = "config.json";
+
 /// A checkpoint: a folder with `model.safetensors` or a sharded
 /// `model.safetensors.index.json`, or one `.safetensors` file. Opening reads
 /// and validates headers and maps the files; no tensor data is read.
 pub struct Model {
-    _private: (),
+    path: PathBuf,
+    name: String,
+    shards: Vec<PathBuf>,
+    maps: Vec<Mmap>,
+    tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+    config: Option<serde_json::Value>,
+    metadata: BTreeMap<String, String>,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> ModelError {
+    ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn format_err(path: &Path, msg: impl Into<String>) -> ModelError {
+    ModelError::Format {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// What `open` found at the path.
+enum Layout {
+    Single(PathBuf),
+    Sharded(PathBuf),
 }
 
 impl Model {
     pub fn open(path: &Path) -> Result<Model> {
-        let _ = path;
-        todo!()
+        let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+        let (layout, folder) = if meta.is_dir() {
+            let index = path.join(INDEX_FILE);
+            let single = path.join(SINGLE_FILE);
+            let layout = if index.is_file() {
+                Layout::Sharded(index)
+            } else if single.is_file() {
+                Layout::Single(single)
+            } else {
+                return Err(format_err(
+                    path,
+                    format!("no {SINGLE_FILE} or {INDEX_FILE} in this folder"),
+                ));
+            };
+            (layout, Some(path.to_path_buf()))
+        } else if path.to_string_lossy().ends_with(".json") {
+            let folder = path.parent().map(Path::to_path_buf);
+            (Layout::Sharded(path.to_path_buf()), folder)
+        } else {
+            (Layout::Single(path.to_path_buf()), None)
+        };
+
+        let mut loaded = Loaded::default();
+        match layout {
+            Layout::Single(file) => loaded.add_shard(file, None)?,
+            Layout::Sharded(index) => load_sharded(&index, &mut loaded)?,
+        }
+        let config = match &folder {
+            Some(f) => read_config(&f.join(CONFIG_FILE))?,
+            None => None,
+        };
+
+        let Loaded {
+            shards,
+            maps,
+            mut tensors,
+            metadata,
+            ..
+        } = loaded;
+        tensors.sort_by(|a, b| (a.place.group, &a.name).cmp(&(b.place.group, &b.name)));
+        let by_name = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Model {
+            name: display_name(path),
+            path: path.to_path_buf(),
+            shards,
+            maps,
+            tensors,
+            by_name,
+            config,
+            metadata,
+        })
     }
     /// The path given to `open`.
     pub fn path(&self) -> &Path {
-        todo!()
+        &self.path
     }
     /// A short display name (folder or file stem).
     pub fn name(&self) -> &str {
-        todo!()
+        &self.name
     }
     /// Tensors in a stable order: by group (pre, layer 0.., post), then name.
     pub fn tensors(&self) -> &[TensorInfo] {
-        todo!()
+        &self.tensors
     }
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
-        let _ = name;
-        todo!()
+        self.by_name.get(name).map(|&i| &self.tensors[i])
     }
     pub fn shard_paths(&self) -> &[PathBuf] {
-        todo!()
+        &self.shards
+    }
+    /// Size in bytes of each shard file, in [`Model::shard_paths`] order.
+    pub fn shard_sizes(&self) -> Vec<u64> {
+        self.maps.iter().map(|m| m.len() as u64).collect()
     }
     /// Parsed `config.json`, when the folder has one.
     pub fn config(&self) -> Option<&serde_json::Value> {
-        todo!()
+        self.config.as_ref()
+    }
+    /// `__metadata__` of the shard headers (merged; the first shard wins on a
+    /// conflicting key).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+    /// The config's `architectures[0]` (`"LlamaForCausalLM"`), if any.
+    pub fn architecture(&self) -> Option<&str> {
+        self.config.as_ref()?.get("architectures")?.get(0)?.as_str()
     }
     /// `num_hidden_layers` from config, else the catalogue's layer count.
+    ///
+    /// Also looks in `text_config` (multimodal wrappers) and at GPT-2's
+    /// `n_layer`. The catalogue count is one more than the highest layer
+    /// index seen.
     pub fn num_layers(&self) -> usize {
-        todo!()
+        if let Some(n) = self.config_layers() {
+            return n;
+        }
+        self.catalogue_layers()
+    }
+    /// One more than the highest layer index among the tensors (0 if none).
+    pub fn catalogue_layers(&self) -> usize {
+        self.tensors
+            .iter()
+            .filter_map(|t| match t.place.group {
+                Group::Layer(n) => Some(n + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+    /// The layer count config.json states, if any (`num_hidden_layers`,
+    /// `n_layer` or `num_layers`, at the top or in `text_config`).
+    pub fn config_layers(&self) -> Option<usize> {
+        let c = self.config.as_ref()?;
+        let get = |v: &serde_json::Value| {
+            ["num_hidden_layers", "n_layer", "num_layers"]
+                .iter()
+                .find_map(|k| v.get(*k)?.as_u64())
+        };
+        let n = get(c).or_else(|| get(c.get("text_config")?))?;
+        usize::try_from(n).ok()
     }
     pub fn num_params(&self) -> u64 {
-        todo!()
+        self.tensors.iter().map(|t| t.numel() as u64).sum()
     }
-    /// The mapped bytes of a tensor.
+    /// The mapped bytes of a tensor. `t` must come from this model; a
+    /// foreign `TensorInfo` whose range does not fit gives an empty slice.
     pub fn raw(&self, t: &TensorInfo) -> &[u8] {
-        let _ = t;
-        todo!()
+        self.maps
+            .get(t.shard)
+            .and_then(|m| m.get(t.start..t.end))
+            .unwrap_or(&[])
     }
     /// Elements `[start, start + out.len())` of tensor `t` (flat, row-major)
     /// converted to f32. Errors for non-mergeable dtypes.
     pub fn read_f32(&self, t: &TensorInfo, start: usize, out: &mut [f32]) -> Result<()> {
-        let _ = (t, start, out);
-        todo!()
+        let path = self.shards.get(t.shard).map_or(&self.path, |p| p);
+        let err = |msg: String| ModelError::Tensor {
+            path: path.clone(),
+            tensor: t.name.clone(),
+            msg,
+        };
+        if !t.dtype.is_mergeable() {
+            return Err(err(format!(
+                "dtype {} is not a float type; it can only be copied",
+                t.dtype
+            )));
+        }
+        let numel = t.numel();
+        let end = start
+            .checked_add(out.len())
+            .filter(|&e| e <= numel)
+            .ok_or_else(|| {
+                err(format!(
+                    "read of elements {start}..{} past its {numel} elements",
+                    start.saturating_add(out.len())
+                ))
+            })?;
+        let size = t.dtype.size();
+        let raw = self.raw(t);
+        let bytes = raw
+            .get(start * size..end * size)
+            .ok_or_else(|| err("tensor is not part of this model".into()))?;
+        dtype::to_f32(t.dtype, bytes, out);
+        Ok(())
+    }
+    /// Drop the mapped pages of bytes `[start, end)` of `t` from this
+    /// process's resident set (MADV_DONTNEED; the page cache keeps them).
+    /// The engine calls it after each chunk so that resident memory does not
+    /// grow with model size. A hint only: errors are ignored.
+    pub fn release(&self, t: &TensorInfo, start: usize, end: usize) {
+        const PAGE: usize = 4096;
+        let Some(map) = self.maps.get(t.shard) else {
+            return;
+        };
+        // Whole pages strictly inside the range, so a neighbour's pages that
+        // another thread may be reading stay mapped.
+        let lo = (t.start + start).div_ceil(PAGE) * PAGE;
+        let hi = ((t.start + end.min(t.nbytes())) / PAGE) * PAGE;
+        if hi > lo && hi <= map.len() {
+            // SAFETY: the map is a read-only shared file mapping; dropping
+            // its pages only makes the next access fault them in again from
+            // the page cache with the same bytes. No slice observes a change.
+            let _ = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
+            };
+        }
     }
     /// A whole tensor as f32 (for small models and tests).
     pub fn read_all_f32(&self, name: &str) -> Result<Vec<f32>> {
-        let _ = name;
-        todo!()
+        let t = self.tensor(name).ok_or_else(|| ModelError::MissingTensor {
+            path: self.path.clone(),
+            tensor: name.to_string(),
+        })?;
+        let mut out = vec![0f32; t.numel()];
+        self.read_f32(t, 0, &mut out)?;
+        Ok(out)
     }
+}
+
+/// Shards opened so far, with their tensors.
+#[derive(Default)]
+struct Loaded {
+    shards: Vec<PathBuf>,
+    maps: Vec<Mmap>,
+    tensors: Vec<TensorInfo>,
+    /// Tensor name → shard index, to catch duplicates across shards.
+    seen: HashMap<String, usize>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl Loaded {
+    /// Map and validate one shard. With `expected`, every listed tensor
+    /// must be in it (the index said so).
+    fn add_shard(&mut self, file: PathBuf, expected: Option<&[&str]>) -> Result<()> {
+        let f = File::open(&file).map_err(|e| io_err(&file, e))?;
+        // SAFETY: the map is read-only. Another process truncating or
+        // rewriting the file while it is mapped could change or revoke the
+        // bytes under us; that is the accepted contract of every mmap-based
+        // checkpoint reader (safetensors, torch), and smelt itself never
+        // writes into an input (the writer refuses outputs inside inputs).
+        let map = unsafe { Mmap::map(&f) }.map_err(|e| io_err(&file, e))?;
+        let Header { entries, metadata } = header::parse(&file, &map)?;
+        let shard = self.shards.len();
+        if let Some(expected) = expected {
+            let present: std::collections::HashSet<&str> =
+                entries.iter().map(|e| e.name.as_str()).collect();
+            if let Some(missing) = expected.iter().find(|n| !present.contains(**n)) {
+                return Err(ModelError::MissingTensor {
+                    path: file,
+                    tensor: missing.to_string(),
+                });
+            }
+        }
+        for e in entries {
+            if let Some(&other) = self.seen.get(&e.name) {
+                return Err(ModelError::Tensor {
+                    path: file,
+                    tensor: e.name,
+                    msg: format!("also present in {}", self.shards[other].display()),
+                });
+            }
+            self.seen.insert(e.name.clone(), shard);
+            self.tensors.push(TensorInfo {
+                place: classify(&e.name),
+                name: e.name,
+                dtype: e.dtype,
+                shape: e.shape,
+                shard,
+                start: e.start,
+                end: e.end,
+            });
+        }
+        for (k, v) in metadata {
+            self.metadata.entry(k).or_insert(v);
+        }
+        self.shards.push(file);
+        self.maps.push(map);
+        Ok(())
+    }
+}
+
+/// Read the index's `weight_map` and open every shard it names, in order of
+/// first appearance.
+fn load_sharded(index: &Path, loaded: &mut Loaded) -> Result<()> {
+    let text = std::fs::read(index).map_err(|e| io_err(index, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| format_err(index, format!("not valid JSON: {e}")))?;
+    let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
+        return Err(format_err(index, "no `weight_map` object"));
+    };
+    let folder = index.parent().unwrap_or(Path::new("."));
+    // Shard file → tensors the index puts there, in first-seen order.
+    let mut order: Vec<&str> = Vec::new();
+    let mut per_shard: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (tensor, file) in map {
+        let Some(file) = file.as_str() else {
+            return Err(format_err(
+                index,
+                format!("weight_map entry for `{tensor}` is not a file name"),
+            ));
+        };
+        let list = per_shard.entry(file).or_insert_with(|| {
+            order.push(file);
+            Vec::new()
+        });
+        list.push(tensor.as_str());
+    }
+    if order.is_empty() {
+        return Err(format_err(index, "`weight_map` is empty"));
+    }
+    for file in order {
+        // Shards live next to the index; a name reaching elsewhere is
+        // either corrupt or hostile.
+        let rel = Path::new(file);
+        if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+            return Err(format_err(
+                index,
+                format!("shard name `{file}` is not a plain file name in this folder"),
+            ));
+        }
+        let path = folder.join(rel);
+        if !path.is_file() {
+            return Err(format_err(
+                index,
+                format!(
+                    "names shard `{file}` (for `{}`), which does not exist",
+                    per_shard[file][0]
+                ),
+            ));
+        }
+        loaded.add_shard(path, Some(&per_shard[file]))?;
+    }
+    Ok(())
+}
+
+/// Parse `config.json` when present; malformed JSON is an error naming it.
+fn read_config(path: &Path) -> Result<Option<serde_json::Value>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path, e)),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| format_err(path, format!("not valid JSON: {e}")))
+}
+
+/// The folder name for a folder, the file stem for a file (the folder name
+/// when the file is the conventional `model.safetensors` or an index).
+fn display_name(path: &Path) -> String {
+    let is_generic = path
+        .file_name()
+        .is_some_and(|n| n == SINGLE_FILE || n == INDEX_FILE);
+    let named = if path.is_dir() || is_generic {
+        let p = if is_generic {
+            path.parent()
+        } else {
+            Some(path)
+        };
+        p.and_then(|p| p.canonicalize().ok())
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+    } else {
+        path.file_stem().map(|n| n.to_string_lossy().into_owned())
+    };
+    named.unwrap_or_else(|| path.display().to_string())
 }

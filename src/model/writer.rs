@@ -1,7 +1,23 @@
 //! Writing a model: shards laid out up front, filled from any thread,
 //! published by one rename.
+//!
+//! Because every output tensor's name, dtype and shape are known before any
+//! data exists, each shard's header and each tensor's byte range can be
+//! fixed at creation. The shard files are then created at their final size
+//! and workers `pwrite` their chunks straight to the right offsets, in any
+//! order and from any number of threads, with no coordination and no
+//! buffering of whole tensors. Nothing appears at the destination until
+//! [`Writer::finish`] renames the completed folder into place, so an
+//! interrupted merge never leaves a half-written model where a good one is
+//! expected.
 
-use super::{Dtype, Result};
+use super::header::{self, OutEntry};
+use super::outpath::{check_destination, is_plain_name, sibling, sync_dir};
+use super::reader::{INDEX_FILE, SINGLE_FILE};
+use super::{dtype, Dtype, ModelError, Result};
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// One tensor of the output, known before any data is written.
@@ -10,6 +26,12 @@ pub struct OutputTensor {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
+}
+
+impl OutputTensor {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -24,60 +46,498 @@ pub struct WriterOptions {
     pub metadata: Vec<(String, String)>,
 }
 
+/// Hugging Face's default `max_shard_size` ("5GB", decimal).
+pub const DEFAULT_SHARD_SIZE: u64 = 5_000_000_000;
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            shard_size: DEFAULT_SHARD_SIZE,
+            force: false,
+            inputs: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// Where a tensor's bytes go.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    shard: usize,
+    /// Absolute offset of the tensor's first byte in the shard file.
+    offset: u64,
+    nbytes: u64,
+}
+
+struct Shard {
+    name: String,
+    file: File,
+}
+
+/// Bytes converted per `pwrite` on the converting path: bounded, so a
+/// write never allocates a tensor-sized buffer.
+const WRITE_BUF: usize = 64 * 1024;
+
 /// An output folder being written. Data goes into `OUT.partial-<pid>-<n>`
 /// next to `OUT`; [`Writer::finish`] writes the index and renames it into
 /// place. Dropping an unfinished writer removes the partial folder.
 pub struct Writer {
-    _private: (),
+    out: PathBuf,
+    partial: PathBuf,
+    tensors: Vec<OutputTensor>,
+    slots: Vec<Slot>,
+    shards: Vec<Shard>,
+    force: bool,
+    inputs: Vec<PathBuf>,
+    /// Set once the partial folder has been renamed (or must otherwise not
+    /// be removed on drop).
+    published: bool,
+}
+
+fn io_err(path: &Path, source: std::io::Error) -> ModelError {
+    ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn out_err(path: &Path, msg: impl Into<String>) -> ModelError {
+    ModelError::Output {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Split tensors into shards greedily in order: a shard is closed when the
+/// next tensor would take it past `shard_size` (a tensor larger than that
+/// gets a shard of its own). Returns, per shard, the tensor indices.
+fn assign_shards(sizes: &[u64], shard_size: u64) -> Vec<Vec<usize>> {
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut used = 0u64;
+    for (i, &n) in sizes.iter().enumerate() {
+        let cur = shards.len() - 1;
+        if !shards[cur].is_empty() && used.saturating_add(n) > shard_size {
+            shards.push(Vec::new());
+            used = 0;
+        }
+        let cur = shards.len() - 1;
+        shards[cur].push(i);
+        used += n;
+    }
+    shards
+}
+
+/// `model-00001-of-00003.safetensors`, as transformers names shards.
+fn shard_name(i: usize, n: usize) -> String {
+    if n == 1 {
+        SINGLE_FILE.to_string()
+    } else {
+        format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
+    }
 }
 
 impl Writer {
     /// Check the destination, create the partial folder and the shard files
     /// at their final sizes with their headers.
     pub fn create(out: &Path, tensors: Vec<OutputTensor>, opts: &WriterOptions) -> Result<Writer> {
-        let _ = (out, tensors, opts);
-        todo!()
+        let mut sizes = Vec::with_capacity(tensors.len());
+        let mut names = std::collections::HashSet::new();
+        for t in &tensors {
+            if !names.insert(t.name.as_str()) {
+                return Err(out_err(out, format!("tensor `{}` is listed twice", t.name)));
+            }
+            let n = t
+                .shape
+                .iter()
+                .try_fold(t.dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
+                .ok_or_else(|| out_err(out, format!("tensor `{}`: shape too large", t.name)))?;
+            sizes.push(n);
+        }
+        check_destination(out, &opts.inputs, opts.force)?;
+
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
+        }
+        let partial = sibling(out, "partial");
+        std::fs::create_dir(&partial).map_err(|e| io_err(&partial, e))?;
+        // From here on, an early return drops `w`, which removes `partial`.
+        let mut w = Writer {
+            out: out.to_path_buf(),
+            partial,
+            tensors: Vec::new(),
+            slots: vec![
+                Slot {
+                    shard: 0,
+                    offset: 0,
+                    nbytes: 0
+                };
+                tensors.len()
+            ],
+            shards: Vec::new(),
+            force: opts.force,
+            inputs: opts.inputs.clone(),
+            published: false,
+        };
+
+        let groups = assign_shards(&sizes, opts.shard_size);
+        for (si, members) in groups.iter().enumerate() {
+            let mut entries = Vec::with_capacity(members.len());
+            let mut pos = 0u64;
+            for &ti in members {
+                let t = &tensors[ti];
+                entries.push(OutEntry {
+                    name: &t.name,
+                    dtype: t.dtype,
+                    shape: &t.shape,
+                    start: pos,
+                    end: pos + sizes[ti],
+                });
+                pos += sizes[ti];
+            }
+            let head = header::build(&entries, &opts.metadata);
+            for (&ti, e) in members.iter().zip(&entries) {
+                w.slots[ti] = Slot {
+                    shard: si,
+                    offset: head.len() as u64 + e.start,
+                    nbytes: e.end - e.start,
+                };
+            }
+            let name = shard_name(si, groups.len());
+            let path = w.partial.join(&name);
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|e| io_err(&path, e))?;
+            file.set_len(head.len() as u64 + pos)
+                .map_err(|e| io_err(&path, e))?;
+            file.write_all_at(&head, 0).map_err(|e| io_err(&path, e))?;
+            w.shards.push(Shard { name, file });
+        }
+        w.tensors = tensors;
+        Ok(w)
     }
     /// The output tensors, in the order given to `create`.
     pub fn tensors(&self) -> &[OutputTensor] {
-        todo!()
+        &self.tensors
     }
+    /// The destination folder.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+    /// The scratch folder being filled (renamed to [`Writer::out`] by
+    /// `finish`).
+    pub fn partial_path(&self) -> &Path {
+        &self.partial
+    }
+    /// The shard file names, in order.
+    pub fn shard_names(&self) -> Vec<&str> {
+        self.shards.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    fn tensor_err(&self, index: usize, msg: String) -> ModelError {
+        ModelError::Tensor {
+            path: self.out.clone(),
+            tensor: self
+                .tensors
+                .get(index)
+                .map_or_else(|| format!("#{index}"), |t| t.name.clone()),
+            msg,
+        }
+    }
+
+    /// The slot of tensor `index` if bytes `[byte_offset, +len)` fit in it.
+    fn slot_for(&self, index: usize, byte_offset: u64, len: u64) -> Result<Slot> {
+        let slot = *self
+            .slots
+            .get(index)
+            .ok_or_else(|| self.tensor_err(index, "no such output tensor".into()))?;
+        match byte_offset.checked_add(len) {
+            Some(end) if end <= slot.nbytes => Ok(slot),
+            _ => Err(self.tensor_err(
+                index,
+                format!(
+                    "write of bytes {byte_offset}..{} past its {} bytes",
+                    byte_offset.saturating_add(len),
+                    slot.nbytes
+                ),
+            )),
+        }
+    }
+
+    fn pwrite(&self, slot: Slot, byte_offset: u64, bytes: &[u8]) -> Result<()> {
+        let shard = &self.shards[slot.shard];
+        shard
+            .file
+            .write_all_at(bytes, slot.offset + byte_offset)
+            .map_err(|e| io_err(&self.partial.join(&shard.name), e))
+    }
+
     /// Write elements `[start, start + data.len())` of tensor `index`,
     /// converting to its dtype. Safe to call from many threads at once.
     pub fn write_f32(&self, index: usize, start: usize, data: &[f32]) -> Result<()> {
-        let _ = (index, start, data);
-        todo!()
+        let Some(t) = self.tensors.get(index) else {
+            return Err(self.tensor_err(index, "no such output tensor".into()));
+        };
+        let dt = t.dtype;
+        if !dt.is_mergeable() {
+            return Err(self.tensor_err(
+                index,
+                format!("dtype {dt} is not a float type; write it with write_raw"),
+            ));
+        }
+        let size = dt.size() as u64;
+        let offset = start as u64 * size;
+        let slot = self.slot_for(index, offset, data.len() as u64 * size)?;
+        // F32 on a little-endian machine needs no conversion: one pwrite.
+        if dt == Dtype::F32 && cfg!(target_endian = "little") {
+            return self.pwrite(slot, offset, bytemuck::cast_slice(data));
+        }
+        let mut buf = [0u8; WRITE_BUF];
+        let per = WRITE_BUF / dt.size();
+        for (k, chunk) in data.chunks(per).enumerate() {
+            let bytes = &mut buf[..chunk.len() * dt.size()];
+            dtype::from_f32(dt, chunk, bytes)?;
+            self.pwrite(slot, offset + (k * per) as u64 * size, bytes)?;
+        }
+        Ok(())
     }
     /// Write raw bytes at `byte_offset` inside tensor `index`'s data.
     pub fn write_raw(&self, index: usize, byte_offset: usize, bytes: &[u8]) -> Result<()> {
-        let _ = (index, byte_offset, bytes);
-        todo!()
+        let slot = self.slot_for(index, byte_offset as u64, bytes.len() as u64)?;
+        self.pwrite(slot, byte_offset as u64, bytes)
     }
     /// Add a small file (config.json, README.md, the recipe) to the output.
+    /// `name` must be a plain file name and not clash with a shard or the
+    /// index.
     pub fn add_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
-        let _ = (name, bytes);
-        todo!()
+        self.check_extra_name(name)?;
+        let path = self.partial.join(name);
+        std::fs::write(&path, bytes).map_err(|e| io_err(&path, e))
     }
     /// Copy a file from an input folder into the output.
     pub fn copy_file(&self, from: &Path) -> Result<()> {
-        let _ = from;
-        todo!()
+        let name = from
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| out_err(from, "not a file name"))?;
+        self.check_extra_name(&name)?;
+        let to = self.partial.join(&name);
+        std::fs::copy(from, &to).map_err(|e| io_err(from, e))?;
+        Ok(())
     }
+
+    fn check_extra_name(&self, name: &str) -> Result<()> {
+        if !is_plain_name(name) {
+            return Err(out_err(
+                &self.out,
+                format!("`{name}` is not a plain file name"),
+            ));
+        }
+        if name == INDEX_FILE || self.shards.iter().any(|s| s.name == name) {
+            return Err(out_err(
+                &self.out,
+                format!("`{name}` would overwrite the model's weights"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The index transformers reads: total tensor bytes and, for each
+    /// tensor, its shard (keys sorted, as transformers writes them).
+    fn index_json(&self) -> Vec<u8> {
+        let total: u64 = self.slots.iter().map(|s| s.nbytes).sum();
+        let mut names: Vec<(&str, usize)> = self
+            .tensors
+            .iter()
+            .zip(&self.slots)
+            .map(|(t, s)| (t.name.as_str(), s.shard))
+            .collect();
+        names.sort_unstable();
+        let mut map = serde_json::Map::new();
+        for (n, s) in names {
+            map.insert(
+                n.to_string(),
+                serde_json::Value::String(self.shards[s].name.clone()),
+            );
+        }
+        let v = serde_json::json!({
+            "metadata": { "total_size": total },
+            "weight_map": map,
+        });
+        let mut text = serde_json::to_vec_pretty(&v).unwrap_or_default();
+        text.push(b'\n');
+        text
+    }
+
     /// Sync, write `model.safetensors.index.json` when sharded, rename the
     /// partial folder to the destination (replacing it under `force`).
-    pub fn finish(self) -> Result<PathBuf> {
-        todo!()
+    ///
+    /// Under `force` the old output is first renamed aside, the new one
+    /// renamed into place, then the old one deleted, so at every moment one
+    /// complete model sits at the destination or beside it.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        for s in &self.shards {
+            s.file
+                .sync_all()
+                .map_err(|e| io_err(&self.partial.join(&s.name), e))?;
+        }
+        if self.shards.len() > 1 {
+            let path = self.partial.join(INDEX_FILE);
+            let mut f = File::create(&path).map_err(|e| io_err(&path, e))?;
+            f.write_all(&self.index_json())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| io_err(&path, e))?;
+        }
+        sync_dir(&self.partial);
+
+        // The destination may have appeared (or an input moved) since
+        // `create`: check again right before publishing.
+        check_destination(&self.out, &self.inputs, self.force)?;
+        let out = self.out.clone();
+        if out.symlink_metadata().is_ok() {
+            let old = sibling(&out, "old");
+            std::fs::rename(&out, &old).map_err(|e| io_err(&out, e))?;
+            if let Err(e) = std::fs::rename(&self.partial, &out) {
+                // Put the previous output back; the partial folder is
+                // removed on drop.
+                let _ = std::fs::rename(&old, &out);
+                return Err(io_err(&out, e));
+            }
+            self.published = true;
+            let removed = if old.is_dir() {
+                std::fs::remove_dir_all(&old)
+            } else {
+                std::fs::remove_file(&old)
+            };
+            removed.map_err(|e| {
+                out_err(
+                    &old,
+                    format!(
+                        "the new output is in place at {}, but the replaced one could not be deleted: {e}",
+                        out.display()
+                    ),
+                )
+            })?;
+        } else {
+            std::fs::rename(&self.partial, &out).map_err(|e| io_err(&out, e))?;
+            self.published = true;
+        }
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = std::fs::remove_dir_all(&self.partial);
+        }
     }
 }
 
 /// Write a small model (a single `model.safetensors`) atomically: tensors are
 /// `(name, shape, data)` stored as `dtype`. For MLP checkpoints and tests.
+///
+/// `path` ending in `.safetensors` is the file to write; any other path is a
+/// folder (created if needed) that receives `model.safetensors`. The file is
+/// written under a temporary name in the same folder and renamed over the
+/// target, so readers see the old file or the new one, never a mix.
 pub fn write_small(
     path: &Path,
     tensors: &[(String, Vec<usize>, Vec<f32>)],
     dtype: Dtype,
     metadata: &[(String, String)],
 ) -> Result<()> {
-    let _ = (path, tensors, dtype, metadata);
-    todo!()
+    let file = if path.extension().is_some_and(|e| e == "safetensors") {
+        path.to_path_buf()
+    } else {
+        std::fs::create_dir_all(path).map_err(|e| io_err(path, e))?;
+        path.join(SINGLE_FILE)
+    };
+    if !dtype.is_mergeable() {
+        return Err(out_err(&file, format!("cannot store f32 data as {dtype}")));
+    }
+    let size = dtype.size() as u64;
+    let mut entries = Vec::with_capacity(tensors.len());
+    let mut pos = 0u64;
+    for (name, shape, data) in tensors {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if numel != Some(data.len()) {
+            return Err(ModelError::Tensor {
+                path: file.clone(),
+                tensor: name.clone(),
+                msg: format!("shape {shape:?} does not match {} values", data.len()),
+            });
+        }
+        let n = data.len() as u64 * size;
+        entries.push(OutEntry {
+            name,
+            dtype,
+            shape,
+            start: pos,
+            end: pos + n,
+        });
+        pos += n;
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = tensors.iter().find(|t| !seen.insert(t.0.as_str())) {
+        return Err(out_err(
+            &file,
+            format!("tensor `{}` is listed twice", dup.0),
+        ));
+    }
+    let head = header::build(&entries, metadata);
+
+    let tmp = sibling(&file, "tmp");
+    let result = (|| -> std::io::Result<()> {
+        let mut w = std::io::BufWriter::new(File::create(&tmp)?);
+        w.write_all(&head)?;
+        let mut buf = vec![0u8; WRITE_BUF];
+        let per = WRITE_BUF / dtype.size();
+        for (_, _, data) in tensors {
+            for chunk in data.chunks(per) {
+                let bytes = &mut buf[..chunk.len() * dtype.size()];
+                dtype::from_f32(dtype, chunk, bytes).map_err(std::io::Error::other)?;
+                w.write_all(bytes)?;
+            }
+        }
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &file)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(&file, e));
+    }
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_sharding() {
+        assert_eq!(assign_shards(&[4, 4, 4], 8), vec![vec![0, 1], vec![2]]);
+        // A tensor larger than the limit gets a shard of its own.
+        assert_eq!(
+            assign_shards(&[2, 20, 2, 2], 8),
+            vec![vec![0], vec![1], vec![2, 3]]
+        );
+        assert_eq!(assign_shards(&[], 8), vec![Vec::<usize>::new()]);
+        assert_eq!(assign_shards(&[0, 0, 8], 8), vec![vec![0, 1, 2]]);
+    }
+
+    #[test]
+    fn shard_names_match_transformers() {
+        assert_eq!(shard_name(0, 1), "model.safetensors");
+        assert_eq!(shard_name(1, 3), "model-00002-of-00003.safetensors");
+    }
 }

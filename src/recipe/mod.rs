@@ -4,6 +4,13 @@
 //! CONTRACT (skeleton): the types and functions below are what the engine,
 //! the CLI and the TUI use. Bodies marked `todo!` belong to the recipe work.
 
+mod check;
+mod mergekit;
+mod node;
+mod resolve;
+mod toml;
+mod util;
+
 use crate::merge::{Method, TensorParams};
 use crate::model::{Dtype, Group};
 use std::collections::BTreeMap;
@@ -124,37 +131,148 @@ impl Recipe {
     }
 
     /// Read a recipe file: `.toml` natively, `.yml`/`.yaml` as mergekit.
-    /// Paths inside are resolved against the file's folder. Validates.
+    /// Paths inside are resolved against the file's folder. Validates, and
+    /// returns the first problem (by line); [`Recipe::load_all`] gives all.
     pub fn load(path: &Path) -> Result<Recipe, RecipeError> {
-        let _ = path;
-        todo!()
+        Recipe::load_all(path).map_err(|mut errs| errs.swap_remove(0))
     }
-    /// Write as TOML, paths relative to the folder of `path`, atomically.
+
+    /// Like [`Recipe::load`], but on failure every problem found (syntax,
+    /// unknown keys, and everything [`Recipe::check`] reports), each with
+    /// its line, in line order. Never an empty list.
+    pub fn load_all(path: &Path) -> Result<Recipe, Vec<RecipeError>> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            vec![RecipeError::Io {
+                path: path.to_path_buf(),
+                source,
+            }]
+        })?;
+        Recipe::parse_all(&text, path)
+    }
+
+    /// Parse recipe text as if read from `path` (the extension picks the
+    /// format; relative paths inside resolve against `path`'s folder).
+    pub fn parse_all(text: &str, path: &Path) -> Result<Recipe, Vec<RecipeError>> {
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        let yaml = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"));
+        let at = |line: usize, msg: String| RecipeError::At {
+            path: path.to_path_buf(),
+            line,
+            msg,
+        };
+        let parsed = if yaml {
+            node::parse_yaml(text)
+        } else {
+            node::parse_toml(text)
+        };
+        let root = parsed.map_err(|(line, msg)| vec![at(line, msg)])?;
+        let mut diag = util::Diag::default();
+        let recipe = if yaml {
+            mergekit::from_node(&root, dir, &mut diag)
+        } else {
+            toml::from_node(&root, dir, &mut diag)
+        };
+        let mut problems = std::mem::take(&mut diag.problems);
+        if let Some(r) = &recipe {
+            // Problems about something missing point at the nearest
+            // thing present, else at the method line.
+            let method_line = diag.line_of("method");
+            for p in check::check(r) {
+                let line = match diag.line_of(&p.at) {
+                    0 => method_line,
+                    l => l,
+                };
+                problems.push((line, format!("{}: {}", p.at, p.msg)));
+            }
+        }
+        if problems.is_empty() {
+            if let Some(r) = recipe {
+                return Ok(r);
+            }
+            problems.push((0, "not a recipe".to_string()));
+        }
+        problems.sort_by_key(|(line, _)| *line);
+        Err(problems
+            .into_iter()
+            .map(|(line, msg)| at(line, msg))
+            .collect())
+    }
+
+    /// Write as TOML, paths relative to the folder of `path`, atomically
+    /// (a temporary file in the same folder, then a rename), so a crash
+    /// never leaves a half-written recipe.
     pub fn save(&self, path: &Path) -> Result<(), RecipeError> {
-        let _ = path;
-        todo!()
+        use std::io::Write as _;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let io = |source| RecipeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = self.to_toml(dir);
+        let name = path
+            .file_name()
+            .map_or_else(|| "recipe".into(), |n| n.to_string_lossy().to_string());
+        let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map_err(io)
     }
+
     /// TOML text, with paths written relative to `dir`.
     pub fn to_toml(&self, dir: &Path) -> String {
-        let _ = dir;
-        todo!()
+        toml::write(self, dir)
     }
-    /// mergekit YAML text, with paths written relative to `dir`.
+
+    /// mergekit YAML text, with paths written relative to `dir`. Per-layer
+    /// overrides become per-layer gradients; their layer count is read from
+    /// the base's (or first model's) `config.json`
+    /// (see [`Recipe::to_mergekit_yaml_layers`] to give it instead).
     pub fn to_mergekit_yaml(&self, dir: &Path) -> Result<String, RecipeError> {
-        let _ = dir;
-        todo!()
+        mergekit::write(self, dir, None)
     }
+
+    /// [`Recipe::to_mergekit_yaml`] for models with `n_layers` layers.
+    pub fn to_mergekit_yaml_layers(
+        &self,
+        dir: &Path,
+        n_layers: usize,
+    ) -> Result<String, RecipeError> {
+        mergekit::write(self, dir, Some(n_layers))
+    }
+
     /// Static checks (no files read): method needs, counts, parameter names
-    /// and ranges. Returns every problem found.
+    /// and ranges. Returns every problem found, each starting with the
+    /// recipe location it concerns (`models[1].parameters.density: ...`).
     pub fn check(&self) -> Vec<String> {
-        todo!()
+        check::check(self)
+            .into_iter()
+            .map(|p| format!("{}: {}", p.at, p.msg))
+            .collect()
     }
+
     /// Parameters for one output tensor of layer group `group` in an output
     /// with `n_layers` layers, defaults filled in, overrides applied.
-    /// `models` are indices into `self.models` (the non-base inputs feeding
-    /// this tensor, in order).
+    /// `TensorParams.models` is aligned with `self.models`; in a sliced
+    /// recipe, with the non-base sources of the slice the tensor comes from.
     pub fn resolve(&self, tensor: &str, group: Group, n_layers: usize) -> TensorParams {
-        let _ = (tensor, group, n_layers);
-        todo!()
+        self.resolve_impl(tensor, group, n_layers)
     }
 }

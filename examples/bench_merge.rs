@@ -1,0 +1,270 @@
+//! Merge speed and memory, measured against the cost of merely reading the
+//! inputs in the same run.
+//!
+//! ```sh
+//! cargo run --release --example bench_merge            # 169M-parameter family
+//! cargo run --release --example bench_merge -- --big   # also a single 1 GB tensor
+//! ```
+//!
+//! It writes a Llama-shaped family (a base and three fine-tunes, bf16,
+//! sharded) into a scratch folder, then for `linear` and `ties` reports wall
+//! time, the read floor (every input byte read once, on the same threads),
+//! their ratio, and the peak resident memory of the merging process. Each
+//! merge runs in a child process (this example re-executed) so that its
+//! peak RSS is its own.
+
+use smelt::engine::{self, Options};
+use smelt::merge::Method;
+use smelt::model::{Dtype, Model, OutputTensor, Writer, WriterOptions};
+use smelt::plan::Plan;
+use smelt::recipe::{Recipe, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+/// Llama-shaped: hidden 1024, 8 layers, intermediate 2816, vocab 32000:
+/// 169M parameters, 338 MB in bf16.
+const HIDDEN: usize = 1024;
+const LAYERS: usize = 8;
+const INTER: usize = 2816;
+const VOCAB: usize = 32000;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        return child(&args[2..]);
+    }
+    let big = args.iter().any(|a| a == "--big");
+    let root = std::env::temp_dir().join("smelt-bench");
+    std::fs::create_dir_all(&root)?;
+
+    let family = root.join("llama169m");
+    if !family.join("ft2").exists() {
+        eprintln!(
+            "writing the 169M-parameter family to {} ...",
+            family.display()
+        );
+        write_family(&family, &llama_tensors(), 100_000_000)?;
+    }
+    println!(
+        "# family: base + 3 fine-tunes, Llama-shaped, 169M parameters each, bf16, 100 MB shards"
+    );
+    bench_family(&family, &root)?;
+
+    if big {
+        let family = root.join("one-tensor");
+        if !family.join("ft2").exists() {
+            eprintln!("writing the single-1GB-tensor family ...");
+            let t = vec![OutputTensor {
+                name: "model.layers.0.mlp.big.weight".into(),
+                dtype: Dtype::BF16,
+                shape: vec![32768, 16384],
+            }];
+            write_family(&family, &t, 5_000_000_000)?;
+        }
+        println!("\n# family: base + 3 fine-tunes, one 32768x16384 bf16 tensor (1.07 GB) each");
+        bench_family(&family, &root)?;
+    }
+    Ok(())
+}
+
+fn bench_family(family: &Path, root: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let exe = std::env::current_exe()?;
+    let mut floor = f64::NAN;
+    println!("| what | wall s | / read floor | peak RSS MB |");
+    println!("|---|---|---|---|");
+    for what in ["read", "linear", "ties"] {
+        let out = root.join(format!("out-{what}"));
+        let _ = std::fs::remove_dir_all(&out);
+        let o = std::process::Command::new(&exe)
+            .arg("--child")
+            .arg(what)
+            .arg(family)
+            .arg(&out)
+            .output()?;
+        if !o.status.success() {
+            return Err(format!("{what} failed: {}", String::from_utf8_lossy(&o.stderr)).into());
+        }
+        let text = String::from_utf8_lossy(&o.stdout);
+        let mut it = text.split_whitespace();
+        let secs: f64 = it.next().ok_or("no time")?.parse()?;
+        let rss: f64 = it.next().ok_or("no rss")?.parse()?;
+        if what == "read" {
+            floor = secs;
+        }
+        println!("| {what} | {secs:.3} | {:.2}x | {rss:.0} |", secs / floor);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+    Ok(())
+}
+
+/// In a child: do one thing, print "seconds peak_rss_mb".
+fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let what = args.first().ok_or("what")?;
+    let family = PathBuf::from(args.get(1).ok_or("family")?);
+    let out = PathBuf::from(args.get(2).ok_or("out")?);
+    let names = ["base", "ft0", "ft1", "ft2"];
+    let secs = if what == "read" {
+        let models: Vec<Model> = names
+            .iter()
+            .map(|n| Model::open(&family.join(n)))
+            .collect::<Result<_, _>>()?;
+        let t = Instant::now();
+        read_all(&models)?;
+        t.elapsed().as_secs_f64()
+    } else {
+        let method = Method::from_name(what).ok_or("method")?;
+        let mut recipe = Recipe::new(
+            method,
+            (method != Method::Linear).then(|| family.join("base")),
+            names[1..].iter().map(|n| family.join(n)).collect(),
+        );
+        for m in &mut recipe.models {
+            m.params.insert("weight".into(), Value::Number(1.0 / 3.0));
+            if method == Method::Ties {
+                m.params.insert("density".into(), Value::Number(0.3));
+            }
+        }
+        let t = Instant::now();
+        let plan = Plan::build(&recipe)?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || for _ in rx.iter() {});
+        engine::run(&plan, &Options::new(&out), &tx, &AtomicBool::new(false))?;
+        t.elapsed().as_secs_f64()
+    };
+    println!("{secs} {}", peak_rss_mb());
+    Ok(())
+}
+
+/// The floor: every byte of every input tensor converted to f32 once, on
+/// all cores, the way the engine reads them.
+fn read_all(models: &[Model]) -> Result<(), smelt::model::ModelError> {
+    use rayon::prelude::*;
+    let jobs: Vec<(&Model, &smelt::model::TensorInfo)> = models
+        .iter()
+        .flat_map(|m| m.tensors().iter().map(move |t| (m, t)))
+        .collect();
+    let sum: f64 = jobs
+        .par_iter()
+        .map(|(m, t)| {
+            let n = t.numel();
+            let step = smelt::engine::CHUNK_ELEMS;
+            let mut buf = vec![0f32; step.min(n)];
+            let mut s = 0f64;
+            let mut start = 0;
+            while start < n {
+                let end = (start + step).min(n);
+                m.read_f32(t, start, &mut buf[..end - start])?;
+                m.release(t, start * t.dtype.size(), end * t.dtype.size());
+                s += f64::from(buf[0]);
+                start = end;
+            }
+            Ok(s)
+        })
+        .collect::<Result<Vec<f64>, _>>()?
+        .into_iter()
+        .sum();
+    std::hint::black_box(sum);
+    Ok(())
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn llama_tensors() -> Vec<OutputTensor> {
+    let t = |name: String, shape: Vec<usize>| OutputTensor {
+        name,
+        dtype: Dtype::BF16,
+        shape,
+    };
+    let mut v = vec![t("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN])];
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}.");
+        for n in ["q_proj", "k_proj", "v_proj", "o_proj"] {
+            v.push(t(format!("{p}self_attn.{n}.weight"), vec![HIDDEN, HIDDEN]));
+        }
+        v.push(t(format!("{p}mlp.gate_proj.weight"), vec![INTER, HIDDEN]));
+        v.push(t(format!("{p}mlp.up_proj.weight"), vec![INTER, HIDDEN]));
+        v.push(t(format!("{p}mlp.down_proj.weight"), vec![HIDDEN, INTER]));
+        v.push(t(format!("{p}input_layernorm.weight"), vec![HIDDEN]));
+        v.push(t(
+            format!("{p}post_attention_layernorm.weight"),
+            vec![HIDDEN],
+        ));
+    }
+    v.push(t("model.norm.weight".into(), vec![HIDDEN]));
+    v.push(t("lm_head.weight".into(), vec![VOCAB, HIDDEN]));
+    v
+}
+
+/// A base with N(0, 0.02)-ish weights and three fine-tunes that add a
+/// heavy-tailed task vector (mostly small, about 10% large entries).
+fn write_family(
+    dir: &Path,
+    tensors: &[OutputTensor],
+    shard: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(dir)?;
+    for (mi, name) in ["base", "ft0", "ft1", "ft2"].iter().enumerate() {
+        let opts = WriterOptions {
+            shard_size: shard,
+            force: true,
+            inputs: Vec::new(),
+            metadata: vec![("format".into(), "pt".into())],
+        };
+        let w = Writer::create(&dir.join(name), tensors.to_vec(), &opts)?;
+        let config = format!(
+            "{{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": {HIDDEN}, \"intermediate_size\": {INTER}, \"num_hidden_layers\": {LAYERS}, \"vocab_size\": {VOCAB}, \"torch_dtype\": \"bfloat16\"}}\n"
+        );
+        w.add_file("config.json", config.as_bytes())?;
+        for (ti, t) in tensors.iter().enumerate() {
+            let n: usize = t.shape.iter().product();
+            let step = 1 << 20;
+            let mut buf = vec![0f32; step.min(n)];
+            let mut start = 0;
+            while start < n {
+                let end = (start + step).min(n);
+                for (k, x) in buf[..end - start].iter_mut().enumerate() {
+                    let i = (start + k) as u64;
+                    let base = gauss(hash(i, ti as u64, 0)) * 0.02;
+                    let delta = if mi == 0 {
+                        0.0
+                    } else {
+                        let h = hash(i, ti as u64, mi as u64);
+                        let big = (h >> 60) == 0; // 1 in 16
+                        gauss(h) * if big { 0.01 } else { 0.001 }
+                    };
+                    *x = base + delta;
+                }
+                w.write_f32(ti, start, &buf[..end - start])?;
+                start = end;
+            }
+        }
+        w.finish()?;
+    }
+    Ok(())
+}
+
+fn hash(i: u64, t: u64, m: u64) -> u64 {
+    let mut z = i
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(t.wrapping_mul(0xD1B5_4A32_D192_ED03))
+        .wrapping_add(m.wrapping_mul(0x8CB9_2BA7_2F3D_8DD7));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A cheap approximately normal variate from 64 random bits (sum of four
+/// uniforms, centred and scaled).
+fn gauss(h: u64) -> f32 {
+    let u = |s: u32| ((h >> s) & 0xFFFF) as f32 / 65535.0;
+    (u(0) + u(16) + u(32) + u(48) - 2.0) * 1.732
+}

@@ -1,0 +1,181 @@
+//! Subcommands. Each turns library errors into a [`CliError`] with an exit
+//! code: 2 when the input is at fault (a file, a recipe, a model), 1 when
+//! smelt is.
+
+pub mod analyze;
+pub mod merge;
+pub mod tui;
+
+use smelt::model::Model;
+use smelt::recipe::Recipe;
+use std::path::Path;
+
+/// A message for stderr and an exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub code: u8,
+}
+
+impl CliError {
+    /// The input is at fault (exit 2).
+    pub fn input(message: impl std::fmt::Display) -> CliError {
+        CliError {
+            message: message.to_string(),
+            code: 2,
+        }
+    }
+    /// smelt is at fault (exit 1).
+    pub fn internal(message: impl std::fmt::Display) -> CliError {
+        CliError {
+            message: message.to_string(),
+            code: 1,
+        }
+    }
+}
+
+impl From<smelt::model::ModelError> for CliError {
+    fn from(e: smelt::model::ModelError) -> Self {
+        CliError::input(e)
+    }
+}
+impl From<smelt::recipe::RecipeError> for CliError {
+    fn from(e: smelt::recipe::RecipeError) -> Self {
+        CliError::input(e)
+    }
+}
+impl From<smelt::plan::PlanError> for CliError {
+    fn from(e: smelt::plan::PlanError) -> Self {
+        CliError::input(e)
+    }
+}
+impl From<smelt::engine::EngineError> for CliError {
+    fn from(e: smelt::engine::EngineError) -> Self {
+        use smelt::engine::EngineError as E;
+        match e {
+            E::Model(m) => CliError::input(m),
+            E::Merge(m) => CliError::input(m),
+            E::Cancelled => CliError {
+                message: "cancelled; nothing was written".into(),
+                code: 130,
+            },
+            E::Other(m) => CliError::internal(m),
+        }
+    }
+}
+
+pub type CliResult = Result<(), CliError>;
+
+/// Parse a size such as `5GB`, `500MB`, `2GiB`, `1000000` (bytes).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (try 5GB, 500MB, 2GiB)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        u => {
+            return Err(format!(
+                "`{u}` is not a size unit (B, KB, MB, GB, TB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = n * mult;
+    if !(bytes >= 1.0 && bytes.is_finite()) {
+        return Err(format!("`{s}`: a shard size must be at least one byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// `smelt inspect MODEL [--json]`.
+pub fn inspect(path: &Path, json: bool) -> CliResult {
+    let model = Model::open(path)?;
+    let report = smelt::model::inspect::Report::new(&model);
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(())
+}
+
+/// `smelt eval MODEL [--data FILE] [--json]`.
+pub fn eval(path: &Path, data: Option<&Path>, json: bool) -> CliResult {
+    let _ = (path, data, json);
+    Err(CliError::internal("eval: not available in this build yet"))
+}
+
+/// `smelt recipe check R`: the recipe, then the plan against the models'
+/// headers (shapes, missing tensors), without merging.
+pub fn recipe_check(path: &Path) -> CliResult {
+    let recipe = Recipe::load(path)?;
+    let problems = recipe.check();
+    if !problems.is_empty() {
+        return Err(CliError::input(format!(
+            "{}: {}",
+            path.display(),
+            problems.join("\n  ")
+        )));
+    }
+    let plan = smelt::plan::Plan::build(&recipe)?;
+    println!(
+        "{}: ok ({}, {} models, {} output tensors, {} layers, {:.2} GB to read)",
+        path.display(),
+        recipe.method.name(),
+        plan.models.len(),
+        plan.jobs.len(),
+        plan.out_layers,
+        plan.input_bytes() as f64 / 1e9
+    );
+    Ok(())
+}
+
+/// `smelt recipe export R [--format toml|mergekit] [--out F]`.
+pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>) -> CliResult {
+    let recipe = Recipe::load(path)?;
+    // Paths are written relative to where the text goes.
+    let dir = match out {
+        Some(o) => o
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf),
+        None => std::path::PathBuf::from("."),
+    };
+    let text = if mergekit {
+        recipe.to_mergekit_yaml(&dir)?
+    } else {
+        recipe.to_toml(&dir)
+    };
+    match out {
+        Some(o) => write_atomic(o, text.as_bytes())
+            .map_err(|e| CliError::input(format!("{}: {e}", o.display())))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+/// Write a file whole or not at all: a temporary sibling, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}

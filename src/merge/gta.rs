@@ -1,0 +1,430 @@
+//! Generalised task arithmetic: task_arithmetic, ties, dare_ties,
+//! dare_linear, breadcrumbs, breadcrumbs_ties, della, della_linear.
+//!
+//! As in mergekit 0.1.5: each task vector `model - base` is sparsified
+//! (magnitude top-k, Bernoulli, magnitude with outliers removed, or DELLA's
+//! rank-weighted Bernoulli), optionally rescaled so its L1 norm matches the
+//! unsparsified one (`rescale`), weighted, optionally sign-elected (TIES:
+//! sign of the sum of weighted deltas, zero counting as +), summed, divided by
+//! the summed weights (`normalize`; with sign election only the agreeing
+//! models' weights), scaled by `lambda` and added to the base.
+//!
+//! Streaming: top-k cut-offs come from [`TopK`] passes; the L1 rescale
+//! factors from one more pass (the masks are reproducible, so the pass sees
+//! exactly the mask `apply` will use).
+
+use super::rng::Stream;
+use super::select::{keep_count, TopK};
+use super::util::{delta_into, l1, Params};
+use super::{Chunk, Kernel, MergeError, Method};
+
+/// How one model's task vector is sparsified.
+enum Sparse {
+    /// Unchanged (no sparsification, or density >= 1).
+    Keep,
+    /// Everything dropped (DELLA with density <= 0).
+    Zero,
+    /// Keep the top-k magnitudes (TIES).
+    Magnitude(TopK),
+    /// Keep the top `upper.k()` magnitudes except the top `outliers.k()`
+    /// (breadcrumbs). Both selectors break ties by lowest index, so the
+    /// outlier set is a subset of the upper set.
+    Outliers { upper: TopK, outliers: TopK },
+    /// Keep each entry with probability `p` (DARE).
+    Random { p: f32, stream: Stream },
+    /// DELLA: keep with probability rising linearly with the entry's
+    /// magnitude rank within its row, from `d - eps` to `d + eps`.
+    Della { d: f32, eps: f32, stream: Stream },
+}
+
+struct ModelState {
+    weight: f32,
+    sparse: Sparse,
+    /// L1 rescale factor (1 until the rescale pass has run).
+    scale: f32,
+    l1_before: f64,
+    l1_after: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Select,
+    L1,
+}
+
+pub struct Gta {
+    models: Vec<ModelState>,
+    consensus: bool,
+    normalize: bool,
+    lambda: f32,
+    need_l1: bool,
+    l1_done: bool,
+    pass: Pass,
+    tmp: Vec<f32>,
+    div: Vec<f32>,
+    sum: Vec<f32>,
+    order: Vec<u32>,
+}
+
+impl Gta {
+    pub fn new(
+        method: Method,
+        p: &Params,
+        numel: usize,
+        n_models: usize,
+    ) -> Result<Gta, MergeError> {
+        let consensus = method.spec().sign_election;
+        let normalize = p.global_b("normalize")?;
+        let rescale = p.global_b("rescale")?;
+        let lambda = p.global_f("lambda")? as f32;
+        let mut models = Vec::with_capacity(n_models);
+        for i in 0..n_models {
+            let weight = p.model_f(i, "weight")? as f32;
+            let sparse = if method == Method::TaskArithmetic {
+                Sparse::Keep
+            } else {
+                let density = p.model_f(i, "density")?;
+                if !density.is_finite() {
+                    return Err(p.error(format!("model {i}: density must be finite")));
+                }
+                if density >= 1.0 {
+                    Sparse::Keep
+                } else {
+                    match method {
+                        Method::Ties => {
+                            // mergekit: k = int(density * numel) and asserts
+                            // k > 0; here k == 0 keeps nothing.
+                            Sparse::Magnitude(TopK::new(numel, keep_count(density, numel)))
+                        }
+                        Method::Breadcrumbs | Method::BreadcrumbsTies => {
+                            let gamma = p.model_f(i, "gamma")?;
+                            let target = keep_count(density, numel) as i64;
+                            let mut n_top = (gamma.max(0.0) * numel as f64) as i64;
+                            let mut n_bot = numel as i64 - target - n_top;
+                            if n_bot < 0 {
+                                n_top += n_bot;
+                                n_bot = 0;
+                            }
+                            let n_top = n_top.max(0) as usize;
+                            let upper = numel - n_bot as usize;
+                            Sparse::Outliers {
+                                upper: TopK::new(numel, upper),
+                                outliers: TopK::new(numel, n_top),
+                            }
+                        }
+                        Method::DareTies | Method::DareLinear => Sparse::Random {
+                            p: density.max(0.0) as f32,
+                            stream: Stream::new(p.p.seed, &p.p.tensor, i),
+                        },
+                        Method::Della | Method::DellaLinear => {
+                            if density <= 0.0 {
+                                Sparse::Zero
+                            } else {
+                                let eps = p.model_f(i, "epsilon")?;
+                                if density + eps >= 1.0 || density - eps <= 0.0 {
+                                    return Err(p.error(format!(
+                                        "model {i}: epsilon {eps} must keep density {density} \
+                                         +/- epsilon inside (0, 1)"
+                                    )));
+                                }
+                                Sparse::Della {
+                                    d: density as f32,
+                                    eps: eps as f32,
+                                    stream: Stream::new(p.p.seed, &p.p.tensor, i),
+                                }
+                            }
+                        }
+                        _ => Sparse::Keep,
+                    }
+                }
+            };
+            models.push(ModelState {
+                weight,
+                sparse,
+                scale: 1.0,
+                l1_before: 0.0,
+                l1_after: 0.0,
+            });
+        }
+        let need_l1 = rescale
+            && models
+                .iter()
+                .any(|m| !matches!(m.sparse, Sparse::Keep | Sparse::Zero));
+        Ok(Gta {
+            models,
+            consensus,
+            normalize,
+            lambda,
+            need_l1,
+            l1_done: false,
+            pass: Pass::Select,
+            tmp: Vec::new(),
+            div: Vec::new(),
+            sum: Vec::new(),
+            order: Vec::new(),
+        })
+    }
+
+    fn selecting(&self) -> bool {
+        self.models.iter().any(|m| match &m.sparse {
+            Sparse::Magnitude(t) => t.wants_pass(),
+            Sparse::Outliers { upper, outliers } => upper.wants_pass() || outliers.wants_pass(),
+            _ => false,
+        })
+    }
+}
+
+/// Apply model `st`'s sparsification mask to its delta chunk in place.
+fn sparsify(
+    st: &mut ModelState,
+    vals: &mut [f32],
+    start: usize,
+    row_len: usize,
+    order: &mut Vec<u32>,
+) {
+    match &mut st.sparse {
+        Sparse::Keep => {}
+        Sparse::Zero => vals.iter_mut().for_each(|v| *v = 0.0),
+        Sparse::Magnitude(t) => t.mask_in_place(vals),
+        Sparse::Outliers { upper, outliers } => {
+            // Zero what is outside the upper set, then what is inside the
+            // outlier set; the outlier selector must still see the original
+            // values, so mask a copy of the decisions first.
+            order.clear();
+            let mut keep_up = vec![false; 0];
+            keep_up.resize(vals.len(), false);
+            let mut is_out = vec![false; vals.len()];
+            upper.keep_mask(vals, &mut keep_up);
+            outliers.keep_mask(vals, &mut is_out);
+            for ((v, &k), &o) in vals.iter_mut().zip(&keep_up).zip(&is_out) {
+                if !k || o {
+                    *v = 0.0;
+                }
+            }
+        }
+        Sparse::Random { p, stream } => {
+            let p = *p;
+            for (j, v) in vals.iter_mut().enumerate() {
+                if !stream.keep(start + j, p) {
+                    *v = 0.0;
+                }
+            }
+        }
+        Sparse::Della { d, eps, stream } => {
+            della_mask(vals, start, row_len, *d, *eps, stream, order)
+        }
+    }
+}
+
+/// DELLA's mask over one chunk. mergekit ranks magnitudes along the last
+/// dimension of a 2-D tensor (a 1-D tensor is one row); ties are ranked by
+/// flat index here (torch's argsort order is unspecified). Rank `r` of `L`
+/// gets keep probability `d - eps + 2 eps (r - 1) / (L - 1)`; a row of one
+/// element (where mergekit divides 0 by 0) gets `d`.
+///
+/// Rows are ranked inside a chunk, which holds whole rows whenever a row
+/// fits in a chunk. A row longer than the engine's chunk cannot be ranked in
+/// bounded memory; its entries get probability `d` (plain DARE) instead.
+fn della_mask(
+    vals: &mut [f32],
+    start: usize,
+    row_len: usize,
+    d: f32,
+    eps: f32,
+    stream: &Stream,
+    order: &mut Vec<u32>,
+) {
+    let len = vals.len();
+    let rl = row_len.max(1);
+    if start % rl != 0 || len % rl != 0 {
+        for (j, v) in vals.iter_mut().enumerate() {
+            if !stream.keep(start + j, d) {
+                *v = 0.0;
+            }
+        }
+        return;
+    }
+    let lo = d - eps;
+    let span = 2.0 * eps;
+    for (r, row) in vals.chunks_mut(rl).enumerate() {
+        let row_start = start + r * rl;
+        if rl == 1 {
+            if !stream.keep(row_start, d) {
+                row[0] = 0.0;
+            }
+            continue;
+        }
+        order.clear();
+        order.extend(0..rl as u32);
+        order.sort_unstable_by_key(|&j| ((row[j as usize].to_bits() & 0x7fff_ffff), j));
+        let denom = (rl - 1) as f32;
+        // Decide first (ranks need the original magnitudes), then zero.
+        let mut drop = Vec::new();
+        for (rank, &j) in order.iter().enumerate() {
+            let p = lo + (rank as f32 / denom) * span;
+            if !stream.keep(row_start + j as usize, p) {
+                drop.push(j);
+            }
+        }
+        for j in drop {
+            row[j as usize] = 0.0;
+        }
+    }
+}
+
+impl Kernel for Gta {
+    fn wants_pass(&self) -> bool {
+        self.selecting() || (self.need_l1 && !self.l1_done)
+    }
+    fn begin_pass(&mut self) {
+        self.pass = if self.selecting() {
+            Pass::Select
+        } else {
+            Pass::L1
+        };
+    }
+    fn observe(&mut self, chunk: &Chunk) {
+        let len = chunk.len();
+        self.tmp.resize(len, 0.0);
+        for (i, st) in self.models.iter_mut().enumerate() {
+            let Some(m) = chunk.models.get(i) else {
+                continue;
+            };
+            delta_into(m, chunk.base, &mut self.tmp[..len]);
+            match self.pass {
+                Pass::Select => match &mut st.sparse {
+                    Sparse::Magnitude(t) => t.observe(&self.tmp[..len]),
+                    Sparse::Outliers { upper, outliers } => {
+                        upper.observe(&self.tmp[..len]);
+                        outliers.observe(&self.tmp[..len]);
+                    }
+                    _ => {}
+                },
+                Pass::L1 => {
+                    st.l1_before += l1(&self.tmp[..len]);
+                    sparsify(
+                        st,
+                        &mut self.tmp[..len],
+                        chunk.start,
+                        chunk.row_len,
+                        &mut self.order,
+                    );
+                    st.l1_after += l1(&self.tmp[..len]);
+                }
+            }
+        }
+    }
+    fn end_pass(&mut self) {
+        match self.pass {
+            Pass::Select => {
+                for st in &mut self.models {
+                    match &mut st.sparse {
+                        Sparse::Magnitude(t) => t.end_pass(),
+                        Sparse::Outliers { upper, outliers } => {
+                            upper.end_pass();
+                            outliers.end_pass();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Pass::L1 => {
+                for st in &mut self.models {
+                    // mergekit: leave the masked tensor alone when either
+                    // norm is below 1e-7.
+                    st.scale = if st.l1_before < 1e-7 || st.l1_after < 1e-7 {
+                        1.0
+                    } else {
+                        (st.l1_before / st.l1_after) as f32
+                    };
+                    match &mut st.sparse {
+                        Sparse::Magnitude(t) => t.rewind(),
+                        Sparse::Outliers { upper, outliers } => {
+                            upper.rewind();
+                            outliers.rewind();
+                        }
+                        _ => {}
+                    }
+                }
+                self.l1_done = true;
+            }
+        }
+    }
+    fn apply(&mut self, chunk: &Chunk, out: &mut [f32]) {
+        let len = out.len();
+        let n = self.models.len().min(chunk.models.len());
+        self.tmp.resize(n * len, 0.0);
+        for (i, st) in self.models.iter_mut().enumerate().take(n) {
+            let buf = &mut self.tmp[i * len..(i + 1) * len];
+            delta_into(chunk.models[i], chunk.base, buf);
+            sparsify(st, buf, chunk.start, chunk.row_len, &mut self.order);
+            let (s, w) = (st.scale, st.weight);
+            if s != 1.0 {
+                buf.iter_mut().for_each(|v| *v *= s);
+            }
+            buf.iter_mut().for_each(|v| *v *= w);
+        }
+        // out <- mixed delta, div <- divisor
+        self.div.resize(len, 0.0);
+        out.iter_mut().for_each(|o| *o = 0.0);
+        if self.consensus {
+            self.sum.resize(len, 0.0);
+            self.sum.iter_mut().for_each(|s| *s = 0.0);
+            for i in 0..n {
+                let wd = &self.tmp[i * len..(i + 1) * len];
+                for (s, &x) in self.sum.iter_mut().zip(wd) {
+                    *s += x;
+                }
+            }
+            self.div.iter_mut().for_each(|d| *d = 0.0);
+            for i in 0..n {
+                let w = self.models[i].weight;
+                let wd = &self.tmp[i * len..(i + 1) * len];
+                for (((o, d), &x), &s) in out
+                    .iter_mut()
+                    .zip(self.div.iter_mut())
+                    .zip(wd)
+                    .zip(&self.sum)
+                {
+                    let agree = if s >= 0.0 { x > 0.0 } else { x < 0.0 };
+                    *o += if agree { x } else { 0.0 };
+                    *d += if agree { w } else { 0.0 };
+                }
+            }
+            self.div.iter_mut().for_each(|d| {
+                if *d == 0.0 {
+                    *d = 1.0
+                }
+            });
+        } else {
+            for i in 0..n {
+                let wd = &self.tmp[i * len..(i + 1) * len];
+                for (o, &x) in out.iter_mut().zip(wd) {
+                    *o += x;
+                }
+            }
+            let mut wsum: f32 = self.models.iter().take(n).map(|m| m.weight).sum();
+            if wsum.abs() < 1e-8 {
+                wsum = 1.0;
+            }
+            self.div.iter_mut().for_each(|d| *d = wsum);
+        }
+        if self.normalize {
+            for (o, &d) in out.iter_mut().zip(&self.div) {
+                *o /= d;
+            }
+        }
+        if self.lambda != 1.0 {
+            let l = self.lambda;
+            out.iter_mut().for_each(|o| *o *= l);
+        }
+        match chunk.base {
+            Some(b) => {
+                for (o, &bv) in out.iter_mut().zip(b) {
+                    *o += bv;
+                }
+            }
+            None => {}
+        }
+    }
+}

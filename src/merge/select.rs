@@ -1,0 +1,439 @@
+//! Exact streaming top-k selection by magnitude.
+//!
+//! TIES, breadcrumbs and SCE keep the `k` largest entries (by absolute value)
+//! of a whole tensor. Sorting a full copy would hold the whole tensor; instead
+//! [`TopK`] finds the exact cut-off with a two-pass radix select on the bit
+//! patterns of `|x|` (for non-negative floats the IEEE-754 bit pattern orders
+//! like the value):
+//!
+//! 1. pass one histograms the high 16 bits of every `|x|`, which identifies
+//!    the bucket holding the k-th largest value;
+//! 2. pass two histograms the low 16 bits of the entries in that bucket only,
+//!    which pins the exact cut-off value.
+//!
+//! Memory is two 65 536-entry count tables (512 KiB), whatever the tensor size.
+//!
+//! Ties at the cut-off are common on bf16 task vectors (about one position in
+//! ten), so the rule matters for reproducibility: every entry strictly above
+//! the cut-off is kept, and among the entries equal to it the lowest flat
+//! indices are kept until exactly `k` are kept. The mask is therefore produced
+//! by walking the chunks in order ([`TopK::mask_in_place`] and friends keep a
+//! running tie count), and the result does not depend on chunk size or thread
+//! count. mergekit keeps whichever tied entries its sort returns, so on tied
+//! inputs the two agree everywhere except at tied positions.
+//!
+//! NaN magnitudes sort above infinity (their bit patterns are larger).
+
+const BUCKETS: usize = 1 << 16;
+
+/// Entries a magnitude trim at `density` keeps out of `numel`: mergekit's
+/// `int(density * numel)`, clamped to `[0, numel]`. TIES and the analysis
+/// panels both use it, so what the user sees is what the merge keeps.
+pub fn keep_count(density: f64, numel: usize) -> usize {
+    ((density.max(0.0) * numel as f64) as usize).min(numel)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// Needs the high-bits histogram pass.
+    High,
+    /// Needs the low-bits pass over the cut-off bucket.
+    Low,
+    /// The cut-off is known.
+    Done,
+}
+
+/// A streaming exact top-k selector over `|x|` (see the module docs).
+///
+/// Protocol: while [`TopK::wants_pass`], call [`TopK::observe`] on every
+/// chunk of the tensor in order, then [`TopK::end_pass`]. Then produce the
+/// mask by calling [`TopK::keep_mask`] / [`TopK::mask_in_place`] on every
+/// chunk in order; [`TopK::rewind`] starts a new masking sweep.
+#[derive(Clone, Debug)]
+pub struct TopK {
+    numel: usize,
+    k: usize,
+    stage: Stage,
+    hist: Vec<u64>,
+    /// Bucket (high 16 bits) holding the cut-off.
+    cut_hi: u32,
+    /// Entries in buckets strictly above `cut_hi`.
+    above_hi: u64,
+    /// Exact cut-off bit pattern of `|x|`.
+    thr: u32,
+    /// Entries strictly above the cut-off value.
+    above: u64,
+    /// Entries equal to the cut-off value.
+    tied: u64,
+    /// How many tied entries are kept (the lowest indices).
+    keep_ties: u64,
+    /// Tied entries seen so far in the current masking sweep.
+    ties_seen: u64,
+}
+
+#[inline(always)]
+fn mag_bits(x: f32) -> u32 {
+    x.to_bits() & 0x7fff_ffff
+}
+
+impl TopK {
+    /// A selector keeping `k` of `numel` entries. `k >= numel` keeps all and
+    /// `k == 0` keeps none; neither needs a pass.
+    pub fn new(numel: usize, k: usize) -> TopK {
+        let mut t = TopK {
+            numel,
+            k: k.min(numel),
+            stage: Stage::High,
+            hist: Vec::new(),
+            cut_hi: 0,
+            above_hi: 0,
+            thr: 0,
+            above: 0,
+            tied: 0,
+            keep_ties: 0,
+            ties_seen: 0,
+        };
+        t.settle_trivial();
+        t
+    }
+
+    /// A selector whose `k` is only known after the first pass (SCE counts
+    /// non-zero variances while histogramming): call [`TopK::set_k`] before
+    /// the first [`TopK::end_pass`].
+    pub fn deferred(numel: usize) -> TopK {
+        TopK {
+            numel,
+            k: numel,
+            stage: Stage::High,
+            hist: Vec::new(),
+            cut_hi: 0,
+            above_hi: 0,
+            thr: 0,
+            above: 0,
+            tied: 0,
+            keep_ties: 0,
+            ties_seen: 0,
+        }
+    }
+
+    /// Set `k` (only before the first pass ends; ignored afterwards).
+    pub fn set_k(&mut self, k: usize) {
+        if self.stage == Stage::High {
+            self.k = k.min(self.numel);
+        }
+    }
+
+    fn settle_trivial(&mut self) -> bool {
+        if self.k == 0 || self.k >= self.numel {
+            self.stage = Stage::Done;
+            self.hist = Vec::new();
+            self.above = self.k as u64;
+            self.tied = 0;
+            self.keep_ties = 0;
+            // All kept: threshold 0 with every entry "above" is expressed by
+            // the `all()` check in the mask functions.
+            return true;
+        }
+        false
+    }
+
+    fn all(&self) -> bool {
+        self.k >= self.numel
+    }
+
+    /// Whether another observation pass is needed.
+    pub fn wants_pass(&self) -> bool {
+        self.stage != Stage::Done
+    }
+
+    /// See one chunk of values (signed; magnitudes are taken here), in order.
+    pub fn observe(&mut self, values: &[f32]) {
+        match self.stage {
+            Stage::Done => {}
+            Stage::High => {
+                if self.hist.is_empty() {
+                    self.hist = vec![0; BUCKETS];
+                }
+                let h = &mut self.hist[..];
+                for &v in values {
+                    h[(mag_bits(v) >> 16) as usize] += 1;
+                }
+            }
+            Stage::Low => {
+                let cut = self.cut_hi;
+                let h = &mut self.hist[..];
+                for &v in values {
+                    let b = mag_bits(v);
+                    if b >> 16 == cut {
+                        h[(b & 0xffff) as usize] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finish a pass: locate the bucket, then the exact cut-off.
+    pub fn end_pass(&mut self) {
+        match self.stage {
+            Stage::Done => {}
+            Stage::High => {
+                if self.settle_trivial() {
+                    return;
+                }
+                let k = self.k as u64;
+                let mut acc = 0u64;
+                let mut cut = 0usize;
+                for b in (0..BUCKETS).rev() {
+                    if acc + self.hist[b] >= k {
+                        cut = b;
+                        break;
+                    }
+                    acc += self.hist[b];
+                }
+                self.cut_hi = cut as u32;
+                self.above_hi = acc;
+                self.hist.iter_mut().for_each(|c| *c = 0);
+                self.stage = Stage::Low;
+            }
+            Stage::Low => {
+                let k = self.k as u64;
+                let mut acc = self.above_hi;
+                let mut lo = 0usize;
+                for b in (0..BUCKETS).rev() {
+                    if acc + self.hist[b] >= k {
+                        lo = b;
+                        break;
+                    }
+                    acc += self.hist[b];
+                }
+                self.thr = (self.cut_hi << 16) | lo as u32;
+                self.above = acc;
+                self.tied = self.hist[lo];
+                self.keep_ties = k - acc;
+                self.hist = Vec::new();
+                self.stage = Stage::Done;
+            }
+        }
+    }
+
+    /// Number of entries kept (`k`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Number of entries in the tensor.
+    pub fn numel(&self) -> usize {
+        self.numel
+    }
+    /// The cut-off magnitude (the smallest kept `|x|`); `None` until known or
+    /// when nothing or everything is kept.
+    pub fn threshold(&self) -> Option<f32> {
+        (self.stage == Stage::Done && self.k > 0 && self.k < self.numel)
+            .then(|| f32::from_bits(self.thr))
+    }
+    /// Entries whose magnitude equals the cut-off (kept or not).
+    pub fn tied_at_cutoff(&self) -> u64 {
+        self.tied
+    }
+    /// How many of the tied entries are kept (those with the lowest flat
+    /// indices).
+    pub fn tied_kept(&self) -> u64 {
+        self.keep_ties
+    }
+    /// Entries strictly above the cut-off.
+    pub fn above_cutoff(&self) -> u64 {
+        self.above
+    }
+    /// Share of the tensor tied at the cut-off.
+    pub fn tied_share(&self) -> f64 {
+        if self.numel == 0 {
+            0.0
+        } else {
+            self.tied as f64 / self.numel as f64
+        }
+    }
+    /// Share of the tensor kept.
+    pub fn kept_share(&self) -> f64 {
+        if self.numel == 0 {
+            0.0
+        } else {
+            self.k as f64 / self.numel as f64
+        }
+    }
+
+    /// Start a new masking sweep from the first chunk.
+    pub fn rewind(&mut self) {
+        self.ties_seen = 0;
+    }
+
+    /// Write whether each entry of the next chunk (in order) is kept.
+    pub fn keep_mask(&mut self, values: &[f32], keep: &mut [bool]) {
+        if self.all() {
+            keep.iter_mut().for_each(|k| *k = true);
+            return;
+        }
+        if self.k == 0 {
+            keep.iter_mut().for_each(|k| *k = false);
+            return;
+        }
+        let thr = self.thr;
+        for (k, &v) in keep.iter_mut().zip(values) {
+            let b = mag_bits(v);
+            *k = if b > thr {
+                true
+            } else if b == thr && self.ties_seen < self.keep_ties {
+                self.ties_seen += 1;
+                true
+            } else {
+                b == thr && {
+                    self.ties_seen += 1;
+                    false
+                }
+            };
+        }
+    }
+
+    /// Zero the entries of the next chunk (in order) that are not kept.
+    pub fn mask_in_place(&mut self, values: &mut [f32]) {
+        if self.all() {
+            return;
+        }
+        if self.k == 0 {
+            values.iter_mut().for_each(|v| *v = 0.0);
+            return;
+        }
+        let thr = self.thr;
+        // Fast path: no tied entry can still be kept, so the mask is a pure
+        // comparison LLVM vectorises.
+        if self.ties_seen >= self.keep_ties {
+            for v in values.iter_mut() {
+                if mag_bits(*v) <= thr {
+                    *v = 0.0;
+                }
+            }
+            return;
+        }
+        for v in values.iter_mut() {
+            let b = mag_bits(*v);
+            if b < thr {
+                *v = 0.0;
+            } else if b == thr {
+                if self.ties_seen >= self.keep_ties {
+                    *v = 0.0;
+                }
+                self.ties_seen += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(values: &[f32], k: usize, chunk: usize) -> (Vec<bool>, TopK) {
+        let mut t = TopK::new(values.len(), k);
+        while t.wants_pass() {
+            for c in values.chunks(chunk) {
+                t.observe(c);
+            }
+            t.end_pass();
+        }
+        let mut keep = vec![false; values.len()];
+        for (c, kc) in values.chunks(chunk).zip(keep.chunks_mut(chunk)) {
+            t.keep_mask(c, kc);
+        }
+        (keep, t)
+    }
+
+    /// Reference: stable sort by descending magnitude, ties by index.
+    fn reference(values: &[f32], k: usize) -> Vec<bool> {
+        let mut idx: Vec<usize> = (0..values.len()).collect();
+        idx.sort_by(|&a, &b| {
+            mag_bits(values[b])
+                .cmp(&mag_bits(values[a]))
+                .then(a.cmp(&b))
+        });
+        let mut keep = vec![false; values.len()];
+        for &i in &idx[..k.min(values.len())] {
+            keep[i] = true;
+        }
+        keep
+    }
+
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    #[test]
+    fn matches_full_sort_with_heavy_ties() {
+        let mut s = 7u64;
+        for trial in 0..40 {
+            let n = 1 + (lcg(&mut s) as usize % 3000);
+            // Few distinct values (heavy ties), both signs, some zeros.
+            let distinct = 1 + trial % 9;
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    let v = (lcg(&mut s) % distinct as u64) as f32 * 0.25;
+                    if lcg(&mut s) % 2 == 0 {
+                        v
+                    } else {
+                        -v
+                    }
+                })
+                .collect();
+            for k in [0, 1, n / 3, n / 2, n.saturating_sub(1), n, n + 5] {
+                let want = reference(&values, k);
+                for chunk in [1, 7, 100, 4096] {
+                    let (got, t) = run(&values, k, chunk);
+                    assert_eq!(got, want, "n={n} k={k} chunk={chunk}");
+                    assert_eq!(got.iter().filter(|&&b| b).count(), k.min(n));
+                    if let Some(thr) = t.threshold() {
+                        let tied = values.iter().filter(|v| v.abs() == thr).count() as u64;
+                        assert_eq!(t.tied_at_cutoff(), tied);
+                        assert!(t.tied_kept() >= 1 && t.tied_kept() <= tied);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matches_full_sort_on_continuous_values() {
+        let mut s = 99u64;
+        let values: Vec<f32> = (0..20_000)
+            .map(|_| (lcg(&mut s) as f32 / (1u64 << 31) as f32 - 0.5) * 1e-3)
+            .collect();
+        for k in [1, 17, 5000, 19_999] {
+            let (got, t) = run(&values, k, 999);
+            assert_eq!(got, reference(&values, k));
+            assert_eq!(t.tied_at_cutoff(), 1);
+        }
+    }
+
+    #[test]
+    fn values_sharing_the_high_bits_are_separated_exactly() {
+        // All in one high-16-bit bucket: only the low pass separates them.
+        let values: Vec<f32> = (0..500u32)
+            .map(|i| f32::from_bits(0x3f80_0000 + (i * 37) % 500))
+            .collect();
+        let (got, _) = run(&values, 123, 64);
+        assert_eq!(got, reference(&values, 123));
+    }
+
+    #[test]
+    fn mask_in_place_agrees_with_keep_mask() {
+        let values: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        let (keep, mut t) = run(&values, 400, 33);
+        t.rewind();
+        let mut masked = values.clone();
+        for c in masked.chunks_mut(33) {
+            t.mask_in_place(c);
+        }
+        for i in 0..values.len() {
+            assert_eq!(masked[i], if keep[i] { values[i] } else { 0.0 });
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Where an output may go, and the scratch names next to it.
+//!
+//! The rules protect inputs: a merge never writes inside an input folder
+//! (it could overwrite a shard being read through mmap), never replaces an
+//! existing output without `force`, and never replaces a folder that holds
+//! an input (with `force`, that would delete the input). Paths are compared
+//! after canonicalization so `./a/../b` and symlinks cannot slip past.
+
+use super::{ModelError, Result};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn out_err(path: &Path, msg: impl Into<String>) -> ModelError {
+    ModelError::Output {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// `path` made absolute with symlinks resolved, for a path that may not
+/// exist yet: the nearest existing ancestor is canonicalized and the rest
+/// appended (with `.` dropped and `..` applied lexically).
+pub(super) fn resolve(path: &Path) -> Result<PathBuf> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| ModelError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })?
+            .join(path)
+    };
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(c) = base.canonicalize() {
+            let mut out = c;
+            for comp in rest.iter().rev() {
+                match comp {
+                    Component::ParentDir => {
+                        out.pop();
+                    }
+                    Component::CurDir => {}
+                    other => out.push(other.as_os_str()),
+                }
+            }
+            return Ok(out);
+        }
+        match (base.parent(), base.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                rest.push(last);
+                base = parent;
+            }
+            _ => return Ok(abs),
+        }
+    }
+}
+
+/// Check that `out` may be written: refuse an existing `out` without
+/// `force`, an `out` equal to or inside an input, and (under `force`) an
+/// existing `out` that contains an input. Returns the resolved `out`.
+pub(super) fn check_destination(out: &Path, inputs: &[PathBuf], force: bool) -> Result<PathBuf> {
+    let resolved = resolve(out)?;
+    if resolved.file_name().is_none() {
+        return Err(out_err(out, "not a usable output folder name"));
+    }
+    let exists = out.symlink_metadata().is_ok();
+    if exists && !force {
+        return Err(out_err(
+            out,
+            "already exists; choose another output or pass --force to replace it",
+        ));
+    }
+    for input in inputs {
+        let inp = resolve(input)?;
+        if resolved.starts_with(&inp) {
+            return Err(out_err(
+                out,
+                format!(
+                    "is inside input {}; write the output somewhere else",
+                    input.display()
+                ),
+            ));
+        }
+        if exists && inp.starts_with(&resolved) {
+            return Err(out_err(
+                out,
+                format!(
+                    "contains input {}; replacing it would delete that input",
+                    input.display()
+                ),
+            ));
+        }
+    }
+    Ok(resolved)
+}
+
+/// A fresh sibling of `out` named `<name>.<tag>-<pid>-<n>`: unique within
+/// this process by the counter, across processes by the pid.
+pub(super) fn sibling(out: &Path, tag: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    out.with_file_name(format!("{name}.{tag}-{}-{n}", std::process::id()))
+}
+
+/// Whether `name` is a plain file name (no separators, not `.`/`..`), so
+/// that files added to an output stay inside it.
+pub(super) fn is_plain_name(name: &str) -> bool {
+    let mut comps = Path::new(name).components();
+    matches!(comps.next(), Some(Component::Normal(_))) && comps.next().is_none()
+}
+
+/// Flush a directory's entries (new files, renames) to disk. Best effort:
+/// some file systems do not support syncing a directory handle.
+pub(super) fn sync_dir(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_handles_missing_tails() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().canonicalize().unwrap();
+        assert_eq!(
+            resolve(&d.path().join("a/b/../c")).unwrap(),
+            base.join("a/c")
+        );
+        assert_eq!(resolve(d.path()).unwrap(), base);
+    }
+
+    #[test]
+    fn plain_names() {
+        assert!(is_plain_name("config.json"));
+        assert!(!is_plain_name("../x"));
+        assert!(!is_plain_name("a/b"));
+        assert!(!is_plain_name(".."));
+        assert!(!is_plain_name(""));
+        assert!(!is_plain_name("/etc/passwd"));
+    }
+}

@@ -1,0 +1,459 @@
+//! Static checks of a recipe against its method's spec: no files are read.
+//!
+//! Every problem is reported with the recipe location it concerns
+//! (`models[1].parameters.density`), which the loaders map to a line.
+
+use super::util::unknown_key_msg;
+use super::{Recipe, Value};
+use crate::merge::{BaseRule, MethodSpec, ParamKind, ParamSpec};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One problem: where (a recipe location) and what.
+pub(crate) struct Problem {
+    pub at: String,
+    pub msg: String,
+}
+
+fn push(out: &mut Vec<Problem>, at: impl Into<String>, msg: impl Into<String>) {
+    out.push(Problem {
+        at: at.into(),
+        msg: msg.into(),
+    });
+}
+
+/// Names a method-wide table accepts: the globals, plus the per-model names
+/// (mergekit falls back from a model's parameters to the global table).
+fn global_names(spec: &MethodSpec) -> Vec<&'static str> {
+    spec.global
+        .iter()
+        .chain(spec.per_model)
+        .map(|p| p.name)
+        .collect()
+}
+
+fn model_names(spec: &MethodSpec) -> Vec<&'static str> {
+    spec.per_model.iter().map(|p| p.name).collect()
+}
+
+fn find(spec: &MethodSpec, name: &str) -> Option<&'static ParamSpec> {
+    spec.global
+        .iter()
+        .chain(spec.per_model)
+        .find(|p| p.name == name)
+}
+
+fn range_text(r: (f64, bool, f64, bool)) -> String {
+    format!(
+        "{}{}, {}{}",
+        if r.1 { "[" } else { "(" },
+        r.0,
+        r.2,
+        if r.3 { "]" } else { ")" }
+    )
+}
+
+/// Check one value against its spec: kind, integer-ness, range, for every
+/// number a gradient or filter can produce.
+fn check_value(p: &ParamSpec, v: &Value, at: &str, out: &mut Vec<Problem>) {
+    match v {
+        Value::Bool(_) if p.kind != ParamKind::Bool => {
+            push(
+                out,
+                at,
+                format!("`{}` takes a number, not a boolean", p.name),
+            );
+        }
+        Value::Bool(_) => {}
+        Value::Number(_) | Value::Gradient(_) if p.kind == ParamKind::Bool => {
+            push(out, at, format!("`{}` takes true or false", p.name));
+        }
+        Value::Number(x) => check_number(p, *x, at, out),
+        Value::Gradient(xs) => {
+            for x in xs {
+                check_number(p, *x, at, out);
+            }
+        }
+        Value::Filtered(entries) => {
+            for (_, v) in entries {
+                check_value(p, v, at, out);
+            }
+        }
+    }
+}
+
+fn check_number(p: &ParamSpec, x: f64, at: &str, out: &mut Vec<Problem>) {
+    if !x.is_finite() {
+        push(
+            out,
+            at,
+            format!("`{}` = {x} is not a finite number", p.name),
+        );
+        return;
+    }
+    if p.kind == ParamKind::Int && x.fract() != 0.0 {
+        push(
+            out,
+            at,
+            format!("`{}` = {x} must be a whole number", p.name),
+        );
+    }
+    if let Some(r @ (lo, lo_inc, hi, hi_inc)) = p.range {
+        let ok_lo = if lo_inc { x >= lo } else { x > lo };
+        let ok_hi = if hi_inc { x <= hi } else { x < hi };
+        if !(ok_lo && ok_hi) {
+            push(
+                out,
+                at,
+                format!("`{}` = {x} is outside {}", p.name, range_text(r)),
+            );
+        }
+    }
+}
+
+/// A parameter table where `allowed` names are valid.
+fn check_table(
+    spec: &MethodSpec,
+    params: &BTreeMap<String, Value>,
+    at: &str,
+    allowed: &[&'static str],
+    per_model_table: bool,
+    out: &mut Vec<Problem>,
+) {
+    for (name, v) in params {
+        let here = format!("{at}.{name}");
+        if !allowed.contains(&name.as_str()) {
+            let msg = if per_model_table && spec.global.iter().any(|p| p.name == name) {
+                format!("`{name}` is a method-wide parameter of {}; set it under `parameters`, not per model", spec.name)
+            } else {
+                unknown_key_msg(&format!("parameter for {}", spec.name), name, allowed)
+            };
+            push(out, here, msg);
+            continue;
+        }
+        if let Some(p) = find(spec, name) {
+            check_value(p, v, &here, out);
+        }
+    }
+}
+
+/// Whether `v` gives a value for every tensor (no filter list without a
+/// catch-all entry).
+fn total(v: Option<&Value>) -> bool {
+    match v {
+        None => false,
+        Some(Value::Filtered(e)) => e.iter().any(|(f, _)| f.is_none()),
+        Some(_) => true,
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Model-count rule, worded for the whole set of inputs.
+fn count_problem(spec: &MethodSpec, has_base: bool, n: usize) -> Option<String> {
+    let base_word =
+        matches!(spec.base, BaseRule::Required) || (has_base && spec.base == BaseRule::Optional);
+    let (min, max) = (spec.min_models, spec.max_models);
+    let ok = n >= min && max.is_none_or(|m| n <= m);
+    if ok {
+        return None;
+    }
+    let extra = usize::from(base_word);
+    let need = match max {
+        Some(m) if m == min => format!("exactly {}", plural(min + extra, "model")),
+        Some(m) if n > m => format!("at most {}", plural(m + extra, "model")),
+        _ => format!("at least {}", plural(min + extra, "model")),
+    };
+    let how = if base_word {
+        format!("`base` and {}", plural(min, "other"))
+    } else {
+        plural(min, "model")
+    };
+    let how = match max {
+        Some(m) if m == min && base_word => format!("`base` plus {}", plural(m, "other")),
+        _ => how,
+    };
+    Some(format!(
+        "{} needs {need} in all ({how}); this recipe has {}",
+        spec.name,
+        if base_word {
+            format!(
+                "{} plus {}",
+                if has_base { "a base" } else { "no base" },
+                plural(n, "other")
+            )
+        } else {
+            plural(n, "model")
+        }
+    ))
+}
+
+pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
+    let spec = r.method.spec();
+    let mut out = Vec::new();
+    let gnames = global_names(spec);
+    let mnames = model_names(spec);
+
+    // Base.
+    match (spec.base, &r.base) {
+        (BaseRule::Required, None) if r.slices.iter().all(|s| s.base.is_none()) => push(
+            &mut out,
+            "method",
+            format!(
+                "{} needs a base model: set `base` (mergekit: `base_model`)",
+                spec.name
+            ),
+        ),
+        (BaseRule::None, Some(_)) => push(
+            &mut out,
+            "base",
+            format!(
+                "{} takes no base model; list it with the other models instead",
+                spec.name
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(b) = &r.base {
+        for (i, m) in r.models.iter().enumerate() {
+            if same(&m.path, b) {
+                push(
+                    &mut out,
+                    format!("models[{i}].path"),
+                    "this is the base model; name it only as `base`".to_string(),
+                );
+            }
+        }
+    }
+
+    // Inputs: whole models, or slices.
+    if r.slices.is_empty() {
+        if let Some(msg) = count_problem(spec, r.base.is_some(), r.models.len()) {
+            push(
+                &mut out,
+                if r.models.is_empty() {
+                    "method"
+                } else {
+                    "models"
+                },
+                msg,
+            );
+        }
+    } else {
+        if !r.models.is_empty() {
+            push(
+                &mut out,
+                "slices",
+                "a recipe has either [[models]] or [[slices]], not both".to_string(),
+            );
+        }
+        for (i, s) in r.slices.iter().enumerate() {
+            let at = format!("slices[{i}]");
+            let base = s.base.as_ref().or(r.base.as_ref());
+            let others = s
+                .sources
+                .iter()
+                .filter(|src| base.is_none_or(|b| !same(&src.model, b)))
+                .count();
+            if spec.base == BaseRule::Required && base.is_none() {
+                push(
+                    &mut out,
+                    &at,
+                    format!("{} needs a base model for this slice", spec.name),
+                );
+            }
+            if s.sources.is_empty() {
+                push(
+                    &mut out,
+                    &at,
+                    "a slice needs at least one source".to_string(),
+                );
+            } else if let Some(msg) = count_problem(spec, base.is_some(), others) {
+                push(&mut out, &at, msg);
+            }
+            let len = s
+                .sources
+                .first()
+                .map(|s| s.layer_range.1.saturating_sub(s.layer_range.0));
+            for (j, src) in s.sources.iter().enumerate() {
+                let sat = format!("{at}.sources[{j}]");
+                let (a, b) = src.layer_range;
+                if a >= b {
+                    push(
+                        &mut out,
+                        format!("{sat}.layer_range"),
+                        format!("layer_range [{a}, {b}] is empty (it is half-open: [start, end))"),
+                    );
+                } else if Some(b - a) != len {
+                    push(
+                        &mut out,
+                        format!("{sat}.layer_range"),
+                        "every source of a slice must span the same number of layers".to_string(),
+                    );
+                }
+                check_table(
+                    spec,
+                    &src.params,
+                    &format!("{sat}.parameters"),
+                    &mnames,
+                    true,
+                    &mut out,
+                );
+            }
+            check_table(
+                spec,
+                &s.params,
+                &format!("{at}.parameters"),
+                &gnames,
+                false,
+                &mut out,
+            );
+        }
+    }
+
+    // Parameters.
+    check_table(spec, &r.params, "parameters", &gnames, false, &mut out);
+    for (i, m) in r.models.iter().enumerate() {
+        check_table(
+            spec,
+            &m.params,
+            &format!("models[{i}].parameters"),
+            &mnames,
+            true,
+            &mut out,
+        );
+    }
+
+    // Required parameters.
+    for p in spec.global.iter().filter(|p| p.default.is_none()) {
+        let anywhere = total(r.params.get(p.name))
+            || (!r.slices.is_empty() && r.slices.iter().all(|s| total(s.params.get(p.name))));
+        if !anywhere {
+            push(
+                &mut out,
+                "parameters",
+                format!(
+                    "{} needs `{}` under `parameters` ({})",
+                    spec.name, p.name, p.doc
+                ),
+            );
+        }
+    }
+    for p in spec.per_model.iter().filter(|p| p.default.is_none()) {
+        if total(r.params.get(p.name)) {
+            continue;
+        }
+        if r.slices.is_empty() {
+            for (i, m) in r.models.iter().enumerate() {
+                if !total(m.params.get(p.name)) {
+                    let msg = if m.params.contains_key(p.name) {
+                        format!("`{}` for this model has no catch-all entry (one without `filter`), and no default", p.name)
+                    } else {
+                        format!(
+                            "{} needs `{}` for every model ({})",
+                            spec.name, p.name, p.doc
+                        )
+                    };
+                    push(&mut out, format!("models[{i}]"), msg);
+                }
+            }
+        } else {
+            for (i, s) in r.slices.iter().enumerate() {
+                if total(s.params.get(p.name)) {
+                    continue;
+                }
+                let base = s.base.as_ref().or(r.base.as_ref());
+                for (j, src) in s.sources.iter().enumerate() {
+                    if base.is_some_and(|b| same(&src.model, b)) {
+                        continue;
+                    }
+                    if !total(src.params.get(p.name)) {
+                        push(
+                            &mut out,
+                            format!("slices[{i}].sources[{j}]"),
+                            format!(
+                                "{} needs `{}` for every model ({})",
+                                spec.name, p.name, p.doc
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // Overrides.
+    for (i, o) in r.overrides.iter().enumerate() {
+        let at = format!("overrides[{i}]");
+        if o.layers.0 > o.layers.1 {
+            push(
+                &mut out,
+                format!("{at}.layers"),
+                format!(
+                    "layers [{}, {}]: the first is after the last",
+                    o.layers.0, o.layers.1
+                ),
+            );
+        }
+        check_table(
+            spec,
+            &o.params,
+            &format!("{at}.parameters"),
+            &gnames,
+            false,
+            &mut out,
+        );
+        for (m, p) in &o.models {
+            let mat = format!("{at}.models.{m}");
+            if *m >= r.models.len() {
+                push(
+                    &mut out,
+                    &mat,
+                    format!(
+                        "model {m} does not exist: [[models]] has {} (indices start at 0)",
+                        r.models.len()
+                    ),
+                );
+            }
+            check_table(spec, p, &mat, &mnames, true, &mut out);
+        }
+    }
+
+    // Calibration data.
+    let zips = matches!(
+        r.method,
+        crate::merge::Method::Zipit | crate::merge::Method::Permute
+    );
+    match (&r.calibration, zips) {
+        (None, true) => push(
+            &mut out,
+            "method",
+            format!(
+                "{} needs `calibration` (a CSV of inputs to match features on)",
+                spec.name
+            ),
+        ),
+        (Some(_), false) => push(
+            &mut out,
+            "calibration",
+            format!(
+                "`calibration` is used only by zipit and permute, not {}",
+                spec.name
+            ),
+        ),
+        _ => {}
+    }
+    out
+}
+
+/// Whether two recipe paths name the same model (lexically; files are not
+/// read here).
+pub(crate) fn same(a: &Path, b: &Path) -> bool {
+    super::util::clean(a) == super::util::clean(b)
+}

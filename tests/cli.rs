@@ -1,0 +1,373 @@
+//! The `smelt` binary as a user runs it: merges, exit codes, and that bad
+//! input is refused with a message naming the culprit and nothing left
+//! behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn smelt(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run smelt")
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A scratch copy of the fixture models, plus a recipe over them.
+fn scratch(recipe_toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for m in ["base", "ft0", "ft1", "ft2"] {
+        let to = dir.path().join("models").join(m);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for f in ["model.safetensors", "config.json", "generation_config.json"] {
+            std::fs::copy(fixtures().join("models").join(m).join(f), to.join(f)).expect("copy");
+        }
+    }
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, recipe_toml).expect("write recipe");
+    (dir, recipe)
+}
+
+const TIES: &str = r#"method = "ties"
+base = "models/base"
+
+[parameters]
+normalize = true
+
+[[models]]
+path = "models/ft0"
+parameters = { weight = 1.0, density = 0.5 }
+
+[[models]]
+path = "models/ft1"
+parameters = { weight = 0.5, density = 0.3 }
+"#;
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn merge_writes_a_complete_model_and_a_summary() {
+    let (dir, recipe) = scratch(TIES);
+    let o = smelt(
+        &["merge", recipe.to_str().unwrap_or_default(), "--out", "out"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("merged") && stdout.contains("GB/s"),
+        "{stdout}"
+    );
+    let out = dir.path().join("out");
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "smelt-recipe.toml",
+        "README.md",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap_or_default();
+    assert!(
+        card.contains("ties") && card.contains("models/ft0"),
+        "{card}"
+    );
+    // Nothing but the output appeared next to it.
+    assert_eq!(listing(dir.path()), vec!["models", "out", "r.toml"]);
+}
+
+#[test]
+fn saved_recipe_reproduces_the_same_bytes() {
+    let (dir, recipe) = scratch(TIES);
+    let o = smelt(
+        &["merge", recipe.to_str().unwrap_or_default(), "--out", "a"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = smelt(
+        &[
+            "merge",
+            "a/smelt-recipe.toml",
+            "--out",
+            "b",
+            "--threads",
+            "1",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let a = std::fs::read(dir.path().join("a/model.safetensors")).unwrap_or_default();
+    let b = std::fs::read(dir.path().join("b/model.safetensors")).unwrap_or_default();
+    assert!(!a.is_empty());
+    assert!(a == b, "rerunning the saved recipe changed the output");
+}
+
+#[test]
+fn existing_output_is_refused_without_force_and_replaced_with_it() {
+    let (dir, recipe) = scratch(TIES);
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::fs::write(out.join("keep.txt"), "mine").expect("write");
+    let r = recipe.to_str().unwrap_or_default();
+    let o = smelt(&["merge", r, "--out", "out"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("out"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap_or_default(),
+        "mine"
+    );
+    let o = smelt(&["merge", r, "--out", "out", "--force"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(out.join("model.safetensors").is_file());
+    assert!(!out.join("keep.txt").exists());
+    assert_eq!(listing(dir.path()), vec!["models", "out", "r.toml"]);
+}
+
+#[test]
+fn output_inside_an_input_is_refused() {
+    let (dir, recipe) = scratch(TIES);
+    let before = listing(&dir.path().join("models/ft0"));
+    let o = smelt(
+        &[
+            "merge",
+            recipe.to_str().unwrap_or_default(),
+            "--out",
+            "models/ft0/merged",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("ft0"), "{}", text(&o));
+    assert_eq!(listing(&dir.path().join("models/ft0")), before);
+    assert_eq!(
+        listing(&dir.path().join("models")),
+        vec!["base", "ft0", "ft1", "ft2"]
+    );
+}
+
+#[test]
+fn truncated_input_is_named_and_nothing_is_written() {
+    let (dir, recipe) = scratch(TIES);
+    let f = dir.path().join("models/ft1/model.safetensors");
+    let bytes = std::fs::read(&f).expect("read");
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).expect("truncate");
+    let o = smelt(
+        &["merge", recipe.to_str().unwrap_or_default(), "--out", "out"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("ft1"), "{}", text(&o));
+    assert_eq!(listing(dir.path()), vec!["models", "r.toml"]);
+}
+
+/// Rewrite `model` without tensor `without`, or with `reshape` applied.
+fn rewrite(model: &Path, without: Option<&str>, reshape: Option<&str>) {
+    let m = smelt::model::Model::open(model).expect("open");
+    let mut tensors = Vec::new();
+    for t in m.tensors() {
+        if Some(t.name.as_str()) == without {
+            continue;
+        }
+        let mut data = m.read_all_f32(&t.name).expect("read");
+        let mut shape = t.shape.clone();
+        if Some(t.name.as_str()) == reshape {
+            data.truncate(data.len() / 2);
+            shape[0] /= 2;
+        }
+        tensors.push((t.name.clone(), shape, data));
+    }
+    drop(m);
+    smelt::model::write_small(
+        &model.join("model.safetensors"),
+        &tensors,
+        smelt::model::Dtype::F32,
+        &[],
+    )
+    .expect("write");
+}
+
+#[test]
+fn missing_tensor_is_named_by_recipe_check_and_merge() {
+    let (dir, recipe) = scratch(TIES);
+    rewrite(
+        &dir.path().join("models/ft1"),
+        Some("model.layers.2.mlp.up_proj.weight"),
+        None,
+    );
+    let r = recipe.to_str().unwrap_or_default();
+    for args in [vec!["recipe", "check", r], vec!["merge", r, "--out", "out"]] {
+        let o = smelt(&args, dir.path());
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains("model.layers.2.mlp.up_proj.weight") && t.contains("ft1"),
+            "{t}"
+        );
+    }
+    assert_eq!(listing(dir.path()), vec!["models", "r.toml"]);
+}
+
+#[test]
+fn shape_mismatch_is_named() {
+    let (dir, recipe) = scratch(TIES);
+    rewrite(
+        &dir.path().join("models/ft0"),
+        None,
+        Some("model.layers.1.self_attn.q_proj.weight"),
+    );
+    let o = smelt(
+        &["recipe", "check", recipe.to_str().unwrap_or_default()],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("model.layers.1.self_attn.q_proj.weight") && t.contains("shape"),
+        "{t}"
+    );
+}
+
+#[test]
+fn recipe_check_accepts_a_good_recipe() {
+    let (dir, recipe) = scratch(TIES);
+    let o = smelt(
+        &["recipe", "check", recipe.to_str().unwrap_or_default()],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ok"), "{}", text(&o));
+}
+
+#[test]
+fn unknown_method_names_the_line() {
+    let (dir, recipe) = scratch(&TIES.replace("method = \"ties\"", "method = \"tiez\""));
+    let o = smelt(
+        &["recipe", "check", recipe.to_str().unwrap_or_default()],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("r.toml:1") && t.contains("tiez") && t.contains("ties"),
+        "{t}"
+    );
+}
+
+#[test]
+fn exported_mergekit_yaml_merges_to_the_same_bytes() {
+    let (dir, recipe) = scratch(TIES);
+    let r = recipe.to_str().unwrap_or_default();
+    let o = smelt(
+        &[
+            "recipe", "export", r, "--format", "mergekit", "--out", "r.yml",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let yaml = std::fs::read_to_string(dir.path().join("r.yml")).unwrap_or_default();
+    assert!(yaml.contains("merge_method: ties"), "{yaml}");
+    let o = smelt(&["merge", r, "--out", "a"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = smelt(&["merge", "r.yml", "--out", "b"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let a = std::fs::read(dir.path().join("a/model.safetensors")).unwrap_or_default();
+    let b = std::fs::read(dir.path().join("b/model.safetensors")).unwrap_or_default();
+    assert!(!a.is_empty() && a == b);
+}
+
+#[test]
+fn small_shards_make_an_index_and_read_back_the_same() {
+    let (dir, recipe) = scratch(TIES);
+    let r = recipe.to_str().unwrap_or_default();
+    let o = smelt(&["merge", r, "--out", "one"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = smelt(
+        &["merge", r, "--out", "many", "--shard-size", "200KB"],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let many = dir.path().join("many");
+    assert!(many.join("model.safetensors.index.json").is_file());
+    let shards = listing(&many)
+        .into_iter()
+        .filter(|f| f.ends_with(".safetensors"))
+        .count();
+    assert!(shards >= 3, "{shards} shards");
+    let a = smelt::model::Model::open(&dir.path().join("one")).expect("open one");
+    let b = smelt::model::Model::open(&many).expect("open many");
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for t in a.tensors() {
+        assert_eq!(
+            a.read_all_f32(&t.name).ok(),
+            b.read_all_f32(&t.name).ok(),
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn inspect_lists_layers_and_tensors() {
+    let o = smelt(&["inspect", "models/base"], &fixtures());
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("model.layers.3.mlp.down_proj.weight"), "{t}");
+    let o = smelt(&["inspect", "models/base", "--json"], &fixtures());
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v.is_object());
+}
+
+#[test]
+fn analyze_reports_every_layer() {
+    let o = smelt(
+        &[
+            "analyze",
+            "models/base",
+            "models/ft0",
+            "models/ft1",
+            "models/ft2",
+            "--density",
+            "0.3",
+            "--json",
+        ],
+        &fixtures(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let groups = v["groups"].as_array().cloned().unwrap_or_default();
+    // embeddings, 4 layers, head
+    assert_eq!(groups.len(), 6, "{v}");
+    let total = &v["total"];
+    let params = total["params"].as_u64().unwrap_or(0);
+    let kept: u64 = total["kept"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
+    // Three task vectors trimmed to 30% each.
+    let share = kept as f64 / (3 * params) as f64;
+    assert!((share - 0.3).abs() < 0.01, "kept share {share}");
+    let agree: u64 = total["agree"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
+    assert_eq!(agree, params);
+}
