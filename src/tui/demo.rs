@@ -74,19 +74,24 @@ pub fn fake_stats(params: u64, seed: u64, density: f64) -> Stats {
     let c = |x: f64| (x * params as f64).round() as u64;
     let agree = vec![c(none), c(one * 0.6), c(one * 0.4 + conflict), c(all)];
     let kept = vec![c(d), c(d), c(d)];
+    let norms = [1.25 + seed as f64 * 0.01, 0.98, 1.1];
+    let cos = [[1.0, 0.12, -0.03], [0.12, 1.0, 0.05], [-0.03, 0.05, 1.0]];
+    let norm_kept = [0.5 + d / 2.0, 0.45 + d / 2.0, 0.55 + d / 2.0 - 0.1];
     Stats {
         params,
         agree,
         conflicts: c(conflict),
         kept,
-        norm_kept: vec![0.5 + d / 2.0, 0.45 + d / 2.0, 0.55 + d / 2.0 - 0.1],
-        norms: vec![1.25 + seed as f64 * 0.01, 0.98, 1.1],
-        cosines: vec![
-            vec![1.0, 0.12, -0.03],
-            vec![0.12, 1.0, 0.05],
-            vec![-0.03, 0.05, 1.0],
-        ],
+        norm_kept: norm_kept.to_vec(),
+        norms: norms.to_vec(),
+        cosines: cos.iter().map(|r| r.to_vec()).collect(),
         tied: vec![0, 0, 0],
+        // The raw sums consistent with the derived fields, so combining
+        // groups (as the "all layers" view does) gives sensible numbers.
+        dots: (0..3)
+            .map(|i| (0..3).map(|j| norms[i] * norms[j] * cos[i][j]).collect())
+            .collect(),
+        kept_energy: (0..3).map(|i| norm_kept[i] * norms[i] * norms[i]).collect(),
     }
 }
 

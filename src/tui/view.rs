@@ -651,25 +651,15 @@ fn draw_params(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     f.render_widget(Paragraph::new(out), inner);
 }
 
-/// Sum statistics of several groups (counts add; norms and cosines do not,
-/// so they are left out of the sum).
-fn sum_stats<'a>(it: impl Iterator<Item = &'a Stats>) -> Stats {
-    let mut s = Stats::default();
+/// Combine the statistics of several groups (exactly: the engine's
+/// `Stats::combine` adds the raw sums behind norms and cosines).
+fn sum_stats<'a>(mut it: impl Iterator<Item = &'a Stats>) -> Stats {
+    let Some(first) = it.next() else {
+        return Stats::default();
+    };
+    let mut s = first.clone();
     for x in it {
-        s.params += x.params;
-        s.conflicts += x.conflicts;
-        if s.agree.len() < x.agree.len() {
-            s.agree.resize(x.agree.len(), 0);
-        }
-        for (a, b) in s.agree.iter_mut().zip(&x.agree) {
-            *a += b;
-        }
-        if s.kept.len() < x.kept.len() {
-            s.kept.resize(x.kept.len(), 0);
-        }
-        for (a, b) in s.kept.iter_mut().zip(&x.kept) {
-            *a += b;
-        }
+        s.combine(x);
     }
     s
 }
