@@ -491,3 +491,30 @@ fn finished_merge_is_reported() {
     assert!(matches!(&app.merge, MergeState::Done(s) if s.tensors == 5));
     assert!(matches!(&app.message, Some((Level::Info, m)) if m.contains("/o")));
 }
+
+#[test]
+fn a_click_focuses_the_panel_and_picks_the_row() {
+    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let mut app = demo_app();
+    update(&mut app, Msg::Resize(120, 40));
+    let click = |x, y| {
+        Msg::Mouse(MouseEvent {
+            kind: MouseEventKind::Down(MouseButton::Left),
+            column: x,
+            row: y,
+            modifiers: KeyModifiers::NONE,
+        })
+    };
+    // At 120x40 the Models panel starts on row 1: its rows are 2, 3, ...
+    update(&mut app, click(5, 4));
+    assert_eq!(app.focus, Panel::Models);
+    assert_eq!(app.model_cursor, 2);
+    // Layers start under Models (6 rows tall): row 8 is "all layers",
+    // row 11 is "layer 1".
+    update(&mut app, click(5, 11));
+    assert_eq!(app.focus, Panel::Layers);
+    assert_eq!(app.current_target(), Some(Target::Group(Group::Layer(1))));
+    // Borders and the title bar select nothing.
+    update(&mut app, click(5, 0));
+    assert_eq!(app.focus, Panel::Layers);
+}

@@ -113,14 +113,18 @@ fn setup_terminal(mouse: bool) -> anyhow::Result<Terminal<CrosstermBackend<Stdou
     Ok(Terminal::new(CrosstermBackend::new(out))?)
 }
 
+static UI_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
+
 /// A panic on the UI thread restores the terminal before the message is
-/// printed. Panics on worker threads are caught by the job layer and shown
-/// as errors, so they print nothing over the screen.
+/// printed. Panics anywhere else (job threads, the engine's rayon workers)
+/// are caught by the job layer and shown as errors on screen, so while the
+/// terminal is ours they print nothing over it.
 fn install_panic_hook() {
+    let _ = UI_THREAD.set(std::thread::current().id());
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let name = std::thread::current().name().map(str::to_string);
-        if name.as_deref().is_some_and(|n| n.starts_with("smelt-")) {
+        let on_ui = UI_THREAD.get() == Some(&std::thread::current().id());
+        if !on_ui && TERMINAL_ACTIVE.load(Ordering::SeqCst) {
             return;
         }
         restore_terminal();
@@ -160,7 +164,7 @@ fn input_thread(tx: Sender<Msg>) -> std::io::Result<()> {
             let msg = match event::read() {
                 Ok(TermEvent::Key(k)) => Msg::Key(k),
                 Ok(TermEvent::Mouse(m)) => Msg::Mouse(m),
-                Ok(TermEvent::Resize(..)) => Msg::Resize,
+                Ok(TermEvent::Resize(w, h)) => Msg::Resize(w, h),
                 Ok(_) => continue,
                 Err(_) => return,
             };
@@ -190,6 +194,8 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
     install_panic_hook();
     let _guard = TermGuard;
     let mut terminal = setup_terminal(opts.mouse)?;
+    let size = terminal.size()?;
+    app.size = (size.width, size.height);
     input_thread(tx)?;
 
     let mut last_draw: Option<Instant> = None;

@@ -238,6 +238,8 @@ pub struct App {
     /// Folder that default output paths are made in.
     pub work_dir: PathBuf,
     pub ascii: bool,
+    /// Terminal size, for mapping mouse clicks to panels.
+    pub size: (u16, u16),
     pub dirty: bool,
     pub quit: bool,
 }
@@ -269,6 +271,7 @@ impl App {
             data_dir,
             work_dir,
             ascii: false,
+            size: (80, 24),
             dirty: true,
             quit: false,
         }

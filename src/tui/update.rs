@@ -7,10 +7,14 @@
 
 use super::keys::{action, Action};
 use super::state::*;
+use super::view;
 use crate::analysis::Stats;
 use crate::engine::{Event, Summary};
 use crate::recipe::{Recipe, Value};
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use ratatui::layout::{Position, Rect};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +23,8 @@ use std::time::Duration;
 pub enum Msg {
     Key(KeyEvent),
     Mouse(MouseEvent),
-    Resize,
+    /// The terminal's new width and height.
+    Resize(u16, u16),
     /// A statistics result from the analysis worker.
     Analysis {
         gen: u64,
@@ -82,7 +87,10 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     match msg {
         Msg::Key(k) => on_key(app, k, &mut fx),
         Msg::Mouse(m) => on_mouse(app, m),
-        Msg::Resize => app.dirty = true,
+        Msg::Resize(w, h) => {
+            app.size = (w, h);
+            app.dirty = true;
+        }
         Msg::Analysis {
             gen,
             target,
@@ -384,13 +392,57 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
     }
 }
 
+/// Mouse (only with `--mouse`): the wheel moves, a click focuses a panel
+/// and selects the row under the pointer.
 fn on_mouse(app: &mut App, m: MouseEvent) {
+    if app.modal.is_some() {
+        return;
+    }
     match m.kind {
         MouseEventKind::ScrollUp => move_cursor(app, -1),
         MouseEventKind::ScrollDown => move_cursor(app, 1),
+        MouseEventKind::Down(MouseButton::Left) => click(app, m.column, m.row),
         _ => return,
     }
     app.dirty = true;
+}
+
+fn click(app: &mut App, x: u16, y: u16) {
+    let (w, h) = app.size;
+    if w < view::MIN_W || h < view::MIN_H {
+        return;
+    }
+    let a = view::areas(app, Rect::new(0, 0, w, h));
+    let p = Position::new(x, y);
+    let (panel, r) = if a.models.contains(p) {
+        (Panel::Models, a.models)
+    } else if a.layers.contains(p) {
+        (Panel::Layers, a.layers)
+    } else if a.params.contains(p) {
+        (Panel::Params, a.params)
+    } else if a.agreement.contains(p) {
+        (Panel::Agreement, a.agreement)
+    } else {
+        return;
+    };
+    app.focus = panel;
+    // Rows start inside the border; the view scrolls to keep the cursor in
+    // sight the same way, so the row under the pointer is top + offset.
+    let inner_h = r.height.saturating_sub(2) as usize;
+    if y <= r.y || y >= r.bottom().saturating_sub(1) {
+        return;
+    }
+    let off = (y - r.y - 1) as usize;
+    let (cur, len) = match panel {
+        Panel::Models => (app.model_cursor, app.slots.len()),
+        Panel::Layers => (app.layer_cursor, app.layer_lines().len()),
+        Panel::Params => (app.param_cursor, app.param_rows().len()),
+        Panel::Agreement => return,
+    };
+    let row = view::scroll(cur, inner_h) + off;
+    if row < len {
+        move_cursor(app, row as i64 - cur as i64);
+    }
 }
 
 /// Why `r` cannot start, if it cannot.

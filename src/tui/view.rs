@@ -200,7 +200,7 @@ fn row_style(app: &App, theme: &Theme, p: Panel, selected: bool) -> (&'static st
 }
 
 /// First row to show so that `cursor` is visible in `h` rows.
-fn scroll(cursor: usize, h: usize) -> usize {
+pub fn scroll(cursor: usize, h: usize) -> usize {
     if h == 0 || cursor < h {
         0
     } else {
