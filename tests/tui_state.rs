@@ -67,18 +67,26 @@ fn moving_to_a_layer_requests_its_statistics_first() {
     assert_eq!(app.current_target(), Some(Target::Group(Group::Layer(3))));
     // Groups already have current stats: nothing to ask for on a move.
     assert!(fx.is_empty(), "{fx:?}");
-    // Expand, move onto a tensor: that tensor is requested.
-    press(&mut app, KeyCode::Enter);
+    // Expanding asks for the layer's tensors (for their gauges).
+    let fx = press(&mut app, KeyCode::Enter);
+    let names: Vec<Target> = app.layers[4]
+        .tensors
+        .iter()
+        .map(|t| Target::Tensor(t.name.clone()))
+        .collect();
+    assert_eq!(app.layers[4].group, Group::Layer(3));
+    assert!(
+        matches!(&fx[..], [Effect::Analyze { targets, .. }] if *targets == names),
+        "{fx:?}"
+    );
+    // Moving onto the second tensor puts it first.
+    press(&mut app, KeyCode::Down);
     let fx = press(&mut app, KeyCode::Down);
     match &fx[..] {
         [Effect::Analyze { gen, targets, .. }] => {
             assert_eq!(*gen, app.gen);
-            assert_eq!(
-                targets,
-                &vec![Target::Tensor(
-                    "model.layers.3.input_layernorm.weight".into()
-                )]
-            );
+            assert_eq!(targets[0], names[1]);
+            assert_eq!(targets.len(), names.len());
         }
         other => panic!("{other:?}"),
     }

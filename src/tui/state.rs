@@ -614,6 +614,15 @@ impl App {
                 v.push(t);
             }
         }
+        // Tensors of expanded layers, for their rows' gauges.
+        for &g in &self.expanded {
+            for tr in self.layers.get(g).map_or(&[][..], |l| &l.tensors[..]) {
+                let t = Target::Tensor(tr.name.clone());
+                if stale(&t) && !v.contains(&t) {
+                    v.push(t);
+                }
+            }
+        }
         v
     }
 

@@ -83,7 +83,7 @@ pub enum Effect {
 /// parameters or selection gets fresh statistics.
 pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     let mut fx = Vec::new();
-    let before = (app.gen, app.current_target());
+    let before = (app.gen, app.current_target(), app.expanded.clone());
     match msg {
         Msg::Key(k) => on_key(app, k, &mut fx),
         Msg::Mouse(m) => on_mouse(app, m),
@@ -155,7 +155,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         }
         Msg::Saved(Err(e)) => app.say(Level::Error, format!("save failed: {e}")),
     }
-    let after = (app.gen, app.current_target());
+    let after = (app.gen, app.current_target(), app.expanded.clone());
     if before != after && app.analysis_blocked().is_none() {
         let targets = app.wanted_targets();
         if !targets.is_empty() {

@@ -669,7 +669,19 @@ fn draw_agreement(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     let what = match &target {
         None => "all layers".to_string(),
         Some(Target::Group(g)) => group_label(*g),
-        Some(Target::Tensor(n)) => n.clone(),
+        Some(Target::Tensor(n)) => {
+            let g = app
+                .current_group()
+                .and_then(|g| app.layers.get(g))
+                .map(|l| l.group);
+            let short = n
+                .rsplit_once("layers.")
+                .map_or(n.as_str(), |(_, r)| r.split_once('.').map_or(r, |(_, b)| b));
+            match g {
+                Some(Group::Layer(l)) => format!("layer {l} · {short}"),
+                _ => short.to_string(),
+            }
+        }
     };
     let title = format!("Sign agreement · {what}");
     let block = panel(app, theme, &title, Some(Panel::Agreement));
