@@ -155,3 +155,30 @@ fn too_small_and_ascii() {
     key(&mut app, KeyCode::Down);
     insta::assert_snapshot!("ascii_expanded_80x24", screen(&app, 80, 24));
 }
+
+#[test]
+fn gradients_show_their_value_at_the_selected_layer() {
+    let mut app = demo_app();
+    app.global.insert(
+        "lambda".into(),
+        smelt::recipe::Value::Gradient(vec![0.0, 1.0]),
+    );
+    let all = screen(&app, 120, 40);
+    assert!(all.contains("[0,1]"), "{all}");
+    // Rows: all layers, embeddings, layer 0..7; layer 7 is the last layer.
+    for _ in 0..9 {
+        key(&mut app, KeyCode::Down);
+    }
+    assert!(lambda_line(&screen(&app, 120, 40)).ends_with("~1│\""));
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Down);
+    assert!(lambda_line(&screen(&app, 120, 40)).ends_with("~0│\""));
+}
+
+fn lambda_line(s: &str) -> String {
+    s.lines()
+        .find(|l| l.contains("lambda"))
+        .unwrap_or_default()
+        .to_string()
+}

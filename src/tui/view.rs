@@ -595,18 +595,14 @@ fn draw_params(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             ),
             ParamRow::Global(n) => {
                 let (v, o) = app.param_value(row);
-                (
-                    n.to_string(),
-                    v.as_ref().map_or_else(|| "REQUIRED".into(), fmt_value),
-                    o,
-                )
+                (n.to_string(), shown_value(app, row, v.as_ref()), o)
             }
             ParamRow::PerModel { slot, name } => {
                 let (v, o) = app.param_value(row);
                 let m = app.slots.get(*slot).map_or("?", |s| s.info.name.as_str());
                 (
                     format!("{name} · {m}"),
-                    v.as_ref().map_or_else(|| "REQUIRED".into(), fmt_value),
+                    shown_value(app, row, v.as_ref()),
                     o,
                 )
             }
@@ -649,6 +645,46 @@ fn draw_params(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
         ]));
     }
     f.render_widget(Paragraph::new(out), inner);
+}
+
+/// A value as shown: gradients and name filters, at a layer scope, show
+/// what they resolve to there (through the recipe's own resolution, the
+/// one the merge uses), marked `~`.
+fn shown_value(app: &App, row: &ParamRow, v: Option<&crate::recipe::Value>) -> String {
+    use crate::recipe::Value;
+    let Some(v) = v else {
+        return "REQUIRED".into();
+    };
+    let (Value::Gradient(_) | Value::Filtered(_), Some((lo, _))) = (v, app.edit_scope()) else {
+        return fmt_value(v);
+    };
+    let n_layers = app
+        .layers
+        .iter()
+        .filter(|l| matches!(l.group, Group::Layer(_)))
+        .count();
+    let Some(tensor) = app
+        .layers
+        .iter()
+        .find(|l| l.group == Group::Layer(lo))
+        .and_then(|l| l.tensors.first())
+    else {
+        return fmt_value(v);
+    };
+    let tp = app
+        .to_recipe()
+        .resolve(&tensor.name, Group::Layer(lo), n_layers);
+    let got = match row {
+        ParamRow::Method => None,
+        ParamRow::Global(n) => tp.global.get(n),
+        ParamRow::PerModel { slot, name } => app
+            .input_slots()
+            .iter()
+            .position(|s| s == slot)
+            .and_then(|k| tp.models.get(k))
+            .and_then(|m| m.get(name)),
+    };
+    got.map_or_else(|| fmt_value(v), |x| format!("~{}", fmt_num(x.as_f64())))
 }
 
 /// Combine the statistics of several groups (exactly: the engine's
