@@ -162,9 +162,9 @@ pub fn run(
         .num_threads(opts.threads.unwrap_or(0))
         .build()
         .map_err(|e| EngineError::Other(format!("cannot start worker threads: {e}")))?;
-    let finished = AtomicBool::new(false);
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let result = std::thread::scope(|scope| {
-        scope.spawn(|| report(&state, &finished, progress, bytes_total));
+        scope.spawn(|| report(&state, &done_rx, progress, bytes_total));
         let r: Result<()> = pool.install(|| {
             use rayon::prelude::*;
             order.par_iter().try_for_each(|&i| {
@@ -178,7 +178,7 @@ pub fn run(
                 Ok(())
             })
         });
-        finished.store(true, Ordering::Relaxed);
+        drop(done_tx);
         r
     });
     result?;
@@ -209,10 +209,15 @@ fn writer_options(plan: &Plan, opts: &Options) -> WriterOptions {
     }
 }
 
-/// Send a progress event every [`PROGRESS_EVERY`] until `finished`.
-fn report(state: &Progress, finished: &AtomicBool, tx: &Sender<Event>, bytes_total: u64) {
-    while !finished.load(Ordering::Relaxed) {
-        std::thread::sleep(PROGRESS_EVERY);
+/// Send a progress event every [`PROGRESS_EVERY`] until `done` closes.
+fn report(
+    state: &Progress,
+    done: &crossbeam_channel::Receiver<()>,
+    tx: &Sender<Event>,
+    bytes_total: u64,
+) {
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = done.recv_timeout(PROGRESS_EVERY)
+    {
         let tensor = state.current.lock().map(|c| c.clone()).unwrap_or_default();
         let _ = tx.send(Event::Progress {
             tensor,

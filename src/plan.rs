@@ -431,6 +431,13 @@ impl Planner<'_> {
     /// the final norm / head from the last, as mergekit does.
     fn plan_slices(&mut self) -> Result<usize> {
         let recipe = self.recipe;
+        if !recipe.overrides.is_empty() {
+            // Overrides name output layers; a slice's parameters already
+            // vary per layer through gradients, which is what mergekit has.
+            return Err(PlanError::Mismatch(
+                "per-layer overrides are not supported together with slices; use gradients in the slice's parameters".into(),
+            ));
+        }
         let mut offset = 0usize;
         let n_slices = recipe.slices.len();
         for (si, slice) in recipe.slices.iter().enumerate() {

@@ -209,7 +209,7 @@ fn required_parameters() {
     one(
         "r.toml",
         "method = \"linear\"\n[[models]]\npath = \"a\"\n[models.parameters]\nweight = [{ filter = \"mlp\", value = 1 }]\n",
-        2,
+        5,
         &["no catch-all"],
     );
     // A global weight covers every model (mergekit falls back to it).
@@ -290,4 +290,30 @@ fn check_on_a_built_recipe_returns_every_problem() {
         .iter()
         .any(|p| p.starts_with("parameters.filter_wize")
             && p.contains("did you mean `filter_wise`?")));
+}
+
+#[test]
+fn slice_problems_point_at_their_lines() {
+    let yml = "\
+merge_method: slerp
+base_model: a
+slices:
+  - sources:
+      - model: a
+        layer_range: [0, 4]
+      - model: b
+        layer_range: [0, 3]
+parameters:
+  t: 0.5
+";
+    one("r.yml", yml, 8, &["same number of layers"]);
+    let toml = "method = \"passthrough\"\n\n[[slices]]\n[[slices.sources]]\nmodel = \"a\"\nlayer_range = [2, 2]\n";
+    one("r.toml", toml, 6, &["layer_range [2, 2] is empty"]);
+    let toml = "method = \"passthrough\"\n\n[[slices]]\n[[slices.sources]]\nmodel = \"a\"\nlayer_rnage = [0, 2]\n";
+    let ps = problems("r.toml", toml);
+    assert!(
+        ps.iter()
+            .any(|(l, m)| *l == 6 && m.contains("did you mean `layer_range`?")),
+        "{ps:?}"
+    );
 }

@@ -175,7 +175,6 @@ fn other_fixtures_resolve() {
     close(g(&tp, "max_iter").as_f64(), 10.0);
     close(g(&tp, "tol").as_f64(), 1e-5);
     assert_eq!(tp.models.len(), 3);
-    close(f(&tp, 2, "weight"), 1.0);
 
     let r = load("sce");
     close(

@@ -47,11 +47,11 @@ pub fn run(
         r
     })?;
     println!(
-        "merged {} tensors ({}): {:.2} GB read, {:.2} GB written in {:.2} s ({:.2} GB/s) -> {}",
+        "merged {} tensors ({}): {} read, {} written in {:.2} s ({:.2} GB/s) -> {}",
         summary.tensors,
         recipe.method.name(),
-        summary.bytes_read as f64 / 1e9,
-        summary.bytes_written as f64 / 1e9,
+        bytes(summary.bytes_read),
+        bytes(summary.bytes_written),
         summary.elapsed.as_secs_f64(),
         summary.gb_per_s(),
         summary.out.display()
@@ -74,8 +74,8 @@ fn print_progress(rx: &crossbeam_channel::Receiver<Event>, tty: bool) {
                 if !tty {
                     let _ = writeln!(
                         err,
-                        "merging {tensors} tensors, {:.2} GB to read",
-                        bytes_total as f64 / 1e9
+                        "merging {tensors} tensors, {} to read",
+                        bytes(bytes_total)
                     );
                 }
             }
@@ -122,10 +122,10 @@ fn print_progress(rx: &crossbeam_channel::Receiver<Event>, tty: bool) {
                     last_line = Instant::now();
                     let _ = writeln!(
                         err,
-                        "{:5.1}%  {tensors_done} tensors  {:.2}/{:.2} GB  ETA {eta:.0}s",
+                        "{:5.1}%  {tensors_done} tensors  {}/{}  ETA {eta:.0}s",
                         frac * 100.0,
-                        bytes_done as f64 / 1e9,
-                        bytes_total as f64 / 1e9
+                        bytes(bytes_done),
+                        bytes(bytes_total)
                     );
                 }
             }
@@ -135,5 +135,19 @@ fn print_progress(rx: &crossbeam_channel::Receiver<Event>, tty: bool) {
     if tty {
         let _ = write!(err, "\r\x1b[K");
         let _ = err.flush();
+    }
+}
+
+/// Bytes in decimal units, as file managers show them.
+pub fn bytes(n: u64) -> String {
+    let x = n as f64;
+    if x >= 1e9 {
+        format!("{:.2} GB", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.1} MB", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} KB", x / 1e3)
+    } else {
+        format!("{n} B")
     }
 }

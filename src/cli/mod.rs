@@ -121,15 +121,16 @@ pub fn eval(path: &Path, data: Option<&Path>, json: bool) -> CliResult {
 /// `smelt recipe check R`: the recipe, then the plan against the models'
 /// headers (shapes, missing tensors), without merging.
 pub fn recipe_check(path: &Path) -> CliResult {
-    let recipe = Recipe::load(path)?;
-    let problems = recipe.check();
-    if !problems.is_empty() {
-        return Err(CliError::input(format!(
-            "{}: {}",
-            path.display(),
-            problems.join("\n  ")
-        )));
-    }
+    // Every problem at once, each with its line.
+    let recipe = Recipe::load_all(path).map_err(|errors| {
+        CliError::input(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\nsmelt: "),
+        )
+    })?;
     let plan = smelt::plan::Plan::build(&recipe)?;
     println!(
         "{}: ok ({}, {} models, {} output tensors, {} layers, {:.2} GB to read)",

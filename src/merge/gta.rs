@@ -12,6 +12,19 @@
 //! Streaming: top-k cut-offs come from [`TopK`] passes; the L1 rescale
 //! factors from one more pass (the masks are reproducible, so the pass sees
 //! exactly the mask `apply` will use).
+//!
+//! Where smelt deliberately differs from mergekit 0.1.5:
+//! - ties at a top-k cut-off keep the lowest flat indices (mergekit keeps
+//!   whatever its sort returns), so results are reproducible;
+//! - TIES with `int(density * numel) == 0` keeps nothing (mergekit asserts);
+//! - breadcrumbs whose outlier count `int(gamma * numel)` is 0 removes no
+//!   outliers and keeps the top `density` share (mergekit slices
+//!   `indices[n_bot:-0]`, which is empty, and zeroes the whole task vector);
+//! - DARE/DELLA draws come from a counter-based hash ([`super::rng`]), not
+//!   torch's generator: same distribution, different individual draws;
+//! - DELLA ties in magnitude are ranked by flat index; a one-element row gets
+//!   probability `density` (mergekit divides 0 by 0); a row longer than the
+//!   engine's chunk is not ranked (probability `density`, see `della_mask`).
 
 use super::rng::Stream;
 use super::select::{keep_count, TopK};
@@ -46,6 +59,15 @@ struct ModelState {
     l1_after: f64,
 }
 
+/// Per-chunk working memory, reused across chunks (O(chunk)).
+#[derive(Default)]
+struct Scratch {
+    order: Vec<u32>,
+    keep_a: Vec<bool>,
+    keep_b: Vec<bool>,
+    drop: Vec<u32>,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Select,
@@ -63,7 +85,7 @@ pub struct Gta {
     tmp: Vec<f32>,
     div: Vec<f32>,
     sum: Vec<f32>,
-    order: Vec<u32>,
+    scratch: Scratch,
 }
 
 impl Gta {
@@ -161,7 +183,7 @@ impl Gta {
             tmp: Vec::new(),
             div: Vec::new(),
             sum: Vec::new(),
-            order: Vec::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -175,28 +197,19 @@ impl Gta {
 }
 
 /// Apply model `st`'s sparsification mask to its delta chunk in place.
-fn sparsify(
-    st: &mut ModelState,
-    vals: &mut [f32],
-    start: usize,
-    row_len: usize,
-    order: &mut Vec<u32>,
-) {
+fn sparsify(st: &mut ModelState, vals: &mut [f32], start: usize, row_len: usize, sc: &mut Scratch) {
     match &mut st.sparse {
         Sparse::Keep => {}
         Sparse::Zero => vals.iter_mut().for_each(|v| *v = 0.0),
         Sparse::Magnitude(t) => t.mask_in_place(vals),
         Sparse::Outliers { upper, outliers } => {
-            // Zero what is outside the upper set, then what is inside the
-            // outlier set; the outlier selector must still see the original
-            // values, so mask a copy of the decisions first.
-            order.clear();
-            let mut keep_up = vec![false; 0];
-            keep_up.resize(vals.len(), false);
-            let mut is_out = vec![false; vals.len()];
-            upper.keep_mask(vals, &mut keep_up);
-            outliers.keep_mask(vals, &mut is_out);
-            for ((v, &k), &o) in vals.iter_mut().zip(&keep_up).zip(&is_out) {
+            // Both selectors must see the original values, so take both
+            // decisions before zeroing anything.
+            sc.keep_a.resize(vals.len(), false);
+            sc.keep_b.resize(vals.len(), false);
+            upper.keep_mask(vals, &mut sc.keep_a[..vals.len()]);
+            outliers.keep_mask(vals, &mut sc.keep_b[..vals.len()]);
+            for ((v, &k), &o) in vals.iter_mut().zip(&sc.keep_a).zip(&sc.keep_b) {
                 if !k || o {
                     *v = 0.0;
                 }
@@ -210,9 +223,7 @@ fn sparsify(
                 }
             }
         }
-        Sparse::Della { d, eps, stream } => {
-            della_mask(vals, start, row_len, *d, *eps, stream, order)
-        }
+        Sparse::Della { d, eps, stream } => della_mask(vals, start, row_len, *d, *eps, stream, sc),
     }
 }
 
@@ -232,8 +243,9 @@ fn della_mask(
     d: f32,
     eps: f32,
     stream: &Stream,
-    order: &mut Vec<u32>,
+    sc: &mut Scratch,
 ) {
+    let Scratch { order, drop, .. } = sc;
     let len = vals.len();
     let rl = row_len.max(1);
     if start % rl != 0 || len % rl != 0 {
@@ -259,14 +271,14 @@ fn della_mask(
         order.sort_unstable_by_key(|&j| ((row[j as usize].to_bits() & 0x7fff_ffff), j));
         let denom = (rl - 1) as f32;
         // Decide first (ranks need the original magnitudes), then zero.
-        let mut drop = Vec::new();
+        drop.clear();
         for (rank, &j) in order.iter().enumerate() {
             let p = lo + (rank as f32 / denom) * span;
             if !stream.keep(row_start + j as usize, p) {
                 drop.push(j);
             }
         }
-        for j in drop {
+        for &j in drop.iter() {
             row[j as usize] = 0.0;
         }
     }
@@ -307,7 +319,7 @@ impl Kernel for Gta {
                         &mut self.tmp[..len],
                         chunk.start,
                         chunk.row_len,
-                        &mut self.order,
+                        &mut self.scratch,
                     );
                     st.l1_after += l1(&self.tmp[..len]);
                 }
@@ -357,7 +369,7 @@ impl Kernel for Gta {
         for (i, st) in self.models.iter_mut().enumerate().take(n) {
             let buf = &mut self.tmp[i * len..(i + 1) * len];
             delta_into(chunk.models[i], chunk.base, buf);
-            sparsify(st, buf, chunk.start, chunk.row_len, &mut self.order);
+            sparsify(st, buf, chunk.start, chunk.row_len, &mut self.scratch);
             let (s, w) = (st.scale, st.weight);
             if s != 1.0 {
                 buf.iter_mut().for_each(|v| *v *= s);
@@ -418,13 +430,10 @@ impl Kernel for Gta {
             let l = self.lambda;
             out.iter_mut().for_each(|o| *o *= l);
         }
-        match chunk.base {
-            Some(b) => {
-                for (o, &bv) in out.iter_mut().zip(b) {
-                    *o += bv;
-                }
+        if let Some(b) = chunk.base {
+            for (o, &bv) in out.iter_mut().zip(b) {
+                *o += bv;
             }
-            None => {}
         }
     }
 }

@@ -25,6 +25,9 @@ pub struct Sce {
     weights_done: bool,
     deltas: Vec<f32>,
     var: Vec<f32>,
+    mean: Vec<f32>,
+    sum: Vec<f32>,
+    div: Vec<f32>,
 }
 
 impl Sce {
@@ -45,6 +48,9 @@ impl Sce {
             weights_done: false,
             deltas: Vec::new(),
             var: Vec::new(),
+            mean: Vec::new(),
+            sum: Vec::new(),
+            div: Vec::new(),
         })
     }
 
@@ -61,27 +67,30 @@ impl Sce {
                 &mut self.deltas[i * len..(i + 1) * len],
             );
         }
-        self.var.resize(len, 0.0);
         let inv = 1.0 / n.max(1) as f32;
-        let (d, var) = (&self.deltas, &mut self.var);
-        var.iter_mut().for_each(|v| *v = 0.0);
+        let (d, var, mean) = (&self.deltas, &mut self.var, &mut self.mean);
+        mean.clear();
+        mean.resize(len, 0.0);
         for i in 0..n {
-            for (v, &x) in var.iter_mut().zip(&d[i * len..(i + 1) * len]) {
-                *v += x;
+            for (m, &x) in mean.iter_mut().zip(&d[i * len..(i + 1) * len]) {
+                *m += x;
             }
         }
-        // var temporarily holds the mean; second loop turns it into variance
-        let mut mean = std::mem::take(var);
         mean.iter_mut().for_each(|m| *m *= inv);
-        let mut acc = vec![0f32; len];
+        // population variance, as torch.var(unbiased=False)
+        var.clear();
+        var.resize(len, 0.0);
         for i in 0..n {
-            for ((a, &x), &m) in acc.iter_mut().zip(&d[i * len..(i + 1) * len]).zip(&mean) {
+            for ((v, &x), &m) in var
+                .iter_mut()
+                .zip(&d[i * len..(i + 1) * len])
+                .zip(mean.iter())
+            {
                 let c = x - m;
-                *a += c * c;
+                *v += c * c;
             }
         }
-        acc.iter_mut().for_each(|a| *a *= inv);
-        self.var = acc;
+        var.iter_mut().for_each(|v| *v *= inv);
     }
 
     /// Zero the unselected positions of all deltas of the loaded chunk.
@@ -155,13 +164,16 @@ impl Kernel for Sce {
         let len = out.len();
         let n = self.n.min(chunk.models.len());
         // sign election on the summed (selected) deltas
-        let mut sum = vec![0f32; len];
+        let (sum, div) = (&mut self.sum, &mut self.div);
+        sum.clear();
+        sum.resize(len, 0.0);
+        div.clear();
+        div.resize(len, 0.0);
         for i in 0..n {
             for (s, &x) in sum.iter_mut().zip(&self.deltas[i * len..(i + 1) * len]) {
                 *s += x;
             }
         }
-        let mut div = vec![0f32; len];
         out.iter_mut().for_each(|o| *o = 0.0);
         for i in 0..n {
             let w = self.weights[i];
@@ -169,7 +181,7 @@ impl Kernel for Sce {
                 .iter_mut()
                 .zip(div.iter_mut())
                 .zip(&self.deltas[i * len..(i + 1) * len])
-                .zip(&sum)
+                .zip(sum.iter())
             {
                 let agree = if s >= 0.0 { x > 0.0 } else { x < 0.0 };
                 *o += if agree { x * w } else { 0.0 };
@@ -178,12 +190,12 @@ impl Kernel for Sce {
         }
         match chunk.base {
             Some(b) => {
-                for ((o, &d), &bv) in out.iter_mut().zip(&div).zip(b) {
+                for ((o, &d), &bv) in out.iter_mut().zip(div.iter()).zip(b) {
                     *o = bv + *o / if d == 0.0 { 1.0 } else { d };
                 }
             }
             None => {
-                for (o, &d) in out.iter_mut().zip(&div) {
+                for (o, &d) in out.iter_mut().zip(div.iter()) {
                     *o /= if d == 0.0 { 1.0 } else { d };
                 }
             }

@@ -69,6 +69,20 @@ fn check_value(p: &ParamSpec, v: &Value, at: &str, out: &mut Vec<Problem>) {
             push(out, at, format!("`{}` takes true or false", p.name));
         }
         Value::Number(x) => check_number(p, *x, at, out),
+        Value::Gradient(xs) if xs.is_empty() => {
+            push(
+                out,
+                at,
+                format!("`{}`: an empty list is not a value", p.name),
+            );
+        }
+        Value::Filtered(entries) if entries.is_empty() => {
+            push(
+                out,
+                at,
+                format!("`{}`: an empty filter list is not a value", p.name),
+            );
+        }
         Value::Gradient(xs) => {
             for x in xs {
                 check_number(p, *x, at, out);
@@ -352,15 +366,25 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         if r.slices.is_empty() {
             for (i, m) in r.models.iter().enumerate() {
                 if !total(m.params.get(p.name)) {
-                    let msg = if m.params.contains_key(p.name) {
-                        format!("`{}` for this model has no catch-all entry (one without `filter`), and no default", p.name)
+                    if m.params.contains_key(p.name) {
+                        push(
+                            &mut out,
+                            format!("models[{i}].parameters.{}", p.name),
+                            format!(
+                                "`{}` has no catch-all entry (one without `filter`), so tensors no filter matches have no value",
+                                p.name
+                            ),
+                        );
                     } else {
-                        format!(
-                            "{} needs `{}` for every model ({})",
-                            spec.name, p.name, p.doc
-                        )
-                    };
-                    push(&mut out, format!("models[{i}]"), msg);
+                        push(
+                            &mut out,
+                            format!("models[{i}]"),
+                            format!(
+                                "{} needs `{}` for every model ({})",
+                                spec.name, p.name, p.doc
+                            ),
+                        );
+                    }
                 }
             }
         } else {

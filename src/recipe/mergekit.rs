@@ -22,7 +22,7 @@ use super::util::{
     dtype_name, parse_dtype, parse_params, relative_to, resolve_path, unknown_key_msg, Diag,
 };
 use super::{check::same, ModelEntry, Recipe, RecipeError, Slice, Value};
-use crate::merge::{BaseRule, Method, ParamKind};
+use crate::merge::{BaseRule, Method, ParamKind, ParamValue};
 use crate::model::Group;
 use serde_yaml_ng::{Mapping, Value as Y};
 use std::collections::BTreeMap;
@@ -307,6 +307,11 @@ pub(crate) fn fold_overrides(r: &Recipe, n_layers: usize) -> Result<Recipe, Reci
     if r.overrides.is_empty() {
         return Ok(r.clone());
     }
+    if n_layers == 0 {
+        return Err(RecipeError::Invalid(
+            "the models have no layers: per-layer overrides cannot be written".into(),
+        ));
+    }
     if !r.slices.is_empty() {
         return Err(RecipeError::Invalid(
             "per-layer overrides in a sliced recipe cannot be written for mergekit; move the values into the slices' parameters".into(),
@@ -360,7 +365,12 @@ pub(crate) fn fold_overrides(r: &Recipe, n_layers: usize) -> Result<Recipe, Reci
         }
         fs
     };
-    let column = |name: &str, model: Option<usize>, tensor: &str| -> Option<Value> {
+    // One parameter's values at every layer for `tensor`: a scalar when
+    // constant, else a gradient; `None` when some layer has no value.
+    let column = |name: &str,
+                  model: Option<usize>,
+                  tensor: &str|
+     -> Result<Option<Value>, RecipeError> {
         let mut xs = Vec::with_capacity(n_layers);
         for n in 0..n_layers {
             let tp = r.resolve_impl(tensor, Group::Layer(n), n_layers);
@@ -368,45 +378,47 @@ pub(crate) fn fold_overrides(r: &Recipe, n_layers: usize) -> Result<Recipe, Reci
                 Some(i) => tp.models.get(i).and_then(|m| m.get(name)),
                 None => tp.global.get(name),
             };
-            xs.push(v?);
+            match v {
+                Some(v) => xs.push(v),
+                None => return Ok(None),
+            }
         }
-        let first = xs[0];
+        let Some(&first) = xs.first() else {
+            return Ok(None);
+        };
         if xs.iter().all(|x| *x == first) {
-            return Some(match first {
-                crate::merge::ParamValue::Bool(b) => Value::Bool(b),
-                crate::merge::ParamValue::Float(x) => Value::Number(x),
-            });
+            return Ok(Some(match first {
+                ParamValue::Bool(b) => Value::Bool(b),
+                ParamValue::Float(x) => Value::Number(x),
+            }));
         }
-        if xs
-            .iter()
-            .any(|x| matches!(x, crate::merge::ParamValue::Bool(_)))
-        {
-            return None;
-        }
-        Some(Value::Gradient(xs.iter().map(|x| x.as_f64()).collect()))
-    };
-    let build = |name: &str, model: Option<usize>| -> Result<Option<Value>, RecipeError> {
-        let filters = filters_of(name, model);
-        let mut entries = Vec::new();
-        for f in &filters {
-            if let Some(v) = column(name, model, f) {
-                entries.push((Some(f.clone()), v));
-            }
-        }
-        let Some(catch_all) = column(name, model, "") else {
-            if n_layers > 0 && entries.is_empty() {
-                return Ok(None);
-            }
+        if xs.iter().any(|x| matches!(x, ParamValue::Bool(_))) {
             return Err(RecipeError::Invalid(format!(
                 "`{name}`: a boolean that changes from layer to layer cannot be written for mergekit"
             )));
-        };
-        if entries.is_empty() {
-            Ok(Some(catch_all))
-        } else {
-            entries.push((None, catch_all));
-            Ok(Some(Value::Filtered(entries)))
         }
+        Ok(Some(Value::Gradient(
+            xs.iter().map(|x| x.as_f64()).collect(),
+        )))
+    };
+    let build = |name: &str, model: Option<usize>| -> Result<Option<Value>, RecipeError> {
+        let mut entries = Vec::new();
+        for f in filters_of(name, model) {
+            if let Some(v) = column(name, model, &f)? {
+                entries.push((Some(f), v));
+            }
+        }
+        // Tensors no filter matches; without a value there, the entries
+        // alone keep mergekit's fall-through.
+        let catch_all = column(name, model, "")?;
+        Ok(match (entries.is_empty(), catch_all) {
+            (true, v) => v,
+            (false, Some(v)) => {
+                entries.push((None, v));
+                Some(Value::Filtered(entries))
+            }
+            (false, None) => Some(Value::Filtered(entries)),
+        })
     };
     for name in touched_global {
         if let Some(v) = build(name, None)? {
@@ -521,6 +533,85 @@ pub(crate) fn write(
     if !ext.is_empty() {
         top.insert("smelt".into(), Y::Mapping(ext));
     }
-    serde_yaml_ng::to_string(&Y::Mapping(top))
-        .map_err(|e| RecipeError::Invalid(format!("writing YAML: {e}")))
+    let mut text = String::new();
+    emit_map(&top, 0, &mut text)?;
+    Ok(text)
+}
+
+/// One scalar as YAML (quoted by serde_yaml_ng where needed; JSON quoting,
+/// which YAML reads too, if that would span lines).
+fn scalar(v: &Y) -> Result<String, RecipeError> {
+    let s = serde_yaml_ng::to_string(v)
+        .map_err(|e| RecipeError::Invalid(format!("writing YAML: {e}")))?;
+    let s = s.trim_end_matches('\n');
+    if s.contains('\n') {
+        serde_json::to_string(v).map_err(|e| RecipeError::Invalid(format!("writing YAML: {e}")))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// Block mappings, with lists of numbers in flow style (`[0.2, 0.8]`), the
+/// way mergekit writes its own configs.
+fn emit_map(m: &Mapping, indent: usize, out: &mut String) -> Result<(), RecipeError> {
+    let pad = " ".repeat(indent);
+    for (k, v) in m {
+        out.push_str(&pad);
+        out.push_str(&scalar(k)?);
+        out.push(':');
+        match v {
+            Y::Mapping(inner) if !inner.is_empty() => {
+                out.push('\n');
+                emit_map(inner, indent + 2, out)?;
+            }
+            Y::Sequence(items)
+                if items
+                    .iter()
+                    .any(|i| matches!(i, Y::Mapping(_) | Y::Sequence(_))) =>
+            {
+                out.push('\n');
+                for item in items {
+                    match item {
+                        Y::Mapping(inner) if !inner.is_empty() => {
+                            // The item's first key goes on the `- ` line.
+                            let mut block = String::new();
+                            emit_map(inner, indent + 4, &mut block)?;
+                            out.push_str(&pad);
+                            out.push_str("  - ");
+                            out.push_str(&block[indent + 4..]);
+                        }
+                        other => {
+                            out.push_str(&pad);
+                            out.push_str("  - ");
+                            out.push_str(&flow(other)?);
+                            out.push('\n');
+                        }
+                    }
+                }
+            }
+            other => {
+                out.push(' ');
+                out.push_str(&flow(other)?);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flow(v: &Y) -> Result<String, RecipeError> {
+    match v {
+        Y::Sequence(items) => {
+            let parts: Result<Vec<_>, _> = items.iter().map(flow).collect();
+            Ok(format!("[{}]", parts?.join(", ")))
+        }
+        Y::Mapping(m) => {
+            let parts: Result<Vec<_>, RecipeError> = m
+                .iter()
+                .map(|(k, v)| Ok(format!("{}: {}", scalar(k)?, flow(v)?)))
+                .collect();
+            Ok(format!("{{{}}}", parts?.join(", ")))
+        }
+        other => scalar(other),
+    }
 }

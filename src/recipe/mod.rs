@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 /// A parameter as written in a recipe.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
+    /// `true` / `false` (`normalize`, `rescale`, ...).
     Bool(bool),
+    /// One number for every tensor (TOML integers are read as numbers too).
     Number(f64),
     /// A gradient: piecewise-linear across the layers of the slice (mergekit's
     /// list form). Pre/post tensors take the first value.
@@ -34,6 +36,8 @@ pub enum Value {
 pub struct ModelEntry {
     /// As resolved: absolute, or relative to the current directory.
     pub path: PathBuf,
+    /// This model's parameters (`weight`, `density`, ...); names the method
+    /// does not take per model are rejected by `check`.
     pub params: BTreeMap<String, Value>,
 }
 
@@ -44,6 +48,7 @@ pub struct ModelEntry {
 pub struct Override {
     /// Inclusive layer range.
     pub layers: (usize, usize),
+    /// Values for every model (per-model names) and method-wide ones.
     pub params: BTreeMap<String, Value>,
     /// Per-model values, keyed by the model's index in `models`.
     pub models: BTreeMap<usize, BTreeMap<String, Value>>,
@@ -52,9 +57,11 @@ pub struct Override {
 /// One input of a slice (mergekit `slices[].sources[]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SliceSource {
+    /// The model the layers come from (resolved like `ModelEntry::path`).
     pub model: PathBuf,
     /// Half-open `[start, end)` layer range, as mergekit writes it.
     pub layer_range: (usize, usize),
+    /// This source's own parameters (first in mergekit's lookup order).
     pub params: BTreeMap<String, Value>,
 }
 
@@ -62,21 +69,30 @@ pub struct SliceSource {
 /// are merged into consecutive output layers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Slice {
+    /// The inputs; a source that is the base is the base, not a model.
     pub sources: Vec<SliceSource>,
+    /// This slice's base, if it differs from the recipe's.
     pub base: Option<PathBuf>,
+    /// Values for this slice, looked up before the recipe's `params`.
     pub params: BTreeMap<String, Value>,
 }
 
 /// A whole recipe.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Recipe {
+    /// The merge method; its spec says what else the recipe needs.
     pub method: Method,
+    /// The base model (task vectors are taken against it), where the
+    /// method uses one. Never repeated in `models`.
     pub base: Option<PathBuf>,
+    /// The models merged (besides the base), in order: per-model parameter
+    /// lists (`TensorParams::models`) follow this order.
     pub models: Vec<ModelEntry>,
     /// Method-wide parameters.
     pub params: BTreeMap<String, Value>,
     /// Empty: merge whole models. Otherwise the output is these slices.
     pub slices: Vec<Slice>,
+    /// Per-layer overrides, applied in order (later ones win).
     pub overrides: Vec<Override>,
     /// Output dtype; `None` keeps the base's (the first model's) dtype.
     pub out_dtype: Option<Dtype>,

@@ -123,7 +123,7 @@ impl Recipe {
                     let len = s
                         .sources
                         .first()
-                        .map_or(1, |x| x.layer_range.1 - x.layer_range.0);
+                        .map_or(1, |x| x.layer_range.1.saturating_sub(x.layer_range.0));
                     Place {
                         slice: Some(s),
                         t: position(off, len),
@@ -155,26 +155,26 @@ impl Recipe {
                 .find_map(|v| evaluate(v, tensor, t))
         };
         let slice_params = place.slice.map(|s| &s.params);
+        // Overrides covering this layer, each with the position of the
+        // layer inside the override's range (0 for a one-layer override, so
+        // a gradient there means its first value).
         let active: Vec<_> = match place.layer {
-            Some(n) if !self.overrides.is_empty() => self
+            Some(n) => self
                 .overrides
                 .iter()
                 .filter(|o| o.layers.0 <= n && n <= o.layers.1)
                 .map(|o| {
-                    (
-                        o,
-                        position(n - o.layers.0, o.layers.1 - o.layers.0 + 1).min(1.0),
-                    )
+                    let (lo, hi) = o.layers;
+                    let t = if hi > lo {
+                        (n - lo) as f64 / (hi - lo) as f64
+                    } else {
+                        0.0
+                    };
+                    (o, t)
                 })
                 .collect(),
-            _ => Vec::new(),
+            None => Vec::new(),
         };
-        // A one-layer override is a single point: use t = 0 inside it so a
-        // gradient there means its first value, not its last.
-        let active: Vec<_> = active
-            .into_iter()
-            .map(|(o, ot)| (o, if o.layers.0 == o.layers.1 { 0.0 } else { ot }))
-            .collect();
 
         let mut global = ParamMap::default();
         for p in spec.global {

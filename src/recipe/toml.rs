@@ -356,7 +356,7 @@ fn override_entry(node: &Node, at: &str, diag: &mut Diag) -> Option<Override> {
                             // this entry.
                             let key = format!("{at}.models.{i}");
                             diag.mark(&key, m.line);
-                            for (name, _) in &params {
+                            for name in params.keys() {
                                 let l = diag.line_of(&format!("{mat}.parameters.{name}"));
                                 diag.mark(&format!("{key}.{name}"), l);
                             }
@@ -474,6 +474,8 @@ fn params(out: &mut String, header: &str, p: &BTreeMap<String, Value>) {
 pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
     let mut out = String::new();
     let path = |p: &Path| quote(&relative_to(p, dir));
+    // A reader of a saved file should not need the docs to know this.
+    out.push_str("# smelt recipe; paths are relative to this file's folder.\n");
     let _ = writeln!(out, "method = {}", quote(r.method.name()));
     if let Some(b) = &r.base {
         let _ = writeln!(out, "base = {}", path(b));

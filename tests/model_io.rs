@@ -1,0 +1,746 @@
+//! Reading and writing checkpoints: every malformed input gives a clear
+//! error naming the file and tensor; written models read back exactly; the
+//! writer never leaves partial output behind and protects its inputs.
+
+use smelt::model::{
+    write_small, Dtype, Model, ModelError, OutputTensor, Writer, WriterOptions, INDEX_FILE,
+    SINGLE_FILE,
+};
+use std::path::{Path, PathBuf};
+
+// ---------------------------------------------------------------- helpers
+
+/// Write a safetensors file from a raw header string and data bytes.
+fn raw_file(path: &Path, header: &str, data: &[u8]) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Everything under `dir`, sorted, as relative paths.
+fn listing(dir: &Path) -> Vec<PathBuf> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            out.push(p.strip_prefix(base).unwrap().to_path_buf());
+            if p.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Open `path`, expect failure, check the listing of `dir` is unchanged.
+fn open_err(dir: &Path, path: &Path) -> ModelError {
+    let before = listing(dir);
+    let e = match Model::open(path) {
+        Ok(_) => panic!("{} opened but should not", path.display()),
+        Err(e) => e,
+    };
+    assert_eq!(listing(dir), before, "open left files behind");
+    e
+}
+
+fn assert_names(e: &ModelError, parts: &[&str]) {
+    let msg = e.to_string();
+    for p in parts {
+        assert!(msg.contains(p), "`{msg}` should mention `{p}`");
+    }
+}
+
+fn single(dir: &Path, header: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join("m.safetensors");
+    raw_file(&p, header, data);
+    p
+}
+
+// ------------------------------------------------------- malformed inputs
+
+#[test]
+fn shorter_than_8_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("tiny.safetensors");
+    std::fs::write(&p, [1u8, 2, 3]).unwrap();
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert_names(&e, &["tiny.safetensors", "3 bytes"]);
+    std::fs::write(&p, []).unwrap();
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+}
+
+#[test]
+fn header_length_beyond_file() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("big.safetensors");
+    let mut bytes = 1_000_000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&p, bytes).unwrap();
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert_names(&e, &["big.safetensors", "1000000", "larger than the file"]);
+}
+
+#[test]
+fn header_not_json_or_not_object() {
+    let d = tempfile::tempdir().unwrap();
+    let p = single(d.path(), "{not json", &[]);
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert_names(&e, &["m.safetensors", "not valid JSON"]);
+    let p = single(d.path(), "[1, 2]  ", &[]);
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert_names(&e, &["m.safetensors", "not a JSON object"]);
+    let p = single(d.path(), r#"{"__metadata__": {"a": 1}}"#, &[]);
+    let e = open_err(d.path(), &p);
+    assert_names(&e, &["__metadata__"]);
+}
+
+#[test]
+fn unknown_dtype() {
+    let d = tempfile::tempdir().unwrap();
+    let p = single(
+        d.path(),
+        r#"{"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}"#,
+        &[0; 8],
+    );
+    let e = open_err(d.path(), &p);
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "w"),
+        "{e:?}"
+    );
+    assert_names(&e, &["m.safetensors", "`w`", "C64"]);
+}
+
+#[test]
+fn shape_does_not_match_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = single(
+        d.path(),
+        r#"{"a.weight": {"dtype": "BF16", "shape": [2, 3], "data_offsets": [0, 8]}}"#,
+        &[0; 8],
+    );
+    let e = open_err(d.path(), &p);
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "a.weight"),
+        "{e:?}"
+    );
+    assert_names(&e, &["m.safetensors", "a.weight", "needs 12 bytes"]);
+    // Overflowing shapes are an error, not a wrap-around.
+    let p = single(
+        d.path(),
+        r#"{"b": {"dtype": "F32", "shape": [4294967296, 4294967296, 4], "data_offsets": [0, 0]}}"#,
+        &[],
+    );
+    let e = open_err(d.path(), &p);
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "b"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn offsets_outside_data() {
+    let d = tempfile::tempdir().unwrap();
+    let p = single(
+        d.path(),
+        r#"{"x": {"dtype": "F32", "shape": [4], "data_offsets": [4, 20]}}"#,
+        &[0; 16],
+    );
+    let e = open_err(d.path(), &p);
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "x"),
+        "{e:?}"
+    );
+    assert_names(&e, &["m.safetensors", "`x`", "past the data section"]);
+    let p = single(
+        d.path(),
+        r#"{"y": {"dtype": "F32", "shape": [0], "data_offsets": [8, 4]}}"#,
+        &[0; 16],
+    );
+    let e = open_err(d.path(), &p);
+    assert_names(&e, &["`y`", "start after end"]);
+    let p = single(
+        d.path(),
+        r#"{"z": {"dtype": "F32", "shape": [1], "data_offsets": [-4, 0]}}"#,
+        &[0; 16],
+    );
+    let e = open_err(d.path(), &p);
+    assert_names(&e, &["`z`", "data_offsets"]);
+}
+
+#[test]
+fn overlapping_tensors() {
+    let d = tempfile::tempdir().unwrap();
+    let p = single(
+        d.path(),
+        r#"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+            "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"#,
+        &[0; 12],
+    );
+    let e = open_err(d.path(), &p);
+    assert!(matches!(&e, ModelError::Tensor { .. }), "{e:?}");
+    assert_names(&e, &["m.safetensors", "`a`", "`b`", "overlaps"]);
+}
+
+/// A two-shard folder: `a` in shard 1, `b` in shard 2, index as given.
+fn sharded_folder(dir: &Path, index: &str) {
+    raw_file(
+        &dir.join("s1.safetensors"),
+        r#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#,
+        &1f32.to_le_bytes(),
+    );
+    raw_file(
+        &dir.join("s2.safetensors"),
+        r#"{"b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#,
+        &2f32.to_le_bytes(),
+    );
+    std::fs::write(dir.join(INDEX_FILE), index).unwrap();
+}
+
+#[test]
+fn sharded_index_works() {
+    let d = tempfile::tempdir().unwrap();
+    sharded_folder(
+        d.path(),
+        r#"{"metadata": {}, "weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}}"#,
+    );
+    let m = Model::open(d.path()).unwrap();
+    assert_eq!(m.shard_paths().len(), 2);
+    assert_eq!(m.read_all_f32("a").unwrap(), [1.0]);
+    assert_eq!(m.read_all_f32("b").unwrap(), [2.0]);
+    assert_eq!(m.tensor("b").unwrap().shard, 1);
+    // The index file itself is also accepted as the path.
+    let m = Model::open(&d.path().join(INDEX_FILE)).unwrap();
+    assert_eq!(m.tensors().len(), 2);
+}
+
+#[test]
+fn index_names_missing_shard() {
+    let d = tempfile::tempdir().unwrap();
+    sharded_folder(
+        d.path(),
+        r#"{"weight_map": {"a": "s1.safetensors", "b": "s9.safetensors"}}"#,
+    );
+    let e = open_err(d.path(), d.path());
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert_names(&e, &[INDEX_FILE, "s9.safetensors", "does not exist"]);
+}
+
+#[test]
+fn index_names_tensor_absent_from_shard() {
+    let d = tempfile::tempdir().unwrap();
+    sharded_folder(
+        d.path(),
+        r#"{"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors", "c": "s2.safetensors"}}"#,
+    );
+    let e = open_err(d.path(), d.path());
+    assert!(
+        matches!(&e, ModelError::MissingTensor { tensor, .. } if tensor == "c"),
+        "{e:?}"
+    );
+    assert_names(&e, &["s2.safetensors", "`c`"]);
+}
+
+#[test]
+fn index_escaping_folder_or_malformed() {
+    let d = tempfile::tempdir().unwrap();
+    sharded_folder(
+        d.path(),
+        r#"{"weight_map": {"a": "../s1.safetensors", "b": "s2.safetensors"}}"#,
+    );
+    let e = open_err(d.path(), d.path());
+    assert_names(&e, &[INDEX_FILE, "../s1.safetensors"]);
+    std::fs::write(d.path().join(INDEX_FILE), "{oops").unwrap();
+    let e = open_err(d.path(), d.path());
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert_names(&e, &[INDEX_FILE, "not valid JSON"]);
+    std::fs::write(d.path().join(INDEX_FILE), r#"{"metadata": {}}"#).unwrap();
+    let e = open_err(d.path(), d.path());
+    assert_names(&e, &[INDEX_FILE, "weight_map"]);
+}
+
+#[test]
+fn duplicate_tensor_across_shards() {
+    let d = tempfile::tempdir().unwrap();
+    sharded_folder(
+        d.path(),
+        r#"{"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors"}}"#,
+    );
+    raw_file(
+        &d.path().join("s2.safetensors"),
+        r#"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+            "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#,
+        &[0; 8],
+    );
+    let e = open_err(d.path(), d.path());
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "a"),
+        "{e:?}"
+    );
+    assert_names(&e, &["s2.safetensors", "s1.safetensors", "`a`"]);
+}
+
+#[test]
+fn bad_config_json() {
+    let d = tempfile::tempdir().unwrap();
+    write_small(
+        d.path(),
+        &[("w".into(), vec![2], vec![1.0, 2.0])],
+        Dtype::F32,
+        &[],
+    )
+    .unwrap();
+    std::fs::write(d.path().join("config.json"), "{\"num_hidden_layers\": ").unwrap();
+    let e = open_err(d.path(), d.path());
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert_names(&e, &["config.json", "not valid JSON"]);
+}
+
+#[test]
+fn empty_or_missing_folder() {
+    let d = tempfile::tempdir().unwrap();
+    let e = open_err(d.path(), d.path());
+    assert_names(&e, &[SINGLE_FILE, INDEX_FILE]);
+    let e = open_err(d.path(), &d.path().join("nope"));
+    assert!(matches!(e, ModelError::Io { .. }), "{e:?}");
+    assert_names(&e, &["nope"]);
+}
+
+#[test]
+fn non_float_tensors_are_raw_only() {
+    let d = tempfile::tempdir().unwrap();
+    let p = single(
+        d.path(),
+        r#"{"__metadata__": {"format": "pt"},
+            "ids": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]},
+            "x": {"dtype": "BF16", "shape": [], "data_offsets": [16, 18]},
+            "e": {"dtype": "F32", "shape": [0, 5], "data_offsets": [18, 18]}}"#,
+        &[1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x80, 0x3f],
+    );
+    let m = Model::open(&p).unwrap();
+    assert_eq!(m.name(), "m");
+    let ids = m.tensor("ids").unwrap();
+    assert_eq!(m.raw(ids).len(), 16);
+    let e = m.read_all_f32("ids").unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "ids"),
+        "{e:?}"
+    );
+    // A scalar (shape []) has one element; an empty tensor none.
+    assert_eq!(m.read_all_f32("x").unwrap(), [1.0]);
+    assert_eq!(m.read_all_f32("e").unwrap(), Vec::<f32>::new());
+    assert!(matches!(
+        m.read_all_f32("zzz"),
+        Err(ModelError::MissingTensor { .. })
+    ));
+}
+
+// ---------------------------------------------------------------- writing
+
+fn opts() -> WriterOptions {
+    WriterOptions::default()
+}
+
+fn out_tensor(name: &str, dtype: Dtype, shape: &[usize]) -> OutputTensor {
+    OutputTensor {
+        name: name.into(),
+        dtype,
+        shape: shape.to_vec(),
+    }
+}
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// Partial, old and temp siblings of an output must not outlive a writer.
+fn assert_no_scratch(parent: &Path) {
+    for e in std::fs::read_dir(parent).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            !name.contains(".partial-") && !name.contains(".old-") && !name.contains(".tmp-"),
+            "scratch left behind: {name}"
+        );
+    }
+}
+
+#[test]
+fn sharded_write_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("merged");
+    let specs = [
+        ("model.embed_tokens.weight", Dtype::BF16, vec![33, 16]),
+        (
+            "model.layers.0.mlp.up_proj.weight",
+            Dtype::F16,
+            vec![17, 31],
+        ),
+        (
+            "model.layers.0.input_layernorm.weight",
+            Dtype::F32,
+            vec![16],
+        ),
+        (
+            "model.layers.1.mlp.up_proj.weight",
+            Dtype::BF16,
+            vec![17, 31],
+        ),
+        ("model.layers.1.scale", Dtype::F64, vec![]),
+        ("model.layers.1.empty", Dtype::BF16, vec![0, 7]),
+        ("model.norm.weight", Dtype::F32, vec![16]),
+        ("lm_head.weight", Dtype::BF16, vec![33, 16]),
+        ("position_ids", Dtype::I64, vec![5]),
+    ];
+    let tensors: Vec<OutputTensor> = specs.iter().map(|(n, d, s)| out_tensor(n, *d, s)).collect();
+    let o = WriterOptions {
+        shard_size: 1100,
+        metadata: vec![("merged_by".into(), "smelt".into())],
+        ..opts()
+    };
+    let w = Writer::create(&out, tensors.clone(), &o).unwrap();
+    assert!(w.shard_names().len() >= 3, "{:?}", w.shard_names());
+    assert!(!out.exists(), "nothing at the destination before finish");
+    let data: Vec<Vec<f32>> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| values(t.numel(), i as u32))
+        .collect();
+    // Fill from several threads, in odd-sized chunks, in reverse order.
+    std::thread::scope(|s| {
+        for (i, t) in tensors.iter().enumerate() {
+            let (w, data) = (&w, &data[i]);
+            s.spawn(move || {
+                if t.dtype == Dtype::I64 {
+                    let bytes: Vec<u8> = (0..5i64).flat_map(|v| v.to_le_bytes()).collect();
+                    w.write_raw(i, 0, &bytes[..24]).unwrap();
+                    w.write_raw(i, 24, &bytes[24..]).unwrap();
+                    return;
+                }
+                let chunks: Vec<(usize, &[f32])> = data
+                    .chunks(37)
+                    .enumerate()
+                    .map(|(k, c)| (k * 37, c))
+                    .collect();
+                for (start, c) in chunks.into_iter().rev() {
+                    w.write_f32(i, start, c).unwrap();
+                }
+            });
+        }
+    });
+    w.add_file("config.json", br#"{"num_hidden_layers": 2}"#)
+        .unwrap();
+    let done = w.finish().unwrap();
+    assert_eq!(done, out);
+    assert_no_scratch(d.path());
+
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join(INDEX_FILE)).unwrap()).unwrap();
+    let total: u64 = tensors
+        .iter()
+        .map(|t| (t.numel() * t.dtype.size()) as u64)
+        .sum();
+    assert_eq!(index["metadata"]["total_size"], total);
+    let wm = index["weight_map"].as_object().unwrap();
+    assert_eq!(wm.len(), tensors.len());
+    assert!(!out.join(SINGLE_FILE).exists());
+
+    let m = Model::open(&out).unwrap();
+    assert!(m.shard_paths().len() >= 3);
+    assert_eq!(m.num_layers(), 2);
+    assert_eq!(
+        m.metadata().get("merged_by").map(String::as_str),
+        Some("smelt")
+    );
+    for (i, t) in tensors.iter().enumerate() {
+        let info = m.tensor(&t.name).unwrap();
+        assert_eq!(info.dtype, t.dtype);
+        assert_eq!(info.shape, t.shape);
+        let shard_file = m.shard_paths()[info.shard].file_name().unwrap();
+        assert_eq!(wm[&t.name], shard_file.to_str().unwrap());
+        if t.dtype == Dtype::I64 {
+            let want: Vec<u8> = (0..5i64).flat_map(|v| v.to_le_bytes()).collect();
+            assert_eq!(m.raw(info), &want[..]);
+            continue;
+        }
+        // Each value equals the source rounded to the tensor's dtype.
+        let mut want = vec![0u8; data[i].len() * t.dtype.size()];
+        smelt::model::from_f32(t.dtype, &data[i], &mut want).unwrap();
+        assert_eq!(m.raw(info), &want[..], "{}", t.name);
+        let back = m.read_all_f32(&t.name).unwrap();
+        for (a, b) in back.iter().zip(&data[i]) {
+            assert!(
+                (a - b).abs() <= b.abs() / 128.0 + 1e-6,
+                "{} {a} vs {b}",
+                t.name
+            );
+        }
+    }
+}
+
+/// Our files are readable by the reference implementation.
+#[test]
+fn output_readable_by_safetensors_crate() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let tensors = vec![
+        out_tensor("a", Dtype::BF16, &[3]),
+        out_tensor("b", Dtype::F32, &[2, 2]),
+        out_tensor("s", Dtype::F16, &[]),
+    ];
+    let w = Writer::create(&out, tensors, &opts()).unwrap();
+    w.write_f32(0, 0, &[1.0, 2.0, 3.0]).unwrap();
+    w.write_f32(1, 0, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    w.write_f32(2, 0, &[0.5]).unwrap();
+    w.finish().unwrap();
+    assert!(!out.join(INDEX_FILE).exists());
+    let bytes = std::fs::read(out.join(SINGLE_FILE)).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    assert_eq!(header_len % 8, 0, "header padded to 8 bytes");
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let b = st.tensor("b").unwrap();
+    assert_eq!(b.shape(), [2, 2]);
+    assert_eq!(b.dtype(), safetensors::Dtype::F32);
+    let vals: Vec<f32> = b
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(vals, [1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(
+        st.tensor("s").unwrap().shape(),
+        Vec::<usize>::new().as_slice()
+    );
+}
+
+#[test]
+fn write_errors_name_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let w = Writer::create(
+        &out,
+        vec![
+            out_tensor("w", Dtype::BF16, &[4]),
+            out_tensor("ids", Dtype::I32, &[2]),
+        ],
+        &opts(),
+    )
+    .unwrap();
+    let e = w.write_f32(0, 3, &[1.0, 2.0]).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "w"),
+        "{e:?}"
+    );
+    let e = w.write_f32(1, 0, &[1.0]).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "ids"),
+        "{e:?}"
+    );
+    assert!(w.write_raw(1, 4, &[0; 8]).is_err());
+    assert!(w.write_f32(7, 0, &[1.0]).is_err());
+    assert!(w.add_file("../evil", b"x").is_err());
+    assert!(w.add_file(SINGLE_FILE, b"x").is_err());
+    w.add_file("README.md", b"# merged").unwrap();
+    let src = d.path().join("tokenizer.json");
+    std::fs::write(&src, "{}").unwrap();
+    w.copy_file(&src).unwrap();
+    let out = w.finish().unwrap();
+    assert_eq!(std::fs::read(out.join("tokenizer.json")).unwrap(), b"{}");
+    assert_eq!(std::fs::read(out.join("README.md")).unwrap(), b"# merged");
+}
+
+#[test]
+fn existing_output_refused_without_force() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep"), "old").unwrap();
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let e = Writer::create(&out, t.clone(), &opts()).err().unwrap();
+    assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
+    assert_names(&e, &["already exists", "--force"]);
+    assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"old");
+    assert_no_scratch(d.path());
+
+    // With force the old folder is replaced and nothing else is left.
+    let w = Writer::create(
+        &out,
+        t,
+        &WriterOptions {
+            force: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    w.write_f32(0, 0, &[5.0]).unwrap();
+    w.finish().unwrap();
+    assert!(!out.join("keep").exists());
+    assert_eq!(Model::open(&out).unwrap().read_all_f32("w").unwrap(), [5.0]);
+    assert_no_scratch(d.path());
+}
+
+#[test]
+fn output_inside_input_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in");
+    write_small(&input, &[("w".into(), vec![1], vec![1.0])], Dtype::F32, &[]).unwrap();
+    let before = listing(d.path());
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let o = WriterOptions {
+        inputs: vec![input.clone()],
+        force: true,
+        ..opts()
+    };
+    for out in [
+        input.join("merged"),
+        input.join("a/b/../merged"),
+        input.clone(),
+        d.path().join("in/./sub/.."),
+    ] {
+        let e = Writer::create(&out, t.clone(), &o).err().unwrap();
+        assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
+        assert_names(&e, &["input"]);
+    }
+    // Replacing a folder that contains an input would delete it.
+    let e = Writer::create(d.path(), t.clone(), &o).err().unwrap();
+    assert_names(&e, &["contains input"]);
+    // Without force, refusing an existing output comes first.
+    let e = Writer::create(
+        &input,
+        t.clone(),
+        &WriterOptions {
+            force: false,
+            ..o.clone()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
+    assert_eq!(listing(d.path()), before);
+    drop(t);
+}
+
+#[test]
+fn dropped_writer_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let w = Writer::create(&out, vec![out_tensor("w", Dtype::BF16, &[8])], &opts()).unwrap();
+    let partial = w.partial_path().to_path_buf();
+    assert!(partial.is_dir());
+    assert!(partial
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("o.partial-"));
+    w.write_f32(0, 0, &[1.0; 8]).unwrap();
+    drop(w);
+    assert!(!partial.exists());
+    assert!(!out.exists());
+    assert_eq!(listing(d.path()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn duplicate_output_names_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let t = vec![
+        out_tensor("w", Dtype::F32, &[1]),
+        out_tensor("w", Dtype::F32, &[2]),
+    ];
+    let e = Writer::create(&out, t, &opts()).err().unwrap();
+    assert_names(&e, &["`w`", "twice"]);
+    assert_eq!(listing(d.path()), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn write_small_round_trip() {
+    let d = tempfile::tempdir().unwrap();
+    let tensors = vec![
+        (
+            "layers.0.weight".to_string(),
+            vec![2, 3],
+            vec![1.0, -2.0, 0.5, 0.25, 3.0, -0.125],
+        ),
+        ("layers.0.bias".to_string(), vec![2], vec![0.0, 1.0]),
+        ("scale".to_string(), vec![], vec![2.0]),
+    ];
+    for (path, dt) in [
+        (d.path().join("folder"), Dtype::BF16),
+        (d.path().join("file.safetensors"), Dtype::F16),
+    ] {
+        write_small(&path, &tensors, dt, &[("k".into(), "v".into())]).unwrap();
+        let m = Model::open(&path).unwrap();
+        for (name, shape, vals) in &tensors {
+            assert_eq!(&m.tensor(name).unwrap().shape, shape);
+            assert_eq!(&m.read_all_f32(name).unwrap(), vals);
+        }
+        assert_eq!(m.catalogue_layers(), 1);
+        assert_eq!(m.metadata()["k"], "v");
+    }
+    assert_no_scratch(d.path());
+    let bad = vec![("w".to_string(), vec![3], vec![1.0])];
+    let e = write_small(&d.path().join("x"), &bad, Dtype::F32, &[]).unwrap_err();
+    assert!(
+        matches!(&e, ModelError::Tensor { tensor, .. } if tensor == "w"),
+        "{e:?}"
+    );
+    assert!(!d.path().join("x").join(SINGLE_FILE).exists());
+}
+
+/// The layout of a 7B Llama (291 tensors, bf16, about 13.5 GB) in 5 GB
+/// shards. The writer creates sparse files, so this costs no disk space;
+/// opening reads only the headers and must be quick.
+#[test]
+fn open_7b_layout_is_fast() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("llama7b");
+    let (h, i, v) = (4096, 11008, 32000);
+    let mut t = vec![out_tensor(
+        "model.embed_tokens.weight",
+        Dtype::BF16,
+        &[v, h],
+    )];
+    for l in 0..32 {
+        let p = format!("model.layers.{l}.");
+        for (n, s) in [
+            ("self_attn.q_proj.weight", vec![h, h]),
+            ("self_attn.k_proj.weight", vec![h, h]),
+            ("self_attn.v_proj.weight", vec![h, h]),
+            ("self_attn.o_proj.weight", vec![h, h]),
+            ("mlp.gate_proj.weight", vec![i, h]),
+            ("mlp.up_proj.weight", vec![i, h]),
+            ("mlp.down_proj.weight", vec![h, i]),
+            ("input_layernorm.weight", vec![h]),
+            ("post_attention_layernorm.weight", vec![h]),
+        ] {
+            t.push(out_tensor(&format!("{p}{n}"), Dtype::BF16, &s));
+        }
+    }
+    t.push(out_tensor("model.norm.weight", Dtype::BF16, &[h]));
+    t.push(out_tensor("lm_head.weight", Dtype::BF16, &[v, h]));
+    let w = Writer::create(&out, t, &opts()).unwrap();
+    assert_eq!(w.shard_names().len(), 3);
+    w.finish().unwrap();
+
+    let start = std::time::Instant::now();
+    let m = Model::open(&out).unwrap();
+    let took = start.elapsed();
+    eprintln!("opened 7B layout (291 tensors, 3 shards) in {took:?}");
+    assert_eq!(m.tensors().len(), 291);
+    assert_eq!(m.catalogue_layers(), 32);
+    assert_eq!(m.num_params(), 6_738_415_616);
+    assert_eq!(m.tensors()[0].name, "model.embed_tokens.weight");
+    assert_eq!(m.tensors()[1].name, "model.layers.0.input_layernorm.weight");
+    assert_eq!(m.tensors()[290].name, "model.norm.weight");
+    assert!(took.as_millis() < 500, "open took {took:?}");
+}

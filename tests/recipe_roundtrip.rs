@@ -1,0 +1,413 @@
+//! TOML ↔ mergekit YAML round trips, saving, and relative paths.
+
+use proptest::prelude::*;
+use smelt::merge::{BaseRule, Method, ParamKind, ParamSpec};
+use smelt::model::{Dtype, Group};
+use smelt::recipe::{ModelEntry, Override, Recipe, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Write `text` as `dir/name` and load it.
+fn reload(dir: &Path, name: &str, text: &str) -> Recipe {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    Recipe::load(&path).unwrap_or_else(|e| panic!("{e}\n--- {name}:\n{text}"))
+}
+
+/// A tiny deterministic generator driven by proptest's seed.
+struct Gen(u64);
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn unit(&mut self) -> f64 {
+        // (0, 1], with awkward binary fractions to test float round trips.
+        (self.below(1000) + 1) as f64 / 1000.0 + if self.below(2) == 0 { 0.0 } else { 1.0 / 3.0e7 }
+    }
+}
+
+fn number(g: &mut Gen, p: &ParamSpec) -> f64 {
+    match p.kind {
+        ParamKind::Int => g.below(20) as f64 + 1.0,
+        _ if p.range.is_some() => g.unit().min(1.0),
+        _ => g.unit() * 3.0 - 1.0,
+    }
+}
+
+fn value(g: &mut Gen, p: &ParamSpec) -> Value {
+    let scalar = |g: &mut Gen| match p.kind {
+        ParamKind::Bool => Value::Bool(g.below(2) == 0),
+        _ => Value::Number(number(g, p)),
+    };
+    let gradient = |g: &mut Gen| match p.kind {
+        ParamKind::Float => Value::Gradient((0..2 + g.below(4)).map(|_| number(g, p)).collect()),
+        _ => scalar(g),
+    };
+    match g.below(4) {
+        0 | 1 => scalar(g),
+        2 => gradient(g),
+        _ => {
+            let mut entries = Vec::new();
+            for f in ["mlp", "self_attn", "q_proj"]
+                .iter()
+                .take(1 + g.below(3) as usize)
+            {
+                let v = if g.below(2) == 0 {
+                    scalar(g)
+                } else {
+                    gradient(g)
+                };
+                entries.push((Some(f.to_string()), v));
+            }
+            // Required parameters need a catch-all; others may go without.
+            if p.default.is_none() || g.below(2) == 0 {
+                entries.push((None, scalar(g)));
+            }
+            Value::Filtered(entries)
+        }
+    }
+}
+
+const MERGEKIT_METHODS: &[Method] = &[
+    Method::Linear,
+    Method::TaskArithmetic,
+    Method::Ties,
+    Method::DareTies,
+    Method::DareLinear,
+    Method::Breadcrumbs,
+    Method::BreadcrumbsTies,
+    Method::Della,
+    Method::DellaLinear,
+    Method::Slerp,
+    Method::Nuslerp,
+    Method::Multislerp,
+    Method::Karcher,
+    Method::ModelStock,
+    Method::Sce,
+    Method::Nearswap,
+];
+
+/// A valid recipe for a random method, with model paths under `root`.
+fn recipe(seed: u64, root: &Path) -> Recipe {
+    let mut g = Gen(seed | 1);
+    let method = MERGEKIT_METHODS[g.below(MERGEKIT_METHODS.len() as u64) as usize];
+    let spec = method.spec();
+    let base = match spec.base {
+        BaseRule::Required => Some(root.join("models/base")),
+        BaseRule::Optional if g.below(2) == 0 => Some(root.join("models/base")),
+        _ => None,
+    };
+    let n = spec.min_models + g.below(3) as usize;
+    let n = spec.max_models.map_or(n, |m| n.min(m));
+    let models: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            root.join(if i == 1 {
+                "models/odd #name: 'q' \"d\"".to_string()
+            } else {
+                format!("models/ft {i}")
+            })
+        })
+        .collect();
+    let mut r = Recipe::new(method, base, models);
+    for p in spec.global {
+        if p.default.is_none() || g.below(2) == 0 {
+            r.params.insert(p.name.to_string(), value(&mut g, p));
+        }
+    }
+    for m in &mut r.models {
+        for p in spec.per_model {
+            if p.default.is_none() || g.below(2) == 0 {
+                m.params.insert(p.name.to_string(), value(&mut g, p));
+            }
+        }
+    }
+    r.seed = g.below(3) * 17;
+    r.out_dtype =
+        [None, Some(Dtype::BF16), Some(Dtype::F32), Some(Dtype::F16)][g.below(4) as usize];
+    r
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn toml_yaml_toml_is_lossless(seed in any::<u64>()) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("recipes")).unwrap();
+        let r = recipe(seed, root);
+        prop_assert!(r.check().is_empty(), "{:?}", r.check());
+        let rdir = root.join("recipes");
+
+        let from_toml = reload(&rdir, "a.toml", &r.to_toml(&rdir));
+        prop_assert_eq!(&from_toml, &r);
+
+        let yaml = from_toml.to_mergekit_yaml(&rdir).unwrap();
+        let from_yaml = reload(&rdir, "b.yml", &yaml);
+        prop_assert_eq!(&from_yaml, &r);
+
+        let again = reload(&rdir, "c.toml", &from_yaml.to_toml(&rdir));
+        prop_assert_eq!(&again, &r);
+    }
+}
+
+#[test]
+fn every_fixture_survives_yaml_toml_yaml() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit/recipes");
+    let out = tempfile::tempdir().unwrap();
+    // Same depth as the fixtures' folder so relative paths stay short.
+    let rdir = out.path().join("recipes");
+    std::fs::create_dir_all(&rdir).unwrap();
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        let original = Recipe::load(&path).unwrap();
+        let toml = reload(&rdir, "x.toml", &original.to_toml(&rdir));
+        assert_eq!(toml, original, "{}", path.display());
+        let yaml = reload(&rdir, "x.yaml", &toml.to_mergekit_yaml(&rdir).unwrap());
+        assert_eq!(yaml, original, "{}", path.display());
+    }
+}
+
+#[test]
+fn written_paths_are_relative_to_the_destination() {
+    let r = Recipe::new(
+        Method::TaskArithmetic,
+        Some(PathBuf::from("/w/models/base")),
+        vec![PathBuf::from("/w/models/ft0")],
+    );
+    let toml = r.to_toml(Path::new("/w/recipes"));
+    assert!(toml.contains("base = \"../models/base\""), "{toml}");
+    assert!(toml.contains("path = \"../models/ft0\""), "{toml}");
+    let yaml = r.to_mergekit_yaml(Path::new("/w")).unwrap();
+    assert!(yaml.contains("base_model: models/base"), "{yaml}");
+    assert!(yaml.contains("model: models/ft0"), "{yaml}");
+}
+
+#[test]
+fn save_is_atomic_and_relative() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("recipes");
+    std::fs::create_dir_all(&sub).unwrap();
+    let mut r = Recipe::new(
+        Method::Ties,
+        Some(dir.path().join("models/base")),
+        vec![dir.path().join("models/a"), dir.path().join("models/b")],
+    );
+    r.models[0]
+        .params
+        .insert("weight".into(), Value::Number(0.5));
+    r.models[1]
+        .params
+        .insert("weight".into(), Value::Gradient(vec![0.1, 0.9]));
+    let path = sub.join("merge.toml");
+    std::fs::write(&path, "old contents").unwrap();
+    r.save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"../models/a\""), "{text}");
+    // No temporary file is left behind.
+    let names: Vec<_> = std::fs::read_dir(&sub)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(Recipe::load(&path).unwrap(), r);
+    // Saving into a folder that does not exist fails with the path named.
+    let err = r
+        .save(&dir.path().join("nope/merge.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("nope"), "{err}");
+}
+
+/// Overrides become per-layer gradients in YAML; every layer tensor resolves
+/// the same before and after (pre/post tensors are the documented exception).
+#[test]
+fn overrides_fold_into_gradients() {
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("recipes");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let mut r = Recipe::new(
+        Method::Ties,
+        Some(dir.path().join("models/base")),
+        vec![dir.path().join("models/a"), dir.path().join("models/b")],
+    );
+    r.models[0]
+        .params
+        .insert("weight".into(), Value::Number(1.0));
+    r.models[0]
+        .params
+        .insert("density".into(), Value::Gradient(vec![0.2, 0.8]));
+    r.models[1].params.insert(
+        "weight".into(),
+        Value::Filtered(vec![
+            (Some("mlp".into()), Value::Number(0.5)),
+            (None, Value::Number(0.2)),
+        ]),
+    );
+    r.params.insert("lambda".into(), Value::Number(1.0));
+    r.overrides.push(Override {
+        layers: (1, 2),
+        params: BTreeMap::from([("lambda".to_string(), Value::Number(1.5))]),
+        models: BTreeMap::from([(
+            1,
+            BTreeMap::from([("density".to_string(), Value::Number(0.3))]),
+        )]),
+    });
+    r.overrides.push(Override {
+        layers: (2, 3),
+        params: BTreeMap::new(),
+        models: BTreeMap::from([(
+            1,
+            BTreeMap::from([(
+                "weight".to_string(),
+                Value::Filtered(vec![(Some("self_attn".into()), Value::Number(0.9))]),
+            )]),
+        )]),
+    });
+    assert!(r.check().is_empty(), "{:?}", r.check());
+    // TOML keeps overrides as they are.
+    assert_eq!(reload(&rdir, "o.toml", &r.to_toml(&rdir)), r);
+
+    let yaml = r.to_mergekit_yaml_layers(&rdir, 6).unwrap();
+    let back = reload(&rdir, "o.yml", &yaml);
+    assert!(back.overrides.is_empty());
+    let names = [
+        "model.layers.{}.mlp.up_proj.weight",
+        "model.layers.{}.self_attn.q_proj.weight",
+        "model.layers.{}.input_layernorm.weight",
+    ];
+    for n in 0..6 {
+        for name in names {
+            let tensor = name.replace("{}", &n.to_string());
+            let a = r.resolve(&tensor, Group::Layer(n), 6);
+            let b = back.resolve(&tensor, Group::Layer(n), 6);
+            assert_eq!(a.global, b.global, "{tensor}");
+            for (x, y) in a.models.iter().zip(&b.models) {
+                for (k, v) in &x.0 {
+                    let w = y.get(k).unwrap();
+                    assert!(
+                        (v.as_f64() - w.as_f64()).abs() < 1e-12,
+                        "{tensor} {k}: {v:?} vs {w:?}\n{yaml}"
+                    );
+                }
+            }
+        }
+    }
+    // The override really changed something: layer 2's lambda and density.
+    let mid = back.resolve("model.layers.2.mlp.up_proj.weight", Group::Layer(2), 6);
+    assert_eq!(mid.global.get("lambda").map(|v| v.as_f64()), Some(1.5));
+    assert_eq!(mid.models[1].get("density").map(|v| v.as_f64()), Some(0.3));
+    let attn3 = back.resolve("model.layers.3.self_attn.k_proj.weight", Group::Layer(3), 6);
+    assert_eq!(attn3.models[1].get("weight").map(|v| v.as_f64()), Some(0.9));
+}
+
+#[test]
+fn smelt_only_methods_do_not_export() {
+    let mut r = Recipe::new(Method::Zipit, None, vec!["a".into(), "b".into()]);
+    r.calibration = Some("digits.csv".into());
+    let err = r.to_mergekit_yaml(Path::new(".")).unwrap_err().to_string();
+    assert!(err.contains("zipit"), "{err}");
+}
+
+#[test]
+fn model_entry_is_plain_data() {
+    // Guard the contract others build on: models carry path and params only.
+    let m = ModelEntry {
+        path: "x".into(),
+        params: BTreeMap::new(),
+    };
+    assert_eq!(m.clone(), m);
+}
+
+/// Slices with parameters at every level: lossless both ways, and the
+/// gradient runs across each slice.
+#[test]
+fn sliced_slerp_round_trip_and_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let rdir = dir.path().join("recipes");
+    std::fs::create_dir_all(&rdir).unwrap();
+    let yml = "\
+merge_method: slerp
+base_model: ../m/a
+slices:
+  - sources:
+      - {model: ../m/a, layer_range: [0, 4]}
+      - {model: ../m/b, layer_range: [0, 4]}
+    parameters:
+      t: [0, 1]
+  - sources:
+      - model: ../m/a
+        layer_range: [4, 6]
+      - model: ../m/b
+        layer_range: [4, 6]
+    parameters:
+      t: [{filter: mlp, value: 0.9}, {value: 0.1}]
+parameters:
+  t: 0.5
+tokenizer_source: base
+dtype: bfloat16
+";
+    let r = reload(&rdir, "s.yml", yml);
+    assert_eq!(r.slices.len(), 2);
+    assert_eq!(r.sliced_layers(), 6);
+    let t = |name: &str, g: Group| r.resolve(name, g, 6).global.get("t").unwrap().as_f64();
+    // Slice 0 has 4 layers: output layer 1 sits at t = 1/3.
+    assert!((t("model.layers.1.mlp.up_proj.weight", Group::Layer(1)) - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(t("model.layers.4.mlp.up_proj.weight", Group::Layer(4)), 0.9);
+    assert_eq!(
+        t("model.layers.5.self_attn.q_proj.weight", Group::Layer(5)),
+        0.1
+    );
+    // Embeddings: first slice, first value; the head: last slice.
+    assert_eq!(t("model.embed_tokens.weight", Group::Pre), 0.0);
+    assert_eq!(t("lm_head.weight", Group::Post), 0.1);
+    // The base among a slice's sources is not one of the merged models:
+    // only b is.
+    assert_eq!(
+        r.resolve("model.layers.0.mlp.up_proj.weight", Group::Layer(0), 6)
+            .models
+            .len(),
+        1
+    );
+
+    let toml = reload(&rdir, "s.toml", &r.to_toml(&rdir));
+    assert_eq!(toml, r);
+    let yaml = reload(&rdir, "s2.yml", &toml.to_mergekit_yaml(&rdir).unwrap());
+    assert_eq!(yaml, r);
+}
+
+/// Exporting overrides without a layer count reads it from the base's
+/// config.json (the fixture models have 4 layers).
+#[test]
+fn override_export_reads_the_layer_count() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit/models");
+    let mut r = Recipe::new(
+        Method::TaskArithmetic,
+        Some(models.join("base")),
+        vec![models.join("ft0")],
+    );
+    r.models[0]
+        .params
+        .insert("weight".into(), Value::Number(1.0));
+    r.overrides.push(Override {
+        layers: (3, 3),
+        params: BTreeMap::from([("lambda".to_string(), Value::Number(2.0))]),
+        models: BTreeMap::new(),
+    });
+    let yaml = r.to_mergekit_yaml(&models).unwrap();
+    assert!(yaml.contains("lambda: [1.0, 1.0, 1.0, 2.0]"), "{yaml}");
+    // Without a readable config, the error names the file.
+    let mut lost = r.clone();
+    lost.base = Some(models.join("nowhere"));
+    let err = lost.to_mergekit_yaml(&models).unwrap_err().to_string();
+    assert!(
+        err.contains("nowhere") && err.contains("config.json"),
+        "{err}"
+    );
+}
