@@ -75,17 +75,20 @@ fn moving_to_a_layer_requests_its_statistics_first() {
         .map(|t| Target::Tensor(t.name.clone()))
         .collect();
     assert_eq!(app.layers[4].group, Group::Layer(3));
+    let keyed: Vec<(Target, String)> = names
+        .iter()
+        .map(|t| (t.clone(), app.stats_key(t)))
+        .collect();
     assert!(
-        matches!(&fx[..], [Effect::Analyze { targets, .. }] if *targets == names),
+        matches!(&fx[..], [Effect::Analyze { targets, .. }] if *targets == keyed),
         "{fx:?}"
     );
     // Moving onto the second tensor puts it first.
     press(&mut app, KeyCode::Down);
     let fx = press(&mut app, KeyCode::Down);
     match &fx[..] {
-        [Effect::Analyze { gen, targets, .. }] => {
-            assert_eq!(*gen, app.gen);
-            assert_eq!(targets[0], names[1]);
+        [Effect::Analyze { targets, .. }] => {
+            assert_eq!(targets[0].0, names[1]);
             assert_eq!(targets.len(), names.len());
         }
         other => panic!("{other:?}"),
@@ -99,16 +102,12 @@ fn density_on_a_layer_writes_an_override_for_that_layer_only() {
     let gen0 = app.gen;
     let fx = press(&mut app, KeyCode::Left);
     assert!(app.gen > gen0);
-    // The selected layer is asked for first, then every other group.
+    // Only the edited layer's inputs changed: only it is asked for, under
+    // its new key.
     match &fx[..] {
-        [Effect::Analyze {
-            gen,
-            targets,
-            recipe,
-        }] => {
-            assert_eq!(*gen, app.gen);
-            assert_eq!(targets[0], Target::Group(Group::Layer(3)));
-            assert_eq!(targets.len(), app.layers.len());
+        [Effect::Analyze { targets, recipe }] => {
+            let t = Target::Group(Group::Layer(3));
+            assert_eq!(targets, &vec![(t.clone(), app.stats_key(&t))]);
             assert_eq!(recipe, &app.to_recipe());
         }
         other => panic!("{other:?}"),
@@ -224,38 +223,33 @@ fn stale_results_are_never_current() {
     let mut app = demo_app();
     to_layer(&mut app, 1);
     let t = Target::Group(Group::Layer(1));
-    let old_gen = app.gen;
+    let other = Target::Group(Group::Layer(2));
+    let old_key = app.stats_key(&t);
     press(&mut app, KeyCode::Left);
-    let new_gen = app.gen;
-    assert!(new_gen > old_gen);
-    // What was there is now stale.
+    let new_key = app.stats_key(&t);
+    assert_ne!(old_key, new_key);
+    // What was there is now stale; other layers stay current.
     assert!(matches!(app.stats_for(&t), Some((_, false))));
+    assert!(matches!(app.stats_for(&other), Some((_, true))));
     let fresh = fake_stats(100, 1, 0.45);
-    update(
-        &mut app,
-        Msg::Analysis {
-            gen: new_gen,
-            target: t.clone(),
-            result: Ok(fresh.clone()),
-        },
-    );
-    assert_eq!(
-        app.stats_for(&t).map(|(s, c)| (s.clone().unwrap(), c)),
-        Some((fresh.clone(), true))
-    );
+    let msg = |key: &str, s: Stats| Msg::Analysis {
+        key: key.to_string(),
+        target: t.clone(),
+        result: Ok(s),
+    };
+    update(&mut app, msg(&new_key, fresh.clone()));
+    let shown = |app: &App| app.stats_for(&t).map(|(s, c)| (s.clone().unwrap(), c));
+    assert_eq!(shown(&app), Some((fresh.clone(), true)));
     // A late result for the old parameters does not replace the new one.
-    update(
-        &mut app,
-        Msg::Analysis {
-            gen: old_gen,
-            target: t.clone(),
-            result: Ok(Stats::default()),
-        },
-    );
-    assert_eq!(
-        app.stats_for(&t).map(|(s, c)| (s.clone().unwrap(), c)),
-        Some((fresh, true))
-    );
+    update(&mut app, msg(&old_key, Stats::default()));
+    assert_eq!(shown(&app), Some((fresh.clone(), true)));
+    // Back to the old density: the fresh result is stale, an old-key
+    // result is current again (same inputs, same numbers).
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.stats_key(&t), old_key);
+    assert_eq!(shown(&app), Some((fresh, false)));
+    update(&mut app, msg(&old_key, Stats::default()));
+    assert_eq!(shown(&app), Some((Stats::default(), true)));
 }
 
 #[test]

@@ -165,7 +165,10 @@ pub fn fill_stats(app: &mut App) {
         };
         app.stats.insert(
             Target::Group(g),
-            (app.gen, Ok(fake_stats(params, i as u64, density))),
+            (
+                app.stats_key(&Target::Group(g)),
+                Ok(fake_stats(params, i as u64, density)),
+            ),
         );
     }
 }

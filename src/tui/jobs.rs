@@ -3,8 +3,8 @@
 //! Work runs on named background threads and reports back as [`Msg`]s on
 //! one crossbeam channel, so the UI thread never blocks on disk or math.
 //! Statistics requests are "latest wins": a new request cancels the one
-//! running, and each result carries the generation of the parameters it
-//! was computed for, so the state can tell current from stale. Every job
+//! running, and each result carries the key of the inputs it was
+//! computed from, so the state can tell current from stale. Every job
 //! body runs under `catch_unwind`: an engine bug becomes an error message
 //! on screen, not a wrecked terminal.
 
@@ -31,9 +31,8 @@ pub const SHARD_SIZE: u64 = 5_000_000_000;
 type Registry = Arc<Mutex<HashMap<PathBuf, Arc<Model>>>>;
 
 struct AnalysisReq {
-    gen: u64,
     recipe: Recipe,
-    targets: Vec<Target>,
+    targets: Vec<(Target, String)>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -86,17 +85,12 @@ impl Jobs {
     /// Carry out an effect (Repaint is the event loop's business).
     pub fn handle(&mut self, e: Effect) {
         match e {
-            Effect::Analyze {
-                gen,
-                recipe,
-                targets,
-            } => {
+            Effect::Analyze { recipe, targets } => {
                 // Latest wins: stop whatever is being computed now.
                 self.analysis_cancel.store(true, Ordering::Relaxed);
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.analysis_cancel = cancel.clone();
                 let _ = self.analysis_tx.send(AnalysisReq {
-                    gen,
                     recipe,
                     targets,
                     cancel,
@@ -259,7 +253,7 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
         while let Ok(newer) = rx.try_recv() {
             req = newer;
         }
-        for target in &req.targets {
+        for (target, key) in &req.targets {
             if req.cancel.load(Ordering::Relaxed) {
                 break;
             }
@@ -269,7 +263,7 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
             }
             if tx
                 .send(Msg::Analysis {
-                    gen: req.gen,
+                    key: key.clone(),
                     target: target.clone(),
                     result,
                 })

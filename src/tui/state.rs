@@ -224,10 +224,11 @@ pub struct App {
     pub param_cursor: usize,
     /// First layer of a range selection (`v`), by layer index.
     pub range_anchor: Option<usize>,
-    /// Bumped on every change that alters the statistics.
+    /// Bumped on every change to the recipe (triggers new requests).
     pub gen: u64,
-    /// Latest statistics per target, with the generation they were made for.
-    pub stats: HashMap<Target, (u64, Result<Stats, String>)>,
+    /// Latest statistics per target, with the key of the inputs they were
+    /// computed from (see [`App::stats_key`]).
+    pub stats: HashMap<Target, (String, Result<Stats, String>)>,
     pub merge: MergeState,
     pub modal: Option<Modal>,
     pub message: Option<(Level, String)>,
@@ -481,8 +482,12 @@ impl App {
     /// The value a row has at the current edit scope, and whether it comes
     /// from a per-layer override. `None`: not set and no default (required).
     pub fn param_value(&self, row: &ParamRow) -> (Option<Value>, bool) {
-        let scope = self.edit_scope();
-        let over = scope.and_then(|(lo, _)| self.overrides.get(&lo));
+        self.value_at(row, self.edit_scope().map(|(lo, _)| lo))
+    }
+
+    /// A row's value at layer `layer` (`None`: the recipe's own value).
+    pub fn value_at(&self, row: &ParamRow, layer: Option<usize>) -> (Option<Value>, bool) {
+        let over = layer.and_then(|l| self.overrides.get(&l));
         let (from_over, own) = match row {
             ParamRow::Method => return (None, false),
             ParamRow::Global(n) => (
@@ -593,34 +598,85 @@ impl App {
         self.dirty = true;
     }
 
-    /// Statistics for a target, and whether they are current.
-    pub fn stats_for(&self, t: &Target) -> Option<(&Result<Stats, String>, bool)> {
-        self.stats.get(t).map(|(g, s)| (s, *g == self.gen))
+    /// What a target's statistics depend on: the method, the models, and
+    /// each input's density and weight as written for the target's layer
+    /// (overrides, own values, gradients and filters as given: equal text
+    /// resolves equally). Results computed under another key are stale, so
+    /// changing one layer recomputes that layer only, and going back to
+    /// earlier values makes earlier results current again.
+    pub fn stats_key(&self, t: &Target) -> String {
+        let group = match t {
+            Target::Group(g) => Some(*g),
+            Target::Tensor(n) => self
+                .layers
+                .iter()
+                .find(|l| l.tensors.iter().any(|x| &x.name == n))
+                .map(|l| l.group),
+        };
+        let layer = match group {
+            Some(Group::Layer(l)) => Some(l),
+            _ => None,
+        };
+        let base = self.base_slot().map(|i| &self.slots[i].info.path);
+        let inputs: Vec<_> = self
+            .input_slots()
+            .into_iter()
+            .map(|slot| {
+                let d = self
+                    .value_at(
+                        &ParamRow::PerModel {
+                            slot,
+                            name: "density",
+                        },
+                        layer,
+                    )
+                    .0;
+                let w = self
+                    .value_at(
+                        &ParamRow::PerModel {
+                            slot,
+                            name: "weight",
+                        },
+                        layer,
+                    )
+                    .0;
+                (&self.slots[slot].info.path, d, w)
+            })
+            .collect();
+        format!("{}|{base:?}|{inputs:?}", self.method.name())
     }
 
-    /// Targets whose statistics are missing or stale: the selected one first,
-    /// then every layer group (for the gauges).
-    pub fn wanted_targets(&self) -> Vec<Target> {
-        let mut v = Vec::new();
-        let stale = |t: &Target| self.stats.get(t).is_none_or(|(g, _)| *g != self.gen);
-        if let Some(t) = self.current_target() {
-            if stale(&t) {
-                v.push(t);
-            }
-        }
-        for l in &self.layers {
-            let t = Target::Group(l.group);
-            if stale(&t) && !v.contains(&t) {
-                v.push(t);
-            }
-        }
+    /// Statistics for a target, and whether they are current.
+    pub fn stats_for(&self, t: &Target) -> Option<(&Result<Stats, String>, bool)> {
+        self.stats.get(t).map(|(k, s)| (s, *k == self.stats_key(t)))
+    }
+
+    /// Targets whose statistics are missing or stale, with their current
+    /// keys: the selected one first, then every layer group (for the
+    /// gauges), then the tensors of expanded layers.
+    pub fn wanted_targets(&self) -> Vec<(Target, String)> {
+        let mut v: Vec<(Target, String)> = Vec::new();
+        let stale = |t: &Target| {
+            let key = self.stats_key(t);
+            self.stats
+                .get(t)
+                .is_none_or(|(k, _)| *k != key)
+                .then_some(key)
+        };
+        let mut all: Vec<Target> = self.current_target().into_iter().collect();
+        all.extend(self.layers.iter().map(|l| Target::Group(l.group)));
         // Tensors of expanded layers, for their rows' gauges.
         for &g in &self.expanded {
             for tr in self.layers.get(g).map_or(&[][..], |l| &l.tensors[..]) {
-                let t = Target::Tensor(tr.name.clone());
-                if stale(&t) && !v.contains(&t) {
-                    v.push(t);
-                }
+                all.push(Target::Tensor(tr.name.clone()));
+            }
+        }
+        for t in all {
+            if v.iter().any(|(x, _)| *x == t) {
+                continue;
+            }
+            if let Some(key) = stale(&t) {
+                v.push((t, key));
             }
         }
         v

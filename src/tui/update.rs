@@ -25,9 +25,10 @@ pub enum Msg {
     Mouse(MouseEvent),
     /// The terminal's new width and height.
     Resize(u16, u16),
-    /// A statistics result from the analysis worker.
+    /// A statistics result from the analysis worker, with the key of the
+    /// inputs it was computed from.
     Analysis {
-        gen: u64,
+        key: String,
         target: Target,
         result: Result<Stats, String>,
     },
@@ -56,12 +57,11 @@ pub struct Loaded {
 /// Work for the outside world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Compute statistics for `targets` (in order) under `recipe`; replaces
-    /// any analysis still running.
+    /// Compute statistics for `targets` (in order, each with its key) under
+    /// `recipe`; replaces any analysis still running.
     Analyze {
-        gen: u64,
         recipe: Recipe,
-        targets: Vec<Target>,
+        targets: Vec<(Target, String)>,
     },
     StartMerge {
         recipe: Recipe,
@@ -92,16 +92,17 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             app.dirty = true;
         }
         Msg::Analysis {
-            gen,
+            key,
             target,
             result,
         } => {
-            // Keep a result unless a newer one for the same target is held:
-            // a result for an older generation is stored as stale, never
-            // displayed as current (the views compare generations).
-            let newer = app.stats.get(&target).is_some_and(|(g, _)| *g > gen);
-            if !newer {
-                app.stats.insert(target, (gen, result));
+            // A result for other inputs than the current ones is kept only
+            // while nothing current is held, and is shown as stale (the
+            // views compare keys); it never replaces a current one.
+            let now = app.stats_key(&target);
+            let have_current = app.stats.get(&target).is_some_and(|(k, _)| *k == now);
+            if key == now || !have_current {
+                app.stats.insert(target, (key, result));
                 app.dirty = true;
             }
         }
@@ -160,7 +161,6 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         let targets = app.wanted_targets();
         if !targets.is_empty() {
             fx.push(Effect::Analyze {
-                gen: app.gen,
                 recipe: app.to_recipe(),
                 targets,
             });
@@ -176,7 +176,6 @@ pub fn initial_analysis(app: &App) -> Option<Effect> {
     }
     let targets = app.wanted_targets();
     (!targets.is_empty()).then(|| Effect::Analyze {
-        gen: app.gen,
         recipe: app.to_recipe(),
         targets,
     })
