@@ -153,6 +153,19 @@ fn tune_a_layer_run_the_merge_and_match_the_cli() {
         "override mark on layer 1\n{after}"
     );
 
+    // Down to one of its tensors, and tune again there (the tensor's task
+    // vectors are re-trimmed from memory).
+    tui.send("\rj");
+    let t0 = tui.wait("a tensor's statistics", 30, |s| {
+        s.contains("Sign agreement · layer 1 · input_layernorm") && s.contains("[current]")
+    });
+    let th0 = histogram(&t0);
+    assert_eq!(th0.len(), 4, "{t0}");
+    tui.send("++");
+    tui.wait("the tensor's statistics at the new density", 30, |s| {
+        s.contains("[current]") && histogram(s) != th0 && s.contains("layer 1 · input_layernorm")
+    });
+
     // Save the recipe where we choose.
     let recipe = tmp.path().join("tuned.toml");
     tui.send("s");

@@ -247,7 +247,16 @@ pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
     rows
 }
 
+/// The selected tensor's task vectors, kept in memory between requests so
+/// turning a density knob re-trims without re-reading and converting the
+/// files: (base, models, tensor) they were read for.
+type DeltaCache = Option<((PathBuf, Vec<PathBuf>, String), analysis::TensorDeltas)>;
+
+/// Largest task-vector set kept in memory (bytes of f32).
+const DELTA_CACHE_BYTES: usize = 1 << 30;
+
 fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
+    let mut cache: DeltaCache = None;
     while let Ok(mut req) = rx.recv() {
         // Only the newest request matters.
         while let Ok(newer) = rx.try_recv() {
@@ -257,7 +266,7 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
             if req.cancel.load(Ordering::Relaxed) {
                 break;
             }
-            let result = guarded(|| analyze(&req.recipe, target, &reg, &req.cancel));
+            let result = guarded(|| analyze(&req.recipe, target, &reg, &req.cancel, &mut cache));
             if req.cancel.load(Ordering::Relaxed) {
                 break;
             }
@@ -280,6 +289,7 @@ fn analyze(
     target: &Target,
     reg: &Registry,
     cancel: &AtomicBool,
+    cache: &mut DeltaCache,
 ) -> Result<analysis::Stats, String> {
     let base_path = recipe.base.as_ref().ok_or("no base model")?;
     let base = open_model(base_path, reg)?;
@@ -306,7 +316,30 @@ fn analyze(
                 .tensor(name)
                 .map_or_else(|| crate::model::classify(name).group, |t| t.place.group);
             let params = recipe.resolve(name, g, n_layers);
-            analysis::analyze_tensor(&base, &models, name, &params, cancel)
+            let id = (
+                base_path.clone(),
+                recipe
+                    .models
+                    .iter()
+                    .map(|m| m.path.clone())
+                    .collect::<Vec<_>>(),
+                name.clone(),
+            );
+            if cache.as_ref().is_none_or(|(k, _)| *k != id) {
+                let numel = base.tensor(name).map_or(0, |t| t.numel());
+                if numel.saturating_mul(models.len()).saturating_mul(4) > DELTA_CACHE_BYTES {
+                    return analysis::analyze_tensor(&base, &models, name, &params, cancel)
+                        .map_err(|e| e.to_string());
+                }
+                *cache = None;
+                let d = analysis::TensorDeltas::load(&base, &models, name, cancel)
+                    .map_err(|e| e.to_string())?;
+                *cache = Some((id, d));
+            }
+            let Some((_, d)) = cache.as_ref() else {
+                return Err("internal error: task-vector cache empty".into());
+            };
+            d.stats(&analysis::Trim::from_params(&params, models.len()), cancel)
                 .map_err(|e| e.to_string())
         }
     }
