@@ -376,11 +376,21 @@ fn save_defaults_to_the_data_dir_and_open_emits_a_load() {
     assert!(
         matches!(&fx[..], [Effect::Save { path, recipe }] if path.ends_with("llama-synthetic-ties.toml") && recipe == &app.to_recipe())
     );
-    update(&mut app, Msg::Saved(Ok(PathBuf::from("/x/r.toml"))));
+    assert!(!app.modified(), "as opened");
+    ch(&mut app, '?');
+    ch(&mut app, 'x');
+    app.focus = Panel::Layers;
+    press(&mut app, KeyCode::Right);
+    assert!(app.modified());
+    let r = app.to_recipe();
+    update(&mut app, Msg::Saved(Ok((PathBuf::from("/x/r.toml"), r))));
+    assert!(!app.modified());
     assert_eq!(app.recipe_path, Some(PathBuf::from("/x/r.toml")));
     ch(&mut app, 'o');
     let fx = press(&mut app, KeyCode::Enter);
     assert_eq!(fx, vec![Effect::Open(PathBuf::from("/x/r.toml"))]);
+    ch(&mut app, 'm');
+    assert!(app.modified(), "an edit after saving shows");
 }
 
 #[test]

@@ -114,7 +114,9 @@ impl Jobs {
             Effect::Save { recipe, path } => {
                 let tx = self.tx.clone();
                 self.spawn("smelt-save", move || {
-                    let r = guarded(|| save_recipe(&recipe, &path).map(|()| path.clone()));
+                    let r = guarded(|| {
+                        save_recipe(&recipe, &path).map(|()| (path.clone(), recipe.clone()))
+                    });
                     let _ = tx.send(Msg::Saved(r));
                 });
             }

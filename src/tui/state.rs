@@ -234,6 +234,8 @@ pub struct App {
     pub message: Option<(Level, String)>,
     /// Where the recipe was loaded from or last saved to.
     pub recipe_path: Option<PathBuf>,
+    /// The recipe as last loaded or saved, to mark unsaved changes.
+    pub saved: Option<Recipe>,
     /// Default folder for saved recipes (user data dir or SMELT_DATA_DIR).
     pub data_dir: PathBuf,
     /// Folder that default output paths are made in.
@@ -269,6 +271,7 @@ impl App {
             modal: None,
             message: None,
             recipe_path: None,
+            saved: None,
             data_dir,
             work_dir,
             ascii: false,
@@ -345,6 +348,7 @@ impl App {
         self.param_cursor = 0;
         self.range_anchor = None;
         self.stats.clear();
+        self.saved = Some(self.to_recipe());
         self.gen += 1;
         self.dirty = true;
     }
@@ -696,6 +700,11 @@ impl App {
     pub fn say(&mut self, level: Level, msg: impl Into<String>) {
         self.message = Some((level, msg.into()));
         self.dirty = true;
+    }
+
+    /// Whether the recipe differs from the one last opened or saved.
+    pub fn modified(&self) -> bool {
+        self.saved.as_ref().is_none_or(|r| *r != self.to_recipe())
     }
 
     pub fn merge_running(&self) -> bool {

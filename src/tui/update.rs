@@ -42,7 +42,8 @@ pub enum Msg {
     Loaded(Result<Loaded, String>),
     /// A model added with `a` has been opened.
     ModelAdded(Result<(ModelInfo, Vec<LayerRow>), String>),
-    Saved(Result<PathBuf, String>),
+    /// The recipe was written to the path (the recipe as written).
+    Saved(Result<(PathBuf, Recipe), String>),
 }
 
 /// The result of opening a recipe.
@@ -150,9 +151,10 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             }
             app.params_changed();
         }
-        Msg::Saved(Ok(p)) => {
+        Msg::Saved(Ok((p, r))) => {
             app.say(Level::Info, format!("recipe saved to {}", p.display()));
             app.recipe_path = Some(p);
+            app.saved = Some(r);
         }
         Msg::Saved(Err(e)) => app.say(Level::Error, format!("save failed: {e}")),
     }

@@ -276,6 +276,10 @@ fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
         spans.push(Span::styled(sep, theme.dim()));
         spans.push(Span::styled(p.display().to_string(), theme.dim()));
     }
+    if app.modified() && !app.slots.is_empty() {
+        spans.push(Span::styled(sep, theme.dim()));
+        spans.push(Span::styled("modified", theme.fg(theme.warn)));
+    }
     let help = " ? help ";
     let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let gap = (r.width as usize).saturating_sub(used + help.len());
