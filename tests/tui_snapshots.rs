@@ -182,3 +182,29 @@ fn lambda_line(s: &str) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+#[test]
+fn selection_is_visible_without_colour() {
+    use ratatui::style::{Color, Modifier};
+    let app = demo_app();
+    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+    t.draw(|f| draw(f, &app, &Theme::mono())).unwrap();
+    let buf = t.backend().buffer().clone();
+    // The cursor row ("all layers") in the focused Layers panel.
+    let y = (0..24)
+        .find(|&y| {
+            (0..40)
+                .map(|x| buf[(x, y)].symbol().to_string())
+                .collect::<String>()
+                .contains("all layers")
+        })
+        .expect("cursor row drawn");
+    let row: String = (0..36).map(|x| buf[(x, y)].symbol().to_string()).collect();
+    assert!(row.contains('▶'), "{row}");
+    let cell = &buf[(10, y)];
+    assert!(cell.modifier.contains(Modifier::REVERSED), "{cell:?}");
+    // No colour anywhere in mono.
+    for c in buf.content.iter() {
+        assert!(c.fg == Color::Reset && c.bg == Color::Reset, "{c:?}");
+    }
+}

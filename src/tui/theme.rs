@@ -212,6 +212,34 @@ mod tests {
     }
 
     #[test]
+    fn themes_from_a_path_and_from_the_config_dir() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("mine.toml");
+        std::fs::write(&file, "name = \"mine\"\n[colors]\naccent = \"#102030\"\n").unwrap();
+        let t = Theme::load(file.to_str().unwrap(), None).unwrap();
+        assert_eq!(t.accent, Color::Rgb(0x10, 0x20, 0x30));
+        assert_eq!(t.text, Color::Reset, "unset roles stay default");
+        std::fs::create_dir(d.path().join("themes")).unwrap();
+        std::fs::write(
+            d.path().join("themes/dusk.toml"),
+            "[colors]\nbad = \"lightred\"\n",
+        )
+        .unwrap();
+        let t = Theme::load("dusk", Some(d.path())).unwrap();
+        assert_eq!((t.name.as_str(), t.bad), ("dusk", Color::LightRed));
+        // A user theme named like a bundled one wins over it.
+        std::fs::write(
+            d.path().join("themes/light.toml"),
+            "[colors]\ntext = \"red\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            Theme::load("light", Some(d.path())).unwrap().text,
+            Color::Red
+        );
+    }
+
+    #[test]
     fn no_color_wins() {
         assert_eq!(
             Theme::select(Some("default"), true, None).unwrap(),
