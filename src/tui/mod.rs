@@ -186,6 +186,13 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
     let mut app = App::new(data_dir(), work_dir);
     app.ascii = opts.ascii;
     let first = initial(&opts, &jobs);
+    // What the user named on the command line must open; only a missing
+    // sample folder starts the workbench empty.
+    if let Msg::Loaded(Err(e)) = &first {
+        if opts.recipe.is_some() || !opts.models.is_empty() {
+            anyhow::bail!("{e}");
+        }
+    }
     let mut pending = update(&mut app, first);
     if let Some(e) = update::initial_analysis(&app) {
         pending.push(e);
