@@ -32,7 +32,7 @@ fn ranked(d: &[f32]) -> Vec<usize> {
     idx
 }
 
-fn one_model(method: Method, pairs: &[(&str, f64)], global: &[(&str, ParamValue)]) -> TensorParams {
+fn one_model(pairs: &[(&str, f64)], global: &[(&str, ParamValue)]) -> TensorParams {
     let mut m = ParamMap::default();
     for (k, v) in pairs {
         m.set(k, ParamValue::Float(*v));
@@ -41,7 +41,6 @@ fn one_model(method: Method, pairs: &[(&str, f64)], global: &[(&str, ParamValue)
     for (k, v) in global {
         g.set(k, *v);
     }
-    let _ = method;
     TensorParams {
         tensor: "t".into(),
         global: g,
@@ -67,7 +66,6 @@ fn ties_keeps_exactly_k_with_lowest_indices_among_ties() {
             want[i] = d[i];
         }
         let p = one_model(
-            Method::Ties,
             &[("weight", 1.0), ("density", density)],
             &[("normalize", ParamValue::Bool(false))],
         );
@@ -96,7 +94,6 @@ fn breadcrumbs_drops_outliers_and_small_entries() {
             want[i] = d[i];
         }
         let p = one_model(
-            Method::Breadcrumbs,
             &[("weight", 1.0), ("density", density), ("gamma", gamma)],
             &[],
         );
@@ -114,11 +111,7 @@ fn breadcrumbs_drops_outliers_and_small_entries() {
 fn breadcrumbs_without_outliers_keeps_the_top_share_instead_of_nothing() {
     // gamma * numel rounds to 0: mergekit would zero the task vector.
     let d = tied_vector(50, 3);
-    let p = one_model(
-        Method::Breadcrumbs,
-        &[("weight", 1.0), ("density", 0.5), ("gamma", 0.01)],
-        &[],
-    );
+    let p = one_model(&[("weight", 1.0), ("density", 0.5), ("gamma", 0.01)], &[]);
     let got = run(Method::Breadcrumbs, &p, &d, 16);
     let mut want = vec![0.0f32; 50];
     for &i in &ranked(&d)[..25] {
@@ -136,9 +129,42 @@ fn ties_sign_election_counts_zero_sum_as_positive() {
     let base = [1.0f32, 1.0];
     let a = [1.5f32, 0.5];
     let b = [0.5f32, 1.5];
-    let mut p = one_model(Method::Ties, &[("weight", 2.0), ("density", 1.0)], &[]);
+    let mut p = one_model(&[("weight", 2.0), ("density", 1.0)], &[]);
     p.models.push(p.models[0].clone());
     let mut k = merge::kernel(Method::Ties, &p, 2, 2).expect("kernel");
     let out = merge::merge_slices(k.as_mut(), Some(&base), &[&a, &b], 2, 2);
     assert_eq!(out, vec![1.5, 1.5]);
+}
+
+#[test]
+fn rescale_matches_the_l1_norm_of_the_untrimmed_task_vector() {
+    // mergekit 0.1.5 rescales a trimmed task vector so its L1 norm equals
+    // the untrimmed one's, for every trimming method when `rescale` is on.
+    let n = 3000;
+    let d = tied_vector(n, 4);
+    let l1 = |v: &[f32]| v.iter().map(|x| f64::from(x.abs())).sum::<f64>();
+    for (method, extra) in [
+        (Method::Ties, ("gamma", 0.0)),
+        (Method::Breadcrumbs, ("gamma", 0.05)),
+    ] {
+        let p = one_model(
+            &[("weight", 1.0), ("density", 0.4), extra],
+            &[
+                ("rescale", ParamValue::Bool(true)),
+                ("normalize", ParamValue::Bool(false)),
+            ],
+        );
+        for chunk in [64, 3000] {
+            let got = run(method, &p, &d, chunk);
+            let nonzero = got.iter().filter(|&&x| x != 0.0).count();
+            assert!(nonzero <= (0.4 * n as f64) as usize, "{}", method.name());
+            assert!(
+                (l1(&got) - l1(&d)).abs() / l1(&d) < 1e-5,
+                "{}: L1 {} vs {}",
+                method.name(),
+                l1(&got),
+                l1(&d)
+            );
+        }
+    }
 }

@@ -79,3 +79,38 @@ fn fixture_report_fits_80_columns() {
     assert_eq!(json["architecture"], "LlamaForCausalLM");
     assert_eq!(json["tensors"].as_array().unwrap().len(), 39);
 }
+
+#[test]
+fn fixture_file_path_keeps_config() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit/models/ft1");
+    let m = Model::open(&dir.join("model.safetensors")).unwrap();
+    assert_eq!(m.name(), "ft1");
+    assert_eq!(m.architecture(), Some("LlamaForCausalLM"));
+    let folder = Model::open(&dir).unwrap();
+    let t = "model.layers.3.mlp.down_proj.weight";
+    assert_eq!(m.read_all_f32(t).unwrap(), folder.read_all_f32(t).unwrap());
+}
+
+/// Every fixture checkpoint (inputs and mergekit's outputs) opens, and the
+/// merged outputs of non-slicing recipes have exactly the base's tensors.
+#[test]
+fn all_fixture_models_open() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit");
+    let base = base();
+    let mut opened = 0;
+    for sub in ["models", "outputs"] {
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let dir = e.unwrap().path();
+            let m = Model::open(&dir).unwrap();
+            assert!(m.num_params() > 0, "{}", dir.display());
+            assert!(m.catalogue_layers() > 0, "{}", dir.display());
+            if m.catalogue_layers() == 4 {
+                let names: Vec<&str> = m.tensors().iter().map(|t| t.name.as_str()).collect();
+                let want: Vec<&str> = base.tensors().iter().map(|t| t.name.as_str()).collect();
+                assert_eq!(names, want, "{}", dir.display());
+            }
+            opened += 1;
+        }
+    }
+    assert!(opened >= 8);
+}

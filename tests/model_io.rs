@@ -605,7 +605,7 @@ fn output_inside_input_refused() {
         input.join("merged"),
         input.join("a/b/../merged"),
         input.clone(),
-        d.path().join("in/./sub/.."),
+        d.path().join("in/./sub/../merged"),
     ] {
         let e = Writer::create(&out, t.clone(), &o).err().unwrap();
         assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
@@ -743,4 +743,76 @@ fn open_7b_layout_is_fast() {
     assert_eq!(m.tensors()[1].name, "model.layers.0.input_layernorm.weight");
     assert_eq!(m.tensors()[290].name, "model.norm.weight");
     assert!(took.as_millis() < 500, "open took {took:?}");
+}
+
+#[test]
+fn unnamed_outputs_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let o = WriterOptions {
+        force: true,
+        ..opts()
+    };
+    for out in [
+        PathBuf::from("."),
+        PathBuf::from(".."),
+        PathBuf::from("/"),
+        d.path().join(".."),
+    ] {
+        let e = Writer::create(&out, t.clone(), &o).err().unwrap();
+        assert!(
+            matches!(e, ModelError::Output { .. }),
+            "{}: {e:?}",
+            out.display()
+        );
+    }
+}
+
+#[test]
+fn force_replaces_a_plain_file() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    std::fs::write(&out, "not a model").unwrap();
+    let w = Writer::create(
+        &out,
+        vec![out_tensor("w", Dtype::BF16, &[2])],
+        &WriterOptions {
+            force: true,
+            ..opts()
+        },
+    )
+    .unwrap();
+    w.write_f32(0, 0, &[1.5, -2.0]).unwrap();
+    w.finish().unwrap();
+    assert_eq!(
+        Model::open(&out).unwrap().read_all_f32("w").unwrap(),
+        [1.5, -2.0]
+    );
+    assert_no_scratch(d.path());
+}
+
+/// A symlink into an input is seen through: the real location counts.
+#[test]
+fn output_through_symlink_into_input_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let input = d.path().join("in");
+    write_small(&input, &[("w".into(), vec![1], vec![1.0])], Dtype::F32, &[]).unwrap();
+    std::os::unix::fs::symlink(&input, d.path().join("link")).unwrap();
+    let o = WriterOptions {
+        inputs: vec![input.clone()],
+        ..opts()
+    };
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let e = Writer::create(&d.path().join("link/merged"), t.clone(), &o)
+        .err()
+        .unwrap();
+    assert_names(&e, &["inside input"]);
+    // And the other way round: the input given through the link.
+    let o = WriterOptions {
+        inputs: vec![d.path().join("link")],
+        ..opts()
+    };
+    let e = Writer::create(&input.join("merged"), t, &o).err().unwrap();
+    assert_names(&e, &["inside input"]);
+    assert_eq!(listing(&input), vec![PathBuf::from(SINGLE_FILE)]);
 }

@@ -103,7 +103,7 @@ pub fn run(
                 .filter_map(|&i| params.models.get(i).cloned())
                 .collect();
             let s = analysis::analyze_tensor(&base, &models, &t.name, &params, &cancel)
-                .map_err(|e| CliError::input(e))?;
+                .map_err(CliError::input)?;
             gr.stats.combine(&s);
             if !layers_only {
                 gr.tensors.push(TensorReport {

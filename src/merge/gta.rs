@@ -62,10 +62,45 @@ struct ModelState {
 /// Per-chunk working memory, reused across chunks (O(chunk)).
 #[derive(Default)]
 struct Scratch {
-    order: Vec<u32>,
+    order: Vec<u64>,
     keep_a: Vec<bool>,
     keep_b: Vec<bool>,
     drop: Vec<u32>,
+    tmp: Vec<u64>,
+}
+
+/// Sort `(magnitude bits << 32 | index)` keys ascending. Long rows use an
+/// LSD radix sort on the magnitude bytes (stable, and the keys start in
+/// index order, so ties stay in index order: the same result as a
+/// comparison sort of the unique keys, several times faster).
+fn sort_keys(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
+    if keys.len() < 256 {
+        keys.sort_unstable();
+        return;
+    }
+    tmp.clear();
+    tmp.resize(keys.len(), 0);
+    for shift in [32u32, 40, 48, 56] {
+        let mut count = [0usize; 256];
+        for &k in keys.iter() {
+            count[((k >> shift) & 0xff) as usize] += 1;
+        }
+        if count.contains(&keys.len()) {
+            continue; // every key has this digit: the pass would be a no-op
+        }
+        let mut sum = 0;
+        for c in count.iter_mut() {
+            let here = *c;
+            *c = sum;
+            sum += here;
+        }
+        for &k in keys.iter() {
+            let d = ((k >> shift) & 0xff) as usize;
+            tmp[count[d]] = k;
+            count[d] += 1;
+        }
+        std::mem::swap(keys, tmp);
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -218,9 +253,7 @@ fn sparsify(st: &mut ModelState, vals: &mut [f32], start: usize, row_len: usize,
         Sparse::Random { p, stream } => {
             let p = *p;
             for (j, v) in vals.iter_mut().enumerate() {
-                if !stream.keep(start + j, p) {
-                    *v = 0.0;
-                }
+                *v = if stream.keep(start + j, p) { *v } else { 0.0 };
             }
         }
         Sparse::Della { d, eps, stream } => della_mask(vals, start, row_len, *d, *eps, stream, sc),
@@ -245,14 +278,14 @@ fn della_mask(
     stream: &Stream,
     sc: &mut Scratch,
 ) {
-    let Scratch { order, drop, .. } = sc;
+    let Scratch {
+        order, drop, tmp, ..
+    } = sc;
     let len = vals.len();
     let rl = row_len.max(1);
     if start % rl != 0 || len % rl != 0 {
         for (j, v) in vals.iter_mut().enumerate() {
-            if !stream.keep(start + j, d) {
-                *v = 0.0;
-            }
+            *v = if stream.keep(start + j, d) { *v } else { 0.0 };
         }
         return;
     }
@@ -266,14 +299,22 @@ fn della_mask(
             }
             continue;
         }
+        // Sort (magnitude bits, index) packed in one u64: ranks by
+        // magnitude, ties by index, and a primitive sort is fast.
         order.clear();
-        order.extend(0..rl as u32);
-        order.sort_unstable_by_key(|&j| ((row[j as usize].to_bits() & 0x7fff_ffff), j));
-        let denom = (rl - 1) as f32;
+        order.extend(
+            row.iter()
+                .enumerate()
+                .map(|(j, x)| (u64::from(x.to_bits() & 0x7fff_ffff) << 32) | j as u64),
+        );
+        sort_keys(order, tmp);
+        // p(rank) = lo + rank * step, step = 2 eps / (L - 1)
+        let step = span / (rl - 1) as f32;
         // Decide first (ranks need the original magnitudes), then zero.
         drop.clear();
-        for (rank, &j) in order.iter().enumerate() {
-            let p = lo + (rank as f32 / denom) * span;
+        for (rank, &key) in order.iter().enumerate() {
+            let j = key as u32;
+            let p = lo + rank as f32 * step;
             if !stream.keep(row_start + j as usize, p) {
                 drop.push(j);
             }
@@ -392,22 +433,24 @@ impl Kernel for Gta {
             for i in 0..n {
                 let w = self.models[i].weight;
                 let wd = &self.tmp[i * len..(i + 1) * len];
+                // Agreement with the elected sign (a zero sum counts as +),
+                // as selects rather than branches so the loop vectorises.
                 for (((o, d), &x), &s) in out
                     .iter_mut()
                     .zip(self.div.iter_mut())
                     .zip(wd)
                     .zip(&self.sum)
                 {
-                    let agree = if s >= 0.0 { x > 0.0 } else { x < 0.0 };
-                    *o += if agree { x } else { 0.0 };
-                    *d += if agree { w } else { 0.0 };
+                    let agree = (s >= 0.0 && x > 0.0) | (s < 0.0 && x < 0.0);
+                    let m = u32::from(agree).wrapping_neg();
+                    *o += f32::from_bits(x.to_bits() & m);
+                    *d += f32::from_bits(w.to_bits() & m);
                 }
             }
-            self.div.iter_mut().for_each(|d| {
-                if *d == 0.0 {
-                    *d = 1.0
-                }
-            });
+            for d in self.div.iter_mut() {
+                let zero = u32::from(*d == 0.0).wrapping_neg();
+                *d = f32::from_bits((d.to_bits() & !zero) | (1f32.to_bits() & zero));
+            }
         } else {
             for i in 0..n {
                 let wd = &self.tmp[i * len..(i + 1) * len];
@@ -433,6 +476,30 @@ impl Kernel for Gta {
         if let Some(b) = chunk.base {
             for (o, &bv) in out.iter_mut().zip(b) {
                 *o += bv;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_keys;
+
+    #[test]
+    fn radix_key_sort_matches_comparison_sort() {
+        let mut s = 5u64;
+        for n in [0usize, 1, 255, 256, 1000, 5000] {
+            for distinct in [1u64, 3, 1000, u64::from(u32::MAX)] {
+                let mut keys: Vec<u64> = (0..n as u64)
+                    .map(|j| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        ((((s >> 33) % distinct) & 0x7fff_ffff) << 32) | j
+                    })
+                    .collect();
+                let mut want = keys.clone();
+                want.sort_unstable();
+                sort_keys(&mut keys, &mut Vec::new());
+                assert_eq!(keys, want, "n={n} distinct={distinct}");
             }
         }
     }

@@ -1,6 +1,14 @@
 //! Merge math: one streaming kernel per method family, pure functions over
 //! `&[f32]` chunks. Nothing here touches files or threads.
 //!
+//! Files: `gta` (task arithmetic, TIES, DARE, breadcrumbs, DELLA), `sphere`
+//! (slerp, nuslerp, multislerp, karcher, model_stock: Gram-matrix pass, then
+//! a linear combination), `sce`, `simple` (linear, nearswap, passthrough),
+//! [`select`] (exact streaming top-k, also used by the analysis panels),
+//! [`rng`] (counter-based draws: same seed, same bytes, whatever the
+//! chunking or thread count). Semantics follow mergekit 0.1.5; deliberate
+//! differences are listed in each file's docs.
+//!
 //! CONTRACT (skeleton): the engine drives a [`Kernel`] per output tensor:
 //! while `wants_pass()` it feeds every chunk of the tensor, in order, to
 //! `observe` between `begin_pass`/`end_pass`; then it feeds every chunk, in

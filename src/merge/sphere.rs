@@ -343,6 +343,13 @@ impl Kernel for GramKernel {
     fn begin_pass(&mut self) {}
     fn observe(&mut self, chunk: &Chunk) {
         let n = self.n;
+        if self.layout == Layout::Columns && chunk.row_len >= chunk.numel {
+            // A 1-D tensor: mergekit's transpose(0, -1) leaves it alone, so
+            // the whole tensor is the one vector. (A `[1, N]` matrix, which
+            // has the same row length, would be N one-element columns; such
+            // tensors do not occur in the architectures smelt merges.)
+            self.layout = Layout::Flat;
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         match self.layout {
             Layout::Flat => {

@@ -194,7 +194,7 @@ impl Report {
 
         let _ = writeln!(
             s,
-            "\n{:<42} {:<7} {:<16} {:>8} {:>3}",
+            "\n{:<46} {:<7} {:<13} {:>8} {:>2}",
             "tensor", "dtype", "shape", "params", "#"
         );
         for t in &self.tensors {
@@ -208,10 +208,10 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "{:<42} {:<7} {:<16} {:>8} {:>3}",
-                clip_left(&t.name, 42),
+                "{:<46} {:<7} {:<13} {:>8} {:>2}",
+                clip_left(&t.name, 46),
                 t.dtype,
-                clip(&shape, 16),
+                clip(&shape, 13),
                 human(t.params, ""),
                 t.shard
             );
@@ -260,11 +260,20 @@ fn human(n: u64, unit: &str) -> String {
     let x = n as f64;
     for (scale, p) in STEPS {
         if x >= scale {
-            let p = if unit == "B" || p != "G" { p } else { "B" };
-            return format!("{:.2}{p}{unit}", x / scale);
+            return if unit.is_empty() {
+                // Parameter counts: 7.00B, not 7.00G.
+                let p = if p == "G" { "B" } else { p };
+                format!("{:.2}{p}", x / scale)
+            } else {
+                format!("{:.2} {p}{unit}", x / scale)
+            };
         }
     }
-    format!("{n}{}", if unit.is_empty() { "" } else { " B" })
+    if unit.is_empty() {
+        n.to_string()
+    } else {
+        format!("{n} {unit}")
+    }
 }
 
 /// Cut `s` to `w` characters, marking the cut with `~` at the end.
@@ -298,7 +307,7 @@ mod tests {
         assert_eq!(human(999, ""), "999");
         assert_eq!(human(1_234_567, ""), "1.23M");
         assert_eq!(human(7_000_000_000, ""), "7.00B");
-        assert_eq!(human(7_000_000_000, "B"), "7.00GB");
+        assert_eq!(human(7_000_000_000, "B"), "7.00 GB");
         assert_eq!(human(12, "B"), "12 B");
     }
 

@@ -1,8 +1,18 @@
 //! Checkpoints on disk: safetensors folders, read lazily through mmap, and
 //! written atomically in shards.
 //!
-//! CONTRACT (skeleton): signatures here are what the rest of the crate codes
-//! against. Bodies marked `todo!` are filled in by the `model` work.
+//! - [`Model::open`] reads and validates headers only and maps the shards;
+//!   [`Model::read_f32`] converts any window of a tensor to f32 on demand, so
+//!   a merge holds chunks, never whole models.
+//! - [`Writer`] lays out every output shard up front and lets any number of
+//!   threads fill tensors at their final offsets; [`Writer::finish`]
+//!   publishes the folder with one rename.
+//! - [`classify`] maps tensor names to layers for per-layer parameters and
+//!   statistics; [`inspect::Report`] summarises a checkpoint.
+//!
+//! Module layout: `header` (the safetensors header, parsed and built),
+//! `dtype` (conversion), `catalogue`, `reader`, `writer`, `outpath` (output
+//! location rules), `inspect`.
 
 mod catalogue;
 mod dtype;
@@ -15,7 +25,7 @@ mod writer;
 pub use catalogue::{classify, Group, LayerRef};
 pub use dtype::{from_f32, to_f32, Dtype};
 pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
-pub use writer::{write_small, OutputTensor, Writer, WriterOptions};
+pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
 
 use std::path::PathBuf;
 
@@ -47,3 +57,11 @@ pub enum ModelError {
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// Models are shared across rayon workers (`Arc<Model>`) and one writer is
+/// filled from all of them: keep both thread-safe.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+    shareable::<Writer>();
+};

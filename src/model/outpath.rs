@@ -62,7 +62,8 @@ pub(super) fn resolve(path: &Path) -> Result<PathBuf> {
 /// existing `out` that contains an input. Returns the resolved `out`.
 pub(super) fn check_destination(out: &Path, inputs: &[PathBuf], force: bool) -> Result<PathBuf> {
     let resolved = resolve(out)?;
-    if resolved.file_name().is_none() {
+    // `.`, `..` and `/` have no name of their own to rename to or beside.
+    if out.file_name().is_none() || resolved.file_name().is_none() {
         return Err(out_err(out, "not a usable output folder name"));
     }
     let exists = out.symlink_metadata().is_ok();
@@ -106,6 +107,44 @@ pub(super) fn sibling(out: &Path, tag: &str) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
     out.with_file_name(format!("{name}.{tag}-{}-{n}", std::process::id()))
+}
+
+/// Remove `OUT.partial-<pid>-<n>` folders left beside `out` by a smelt
+/// process that no longer runs (killed mid-merge: its drop handler never
+/// ran). Only folders of dead processes are touched, so a merge running
+/// elsewhere into the same destination keeps its work. Best effort, and
+/// only where `/proc` says which processes are alive.
+pub(super) fn remove_stale_partials(out: &Path) {
+    let (Some(parent), Some(name)) = (out.parent(), out.file_name()) else {
+        return;
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let prefix = format!("{}.partial-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Whether `name` is a plain file name (no separators, not `.`/`..`), so

@@ -99,7 +99,14 @@ impl Model {
             let folder = path.parent().map(Path::to_path_buf);
             (Layout::Sharded(path.to_path_buf()), folder)
         } else {
-            (Layout::Single(path.to_path_buf()), None)
+            // `folder/model.safetensors` is that folder's model, config and
+            // all; any other file name is a bare checkpoint whose folder may
+            // hold unrelated files.
+            let folder = path
+                .parent()
+                .filter(|_| path.file_name().is_some_and(|n| n == SINGLE_FILE))
+                .map(Path::to_path_buf);
+            (Layout::Single(path.to_path_buf()), folder)
         };
 
         let mut loaded = Loaded::default();

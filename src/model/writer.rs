@@ -12,7 +12,7 @@
 //! expected.
 
 use super::header::{self, OutEntry};
-use super::outpath::{check_destination, is_plain_name, sibling, sync_dir};
+use super::outpath::{check_destination, is_plain_name, remove_stale_partials, sibling, sync_dir};
 use super::reader::{INDEX_FILE, SINGLE_FILE};
 use super::{dtype, Dtype, ModelError, Result};
 use std::fs::File;
@@ -158,6 +158,7 @@ impl Writer {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         }
+        remove_stale_partials(out);
         let partial = sibling(out, "partial");
         std::fs::create_dir(&partial).map_err(|e| io_err(&partial, e))?;
         // From here on, an early return drops `w`, which removes `partial`.
