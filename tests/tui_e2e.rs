@@ -84,6 +84,16 @@ impl Tui {
     }
 }
 
+/// A failed test must not leave smelt running.
+impl Drop for Tui {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The histogram rows of the Sign agreement panel.
 fn histogram(screen: &str) -> Vec<String> {
     screen
