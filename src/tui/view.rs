@@ -580,7 +580,8 @@ fn draw_params(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     f.render_widget(block, r);
     let rows = app.param_rows();
     let h = inner.height as usize;
-    let w = inner.width as usize;
+    // Keep names and values close enough to read across on wide screens.
+    let w = (inner.width as usize).min(64);
     let top = scroll(app.param_cursor, h);
     let mut out = Vec::new();
     for (i, row) in rows.iter().enumerate().skip(top).take(h) {
@@ -667,12 +668,17 @@ fn shown_value(app: &App, row: &ParamRow, v: Option<&crate::recipe::Value>) -> S
         .iter()
         .filter(|l| matches!(l.group, Group::Layer(_)))
         .count();
-    let Some(tensor) = app
-        .layers
-        .iter()
-        .find(|l| l.group == Group::Layer(lo))
-        .and_then(|l| l.tensors.first())
-    else {
+    // Filters match tensor names: only a selected tensor has one value.
+    let name = match (app.current_line(), v) {
+        (LayerLine::Tensor(g, t), _) => app.layers.get(g).and_then(|l| l.tensors.get(t)),
+        (_, Value::Gradient(_)) => app
+            .layers
+            .iter()
+            .find(|l| l.group == Group::Layer(lo))
+            .and_then(|l| l.tensors.first()),
+        _ => None,
+    };
+    let Some(tensor) = name else {
         return fmt_value(v);
     };
     let tp = app
