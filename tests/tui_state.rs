@@ -163,6 +163,11 @@ fn a_range_of_layers_becomes_one_override() {
     let ranges: Vec<_> = r.overrides.iter().map(|o| o.layers).collect();
     assert_eq!(ranges, vec![(2, 2), (3, 3), (4, 4)], "layer 3 differs now");
     assert!(!r.overrides[1].models.contains_key(&0));
+    // Backspace on a layer row drops all of that layer's overrides.
+    app.focus = Panel::Layers;
+    press(&mut app, KeyCode::Backspace);
+    let ranges: Vec<_> = app.to_recipe().overrides.iter().map(|o| o.layers).collect();
+    assert_eq!(ranges, vec![(2, 2), (4, 4)]);
 }
 
 #[test]

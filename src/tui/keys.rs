@@ -43,7 +43,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("", "  Models: weight of the selected model"),
     ("Enter", "expand a layer / type a value / next method"),
     ("v", "start or clear a layer range for edits"),
-    ("Backspace Del", "Params: drop this layer's override"),
+    (
+        "Backspace Del",
+        "drop overrides (Params: this value; Layers: all)",
+    ),
     ("m", "next merge method"),
     ("r", "run the merge (asks for the output folder)"),
     ("c", "cancel the running merge"),

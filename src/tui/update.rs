@@ -345,6 +345,23 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
         Action::Remove => {
             if app.focus == Panel::Models {
                 remove_model(app);
+            } else if app.focus == Panel::Layers {
+                match app.edit_scope() {
+                    Some((lo, hi)) => {
+                        let before = app.overrides.len();
+                        app.overrides.retain(|l, _| *l < lo || *l > hi);
+                        if app.overrides.len() == before {
+                            app.say(Level::Info, "no overrides here");
+                        } else {
+                            app.say(
+                                Level::Info,
+                                format!("overrides of layers {lo}-{hi} removed"),
+                            );
+                            app.params_changed();
+                        }
+                    }
+                    None => app.say(Level::Info, "select a layer to clear its overrides"),
+                }
             } else if app.focus == Panel::Params {
                 let rows = app.param_rows();
                 if let Some(r) = rows.get(app.param_cursor) {
