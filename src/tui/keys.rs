@@ -45,7 +45,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("v", "start or clear a layer range for edits"),
     (
         "Backspace Del",
-        "drop overrides (Params: this value; Layers: all)",
+        "drop overrides (Params: one; Layers: all)",
     ),
     ("m", "next merge method"),
     ("r", "run the merge (asks for the output folder)"),
