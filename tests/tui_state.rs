@@ -535,3 +535,56 @@ fn a_click_focuses_the_panel_and_picks_the_row() {
     update(&mut app, click(5, 0));
     assert_eq!(app.focus, Panel::Layers);
 }
+
+#[test]
+fn a_preview_shows_until_the_exact_result_arrives() {
+    let mut app = demo_app();
+    to_layer(&mut app, 0);
+    press(&mut app, KeyCode::Enter);
+    press(&mut app, KeyCode::Down);
+    let t = app.current_target().unwrap();
+    let key = app.stats_key(&t);
+    let est = fake_stats(10, 1, 0.5);
+    // A preview for other inputs is dropped.
+    update(
+        &mut app,
+        Msg::Preview {
+            key: "other".into(),
+            target: t.clone(),
+            stats: est.clone(),
+        },
+    );
+    assert_eq!(app.preview_for(&t), None);
+    update(
+        &mut app,
+        Msg::Preview {
+            key: key.clone(),
+            target: t.clone(),
+            stats: est.clone(),
+        },
+    );
+    assert_eq!(app.preview_for(&t), Some(&est));
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40)).unwrap();
+    let theme = smelt::tui::theme::Theme::default();
+    term.draw(|f| smelt::tui::view::draw(f, &app, &theme))
+        .unwrap();
+    assert!(format!("{}", term.backend()).contains("PREVIEW"));
+    // The exact result replaces it on screen.
+    let exact = fake_stats(10, 2, 0.5);
+    update(
+        &mut app,
+        Msg::Analysis {
+            key,
+            target: t.clone(),
+            result: Ok(exact),
+        },
+    );
+    term.draw(|f| smelt::tui::view::draw(f, &app, &theme))
+        .unwrap();
+    let s = format!("{}", term.backend());
+    assert!(!s.contains("PREVIEW") && s.contains("[current]"), "{s}");
+    // A density change makes the preview stale too.
+    app.focus = Panel::Layers;
+    press(&mut app, KeyCode::Left);
+    assert_eq!(app.preview_for(&t), None);
+}

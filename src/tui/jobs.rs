@@ -268,6 +268,20 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
             if req.cancel.load(Ordering::Relaxed) {
                 break;
             }
+            // Big tensors: a quick estimate from sampled rows first, so the
+            // histogram moves at once; the exact result follows.
+            if let Target::Tensor(name) = target {
+                if let Ok(Some(s)) = guarded(|| preview(&req.recipe, name, &reg, &req.cancel)) {
+                    if req.cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = tx.send(Msg::Preview {
+                        key: key.clone(),
+                        target: target.clone(),
+                        stats: s,
+                    });
+                }
+            }
             let result = guarded(|| analyze(&req.recipe, target, &reg, &req.cancel, &mut cache));
             if req.cancel.load(Ordering::Relaxed) {
                 break;
@@ -284,6 +298,70 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
             }
         }
     }
+}
+
+/// Tensors at least this large get a sampled preview.
+pub const PREVIEW_MIN: usize = 1 << 22;
+/// Roughly how many elements a preview samples.
+const PREVIEW_ELEMS: usize = 1 << 20;
+
+/// Statistics of evenly spaced whole rows of a big tensor (`None` for small
+/// tensors). Trimming then works on the sample's own magnitudes, so kept
+/// shares and histogram are estimates, labelled as such on screen.
+fn preview(
+    recipe: &Recipe,
+    name: &str,
+    reg: &Registry,
+    cancel: &AtomicBool,
+) -> Result<Option<analysis::Stats>, String> {
+    let base_path = recipe.base.as_ref().ok_or("no base model")?;
+    let base = open_model(base_path, reg)?;
+    let Some(bt) = base.tensor(name) else {
+        return Ok(None);
+    };
+    let numel = bt.numel();
+    if numel < PREVIEW_MIN || !bt.dtype.is_mergeable() {
+        return Ok(None);
+    }
+    let row = bt.shape.last().copied().unwrap_or(1).max(1);
+    let rows = numel / row;
+    let want = (PREVIEW_ELEMS / row).clamp(1, rows);
+    let stride = (rows / want).max(1);
+    let models = recipe
+        .models
+        .iter()
+        .map(|m| open_model(&m.path, reg))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut b = vec![0f32; row];
+    let mut m = vec![0f32; row];
+    let mut deltas = vec![Vec::with_capacity(want * row); models.len()];
+    for r in (0..rows).step_by(stride).take(want) {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        base.read_f32(bt, r * row, &mut b)
+            .map_err(|e| e.to_string())?;
+        for (model, d) in models.iter().zip(deltas.iter_mut()) {
+            let t = model
+                .tensor(name)
+                .ok_or_else(|| format!("{}: no tensor `{name}`", model.path().display()))?;
+            if t.numel() != numel {
+                return Ok(None);
+            }
+            model
+                .read_f32(t, r * row, &mut m)
+                .map_err(|e| e.to_string())?;
+            // The task vector: this model minus the base.
+            d.extend(m.iter().zip(&b).map(|(x, y)| x - y));
+        }
+    }
+    let g = bt.place.group;
+    let params = recipe.resolve(name, g, base.num_layers());
+    let trim = analysis::Trim::from_params(&params, models.len());
+    analysis::TensorDeltas::from_vecs(name, deltas)
+        .stats(&trim, cancel)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 fn analyze(

@@ -43,10 +43,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("", "  Models: weight of the selected model"),
     ("Enter", "expand a layer / type a value / next method"),
     ("v", "start or clear a layer range for edits"),
-    (
-        "Backspace Del",
-        "drop overrides (Params: one; Layers: all)",
-    ),
+    ("Backspace Del", "drop overrides (Params: one; Layers: all)"),
     ("m", "next merge method"),
     ("r", "run the merge (asks for the output folder)"),
     ("c", "cancel the running merge"),

@@ -229,6 +229,9 @@ pub struct App {
     /// Latest statistics per target, with the key of the inputs they were
     /// computed from (see [`App::stats_key`]).
     pub stats: HashMap<Target, (String, Result<Stats, String>)>,
+    /// Sampled estimates for big tensors, shown until the exact result for
+    /// the same key arrives.
+    pub previews: HashMap<Target, (String, Stats)>,
     pub merge: MergeState,
     pub modal: Option<Modal>,
     pub message: Option<(Level, String)>,
@@ -267,6 +270,7 @@ impl App {
             range_anchor: None,
             gen: 0,
             stats: HashMap::new(),
+            previews: HashMap::new(),
             merge: MergeState::Idle,
             modal: None,
             message: None,
@@ -348,6 +352,7 @@ impl App {
         self.param_cursor = 0;
         self.range_anchor = None;
         self.stats.clear();
+        self.previews.clear();
         self.saved = Some(self.to_recipe());
         self.gen += 1;
         self.dirty = true;
@@ -600,6 +605,14 @@ impl App {
     pub fn params_changed(&mut self) {
         self.gen += 1;
         self.dirty = true;
+    }
+
+    /// A preview for the target's current inputs, if one is held.
+    pub fn preview_for(&self, t: &Target) -> Option<&Stats> {
+        self.previews
+            .get(t)
+            .filter(|(k, _)| *k == self.stats_key(t))
+            .map(|(_, s)| s)
     }
 
     /// What a target's statistics depend on: the method, the models, and

@@ -32,6 +32,13 @@ pub enum Msg {
         target: Target,
         result: Result<Stats, String>,
     },
+    /// A quick estimate from sampled rows of a big tensor, before the exact
+    /// result.
+    Preview {
+        key: String,
+        target: Target,
+        stats: Stats,
+    },
     /// An engine event from the merge worker, with time since it started.
     Merge {
         event: Event,
@@ -104,6 +111,12 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             let have_current = app.stats.get(&target).is_some_and(|(k, _)| *k == now);
             if key == now || !have_current {
                 app.stats.insert(target, (key, result));
+                app.dirty = true;
+            }
+        }
+        Msg::Preview { key, target, stats } => {
+            if key == app.stats_key(&target) {
+                app.previews.insert(target, (key, stats));
                 app.dirty = true;
             }
         }

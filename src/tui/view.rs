@@ -768,6 +768,10 @@ fn draw_agreement(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
         }
         Some(t) => match app.stats_for(t) {
             Some((Ok(s), true)) => (Some(s.clone()), "current"),
+            _ if app.preview_for(t).is_some() => (
+                app.preview_for(t).cloned(),
+                "PREVIEW · sampled rows · computing…",
+            ),
             Some((Ok(s), false)) => (Some(s.clone()), "STALE · computing…"),
             Some((Err(e), _)) => {
                 out.push(Line::styled(format!("error: {e}"), theme.fg(theme.bad)));
