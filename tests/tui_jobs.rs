@@ -181,3 +181,36 @@ fn merge_reports_progress_and_a_summary() {
     };
     assert!(err.contains(out.to_str().unwrap()), "{err}");
 }
+
+#[test]
+fn a_preview_of_a_small_tensor_is_the_exact_answer() {
+    use smelt::merge::{ParamMap, ParamValue, TensorParams};
+    use smelt::model::Model;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let m = models();
+    let base = Model::open(&m.join("base")).unwrap();
+    let ins: Vec<Arc<Model>> = ["ft0", "ft1", "ft2"]
+        .iter()
+        .map(|n| Arc::new(Model::open(&m.join(n)).unwrap()))
+        .collect();
+    let name = "model.layers.1.mlp.up_proj.weight";
+    let mut p = ParamMap::default();
+    p.set("density", ParamValue::Float(0.4));
+    p.set("weight", ParamValue::Float(1.0));
+    let params = TensorParams {
+        tensor: name.into(),
+        models: vec![p.clone(), p.clone(), p],
+        ..TensorParams::default()
+    };
+    let cancel = AtomicBool::new(false);
+    // Under the sample size every row is taken: same numbers as the exact path.
+    let pre = smelt::tui::jobs::preview_stats(&base, &ins, name, &params, &cancel)
+        .unwrap()
+        .unwrap();
+    let exact = smelt::analysis::analyze_tensor(&base, &ins, name, &params, &cancel).unwrap();
+    assert_eq!(pre.params, exact.params);
+    assert_eq!(pre.agree, exact.agree);
+    assert_eq!(pre.kept, exact.kept);
+    assert_eq!(pre.conflicts, exact.conflicts);
+}

@@ -303,7 +303,7 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
 /// Tensors at least this large get a sampled preview.
 pub const PREVIEW_MIN: usize = 1 << 22;
 /// Roughly how many elements a preview samples.
-const PREVIEW_ELEMS: usize = 1 << 20;
+pub const PREVIEW_ELEMS: usize = 1 << 20;
 
 /// Statistics of evenly spaced whole rows of a big tensor (`None` for small
 /// tensors). Trimming then works on the sample's own magnitudes, so kept
@@ -319,19 +319,36 @@ fn preview(
     let Some(bt) = base.tensor(name) else {
         return Ok(None);
     };
-    let numel = bt.numel();
-    if numel < PREVIEW_MIN || !bt.dtype.is_mergeable() {
+    if bt.numel() < PREVIEW_MIN || !bt.dtype.is_mergeable() {
         return Ok(None);
     }
-    let row = bt.shape.last().copied().unwrap_or(1).max(1);
-    let rows = numel / row;
-    let want = (PREVIEW_ELEMS / row).clamp(1, rows);
-    let stride = (rows / want).max(1);
     let models = recipe
         .models
         .iter()
         .map(|m| open_model(&m.path, reg))
         .collect::<Result<Vec<_>, _>>()?;
+    let params = recipe.resolve(name, bt.place.group, base.num_layers());
+    preview_stats(&base, &models, name, &params, cancel)
+}
+
+/// Statistics of about 1M entries in evenly spaced whole rows of `name`
+/// (`None` if cancelled or shapes differ). Trimming works on the sample's
+/// own magnitudes, so the numbers are estimates, labelled so on screen.
+pub fn preview_stats(
+    base: &Model,
+    models: &[Arc<Model>],
+    name: &str,
+    params: &crate::merge::TensorParams,
+    cancel: &AtomicBool,
+) -> Result<Option<analysis::Stats>, String> {
+    let bt = base
+        .tensor(name)
+        .ok_or_else(|| format!("{}: no tensor `{name}`", base.path().display()))?;
+    let numel = bt.numel();
+    let row = bt.shape.last().copied().unwrap_or(1).max(1);
+    let rows = numel / row;
+    let want = (PREVIEW_ELEMS / row).clamp(1, rows.max(1));
+    let stride = (rows / want).max(1);
     let mut b = vec![0f32; row];
     let mut m = vec![0f32; row];
     let mut deltas = vec![Vec::with_capacity(want * row); models.len()];
@@ -355,9 +372,7 @@ fn preview(
             d.extend(m.iter().zip(&b).map(|(x, y)| x - y));
         }
     }
-    let g = bt.place.group;
-    let params = recipe.resolve(name, g, base.num_layers());
-    let trim = analysis::Trim::from_params(&params, models.len());
+    let trim = analysis::Trim::from_params(params, models.len());
     analysis::TensorDeltas::from_vecs(name, deltas)
         .stats(&trim, cancel)
         .map(Some)
