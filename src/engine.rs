@@ -96,6 +96,9 @@ pub enum EngineError {
     Model(#[from] crate::model::ModelError),
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
+    /// MLP checkpoints that cannot be zipped (ZipIt!/permute).
+    #[error(transparent)]
+    Mlp(#[from] crate::mlp::MlpError),
     #[error("cancelled")]
     Cancelled,
     #[error("{0}")]
@@ -183,7 +186,7 @@ pub fn run(
     });
     result?;
     state.check()?;
-    write_side_files(plan, opts, &writer)?;
+    write_side_files(plan, opts, &writer, plan.config.as_ref())?;
     let out = writer.finish()?;
     let summary = Summary {
         out,
@@ -248,52 +251,13 @@ fn chunk_step(numel: usize, row_len: usize) -> usize {
 
 fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progress) -> Result<()> {
     match &job.kind {
-        JobKind::Copy {
-            source,
-            scale: None,
-        } => {
+        JobKind::Copy { source, scale } => {
             let (model, info) = lookup(plan, source)?;
-            let raw = model.raw(info);
-            let step = CHUNK_ELEMS * 4;
-            let mut off = 0;
-            while off < raw.len() {
-                state.check()?;
-                let end = (off + step).min(raw.len());
-                writer.write_raw(index, off, &raw[off..end])?;
-                model.release(info, off, end);
-                state
-                    .bytes_done
-                    .fetch_add((end - off) as u64, Ordering::Relaxed);
-                off = end;
+            if scale.is_none() && info.dtype == job.out.dtype {
+                copy_raw(model, info, index, writer, state)
+            } else {
+                copy_converted(model, info, scale.unwrap_or(1.0), index, writer, state)
             }
-            Ok(())
-        }
-        JobKind::Copy {
-            source,
-            scale: Some(scale),
-        } => {
-            let (model, info) = lookup(plan, source)?;
-            let numel = info.numel();
-            let step = chunk_step(numel, 1);
-            let mut buf = vec![0f32; step];
-            let mut start = 0;
-            while start < numel {
-                state.check()?;
-                let end = (start + step).min(numel);
-                let b = &mut buf[..end - start];
-                model.read_f32(info, start, b)?;
-                for x in b.iter_mut() {
-                    *x *= scale;
-                }
-                writer.write_f32(index, start, b)?;
-                release_elems(model, info, start, end);
-                state.bytes_done.fetch_add(
-                    ((end - start) * info.dtype.size()) as u64,
-                    Ordering::Relaxed,
-                );
-                start = end;
-            }
-            Ok(())
         }
         JobKind::Merge {
             method,
@@ -361,6 +325,64 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
     }
 }
 
+/// Copy a tensor's bytes unchanged, a chunk at a time.
+fn copy_raw(
+    model: &Model,
+    info: &crate::model::TensorInfo,
+    index: usize,
+    writer: &Writer,
+    state: &Progress,
+) -> Result<()> {
+    let raw = model.raw(info);
+    let step = CHUNK_ELEMS * 4;
+    let mut off = 0;
+    while off < raw.len() {
+        state.check()?;
+        let end = (off + step).min(raw.len());
+        writer.write_raw(index, off, &raw[off..end])?;
+        model.release(info, off, end);
+        state
+            .bytes_done
+            .fetch_add((end - off) as u64, Ordering::Relaxed);
+        off = end;
+    }
+    Ok(())
+}
+
+/// Copy a tensor through f32: to change its dtype, or to scale it.
+fn copy_converted(
+    model: &Model,
+    info: &crate::model::TensorInfo,
+    scale: f32,
+    index: usize,
+    writer: &Writer,
+    state: &Progress,
+) -> Result<()> {
+    let numel = info.numel();
+    let step = chunk_step(numel, 1);
+    let mut buf = vec![0f32; step];
+    let mut start = 0;
+    while start < numel {
+        state.check()?;
+        let end = (start + step).min(numel);
+        let b = &mut buf[..end - start];
+        model.read_f32(info, start, b)?;
+        if scale != 1.0 {
+            for x in b.iter_mut() {
+                *x *= scale;
+            }
+        }
+        writer.write_f32(index, start, b)?;
+        release_elems(model, info, start, end);
+        state.bytes_done.fetch_add(
+            ((end - start) * info.dtype.size()) as u64,
+            Ordering::Relaxed,
+        );
+        start = end;
+    }
+    Ok(())
+}
+
 /// Tell the model we are done with elements `[start, end)` of `t`, so their
 /// pages leave this process's resident set (the page cache keeps them).
 fn release_elems(m: &Model, t: &crate::model::TensorInfo, start: usize, end: usize) {
@@ -386,8 +408,13 @@ fn lookup<'p>(
 }
 
 /// config.json, tokenizer and generation files, the recipe, a model card.
-fn write_side_files(plan: &Plan, opts: &Options, writer: &Writer) -> Result<()> {
-    if let Some(config) = &plan.config {
+fn write_side_files(
+    plan: &Plan,
+    opts: &Options,
+    writer: &Writer,
+    config: Option<&serde_json::Value>,
+) -> Result<()> {
+    if let Some(config) = config {
         let text = serde_json::to_string_pretty(config)
             .map_err(|e| EngineError::Other(format!("config.json: {e}")))?;
         writer.add_file("config.json", format!("{text}\n").as_bytes())?;
@@ -458,7 +485,9 @@ fn model_card(plan: &Plan, recipe_text: &str) -> String {
     s
 }
 
-/// ZipIt! and permutation merge whole MLPs; the `zip` module does the work.
+/// ZipIt! and permutation merge whole MLPs (features are matched on
+/// calibration inputs, layer by layer); the `zip` module does the work and
+/// the result is written like any other merge.
 fn run_zip(
     plan: &Plan,
     opts: &Options,
@@ -466,9 +495,93 @@ fn run_zip(
     cancel: &AtomicBool,
     started: Instant,
 ) -> Result<Summary> {
-    let _ = (plan, opts, progress, cancel, started);
-    Err(EngineError::Other(format!(
-        "{}: not available in this build",
-        plan.recipe.method.name()
-    )))
+    use crate::mlp::{Dataset, MlpModel, Split};
+    use crate::zip::{zip_merge_with_stats, LayerOverride, ZipMethod};
+    let recipe = &plan.recipe;
+    let models: Vec<MlpModel> = recipe
+        .models
+        .iter()
+        .map(|m| MlpModel::load(&m.path))
+        .collect::<std::result::Result<_, _>>()?;
+    let bytes_read: u64 = plan
+        .models
+        .iter()
+        .flat_map(|m| m.tensors().iter().map(|t| t.nbytes() as u64))
+        .sum();
+    let _ = progress.send(Event::Started {
+        tensors: plan.models.first().map_or(0, |m| m.tensors().len()),
+        bytes_total: bytes_read,
+    });
+    let global = |name: &str, default: f64| -> f64 {
+        match recipe.params.get(name) {
+            Some(crate::recipe::Value::Number(x)) => *x,
+            _ => default,
+        }
+    };
+    let method = if recipe.method == merge::Method::Zipit {
+        ZipMethod::Zipit {
+            alpha: global("alpha", 0.5),
+            beta: global("beta", 1.0),
+        }
+    } else {
+        ZipMethod::Permute
+    };
+    let depth = global("depth", -1.0);
+    let depth = (depth >= 0.0).then_some(depth as usize);
+    // Per-layer α/β: every layer an override covers, later ones winning.
+    let mut overrides: Vec<LayerOverride> = Vec::new();
+    for o in &recipe.overrides {
+        let num = |name: &str| match o.params.get(name) {
+            Some(crate::recipe::Value::Number(x)) => Some(*x),
+            _ => None,
+        };
+        for layer in o.layers.0..=o.layers.1 {
+            overrides.retain(|x| x.layer != layer);
+            overrides.push(LayerOverride {
+                layer,
+                alpha: num("alpha"),
+                beta: num("beta"),
+            });
+        }
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(EngineError::Cancelled);
+    }
+    let data = Dataset::load_or_builtin(recipe.calibration.as_deref())?;
+    let calib = data.split(Split::Train);
+    let (merged, _stats) = zip_merge_with_stats(&models, method, depth, &overrides, &calib)?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(EngineError::Cancelled);
+    }
+    let tensors = merged.tensors();
+    let dtype = recipe.out_dtype.unwrap_or(crate::model::Dtype::F32);
+    let writer = Writer::create(
+        &opts.out,
+        tensors
+            .iter()
+            .map(|(name, shape, _)| crate::model::OutputTensor {
+                name: name.clone(),
+                dtype,
+                shape: shape.clone(),
+            })
+            .collect(),
+        &writer_options(plan, opts),
+    )?;
+    for (i, (_, _, data)) in tensors.iter().enumerate() {
+        writer.write_f32(i, 0, data)?;
+    }
+    write_side_files(plan, opts, &writer, Some(&merged.config_json()))?;
+    let out = writer.finish()?;
+    let summary = Summary {
+        out,
+        tensors: tensors.len(),
+        bytes_written: tensors
+            .iter()
+            .map(|(_, _, d)| (d.len() * dtype.size()) as u64)
+            .sum(),
+        bytes_read,
+        elapsed: started.elapsed(),
+    };
+    let _ = progress.send(Event::Finished(summary.clone()));
+    Ok(summary)
 }

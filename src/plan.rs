@@ -29,8 +29,9 @@ pub enum JobKind {
         sources: Vec<Source>,
         params: TensorParams,
     },
-    /// Copy through (non-float tensors, passthrough). A `scale` other than
-    /// 1 multiplies the values (passthrough's `scale` parameter).
+    /// Copy through (non-float tensors, passthrough, MLP heads). A `scale`
+    /// multiplies the values (passthrough's `scale` parameter); the copy
+    /// converts when the output dtype differs from the source's.
     Copy { source: Source, scale: Option<f32> },
 }
 
@@ -100,6 +101,7 @@ impl Plan {
             models,
             jobs: Vec::new(),
             seen: BTreeMap::new(),
+            head_config: None,
         };
         let out_layers;
         let config_model;
@@ -134,6 +136,7 @@ impl Plan {
             };
             out_layers = planner.plan_slices()?;
         }
+        let head_config = planner.head_config.take();
         let config = planner.models[config_model].config().cloned().map(|mut c| {
             if let Some(obj) = c.as_object_mut() {
                 if obj.contains_key("num_hidden_layers") || !recipe.slices.is_empty() {
@@ -142,6 +145,7 @@ impl Plan {
             }
             c
         });
+        let config = head_config.or(config);
         Ok(Plan {
             recipe: recipe.clone(),
             models: planner.models,
@@ -230,6 +234,8 @@ struct Planner<'a> {
     jobs: Vec<Job>,
     /// Output names already planned (a name twice is a recipe error).
     seen: BTreeMap<String, ()>,
+    /// The output config of a multi-head MLP merge.
+    head_config: Option<serde_json::Value>,
 }
 
 /// One input of a (possibly sliced) merge.
@@ -287,11 +293,63 @@ impl Planner<'_> {
             });
             param_rows.push(*i);
         }
+        // smelt MLPs whose heads differ: merge the shared trunk, keep every
+        // input's heads as heads of the output (see `mlp::head_layout`).
+        let head_inputs: Vec<&Model> = inputs
+            .iter()
+            .filter(|i| Some(i.model) != base)
+            .map(|i| self.models[i.model].as_ref())
+            .collect();
+        let layout = crate::mlp::head_layout(&head_inputs)
+            .map_err(|e| PlanError::Mismatch(e.to_string()))?;
         let tensors: Vec<TensorInfo> = self.models[reference].tensors().to_vec();
         for t in &tensors {
+            if let Some(l) = &layout {
+                if !l.trunk.contains(&t.name) {
+                    continue;
+                }
+            }
             let group = t.place.group;
             let params = recipe.resolve(&t.name, group, n_layers);
             self.plan_tensor(recipe, t, &t.name, base, &inputs, &param_rows, params)?;
+        }
+        if let Some(l) = layout {
+            // `head_inputs[h.model]` is the model whose head this is.
+            let head_models: Vec<usize> = inputs
+                .iter()
+                .filter(|i| Some(i.model) != base)
+                .map(|i| i.model)
+                .collect();
+            for h in &l.heads {
+                let Some(&model) = head_models.get(h.model) else {
+                    continue;
+                };
+                let m = &self.models[model];
+                let Some(info) = m.tensor(&h.source) else {
+                    return Err(PlanError::Mismatch(format!(
+                        "{}: tensor `{}` is missing",
+                        m.path().display(),
+                        h.source
+                    )));
+                };
+                let out = OutputTensor {
+                    name: h.output.clone(),
+                    dtype: recipe.out_dtype.unwrap_or(info.dtype),
+                    shape: info.shape.clone(),
+                };
+                let source = Source {
+                    model,
+                    tensor: h.source.clone(),
+                };
+                self.push(Job {
+                    out,
+                    kind: JobKind::Copy {
+                        source,
+                        scale: None,
+                    },
+                })?;
+            }
+            self.head_config = Some(l.config);
         }
         Ok(n_layers)
     }

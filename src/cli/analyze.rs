@@ -117,11 +117,10 @@ pub fn run(
     }
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
-        println!("{text}");
+        super::emit(&format!("{text}\n"))
     } else {
-        print!("{}", render(&report, recipe.method));
+        super::emit(&render(&report, recipe.method))
     }
-    Ok(())
 }
 
 /// A recipe file, or models (base first unless `--base`): TIES at the

@@ -46,8 +46,8 @@ pub fn run(
         let _ = printer.join();
         r
     })?;
-    println!(
-        "merged {} tensors ({}): {} read, {} written in {:.2} s ({:.2} GB/s) -> {}",
+    super::emit(&format!(
+        "merged {} tensors ({}): {} read, {} written in {:.2} s ({:.2} GB/s) -> {}\n",
         summary.tensors,
         recipe.method.name(),
         bytes(summary.bytes_read),
@@ -55,8 +55,7 @@ pub fn run(
         summary.elapsed.as_secs_f64(),
         summary.gb_per_s(),
         summary.out.display()
-    );
-    Ok(())
+    ))
 }
 
 /// Draw progress until the channel closes: a redrawn bar on a terminal, a

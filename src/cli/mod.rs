@@ -55,6 +55,7 @@ impl From<smelt::engine::EngineError> for CliError {
         match e {
             E::Model(m) => CliError::input(m),
             E::Merge(m) => CliError::input(m),
+            E::Mlp(m) => CliError::input(m),
             E::Cancelled => CliError {
                 message: "cancelled; nothing was written".into(),
                 code: 130,
@@ -65,6 +66,19 @@ impl From<smelt::engine::EngineError> for CliError {
 }
 
 pub type CliResult = Result<(), CliError>;
+
+/// Write a command's output to stdout. A closed pipe (`smelt inspect M |
+/// head`) ends the output quietly instead of failing.
+pub fn emit(text: &str) -> CliResult {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::internal(format!("writing output: {e}")))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Parse a size such as `5GB`, `500MB`, `2GiB`, `1000000` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, String> {
@@ -105,17 +119,21 @@ pub fn inspect(path: &Path, json: bool) -> CliResult {
     let report = smelt::model::inspect::Report::new(&model);
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
-        println!("{text}");
+        emit(&format!("{text}\n"))
     } else {
-        print!("{}", report.render_text());
+        emit(&report.render_text())
     }
-    Ok(())
 }
 
 /// `smelt eval MODEL [--data FILE] [--json]`.
 pub fn eval(path: &Path, data: Option<&Path>, json: bool) -> CliResult {
-    let _ = (path, data, json);
-    Err(CliError::internal("eval: not available in this build yet"))
+    let report = smelt::eval::evaluate_path(path, data).map_err(CliError::input)?;
+    if json {
+        let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
+        emit(&format!("{text}\n"))
+    } else {
+        emit(&report.render())
+    }
 }
 
 /// `smelt recipe check R`: the recipe, then the plan against the models'
@@ -132,16 +150,22 @@ pub fn recipe_check(path: &Path) -> CliResult {
         )
     })?;
     let plan = smelt::plan::Plan::build(&recipe)?;
-    println!(
-        "{}: ok ({}, {} models, {} output tensors, {} layers, {:.2} GB to read)",
+    let what = if plan.jobs.is_empty() {
+        "whole MLPs, features matched on calibration data".to_string()
+    } else {
+        format!(
+            "{} output tensors, {} layers, {} to read",
+            plan.jobs.len(),
+            plan.out_layers,
+            merge::bytes(plan.input_bytes())
+        )
+    };
+    emit(&format!(
+        "{}: ok ({}, {} models, {what})\n",
         path.display(),
         recipe.method.name(),
         plan.models.len(),
-        plan.jobs.len(),
-        plan.out_layers,
-        plan.input_bytes() as f64 / 1e9
-    );
-    Ok(())
+    ))
 }
 
 /// `smelt recipe export R [--format toml|mergekit] [--out F]`.
@@ -163,7 +187,7 @@ pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>) -> CliResu
     match out {
         Some(o) => write_atomic(o, text.as_bytes())
             .map_err(|e| CliError::input(format!("{}: {e}", o.display())))?,
-        None => print!("{text}"),
+        None => emit(&text)?,
     }
     Ok(())
 }

@@ -337,35 +337,17 @@ impl Kernel for Gta {
         };
     }
     fn observe(&mut self, chunk: &Chunk) {
-        let len = chunk.len();
-        self.tmp.resize(len, 0.0);
-        for (i, st) in self.models.iter_mut().enumerate() {
-            let Some(m) = chunk.models.get(i) else {
-                continue;
-            };
-            delta_into(m, chunk.base, &mut self.tmp[..len]);
-            match self.pass {
-                Pass::Select => match &mut st.sparse {
-                    Sparse::Magnitude(t) => t.observe(&self.tmp[..len]),
-                    Sparse::Outliers { upper, outliers } => {
-                        upper.observe(&self.tmp[..len]);
-                        outliers.observe(&self.tmp[..len]);
-                    }
-                    _ => {}
-                },
-                Pass::L1 => {
-                    st.l1_before += l1(&self.tmp[..len]);
-                    sparsify(
-                        st,
-                        &mut self.tmp[..len],
-                        chunk.start,
-                        chunk.row_len,
-                        &mut self.scratch,
-                    );
-                    st.l1_after += l1(&self.tmp[..len]);
-                }
-            }
-        }
+        let block = self.block_len(chunk);
+        for_blocks(chunk, block, |c| self.observe_block(c));
+    }
+    fn apply(&mut self, chunk: &Chunk, out: &mut [f32]) {
+        let block = self.block_len(chunk);
+        let mut start = 0;
+        for_blocks(chunk, block, |c| {
+            let len = c.len();
+            self.apply_block(c, &mut out[start..start + len]);
+            start += len;
+        });
     }
     fn end_pass(&mut self) {
         match self.pass {
@@ -403,7 +385,57 @@ impl Kernel for Gta {
             }
         }
     }
-    fn apply(&mut self, chunk: &Chunk, out: &mut [f32]) {
+}
+
+impl Gta {
+    /// Elements per block: the chunk is processed in blocks small enough
+    /// for the cache, so the several sweeps over each block's task vectors
+    /// hit L2 instead of memory. DELLA ranks whole rows, so it takes the
+    /// chunk (row-aligned by the engine) in one piece.
+    fn block_len(&self, chunk: &Chunk) -> usize {
+        let della = self
+            .models
+            .iter()
+            .any(|m| matches!(m.sparse, Sparse::Della { .. }));
+        if della {
+            chunk.len().max(1)
+        } else {
+            BLOCK
+        }
+    }
+
+    fn observe_block(&mut self, chunk: &Chunk) {
+        let len = chunk.len();
+        self.tmp.resize(len, 0.0);
+        for (i, st) in self.models.iter_mut().enumerate() {
+            let Some(m) = chunk.models.get(i) else {
+                continue;
+            };
+            delta_into(m, chunk.base, &mut self.tmp[..len]);
+            match self.pass {
+                Pass::Select => match &mut st.sparse {
+                    Sparse::Magnitude(t) => t.observe(&self.tmp[..len]),
+                    Sparse::Outliers { upper, outliers } => {
+                        upper.observe(&self.tmp[..len]);
+                        outliers.observe(&self.tmp[..len]);
+                    }
+                    _ => {}
+                },
+                Pass::L1 => {
+                    st.l1_before += l1(&self.tmp[..len]);
+                    sparsify(
+                        st,
+                        &mut self.tmp[..len],
+                        chunk.start,
+                        chunk.row_len,
+                        &mut self.scratch,
+                    );
+                    st.l1_after += l1(&self.tmp[..len]);
+                }
+            }
+        }
+    }
+    fn apply_block(&mut self, chunk: &Chunk, out: &mut [f32]) {
         let len = out.len();
         let n = self.models.len().min(chunk.models.len());
         self.tmp.resize(n * len, 0.0);
@@ -478,6 +510,29 @@ impl Kernel for Gta {
                 *o += bv;
             }
         }
+    }
+}
+
+/// Cache-sized blocks; see [`Gta::block_len`].
+const BLOCK: usize = 16 * 1024;
+
+/// Call `f` on consecutive sub-chunks of at most `block` elements.
+fn for_blocks(chunk: &Chunk, block: usize, mut f: impl FnMut(&Chunk)) {
+    let len = chunk.len();
+    let mut models: Vec<&[f32]> = Vec::with_capacity(chunk.models.len());
+    let mut at = 0;
+    while at < len {
+        let end = (at + block).min(len);
+        models.clear();
+        models.extend(chunk.models.iter().map(|m| &m[at..end]));
+        f(&Chunk {
+            start: chunk.start + at,
+            numel: chunk.numel,
+            row_len: chunk.row_len,
+            base: chunk.base.map(|b| &b[at..end]),
+            models: &models,
+        });
+        at = end;
     }
 }
 

@@ -265,26 +265,41 @@ impl TopK {
         self.ties_seen = 0;
     }
 
-    /// For the next chunk (in order): `Some(lo)` when one comparison,
-    /// `|x| >= lo` (on bit patterns), decides every entry, which is every
-    /// chunk except the one where the kept ties run out; `None` for that
-    /// one, which must be walked entry by entry. Counting the chunk's ties
-    /// first keeps the common case a loop LLVM vectorises, even on bf16 task
-    /// vectors where a tenth of all entries tie.
-    fn uniform_cut(&mut self, values: &[f32]) -> Option<u32> {
+    /// For the next chunk (in order), where the kept ties run out: entries
+    /// before the returned index are kept when `|x| >= cut`, entries from it
+    /// on when `|x| > cut` (bit patterns). Every chunk but one has the split
+    /// at an end. Counting ties in blocks first keeps both the counting and
+    /// the masking loops branch-free, so they vectorise even on bf16 task
+    /// vectors where many entries tie.
+    fn split(&mut self, values: &[f32]) -> usize {
+        const BLOCK: usize = 1024;
         let thr = self.thr;
+        let count = |v: &[f32]| -> u64 { v.iter().map(|x| u64::from(mag_bits(*x) == thr)).sum() };
         if self.ties_seen >= self.keep_ties {
-            return Some(thr + 1);
+            return 0;
         }
-        let ties: u64 = values
-            .iter()
-            .map(|v| u64::from(mag_bits(*v) == thr))
-            .sum();
-        if self.ties_seen + ties <= self.keep_ties {
-            self.ties_seen += ties;
-            return Some(thr);
+        let mut split = values.len();
+        let mut seen = self.ties_seen;
+        for (bi, block) in values.chunks(BLOCK).enumerate() {
+            let c = count(block);
+            if split == values.len() && seen + c > self.keep_ties {
+                // The boundary is in this block: find the first tie that is
+                // not kept.
+                let mut s = seen;
+                for (j, x) in block.iter().enumerate() {
+                    if mag_bits(*x) == thr {
+                        if s == self.keep_ties {
+                            split = bi * BLOCK + j;
+                            break;
+                        }
+                        s += 1;
+                    }
+                }
+            }
+            seen += c;
         }
-        None
+        self.ties_seen = seen;
+        split
     }
 
     /// Write whether each entry of the next chunk (in order) is kept.
@@ -297,21 +312,16 @@ impl TopK {
             keep.iter_mut().for_each(|k| *k = false);
             return;
         }
-        if let Some(lo) = self.uniform_cut(values) {
-            for (k, &v) in keep.iter_mut().zip(values) {
-                *k = mag_bits(v) >= lo;
-            }
-            return;
+        let split = self.split(values);
+        let (thr, len) = (self.thr, values.len().min(keep.len()));
+        for (k, &v) in keep[..split.min(len)].iter_mut().zip(values) {
+            *k = mag_bits(v) >= thr;
         }
-        let thr = self.thr;
-        for (k, &v) in keep.iter_mut().zip(values) {
-            let b = mag_bits(v);
-            *k = if b == thr {
-                self.ties_seen += 1;
-                self.ties_seen <= self.keep_ties
-            } else {
-                b > thr
-            };
+        for (k, &v) in keep[split.min(len)..len]
+            .iter_mut()
+            .zip(&values[split.min(len)..])
+        {
+            *k = mag_bits(v) > thr;
         }
     }
 
@@ -324,28 +334,17 @@ impl TopK {
             values.iter_mut().for_each(|v| *v = 0.0);
             return;
         }
-        if let Some(lo) = self.uniform_cut(values) {
-            // Branch-free (an all-ones or all-zeros mask per entry), so it
-            // vectorises even on baseline x86-64.
-            for v in values.iter_mut() {
+        let split = self.split(values);
+        let (head, tail) = values.split_at_mut(split);
+        // An all-ones or all-zeros mask per entry: branch-free.
+        let mask = |vals: &mut [f32], lo: u32| {
+            for v in vals.iter_mut() {
                 let keep = u32::from(mag_bits(*v) >= lo).wrapping_neg();
                 *v = f32::from_bits(v.to_bits() & keep);
             }
-            return;
-        }
-        let thr = self.thr;
-        for v in values.iter_mut() {
-            let b = mag_bits(*v);
-            let keep = if b == thr {
-                self.ties_seen += 1;
-                self.ties_seen <= self.keep_ties
-            } else {
-                b > thr
-            };
-            if !keep {
-                *v = 0.0;
-            }
-        }
+        };
+        mask(head, self.thr);
+        mask(tail, self.thr + 1);
     }
 }
 
@@ -448,15 +447,22 @@ mod tests {
 
     #[test]
     fn mask_in_place_agrees_with_keep_mask() {
-        let values: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-        let (keep, mut t) = run(&values, 400, 33);
-        t.rewind();
-        let mut masked = values.clone();
-        for c in masked.chunks_mut(33) {
-            t.mask_in_place(c);
-        }
-        for i in 0..values.len() {
-            assert_eq!(masked[i], if keep[i] { values[i] } else { 0.0 });
+        // Heavy ties; chunks smaller and larger than the 1024-entry blocks
+        // the tie boundary is searched in.
+        let values: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        for chunk in [33, 1500, 5000] {
+            for k in [1, 400, 2500, 4999] {
+                let (keep, mut t) = run(&values, k, chunk);
+                assert_eq!(keep, reference(&values, k), "k={k} chunk={chunk}");
+                t.rewind();
+                let mut masked = values.clone();
+                for c in masked.chunks_mut(chunk) {
+                    t.mask_in_place(c);
+                }
+                for i in 0..values.len() {
+                    assert_eq!(masked[i], if keep[i] { values[i] } else { 0.0 });
+                }
+            }
         }
     }
 }

@@ -454,24 +454,17 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         r.method,
         crate::merge::Method::Zipit | crate::merge::Method::Permute
     );
-    match (&r.calibration, zips) {
-        (None, true) => push(
-            &mut out,
-            "method",
-            format!(
-                "{} needs `calibration` (a CSV of inputs to match features on)",
-                spec.name
-            ),
-        ),
-        (Some(_), false) => push(
+    // zipit/permute without `calibration` match features on the bundled
+    // digits training split.
+    if r.calibration.is_some() && !zips {
+        push(
             &mut out,
             "calibration",
             format!(
                 "`calibration` is used only by zipit and permute, not {}",
                 spec.name
             ),
-        ),
-        _ => {}
+        );
     }
     out
 }

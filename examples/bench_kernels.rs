@@ -1,14 +1,11 @@
-//! Throughput figures for the kernels (run explicitly:
-//! `cargo test --release --test merge_bench -- --ignored --nocapture`).
-//! Not part of the normal suite: timings need an optimised build.
+//! Throughput of every kernel on in-memory data (no file I/O):
+//! `cargo run --release --example bench_kernels [-- ties,dare_ties]`.
 
 use std::time::Instant;
 
 use smelt::merge::{self, Method, ParamMap, ParamValue, TensorParams};
 
-#[test]
-#[ignore = "benchmark: run with --release -- --ignored"]
-fn throughput() {
+fn main() {
     let n = 1 << 24; // 16M elements per input
     let row = 4096;
     let mut s = 1u64;
@@ -24,8 +21,8 @@ fn throughput() {
     };
     let base = gen();
     let models: Vec<Vec<f32>> = (0..3).map(|_| gen()).collect();
-    // SMELT_BENCH=ties,dare_ties limits the run to those methods.
-    let only = std::env::var("SMELT_BENCH").ok();
+    // An argument such as `ties,dare_ties` limits the run to those methods.
+    let only = std::env::args().nth(1);
     for method in Method::all().filter(|m| !matches!(m, Method::Zipit | Method::Permute)) {
         if only
             .as_deref()

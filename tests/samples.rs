@@ -1,0 +1,126 @@
+//! The bundled sample models and recipes, through the real binary: each
+//! recipe merges, and MLP merges evaluate as the README says.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn smelt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run smelt")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn merge(recipe: &str, out: &Path) {
+    ok(&smelt(&[
+        "merge",
+        recipe,
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "-q",
+    ]));
+}
+
+fn joint(model: &Path) -> f64 {
+    let text = ok(&smelt(&[
+        "eval",
+        model.to_str().unwrap_or_default(),
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&text).expect("eval json");
+    v["joint_accuracy"].as_f64().expect("joint_accuracy")
+}
+
+#[test]
+fn every_sample_recipe_checks_and_merges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for e in std::fs::read_dir(root().join("sample_models/recipes")).expect("recipes") {
+        let p = e.expect("entry").path();
+        let rel = p
+            .strip_prefix(root())
+            .expect("inside the repo")
+            .to_string_lossy()
+            .into_owned();
+        ok(&smelt(&["recipe", "check", &rel]));
+        let out = dir.path().join(p.file_stem().unwrap_or_default());
+        merge(&rel, &out);
+        assert!(out.join("model.safetensors").is_file(), "{rel}");
+    }
+}
+
+#[test]
+fn zipit_through_the_cli_stays_close_to_the_ensemble() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = std::fs::read_to_string(root().join("sample_models/recipes/digits-zipit.toml"))
+        .expect("recipe");
+    let abs = |s: &str| {
+        s.replace(
+            "../digits-zip",
+            &root().join("sample_models/digits-zip").to_string_lossy(),
+        )
+    };
+    let full = dir.path().join("full.toml");
+    std::fs::write(&full, abs(&recipe)).expect("write");
+    let ens = dir.path().join("ens.toml");
+    std::fs::write(&ens, abs(&recipe).replace("depth = -1", "depth = 0")).expect("write");
+    merge(full.to_str().unwrap_or_default(), &dir.path().join("zip"));
+    merge(ens.to_str().unwrap_or_default(), &dir.path().join("ens"));
+    let (z, e) = (
+        joint(&dir.path().join("zip")),
+        joint(&dir.path().join("ens")),
+    );
+    eprintln!("zipit joint {z:.3}, ensemble {e:.3}");
+    assert!(e > 0.85, "ensemble {e}");
+    assert!(
+        z >= e - 0.05,
+        "ZipIt! {z} is more than 5 points below the ensemble {e}"
+    );
+}
+
+#[test]
+fn ties_on_digits_tasks_keeps_every_fine_tunes_head() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("ties");
+    merge("sample_models/recipes/digits-tasks-ties.toml", &out);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).expect("config"))
+            .expect("json");
+    let heads = cfg["heads"].as_array().cloned().unwrap_or_default();
+    assert_eq!(heads.len(), 3, "{cfg}");
+    let merged = smelt::model::Model::open(&out).expect("open");
+    for (h, ft) in ["ft-0-2", "ft-3-6", "ft-7-9"].iter().enumerate() {
+        let src = smelt::model::Model::open(&root().join("sample_models/digits-tasks").join(ft))
+            .expect("open fine-tune");
+        for part in ["weight", "bias"] {
+            let a = merged
+                .read_all_f32(&format!("heads.{h}.layers.0.{part}"))
+                .expect("head");
+            let b = src
+                .read_all_f32(&format!("heads.0.layers.0.{part}"))
+                .expect("source head");
+            assert_eq!(a, b, "head {h} {part} is not {ft}'s own");
+        }
+    }
+    // The trunk is merged: it differs from every input's.
+    let base = smelt::model::Model::open(&root().join("sample_models/digits-tasks/base"))
+        .expect("open base");
+    assert_ne!(
+        merged.read_all_f32("layers.0.weight").ok(),
+        base.read_all_f32("layers.0.weight").ok()
+    );
+}
