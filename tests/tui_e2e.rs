@@ -124,10 +124,18 @@ fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
+/// On the sample models (no arguments): the whole scenario.
 #[test]
-fn tune_a_layer_run_the_merge_and_match_the_cli() {
+fn sample_models_tune_a_layer_run_the_merge_and_match_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
+    // From an empty folder, `smelt` finds the bundled samples by itself.
+    scenario(&[], tmp.path(), "llama-synthetic-ties");
+}
+
+/// On models named on the command line (f32 parity fixtures).
+#[test]
+fn named_models_tune_a_layer_run_the_merge_and_match_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
     let m = fixtures();
     let (ft0, ft1, ft2, base) = (m.join("ft0"), m.join("ft1"), m.join("ft2"), m.join("base"));
     let args = [
@@ -138,7 +146,17 @@ fn tune_a_layer_run_the_merge_and_match_the_cli() {
         "--base",
         base.to_str().unwrap(),
     ];
-    let mut tui = Tui::spawn(&args, tmp.path(), &data, 40, 120);
+    scenario(&args, tmp.path(), "models-ties");
+}
+
+/// Move to layer 1, change density, watch the histogram change, tune a
+/// tensor, save the recipe, run the merge into the offered folder
+/// (`out_name` under `dir`), quit, check the terminal, and compare with
+/// `smelt merge` of the saved recipe.
+fn scenario(args: &[&str], dir: &Path, out_name: &str) {
+    let data = dir.join("data");
+    let tmp_path = dir;
+    let mut tui = Tui::spawn(args, tmp_path, &data, 40, 120);
     tui.wait("the first frame with statistics", 30, |s| {
         s.contains("Sign agreement · all layers") && s.contains("[current]")
     });
@@ -177,7 +195,7 @@ fn tune_a_layer_run_the_merge_and_match_the_cli() {
     });
 
     // Save the recipe where we choose.
-    let recipe = tmp.path().join("tuned.toml");
+    let recipe = tmp_path.join("tuned.toml");
     tui.send("s");
     tui.wait("the save prompt", 10, |s| s.contains("Save recipe"));
     tui.send("\x15"); // Ctrl-U clears the default
@@ -196,7 +214,7 @@ fn tune_a_layer_run_the_merge_and_match_the_cli() {
         s.contains("done ") || s.contains("FAILED")
     });
     assert!(!done.contains("FAILED"), "{done}");
-    let out = tmp.path().join("models-ties");
+    let out = tmp_path.join(out_name);
     assert!(out.join("model.safetensors").is_file(), "{done}");
 
     // Quit and check the terminal came back.
@@ -218,7 +236,7 @@ fn tune_a_layer_run_the_merge_and_match_the_cli() {
     }
 
     // The CLI on the saved recipe writes the same bytes.
-    let cli_out = tmp.path().join("cli-out");
+    let cli_out = tmp_path.join("cli-out");
     let st = std::process::Command::new(env!("CARGO_BIN_EXE_smelt"))
         .args([
             "merge",
@@ -248,11 +266,14 @@ fn starts_on_the_sample_models_and_fits_80x24() {
     let tmp = tempfile::tempdir().unwrap();
     let root = env!("CARGO_MANIFEST_DIR");
     let mut tui = Tui::spawn(&[], Path::new(root), &tmp.path().join("data"), 24, 80);
-    let s = tui.wait("the sample models", 30, |s| {
-        s.contains("Sign agreement") && s.contains("base")
+    // The documented sample recipe: TIES over the synthetic Llama family.
+    let s = tui.wait("the sample models with statistics", 30, |s| {
+        s.contains("Sign agreement · all layers") && s.contains("[current]")
     });
-    assert!(!s.contains("no sample models"), "{s}");
-    assert!(s.contains("?:help"), "{s}");
+    assert!(s.contains("ft-broad") && s.contains("layer 3"), "{s}");
+    assert!(s.contains("method ties") && s.contains("d0.3"), "{s}");
+    // Every line fits: nothing drawn past 80 columns, border intact.
+    assert!(s.lines().all(|l| l.chars().count() <= 80), "{s}");
     tui.send("?");
     tui.wait("the help overlay", 10, |s| {
         s.contains("Keys") && s.contains("Ctrl-L")

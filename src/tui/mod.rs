@@ -50,6 +50,9 @@ pub struct TuiOptions {
     pub ascii: bool,
 }
 
+/// The recipe `smelt` opens with no arguments, inside the sample folder.
+pub const DEFAULT_SAMPLE_RECIPE: &str = "recipes/llama-ties.toml";
+
 /// Environment variable overriding where recipes are saved by default.
 pub const DATA_DIR_ENV: &str = "SMELT_DATA_DIR";
 
@@ -146,6 +149,14 @@ fn initial(opts: &TuiOptions, jobs: &jobs::Jobs) -> Msg {
         )
     } else {
         let root = sample_root();
+        // The sample folder's own recipe, as its README documents it; else
+        // a TIES recipe made up from the family's folders.
+        let documented = root.join(DEFAULT_SAMPLE_RECIPE);
+        if documented.is_file() {
+            if let Ok(r) = crate::recipe::Recipe::load(&documented) {
+                return Msg::Loaded(jobs.load_now(r, Some(documented)));
+            }
+        }
         match jobs::default_recipe(&root) {
             Some(r) => jobs.load_now(r, None),
             None => Err(format!(
