@@ -259,11 +259,23 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    if app.merge_running() {
+    let cancelling = app.merge_running();
+    if cancelling {
         jobs.handle(Effect::CancelMerge);
     }
     drop(terminal);
     restore_terminal();
+    if cancelling {
+        // Let the engine remove its partial output before the process ends.
+        eprintln!("smelt: cancelling the merge...");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(Msg::MergeDone(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
     if let Some((Level::Error, m)) = &app.message {
         eprintln!("smelt: {m}");
     }
