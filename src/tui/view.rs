@@ -273,8 +273,17 @@ fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
         Span::styled(format!("{} inputs", app.input_slots().len()), theme.text()),
     ];
     if let Some(p) = &app.recipe_path {
+        // The whole path when it fits, else the file name.
+        let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+        let full = p.display().to_string();
+        let shown = if used + 3 + full.chars().count() + 20 <= r.width as usize {
+            full
+        } else {
+            p.file_name()
+                .map_or(full, |n| n.to_string_lossy().into_owned())
+        };
         spans.push(Span::styled(sep, theme.dim()));
-        spans.push(Span::styled(p.display().to_string(), theme.dim()));
+        spans.push(Span::styled(shown, theme.dim()));
     }
     if app.modified() && !app.slots.is_empty() {
         spans.push(Span::styled(sep, theme.dim()));
