@@ -1,1 +1,283 @@
-//! TODO
+//! The workbench: a ratatui front end over the engine.
+//!
+//! Shaped like gitui: [`state::App`] is plain data; [`update::update`] turns
+//! key presses and worker reports into new state plus [`update::Effect`]s;
+//! [`view::draw`] renders the state and nothing else; [`jobs`] runs every
+//! engine call on background threads. The event loop here glues them
+//! together, draws only when the state is dirty (and at most ~10 times a
+//! second while a merge reports progress), and restores the terminal on
+//! quit, on error and on panic.
+
+pub mod demo;
+pub mod jobs;
+pub mod keys;
+pub mod state;
+pub mod theme;
+pub mod update;
+pub mod view;
+
+use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{
+    self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent,
+};
+use ratatui::crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::crossterm::{cursor, execute};
+use ratatui::Terminal;
+use state::{App, Level};
+use std::io::{stdout, Stdout};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use theme::Theme;
+use update::{update, Effect, Msg};
+
+/// How `smelt` / `smelt tui` was asked to start.
+#[derive(Clone, Debug, Default)]
+pub struct TuiOptions {
+    /// A recipe to open (`smelt tui RECIPE`).
+    pub recipe: Option<PathBuf>,
+    /// Models to open (`smelt tui MODEL...`); ignored when `recipe` is set.
+    pub models: Vec<PathBuf>,
+    pub base: Option<PathBuf>,
+    /// `--theme NAME|PATH`.
+    pub theme: Option<String>,
+    /// `--mouse`: capture the mouse (off by default so text selection works).
+    pub mouse: bool,
+    /// `--ascii`: no box-drawing or block glyphs.
+    pub ascii: bool,
+}
+
+/// The recipe `smelt` opens with no arguments, inside the sample folder.
+pub const DEFAULT_SAMPLE_RECIPE: &str = "recipes/llama-ties.toml";
+
+/// Environment variable overriding where recipes are saved by default.
+pub const DATA_DIR_ENV: &str = "SMELT_DATA_DIR";
+
+/// Where recipes go by default: `$SMELT_DATA_DIR`, else the user data dir.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os(DATA_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    directories::ProjectDirs::from("", "", "smelt")
+        .map_or_else(|| PathBuf::from(".smelt"), |p| p.data_dir().to_path_buf())
+}
+
+/// The user config dir (for themes).
+pub fn config_dir() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "smelt").map(|p| p.config_dir().to_path_buf())
+}
+
+/// Where the bundled sample models are: `./sample_models`, else next to the
+/// crate the binary was built from.
+pub fn sample_root() -> PathBuf {
+    let here = PathBuf::from("sample_models");
+    if here.is_dir() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models")
+}
+
+static TERMINAL_ACTIVE: AtomicBool = AtomicBool::new(false);
+static MOUSE_ON: AtomicBool = AtomicBool::new(false);
+
+/// Put the terminal back: cooked mode, main screen, cursor, no mouse.
+/// Safe to call twice.
+fn restore_terminal() {
+    if TERMINAL_ACTIVE.swap(false, Ordering::SeqCst) {
+        let mut out = stdout();
+        if MOUSE_ON.load(Ordering::SeqCst) {
+            let _ = execute!(out, DisableMouseCapture);
+        }
+        let _ = execute!(out, LeaveAlternateScreen, cursor::Show);
+        let _ = disable_raw_mode();
+    }
+}
+
+/// Restores the terminal when dropped, so `?` and early returns do too.
+struct TermGuard;
+impl Drop for TermGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn setup_terminal(mouse: bool) -> anyhow::Result<Terminal<CrosstermBackend<Stdout>>> {
+    enable_raw_mode()?;
+    TERMINAL_ACTIVE.store(true, Ordering::SeqCst);
+    let mut out = stdout();
+    execute!(out, EnterAlternateScreen, cursor::Hide)?;
+    if mouse {
+        execute!(out, EnableMouseCapture)?;
+        MOUSE_ON.store(true, Ordering::SeqCst);
+    }
+    Ok(Terminal::new(CrosstermBackend::new(out))?)
+}
+
+static UI_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
+
+/// A panic on the UI thread restores the terminal before the message is
+/// printed. Panics anywhere else (job threads, the engine's rayon workers)
+/// are caught by the job layer and shown as errors on screen, so while the
+/// terminal is ours they print nothing over it.
+fn install_panic_hook() {
+    let _ = UI_THREAD.set(std::thread::current().id());
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let on_ui = UI_THREAD.get() == Some(&std::thread::current().id());
+        if !on_ui && TERMINAL_ACTIVE.load(Ordering::SeqCst) {
+            return;
+        }
+        restore_terminal();
+        prev(info);
+    }));
+}
+
+/// The first state: the recipe, the models, or the sample models.
+fn initial(opts: &TuiOptions, jobs: &jobs::Jobs) -> Msg {
+    let loaded = if let Some(p) = &opts.recipe {
+        match crate::recipe::Recipe::load(p) {
+            Ok(r) => jobs.load_now(r, Some(p.clone())),
+            Err(e) => Err(e.to_string()),
+        }
+    } else if !opts.models.is_empty() {
+        jobs.load_now(
+            jobs::recipe_for_models(opts.models.clone(), opts.base.clone()),
+            None,
+        )
+    } else {
+        let root = sample_root();
+        // The sample folder's own recipe, as its README documents it; else
+        // a TIES recipe made up from the family's folders.
+        let documented = root.join(DEFAULT_SAMPLE_RECIPE);
+        if documented.is_file() {
+            if let Ok(r) = crate::recipe::Recipe::load(&documented) {
+                return Msg::Loaded(jobs.load_now(r, Some(documented)));
+            }
+        }
+        match jobs::default_recipe(&root) {
+            Some(r) => jobs.load_now(r, None),
+            None => Err(format!(
+                "no sample models in {} (a adds a model, o opens a recipe)",
+                root.display()
+            )),
+        }
+    };
+    Msg::Loaded(loaded)
+}
+
+fn input_thread(tx: Sender<Msg>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("smelt-input".into())
+        .spawn(move || loop {
+            let msg = match event::read() {
+                Ok(TermEvent::Key(k)) => Msg::Key(k),
+                Ok(TermEvent::Mouse(m)) => Msg::Mouse(m),
+                Ok(TermEvent::Resize(w, h)) => Msg::Resize(w, h),
+                Ok(_) => continue,
+                Err(_) => return,
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        })?;
+    Ok(())
+}
+
+/// Run the workbench until the user quits.
+pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let theme = Theme::select(opts.theme.as_deref(), no_color, config_dir().as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (tx, rx) = unbounded::<Msg>();
+    let mut jobs = jobs::Jobs::new(tx.clone());
+    let work_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let mut app = App::new(data_dir(), work_dir);
+    app.ascii = opts.ascii;
+    let first = initial(&opts, &jobs);
+    // What the user named on the command line must open; only a missing
+    // sample folder starts the workbench empty.
+    if let Msg::Loaded(Err(e)) = &first {
+        if opts.recipe.is_some() || !opts.models.is_empty() {
+            anyhow::bail!("{e}");
+        }
+    }
+    let mut pending = update(&mut app, first);
+    if let Some(e) = update::initial_analysis(&app) {
+        pending.push(e);
+    }
+
+    install_panic_hook();
+    let _guard = TermGuard;
+    let mut terminal = setup_terminal(opts.mouse)?;
+    let size = terminal.size()?;
+    app.size = (size.width, size.height);
+    input_thread(tx)?;
+
+    let mut last_draw: Option<Instant> = None;
+    loop {
+        for e in pending.drain(..) {
+            if e == Effect::Repaint {
+                terminal.clear()?;
+                app.dirty = true;
+            } else {
+                jobs.handle(e);
+            }
+        }
+        if app.quit {
+            break;
+        }
+        // During a merge, progress arrives constantly: cap at ~10 fps.
+        // Otherwise draw as soon as something changed.
+        let min_gap = if app.merge_running() {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_millis(15)
+        };
+        let since = last_draw.map_or(min_gap, |t| t.elapsed());
+        if app.dirty && since >= min_gap {
+            terminal.draw(|f| view::draw(f, &app, &theme))?;
+            app.dirty = false;
+            last_draw = Some(Instant::now());
+        }
+        let wait = if app.dirty {
+            min_gap.saturating_sub(since)
+        } else {
+            Duration::from_secs(1)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(msg) => {
+                pending.extend(update(&mut app, msg));
+                // Take whatever else is queued before drawing again.
+                while let Ok(m) = rx.try_recv() {
+                    pending.extend(update(&mut app, m));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let cancelling = app.merge_running();
+    if cancelling {
+        jobs.handle(Effect::CancelMerge);
+    }
+    drop(terminal);
+    restore_terminal();
+    if cancelling {
+        // Let the engine remove its partial output before the process ends.
+        eprintln!("smelt: cancelling the merge...");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(Msg::MergeDone(_)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    if let Some((Level::Error, m)) = &app.message {
+        eprintln!("smelt: {m}");
+    }
+    Ok(())
+}

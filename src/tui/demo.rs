@@ -1,0 +1,174 @@
+//! A hand-filled workbench state: a Llama-shaped family of four models with
+//! made-up statistics. No files are read, so snapshot tests and the frame
+//! benchmark are deterministic and need no engine. The numbers are
+//! illustrative only; nothing here is computed from weights.
+
+use super::state::*;
+use crate::analysis::Stats;
+use crate::merge::Method;
+use crate::model::Group;
+use crate::recipe::{Recipe, Value};
+use std::path::{Path, PathBuf};
+
+const BLOCKS: &[(&str, &[usize])] = &[
+    ("input_layernorm.weight", &[256]),
+    ("self_attn.q_proj.weight", &[256, 256]),
+    ("self_attn.k_proj.weight", &[64, 256]),
+    ("self_attn.v_proj.weight", &[64, 256]),
+    ("self_attn.o_proj.weight", &[256, 256]),
+    ("post_attention_layernorm.weight", &[256]),
+    ("mlp.gate_proj.weight", &[688, 256]),
+    ("mlp.up_proj.weight", &[688, 256]),
+    ("mlp.down_proj.weight", &[256, 688]),
+];
+
+fn tensor(name: String, shape: &[usize]) -> TensorRow {
+    TensorRow {
+        name,
+        shape: shape.to_vec(),
+        dtype: "BF16".into(),
+    }
+}
+
+/// The layer table of the demo family (`n` transformer layers).
+pub fn demo_layers(n: usize) -> Vec<LayerRow> {
+    let mut v = vec![LayerRow {
+        group: Group::Pre,
+        params: 1000 * 256,
+        tensors: vec![tensor("model.embed_tokens.weight".into(), &[1000, 256])],
+    }];
+    for l in 0..n {
+        let tensors: Vec<TensorRow> = BLOCKS
+            .iter()
+            .map(|(b, s)| tensor(format!("model.layers.{l}.{b}"), s))
+            .collect();
+        let params = tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>() as u64)
+            .sum();
+        v.push(LayerRow {
+            group: Group::Layer(l),
+            params,
+            tensors,
+        });
+    }
+    v.push(LayerRow {
+        group: Group::Post,
+        params: 256 + 1000 * 256,
+        tensors: vec![
+            tensor("model.norm.weight".into(), &[256]),
+            tensor("lm_head.weight".into(), &[1000, 256]),
+        ],
+    });
+    v
+}
+
+/// Made-up statistics for 3 task vectors over `params` parameters, shaped by
+/// `seed` and `density` so different layers and densities look different.
+pub fn fake_stats(params: u64, seed: u64, density: f64) -> Stats {
+    let d = density.clamp(0.0, 1.0);
+    let conflict = 0.08 + 0.04 * (seed % 7) as f64 * d;
+    let none = (1.0 - d).powi(3);
+    let all = (1.0 - none - conflict) * (0.35 + 0.05 * (seed % 3) as f64);
+    let one = 1.0 - none - conflict - all;
+    let c = |x: f64| (x * params as f64).round() as u64;
+    let agree = vec![c(none), c(one * 0.6), c(one * 0.4 + conflict), c(all)];
+    let kept = vec![c(d), c(d), c(d)];
+    let norms = [1.25 + seed as f64 * 0.01, 0.98, 1.1];
+    let cos = [[1.0, 0.12, -0.03], [0.12, 1.0, 0.05], [-0.03, 0.05, 1.0]];
+    let norm_kept = [0.5 + d / 2.0, 0.45 + d / 2.0, 0.55 + d / 2.0 - 0.1];
+    Stats {
+        params,
+        agree,
+        conflicts: c(conflict),
+        kept,
+        norm_kept: norm_kept.to_vec(),
+        norms: norms.to_vec(),
+        cosines: cos.iter().map(|r| r.to_vec()).collect(),
+        tied: vec![0, 0, 0],
+        // The raw sums consistent with the derived fields, so combining
+        // groups (as the "all layers" view does) gives sensible numbers.
+        dots: (0..3)
+            .map(|i| (0..3).map(|j| norms[i] * norms[j] * cos[i][j]).collect())
+            .collect(),
+        kept_energy: (0..3).map(|i| norm_kept[i] * norms[i] * norms[i]).collect(),
+    }
+}
+
+/// A recipe over the demo family (paths are never opened).
+pub fn demo_recipe(root: &Path) -> Recipe {
+    let fam = root.join("llama-synthetic");
+    let mut r = Recipe::new(
+        Method::Ties,
+        Some(fam.join("base")),
+        vec![
+            fam.join("ft-code"),
+            fam.join("ft-math"),
+            fam.join("ft-chat"),
+        ],
+    );
+    for m in &mut r.models {
+        m.params.insert("weight".into(), Value::Number(1.0));
+        m.params.insert("density".into(), Value::Number(0.5));
+    }
+    r
+}
+
+/// The demo state: 4 models, 8 layers, current statistics for every group.
+pub fn demo_app() -> App {
+    let root = PathBuf::from("/demo/sample_models");
+    let mut app = App::new(PathBuf::from("/demo/data"), PathBuf::from("/demo/work"));
+    let recipe = demo_recipe(&root);
+    let layers = demo_layers(8);
+    let total: u64 = layers.iter().map(|l| l.params).sum();
+    let infos = recipe
+        .base
+        .iter()
+        .chain(recipe.models.iter().map(|m| &m.path))
+        .map(|p| ModelInfo {
+            name: p
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            path: p.clone(),
+            dtype: "BF16".into(),
+            params: total,
+            shards: 2,
+            layers: 8,
+        })
+        .collect();
+    app.load_recipe(&recipe, infos, layers);
+    fill_stats(&mut app);
+    app
+}
+
+/// Put current made-up statistics for every group into `app`, as the
+/// analysis worker would, using each layer's density for the first model.
+pub fn fill_stats(app: &mut App) {
+    let groups: Vec<(Group, u64)> = app.layers.iter().map(|l| (l.group, l.params)).collect();
+    let first = app.input_slots().first().copied();
+    for (i, (g, params)) in groups.into_iter().enumerate() {
+        let density = match (g, first) {
+            (Group::Layer(l), Some(slot)) => {
+                // The layer's override, else the model's own value.
+                let o = app
+                    .overrides
+                    .get(&l)
+                    .and_then(|o| o.models.get(&slot))
+                    .and_then(|m| m.get("density"));
+                let v = o.or_else(|| app.slots[slot].params.get("density")).cloned();
+                match v {
+                    Some(Value::Number(x)) => x,
+                    _ => 1.0,
+                }
+            }
+            _ => 0.5,
+        };
+        app.stats.insert(
+            Target::Group(g),
+            (
+                app.stats_key(&Target::Group(g)),
+                Ok(fake_stats(params, i as u64, density)),
+            ),
+        );
+    }
+}

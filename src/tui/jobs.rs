@@ -1,0 +1,557 @@
+//! The job layer: the only part of the TUI that calls the engine.
+//!
+//! Work runs on named background threads and reports back as [`Msg`]s on
+//! one crossbeam channel, so the UI thread never blocks on disk or math.
+//! Statistics requests are "latest wins": a new request cancels the one
+//! running, and each result carries the key of the inputs it was
+//! computed from, so the state can tell current from stale. Every job
+//! body runs under `catch_unwind`: an engine bug becomes an error message
+//! on screen, not a wrecked terminal.
+
+use super::state::{LayerRow, ModelInfo, Target, TensorRow};
+use super::update::{is_yaml, Effect, Loaded, Msg};
+use crate::analysis;
+use crate::engine::{self, Event};
+use crate::merge::Method;
+use crate::model::{Group, Model};
+use crate::plan::Plan;
+use crate::recipe::{Recipe, Value};
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Shard size for merges started from the TUI; the CLI's default, so the
+/// same recipe gives the same files either way.
+pub const SHARD_SIZE: u64 = 5_000_000_000;
+
+type Registry = Arc<Mutex<HashMap<PathBuf, Arc<Model>>>>;
+
+struct AnalysisReq {
+    recipe: Recipe,
+    targets: Vec<(Target, String)>,
+    cancel: Arc<AtomicBool>,
+}
+
+/// Handles to the background workers.
+pub struct Jobs {
+    tx: Sender<Msg>,
+    models: Registry,
+    analysis_tx: Sender<AnalysisReq>,
+    analysis_cancel: Arc<AtomicBool>,
+    merge_cancel: Option<Arc<AtomicBool>>,
+}
+
+fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
+    let s = p
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("internal error: {s}")
+}
+
+/// Run `f`, turning a panic into an error message.
+fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_text(p)))
+}
+
+impl Jobs {
+    pub fn new(tx: Sender<Msg>) -> Jobs {
+        let models: Registry = Arc::default();
+        let (analysis_tx, analysis_rx) = unbounded();
+        let reg = models.clone();
+        let out = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("smelt-analysis".into())
+            .spawn(move || analysis_worker(analysis_rx, reg, out));
+        if let Err(e) = spawned {
+            let _ = tx.send(Msg::Loaded(Err(format!(
+                "cannot start the analysis thread: {e}"
+            ))));
+        }
+        Jobs {
+            tx,
+            models,
+            analysis_tx,
+            analysis_cancel: Arc::new(AtomicBool::new(false)),
+            merge_cancel: None,
+        }
+    }
+
+    /// Carry out an effect (Repaint is the event loop's business).
+    pub fn handle(&mut self, e: Effect) {
+        match e {
+            Effect::Analyze { recipe, targets } => {
+                // Latest wins: stop whatever is being computed now.
+                self.analysis_cancel.store(true, Ordering::Relaxed);
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.analysis_cancel = cancel.clone();
+                let _ = self.analysis_tx.send(AnalysisReq {
+                    recipe,
+                    targets,
+                    cancel,
+                });
+            }
+            Effect::StartMerge { recipe, out } => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.merge_cancel = Some(cancel.clone());
+                let reg = self.models.clone();
+                let tx = self.tx.clone();
+                self.spawn("smelt-merge", move || {
+                    let r = guarded(|| run_merge(&recipe, &out, &reg, &tx, &cancel));
+                    let _ = tx.send(Msg::MergeDone(r));
+                });
+            }
+            Effect::CancelMerge => {
+                if let Some(c) = &self.merge_cancel {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+            Effect::Save { recipe, path } => {
+                let tx = self.tx.clone();
+                self.spawn("smelt-save", move || {
+                    let r = guarded(|| {
+                        save_recipe(&recipe, &path).map(|()| (path.clone(), recipe.clone()))
+                    });
+                    let _ = tx.send(Msg::Saved(r));
+                });
+            }
+            Effect::Open(path) => {
+                let reg = self.models.clone();
+                let tx = self.tx.clone();
+                self.spawn("smelt-open", move || {
+                    let r = guarded(|| {
+                        let recipe = Recipe::load(&path).map_err(|e| e.to_string())?;
+                        load(recipe, Some(path.clone()), &reg)
+                    });
+                    let _ = tx.send(Msg::Loaded(r));
+                });
+            }
+            Effect::AddModel(path) => {
+                let reg = self.models.clone();
+                let tx = self.tx.clone();
+                self.spawn("smelt-open", move || {
+                    let r = guarded(|| {
+                        let m = open_model(&path, &reg)?;
+                        Ok((info(&m), layer_rows(&m)))
+                    });
+                    let _ = tx.send(Msg::ModelAdded(r));
+                });
+            }
+            Effect::Repaint => {}
+        }
+    }
+
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+        if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
+            let _ = self
+                .tx
+                .send(Msg::Saved(Err(format!("cannot start a thread: {e}"))));
+        }
+    }
+
+    /// Open models synchronously (startup: headers only, fast) and build the
+    /// Loaded message.
+    pub fn load_now(&self, recipe: Recipe, path: Option<PathBuf>) -> Result<Loaded, String> {
+        guarded(|| load(recipe, path, &self.models))
+    }
+}
+
+fn open_model(path: &Path, reg: &Registry) -> Result<Arc<Model>, String> {
+    if let Some(m) = reg.lock().ok().and_then(|r| r.get(path).cloned()) {
+        return Ok(m);
+    }
+    let m = Arc::new(Model::open(path).map_err(|e| e.to_string())?);
+    if let Ok(mut r) = reg.lock() {
+        r.insert(path.to_path_buf(), m.clone());
+    }
+    Ok(m)
+}
+
+/// The models a recipe names, base first, without repeats.
+fn recipe_paths(recipe: &Recipe) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = Vec::new();
+    for p in recipe
+        .base
+        .iter()
+        .chain(recipe.models.iter().map(|m| &m.path))
+    {
+        if !v.contains(p) {
+            v.push(p.clone());
+        }
+    }
+    v
+}
+
+fn load(recipe: Recipe, path: Option<PathBuf>, reg: &Registry) -> Result<Loaded, String> {
+    let mut infos = Vec::new();
+    let mut layers = Vec::new();
+    for (i, p) in recipe_paths(&recipe).iter().enumerate() {
+        let m = open_model(p, reg)?;
+        if i == 0 {
+            layers = layer_rows(&m);
+        }
+        infos.push(info(&m));
+    }
+    Ok(Loaded {
+        recipe,
+        path,
+        infos,
+        layers,
+    })
+}
+
+/// A model's summary for the Models panel.
+pub fn info(m: &Model) -> ModelInfo {
+    let mut counts: HashMap<&'static str, usize> = HashMap::new();
+    for t in m.tensors() {
+        *counts.entry(t.dtype.name()).or_default() += t.numel();
+    }
+    let dtype = counts
+        .into_iter()
+        .max_by_key(|(n, c)| (*c, *n))
+        .map_or_else(|| "-".to_string(), |(n, _)| n.to_string());
+    ModelInfo {
+        name: m.name().to_string(),
+        path: m.path().to_path_buf(),
+        dtype,
+        params: m.num_params(),
+        shards: m.shard_paths().len(),
+        layers: m.num_layers(),
+    }
+}
+
+/// Layer groups with their tensors, in the model's stable order.
+pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
+    let mut rows: Vec<LayerRow> = Vec::new();
+    for t in m.tensors() {
+        let g = t.place.group;
+        if rows.last().is_none_or(|r| r.group != g) {
+            rows.push(LayerRow {
+                group: g,
+                params: 0,
+                tensors: Vec::new(),
+            });
+        }
+        if let Some(r) = rows.last_mut() {
+            r.params += t.numel() as u64;
+            r.tensors.push(TensorRow {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.dtype.name().to_string(),
+            });
+        }
+    }
+    rows
+}
+
+/// The selected tensor's task vectors, kept in memory between requests so
+/// turning a density knob re-trims without re-reading and converting the
+/// files: (base, models, tensor) they were read for.
+type DeltaCache = Option<((PathBuf, Vec<PathBuf>, String), analysis::TensorDeltas)>;
+
+/// Largest task-vector set kept in memory (bytes of f32).
+const DELTA_CACHE_BYTES: usize = 1 << 30;
+
+fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
+    let mut cache: DeltaCache = None;
+    while let Ok(mut req) = rx.recv() {
+        // Only the newest request matters.
+        while let Ok(newer) = rx.try_recv() {
+            req = newer;
+        }
+        for (target, key) in &req.targets {
+            if req.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            // Big tensors: a quick estimate from sampled rows first, so the
+            // histogram moves at once; the exact result follows.
+            if let Target::Tensor(name) = target {
+                if let Ok(Some(s)) = guarded(|| preview(&req.recipe, name, &reg, &req.cancel)) {
+                    if req.cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = tx.send(Msg::Preview {
+                        key: key.clone(),
+                        target: target.clone(),
+                        stats: s,
+                    });
+                }
+            }
+            let result = guarded(|| analyze(&req.recipe, target, &reg, &req.cancel, &mut cache));
+            if req.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            if tx
+                .send(Msg::Analysis {
+                    key: key.clone(),
+                    target: target.clone(),
+                    result,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Tensors at least this large get a sampled preview.
+pub const PREVIEW_MIN: usize = 1 << 22;
+/// Roughly how many elements a preview samples.
+pub const PREVIEW_ELEMS: usize = 1 << 20;
+
+/// Statistics of evenly spaced whole rows of a big tensor (`None` for small
+/// tensors). Trimming then works on the sample's own magnitudes, so kept
+/// shares and histogram are estimates, labelled as such on screen.
+fn preview(
+    recipe: &Recipe,
+    name: &str,
+    reg: &Registry,
+    cancel: &AtomicBool,
+) -> Result<Option<analysis::Stats>, String> {
+    let base_path = recipe.base.as_ref().ok_or("no base model")?;
+    let base = open_model(base_path, reg)?;
+    let Some(bt) = base.tensor(name) else {
+        return Ok(None);
+    };
+    if bt.numel() < PREVIEW_MIN || !bt.dtype.is_mergeable() {
+        return Ok(None);
+    }
+    let models = recipe
+        .models
+        .iter()
+        .map(|m| open_model(&m.path, reg))
+        .collect::<Result<Vec<_>, _>>()?;
+    let params = recipe.resolve(name, bt.place.group, base.num_layers());
+    preview_stats(&base, &models, name, &params, cancel)
+}
+
+/// Statistics of about 1M entries in evenly spaced whole rows of `name`
+/// (`None` if cancelled or shapes differ). Trimming works on the sample's
+/// own magnitudes, so the numbers are estimates, labelled so on screen.
+pub fn preview_stats(
+    base: &Model,
+    models: &[Arc<Model>],
+    name: &str,
+    params: &crate::merge::TensorParams,
+    cancel: &AtomicBool,
+) -> Result<Option<analysis::Stats>, String> {
+    let bt = base
+        .tensor(name)
+        .ok_or_else(|| format!("{}: no tensor `{name}`", base.path().display()))?;
+    let numel = bt.numel();
+    let row = bt.shape.last().copied().unwrap_or(1).max(1);
+    let rows = numel / row;
+    let want = (PREVIEW_ELEMS / row).clamp(1, rows.max(1));
+    let stride = (rows / want).max(1);
+    let mut b = vec![0f32; row];
+    let mut m = vec![0f32; row];
+    let mut deltas = vec![Vec::with_capacity(want * row); models.len()];
+    for r in (0..rows).step_by(stride).take(want) {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        base.read_f32(bt, r * row, &mut b)
+            .map_err(|e| e.to_string())?;
+        for (model, d) in models.iter().zip(deltas.iter_mut()) {
+            let t = model
+                .tensor(name)
+                .ok_or_else(|| format!("{}: no tensor `{name}`", model.path().display()))?;
+            if t.numel() != numel {
+                return Ok(None);
+            }
+            model
+                .read_f32(t, r * row, &mut m)
+                .map_err(|e| e.to_string())?;
+            // The task vector: this model minus the base.
+            d.extend(m.iter().zip(&b).map(|(x, y)| x - y));
+        }
+    }
+    let trim = analysis::Trim::from_params(params, models.len());
+    analysis::TensorDeltas::from_vecs(name, deltas)
+        .stats(&trim, cancel)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+fn analyze(
+    recipe: &Recipe,
+    target: &Target,
+    reg: &Registry,
+    cancel: &AtomicBool,
+    cache: &mut DeltaCache,
+) -> Result<analysis::Stats, String> {
+    let base_path = recipe.base.as_ref().ok_or("no base model")?;
+    let base = open_model(base_path, reg)?;
+    let models = recipe
+        .models
+        .iter()
+        .map(|m| open_model(&m.path, reg))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n_layers = base.num_layers();
+    match target {
+        Target::Group(g) => {
+            let g = *g;
+            analysis::analyze_group(
+                &base,
+                &models,
+                g,
+                &|name| recipe.resolve(name, g, n_layers),
+                cancel,
+            )
+            .map_err(|e| e.to_string())
+        }
+        Target::Tensor(name) => {
+            let g: Group = base
+                .tensor(name)
+                .map_or_else(|| crate::model::classify(name).group, |t| t.place.group);
+            let params = recipe.resolve(name, g, n_layers);
+            let id = (
+                base_path.clone(),
+                recipe
+                    .models
+                    .iter()
+                    .map(|m| m.path.clone())
+                    .collect::<Vec<_>>(),
+                name.clone(),
+            );
+            if cache.as_ref().is_none_or(|(k, _)| *k != id) {
+                let numel = base.tensor(name).map_or(0, |t| t.numel());
+                if numel.saturating_mul(models.len()).saturating_mul(4) > DELTA_CACHE_BYTES {
+                    return analysis::analyze_tensor(&base, &models, name, &params, cancel)
+                        .map_err(|e| e.to_string());
+                }
+                *cache = None;
+                let d = analysis::TensorDeltas::load(&base, &models, name, cancel)
+                    .map_err(|e| e.to_string())?;
+                *cache = Some((id, d));
+            }
+            let Some((_, d)) = cache.as_ref() else {
+                return Err("internal error: task-vector cache empty".into());
+            };
+            d.stats(&analysis::Trim::from_params(&params, models.len()), cancel)
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+fn run_merge(
+    recipe: &Recipe,
+    out: &Path,
+    reg: &Registry,
+    tx: &Sender<Msg>,
+    cancel: &Arc<AtomicBool>,
+) -> Result<engine::Summary, String> {
+    let problems = recipe.check();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let models = recipe_paths(recipe)
+        .iter()
+        .map(|p| open_model(p, reg))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = Plan::with_models(recipe, models).map_err(|e| e.to_string())?;
+    let opts = engine::Options {
+        out: out.to_path_buf(),
+        force: false,
+        threads: None,
+        shard_size: SHARD_SIZE,
+    };
+    let (ev_tx, ev_rx) = unbounded::<Event>();
+    let start = Instant::now();
+    // The engine runs on its own thread; this one forwards its events with
+    // the elapsed time, so the UI computes throughput without a clock.
+    std::thread::scope(|s| {
+        let c = cancel.clone();
+        let h = s.spawn(move || {
+            let r = guarded(|| engine::run(&plan, &opts, &ev_tx, &c).map_err(|e| e.to_string()));
+            drop(ev_tx);
+            r
+        });
+        for ev in ev_rx.iter() {
+            let _ = tx.send(Msg::Merge {
+                event: ev,
+                elapsed: start.elapsed(),
+            });
+        }
+        h.join().unwrap_or_else(|p| Err(panic_text(p)))
+    })
+}
+
+fn save_recipe(recipe: &Recipe, path: &Path) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if is_yaml(path) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let text = recipe.to_mergekit_yaml(dir).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("yaml.partial");
+        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    } else {
+        recipe.save(path).map_err(|e| e.to_string())
+    }
+}
+
+/// The recipe `smelt` opens with no arguments: TIES over the synthetic
+/// Llama-shaped family in `sample_models/llama-synthetic` (falling back to
+/// `digits-tasks`): the folder whose name contains "base" is the base, the
+/// rest are inputs at weight 1 and density 0.5.
+pub fn default_recipe(sample_root: &Path) -> Option<Recipe> {
+    for fam in ["llama-synthetic", "digits-tasks"] {
+        let dir = sample_root.join(fam);
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut subs: Vec<PathBuf> = rd
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.join("model.safetensors").is_file()
+                    || p.join("model.safetensors.index.json").is_file()
+            })
+            .collect();
+        subs.sort();
+        let base_i = subs.iter().position(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains("base"))
+        });
+        let Some(bi) = base_i else {
+            continue;
+        };
+        let base = subs.remove(bi);
+        if subs.is_empty() {
+            continue;
+        }
+        let mut r = Recipe::new(Method::Ties, Some(base), subs);
+        for m in &mut r.models {
+            m.params.insert("weight".into(), Value::Number(1.0));
+            m.params.insert("density".into(), Value::Number(0.5));
+        }
+        return Some(r);
+    }
+    None
+}
+
+/// A recipe for `smelt tui MODEL... [--base M]`: TIES when there is a base
+/// (weights 1, density 0.5), a plain average otherwise.
+pub fn recipe_for_models(models: Vec<PathBuf>, base: Option<PathBuf>) -> Recipe {
+    let method = if base.is_some() {
+        Method::Ties
+    } else {
+        Method::Linear
+    };
+    let mut r = Recipe::new(method, base, models);
+    for m in &mut r.models {
+        m.params.insert("weight".into(), Value::Number(1.0));
+        if method == Method::Ties {
+            m.params.insert("density".into(), Value::Number(0.5));
+        }
+    }
+    r
+}
