@@ -16,7 +16,7 @@
 //! Pass two usually costs nothing: while pass one runs, the first chunk
 //! predicts which bucket will hold the cut-off, and the low bits of entries
 //! in a small window of buckets around it are histogrammed on the way
-//! ([`WINDOW`] tables, 2.3 MiB). When the true cut-off bucket falls inside
+//! ([`WINDOW`] tables of 256 KiB). When the true cut-off bucket falls inside
 //! the window, which it does for tensors whose first chunk looks like the
 //! rest, the exact cut-off is known after one pass; otherwise pass two runs
 //! as described. Either way the cut-off is the same exact value: the
@@ -37,7 +37,7 @@ const BUCKETS: usize = 1 << 16;
 
 /// Buckets of low-bit tables kept during pass one (centred on the predicted
 /// cut-off bucket).
-const WINDOW: u32 = 9;
+const WINDOW: u32 = 5;
 
 /// Below this many entries a second pass is cheaper than the window tables.
 const WINDOW_MIN_NUMEL: usize = 1 << 20;
