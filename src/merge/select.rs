@@ -70,7 +70,14 @@ pub struct TopK {
     numel: usize,
     k: usize,
     stage: Stage,
+    /// Counts of the current pass, flushed from `count` at the end of the
+    /// pass (or before `count` could overflow).
     hist: Vec<u64>,
+    /// The counting table: u32, half the cache footprint of u64, which is
+    /// what a random-access histogram's speed depends on.
+    count: Vec<u32>,
+    /// Entries counted into `count` since its last flush.
+    since_flush: u64,
     /// Bucket (high 16 bits) holding the cut-off.
     cut_hi: u32,
     /// Entries in buckets strictly above `cut_hi`.
@@ -106,6 +113,8 @@ impl TopK {
             k: k.min(numel),
             stage: Stage::High,
             hist: Vec::new(),
+            count: Vec::new(),
+            since_flush: 0,
             cut_hi: 0,
             above_hi: 0,
             thr: 0,
@@ -129,6 +138,8 @@ impl TopK {
             k: numel,
             stage: Stage::High,
             hist: Vec::new(),
+            count: Vec::new(),
+            since_flush: 0,
             cut_hi: 0,
             above_hi: 0,
             thr: 0,
@@ -152,6 +163,7 @@ impl TopK {
         if self.k == 0 || self.k >= self.numel {
             self.stage = Stage::Done;
             self.hist = Vec::new();
+            self.count = Vec::new();
             self.above = self.k as u64;
             self.tied = 0;
             self.keep_ties = 0;
@@ -173,44 +185,76 @@ impl TopK {
 
     /// See one chunk of values (signed; magnitudes are taken here), in order.
     pub fn observe(&mut self, values: &[f32]) {
+        if self.stage == Stage::Done {
+            return;
+        }
+        if self.count.is_empty() {
+            self.count = vec![0; BUCKETS];
+        }
+        if self.since_flush + values.len() as u64 > u64::from(u32::MAX) {
+            self.flush();
+        }
+        self.since_flush += values.len() as u64;
         match self.stage {
             Stage::Done => {}
             Stage::High => {
-                if self.hist.is_empty() {
-                    self.hist = vec![0; BUCKETS];
-                }
-                let h = &mut self.hist[..];
-                for &v in values {
-                    h[(mag_bits(v) >> 16) as usize] += 1;
-                }
-                if self.predict && self.window.is_none() {
-                    self.window = Some((
-                        self.predict_bucket(values.len()),
-                        vec![0; WINDOW as usize * BUCKETS],
-                    ));
-                }
-                if let Some((lo, tables)) = &mut self.window {
-                    let lo = *lo;
-                    for &v in values {
-                        let b = mag_bits(v);
-                        let w = (b >> 16).wrapping_sub(lo);
-                        if w < WINDOW {
-                            tables[w as usize * BUCKETS + (b & 0xffff) as usize] += 1;
+                let c = &mut self.count[..];
+                match &mut self.window {
+                    Some((lo, tables)) => {
+                        let lo = *lo;
+                        for &v in values {
+                            let b = mag_bits(v);
+                            c[(b >> 16) as usize] += 1;
+                            let w = (b >> 16).wrapping_sub(lo);
+                            if w < WINDOW {
+                                tables[w as usize * BUCKETS + (b & 0xffff) as usize] += 1;
+                            }
+                        }
+                    }
+                    None => {
+                        for &v in values {
+                            c[(mag_bits(v) >> 16) as usize] += 1;
+                        }
+                        if self.predict {
+                            // The first chunk predicts the window; count its
+                            // own entries into it too.
+                            let lo = self.predict_bucket(values.len());
+                            let mut tables = vec![0u32; WINDOW as usize * BUCKETS];
+                            for &v in values {
+                                let b = mag_bits(v);
+                                let w = (b >> 16).wrapping_sub(lo);
+                                if w < WINDOW {
+                                    tables[w as usize * BUCKETS + (b & 0xffff) as usize] += 1;
+                                }
+                            }
+                            self.window = Some((lo, tables));
                         }
                     }
                 }
             }
             Stage::Low => {
                 let cut = self.cut_hi;
-                let h = &mut self.hist[..];
+                let c = &mut self.count[..];
                 for &v in values {
                     let b = mag_bits(v);
                     if b >> 16 == cut {
-                        h[(b & 0xffff) as usize] += 1;
+                        c[(b & 0xffff) as usize] += 1;
                     }
                 }
             }
         }
+    }
+
+    /// Move `count` into `hist`.
+    fn flush(&mut self) {
+        if self.hist.is_empty() {
+            self.hist = vec![0; BUCKETS];
+        }
+        for (h, c) in self.hist.iter_mut().zip(self.count.iter_mut()) {
+            *h += u64::from(*c);
+            *c = 0;
+        }
+        self.since_flush = 0;
     }
 
     /// Finish a pass: locate the bucket, then the exact cut-off.
@@ -221,6 +265,7 @@ impl TopK {
                 if self.settle_trivial() {
                     return;
                 }
+                self.flush();
                 let k = self.k as u64;
                 let mut acc = 0u64;
                 let mut cut = 0usize;
@@ -250,6 +295,7 @@ impl TopK {
                 self.stage = Stage::Low;
             }
             Stage::Low => {
+                self.flush();
                 let low = std::mem::take(&mut self.hist);
                 self.finish(&low);
             }
@@ -273,6 +319,7 @@ impl TopK {
         self.tied = low[lo];
         self.keep_ties = k - acc;
         self.hist = Vec::new();
+        self.count = Vec::new();
         self.stage = Stage::Done;
     }
 
@@ -284,7 +331,7 @@ impl TopK {
         let mut acc = 0u64;
         let mut cut = 0usize;
         for b in (0..BUCKETS).rev() {
-            acc += self.hist[b];
+            acc += u64::from(self.count[b]);
             if acc >= want.max(1) {
                 cut = b;
                 break;
