@@ -221,9 +221,44 @@ impl Deltas for FileDeltas<'_> {
 
 /// One tensor's task vectors, held in memory for repeated analysis (the
 /// TUI asks again at every density change).
+///
+/// Everything that does not depend on densities or weights is computed once
+/// here, so a new density costs one scan of each task vector for its exact
+/// cut-off and one counting pass over all of them (see [`TensorDeltas::stats`]).
 pub struct TensorDeltas {
     pub tensor: String,
     deltas: Vec<Vec<f32>>,
+    /// Common length of the task vectors.
+    numel: usize,
+    /// Dot products of the untrimmed task vectors (`n x n`).
+    dots: Vec<Vec<f64>>,
+    /// Per model: how many entries fall in each high-16-bit bucket of `|d|`
+    /// (the first pass of [`TopK`]'s radix select, which never changes).
+    hist: Vec<Vec<u64>>,
+    /// Per model and bucket: sum of `d^2`, so the kept energy above the
+    /// cut-off bucket is a suffix sum instead of a pass over the data.
+    energy: Vec<Vec<f64>>,
+}
+
+/// Entries per parallel work item in the in-memory path: large enough that
+/// rayon's overhead vanishes, small enough that two cores share the work
+/// evenly.
+const PAR_BLOCK: usize = 1 << 16;
+
+/// Entries per step of the counting kernel: its scratch (`n + 3` arrays of
+/// this many words) stays in L1.
+const SUB: usize = 1024;
+
+/// Entries per parallel work item of the cut-off scan (offsets within one
+/// fit in a `u32`).
+const SCAN: usize = PAR_BLOCK * 16;
+
+/// Entries in each high-16-bit bucket of `|x|` in `x`.
+const BUCKETS: usize = 1 << 16;
+
+#[inline(always)]
+fn mag_bits(x: f32) -> u32 {
+    x.to_bits() & 0x7fff_ffff
 }
 
 impl TensorDeltas {
@@ -250,29 +285,355 @@ impl TensorDeltas {
             }
             start = end;
         }
-        Ok(TensorDeltas {
-            tensor: tensor.to_string(),
-            deltas,
-        })
+        check(cancel)?;
+        Ok(TensorDeltas::from_vecs(tensor, deltas))
     }
 
-    /// Wrap task vectors already in memory (all the same length).
-    pub fn from_vecs(tensor: &str, deltas: Vec<Vec<f32>>) -> TensorDeltas {
+    /// Wrap task vectors already in memory (all the same length; longer
+    /// ones are cut to the shortest) and compute what every density shares:
+    /// dot products and magnitude histograms.
+    pub fn from_vecs(tensor: &str, mut deltas: Vec<Vec<f32>>) -> TensorDeltas {
+        use rayon::prelude::*;
+        let numel = deltas.iter().map(Vec::len).min().unwrap_or(0);
+        for d in &mut deltas {
+            d.truncate(numel);
+        }
+        let n = deltas.len();
+        let blocks = numel.div_ceil(PAR_BLOCK);
+        let dots = (0..blocks)
+            .into_par_iter()
+            .map(|b| {
+                let r = b * PAR_BLOCK..((b + 1) * PAR_BLOCK).min(numel);
+                let mut m = vec![vec![0f64; n]; n];
+                for i in 0..n {
+                    for j in i..n {
+                        let v = crate::merge::dot(&deltas[i][r.clone()], &deltas[j][r.clone()]);
+                        m[i][j] = v;
+                        m[j][i] = v;
+                    }
+                }
+                m
+            })
+            .reduce(
+                || vec![vec![0f64; n]; n],
+                |mut a, b| {
+                    for (ra, rb) in a.iter_mut().zip(&b) {
+                        for (x, y) in ra.iter_mut().zip(rb) {
+                            *x += y;
+                        }
+                    }
+                    a
+                },
+            );
+        let (hist, energy) = deltas
+            .iter()
+            .map(|d| {
+                d.par_chunks(PAR_BLOCK * 16)
+                    .fold(
+                        || (vec![0u64; BUCKETS], vec![0f64; BUCKETS]),
+                        |(mut h, mut e), c| {
+                            for &x in c {
+                                let b = (mag_bits(x) >> 16) as usize;
+                                h[b] += 1;
+                                e[b] += f64::from(x) * f64::from(x);
+                            }
+                            (h, e)
+                        },
+                    )
+                    .reduce(
+                        || (vec![0u64; BUCKETS], vec![0f64; BUCKETS]),
+                        |(mut h, mut e), (h2, e2)| {
+                            add(&mut h, &h2);
+                            for (a, b) in e.iter_mut().zip(&e2) {
+                                *a += b;
+                            }
+                            (h, e)
+                        },
+                    )
+            })
+            .unzip();
         TensorDeltas {
             tensor: tensor.to_string(),
             deltas,
+            numel,
+            dots,
+            hist,
+            energy,
         }
     }
 
-    /// Statistics at these densities and weights.
+    /// Statistics at these densities and weights: the same numbers as the
+    /// streaming path (counts exactly; energies and dot products up to the
+    /// rounding of a different summation order).
+    ///
+    /// Per model, the cut-off bucket comes from the cached histogram, and
+    /// one parallel scan of that model's task vector lists the entries in
+    /// that bucket (in index order): their low bits give the exact cut-off,
+    /// and the kept ties (the lowest indices) end at a single flat index.
+    /// The counting pass then needs per model only "keep `|d| >= cut`
+    /// before that index, `|d| > cut` from it on", which is branch-free and
+    /// runs in parallel over blocks.
     pub fn stats(&self, trim: &Trim, cancel: &AtomicBool) -> Result<Stats> {
-        compute(self, trim, cancel)
+        use rayon::prelude::*;
+        let n = self.deltas.len();
+        let numel = self.numel;
+        let mut st = Stats::new(n);
+        st.params = numel as u64;
+        st.dots.clone_from(&self.dots);
+        let mut cuts = Vec::with_capacity(n);
+        for i in 0..n {
+            check(cancel)?;
+            let density = trim.density.get(i).copied().unwrap_or(1.0);
+            cuts.push(self.cut(i, keep_count(density, numel)));
+        }
+        for (i, c) in cuts.iter().enumerate() {
+            st.kept[i] = c.k;
+            st.tied[i] = c.tied;
+            st.kept_energy[i] = c.energy;
+        }
+        let weights: Vec<f32> = (0..n)
+            .map(|i| trim.weight.get(i).copied().unwrap_or(1.0) as f32)
+            .collect();
+        let (agree, conflicts) = (0..numel.div_ceil(PAR_BLOCK))
+            .into_par_iter()
+            .map(|b| {
+                let mut agree = vec![0u64; n + 1];
+                let mut conflicts = 0u64;
+                if !cancel.load(Ordering::Relaxed) {
+                    let r = b * PAR_BLOCK..((b + 1) * PAR_BLOCK).min(numel);
+                    count_block(&self.deltas, &cuts, &weights, r, &mut agree, &mut conflicts);
+                }
+                (agree, conflicts)
+            })
+            .reduce(
+                || (vec![0u64; n + 1], 0),
+                |(mut a, c), (a2, c2)| {
+                    add(&mut a, &a2);
+                    (a, c + c2)
+                },
+            );
+        check(cancel)?;
+        st.agree = agree;
+        st.conflicts = conflicts;
+        st.finish();
+        Ok(st)
+    }
+
+    /// Model `i`'s exact top-`k` cut (the rule of [`TopK`]).
+    fn cut(&self, i: usize, k: usize) -> Cut {
+        use rayon::prelude::*;
+        let numel = self.numel;
+        let (d, hist, energy) = (&self.deltas[i], &self.hist[i], &self.energy[i]);
+        if k >= numel {
+            // Everything passes `|d| >= 0`.
+            return Cut {
+                thr: 0,
+                split: numel,
+                k: numel as u64,
+                tied: 0,
+                energy: energy.iter().sum(),
+            };
+        }
+        if k == 0 {
+            // Nothing passes `|d| > 0x8000_0000` (magnitudes are below).
+            return Cut {
+                thr: 0x8000_0000,
+                split: 0,
+                k: 0,
+                tied: 0,
+                energy: 0.0,
+            };
+        }
+        let k64 = k as u64;
+        let mut above_hi = 0u64;
+        let mut cut = 0u32;
+        for b in (0..BUCKETS).rev() {
+            if above_hi + hist[b] >= k64 {
+                cut = b as u32;
+                break;
+            }
+            above_hi += hist[b];
+        }
+        let mut kept_energy: f64 = energy[cut as usize + 1..].iter().sum();
+        // Flat indices and magnitudes of the entries in the cut-off bucket,
+        // in order: a few percent of the tensor unless the data is
+        // degenerate (at most two words per entry either way, and only
+        // while this call runs).
+        let found: Vec<(Vec<u32>, Vec<u32>)> =
+            d.par_chunks(SCAN).map(|c| bucket_members(c, cut)).collect();
+        let mut low = vec![0u64; BUCKETS];
+        for (_, mags) in &found {
+            for &m in mags {
+                low[(m & 0xffff) as usize] += 1;
+            }
+        }
+        let mut above = above_hi;
+        let mut lo = 0usize;
+        for b in (0..BUCKETS).rev() {
+            if above + low[b] >= k64 {
+                lo = b;
+                break;
+            }
+            above += low[b];
+        }
+        let thr = (cut << 16) | lo as u32;
+        let keep_ties = k64 - above;
+        // The first tie that is not kept, and the energy of what is kept
+        // inside the cut-off bucket.
+        let mut split = numel;
+        let mut seen = 0u64;
+        for (ci, (idx, mags)) in found.iter().enumerate() {
+            for (&j, &m) in idx.iter().zip(mags) {
+                if m > thr || (m == thr && seen < keep_ties) {
+                    let x = f64::from(f32::from_bits(m));
+                    kept_energy += x * x;
+                }
+                if m == thr {
+                    if seen == keep_ties && split == numel {
+                        split = ci * SCAN + j as usize;
+                    }
+                    seen += 1;
+                }
+            }
+        }
+        Cut {
+            thr,
+            split,
+            k: k64,
+            tied: low[lo],
+            energy: kept_energy,
+        }
+    }
+}
+
+/// Entries of `c` whose `|x|` lies in high-16-bit bucket `cut`: their
+/// offsets in `c` and `|x|` bit patterns, in order. The cut-off bucket
+/// holds a few percent of the entries, scattered, so a branch per entry
+/// would mispredict often; instead each entry is written and the write
+/// position advances only for members (a branch-free compaction through a
+/// small buffer).
+fn bucket_members(c: &[f32], cut: u32) -> (Vec<u32>, Vec<u32>) {
+    let (mut idx, mut mags) = (Vec::new(), Vec::new());
+    let mut bi = [0u32; SUB + 1];
+    let mut bm = [0u32; SUB + 1];
+    for (s, block) in c.chunks(SUB).enumerate() {
+        let mut len = 0usize;
+        for (j, &x) in block.iter().enumerate() {
+            let m = mag_bits(x);
+            // `len <= j < SUB`; the `min` only spares a bounds check.
+            let at = len.min(SUB);
+            bi[at] = (s * SUB + j) as u32;
+            bm[at] = m;
+            len += usize::from(m >> 16 == cut);
+        }
+        idx.extend_from_slice(&bi[..len]);
+        mags.extend_from_slice(&bm[..len]);
+    }
+    (idx, mags)
+}
+
+/// One model's trim, in the form the counting kernel wants: entry `e` is
+/// kept when `|d[e]| >= thr` (bit patterns) for `e < split` and when
+/// `|d[e]| > thr` from `split` on.
+struct Cut {
+    thr: u32,
+    split: usize,
+    /// Entries kept.
+    k: u64,
+    /// Entries equal to the cut-off.
+    tied: u64,
+    /// Sum of `d^2` over the kept entries.
+    energy: f64,
+}
+
+/// Agreement counts for entries `r` of every task vector, added to `agree`
+/// and `conflicts`.
+///
+/// Works in steps of [`SUB`] entries, model by model, so every inner loop
+/// is a straight branch-free pass over contiguous arrays (it vectorises on
+/// baseline x86-64). One pass per model accumulates, per entry, the
+/// weighted sum and how many kept entries are non-zero and positive; the
+/// elected sign then says which of the two counts agrees, so no model is
+/// read twice. The arithmetic is the streaming path's: `v = w * d`, summed
+/// over models in order from `0.0`; adding a masked-out `+0.0` instead of
+/// skipping it changes only a `-0.0` sum to `+0.0`, and both elect `+`.
+fn count_block(
+    deltas: &[Vec<f32>],
+    cuts: &[Cut],
+    weights: &[f32],
+    r: std::ops::Range<usize>,
+    agree: &mut [u64],
+    conflicts: &mut u64,
+) {
+    let mut sum = [0f32; SUB];
+    let mut pos = [0u32; SUB];
+    let mut nz = [0u32; SUB];
+    let mut g = r.start;
+    while g < r.end {
+        let len = SUB.min(r.end - g);
+        let (sum, pos, nz) = (&mut sum[..len], &mut pos[..len], &mut nz[..len]);
+        sum.fill(0.0);
+        pos.fill(0);
+        nz.fill(0);
+        for ((d, c), &w) in deltas.iter().zip(cuts).zip(weights) {
+            let d = &d[g..g + len];
+            let s = c.split.saturating_sub(g).min(len);
+            weigh(
+                &d[..s],
+                &mut sum[..s],
+                &mut pos[..s],
+                &mut nz[..s],
+                c.thr,
+                w,
+            );
+            weigh(
+                &d[s..],
+                &mut sum[s..],
+                &mut pos[s..],
+                &mut nz[s..],
+                c.thr + 1,
+                w,
+            );
+        }
+        // Per entry: agreeing count into `pos`, conflict flag into `nz`.
+        for ((&s, p), z) in sum.iter().zip(pos.iter_mut()).zip(nz.iter_mut()) {
+            let elected_pos = u32::from(s >= 0.0).wrapping_neg();
+            let a = (*p & elected_pos) | ((*z - *p) & !elected_pos);
+            *z = u32::from(*z != a);
+            *p = a;
+        }
+        for (k, a) in agree.iter_mut().enumerate() {
+            let k = k as u32;
+            *a += u64::from(pos.iter().map(|&c| u32::from(c == k)).sum::<u32>());
+        }
+        *conflicts += u64::from(nz.iter().sum::<u32>());
+        g += len;
+    }
+}
+
+/// For entries kept (`|d| >= lo`, bit patterns): `v = w * d`, `sum += v`,
+/// and count `v > 0` into `pos` and `v != 0` into `nz` (a NaN counts as
+/// non-zero and not positive, as in the streaming path). Entries not kept
+/// add `+0.0` and count nowhere.
+#[inline(always)]
+fn weigh(d: &[f32], sum: &mut [f32], pos: &mut [u32], nz: &mut [u32], lo: u32, w: f32) {
+    for (((&x, s), p), z) in d
+        .iter()
+        .zip(sum.iter_mut())
+        .zip(pos.iter_mut())
+        .zip(nz.iter_mut())
+    {
+        let keep = u32::from(mag_bits(x) >= lo).wrapping_neg();
+        let v = f32::from_bits((w * x).to_bits() & keep);
+        *s += v;
+        *p += u32::from(v > 0.0);
+        *z += u32::from(v != 0.0);
     }
 }
 
 impl Deltas for TensorDeltas {
     fn numel(&self) -> usize {
-        self.deltas.first().map_or(0, Vec::len)
+        self.numel
     }
     fn n(&self) -> usize {
         self.deltas.len()
@@ -571,5 +932,163 @@ mod tests {
                 assert!((c.cosines[i][j] - whole.cosines[i][j]).abs() < 1e-12);
             }
         }
+    }
+
+    /// The streaming path (the straightforward implementation) over the
+    /// same task vectors, as the reference for the in-memory fast path.
+    fn reference(deltas: &[Vec<f32>], trim: &Trim) -> Stats {
+        let src = TensorDeltas {
+            tensor: "t".into(),
+            numel: deltas.first().map_or(0, Vec::len),
+            deltas: deltas.to_vec(),
+            dots: Vec::new(),
+            hist: Vec::new(),
+            energy: Vec::new(),
+        };
+        compute(&src, trim, &AtomicBool::new(false)).expect("in-memory analysis cannot fail")
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+    }
+
+    /// Counts equal exactly; sums equal up to summation order.
+    fn assert_same(fast: &Stats, slow: &Stats, what: &str) {
+        assert_eq!(fast.params, slow.params, "{what}");
+        assert_eq!(fast.agree, slow.agree, "{what}");
+        assert_eq!(fast.conflicts, slow.conflicts, "{what}");
+        assert_eq!(fast.kept, slow.kept, "{what}");
+        assert_eq!(fast.tied, slow.tied, "{what}");
+        for (a, b) in fast.kept_energy.iter().zip(&slow.kept_energy) {
+            assert!(close(*a, *b), "{what}: kept energy {a} vs {b}");
+        }
+        for (ra, rb) in fast.dots.iter().zip(&slow.dots) {
+            for (a, b) in ra.iter().zip(rb) {
+                assert!(close(*a, *b), "{what}: dot {a} vs {b}");
+            }
+        }
+    }
+
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        *seed >> 33
+    }
+
+    /// Few distinct magnitudes (heavy ties), both signs, zeros of both
+    /// signs.
+    fn tied_vec(seed: &mut u64, len: usize, distinct: u64) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                let v = (lcg(seed) % distinct) as f32 * 0.125;
+                if lcg(seed) % 2 == 0 {
+                    v
+                } else {
+                    -v
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_path_matches_streaming_with_heavy_ties() {
+        let mut seed = 5u64;
+        let densities: [f64; 9] = [0.0, 1e-4, 0.1, 0.3, 0.5, 0.77, 0.999, 1.0, 1.5];
+        let weight_sets: [&[f64]; 4] = [
+            &[1.0, 1.0, 1.0, 1.0],
+            &[0.5, -1.0, 2.0, 1.0],
+            &[1.0, 0.0, 1.0, 3.0],
+            // Weights that make opposite equal entries cancel to zero.
+            &[1.0, 1.0, 2.0, 0.5],
+        ];
+        for (trial, len) in [1usize, 7, 1000, 3 * PAR_BLOCK + 17]
+            .into_iter()
+            .enumerate()
+        {
+            for n in 1..=4usize {
+                let distinct = 2 + (trial as u64 * 3 + n as u64) % 7;
+                let deltas: Vec<Vec<f32>> =
+                    (0..n).map(|_| tied_vec(&mut seed, len, distinct)).collect();
+                let td = TensorDeltas::from_vecs("t", deltas.clone());
+                for di in 0..densities.len() {
+                    for w in weight_sets {
+                        let trim = Trim {
+                            // Different densities per model.
+                            density: (0..n)
+                                .map(|i| densities[(di + 2 * i) % densities.len()])
+                                .collect(),
+                            weight: w[..n].to_vec(),
+                        };
+                        let fast = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
+                        let what = format!("len={len} n={n} {trim:?}");
+                        assert_same(&fast, &reference(&deltas, &trim), &what);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_matches_streaming_on_continuous_and_odd_values() {
+        let mut seed = 17u64;
+        let len = 2 * PAR_BLOCK + 999;
+        let mut deltas: Vec<Vec<f32>> = (0..3)
+            .map(|_| {
+                (0..len)
+                    .map(|_| (lcg(&mut seed) as f32 / (1u64 << 31) as f32 - 0.5) * 1e-2)
+                    .collect()
+            })
+            .collect();
+        // Exact cancellations, signed zeros, infinities and NaN.
+        deltas[1][5] = -deltas[0][5];
+        deltas[0][6] = -0.0;
+        deltas[1][7] = f32::INFINITY;
+        deltas[2][7] = f32::NEG_INFINITY;
+        deltas[2][8] = f32::NAN;
+        let td = TensorDeltas::from_vecs("t", deltas.clone());
+        for density in [0.01, 0.2, 0.5, 0.9, 1.0] {
+            let trim = Trim {
+                density: vec![density; 3],
+                weight: vec![1.0, 0.7, -1.3],
+            };
+            let fast = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
+            assert_same(&fast, &reference(&deltas, &trim), &format!("{density}"));
+        }
+    }
+
+    /// Longer than one scan chunk, so the tie boundary and the cut-off
+    /// bucket's members span chunks.
+    #[test]
+    fn fast_path_matches_streaming_across_scan_chunks() {
+        let mut seed = 23u64;
+        let len = SCAN + PAR_BLOCK + 5;
+        let deltas: Vec<Vec<f32>> = (0..2).map(|_| tied_vec(&mut seed, len, 3)).collect();
+        let td = TensorDeltas::from_vecs("t", deltas.clone());
+        for density in [0.2, 0.6, 0.95] {
+            let trim = Trim {
+                density: vec![density, 0.5],
+                weight: vec![1.0, -0.5],
+            };
+            let fast = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
+            assert_same(&fast, &reference(&deltas, &trim), &format!("{density}"));
+        }
+    }
+
+    #[test]
+    fn fast_path_handles_empty_and_cancel() {
+        let td = TensorDeltas::from_vecs("t", vec![Vec::new(), Vec::new()]);
+        let trim = Trim {
+            density: vec![0.5; 2],
+            weight: vec![1.0; 2],
+        };
+        let s = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
+        assert_eq!(s.params, 0);
+        assert_eq!(s.agree, vec![0, 0, 0]);
+        let td = TensorDeltas::from_vecs("t", vec![vec![1.0; 10]]);
+        assert!(matches!(
+            td.stats(&trim, &AtomicBool::new(true)),
+            Err(AnalysisError::Cancelled)
+        ));
     }
 }
