@@ -3,6 +3,7 @@
 //! merge with progress events.
 
 use crossbeam_channel::{unbounded, Receiver};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use smelt::recipe::Recipe;
 use smelt::tui::jobs::{recipe_for_models, Jobs};
 use smelt::tui::state::{App, MergeState};
@@ -213,4 +214,93 @@ fn a_preview_of_a_small_tensor_is_the_exact_answer() {
     assert_eq!(pre.agree, exact.agree);
     assert_eq!(pre.kept, exact.kept);
     assert_eq!(pre.conflicts, exact.conflicts);
+}
+
+/// A zipit merge of the bundled digits-zip pair, run by the real engine,
+/// is followed by an accuracy report for the merge and each input.
+#[test]
+fn a_zipit_merge_of_digits_reports_accuracy() {
+    use smelt::tui::state::{AccuracyState, Panel};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models");
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let recipe = Recipe::load(&root.join("recipes/digits-zipit.toml")).expect("sample recipe");
+    let mut app = App::new(PathBuf::from("/tmp"), PathBuf::from("/tmp"));
+    update(&mut app, Msg::Loaded(jobs.load_now(recipe, None)));
+    assert_eq!(app.slots.len(), 2);
+    // smelt-mlp tensors `layers.{i}.*`: one group per layer, no embeddings.
+    assert_eq!(app.layers.len(), 4, "{:?}", app.layers);
+    assert_eq!(app.zip_max(), 3);
+    assert!(app.analysis_blocked().is_some(), "no base: no task vectors");
+    // Depth 2 from the Layers panel: rows all, layer 0, layer 1.
+    app.focus = Panel::Layers;
+    for c in [KeyCode::Down, KeyCode::Down, KeyCode::Char('z')] {
+        update(&mut app, Msg::Key(KeyEvent::new(c, KeyModifiers::NONE)));
+    }
+    assert_eq!(app.zip_depth(), 2);
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("zipped");
+    app.merge = MergeState::Running {
+        out: out.clone(),
+        tensors: 0,
+        tensors_done: 0,
+        bytes_done: 0,
+        bytes_total: 0,
+        current: String::new(),
+        elapsed: Duration::ZERO,
+        cancelling: false,
+    };
+    jobs.handle(Effect::StartMerge {
+        recipe: app.to_recipe(),
+        out: out.clone(),
+    });
+    let fx = loop {
+        match recv(&rx) {
+            Msg::MergeDone(r) => break update(&mut app, Msg::MergeDone(r)),
+            m @ Msg::Merge { .. } => {
+                update(&mut app, m);
+            }
+            _ => {}
+        }
+    };
+    assert!(matches!(app.merge, MergeState::Done(_)), "{:?}", app.merge);
+    for e in fx {
+        jobs.handle(e);
+    }
+    loop {
+        if let m @ Msg::Accuracy { .. } = recv(&rx) {
+            update(&mut app, m);
+            break;
+        }
+    }
+    let AccuracyState::Done(acc) = &app.accuracy else {
+        panic!("{:?}", app.accuracy)
+    };
+    let merged = acc.merged.as_ref().expect("merged model evaluates");
+    assert_eq!(merged.heads.len(), 2, "one head per input");
+    assert!(merged.joint_accuracy > 0.5, "{merged:?}");
+    assert_eq!(acc.inputs.len(), 2);
+    for (name, r) in &acc.inputs {
+        let r = r.as_ref().expect("input evaluates");
+        assert!(r.heads[0].accuracy > 0.9, "{name}: {r:?}");
+    }
+}
+
+/// A merge whose output is not an MLP gets no accuracy report.
+#[test]
+fn no_accuracy_for_non_mlp_outputs() {
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let m = models();
+    jobs.handle(Effect::Evaluate {
+        out: m.join("ft0"),
+        inputs: vec![(m.join("ft1"), "ft1".into())],
+    });
+    loop {
+        if let Msg::Accuracy { out, result } = recv(&rx) {
+            assert_eq!(out, m.join("ft0"));
+            assert!(result.is_none());
+            break;
+        }
+    }
 }

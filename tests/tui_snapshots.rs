@@ -212,3 +212,49 @@ fn selection_is_visible_without_colour() {
         assert!(c.fg == Color::Reset && c.bg == Color::Reset, "{c:?}");
     }
 }
+
+/// ZipIt! on the digits-zip pair: zip depth 2 set with `z` on layer 1, an
+/// alpha override on layer 0, and a finished merge with its accuracy beside
+/// each input's own.
+#[test]
+fn zipit_depth_and_accuracy() {
+    use smelt::tui::demo::{demo_report, demo_zip_app};
+    use smelt::tui::state::{Accuracy, AccuracyState, Panel};
+    let mut app = demo_zip_app();
+    app.focus = Panel::Layers;
+    key(&mut app, KeyCode::Down); // layer 0
+                                  // alpha 0.45 on layer 0 (Parameters: method, depth, alpha, beta).
+    app.focus = Panel::Params;
+    app.param_cursor = 2;
+    key(&mut app, KeyCode::Left);
+    app.focus = Panel::Layers;
+    key(&mut app, KeyCode::Down); // layer 1
+    key(&mut app, KeyCode::Char('z'));
+    let out = PathBuf::from("/demo/work/digits-zip-zipit");
+    app.merge = MergeState::Done(Summary {
+        out: out.clone(),
+        tensors: 10,
+        bytes_written: 170_000,
+        bytes_read: 337_000,
+        elapsed: Duration::from_millis(420),
+    });
+    app.accuracy = AccuracyState::Done(Accuracy {
+        out,
+        merged: Ok(demo_report(
+            "merged",
+            &[(&[0, 1, 2, 3, 4], 0.961), (&[5, 6, 7, 8, 9], 0.944)],
+            0.842,
+        )),
+        inputs: vec![
+            (
+                "digits-0-4".into(),
+                Ok(demo_report("a", &[(&[0, 1, 2, 3, 4], 0.994)], 0.994)),
+            ),
+            (
+                "digits-5-9".into(),
+                Ok(demo_report("b", &[(&[5, 6, 7, 8, 9], 0.978)], 0.978)),
+            ),
+        ],
+    });
+    both("zipit_depth", &app);
+}

@@ -588,3 +588,212 @@ fn a_preview_shows_until_the_exact_result_arrives() {
     press(&mut app, KeyCode::Left);
     assert_eq!(app.preview_for(&t), None);
 }
+
+// ZipIt! depth from the Layers panel.
+
+use smelt::tui::demo::{demo_report, demo_zip_app};
+
+/// Rows of the MLP's Layers panel: all, layer 0, layer 1, ...
+fn zip_to(app: &mut App, row: usize) {
+    app.focus = Panel::Layers;
+    press(app, KeyCode::Home);
+    for _ in 0..row {
+        press(app, KeyCode::Down);
+    }
+}
+fn depth(app: &App) -> f64 {
+    num(app.to_recipe().params.get("depth"))
+}
+
+#[test]
+fn z_makes_the_selected_layer_the_last_zipped_one() {
+    let mut app = demo_zip_app();
+    assert_eq!(
+        app.zip_max(),
+        3,
+        "3 hidden layers, the 4th is the classifier"
+    );
+    assert_eq!(depth(&app), -1.0);
+    assert!(app.zipped(2) && !app.zipped(3));
+    // Layer 1: layers 0-1 zipped, written to the recipe's own parameters.
+    zip_to(&mut app, 2);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 2.0);
+    assert!(
+        app.to_recipe().overrides.is_empty(),
+        "depth is never per layer"
+    );
+    assert!(app.zipped(0) && app.zipped(1) && !app.zipped(2));
+    assert!(app.modified());
+    // Again on the same layer: one less.
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 1.0);
+    // Layer 0 is now the last zipped one: z again gives the ensemble.
+    zip_to(&mut app, 1);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 0.0);
+    assert!(!app.zipped(0));
+    // "All layers": every hidden layer.
+    zip_to(&mut app, 0);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), -1.0);
+    // The classifier stays per model: zipping "through" it means all.
+    // Layer 2 already ends the trunk at -1 (3 hidden layers): one less.
+    zip_to(&mut app, 3);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 2.0);
+    // Layer 2 no longer zipped: z zips it again.
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 3.0);
+    zip_to(&mut app, 4);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), -1.0);
+    let (_, msg) = app.message.clone().unwrap();
+    assert!(msg.contains("classifier"), "{msg}");
+}
+
+#[test]
+fn z_on_embeddings_is_the_ensemble_and_permute_takes_it_too() {
+    let mut app = demo_app();
+    app.method = Method::Permute;
+    app.focus = Panel::Layers;
+    press(&mut app, KeyCode::Home);
+    press(&mut app, KeyCode::Down); // embeddings
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 0.0);
+    to_layer(&mut app, 4);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 5.0);
+}
+
+#[test]
+fn z_does_nothing_for_methods_without_depth() {
+    let mut app = demo_app();
+    let before = app.to_recipe();
+    to_layer(&mut app, 2);
+    let fx = ch(&mut app, 'z');
+    assert_eq!(app.to_recipe(), before);
+    assert!(fx.is_empty());
+    let (_, msg) = app.message.clone().unwrap();
+    assert!(msg.contains("zipit") && msg.contains("ties"), "{msg}");
+}
+
+#[test]
+fn zipit_params_show_global_depth_and_per_layer_alpha_beta() {
+    let mut app = demo_zip_app();
+    let rows = app.param_rows();
+    for n in ["depth", "alpha", "beta"] {
+        assert!(rows.contains(&ParamRow::Global(n)), "{n} in {rows:?}");
+    }
+    zip_to(&mut app, 2); // layer 1
+    app.focus = Panel::Params;
+    let alpha = rows
+        .iter()
+        .position(|r| *r == ParamRow::Global("alpha"))
+        .unwrap();
+    let depth_row = rows
+        .iter()
+        .position(|r| *r == ParamRow::Global("depth"))
+        .unwrap();
+    // alpha at layer 1: an override of that layer only.
+    app.param_cursor = alpha;
+    press(&mut app, KeyCode::Right);
+    let r = app.to_recipe();
+    assert_eq!(r.overrides.len(), 1);
+    assert_eq!(r.overrides[0].layers, (1, 1));
+    assert_eq!(num(r.overrides[0].params.get("alpha")), 0.55);
+    assert_eq!(num(r.params.get("alpha")), 0.5);
+    assert_eq!(
+        app.param_value(&ParamRow::Global("alpha")),
+        (Some(Value::Number(0.55)), true)
+    );
+    // depth at a layer scope still edits the recipe's own value.
+    app.param_cursor = depth_row;
+    press(&mut app, KeyCode::Left);
+    press(&mut app, KeyCode::Left);
+    press(&mut app, KeyCode::Left);
+    press(&mut app, KeyCode::Left);
+    let r = app.to_recipe();
+    assert_eq!(num(r.params.get("depth")), -1.0, "clamped at -1? {r:?}");
+    press(&mut app, KeyCode::Right);
+    press(&mut app, KeyCode::Right);
+    let r = app.to_recipe();
+    assert_eq!(num(r.params.get("depth")), 1.0);
+    assert!(r.overrides.iter().all(|o| !o.params.contains_key("depth")));
+    assert!(!app.param_value(&ParamRow::Global("depth")).1);
+    // The alpha override on layer 1 now lies past the trunk: z warns.
+    app.focus = Panel::Layers;
+    zip_to(&mut app, 1);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 0.0, "layer 0 ended the trunk: one less");
+    let (level, msg) = app.message.clone().unwrap();
+    assert_eq!(level, Level::Warn, "{msg}");
+    assert!(msg.contains("layer 1"), "{msg}");
+}
+
+#[test]
+fn zipit_without_a_base_says_so_and_asks_for_no_statistics() {
+    let mut app = demo_zip_app();
+    let why = app.analysis_blocked().expect("blocked");
+    assert!(why.contains("no base"), "{why}");
+    assert!(smelt::tui::update::initial_analysis(&app).is_none());
+    zip_to(&mut app, 2);
+    let fx = ch(&mut app, 'z');
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Analyze { .. })));
+}
+
+#[test]
+fn a_finished_merge_asks_for_accuracy_and_shows_only_the_current_one() {
+    let mut app = demo_zip_app();
+    let out = PathBuf::from("/demo/work/digits-zip-zipit");
+    app.merge = MergeState::Running {
+        out: out.clone(),
+        tensors: 0,
+        tensors_done: 0,
+        bytes_done: 0,
+        bytes_total: 0,
+        current: String::new(),
+        elapsed: Duration::ZERO,
+        cancelling: false,
+    };
+    let fx = update(
+        &mut app,
+        Msg::MergeDone(Ok(Summary {
+            out: out.clone(),
+            tensors: 8,
+            bytes_written: 1000,
+            bytes_read: 2000,
+            elapsed: Duration::from_millis(300),
+        })),
+    );
+    let Some(Effect::Evaluate { out: o, inputs }) = fx.into_iter().next() else {
+        panic!("no evaluation asked for");
+    };
+    assert_eq!(o, out);
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(inputs[0].1, "digits-0-4");
+    assert_eq!(app.accuracy, AccuracyState::Running(out.clone()));
+    let acc = |o: &PathBuf| Accuracy {
+        out: o.clone(),
+        merged: Ok(demo_report("m", &[(&[0, 1, 2, 3, 4], 0.9)], 0.8)),
+        inputs: vec![("digits-0-4".into(), Err("bad file".into()))],
+    };
+    // A report for another output is ignored.
+    let other = PathBuf::from("/elsewhere");
+    update(
+        &mut app,
+        Msg::Accuracy {
+            out: other.clone(),
+            result: Some(acc(&other)),
+        },
+    );
+    assert_eq!(app.accuracy, AccuracyState::Running(out.clone()));
+    update(
+        &mut app,
+        Msg::Accuracy {
+            out: out.clone(),
+            result: Some(acc(&out)),
+        },
+    );
+    assert_eq!(app.accuracy, AccuracyState::Done(acc(&out)));
+}

@@ -172,3 +172,86 @@ pub fn fill_stats(app: &mut App) {
         );
     }
 }
+
+/// The layer table of a smelt MLP: `layers.{i}.weight` / `.bias` for each
+/// of `widths`' consecutive pairs (`[64, 128, 128, 128, 5]`: the digits
+/// classifiers, 3 hidden layers and the output layer).
+pub fn mlp_layers(widths: &[usize]) -> Vec<LayerRow> {
+    widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| LayerRow {
+            group: Group::Layer(i),
+            params: (w[1] * w[0] + w[1]) as u64,
+            tensors: vec![
+                TensorRow {
+                    name: format!("layers.{i}.weight"),
+                    shape: vec![w[1], w[0]],
+                    dtype: "F32".into(),
+                },
+                TensorRow {
+                    name: format!("layers.{i}.bias"),
+                    shape: vec![w[1]],
+                    dtype: "F32".into(),
+                },
+            ],
+        })
+        .collect()
+}
+
+/// The ZipIt! demo: the two `digits-zip` classifiers (0-4 and 5-9), method
+/// zipit at the sample recipe's values (depth -1, alpha 0.5, beta 1). No
+/// base, so no statistics.
+pub fn demo_zip_app() -> App {
+    let fam = PathBuf::from("/demo/sample_models/digits-zip");
+    let mut app = App::new(PathBuf::from("/demo/data"), PathBuf::from("/demo/work"));
+    let mut recipe = Recipe::new(
+        Method::Zipit,
+        None,
+        vec![fam.join("digits-0-4"), fam.join("digits-5-9")],
+    );
+    recipe.params.insert("depth".into(), Value::Number(-1.0));
+    recipe.params.insert("alpha".into(), Value::Number(0.5));
+    recipe.params.insert("beta".into(), Value::Number(1.0));
+    let layers = mlp_layers(&[64, 128, 128, 128, 5]);
+    let total: u64 = layers.iter().map(|l| l.params).sum();
+    let infos = recipe
+        .models
+        .iter()
+        .map(|m| ModelInfo {
+            name: m
+                .path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            path: m.path.clone(),
+            dtype: "F32".into(),
+            params: total,
+            shards: 1,
+            layers: 4,
+        })
+        .collect();
+    app.load_recipe(&recipe, infos, layers);
+    app
+}
+
+/// A made-up accuracy report (per head, joint) for snapshots.
+pub fn demo_report(model: &str, heads: &[(&[u32], f64)], joint: f64) -> crate::eval::EvalReport {
+    crate::eval::EvalReport {
+        model: model.into(),
+        data: "digits (test split)".into(),
+        heads: heads
+            .iter()
+            .enumerate()
+            .map(|(h, (c, a))| crate::eval::HeadAccuracy {
+                head: h,
+                classes: c.to_vec(),
+                correct: (a * 180.0).round() as usize,
+                total: 180,
+                accuracy: *a,
+            })
+            .collect(),
+        joint_correct: (joint * 360.0).round() as usize,
+        joint_total: 360,
+        joint_accuracy: joint,
+    }
+}

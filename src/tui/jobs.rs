@@ -8,7 +8,7 @@
 //! body runs under `catch_unwind`: an engine bug becomes an error message
 //! on screen, not a wrecked terminal.
 
-use super::state::{LayerRow, ModelInfo, Target, TensorRow};
+use super::state::{Accuracy, LayerRow, ModelInfo, Target, TensorRow};
 use super::update::{is_yaml, Effect, Loaded, Msg};
 use crate::analysis;
 use crate::engine::{self, Event};
@@ -30,6 +30,10 @@ pub const SHARD_SIZE: u64 = 5_000_000_000;
 
 type Registry = Arc<Mutex<HashMap<PathBuf, Arc<Model>>>>;
 
+/// Accuracy of input models, by path: they do not change while the
+/// workbench runs, so each is evaluated once.
+type EvalCache = Arc<Mutex<HashMap<PathBuf, Result<crate::eval::EvalReport, String>>>>;
+
 struct AnalysisReq {
     recipe: Recipe,
     targets: Vec<(Target, String)>,
@@ -43,6 +47,7 @@ pub struct Jobs {
     analysis_tx: Sender<AnalysisReq>,
     analysis_cancel: Arc<AtomicBool>,
     merge_cancel: Option<Arc<AtomicBool>>,
+    evals: EvalCache,
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
@@ -79,6 +84,7 @@ impl Jobs {
             analysis_tx,
             analysis_cancel: Arc::new(AtomicBool::new(false)),
             merge_cancel: None,
+            evals: EvalCache::default(),
         }
     }
 
@@ -140,6 +146,21 @@ impl Jobs {
                         Ok((info(&m), layer_rows(&m)))
                     });
                     let _ = tx.send(Msg::ModelAdded(r));
+                });
+            }
+            Effect::Evaluate { out, inputs } => {
+                let cache = self.evals.clone();
+                let tx = self.tx.clone();
+                self.spawn("smelt-eval", move || {
+                    let result =
+                        guarded(|| Ok(evaluate(&out, &inputs, &cache))).unwrap_or_else(|e| {
+                            Some(Accuracy {
+                                out: out.clone(),
+                                merged: Err(e),
+                                inputs: Vec::new(),
+                            })
+                        });
+                    let _ = tx.send(Msg::Accuracy { out, result });
                 });
             }
             Effect::Repaint => {}
@@ -480,6 +501,37 @@ fn run_merge(
             });
         }
         h.join().unwrap_or_else(|p| Err(panic_text(p)))
+    })
+}
+
+/// Accuracy of the merge in `out` and of each input alone (cached), when
+/// the output is a smelt MLP; `None` for any other model.
+fn evaluate(out: &Path, inputs: &[(PathBuf, String)], cache: &EvalCache) -> Option<Accuracy> {
+    let is_mlp = Model::open(out).is_ok_and(|m| crate::mlp::MlpModel::is_mlp(&m));
+    if !is_mlp {
+        return None;
+    }
+    let eval =
+        |p: &Path| guarded(|| crate::eval::evaluate_path(p, None).map_err(|e| e.to_string()));
+    let merged = eval(out);
+    let inputs = inputs
+        .iter()
+        .map(|(p, name)| {
+            let cached = cache.lock().ok().and_then(|c| c.get(p).cloned());
+            let r = cached.unwrap_or_else(|| {
+                let r = eval(p);
+                if let Ok(mut c) = cache.lock() {
+                    c.insert(p.clone(), r.clone());
+                }
+                r
+            });
+            (name.clone(), r)
+        })
+        .collect();
+    Some(Accuracy {
+        out: out.to_path_buf(),
+        merged,
+        inputs,
     })
 }
 

@@ -30,6 +30,7 @@ pub enum Action {
     SetBase,
     Exclude,
     RangeMark,
+    ZipDepth,
 }
 
 /// The bindings, for the help overlay: (keys, what they do).
@@ -43,6 +44,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("", "  Models: weight of the selected model"),
     ("Enter", "expand a layer / type a value / next method"),
     ("v", "start or clear a layer range for edits"),
+    ("z", "Layers: zip through this layer (zipit/permute)"),
     ("Backspace Del", "drop overrides (Params: one; Layers: all)"),
     ("m", "next merge method"),
     ("r", "run the merge (asks for the output folder)"),
@@ -87,6 +89,7 @@ pub fn action(k: &KeyEvent) -> Option<Action> {
         KeyCode::Char('b') => Action::SetBase,
         KeyCode::Char('e') => Action::Exclude,
         KeyCode::Char('v') => Action::RangeMark,
+        KeyCode::Char('z') => Action::ZipDepth,
         _ => return None,
     })
 }

@@ -7,6 +7,7 @@
 
 use crate::analysis::Stats;
 use crate::engine::Summary;
+use crate::eval::EvalReport;
 use crate::merge::{Method, ParamKind, ParamSpec, ParamValue};
 use crate::model::{Dtype, Group};
 use crate::recipe::{ModelEntry, Override, Recipe, Slice, Value};
@@ -123,6 +124,29 @@ pub enum MergeState {
     Failed(String),
 }
 
+/// Accuracy of a merged MLP beside each input's own, on the test split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accuracy {
+    /// The merge output the report is about.
+    pub out: PathBuf,
+    pub merged: Result<EvalReport, String>,
+    /// Each input model (by name) evaluated alone.
+    pub inputs: Vec<(String, Result<EvalReport, String>)>,
+}
+
+/// Evaluation after a merge (MLP outputs only).
+#[derive(Clone, Debug, PartialEq)]
+pub enum AccuracyState {
+    None,
+    /// Evaluating the output in this folder.
+    Running(PathBuf),
+    Done(Accuracy),
+}
+
+/// Global parameters that never take per-layer overrides (the engine reads
+/// them from the recipe's own values only).
+pub const GLOBAL_ONLY: &[&str] = &["depth"];
+
 /// What a text prompt is for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum InputKind {
@@ -233,6 +257,8 @@ pub struct App {
     /// the same key arrives.
     pub previews: HashMap<Target, (String, Stats)>,
     pub merge: MergeState,
+    /// Accuracy of the last merge's output, when it is an MLP.
+    pub accuracy: AccuracyState,
     pub modal: Option<Modal>,
     pub message: Option<(Level, String)>,
     /// Where the recipe was loaded from or last saved to.
@@ -272,6 +298,7 @@ impl App {
             stats: HashMap::new(),
             previews: HashMap::new(),
             merge: MergeState::Idle,
+            accuracy: AccuracyState::None,
             modal: None,
             message: None,
             recipe_path: None,
@@ -496,6 +523,7 @@ impl App {
 
     /// A row's value at layer `layer` (`None`: the recipe's own value).
     pub fn value_at(&self, row: &ParamRow, layer: Option<usize>) -> (Option<Value>, bool) {
+        let layer = layer.filter(|_| !is_global_only(row));
         let over = layer.and_then(|l| self.overrides.get(&l));
         let (from_over, own) = match row {
             ParamRow::Method => return (None, false),
@@ -532,7 +560,8 @@ impl App {
 
     /// Set a row's value at the current edit scope.
     pub fn set_param(&mut self, row: &ParamRow, v: Value) {
-        match self.edit_scope() {
+        let scope = self.edit_scope().filter(|_| !is_global_only(row));
+        match scope {
             None => match row {
                 ParamRow::Method => {}
                 ParamRow::Global(n) => {
@@ -591,6 +620,56 @@ impl App {
             self.params_changed();
         }
         any
+    }
+
+    /// Whether the method zips layers into a shared trunk (`depth` applies).
+    pub fn zips(&self) -> bool {
+        matches!(self.method, Method::Zipit | Method::Permute)
+    }
+
+    /// Layers that can be zipped: every layer but the last (the classifier,
+    /// which stays per model).
+    pub fn zip_max(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|l| matches!(l.group, Group::Layer(_)))
+            .count()
+            .saturating_sub(1)
+    }
+
+    /// The zip depth as written in the recipe (-1: every hidden layer).
+    pub fn zip_depth(&self) -> i64 {
+        match self.global.get("depth") {
+            Some(Value::Number(x)) => *x as i64,
+            _ => -1,
+        }
+    }
+
+    /// How many layers form the shared trunk.
+    pub fn zip_depth_eff(&self) -> usize {
+        usize::try_from(self.zip_depth()).unwrap_or_else(|_| self.zip_max())
+    }
+
+    /// Whether layer `l` is zipped into the shared trunk.
+    pub fn zipped(&self, l: usize) -> bool {
+        l < self.zip_depth_eff()
+    }
+
+    /// Set the zip depth (-1: every hidden layer).
+    pub fn set_zip_depth(&mut self, d: i64) {
+        self.global.insert("depth".into(), Value::Number(d as f64));
+        self.params_changed();
+    }
+
+    /// Layers with overrides past the zipped trunk: the engine refuses
+    /// those (per-layer alpha/beta only exist where layers are zipped).
+    pub fn overrides_past_zip(&self) -> Vec<usize> {
+        let limit = self.zip_depth_eff().max(1);
+        self.overrides
+            .iter()
+            .filter(|(l, o)| **l >= limit && !o.is_empty())
+            .map(|(l, _)| *l)
+            .collect()
     }
 
     /// Whether a layer group has overrides of its own.
@@ -701,7 +780,9 @@ impl App {
 
     /// Whether analysis can run at all (it needs a base and an input).
     pub fn analysis_blocked(&self) -> Option<&'static str> {
-        if self.base_slot().is_none() {
+        if self.zips() && self.base_slot().is_none() {
+            Some("no base model, so no task vectors to compare: ZipIt! and permute match features instead")
+        } else if self.base_slot().is_none() {
             Some("no base model: task vectors need one (select a model, press b)")
         } else if self.input_slots().is_empty() {
             Some("no input models to compare")
@@ -739,6 +820,10 @@ impl App {
         .filter(|s| !s.is_empty() && s != ".")
         .unwrap_or_else(|| "merge".into())
     }
+}
+
+fn is_global_only(row: &ParamRow) -> bool {
+    matches!(row, ParamRow::Global(n) if GLOBAL_ONLY.contains(n))
 }
 
 /// Format a value for display.
@@ -816,6 +901,10 @@ pub fn adjust(spec: &ParamSpec, v: Option<&Value>, dir: i32) -> Value {
     if spec.name == "t" {
         x = x.clamp(0.0, 1.0);
     }
+    if spec.name == "depth" {
+        // -1 already means every hidden layer.
+        x = x.max(-1.0);
+    }
     if !matches!(spec.name, "eps" | "tol") {
         x = (x * 1e4).round() / 1e4;
     }
@@ -849,6 +938,9 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
                         if hi_inc { "]" } else { ")" }
                     ));
                 }
+            }
+            if spec.name == "depth" && x < -1.0 {
+                return Err(format!("depth: -1 (every hidden layer) or more, got `{t}`"));
             }
             if spec.kind == ParamKind::Int && x.fract() != 0.0 {
                 return Err(format!("{}: expected a whole number, got `{t}`", spec.name));

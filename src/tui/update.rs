@@ -51,6 +51,12 @@ pub enum Msg {
     ModelAdded(Result<(ModelInfo, Vec<LayerRow>), String>),
     /// The recipe was written to the path (the recipe as written).
     Saved(Result<(PathBuf, Recipe), String>),
+    /// Accuracy of the merge written to `out` (`None`: not an MLP, nothing
+    /// to evaluate).
+    Accuracy {
+        out: PathBuf,
+        result: Option<Accuracy>,
+    },
 }
 
 /// The result of opening a recipe.
@@ -82,6 +88,12 @@ pub enum Effect {
     },
     Open(PathBuf),
     AddModel(PathBuf),
+    /// Evaluate the merge output in `out` if it is an MLP, beside each
+    /// input (path, name) evaluated alone.
+    Evaluate {
+        out: PathBuf,
+        inputs: Vec<(PathBuf, String)>,
+    },
     /// Clear and repaint the whole terminal (Ctrl-L).
     Repaint,
 }
@@ -125,6 +137,20 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             match r {
                 Ok(s) => {
                     app.say(Level::Info, format!("merge written to {}", s.out.display()));
+                    app.accuracy = AccuracyState::Running(s.out.clone());
+                    fx.push(Effect::Evaluate {
+                        out: s.out.clone(),
+                        inputs: app
+                            .input_slots()
+                            .into_iter()
+                            .map(|i| {
+                                (
+                                    app.slots[i].info.path.clone(),
+                                    app.slots[i].info.name.clone(),
+                                )
+                            })
+                            .collect(),
+                    });
                     app.merge = MergeState::Done(s);
                 }
                 Err(e) => {
@@ -170,6 +196,13 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             app.saved = Some(r);
         }
         Msg::Saved(Err(e)) => app.say(Level::Error, format!("save failed: {e}")),
+        Msg::Accuracy { out, result } => {
+            // Only for the output being evaluated now (a rerun supersedes).
+            if app.accuracy == AccuracyState::Running(out) {
+                app.accuracy = result.map_or(AccuracyState::None, AccuracyState::Done);
+                app.dirty = true;
+            }
+        }
     }
     let after = (app.gen, app.current_target(), app.expanded.clone());
     if before != after && app.analysis_blocked().is_none() {
@@ -398,6 +431,7 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
                 },
             );
         }
+        Action::ZipDepth => zip_depth(app),
         Action::RangeMark => match app
             .current_group()
             .and_then(|g| app.layers.get(g))
@@ -420,6 +454,69 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
                 "ranges are made of layers: move to a layer first",
             ),
         },
+    }
+}
+
+/// `z`: make the selected layer the last one zipped into the shared trunk
+/// (zipit and permute). "All layers" zips every hidden layer (-1),
+/// embeddings zip nothing (0, the ensemble); on the layer that already ends
+/// the trunk it steps back one, so depth 0 is reachable on models without
+/// embeddings. The classifier (last layer) always stays per model.
+fn zip_depth(app: &mut App) {
+    if !app.zips() {
+        app.say(
+            Level::Info,
+            format!(
+                "z sets the zip depth of zipit and permute; {} has none (m changes method)",
+                app.method.name()
+            ),
+        );
+        return;
+    }
+    let max = app.zip_max();
+    let group = app
+        .current_group()
+        .and_then(|g| app.layers.get(g))
+        .map(|l| l.group);
+    let (d, why) = match group {
+        None => (-1, String::new()),
+        Some(crate::model::Group::Pre) => (0, String::new()),
+        Some(crate::model::Group::Post) => (-1, String::new()),
+        Some(crate::model::Group::Layer(l)) if l >= max => (
+            -1,
+            format!("layer {l} is the classifier and stays per model; "),
+        ),
+        Some(crate::model::Group::Layer(l)) => {
+            if app.zip_depth_eff() == l + 1 {
+                (l as i64, String::new())
+            } else {
+                (l as i64 + 1, String::new())
+            }
+        }
+    };
+    app.set_zip_depth(d);
+    let what = match d {
+        -1 => format!(
+            "depth -1: every hidden layer zipped (0-{})",
+            max.saturating_sub(1)
+        ),
+        0 => "depth 0: nothing zipped (the ensemble)".to_string(),
+        1 => "depth 1: layer 0 zipped, the rest per model".to_string(),
+        k => format!("depth {k}: layers 0-{} zipped, the rest per model", k - 1),
+    };
+    let past = app.overrides_past_zip();
+    if past.is_empty() {
+        app.say(Level::Info, format!("{why}{what}"));
+    } else {
+        let ls = past
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        app.say(
+            Level::Warn,
+            format!("{why}{what}; layer {ls} overrides lie past it and the merge refuses them (Del clears)"),
+        );
     }
 }
 
@@ -815,6 +912,7 @@ fn submit(app: &mut App, input: Input, fx: &mut Vec<Effect>) {
                 elapsed: Duration::ZERO,
                 cancelling: false,
             };
+            app.accuracy = AccuracyState::None;
             app.say(Level::Info, format!("merging into {}", out.display()));
             fx.push(Effect::StartMerge {
                 recipe: app.to_recipe(),

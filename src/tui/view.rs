@@ -456,6 +456,11 @@ fn gauge_spans<'a>(app: &App, theme: &Theme, t: &Target, w: usize, worst: bool) 
 fn draw_layers(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     let title = match app.range_anchor.zip(app.edit_scope()) {
         Some((_, (lo, hi))) => format!("Layers · conflict · range {lo}-{hi}"),
+        None if app.zips() => match app.zip_depth_eff() {
+            0 => format!("Layers · zip depth {} (none)", app.zip_depth()),
+            1 => format!("Layers · zip depth {} (0)", app.zip_depth()),
+            k => format!("Layers · zip depth {} (0-{})", app.zip_depth(), k - 1),
+        },
         None => "Layers · sign conflict".to_string(),
     };
     let block = panel(app, theme, &title, Some(Panel::Layers));
@@ -502,7 +507,15 @@ fn draw_layers(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 } else {
                     String::new()
                 };
-                let fixed = 2 + 2 + pc.chars().count() + 1 + gw + 8;
+                // zipit / permute: which layers form the shared trunk.
+                let zip_tag = app.zips().then(|| match l.group {
+                    Group::Layer(n) if app.zipped(n) => {
+                        (" zip", theme.fg(theme.good).add_modifier(Modifier::BOLD))
+                    }
+                    _ => (" own", theme.dim()),
+                });
+                let zw = if zip_tag.is_some() { 4 } else { 0 };
+                let fixed = 2 + 2 + pc.chars().count() + zw + 1 + gw + 8;
                 let name_w = w.saturating_sub(fixed);
                 spans.push(Span::styled(
                     if in_range {
@@ -522,14 +535,22 @@ fn draw_layers(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 ));
                 spans.push(Span::styled(pad(&label, name_w), style));
                 spans.push(Span::styled(pc, if sel { style } else { theme.dim() }));
+                if let Some((tag, st)) = zip_tag {
+                    spans.push(Span::styled(tag, if sel { style } else { st }));
+                }
                 spans.push(Span::raw(" "));
-                spans.extend(gauge_spans(
-                    app,
-                    theme,
-                    &Target::Group(l.group),
-                    gw,
-                    worst.contains(&g),
-                ));
+                if app.zips() && app.analysis_blocked().is_some() {
+                    // No task vectors: no gauge that would wait forever.
+                    spans.push(Span::raw(" ".repeat(gw + 8)));
+                } else {
+                    spans.extend(gauge_spans(
+                        app,
+                        theme,
+                        &Target::Group(l.group),
+                        gw,
+                        worst.contains(&g),
+                    ));
+                }
             }
             LayerLine::Tensor(g, t) => {
                 let tr = &app.layers[g].tensors[t];
@@ -1008,6 +1029,13 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 ),
                 Span::styled(s.out.display().to_string(), theme.text()),
             ]));
+            let acc = accuracy_lines(app, theme);
+            // Room for the summary too only when the accuracy leaves it.
+            if !acc.is_empty() && 1 + acc.len() >= inner.height as usize {
+                out.extend(acc);
+                f.render_widget(Paragraph::new(out), inner);
+                return;
+            }
             out.push(Line::styled(
                 format!(
                     "{} tensors · {} written · {} read · {:.2}s",
@@ -1018,6 +1046,7 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 ),
                 theme.dim(),
             ));
+            out.extend(acc);
         }
         MergeState::Failed(e) => {
             out.push(Line::styled(
@@ -1035,6 +1064,64 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
         Paragraph::new(out).wrap(ratatui::widgets::Wrap { trim: true }),
         inner,
     );
+}
+
+/// Accuracy of the merged MLP beside each input's own, one line each:
+/// `merged  0-4 97.1%  5-9 95.3%  joint 84.2%` then `alone   0-4 99.0% ...`.
+fn accuracy_lines<'a>(app: &App, theme: &Theme) -> Vec<Line<'a>> {
+    use crate::eval::{classes_label, EvalReport};
+    let heads = |r: &EvalReport| {
+        r.heads
+            .iter()
+            .map(|h| format!("{} {:.1}%", classes_label(&h.classes), 100.0 * h.accuracy))
+            .collect::<Vec<_>>()
+    };
+    match &app.accuracy {
+        // Evaluating takes a moment and most outputs are not MLPs (then
+        // nothing comes): no placeholder line.
+        AccuracyState::None | AccuracyState::Running(_) => Vec::new(),
+        AccuracyState::Done(a) => {
+            let mut v = Vec::new();
+            match &a.merged {
+                Ok(r) => {
+                    let mut parts = heads(r);
+                    parts.push(format!("joint {:.1}%", 100.0 * r.joint_accuracy));
+                    v.push(Line::from(vec![
+                        Span::styled(
+                            "merged  ",
+                            theme.fg(theme.accent).add_modifier(Modifier::BOLD),
+                        ),
+                        Span::styled(parts.join("  "), theme.text().add_modifier(Modifier::BOLD)),
+                    ]));
+                }
+                Err(e) => v.push(Line::styled(
+                    format!("accuracy: cannot evaluate the merge: {e}"),
+                    theme.fg(theme.bad),
+                )),
+            }
+            let mut alone = Vec::new();
+            let mut errs = Vec::new();
+            for (name, r) in &a.inputs {
+                match r {
+                    Ok(r) => alone.extend(heads(r)),
+                    Err(e) => errs.push(format!("{name}: {e}")),
+                }
+            }
+            if !alone.is_empty() {
+                v.push(Line::from(vec![
+                    Span::styled("alone   ", theme.fg(theme.accent)),
+                    Span::styled(alone.join("  "), theme.text()),
+                ]));
+            }
+            if !errs.is_empty() {
+                v.push(Line::styled(
+                    format!("inputs not evaluated: {}", errs.join("; ")),
+                    theme.fg(theme.bad),
+                ));
+            }
+            v
+        }
+    }
 }
 
 fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
