@@ -19,7 +19,7 @@ use crate::merge::select::keep_count;
 use crate::merge::{TensorParams, TopK};
 use crate::model::{Group, Model, TensorInfo};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Elements per chunk when streaming from models.
 const CHUNK: usize = 1 << 18;
@@ -238,6 +238,10 @@ pub struct TensorDeltas {
     /// Per model and bucket: sum of `d^2`, so the kept energy above the
     /// cut-off bucket is a suffix sum instead of a pass over the data.
     energy: Vec<Vec<f64>>,
+    /// Per model: the last cut computed and its `k`. The TUI changes one
+    /// model's density or a weight at a time, so most requests find most
+    /// cuts here and skip those models' scans.
+    last_cuts: Mutex<Vec<Option<(usize, Cut)>>>,
 }
 
 /// Entries per parallel work item in the in-memory path: large enough that
@@ -359,6 +363,7 @@ impl TensorDeltas {
             dots,
             hist,
             energy,
+            last_cuts: Mutex::new(vec![None; n]),
         }
     }
 
@@ -384,7 +389,25 @@ impl TensorDeltas {
         for i in 0..n {
             check(cancel)?;
             let density = trim.density.get(i).copied().unwrap_or(1.0);
-            cuts.push(self.cut(i, keep_count(density, numel)));
+            let k = keep_count(density, numel);
+            let known = self.last_cuts.lock().ok().and_then(|l| match l.get(i) {
+                Some(Some((kk, c))) if *kk == k => Some(c.clone()),
+                _ => None,
+            });
+            let c = match known {
+                Some(c) => c,
+                None => {
+                    let c = self.cut(i, k);
+                    // A poisoned lock only costs the cache.
+                    if let Ok(mut l) = self.last_cuts.lock() {
+                        if let Some(slot) = l.get_mut(i) {
+                            *slot = Some((k, c.clone()));
+                        }
+                    }
+                    c
+                }
+            };
+            cuts.push(c);
         }
         for (i, c) in cuts.iter().enumerate() {
             st.kept[i] = c.k;
@@ -507,34 +530,49 @@ impl TensorDeltas {
 }
 
 /// Entries of `c` whose `|x|` lies in high-16-bit bucket `cut`: their
-/// offsets in `c` and `|x|` bit patterns, in order. The cut-off bucket
-/// holds a few percent of the entries, scattered, so a branch per entry
-/// would mispredict often; instead each entry is written and the write
-/// position advances only for members (a branch-free compaction through a
-/// small buffer).
+/// offsets in `c` and `|x|` bit patterns, in order.
+///
+/// The cut-off bucket holds a few percent of the entries, scattered: a
+/// branch per entry would mispredict often, and a scalar loop costs more
+/// than reading the memory. So each group of [`GROUP`] entries is tested
+/// by a branch-free loop (it vectorises) that sets one bit per member, and
+/// only the set bits are visited: the work is per member, not per entry.
 fn bucket_members(c: &[f32], cut: u32) -> (Vec<u32>, Vec<u32>) {
     let (mut idx, mut mags) = (Vec::new(), Vec::new());
-    let mut bi = [0u32; SUB + 1];
-    let mut bm = [0u32; SUB + 1];
-    for (s, block) in c.chunks(SUB).enumerate() {
-        let mut len = 0usize;
-        for (j, &x) in block.iter().enumerate() {
-            let m = mag_bits(x);
-            // `len <= j < SUB`; the `min` only spares a bounds check.
-            let at = len.min(SUB);
-            bi[at] = (s * SUB + j) as u32;
-            bm[at] = m;
-            len += usize::from(m >> 16 == cut);
+    let groups = c.chunks_exact(GROUP);
+    let tail = groups.remainder();
+    for (gi, group) in groups.enumerate() {
+        // One bit per member, from a loop without branches.
+        let mut bits = 0u32;
+        for (j, &x) in group.iter().enumerate() {
+            bits |= u32::from(mag_bits(x) >> 16 == cut) << j;
         }
-        idx.extend_from_slice(&bi[..len]);
-        mags.extend_from_slice(&bm[..len]);
+        while bits != 0 {
+            let j = bits.trailing_zeros() as usize;
+            idx.push((gi * GROUP + j) as u32);
+            mags.push(mag_bits(group[j]));
+            bits &= bits - 1;
+        }
+    }
+    let base = c.len() - tail.len();
+    for (j, &x) in tail.iter().enumerate() {
+        let m = mag_bits(x);
+        if m >> 16 == cut {
+            idx.push((base + j) as u32);
+            mags.push(m);
+        }
     }
     (idx, mags)
 }
 
+/// Entries tested at once when looking for the cut-off bucket's members
+/// (one bit each in a `u32`).
+const GROUP: usize = 32;
+
 /// One model's trim, in the form the counting kernel wants: entry `e` is
 /// kept when `|d[e]| >= thr` (bit patterns) for `e < split` and when
 /// `|d[e]| > thr` from `split` on.
+#[derive(Clone, Debug)]
 struct Cut {
     thr: u32,
     split: usize,
@@ -944,6 +982,7 @@ mod tests {
             dots: Vec::new(),
             hist: Vec::new(),
             energy: Vec::new(),
+            last_cuts: Mutex::new(Vec::new()),
         };
         compute(&src, trim, &AtomicBool::new(false)).expect("in-memory analysis cannot fail")
     }
@@ -1072,6 +1111,30 @@ mod tests {
             };
             let fast = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
             assert_same(&fast, &reference(&deltas, &trim), &format!("{density}"));
+        }
+    }
+
+    /// Cuts remembered from an earlier request give the same answer as
+    /// fresh ones when only some densities or weights change.
+    #[test]
+    fn remembered_cuts_match_fresh_ones() {
+        let mut seed = 31u64;
+        let deltas: Vec<Vec<f32>> = (0..3).map(|_| tied_vec(&mut seed, 5000, 4)).collect();
+        let td = TensorDeltas::from_vecs("t", deltas.clone());
+        let trims = [
+            (vec![0.3, 0.5, 0.7], vec![1.0, 1.0, 1.0]),
+            (vec![0.3, 0.5, 0.7], vec![1.0, -2.0, 1.0]),
+            (vec![0.3, 0.2, 0.7], vec![1.0, -2.0, 1.0]),
+            (vec![0.3, 0.5, 0.7], vec![1.0, 1.0, 1.0]),
+        ];
+        for (density, weight) in trims {
+            let trim = Trim { density, weight };
+            let fast = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
+            let fresh = TensorDeltas::from_vecs("t", deltas.clone())
+                .stats(&trim, &AtomicBool::new(false))
+                .expect("no cancel");
+            assert_eq!(fast, fresh);
+            assert_same(&fast, &reference(&deltas, &trim), &format!("{trim:?}"));
         }
     }
 
