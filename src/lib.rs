@@ -24,4 +24,5 @@ pub mod model;
 pub mod plan;
 pub mod recipe;
 pub mod tui;
+pub mod units;
 pub mod zip;

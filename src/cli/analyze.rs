@@ -88,7 +88,7 @@ pub fn run(
     };
     for g in groups {
         let mut gr = GroupReport {
-            group: group_name(g),
+            group: g.to_string(),
             stats: Stats::new(models.len()),
             tensors: Vec::new(),
         };
@@ -153,14 +153,6 @@ fn is_recipe(p: &Path) -> bool {
     )
 }
 
-pub fn group_name(g: Group) -> String {
-    match g {
-        Group::Pre => "embeddings".into(),
-        Group::Layer(n) => format!("layer {n}"),
-        Group::Post => "head".into(),
-    }
-}
-
 fn pct(x: f64) -> String {
     format!("{:5.1}%", x * 100.0)
 }
@@ -199,22 +191,13 @@ fn row(name: &str, s: &Stats) -> String {
     };
     format!(
         "{name:<28} {:>8} {} {} {} {:<12} {}\n",
-        human(s.params),
+        smelt::units::count(s.params),
         pct(s.conflict_share()),
         pct(s.kept_share()),
         pct(s.tied_share()),
         energy.join(" "),
         cos
     )
-}
-
-fn human(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
-        n => n.to_string(),
-    }
 }
 
 fn render(r: &Report, method: Method) -> String {

@@ -5,6 +5,7 @@ use super::CliResult;
 use smelt::engine::{self, Event, Options};
 use smelt::plan::Plan;
 use smelt::recipe::Recipe;
+use smelt::units::bytes;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -134,19 +135,5 @@ fn print_progress(rx: &crossbeam_channel::Receiver<Event>, tty: bool) {
     if tty {
         let _ = write!(err, "\r\x1b[K");
         let _ = err.flush();
-    }
-}
-
-/// Bytes in decimal units, as file managers show them.
-pub fn bytes(n: u64) -> String {
-    let x = n as f64;
-    if x >= 1e9 {
-        format!("{:.2} GB", x / 1e9)
-    } else if x >= 1e6 {
-        format!("{:.1} MB", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1} KB", x / 1e3)
-    } else {
-        format!("{n} B")
     }
 }

@@ -157,7 +157,7 @@ pub fn recipe_check(path: &Path) -> CliResult {
             "{} output tensors, {} layers, {} to read",
             plan.jobs.len(),
             plan.out_layers,
-            merge::bytes(plan.input_bytes())
+            smelt::units::bytes(plan.input_bytes())
         )
     };
     emit(&format!(

@@ -23,9 +23,9 @@ pub enum Group {
 impl std::fmt::Display for Group {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Group::Pre => f.write_str("pre"),
+            Group::Pre => f.write_str("embeddings"),
             Group::Layer(n) => write!(f, "layer {n}"),
-            Group::Post => f.write_str("post"),
+            Group::Post => f.write_str("norm / head"),
         }
     }
 }
