@@ -729,6 +729,21 @@ fn zipit_params_show_global_depth_and_per_layer_alpha_beta() {
     let (level, msg) = app.message.clone().unwrap();
     assert_eq!(level, Level::Warn, "{msg}");
     assert!(msg.contains("layer 1"), "{msg}");
+    // And r refuses to start until it is resolved, saying why.
+    let fx = ch(&mut app, 'r');
+    assert!(fx.is_empty() && app.modal.is_none());
+    let (level, msg) = app.message.clone().unwrap();
+    assert_eq!(level, Level::Error, "{msg}");
+    assert!(msg.contains("layer 1") && msg.contains("depth 0"), "{msg}");
+    // Zipping deeper makes it runnable again.
+    zip_to(&mut app, 2);
+    ch(&mut app, 'z');
+    ch(&mut app, 'r');
+    assert!(
+        matches!(app.modal, Some(Modal::Input(_))),
+        "{:?}",
+        app.message
+    );
 }
 
 #[test]

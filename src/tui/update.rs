@@ -589,6 +589,22 @@ fn run_blocker(app: &App) -> Option<String> {
             spec.name, spec.min_models
         ));
     }
+    let past = if app.zips() {
+        app.overrides_past_zip()
+    } else {
+        Vec::new()
+    };
+    if !past.is_empty() {
+        let ls = past
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        return Some(format!(
+            "overrides on layer {ls} lie past zip depth {}: only zipped layers take alpha/beta (Del clears, z zips deeper)",
+            app.zip_depth()
+        ));
+    }
     if let Some(max) = spec.max_models {
         if n > max {
             return Some(format!(
