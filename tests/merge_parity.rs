@@ -2,6 +2,8 @@
 //! every tensor of every recipe (passthrough's renaming is the planner's),
 //! merged in small chunks so the multi-chunk paths run.
 
+mod common;
+use common::tied_positions;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -161,28 +163,6 @@ fn run_recipe(name: &str) {
         exempt <= 8,
         "{name}: {exempt} differences at tied positions"
     );
-}
-
-/// Positions where some model's task vector has a non-zero magnitude that
-/// also occurs elsewhere in the same tensor.
-fn tied_positions(models: &[&[f32]], base: Option<&[f32]>) -> Vec<bool> {
-    let n = models.first().map_or(0, |m| m.len());
-    let mut tied = vec![false; n];
-    for m in models {
-        let mags: Vec<u32> = (0..n)
-            .map(|i| (m[i] - base.map_or(0.0, |b| b[i])).abs().to_bits())
-            .collect();
-        let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
-        for &x in &mags {
-            *counts.entry(x).or_default() += 1;
-        }
-        for (t, x) in tied.iter_mut().zip(&mags) {
-            if *x != 0 && counts[x] > 1 {
-                *t = true;
-            }
-        }
-    }
-    tied
 }
 
 macro_rules! parity {

@@ -3,6 +3,8 @@
 //! → files on disk) and the output must match what mergekit wrote, tensor
 //! by tensor, to float32 rounding.
 
+mod common;
+use common::tied_positions;
 use smelt::engine::{self, Options};
 use smelt::model::Model;
 use smelt::plan::Plan;
@@ -44,7 +46,7 @@ fn check(name: &str) {
         let shape = ours.tensor(&t.name).map(|x| x.shape.clone());
         assert_eq!(shape, Some(t.shape.clone()), "{name}: {}", t.name);
         let tied = if recipe.method.spec().trims {
-            tied_positions(&plan, &t.name)
+            tied_at(&plan, &t.name)
         } else {
             Vec::new()
         };
@@ -99,7 +101,7 @@ fn check(name: &str) {
 
 /// Positions of output tensor `name` where some input's task vector has a
 /// non-zero magnitude that occurs more than once in that tensor.
-fn tied_positions(plan: &Plan, name: &str) -> Vec<bool> {
+fn tied_at(plan: &Plan, name: &str) -> Vec<bool> {
     let Some(job) = plan.jobs.iter().find(|j| j.out.name == name) else {
         return Vec::new();
     };
@@ -117,23 +119,9 @@ fn tied_positions(plan: &Plan, name: &str) -> Vec<bool> {
             .expect("read input")
     };
     let b = read(base);
-    let mut tied = vec![false; b.len()];
-    for s in sources {
-        let m = read(s);
-        let mags: Vec<u32> = m
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs().to_bits())
-            .collect();
-        let mut counts = std::collections::HashMap::new();
-        for &x in &mags {
-            *counts.entry(x).or_insert(0usize) += 1;
-        }
-        for (t, x) in tied.iter_mut().zip(&mags) {
-            *t |= *x != 0 && counts[x] > 1;
-        }
-    }
-    tied
+    let inputs: Vec<Vec<f32>> = sources.iter().map(read).collect();
+    let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+    tied_positions(&refs, Some(&b))
 }
 
 macro_rules! parity {
