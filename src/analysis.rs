@@ -633,20 +633,27 @@ fn count_block(
                 w,
             );
         }
-        // Per entry: agreeing count into `pos`, conflict flag into `nz`.
-        for ((&s, p), z) in sum.iter().zip(pos.iter_mut()).zip(nz.iter_mut()) {
-            let elected_pos = u32::from(s >= 0.0).wrapping_neg();
-            let a = (*p & elected_pos) | ((*z - *p) & !elected_pos);
-            *z = u32::from(*z != a);
-            *p = a;
-        }
-        for (k, a) in agree.iter_mut().enumerate() {
-            let k = k as u32;
-            *a += u64::from(pos.iter().map(|&c| u32::from(c == k)).sum::<u32>());
-        }
-        *conflicts += u64::from(nz.iter().sum::<u32>());
+        tally(sum, pos, nz, agree, conflicts);
         g += len;
     }
+}
+
+/// Turn one step's per-entry sums and counts into `agree` and `conflicts`:
+/// the elected sign (`sum >= 0` is `+`) picks which count agrees, the rest
+/// of the non-zero kept entries oppose. Clobbers `pos` and `nz`.
+fn tally(sum: &[f32], pos: &mut [u32], nz: &mut [u32], agree: &mut [u64], conflicts: &mut u64) {
+    // Per entry: agreeing count into `pos`, conflict flag into `nz`.
+    for ((&s, p), z) in sum.iter().zip(pos.iter_mut()).zip(nz.iter_mut()) {
+        let elected_pos = u32::from(s >= 0.0).wrapping_neg();
+        let a = (*p & elected_pos) | ((*z - *p) & !elected_pos);
+        *z = u32::from(*z != a);
+        *p = a;
+    }
+    for (k, a) in agree.iter_mut().enumerate() {
+        let k = k as u32;
+        *a += u64::from(pos.iter().map(|&c| u32::from(c == k)).sum::<u32>());
+    }
+    *conflicts += u64::from(nz.iter().sum::<u32>());
 }
 
 /// For entries kept (`|d| >= lo`, bit patterns): `v = w * d`, `sum += v`,
@@ -806,45 +813,54 @@ fn compute(src: &dyn Deltas, trim: &Trim, cancel: &AtomicBool) -> Result<Stats> 
 }
 
 /// Elect a sign per parameter from the kept, weighted entries (a zero sum
-/// counts as positive, as in TIES) and count who agrees.
+/// counts as positive, as in TIES) and count who agrees: the streaming
+/// path's counting, with the same branch-free steps as the in-memory
+/// kernel ([`count_block`]) but masks from [`TopK::keep_mask`].
 fn count_signs(b: &[Vec<f32>], masks: &[Vec<bool>], weights: &[f32], st: &mut Stats) {
-    let n = b.len();
     let len = b.first().map_or(0, Vec::len);
-    for e in 0..len {
-        let mut sum = 0f32;
-        for i in 0..n {
-            if masks[i][e] {
-                sum += weights[i] * b[i][e];
+    let mut sum = [0f32; SUB];
+    let mut pos = [0u32; SUB];
+    let mut nz = [0u32; SUB];
+    let mut g = 0;
+    while g < len {
+        let l = SUB.min(len - g);
+        let (sum, pos, nz) = (&mut sum[..l], &mut pos[..l], &mut nz[..l]);
+        sum.fill(0.0);
+        pos.fill(0);
+        nz.fill(0);
+        for ((d, m), &w) in b.iter().zip(masks).zip(weights) {
+            let (d, m) = (&d[g..g + l], &m[g..g + l]);
+            for ((((&x, &k), s), p), z) in d
+                .iter()
+                .zip(m)
+                .zip(sum.iter_mut())
+                .zip(pos.iter_mut())
+                .zip(nz.iter_mut())
+            {
+                let keep = u32::from(k).wrapping_neg();
+                let v = f32::from_bits((w * x).to_bits() & keep);
+                *s += v;
+                *p += u32::from(v > 0.0);
+                *z += u32::from(v != 0.0);
             }
         }
-        let positive = sum >= 0.0;
-        let mut agree = 0usize;
-        let mut oppose = false;
-        for i in 0..n {
-            let v = weights[i] * b[i][e];
-            if !masks[i][e] || v == 0.0 {
-                continue;
-            }
-            if (v > 0.0) == positive {
-                agree += 1;
-            } else {
-                oppose = true;
-            }
-        }
-        st.agree[agree] += 1;
-        st.conflicts += u64::from(oppose);
+        tally(sum, pos, nz, &mut st.agree, &mut st.conflicts);
+        g += l;
     }
-    for i in 0..n {
+    for ((d, m), (e, kept)) in b
+        .iter()
+        .zip(masks)
+        .zip(st.kept_energy.iter_mut().zip(st.kept.iter_mut()))
+    {
         let mut e2 = 0f64;
-        let mut kept = 0u64;
-        for (x, &k) in b[i].iter().zip(&masks[i]) {
-            if k {
-                e2 += f64::from(*x) * f64::from(*x);
-                kept += 1;
-            }
+        let mut k = 0u64;
+        for (&x, &keep) in d.iter().zip(m) {
+            let x = f64::from(f32::from_bits(x.to_bits() & u32::from(keep).wrapping_neg()));
+            e2 += x * x;
+            k += u64::from(keep);
         }
-        st.kept_energy[i] += e2;
-        st.kept[i] += kept;
+        *e += e2;
+        *kept += k;
     }
 }
 
@@ -972,9 +988,72 @@ mod tests {
         }
     }
 
-    /// The streaming path (the straightforward implementation) over the
-    /// same task vectors, as the reference for the in-memory fast path.
+    /// The straightforward implementation, as the reference for both fast
+    /// paths: whole-vector [`TopK`] masks, then the original per-entry loop
+    /// (skip what is not kept or zero, compare signs one by one).
     fn reference(deltas: &[Vec<f32>], trim: &Trim) -> Stats {
+        let n = deltas.len();
+        let numel = deltas.first().map_or(0, Vec::len);
+        let mut st = Stats::new(n);
+        st.params = numel as u64;
+        let mut masks = Vec::new();
+        for (i, d) in deltas.iter().enumerate() {
+            let density = trim.density.get(i).copied().unwrap_or(1.0);
+            let mut t = TopK::new(numel, keep_count(density, numel));
+            while t.wants_pass() {
+                t.observe(d);
+                t.end_pass();
+            }
+            let mut m = vec![false; numel];
+            t.keep_mask(d, &mut m);
+            st.tied[i] = t.tied_at_cutoff();
+            masks.push(m);
+            for (j, e) in deltas.iter().enumerate() {
+                st.dots[i][j] = crate::merge::dot(d, e);
+            }
+        }
+        let weights: Vec<f32> = (0..n)
+            .map(|i| trim.weight.get(i).copied().unwrap_or(1.0) as f32)
+            .collect();
+        for e in 0..numel {
+            let mut sum = 0f32;
+            for i in 0..n {
+                if masks[i][e] {
+                    sum += weights[i] * deltas[i][e];
+                }
+            }
+            let positive = sum >= 0.0;
+            let mut agree = 0usize;
+            let mut oppose = false;
+            for i in 0..n {
+                let v = weights[i] * deltas[i][e];
+                if !masks[i][e] || v == 0.0 {
+                    continue;
+                }
+                if (v > 0.0) == positive {
+                    agree += 1;
+                } else {
+                    oppose = true;
+                }
+            }
+            st.agree[agree] += 1;
+            st.conflicts += u64::from(oppose);
+        }
+        for i in 0..n {
+            for (x, &k) in deltas[i].iter().zip(&masks[i]) {
+                if k {
+                    st.kept_energy[i] += f64::from(*x) * f64::from(*x);
+                    st.kept[i] += 1;
+                }
+            }
+        }
+        st.finish();
+        st
+    }
+
+    /// The streaming path ([`compute`], chunk by chunk) over the same
+    /// task vectors.
+    fn streamed(deltas: &[Vec<f32>], trim: &Trim) -> Stats {
         let src = TensorDeltas {
             tensor: "t".into(),
             numel: deltas.first().map_or(0, Vec::len),
@@ -1061,7 +1140,9 @@ mod tests {
                         };
                         let fast = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
                         let what = format!("len={len} n={n} {trim:?}");
-                        assert_same(&fast, &reference(&deltas, &trim), &what);
+                        let want = reference(&deltas, &trim);
+                        assert_same(&fast, &want, &what);
+                        assert_same(&streamed(&deltas, &trim), &want, &what);
                     }
                 }
             }
@@ -1092,7 +1173,9 @@ mod tests {
                 weight: vec![1.0, 0.7, -1.3],
             };
             let fast = td.stats(&trim, &AtomicBool::new(false)).expect("no cancel");
-            assert_same(&fast, &reference(&deltas, &trim), &format!("{density}"));
+            let want = reference(&deltas, &trim);
+            assert_same(&fast, &want, &format!("{density}"));
+            assert_same(&streamed(&deltas, &trim), &want, &format!("{density}"));
         }
     }
 
