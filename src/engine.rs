@@ -176,7 +176,9 @@ pub fn run(
         scope.spawn(|| report(&state, &done_rx, progress, bytes_total));
         let r: Result<()> = pool.install(|| {
             use rayon::prelude::*;
-            order.par_iter().try_for_each(|&i| {
+            // One job per task: jobs differ in size by orders of magnitude, and
+            // two big ones must not share a leaf of the split.
+            order.par_iter().with_max_len(1).try_for_each(|&i| {
                 state.check()?;
                 let job = &plan.jobs[i];
                 if let Ok(mut cur) = state.current.lock() {
