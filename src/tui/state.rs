@@ -949,38 +949,3 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
         }
     }
 }
-
-/// Human-readable counts: `1.2M`, `340K`.
-pub fn fmt_count(n: u64) -> String {
-    let x = n as f64;
-    if x >= 1e9 {
-        format!("{:.1}B", x / 1e9)
-    } else if x >= 1e6 {
-        format!("{:.1}M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1}K", x / 1e3)
-    } else {
-        n.to_string()
-    }
-}
-
-pub fn fmt_bytes(n: u64) -> String {
-    let x = n as f64;
-    if x >= 1e9 {
-        format!("{:.2} GB", x / 1e9)
-    } else if x >= 1e6 {
-        format!("{:.1} MB", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1} KB", x / 1e3)
-    } else {
-        format!("{n} B")
-    }
-}
-
-pub fn group_label(g: Group) -> String {
-    match g {
-        Group::Pre => "embeddings".into(),
-        Group::Layer(n) => format!("layer {n}"),
-        Group::Post => "norm / head".into(),
-    }
-}

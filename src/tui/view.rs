@@ -349,11 +349,11 @@ fn draw_models(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             format!(
                 "{} {:>6} {}sh",
                 pad(&s.info.dtype, 4),
-                fmt_count(s.info.params),
+                crate::units::count(s.info.params),
                 s.info.shards
             )
         } else {
-            format!("{:>6}", fmt_count(s.info.params))
+            format!("{:>6}", crate::units::count(s.info.params))
         };
         let name_w = w.saturating_sub(2 + 5 + info.chars().count() + 1 + tail.chars().count());
         let role_style = match s.role {
@@ -501,9 +501,9 @@ fn draw_layers(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 } else {
                     "▸"
                 };
-                let label = format!("{exp} {}", group_label(l.group));
+                let label = format!("{exp} {}", l.group);
                 let pc = if show_params {
-                    format!(" {:>6}", fmt_count(l.params))
+                    format!(" {:>6}", crate::units::count(l.params))
                 } else {
                     String::new()
                 };
@@ -744,7 +744,7 @@ fn draw_agreement(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     let target = app.current_target();
     let what = match &target {
         None => "all layers".to_string(),
-        Some(Target::Group(g)) => group_label(*g),
+        Some(Target::Group(g)) => g.to_string(),
         Some(Target::Tensor(n)) => {
             let g = app
                 .current_group()
@@ -879,7 +879,10 @@ fn draw_agreement(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             format!("{:.1}%", s.conflict_share() * 100.0),
             theme.fg(theme.warn).add_modifier(Modifier::BOLD),
         ),
-        Span::styled(format!("  of {} params", fmt_count(s.params)), theme.dim()),
+        Span::styled(
+            format!("  of {} params", crate::units::count(s.params)),
+            theme.dim(),
+        ),
     ]));
     // Per model: kept share, norm share kept, norm. A table when there is
     // room, else one compact line.
@@ -1014,7 +1017,7 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             out.push(Line::styled(
                 format!(
                     "{}/s · {} elapsed · ETA {eta} · c cancels · {}",
-                    fmt_bytes(rate as u64),
+                    crate::units::bytes(rate as u64),
                     fmt_dur(*elapsed),
                     dir.display()
                 ),
@@ -1040,8 +1043,8 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 format!(
                     "{} tensors · {} written · {} read · {:.2}s",
                     s.tensors,
-                    fmt_bytes(s.bytes_written),
-                    fmt_bytes(s.bytes_read),
+                    crate::units::bytes(s.bytes_written),
+                    crate::units::bytes(s.bytes_read),
                     s.elapsed.as_secs_f64()
                 ),
                 theme.dim(),
