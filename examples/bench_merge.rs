@@ -9,7 +9,9 @@
 //! It writes a Llama-shaped family (a base and three fine-tunes, bf16,
 //! sharded) into a scratch folder, then for `linear` and `ties` reports wall
 //! time, the read floor (every input byte read once, on the same threads),
-//! their ratio, and the peak resident memory of the merging process. Each
+//! their ratio, and the peak resident memory of the merging process; the
+//! `-nosync` rows skip the final fsync (`smelt merge --no-sync`), which
+//! otherwise waits for the whole output to reach the disk. Each
 //! merge runs in a child process (this example re-executed) so that its
 //! peak RSS is its own.
 
@@ -73,7 +75,7 @@ fn bench_family(family: &Path, root: &Path) -> Result<(), Box<dyn std::error::Er
     let mut floor = f64::NAN;
     println!("| what | wall s | / read floor | peak RSS MB |");
     println!("|---|---|---|---|");
-    for what in ["read", "linear", "ties"] {
+    for what in ["read", "linear", "ties", "linear-nosync", "ties-nosync"] {
         let out = root.join(format!("out-{what}"));
         let _ = std::fs::remove_dir_all(&out);
         let o = std::process::Command::new(&exe)
@@ -113,7 +115,11 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         read_all(&models)?;
         t.elapsed().as_secs_f64()
     } else {
-        let method = Method::from_name(what).ok_or("method")?;
+        let (name, sync) = match what.strip_suffix("-nosync") {
+            Some(m) => (m, false),
+            None => (what.as_str(), true),
+        };
+        let method = Method::from_name(name).ok_or("method")?;
         let mut recipe = Recipe::new(
             method,
             (method != Method::Linear).then(|| family.join("base")),
@@ -129,7 +135,9 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let plan = Plan::build(&recipe)?;
         let (tx, rx) = crossbeam_channel::unbounded();
         std::thread::spawn(move || for _ in rx.iter() {});
-        engine::run(&plan, &Options::new(&out), &tx, &AtomicBool::new(false))?;
+        let mut opts = Options::new(&out);
+        opts.sync = sync;
+        engine::run(&plan, &opts, &tx, &AtomicBool::new(false))?;
         t.elapsed().as_secs_f64()
     };
     println!("{secs} {}", peak_rss_mb());
@@ -218,6 +226,7 @@ fn write_family(
             force: true,
             inputs: Vec::new(),
             metadata: vec![("format".into(), "pt".into())],
+            sync: false,
         };
         let w = Writer::create(&dir.join(name), tensors.to_vec(), &opts)?;
         let config = format!(

@@ -240,6 +240,7 @@ fn write_folder(
         force: true,
         inputs: Vec::new(),
         metadata: vec![("format".into(), "pt".into())],
+        sync: true,
     };
     let w = Writer::create(out, spec, &opts)?;
     for (i, (_, _, d)) in tensors.iter().enumerate() {

@@ -83,6 +83,8 @@ pub struct Options {
     pub threads: Option<usize>,
     /// Maximum bytes per shard.
     pub shard_size: u64,
+    /// fsync the output before publishing it (see `WriterOptions::sync`).
+    pub sync: bool,
 }
 
 impl Options {
@@ -92,6 +94,7 @@ impl Options {
             force: false,
             threads: None,
             shard_size: 5_000_000_000,
+            sync: true,
         }
     }
 }
@@ -211,6 +214,7 @@ fn writer_options(plan: &Plan, opts: &Options) -> WriterOptions {
     WriterOptions {
         shard_size: opts.shard_size,
         force: opts.force,
+        sync: opts.sync,
         inputs: plan.model_paths(),
         metadata: vec![
             ("format".into(), "pt".into()),

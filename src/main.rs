@@ -45,6 +45,10 @@ enum Cmd {
         /// No progress output, only the summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Skip the final fsync: faster, and the output still appears whole
+        /// or not at all, but a power loss just after the merge may lose it.
+        #[arg(long)]
+        no_sync: bool,
     },
     /// Show a model's layers, tensors, shapes, dtypes and shards.
     Inspect {
@@ -135,7 +139,8 @@ fn main() -> ExitCode {
             threads,
             shard_size,
             quiet,
-        }) => cli::merge::run(&recipe, out, force, threads, shard_size, quiet),
+            no_sync,
+        }) => cli::merge::run(&recipe, out, force, threads, shard_size, quiet, !no_sync),
         Some(Cmd::Inspect { model, json }) => cli::inspect(&model, json),
         Some(Cmd::Analyze {
             inputs,

@@ -19,6 +19,7 @@ pub fn run(
     threads: Option<usize>,
     shard_size: u64,
     quiet: bool,
+    sync: bool,
 ) -> CliResult {
     let recipe = Recipe::load(recipe_path)?;
     let plan = Plan::build(&recipe)?;
@@ -27,6 +28,7 @@ pub fn run(
         force,
         threads,
         shard_size,
+        sync,
     };
     let cancel = Arc::new(AtomicBool::new(false));
     {

@@ -339,6 +339,7 @@ impl MlpModel {
             force,
             inputs: Vec::new(),
             metadata: vec![("format".into(), "pt".into())],
+            sync: true,
         };
         self.save_with(out, &opts, dtype, files)
     }

@@ -44,6 +44,10 @@ pub struct WriterOptions {
     pub inputs: Vec<PathBuf>,
     /// `__metadata__` for every shard header.
     pub metadata: Vec<(String, String)>,
+    /// fsync the files before publishing, so a power loss right after the
+    /// rename cannot leave a published folder with missing data. Costs the
+    /// time to write the whole output to disk at the end of a merge.
+    pub sync: bool,
 }
 
 /// Hugging Face's default `max_shard_size` ("5GB", decimal).
@@ -56,6 +60,7 @@ impl Default for WriterOptions {
             force: false,
             inputs: Vec::new(),
             metadata: Vec::new(),
+            sync: true,
         }
     }
 }
@@ -88,6 +93,7 @@ pub struct Writer {
     slots: Vec<Slot>,
     shards: Vec<Shard>,
     force: bool,
+    sync: bool,
     inputs: Vec<PathBuf>,
     /// Set once the partial folder has been renamed (or must otherwise not
     /// be removed on drop).
@@ -176,6 +182,7 @@ impl Writer {
             ],
             shards: Vec::new(),
             force: opts.force,
+            sync: opts.sync,
             inputs: opts.inputs.clone(),
             published: false,
         };
@@ -379,19 +386,23 @@ impl Writer {
     /// renamed into place, then the old one deleted, so at every moment one
     /// complete model sits at the destination or beside it.
     pub fn finish(mut self) -> Result<PathBuf> {
-        for s in &self.shards {
-            s.file
-                .sync_all()
-                .map_err(|e| io_err(&self.partial.join(&s.name), e))?;
+        if self.sync {
+            for s in &self.shards {
+                s.file
+                    .sync_all()
+                    .map_err(|e| io_err(&self.partial.join(&s.name), e))?;
+            }
         }
         if self.shards.len() > 1 {
             let path = self.partial.join(INDEX_FILE);
             let mut f = File::create(&path).map_err(|e| io_err(&path, e))?;
             f.write_all(&self.index_json())
-                .and_then(|_| f.sync_all())
+                .and_then(|_| if self.sync { f.sync_all() } else { Ok(()) })
                 .map_err(|e| io_err(&path, e))?;
         }
-        sync_dir(&self.partial);
+        if self.sync {
+            sync_dir(&self.partial);
+        }
 
         // The destination may have appeared (or an input moved) since
         // `create`: check again right before publishing.

@@ -482,6 +482,7 @@ fn run_merge(
         force: false,
         threads: None,
         shard_size: SHARD_SIZE,
+        sync: true,
     };
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let start = Instant::now();

@@ -536,6 +536,7 @@ pub fn zip_paths(
         force,
         inputs: models.iter().map(|p| p.to_path_buf()).collect(),
         metadata: vec![("format".into(), "pt".into())],
+        sync: true,
     };
     let written = merged.save_with(out, &opts, crate::model::Dtype::F32, &[])?;
     Ok((written, stats))
