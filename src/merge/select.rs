@@ -108,34 +108,24 @@ impl TopK {
     /// A selector keeping `k` of `numel` entries. `k >= numel` keeps all and
     /// `k == 0` keeps none; neither needs a pass.
     pub fn new(numel: usize, k: usize) -> TopK {
-        let mut t = TopK {
-            numel,
-            k: k.min(numel),
-            stage: Stage::High,
-            hist: Vec::new(),
-            count: Vec::new(),
-            since_flush: 0,
-            cut_hi: 0,
-            above_hi: 0,
-            thr: 0,
-            above: 0,
-            tied: 0,
-            keep_ties: 0,
-            ties_seen: 0,
-            predict: numel >= WINDOW_MIN_NUMEL && numel <= u32::MAX as usize,
-            window: None,
-        };
+        let mut t = TopK::blank(numel, k.min(numel));
+        t.predict = numel >= WINDOW_MIN_NUMEL && numel <= u32::MAX as usize;
         t.settle_trivial();
         t
     }
 
     /// A selector whose `k` is only known after the first pass (SCE counts
     /// non-zero variances while histogramming): call [`TopK::set_k`] before
-    /// the first [`TopK::end_pass`].
+    /// the first [`TopK::end_pass`]. It cannot predict the cut-off bucket
+    /// (that needs `k` during the first pass), so it always takes two.
     pub fn deferred(numel: usize) -> TopK {
+        TopK::blank(numel, numel)
+    }
+
+    fn blank(numel: usize, k: usize) -> TopK {
         TopK {
             numel,
-            k: numel,
+            k,
             stage: Stage::High,
             hist: Vec::new(),
             count: Vec::new(),
