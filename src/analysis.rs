@@ -1100,7 +1100,7 @@ mod tests {
         (0..len)
             .map(|_| {
                 let v = (lcg(seed) % distinct) as f32 * 0.125;
-                if lcg(seed) % 2 == 0 {
+                if lcg(seed).is_multiple_of(2) {
                     v
                 } else {
                     -v

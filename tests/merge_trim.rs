@@ -16,7 +16,7 @@ fn tied_vector(n: usize, seed: u64) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let m = (lcg(&mut s) % 12) as f32 * 0.125;
-            if lcg(&mut s) % 2 == 0 {
+            if lcg(&mut s).is_multiple_of(2) {
                 m
             } else {
                 -m

@@ -283,7 +283,7 @@ fn della_mask(
     } = sc;
     let len = vals.len();
     let rl = row_len.max(1);
-    if start % rl != 0 || len % rl != 0 {
+    if !start.is_multiple_of(rl) || !len.is_multiple_of(rl) {
         for (j, v) in vals.iter_mut().enumerate() {
             *v = if stream.keep(start + j, d) { *v } else { 0.0 };
         }

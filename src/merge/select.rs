@@ -513,7 +513,7 @@ mod tests {
             let values: Vec<f32> = (0..n)
                 .map(|_| {
                     let v = (lcg(&mut s) % distinct as u64) as f32 * 0.25;
-                    if lcg(&mut s) % 2 == 0 {
+                    if lcg(&mut s).is_multiple_of(2) {
                         v
                     } else {
                         -v

@@ -333,7 +333,7 @@ impl GramKernel {
 
 fn aligned(chunk: &Chunk) -> bool {
     let rl = chunk.row_len.max(1);
-    chunk.start % rl == 0 && chunk.len() % rl == 0
+    chunk.start.is_multiple_of(rl) && chunk.len().is_multiple_of(rl)
 }
 
 impl Kernel for GramKernel {
@@ -436,7 +436,7 @@ impl Kernel for GramKernel {
                     let flat = chunk.start + off;
                     let row = flat / rl;
                     let end = ((row + 1) * rl - chunk.start).min(len);
-                    let whole = flat % rl == 0 && end - off == rl;
+                    let whole = flat.is_multiple_of(rl) && end - off == rl;
                     self.with_vectors(chunk, |vs, b| {
                         let sub: Vec<&[f32]> = vs.iter().map(|v| &v[off..end]).collect();
                         let bs = b.map(|b| &b[off..end]);

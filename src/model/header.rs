@@ -234,7 +234,7 @@ pub(super) fn build(entries: &[OutEntry<'_>], metadata: &[(String, String)]) -> 
         obj.insert(e.name.to_string(), Value::Object(t));
     }
     let mut json = Value::Object(obj).to_string().into_bytes();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + json.len());
