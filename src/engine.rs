@@ -527,21 +527,19 @@ fn run_zip(
         tensors: plan.models.first().map_or(0, |m| m.tensors().len()),
         bytes_total: bytes_read,
     });
-    let global = |name: &str, default: f64| -> f64 {
-        match recipe.params.get(name) {
-            Some(crate::recipe::Value::Number(x)) => *x,
-            _ => default,
-        }
-    };
+    // Method-wide values with the spec's defaults filled in.
+    let global = recipe
+        .resolve("", crate::model::Group::Pre, plan.out_layers)
+        .global;
     let method = if recipe.method == merge::Method::Zipit {
         ZipMethod::Zipit {
-            alpha: global("alpha", 0.5),
-            beta: global("beta", 1.0),
+            alpha: global.f64_or("alpha", 0.5),
+            beta: global.f64_or("beta", 1.0),
         }
     } else {
         ZipMethod::Permute
     };
-    let depth = global("depth", -1.0);
+    let depth = global.f64_or("depth", -1.0);
     let depth = (depth >= 0.0).then_some(depth as usize);
     // Per-layer α/β: every layer an override covers, later ones winning.
     let mut overrides: Vec<LayerOverride> = Vec::new();
