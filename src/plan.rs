@@ -6,7 +6,7 @@
 
 use crate::merge::{BaseRule, Method, TensorParams};
 use crate::model::{Group, Model, OutputTensor, TensorInfo};
-use crate::recipe::{ModelEntry, Recipe, Slice};
+use crate::recipe::{ModelEntry, Recipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,16 +114,11 @@ impl Plan {
             };
             out_layers = planner.models[config_model].num_layers();
         } else if recipe.slices.is_empty() {
-            let whole = Slice {
-                sources: Vec::new(),
-                base: recipe.base.clone(),
-                params: BTreeMap::new(),
-            };
             config_model = match &recipe.base {
                 Some(b) => planner.index_of(b)?,
                 None => planner.index_of(first_model(recipe)?)?,
             };
-            out_layers = planner.plan_whole(&whole)?;
+            out_layers = planner.plan_whole()?;
         } else {
             let first = recipe.slices[0]
                 .sources
@@ -271,13 +266,12 @@ impl Planner<'_> {
 
     /// Whole models: every tensor of the reference model, merged across
     /// all inputs. Returns the output's layer count.
-    fn plan_whole(&mut self, whole: &Slice) -> Result<usize> {
+    fn plan_whole(&mut self) -> Result<usize> {
         let recipe = self.recipe;
-        let base = match &whole.base {
+        let base = match &recipe.base {
             Some(b) => Some(self.index_of(b)?),
             None => None,
         };
-        let entries: Vec<(usize, &ModelEntry)> = recipe.models.iter().enumerate().collect();
         let reference = match base {
             Some(b) => b,
             None => self.index_of(first_model(recipe)?)?,
@@ -285,13 +279,12 @@ impl Planner<'_> {
         let n_layers = self.models[reference].num_layers();
         let mut inputs = Vec::new();
         let mut param_rows = Vec::new();
-        for (i, e) in &entries {
-            let m = self.index_of(&e.path)?;
+        for (i, e) in recipe.models.iter().enumerate() {
             inputs.push(Input {
-                model: m,
+                model: self.index_of(&e.path)?,
                 first_layer: KEEP,
             });
-            param_rows.push(*i);
+            param_rows.push(i);
         }
         // smelt MLPs whose heads differ: merge the shared trunk, keep every
         // input's heads as heads of the output (see `mlp::head_layout`).
