@@ -49,7 +49,10 @@ pub enum Event {
         tensors: usize,
         bytes_total: u64,
     },
-    /// Periodic: bytes of input processed so far, and a tensor being worked on.
+    /// Periodic: bytes of input processed so far, and a tensor being worked
+    /// on. Methods that read a tensor more than once (a statistics pass,
+    /// then the merge) add that tensor's bytes to `bytes_total` when a pass
+    /// starts, so the fraction keeps moving through every pass.
     Progress {
         tensor: String,
         tensors_done: usize,
@@ -119,6 +122,8 @@ type Result<T> = std::result::Result<T, EngineError>;
 /// Shared counters of a run.
 struct Progress<'a> {
     bytes_done: AtomicU64,
+    /// Grows as statistics passes are discovered (see [`Event::Progress`]).
+    bytes_total: AtomicU64,
     tensors_done: AtomicUsize,
     current: Mutex<String>,
     cancel: &'a AtomicBool,
@@ -162,6 +167,7 @@ pub fn run(
     });
     let state = Progress {
         bytes_done: AtomicU64::new(0),
+        bytes_total: AtomicU64::new(bytes_total),
         tensors_done: AtomicUsize::new(0),
         current: Mutex::new(String::new()),
         cancel,
@@ -176,7 +182,7 @@ pub fn run(
         .map_err(|e| EngineError::Other(format!("cannot start worker threads: {e}")))?;
     let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
     let result = std::thread::scope(|scope| {
-        scope.spawn(|| report(&state, &done_rx, progress, bytes_total));
+        scope.spawn(|| report(&state, &done_rx, progress));
         let r: Result<()> = pool.install(|| {
             use rayon::prelude::*;
             // One job per task: jobs differ in size by orders of magnitude, and
@@ -225,12 +231,7 @@ fn writer_options(plan: &Plan, opts: &Options) -> WriterOptions {
 }
 
 /// Send a progress event every [`PROGRESS_EVERY`] until `done` closes.
-fn report(
-    state: &Progress,
-    done: &crossbeam_channel::Receiver<()>,
-    tx: &Sender<Event>,
-    bytes_total: u64,
-) {
+fn report(state: &Progress, done: &crossbeam_channel::Receiver<()>, tx: &Sender<Event>) {
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = done.recv_timeout(PROGRESS_EVERY)
     {
         let tensor = state.current.lock().map(|c| c.clone()).unwrap_or_default();
@@ -238,7 +239,7 @@ fn report(
             tensor,
             tensors_done: state.tensors_done.load(Ordering::Relaxed),
             bytes_done: state.bytes_done.load(Ordering::Relaxed),
-            bytes_total,
+            bytes_total: state.bytes_total.load(Ordering::Relaxed),
         });
     }
 }
@@ -320,17 +321,20 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                     if apply {
                         kernel.apply(&chunk, &mut out[..len]);
                         writer.write_f32(index, start, &out[..len])?;
-                        state
-                            .bytes_done
-                            .fetch_add((len * in_bytes_per_elem) as u64, Ordering::Relaxed);
                     } else {
                         kernel.observe(&chunk);
                     }
+                    state
+                        .bytes_done
+                        .fetch_add((len * in_bytes_per_elem) as u64, Ordering::Relaxed);
                     start = end;
                 }
                 Ok(())
             };
             while kernel.wants_pass() {
+                state
+                    .bytes_total
+                    .fetch_add((numel * in_bytes_per_elem) as u64, Ordering::Relaxed);
                 kernel.begin_pass();
                 pass(false, kernel.as_mut())?;
                 kernel.end_pass();

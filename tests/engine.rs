@@ -146,3 +146,43 @@ fn a_killed_merge_leaves_no_output_and_the_next_run_cleans_up() {
         vec!["base", "ft0", "ft1", "out", "r.toml"]
     );
 }
+
+#[test]
+fn progress_counts_every_pass_and_never_overshoots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let paths = family(dir.path(), 1 << 23);
+    let plan = Plan::build(&ties(&paths)).expect("plan");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut opts = Options::new(dir.path().join("out"));
+    opts.threads = Some(1);
+    engine::run(&plan, &opts, &tx, &AtomicBool::new(false)).expect("merge");
+    drop(tx);
+    let input = plan.input_bytes();
+    let mut last_done = 0;
+    let mut saw_pass_counted = false;
+    let mut progress = 0;
+    for ev in rx.iter() {
+        match ev {
+            Event::Started { bytes_total, .. } => assert_eq!(bytes_total, input),
+            Event::Progress {
+                bytes_done,
+                bytes_total,
+                ..
+            } => {
+                progress += 1;
+                assert!(bytes_done <= bytes_total, "{bytes_done} > {bytes_total}");
+                assert!(bytes_done >= last_done, "progress went backwards");
+                last_done = bytes_done;
+                // TIES reads the tensor once to select, once to merge: the
+                // selection pass is part of the total.
+                saw_pass_counted |= bytes_total > input;
+            }
+            Event::Finished(_) => {}
+        }
+    }
+    assert!(
+        progress > 0,
+        "no progress event during a multi-second merge"
+    );
+    assert!(saw_pass_counted, "the selection pass was not counted");
+}
