@@ -136,16 +136,7 @@ fn merge_reports_progress_and_a_summary() {
     let mut app = opened_app(&jobs);
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");
-    app.merge = MergeState::Running {
-        out: out.clone(),
-        tensors: 0,
-        tensors_done: 0,
-        bytes_done: 0,
-        bytes_total: 0,
-        current: String::new(),
-        elapsed: Duration::ZERO,
-        cancelling: false,
-    };
+    app.merge = MergeState::started(out.clone());
     jobs.handle(Effect::StartMerge {
         recipe: app.to_recipe(),
         out: out.clone(),
@@ -240,16 +231,7 @@ fn a_zipit_merge_of_digits_reports_accuracy() {
     assert_eq!(app.zip_depth(), 2);
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("zipped");
-    app.merge = MergeState::Running {
-        out: out.clone(),
-        tensors: 0,
-        tensors_done: 0,
-        bytes_done: 0,
-        bytes_total: 0,
-        current: String::new(),
-        elapsed: Duration::ZERO,
-        cancelling: false,
-    };
+    app.merge = MergeState::started(out.clone());
     jobs.handle(Effect::StartMerge {
         recipe: app.to_recipe(),
         out: out.clone(),

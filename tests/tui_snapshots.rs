@@ -71,16 +71,7 @@ fn per_layer_override() {
 }
 
 fn running(app: &mut App) {
-    app.merge = MergeState::Running {
-        out: PathBuf::from("/demo/work/llama-synthetic-ties"),
-        tensors: 0,
-        tensors_done: 0,
-        bytes_done: 0,
-        bytes_total: 0,
-        current: String::new(),
-        elapsed: Duration::ZERO,
-        cancelling: false,
-    };
+    app.merge = MergeState::started(PathBuf::from("/demo/work/llama-synthetic-ties"));
     update(
         app,
         Msg::Merge {

@@ -761,16 +761,7 @@ fn zipit_without_a_base_says_so_and_asks_for_no_statistics() {
 fn a_finished_merge_asks_for_accuracy_and_shows_only_the_current_one() {
     let mut app = demo_zip_app();
     let out = PathBuf::from("/demo/work/digits-zip-zipit");
-    app.merge = MergeState::Running {
-        out: out.clone(),
-        tensors: 0,
-        tensors_done: 0,
-        bytes_done: 0,
-        bytes_total: 0,
-        current: String::new(),
-        elapsed: Duration::ZERO,
-        cancelling: false,
-    };
+    app.merge = MergeState::started(out.clone());
     let fx = update(
         &mut app,
         Msg::MergeDone(Ok(Summary {

@@ -124,6 +124,22 @@ pub enum MergeState {
     Failed(String),
 }
 
+impl MergeState {
+    /// A merge into `out` that has just been started: nothing reported yet.
+    pub fn started(out: PathBuf) -> MergeState {
+        MergeState::Running {
+            out,
+            tensors: 0,
+            tensors_done: 0,
+            bytes_done: 0,
+            bytes_total: 0,
+            current: String::new(),
+            elapsed: Duration::ZERO,
+            cancelling: false,
+        }
+    }
+}
+
 /// Accuracy of a merged MLP beside each input's own, on the test split.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Accuracy {

@@ -918,16 +918,7 @@ fn submit(app: &mut App, input: Input, fx: &mut Vec<Effect>) {
                 app.modal = Some(Modal::Input(input));
                 return;
             }
-            app.merge = MergeState::Running {
-                out: out.clone(),
-                tensors: 0,
-                tensors_done: 0,
-                bytes_done: 0,
-                bytes_total: 0,
-                current: String::new(),
-                elapsed: Duration::ZERO,
-                cancelling: false,
-            };
+            app.merge = MergeState::started(out.clone());
             app.accuracy = AccuracyState::None;
             app.say(Level::Info, format!("merging into {}", out.display()));
             fx.push(Effect::StartMerge {
