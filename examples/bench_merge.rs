@@ -163,7 +163,6 @@ fn read_all(models: &[Model]) -> Result<(), smelt::model::ModelError> {
             while start < n {
                 let end = (start + step).min(n);
                 m.read_f32(t, start, &mut buf[..end - start])?;
-                m.release(t, start * t.dtype.size(), end * t.dtype.size());
                 s += f64::from(buf[0]);
                 start = end;
             }

@@ -4,8 +4,9 @@
 //! most [`CHUNK_ELEMS`] elements through its method's kernel (statistics
 //! passes first, if the method needs them, then the apply pass) and writes
 //! each merged chunk straight into its place in the output shard. Workers
-//! hold a handful of chunk buffers each, so peak memory depends on the
-//! number of threads and models, not on model or tensor size.
+//! hold a handful of chunk buffers each, and inputs are read with `pread`
+//! rather than through their maps, so peak memory depends on the number of
+//! threads and models, not on model or tensor size.
 
 use crate::merge::{self, Chunk};
 use crate::model::{Model, Writer, WriterOptions};
@@ -303,7 +304,6 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                     let len = end - start;
                     for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
                         m.read_f32(t, start, &mut b[..len])?;
-                        release_elems(m, t, start, end);
                     }
                     let (base_buf, model_bufs) = if has_base {
                         (Some(&bufs[0][..len]), &bufs[1..])
@@ -352,14 +352,16 @@ fn copy_raw(
     writer: &Writer,
     state: &Progress,
 ) -> Result<()> {
-    let raw = model.raw(info);
+    let total = info.nbytes();
     let step = CHUNK_ELEMS * 4;
+    let mut buf = vec![0u8; step.min(total)];
     let mut off = 0;
-    while off < raw.len() {
+    while off < total {
         state.check()?;
-        let end = (off + step).min(raw.len());
-        writer.write_raw(index, off, &raw[off..end])?;
-        model.release(info, off, end);
+        let end = (off + step).min(total);
+        let b = &mut buf[..end - off];
+        model.read_raw(info, off, b)?;
+        writer.write_raw(index, off, b)?;
         state
             .bytes_done
             .fetch_add((end - off) as u64, Ordering::Relaxed);
@@ -392,7 +394,6 @@ fn copy_converted(
             }
         }
         writer.write_f32(index, start, b)?;
-        release_elems(model, info, start, end);
         state.bytes_done.fetch_add(
             ((end - start) * info.dtype.size()) as u64,
             Ordering::Relaxed,
@@ -400,13 +401,6 @@ fn copy_converted(
         start = end;
     }
     Ok(())
-}
-
-/// Tell the model we are done with elements `[start, end)` of `t`, so their
-/// pages leave this process's resident set (the page cache keeps them).
-fn release_elems(m: &Model, t: &crate::model::TensorInfo, start: usize, end: usize) {
-    let size = t.dtype.size();
-    m.release(t, start * size, end * size);
 }
 
 fn lookup<'p>(

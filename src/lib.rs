@@ -7,7 +7,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`model`] | safetensors folders: headers, mmap, dtype conversion, layer catalogue, atomic sharded writing |
+//! | [`model`] | safetensors folders: headers, chunked reads, dtype conversion, layer catalogue, atomic sharded writing |
 //! | [`merge`] | one streaming kernel per method, pure math over `&[f32]` chunks, exact top-k selection |
 //! | [`recipe`] | the recipe type, TOML and mergekit YAML, parameter values, validation |
 //! | [`plan`], [`engine`] | which inputs feed which output tensor; running that plan in bounded memory |

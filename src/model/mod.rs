@@ -1,5 +1,6 @@
-//! Checkpoints on disk: safetensors folders, read lazily through mmap, and
-//! written atomically in shards.
+//! Checkpoints on disk: safetensors folders, read lazily (headers mapped,
+//! data read a chunk at a time with `pread`), and written atomically in
+//! shards.
 //!
 //! - [`Model::open`] reads and validates headers only and maps the shards;
 //!   [`Model::read_f32`] converts any window of a tensor to f32 on demand, so

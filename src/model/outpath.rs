@@ -1,7 +1,7 @@
 //! Where an output may go, and the scratch names next to it.
 //!
 //! The rules protect inputs: a merge never writes inside an input folder
-//! (it could overwrite a shard being read through mmap), never replaces an
+//! (it could overwrite a shard being read), never replaces an
 //! existing output without `force`, and never replaces a folder that holds
 //! an input (with `force`, that would delete the input). Paths are compared
 //! after canonicalization so `./a/../b` and symlinks cannot slip past.

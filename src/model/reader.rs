@@ -2,15 +2,30 @@
 //!
 //! Opening parses and validates every shard's header and the index, and
 //! maps each shard; no tensor data is touched, so opening a multi-gigabyte
-//! sharded checkpoint takes milliseconds and reads later fault in only the
-//! pages they need.
+//! sharded checkpoint takes milliseconds.
+//!
+//! Tensor data is read with positioned reads (`pread`) into the caller's
+//! chunk, not through the map. Faulting mapped pages in and dropping them
+//! again (so that resident memory does not grow with model size) costs
+//! page-table work and cross-core TLB flushes on every chunk: reading a
+//! 1.35 GB family through the map took 0.22-0.26 s on two cores, with
+//! `pread` 0.14 s, about what `cat` takes. The map stays for header parsing
+//! and for [`Model::raw`].
 
 use super::header::{self, Header};
 use super::{classify, dtype, Dtype, Group, LayerRef, ModelError, Result};
 use memmap2::Mmap;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
+
+thread_local! {
+    /// Raw bytes of the chunk being converted, per thread: grown to the
+    /// largest chunk read, reused for every read after.
+    static SCRATCH: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+}
 
 /// One tensor's header entry.
 #[derive(Clone, Debug)]
@@ -51,6 +66,7 @@ pub struct Model {
     path: PathBuf,
     name: String,
     shards: Vec<PathBuf>,
+    files: Vec<File>,
     maps: Vec<Mmap>,
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
@@ -121,6 +137,7 @@ impl Model {
 
         let Loaded {
             shards,
+            files,
             maps,
             mut tensors,
             metadata,
@@ -136,6 +153,7 @@ impl Model {
             name: display_name(path),
             path: path.to_path_buf(),
             shards,
+            files,
             maps,
             tensors,
             by_name,
@@ -249,34 +267,51 @@ impl Model {
                 ))
             })?;
         let size = t.dtype.size();
-        let raw = self.raw(t);
-        let bytes = raw
-            .get(start * size..end * size)
-            .ok_or_else(|| err("tensor is not part of this model".into()))?;
-        dtype::to_f32(t.dtype, bytes, out);
-        Ok(())
-    }
-    /// Drop the mapped pages of bytes `[start, end)` of `t` from this
-    /// process's resident set (MADV_DONTNEED; the page cache keeps them).
-    /// The engine calls it after each chunk so that resident memory does not
-    /// grow with model size. A hint only: errors are ignored.
-    pub fn release(&self, t: &TensorInfo, start: usize, end: usize) {
-        const PAGE: usize = 4096;
-        let Some(map) = self.maps.get(t.shard) else {
-            return;
-        };
-        // Whole pages strictly inside the range, so a neighbour's pages that
-        // another thread may be reading stay mapped.
-        let lo = (t.start + start).div_ceil(PAGE) * PAGE;
-        let hi = ((t.start + end.min(t.nbytes())) / PAGE) * PAGE;
-        if hi > lo && hi <= map.len() {
-            // SAFETY: the map is a read-only shared file mapping; dropping
-            // its pages only makes the next access fault them in again from
-            // the page cache with the same bytes. No slice observes a change.
-            let _ = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo)
-            };
+        let (lo, hi) = (start * size, end * size);
+        if t.dtype == Dtype::F32 && cfg!(target_endian = "little") {
+            // The bytes are the values: read straight into `out`.
+            return self.read_raw(t, lo, bytemuck::cast_slice_mut(out));
         }
+        // Through a per-thread scratch, a bounded piece at a time, so that a
+        // whole-tensor read does not leave a tensor-sized buffer behind.
+        const PIECE: usize = 1 << 20;
+        SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            // u64 storage keeps the bytes aligned for every element type.
+            let words = (hi - lo).min(PIECE).div_ceil(8);
+            if scratch.len() < words {
+                scratch.resize(words, 0);
+            }
+            let all = bytemuck::cast_slice_mut::<u64, u8>(&mut scratch[..]);
+            let per = PIECE / size;
+            for (i, dst) in out.chunks_mut(per).enumerate() {
+                let bytes = &mut all[..dst.len() * size];
+                self.read_raw(t, lo + i * per * size, bytes)?;
+                dtype::to_f32(t.dtype, bytes, dst);
+            }
+            Ok(())
+        })
+    }
+    /// Bytes `[offset, offset + buf.len())` of tensor `t`'s data, read from
+    /// its shard with positioned reads.
+    pub fn read_raw(&self, t: &TensorInfo, offset: usize, buf: &mut [u8]) -> Result<()> {
+        let path = self.shards.get(t.shard).map_or(&self.path, |p| p);
+        // The range must lie inside the tensor, and the tensor inside this
+        // model's shard (a foreign `TensorInfo` could point anywhere).
+        let end = offset.checked_add(buf.len()).filter(|&e| e <= t.nbytes());
+        let fits = self.maps.get(t.shard).is_some_and(|m| t.end <= m.len());
+        let (Some(_), true, Some(file)) = (end, fits, self.files.get(t.shard)) else {
+            return Err(ModelError::Tensor {
+                path: path.clone(),
+                tensor: t.name.clone(),
+                msg: format!(
+                    "read of bytes {offset}..+{} outside the tensor or not from this model",
+                    buf.len()
+                ),
+            });
+        };
+        file.read_exact_at(buf, (t.start + offset) as u64)
+            .map_err(|e| io_err(path, e))
     }
     /// A whole tensor as f32 (for small models and tests).
     pub fn read_all_f32(&self, name: &str) -> Result<Vec<f32>> {
@@ -294,6 +329,7 @@ impl Model {
 #[derive(Default)]
 struct Loaded {
     shards: Vec<PathBuf>,
+    files: Vec<File>,
     maps: Vec<Mmap>,
     tensors: Vec<TensorInfo>,
     /// Tensor name → shard index, to catch duplicates across shards.
@@ -347,6 +383,7 @@ impl Loaded {
             self.metadata.entry(k).or_insert(v);
         }
         self.shards.push(file);
+        self.files.push(f);
         self.maps.push(map);
         Ok(())
     }
