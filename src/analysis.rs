@@ -424,7 +424,8 @@ impl TensorDeltas {
                 let mut conflicts = 0u64;
                 if !cancel.load(Ordering::Relaxed) {
                     let r = b * PAR_BLOCK..((b + 1) * PAR_BLOCK).min(numel);
-                    count_block(&self.deltas, &cuts, &weights, r, &mut agree, &mut conflicts);
+                    let (d, c, w) = (&self.deltas, &cuts, &weights);
+                    crate::simd::dispatch!(count_block(d, c, w, r, &mut agree, &mut conflicts));
                 }
                 (agree, conflicts)
             })
@@ -482,8 +483,10 @@ impl TensorDeltas {
         // in order: a few percent of the tensor unless the data is
         // degenerate (at most two words per entry either way, and only
         // while this call runs).
-        let found: Vec<(Vec<u32>, Vec<u32>)> =
-            d.par_chunks(SCAN).map(|c| bucket_members(c, cut)).collect();
+        let found: Vec<(Vec<u32>, Vec<u32>)> = d
+            .par_chunks(SCAN)
+            .map(|c| crate::simd::dispatch!(bucket_members(c, cut)))
+            .collect();
         let mut low = vec![0u64; BUCKETS];
         for (_, mags) in &found {
             for &m in mags {
@@ -537,6 +540,7 @@ impl TensorDeltas {
 /// than reading the memory. So each group of [`GROUP`] entries is tested
 /// by a branch-free loop (it vectorises) that sets one bit per member, and
 /// only the set bits are visited: the work is per member, not per entry.
+#[inline(always)]
 fn bucket_members(c: &[f32], cut: u32) -> (Vec<u32>, Vec<u32>) {
     let (mut idx, mut mags) = (Vec::new(), Vec::new());
     let groups = c.chunks_exact(GROUP);
@@ -595,6 +599,7 @@ struct Cut {
 /// read twice. The arithmetic is the streaming path's: `v = w * d`, summed
 /// over models in order from `0.0`; adding a masked-out `+0.0` instead of
 /// skipping it changes only a `-0.0` sum to `+0.0`, and both elect `+`.
+#[inline(always)]
 fn count_block(
     deltas: &[Vec<f32>],
     cuts: &[Cut],
@@ -638,6 +643,7 @@ fn count_block(
     }
 }
 
+#[inline(always)]
 /// Turn one step's per-entry sums and counts into `agree` and `conflicts`:
 /// the elected sign (`sum >= 0` is `+`) picks which count agrees, the rest
 /// of the non-zero kept entries oppose. Clobbers `pos` and `nz`.

@@ -296,6 +296,32 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
             let mut out = vec![0f32; step];
             let in_bytes_per_elem: usize = inputs.iter().map(|(_, t)| t.dtype.size()).sum();
 
+            if kernel.wants_sample() {
+                let ranges = merge::sample_ranges(numel);
+                let total: usize = ranges.iter().map(|r| r.len()).sum();
+                if total <= step {
+                    for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
+                        let mut at = 0;
+                        for r in &ranges {
+                            m.read_f32(t, r.start, &mut b[at..at + r.len()])?;
+                            at += r.len();
+                        }
+                    }
+                    let (base_buf, model_bufs) = if has_base {
+                        (Some(&bufs[0][..total]), &bufs[1..])
+                    } else {
+                        (None, &bufs[..])
+                    };
+                    let slices: Vec<&[f32]> = model_bufs.iter().map(|b| &b[..total]).collect();
+                    kernel.sample(&Chunk {
+                        start: 0,
+                        numel,
+                        row_len,
+                        base: base_buf,
+                        models: &slices,
+                    });
+                }
+            }
             let mut pass = |apply: bool, kernel: &mut dyn merge::Kernel| -> Result<()> {
                 let mut start = 0;
                 while start < numel {

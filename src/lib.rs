@@ -23,6 +23,7 @@ pub mod mlp;
 pub mod model;
 pub mod plan;
 pub mod recipe;
+pub mod simd;
 pub mod tui;
 pub mod units;
 pub mod zip;

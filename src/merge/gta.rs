@@ -27,7 +27,7 @@
 //!   engine's chunk is not ranked (probability `density`, see `della_mask`).
 
 use super::rng::Stream;
-use super::select::{keep_count, TopK};
+use super::select::{keep_count, Bounds, TopK};
 use super::util::{delta_into, l1, Params};
 use super::{Chunk, Kernel, MergeError, Method};
 
@@ -121,6 +121,9 @@ pub struct Gta {
     div: Vec<f32>,
     sum: Vec<f32>,
     scratch: Scratch,
+    /// Whether [`Gta::apply_fused`] may run (tests turn it off to check it
+    /// against the general path).
+    fused: bool,
 }
 
 impl Gta {
@@ -219,6 +222,7 @@ impl Gta {
             div: Vec::new(),
             sum: Vec::new(),
             scratch: Scratch::default(),
+            fused: true,
         })
     }
 
@@ -329,6 +333,31 @@ impl Kernel for Gta {
     fn wants_pass(&self) -> bool {
         self.selecting() || (self.need_l1 && !self.l1_done)
     }
+    fn wants_sample(&self) -> bool {
+        self.models.iter().any(|m| match &m.sparse {
+            Sparse::Magnitude(t) => t.wants_sample(),
+            Sparse::Outliers { upper, outliers } => upper.wants_sample() || outliers.wants_sample(),
+            _ => false,
+        })
+    }
+    fn sample(&mut self, chunk: &Chunk) {
+        let len = chunk.len();
+        self.tmp.resize(len, 0.0);
+        for (st, m) in self.models.iter_mut().zip(chunk.models) {
+            let (Sparse::Magnitude(_) | Sparse::Outliers { .. }) = st.sparse else {
+                continue;
+            };
+            delta_into(m, chunk.base, &mut self.tmp[..len]);
+            match &mut st.sparse {
+                Sparse::Magnitude(t) => t.predict(&self.tmp[..len]),
+                Sparse::Outliers { upper, outliers } => {
+                    upper.predict(&self.tmp[..len]);
+                    outliers.predict(&self.tmp[..len]);
+                }
+                _ => {}
+            }
+        }
+    }
     fn begin_pass(&mut self) {
         self.pass = if self.selecting() {
             Pass::Select
@@ -436,6 +465,9 @@ impl Gta {
         }
     }
     fn apply_block(&mut self, chunk: &Chunk, out: &mut [f32]) {
+        if self.fused && self.apply_fused(chunk, out) {
+            return;
+        }
         let len = out.len();
         let n = self.models.len().min(chunk.models.len());
         self.tmp.resize(n * len, 0.0);
@@ -513,6 +545,200 @@ impl Gta {
     }
 }
 
+/// Most models the fused path takes (one compiled loop per count).
+const FUSED_MAX: usize = 8;
+
+/// The loop-invariant part of the fused combination.
+#[derive(Clone, Copy)]
+struct Mix {
+    normalize: bool,
+    lambda: f32,
+    /// Summed weights (the divisor without sign election).
+    wsum: f32,
+}
+
+impl Gta {
+    /// TIES and task arithmetic in one loop: when every model's task vector
+    /// is either kept whole or trimmed by magnitude, the whole combination
+    /// (delta, trim, weight, sign election, disjoint mean, lambda, base)
+    /// runs per element in registers instead of a dozen sweeps over
+    /// block-sized buffers. Same operations in the same order as the
+    /// general path below, so the same bits. Returns false (nothing done)
+    /// when the chunk does not qualify.
+    fn apply_fused(&mut self, chunk: &Chunk, out: &mut [f32]) -> bool {
+        let n = self.models.len();
+        let Some(base) = chunk.base else {
+            return false;
+        };
+        if n == 0
+            || n > FUSED_MAX
+            || chunk.models.len() < n
+            || !self
+                .models
+                .iter()
+                .all(|m| matches!(m.sparse, Sparse::Keep | Sparse::Magnitude(_)))
+        {
+            return false;
+        }
+        let len = out.len();
+        let all = Bounds {
+            split: len,
+            before: 0,
+            after: 0,
+        };
+        let mut bounds = [all; FUSED_MAX];
+        for (i, st) in self.models.iter_mut().enumerate() {
+            if let Sparse::Magnitude(t) = &mut st.sparse {
+                bounds[i] = if t.ties_pending() {
+                    self.tmp.resize(len, 0.0);
+                    delta_into(chunk.models[i], Some(base), &mut self.tmp[..len]);
+                    t.bounds(len, &self.tmp[..len])
+                } else {
+                    t.bounds(len, &[])
+                };
+            }
+        }
+        let mut wsum: f32 = self.models.iter().map(|m| m.weight).sum();
+        if wsum.abs() < 1e-8 {
+            wsum = 1.0;
+        }
+        let mix = Mix {
+            normalize: self.normalize,
+            lambda: self.lambda,
+            wsum,
+        };
+        let mut scale = [0f32; FUSED_MAX];
+        let mut weight = [0f32; FUSED_MAX];
+        for (i, m) in self.models.iter().enumerate() {
+            scale[i] = m.scale;
+            weight[i] = m.weight;
+        }
+        // Sub-ranges between the models' tie splits (a split inside the
+        // block happens once per model and tensor).
+        let mut cuts = [0usize; FUSED_MAX + 2];
+        cuts[1] = len;
+        let mut nc = 2;
+        for b in &bounds[..n] {
+            if b.split > 0 && b.split < len {
+                cuts[nc] = b.split;
+                nc += 1;
+            }
+        }
+        cuts[..nc].sort_unstable();
+        for w in cuts[..nc].windows(2) {
+            let (a, z) = (w[0], w[1]);
+            if a == z {
+                continue;
+            }
+            let mut th = [0u32; FUSED_MAX];
+            for (t, b) in th.iter_mut().zip(&bounds[..n]) {
+                *t = if a < b.split { b.before } else { b.after };
+            }
+            let models: [&[f32]; FUSED_MAX] =
+                std::array::from_fn(|i| chunk.models.get(i).map_or(&[][..], |m| &m[a..z]));
+            let args = Fused {
+                models: &models[..n],
+                base: &base[a..z],
+                th: &th[..n],
+                scale: &scale[..n],
+                weight: &weight[..n],
+                mix,
+            };
+            let out = &mut out[a..z];
+            match (n, self.consensus) {
+                (1, true) => combine::<1, true>(&args, out),
+                (2, true) => combine::<2, true>(&args, out),
+                (3, true) => combine::<3, true>(&args, out),
+                (4, true) => combine::<4, true>(&args, out),
+                (5, true) => combine::<5, true>(&args, out),
+                (6, true) => combine::<6, true>(&args, out),
+                (7, true) => combine::<7, true>(&args, out),
+                (_, true) => combine::<8, true>(&args, out),
+                (1, false) => combine::<1, false>(&args, out),
+                (2, false) => combine::<2, false>(&args, out),
+                (3, false) => combine::<3, false>(&args, out),
+                (4, false) => combine::<4, false>(&args, out),
+                (5, false) => combine::<5, false>(&args, out),
+                (6, false) => combine::<6, false>(&args, out),
+                (7, false) => combine::<7, false>(&args, out),
+                (_, false) => combine::<8, false>(&args, out),
+            }
+        }
+        true
+    }
+}
+
+/// One sub-range's inputs to [`combine`]: `n` models, each with the
+/// magnitude-bits threshold it keeps at (0 keeps everything), its L1 scale
+/// and weight.
+struct Fused<'a> {
+    models: &'a [&'a [f32]],
+    base: &'a [f32],
+    th: &'a [u32],
+    scale: &'a [f32],
+    weight: &'a [f32],
+    mix: Mix,
+}
+
+/// The fused TIES / task-arithmetic combination over `N` models (see
+/// [`Gta::apply_fused`]), compiled for the widest vector unit the CPU has
+/// (see [`crate::simd`]). Fixed `N` and `CONSENSUS` let the per-model loops
+/// unroll and the element loop vectorise.
+fn combine<const N: usize, const CONSENSUS: bool>(f: &Fused, out: &mut [f32]) {
+    crate::simd::dispatch!(combine_body::<N, CONSENSUS>(f, out));
+}
+
+#[inline(always)]
+fn combine_body<const N: usize, const CONSENSUS: bool>(f: &Fused, out: &mut [f32]) {
+    let len = out.len().min(f.base.len());
+    let ms: [&[f32]; N] = std::array::from_fn(|i| &f.models[i][..len]);
+    let th: [u32; N] = std::array::from_fn(|i| f.th[i]);
+    let sc: [f32; N] = std::array::from_fn(|i| f.scale[i]);
+    let w: [f32; N] = std::array::from_fn(|i| f.weight[i]);
+    let Mix {
+        normalize,
+        lambda,
+        wsum,
+    } = f.mix;
+    for (j, (o, &b)) in out[..len].iter_mut().zip(&f.base[..len]).enumerate() {
+        let mut x = [0f32; N];
+        for i in 0..N {
+            let d = ms[i][j] - b;
+            let keep = u32::from(d.to_bits() & 0x7fff_ffff >= th[i]).wrapping_neg();
+            x[i] = f32::from_bits(d.to_bits() & keep) * sc[i] * w[i];
+        }
+        let mut v = 0f32;
+        let den = if CONSENSUS {
+            let mut s = 0f32;
+            for &xi in &x {
+                s += xi;
+            }
+            let mut den = 0f32;
+            for i in 0..N {
+                // Agreement with the elected sign (a zero sum counts as +).
+                let agree = (s >= 0.0 && x[i] > 0.0) | (s < 0.0 && x[i] < 0.0);
+                let m = u32::from(agree).wrapping_neg();
+                v += f32::from_bits(x[i].to_bits() & m);
+                den += f32::from_bits(w[i].to_bits() & m);
+            }
+            if den == 0.0 {
+                1.0
+            } else {
+                den
+            }
+        } else {
+            for &xi in &x {
+                v += xi;
+            }
+            wsum
+        };
+        if normalize {
+            v /= den;
+        }
+        *o = v * lambda + b;
+    }
+}
+
 /// Cache-sized blocks; see [`Gta::block_len`].
 const BLOCK: usize = 16 * 1024;
 
@@ -538,7 +764,57 @@ fn for_blocks(chunk: &Chunk, block: usize, mut f: impl FnMut(&Chunk)) {
 
 #[cfg(test)]
 mod tests {
-    use super::sort_keys;
+    use super::{sort_keys, Gta};
+    use crate::merge::{merge_slices, Method, ParamMap, ParamValue, TensorParams};
+
+    /// The fused loop gives the same bits as the general path, for TIES
+    /// (with heavy ties at the cut-off, tie splits inside blocks, a
+    /// negative weight) and task arithmetic, at every model count it
+    /// compiles for.
+    #[test]
+    fn fused_path_matches_the_general_path_bit_for_bit() {
+        let mut s = 3u64;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((s >> 33) % 41) as f32 * 0.125 - 2.5
+        };
+        let numel = (1 << 20) + 4099;
+        let base: Vec<f32> = (0..numel).map(|_| next()).collect();
+        for n in [1usize, 2, 3, 5, 8] {
+            let models: Vec<Vec<f32>> = (0..n)
+                .map(|_| base.iter().map(|b| b + next() * 0.5).collect())
+                .collect();
+            let refs: Vec<&[f32]> = models.iter().map(Vec::as_slice).collect();
+            for method in [Method::Ties, Method::TaskArithmetic] {
+                let mut global = ParamMap::default();
+                global.set("lambda", ParamValue::Float(0.9));
+                let per: Vec<ParamMap> = (0..n)
+                    .map(|i| {
+                        let mut m = ParamMap::default();
+                        let w = if i == 1 { -0.4 } else { 0.3 + i as f64 * 0.1 };
+                        m.set("weight", ParamValue::Float(w));
+                        m.set("density", ParamValue::Float(0.2 + 0.1 * i as f64));
+                        m
+                    })
+                    .collect();
+                let tp = TensorParams {
+                    tensor: "t".into(),
+                    global,
+                    models: per,
+                    seed: 1,
+                };
+                let p = crate::merge::util::Params { method, p: &tp };
+                let run = |fused: bool| {
+                    let mut k = Gta::new(method, &p, numel, n).expect("kernel");
+                    k.fused = fused;
+                    merge_slices(&mut k, Some(&base), &refs, 1000, 1 << 16)
+                };
+                let (a, b) = (run(true), run(false));
+                let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{method:?} with {n} models");
+            }
+        }
+    }
 
     #[test]
     fn radix_key_sort_matches_comparison_sort() {

@@ -66,11 +66,39 @@ pub trait Kernel: Send {
         false
     }
     fn begin_pass(&mut self) {}
+    /// Whether the kernel wants a sample of the tensor (see
+    /// [`sample_ranges`]) before its first statistics pass. Selection
+    /// kernels predict their cut-off from it and then need fewer, cheaper
+    /// passes; the result never depends on the sample.
+    fn wants_sample(&self) -> bool {
+        false
+    }
+    /// See the sample: the ranges of [`sample_ranges`] back to back in one
+    /// chunk (its `start` means nothing).
+    fn sample(&mut self, _chunk: &Chunk) {}
     /// See one chunk during a statistics pass (chunks arrive in order).
     fn observe(&mut self, _chunk: &Chunk) {}
     fn end_pass(&mut self) {}
     /// Write the merged values of `chunk` into `out` (chunks arrive in order).
     fn apply(&mut self, chunk: &Chunk, out: &mut [f32]);
+}
+
+/// Where a tensor's sample comes from: up to 128 evenly spread ranges of
+/// flat indices, [`select::SAMPLE_LEN`] elements in all (fewer for small
+/// tensors). Spread, because the first rows of a tensor (one attention
+/// head, the most frequent tokens) can differ from the rest.
+pub fn sample_ranges(numel: usize) -> Vec<std::ops::Range<usize>> {
+    const PIECES: usize = 128;
+    let piece = (select::SAMPLE_LEN / PIECES).min(numel / PIECES);
+    if piece == 0 {
+        return std::iter::once(0..numel.min(select::SAMPLE_LEN)).collect();
+    }
+    (0..PIECES)
+        .map(|p| {
+            let at = p * (numel / PIECES);
+            at..at + piece
+        })
+        .collect()
 }
 
 /// Errors in parameters that only show once values are resolved.
@@ -155,6 +183,25 @@ pub fn merge_slices(
         chunk.max(1)
     };
     let mut out = vec![0.0f32; numel];
+    if kernel.wants_sample() {
+        let ranges = sample_ranges(numel);
+        let gather = |v: &[f32]| -> Vec<f32> {
+            ranges
+                .iter()
+                .flat_map(|r| v[r.clone()].iter().copied())
+                .collect()
+        };
+        let sb = base.map(gather);
+        let sm: Vec<Vec<f32>> = models.iter().map(|m| gather(m)).collect();
+        let sm: Vec<&[f32]> = sm.iter().map(|v| v.as_slice()).collect();
+        kernel.sample(&Chunk {
+            start: 0,
+            numel,
+            row_len,
+            base: sb.as_deref(),
+            models: &sm,
+        });
+    }
     let chunks = |start: usize| {
         let end = (start + step).min(numel);
         let ms: Vec<&[f32]> = models.iter().map(|m| &m[start..end]).collect();

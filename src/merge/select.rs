@@ -22,6 +22,17 @@
 //! as described. Either way the cut-off is the same exact value: the
 //! prediction only decides how many passes it takes.
 //!
+//! Given a sample of the tensor up front ([`TopK::predict`], which the engine
+//! draws from evenly spread places), pass one skips the full histogram: the
+//! sample brackets the cut-off between two magnitudes, and the pass only
+//! counts the entries above the bracket (a compare that vectorises) and
+//! histograms the few inside it. A 16-bit histogram is a scattered
+//! read-modify-write per entry, and on task vectors, where neighbours often
+//! share a bucket, each waits for the last: the bracketed pass is several
+//! times faster. Should the cut-off fall outside the bracket (a sample
+//! unlike the tensor), the pass is wasted and the two passes above follow,
+//! with the same exact result.
+//!
 //! Ties at the cut-off are common on bf16 task vectors (about one position in
 //! ten), so the rule matters for reproducibility: every entry strictly above
 //! the cut-off is kept, and among the entries equal to it the lowest flat
@@ -42,6 +53,13 @@ const WINDOW: u32 = 5;
 /// Below this many entries a second pass is cheaper than the window tables.
 const WINDOW_MIN_NUMEL: usize = 1 << 20;
 
+/// Widest bracket, in high-16-bit buckets, that a sample may set (each
+/// bucket has a 256 KiB low-bit table, touched only where entries fall).
+const MAX_BRACKET: u32 = 16;
+
+/// Largest sample [`TopK::predict`] looks at.
+pub const SAMPLE_LEN: usize = 1 << 15;
+
 /// Entries a magnitude trim at `density` keeps out of `numel`: mergekit's
 /// `int(density * numel)`, clamped to `[0, numel]`. TIES and the analysis
 /// panels both use it, so what the user sees is what the merge keeps.
@@ -51,6 +69,8 @@ pub fn keep_count(density: f64, numel: usize) -> usize {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
+    /// Needs the bracketed pass (a sample predicted the cut-off).
+    Bracket,
     /// Needs the high-bits histogram pass.
     High,
     /// Needs the low-bits pass over the cut-off bucket.
@@ -97,11 +117,40 @@ pub struct TopK {
     /// First bucket of the window and its low-bit tables (`WINDOW` x 65 536),
     /// once predicted.
     window: Option<(u32, Vec<u32>)>,
+    /// The sample's bracket (stage `Bracket`).
+    bracket: Option<Bracket>,
+}
+
+/// Buckets `lo .. lo + width` around a predicted cut-off, with a low-bit
+/// table per bucket, and the count of entries in higher buckets.
+#[derive(Clone, Debug)]
+struct Bracket {
+    lo: u32,
+    width: u32,
+    tables: Vec<u32>,
+    above: u64,
+}
+
+/// What [`TopK::bounds`] returns for one chunk: entries before `split` are
+/// kept when their magnitude bits are `>= before`, entries from `split` on
+/// when they are `>= after`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub split: usize,
+    pub before: u32,
+    pub after: u32,
 }
 
 #[inline(always)]
 fn mag_bits(x: f32) -> u32 {
     x.to_bits() & 0x7fff_ffff
+}
+
+/// How many of `v` (at most a block of 1024, so u32 lanes cannot
+/// overflow) have magnitude bits `thr`.
+#[inline(always)]
+fn count_equal(v: &[f32], thr: u32) -> u32 {
+    v.iter().map(|x| u32::from(mag_bits(*x) == thr)).sum()
 }
 
 impl TopK {
@@ -139,6 +188,7 @@ impl TopK {
             ties_seen: 0,
             predict: false,
             window: None,
+            bracket: None,
         }
     }
 
@@ -147,6 +197,54 @@ impl TopK {
         if self.stage == Stage::High {
             self.k = k.min(self.numel);
         }
+    }
+
+    /// Bracket the cut-off from `sample`, values drawn from across the
+    /// tensor, before the first pass: the first pass then only counts (see
+    /// the module docs). Ignored when the selector cannot predict (small or
+    /// deferred selectors) or a pass has begun. At most [`SAMPLE_LEN`]
+    /// values are used.
+    pub fn predict(&mut self, sample: &[f32]) {
+        if !self.wants_sample() || sample.is_empty() {
+            return;
+        }
+        let mut keys: Vec<u32> = sample
+            .iter()
+            .take(SAMPLE_LEN)
+            .map(|v| mag_bits(*v))
+            .collect();
+        let s = keys.len();
+        let q = self.k as f64 / self.numel as f64;
+        // The cut-off sits at ascending rank s (1 - q); allow four standard
+        // deviations of a sampled quantile either side.
+        let centre = s as f64 * (1.0 - q);
+        let margin = 4.0 * (s as f64 * q * (1.0 - q)).sqrt() + 2.0;
+        let rank = |r: f64| (r.max(0.0) as usize).min(s - 1);
+        let (lo_r, hi_r) = (
+            rank((centre - margin).floor()),
+            rank((centre + margin).ceil()),
+        );
+        let lo_key = *keys.select_nth_unstable(lo_r).1;
+        let hi_key = *keys.select_nth_unstable(hi_r).1;
+        let (mut lo, mut hi) = (lo_key >> 16, hi_key >> 16);
+        if hi - lo + 1 > MAX_BRACKET {
+            let mid = *keys.select_nth_unstable(rank(centre)).1 >> 16;
+            lo = mid.saturating_sub(MAX_BRACKET / 2);
+            hi = lo + MAX_BRACKET - 1;
+        }
+        let width = hi - lo + 1;
+        self.bracket = Some(Bracket {
+            lo,
+            width,
+            tables: vec![0; width as usize * BUCKETS],
+            above: 0,
+        });
+        self.stage = Stage::Bracket;
+    }
+
+    /// Whether [`TopK::predict`] would use a sample now.
+    pub fn wants_sample(&self) -> bool {
+        self.stage == Stage::High && self.predict && self.since_flush == 0 && self.window.is_none()
     }
 
     fn settle_trivial(&mut self) -> bool {
@@ -178,6 +276,10 @@ impl TopK {
         if self.stage == Stage::Done {
             return;
         }
+        if let (Stage::Bracket, Some(br)) = (self.stage, &mut self.bracket) {
+            br.observe(values);
+            return;
+        }
         if self.count.is_empty() {
             self.count = vec![0; BUCKETS];
         }
@@ -186,7 +288,7 @@ impl TopK {
         }
         self.since_flush += values.len() as u64;
         match self.stage {
-            Stage::Done => {}
+            Stage::Done | Stage::Bracket => {}
             Stage::High => {
                 let c = &mut self.count[..];
                 match &mut self.window {
@@ -251,6 +353,31 @@ impl TopK {
     pub fn end_pass(&mut self) {
         match self.stage {
             Stage::Done => {}
+            Stage::Bracket => {
+                if self.settle_trivial() {
+                    return;
+                }
+                let Some(br) = self.bracket.take() else {
+                    self.stage = Stage::High;
+                    return;
+                };
+                let k = self.k as u64;
+                let mut acc = br.above;
+                for w in (0..br.width as usize).rev() {
+                    let table = &br.tables[w * BUCKETS..(w + 1) * BUCKETS];
+                    let here: u64 = table.iter().map(|&c| u64::from(c)).sum();
+                    if acc < k && acc + here >= k {
+                        self.cut_hi = br.lo + w as u32;
+                        self.above_hi = acc;
+                        let low: Vec<u64> = table.iter().map(|&c| u64::from(c)).collect();
+                        self.finish(&low);
+                        return;
+                    }
+                    acc += here;
+                }
+                // The cut-off is outside the bracket: the full passes follow.
+                self.stage = Stage::High;
+            }
             Stage::High => {
                 if self.settle_trivial() {
                     return;
@@ -388,7 +515,7 @@ impl TopK {
     fn split(&mut self, values: &[f32]) -> usize {
         const BLOCK: usize = 1024;
         let thr = self.thr;
-        let count = |v: &[f32]| -> u64 { v.iter().map(|x| u64::from(mag_bits(*x) == thr)).sum() };
+        let count = |v: &[f32]| -> u64 { u64::from(crate::simd::dispatch!(count_equal(v, thr))) };
         if self.ties_seen >= self.keep_ties {
             return 0;
         }
@@ -414,6 +541,42 @@ impl TopK {
         }
         self.ties_seen = seen;
         split
+    }
+
+    /// Whether the next chunks' masks still depend on counting ties (the
+    /// kept ties have not all been seen yet in this sweep).
+    pub fn ties_pending(&self) -> bool {
+        !self.all() && self.k > 0 && self.ties_seen < self.keep_ties
+    }
+
+    /// The keep rule for the next chunk of `len` entries (in order), for
+    /// callers that mask in their own loops. `values` are the chunk's
+    /// values; they are read only while [`TopK::ties_pending`].
+    pub fn bounds(&mut self, len: usize, values: &[f32]) -> Bounds {
+        if self.all() {
+            return Bounds {
+                split: len,
+                before: 0,
+                after: 0,
+            };
+        }
+        if self.k == 0 {
+            return Bounds {
+                split: 0,
+                before: u32::MAX,
+                after: u32::MAX,
+            };
+        }
+        let split = if self.ties_pending() {
+            self.split(&values[..len.min(values.len())])
+        } else {
+            0
+        };
+        Bounds {
+            split,
+            before: self.thr,
+            after: self.thr + 1,
+        }
     }
 
     /// Write whether each entry of the next chunk (in order) is kept.
@@ -460,6 +623,98 @@ impl TopK {
         mask(head, self.thr);
         mask(tail, self.thr + 1);
     }
+}
+
+impl Bracket {
+    /// Count a chunk: entries above the bracket are only counted, entries
+    /// inside it go to their bucket's low-bit table. Each block is first
+    /// compacted, branch-free, into the keys that fall inside (a store per
+    /// entry to consecutive addresses, which never waits on another), and
+    /// only those few are scattered into the tables.
+    fn observe(&mut self, values: &[f32]) {
+        const BLOCK: usize = 4096;
+        let mut keys = [0u32; BLOCK];
+        for block in values.chunks(BLOCK) {
+            let (m, above) = compact_any(block, self.lo, self.width, &mut keys);
+            self.above += above;
+            for &b in &keys[..m] {
+                let w = (b >> 16).wrapping_sub(self.lo) as usize;
+                if let Some(c) = self.tables.get_mut(w * BUCKETS + (b & 0xffff) as usize) {
+                    *c += 1;
+                }
+            }
+        }
+    }
+}
+
+/// [`compact`] with AVX-512's compress instruction when the CPU has it (16
+/// entries per step instead of one), the portable loop otherwise.
+fn compact_any(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usize, u64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, the only feature the function uses.
+        return unsafe { compact_avx512(values, lo, width, keys) };
+    }
+    compact(values, lo, width, keys)
+}
+
+/// [`compact`], 16 lanes at a time. Same results: the compressed store
+/// keeps the lanes' order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn compact_avx512(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usize, u64) {
+    use std::arch::x86_64::*;
+    let n = values.len().min(keys.len());
+    let (values, keys) = (&values[..n], &mut keys[..n]);
+    let abs = _mm512_set1_epi32(0x7fff_ffff);
+    let vlo = _mm512_set1_epi32(lo as i32);
+    let vwidth = _mm512_set1_epi32(width as i32);
+    let vtop = _mm512_set1_epi32((lo + width) as i32);
+    let mut m = 0usize;
+    let mut above = 0u64;
+    let mut i = 0;
+    while i + 16 <= n {
+        // SAFETY: lanes i..i+16 are inside `values`; the compressed store
+        // writes at most as many keys as lanes, at `m <= i`, so inside
+        // `keys` (which is as long as `values`).
+        unsafe {
+            let v = _mm512_loadu_si512(values.as_ptr().add(i).cast());
+            let b = _mm512_and_si512(v, abs);
+            let h = _mm512_srli_epi32::<16>(b);
+            let inside = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(h, vlo), vwidth);
+            let high = _mm512_cmpge_epu32_mask(h, vtop);
+            above += u64::from(high.count_ones());
+            let packed = _mm512_maskz_compress_epi32(inside, b);
+            _mm512_storeu_si512(keys.as_mut_ptr().add(m).cast(), packed);
+            m += inside.count_ones() as usize;
+        }
+        i += 16;
+    }
+    // The stores above may write up to 16 lanes past `m`; they stay inside
+    // `keys` only while `m + 16 <= n`, which holds because `m <= i` and
+    // `i + 16 <= n` at every store.
+    let (rest_m, rest_above) = compact(&values[i..], lo, width, &mut keys[m..]);
+    (m + rest_m, above + rest_above)
+}
+
+/// Write the magnitude bits of the entries of `values` whose bucket lies in
+/// `lo .. lo + width` to the front of `keys`; return how many, and how many
+/// entries lie above the bracket.
+#[inline(always)]
+fn compact(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usize, u64) {
+    let top = lo + width;
+    let mut m = 0usize;
+    let mut above = 0u32;
+    let n = values.len().min(keys.len());
+    for &v in &values[..n] {
+        let b = mag_bits(v);
+        let h = b >> 16;
+        above += u32::from(h >= top);
+        // `m < n` always holds here (at most one key per entry seen).
+        keys[m.min(n - 1)] = b;
+        m += usize::from(h.wrapping_sub(lo) < width);
+    }
+    (m, u64::from(above))
 }
 
 #[cfg(test)]
@@ -622,6 +877,78 @@ mod tests {
                 let tied = values.iter().filter(|v| v.abs() == thr).count() as u64;
                 assert_eq!(t.tied_at_cutoff(), tied);
             }
+        }
+    }
+
+    /// A sample brackets the cut-off: one counting pass when the sample is
+    /// like the tensor, the full passes when it is not; exact either way,
+    /// and `bounds` describes the same mask as `keep_mask`.
+    #[test]
+    fn sampled_bracket_is_exact() {
+        let n = (1 << 20) + 777;
+        let mut s = 5u64;
+        let values: Vec<f32> = (0..n)
+            .map(|_| ((lcg(&mut s) % 4001) as f32 - 2000.0) * 1e-4)
+            .collect();
+        let good: Vec<f32> = values.iter().step_by(n / SAMPLE_LEN).copied().collect();
+        let bad: Vec<f32> = good.iter().map(|v| v * 1e-3).collect();
+        for (sample, one_pass) in [(&good, true), (&bad, false)] {
+            for k in [n / 20, n / 3, n - 5] {
+                let mut t = TopK::new(n, k);
+                t.predict(sample);
+                let mut passes = 0;
+                while t.wants_pass() {
+                    for c in values.chunks(70_000) {
+                        t.observe(c);
+                    }
+                    t.end_pass();
+                    passes += 1;
+                }
+                // (Near k = n the cut-off is 0, which the scaled sample
+                // still brackets.)
+                if k < n / 2 {
+                    assert_eq!(passes == 1, one_pass, "k={k} passes={passes}");
+                }
+                let want = reference(&values, k);
+                let mut keep = vec![false; n];
+                for (c, kc) in values.chunks(70_000).zip(keep.chunks_mut(70_000)) {
+                    t.keep_mask(c, kc);
+                }
+                assert!(keep == want, "k={k}");
+                t.rewind();
+                let mut via_bounds = Vec::with_capacity(n);
+                for c in values.chunks(70_000) {
+                    let b = t.bounds(c.len(), c);
+                    for (j, v) in c.iter().enumerate() {
+                        let lim = if j < b.split { b.before } else { b.after };
+                        via_bounds.push(mag_bits(*v) >= lim);
+                    }
+                }
+                assert!(via_bounds == want, "bounds k={k}");
+            }
+        }
+    }
+
+    /// Every way of compacting gives the same keys and counts.
+    #[test]
+    fn compaction_variants_agree() {
+        let mut s = 17u64;
+        for len in [0usize, 1, 15, 16, 17, 1000, 4096] {
+            let values: Vec<f32> = (0..len)
+                .map(|_| f32::from_bits(0x3c00_0000 + (lcg(&mut s) as u32 % 0x0060_0000)))
+                .collect();
+            let (lo, width) = ((0x3c20_0000u32 >> 16), 9);
+            let mut a = vec![0u32; len];
+            let mut b = vec![0u32; len];
+            let (ma, ha) = compact(&values, lo, width, &mut a);
+            let (mb, hb) = compact_any(&values, lo, width, &mut b);
+            assert_eq!((ma, ha), (mb, hb), "len {len}");
+            assert_eq!(a[..ma], b[..mb], "len {len}");
+            let inside = values
+                .iter()
+                .filter(|v| (mag_bits(**v) >> 16).wrapping_sub(lo) < width)
+                .count();
+            assert_eq!(ma, inside);
         }
     }
 }

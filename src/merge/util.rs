@@ -47,12 +47,15 @@ pub fn l1(a: &[f32]) -> f64 {
 #[inline]
 pub fn delta_into(x: &[f32], base: Option<&[f32]>, out: &mut [f32]) {
     match base {
-        Some(b) => {
-            for ((o, &xv), &bv) in out.iter_mut().zip(x).zip(b) {
-                *o = xv - bv;
-            }
-        }
+        Some(b) => crate::simd::dispatch!(sub_into(x, b, out)),
         None => out.copy_from_slice(&x[..out.len()]),
+    }
+}
+
+#[inline(always)]
+fn sub_into(x: &[f32], b: &[f32], out: &mut [f32]) {
+    for ((o, &xv), &bv) in out.iter_mut().zip(x).zip(b) {
+        *o = xv - bv;
     }
 }
 

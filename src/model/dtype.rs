@@ -136,9 +136,7 @@ pub fn to_f32(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
         // needs no alignment), several times faster than a per-value call.
         Dtype::BF16 => match bytemuck::try_cast_slice::<u8, u16>(bytes) {
             Ok(src) if cfg!(target_endian = "little") => {
-                for (o, &h) in out.iter_mut().zip(src) {
-                    *o = f32::from_bits(u32::from(h) << 16);
-                }
+                crate::simd::dispatch!(bf16_bits_to_f32(src, out));
             }
             _ => {
                 for (o, c) in out.iter_mut().zip(bytes.chunks_exact(2)) {
@@ -154,6 +152,21 @@ pub fn to_f32(dtype: Dtype, bytes: &[u8], out: &mut [f32]) {
             }
         }
         _ => out.fill(f32::NAN),
+    }
+}
+
+#[inline(always)]
+fn bf16_bits_to_f32(src: &[u16], out: &mut [f32]) {
+    for (o, &h) in out.iter_mut().zip(src) {
+        *o = f32::from_bits(u32::from(h) << 16);
+    }
+}
+
+/// `dst[i] = f(src[i])`, a loop to compile for wide vectors.
+#[inline(always)]
+fn map_into<A: Copy, B>(src: &[A], dst: &mut [B], f: impl Fn(A) -> B) {
+    for (o, &x) in dst.iter_mut().zip(src) {
+        *o = f(x);
     }
 }
 
@@ -203,9 +216,7 @@ fn f32_to_bf16(src: &[f32], out: &mut [u8]) {
     };
     match bytemuck::try_cast_slice_mut::<u8, u16>(out) {
         Ok(dst) if cfg!(target_endian = "little") => {
-            for (o, &x) in dst.iter_mut().zip(src) {
-                *o = convert(x);
-            }
+            crate::simd::dispatch!(map_into(src, dst, convert));
         }
         _ => {
             for (c, &x) in out.chunks_exact_mut(2).zip(src) {
