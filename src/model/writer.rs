@@ -83,6 +83,79 @@ struct Shard {
 /// write never allocates a tensor-sized buffer.
 const WRITE_BUF: usize = 64 * 1024;
 
+/// With `sync`, how many bytes written between early flushes.
+const FLUSH_EVERY: u64 = 32 << 20;
+
+/// Starts writing data to the disk while the merge still runs, so the fsync
+/// before publishing waits only for the last few megabytes instead of the
+/// whole output (on this machine's disk, 574 MB/s, that fsync alone was
+/// 0.3-0.6 s for a 338 MB output). A thread of its own calls `fdatasync`
+/// on the shards whenever [`FLUSH_EVERY`] more bytes have been written;
+/// workers only post a note, never wait. Its first error is kept for
+/// [`Writer::finish`], since the kernel reports a writeback error once.
+struct Flusher {
+    note: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
+    written: std::sync::atomic::AtomicU64,
+}
+
+impl Flusher {
+    fn start(files: Vec<File>) -> Flusher {
+        let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+        let error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let keep = error.clone();
+        let thread = std::thread::Builder::new()
+            .name("smelt-flush".into())
+            .spawn(move || {
+                for () in rx.iter() {
+                    for f in &files {
+                        if let Err(e) = f.sync_data() {
+                            if let Ok(mut slot) = keep.lock() {
+                                slot.get_or_insert(e);
+                            }
+                        }
+                    }
+                }
+            })
+            .ok();
+        Flusher {
+            note: thread.is_some().then_some(tx),
+            thread,
+            error,
+            written: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Count `n` more bytes written; past each [`FLUSH_EVERY`], ask for a
+    /// flush (a note already pending covers this one too).
+    fn wrote(&self, n: u64) {
+        use std::sync::atomic::Ordering;
+        let before = self.written.fetch_add(n, Ordering::Relaxed);
+        if before / FLUSH_EVERY != (before + n) / FLUSH_EVERY {
+            if let Some(tx) = &self.note {
+                let _ = tx.try_send(());
+            }
+        }
+    }
+
+    /// Stop the thread (after its current flush) and hand back its first
+    /// error.
+    fn stop(&mut self) -> Option<std::io::Error> {
+        self.note = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.error.lock().ok().and_then(|mut e| e.take())
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// An output folder being written. Data goes into `OUT.partial-<pid>-<n>`
 /// next to `OUT`; [`Writer::finish`] writes the index and renames it into
 /// place. Dropping an unfinished writer removes the partial folder.
@@ -98,6 +171,8 @@ pub struct Writer {
     /// Set once the partial folder has been renamed (or must otherwise not
     /// be removed on drop).
     published: bool,
+    /// Early writeback, with `sync`.
+    flusher: Option<Flusher>,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> ModelError {
@@ -185,6 +260,7 @@ impl Writer {
             sync: opts.sync,
             inputs: opts.inputs.clone(),
             published: false,
+            flusher: None,
         };
 
         let groups = assign_shards(&sizes, opts.shard_size);
@@ -224,6 +300,11 @@ impl Writer {
             w.shards.push(Shard { name, file });
         }
         w.tensors = tensors;
+        if w.sync {
+            // A shard that cannot be duplicated is simply flushed at the end.
+            let files = w.shards.iter().filter_map(|s| s.file.try_clone().ok());
+            w.flusher = Some(Flusher::start(files.collect()));
+        }
         Ok(w)
     }
     /// The output tensors, in the order given to `create`.
@@ -279,7 +360,11 @@ impl Writer {
         shard
             .file
             .write_all_at(bytes, slot.offset + byte_offset)
-            .map_err(|e| io_err(&self.partial.join(&shard.name), e))
+            .map_err(|e| io_err(&self.partial.join(&shard.name), e))?;
+        if let Some(f) = &self.flusher {
+            f.wrote(bytes.len() as u64);
+        }
+        Ok(())
     }
 
     /// Write elements `[start, start + data.len())` of tensor `index`,
@@ -386,6 +471,9 @@ impl Writer {
     /// renamed into place, then the old one deleted, so at every moment one
     /// complete model sits at the destination or beside it.
     pub fn finish(mut self) -> Result<PathBuf> {
+        if let Some(e) = self.flusher.as_mut().and_then(Flusher::stop) {
+            return Err(io_err(&self.partial, e));
+        }
         if self.sync {
             for s in &self.shards {
                 s.file
