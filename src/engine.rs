@@ -292,8 +292,9 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
             let row_len = job.out.shape.last().copied().unwrap_or(1).max(1);
             let mut kernel = merge::kernel(*method, params, numel, sources.len())?;
             let step = chunk_step(numel, row_len);
-            let mut bufs: Vec<Vec<f32>> = inputs.iter().map(|_| vec![0f32; step]).collect();
-            let mut out = vec![0f32; step];
+            let mut held = Buffers::take(inputs.len() + 1, step);
+            let (out, bufs) = held.0.split_at_mut(1);
+            let out = &mut out[0];
             let in_bytes_per_elem: usize = inputs.iter().map(|(_, t)| t.dtype.size()).sum();
 
             if kernel.wants_sample() {
@@ -367,6 +368,50 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
             }
             pass(true, kernel.as_mut())
         }
+    }
+}
+
+thread_local! {
+    /// Chunk buffers of finished jobs, for the next job on this worker.
+    static BUFFERS: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A job's chunk buffers, borrowed from its worker's pool and returned when
+/// dropped: allocating them afresh for every tensor costs page faults and
+/// zeroing on each.
+struct Buffers(Vec<Vec<f32>>);
+
+impl Buffers {
+    /// `count` buffers of `len` elements each (contents unspecified).
+    fn take(count: usize, len: usize) -> Buffers {
+        let mut got: Vec<Vec<f32>> = BUFFERS
+            .try_with(|p| {
+                let mut p = p.borrow_mut();
+                let keep = p.len().saturating_sub(count);
+                p.split_off(keep)
+            })
+            .unwrap_or_default();
+        got.resize_with(count, Vec::new);
+        for b in &mut got {
+            b.resize(len, 0.0);
+        }
+        Buffers(got)
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        /// Buffers a worker keeps (a few inputs' worth of the largest chunks).
+        const KEEP: usize = 16;
+        let mut mine = std::mem::take(&mut self.0);
+        // Only ordinary chunks are worth keeping; a buffer sized for one
+        // very long row goes back to the allocator.
+        mine.retain(|b| b.capacity() <= 2 * CHUNK_ELEMS);
+        let _ = BUFFERS.try_with(|p| {
+            let mut p = p.borrow_mut();
+            mine.truncate(KEEP.saturating_sub(p.len()));
+            p.append(&mut mine);
+        });
     }
 }
 

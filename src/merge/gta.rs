@@ -440,6 +440,15 @@ impl Gta {
             let Some(m) = chunk.models.get(i) else {
                 continue;
             };
+            if let (Pass::Select, Sparse::Magnitude(t), Some(b)) =
+                (self.pass, &mut st.sparse, chunk.base)
+            {
+                // TIES's selection: the task vector is formed inside the
+                // selector's counting loop.
+                t.observe_diff(m, b, &mut self.tmp);
+                continue;
+            }
+            self.tmp.resize(len, 0.0);
             delta_into(m, chunk.base, &mut self.tmp[..len]);
             match self.pass {
                 Pass::Select => match &mut st.sparse {
@@ -589,13 +598,7 @@ impl Gta {
         let mut bounds = [all; FUSED_MAX];
         for (i, st) in self.models.iter_mut().enumerate() {
             if let Sparse::Magnitude(t) = &mut st.sparse {
-                bounds[i] = if t.ties_pending() {
-                    self.tmp.resize(len, 0.0);
-                    delta_into(chunk.models[i], Some(base), &mut self.tmp[..len]);
-                    t.bounds(len, &self.tmp[..len])
-                } else {
-                    t.bounds(len, &[])
-                };
+                bounds[i] = t.bounds_diff(len, chunk.models[i], base);
             }
         }
         let mut wsum: f32 = self.models.iter().map(|m| m.weight).sum();

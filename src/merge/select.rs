@@ -57,6 +57,9 @@ const WINDOW_MIN_NUMEL: usize = 1 << 20;
 /// bucket has a 256 KiB low-bit table, touched only where entries fall).
 const MAX_BRACKET: u32 = 16;
 
+/// Entries of a bracket table cleared together (see `Bracket::touched`).
+const SEGMENT: usize = 256;
+
 /// Largest sample [`TopK::predict`] looks at.
 pub const SAMPLE_LEN: usize = 1 << 15;
 
@@ -95,7 +98,7 @@ pub struct TopK {
     hist: Vec<u64>,
     /// The counting table: u32, half the cache footprint of u64, which is
     /// what a random-access histogram's speed depends on.
-    count: Vec<u32>,
+    count: Zeroed,
     /// Entries counted into `count` since its last flush.
     since_flush: u64,
     /// Bucket (high 16 bits) holding the cut-off.
@@ -116,9 +119,9 @@ pub struct TopK {
     predict: bool,
     /// First bucket of the window and its low-bit tables (`WINDOW` x 65 536),
     /// once predicted.
-    window: Option<(u32, Vec<u32>)>,
+    window: Option<(u32, Zeroed)>,
     /// The sample's bracket (stage `Bracket`).
-    bracket: Option<Bracket>,
+    bracket: Option<Box<Bracket>>,
 }
 
 /// Buckets `lo .. lo + width` around a predicted cut-off, with a low-bit
@@ -127,8 +130,92 @@ pub struct TopK {
 struct Bracket {
     lo: u32,
     width: u32,
-    tables: Vec<u32>,
+    tables: Zeroed,
+    /// Entries counted into each bucket's table.
+    inside: [u64; MAX_BRACKET as usize],
+    /// One bit per [`SEGMENT`] entries of `tables` counted into, so that
+    /// clearing them touches only those (bf16 task vectors use few of the
+    /// low-bit values).
+    touched: Vec<u64>,
     above: u64,
+}
+
+thread_local! {
+    /// Zeroed count tables returned by finished selectors, for the next
+    /// ones on this thread (see [`Zeroed`]).
+    static POOL: std::cell::RefCell<Vec<Vec<u32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most table entries a thread keeps pooled (16 MiB).
+const POOL_MAX: usize = 4 << 20;
+
+/// A zero-filled count table from a per-thread pool, zeroed again and
+/// pooled when dropped. A merge builds selectors for tensor after tensor;
+/// fresh multi-megabyte tables would be fresh pages, and the page faults
+/// and zeroing cost more than the counting itself.
+#[derive(Debug, Default)]
+struct Zeroed {
+    v: Vec<u32>,
+    /// The owner zeroed what it touched (skip the full clear on drop).
+    cleared: bool,
+}
+
+impl Zeroed {
+    fn new(len: usize) -> Zeroed {
+        let pooled = POOL
+            .try_with(|p| {
+                let mut p = p.borrow_mut();
+                let at = p.iter().position(|t| t.len() == len)?;
+                Some(p.swap_remove(at))
+            })
+            .ok()
+            .flatten();
+        Zeroed {
+            v: pooled.unwrap_or_else(|| vec![0; len]),
+            cleared: false,
+        }
+    }
+}
+
+impl Clone for Zeroed {
+    fn clone(&self) -> Zeroed {
+        let mut z = Zeroed::new(self.v.len());
+        z.v.copy_from_slice(&self.v);
+        z
+    }
+}
+
+impl std::ops::Deref for Zeroed {
+    type Target = [u32];
+    fn deref(&self) -> &[u32] {
+        &self.v
+    }
+}
+
+impl std::ops::DerefMut for Zeroed {
+    fn deref_mut(&mut self) -> &mut [u32] {
+        &mut self.v
+    }
+}
+
+impl Drop for Zeroed {
+    fn drop(&mut self) {
+        if self.v.is_empty() {
+            return;
+        }
+        let mut t = std::mem::take(&mut self.v);
+        let cleared = self.cleared;
+        let _ = POOL.try_with(|p| {
+            let mut p = p.borrow_mut();
+            let held: usize = p.iter().map(Vec::len).sum();
+            if held + t.len() <= POOL_MAX {
+                if !cleared {
+                    t.fill(0);
+                }
+                p.push(t);
+            }
+        });
+    }
 }
 
 /// What [`TopK::bounds`] returns for one chunk: entries before `split` are
@@ -151,6 +238,15 @@ fn mag_bits(x: f32) -> u32 {
 #[inline(always)]
 fn count_equal(v: &[f32], thr: u32) -> u32 {
     v.iter().map(|x| u32::from(mag_bits(*x) == thr)).sum()
+}
+
+/// [`count_equal`] of `a - b`.
+#[inline(always)]
+fn count_equal_diff(a: &[f32], b: &[f32], thr: u32) -> u32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| u32::from(mag_bits(x - y) == thr))
+        .sum()
 }
 
 impl TopK {
@@ -177,7 +273,7 @@ impl TopK {
             k,
             stage: Stage::High,
             hist: Vec::new(),
-            count: Vec::new(),
+            count: Zeroed::default(),
             since_flush: 0,
             cut_hi: 0,
             above_hi: 0,
@@ -233,12 +329,14 @@ impl TopK {
             hi = lo + MAX_BRACKET - 1;
         }
         let width = hi - lo + 1;
-        self.bracket = Some(Bracket {
+        self.bracket = Some(Box::new(Bracket {
             lo,
             width,
-            tables: vec![0; width as usize * BUCKETS],
+            tables: Zeroed::new(width as usize * BUCKETS),
+            inside: [0; MAX_BRACKET as usize],
+            touched: vec![0; (width as usize * BUCKETS / SEGMENT).div_ceil(64)],
             above: 0,
-        });
+        }));
         self.stage = Stage::Bracket;
     }
 
@@ -251,7 +349,7 @@ impl TopK {
         if self.k == 0 || self.k >= self.numel {
             self.stage = Stage::Done;
             self.hist = Vec::new();
-            self.count = Vec::new();
+            self.count = Zeroed::default();
             self.above = self.k as u64;
             self.tied = 0;
             self.keep_ties = 0;
@@ -277,11 +375,11 @@ impl TopK {
             return;
         }
         if let (Stage::Bracket, Some(br)) = (self.stage, &mut self.bracket) {
-            br.observe(values);
+            br.observe(values, None);
             return;
         }
         if self.count.is_empty() {
-            self.count = vec![0; BUCKETS];
+            self.count = Zeroed::new(BUCKETS);
         }
         if self.since_flush + values.len() as u64 > u64::from(u32::MAX) {
             self.flush();
@@ -311,7 +409,7 @@ impl TopK {
                             // The first chunk predicts the window; count its
                             // own entries into it too.
                             let lo = self.predict_bucket(values.len());
-                            let mut tables = vec![0u32; WINDOW as usize * BUCKETS];
+                            let mut tables = Zeroed::new(WINDOW as usize * BUCKETS);
                             for &v in values {
                                 let b = mag_bits(v);
                                 let w = (b >> 16).wrapping_sub(lo);
@@ -335,6 +433,20 @@ impl TopK {
                 }
             }
         }
+    }
+
+    /// [`TopK::observe`] of `a - b` (a model's task vector from its chunk
+    /// and the base's), without writing the difference out when the pass
+    /// is a bracketed one; `tmp` holds it otherwise.
+    pub fn observe_diff(&mut self, a: &[f32], b: &[f32], tmp: &mut Vec<f32>) {
+        if let (Stage::Bracket, Some(br)) = (self.stage, &mut self.bracket) {
+            br.observe(a, Some(b));
+            return;
+        }
+        let len = a.len().min(b.len());
+        tmp.resize(len, 0.0);
+        super::util::delta_into(&a[..len], Some(&b[..len]), tmp);
+        self.observe(tmp);
     }
 
     /// Move `count` into `hist`.
@@ -365,7 +477,7 @@ impl TopK {
                 let mut acc = br.above;
                 for w in (0..br.width as usize).rev() {
                     let table = &br.tables[w * BUCKETS..(w + 1) * BUCKETS];
-                    let here: u64 = table.iter().map(|&c| u64::from(c)).sum();
+                    let here = br.inside[w];
                     if acc < k && acc + here >= k {
                         self.cut_hi = br.lo + w as u32;
                         self.above_hi = acc;
@@ -436,7 +548,7 @@ impl TopK {
         self.tied = low[lo];
         self.keep_ties = k - acc;
         self.hist = Vec::new();
-        self.count = Vec::new();
+        self.count = Zeroed::default();
         self.stage = Stage::Done;
     }
 
@@ -513,24 +625,37 @@ impl TopK {
     /// the masking loops branch-free, so they vectorise even on bf16 task
     /// vectors where many entries tie.
     fn split(&mut self, values: &[f32]) -> usize {
+        self.split_of(values, None)
+    }
+
+    /// [`TopK::split`] of `values - minus` when `minus` is given (formed
+    /// on the way, never written out).
+    fn split_of(&mut self, values: &[f32], minus: Option<&[f32]>) -> usize {
         const BLOCK: usize = 1024;
         let thr = self.thr;
-        let count = |v: &[f32]| -> u64 { u64::from(crate::simd::dispatch!(count_equal(v, thr))) };
         if self.ties_seen >= self.keep_ties {
             return 0;
         }
-        let mut split = values.len();
+        let len = values.len().min(minus.map_or(usize::MAX, <[f32]>::len));
+        let value = |j: usize| minus.map_or(values[j], |b| values[j] - b[j]);
+        let mut split = len;
         let mut seen = self.ties_seen;
-        for (bi, block) in values.chunks(BLOCK).enumerate() {
-            let c = count(block);
-            if split == values.len() && seen + c > self.keep_ties {
+        let mut at = 0;
+        while at < len {
+            let end = (at + BLOCK).min(len);
+            let block = &values[at..end];
+            let c = u64::from(match minus {
+                Some(b) => crate::simd::dispatch!(count_equal_diff(block, &b[at..end], thr)),
+                None => crate::simd::dispatch!(count_equal(block, thr)),
+            });
+            if split == len && seen + c > self.keep_ties {
                 // The boundary is in this block: find the first tie that is
                 // not kept.
                 let mut s = seen;
-                for (j, x) in block.iter().enumerate() {
-                    if mag_bits(*x) == thr {
+                for j in at..end {
+                    if mag_bits(value(j)) == thr {
                         if s == self.keep_ties {
-                            split = bi * BLOCK + j;
+                            split = j;
                             break;
                         }
                         s += 1;
@@ -538,6 +663,7 @@ impl TopK {
                 }
             }
             seen += c;
+            at = end;
         }
         self.ties_seen = seen;
         split
@@ -553,6 +679,16 @@ impl TopK {
     /// callers that mask in their own loops. `values` are the chunk's
     /// values; they are read only while [`TopK::ties_pending`].
     pub fn bounds(&mut self, len: usize, values: &[f32]) -> Bounds {
+        self.bounds_of(len, values, None)
+    }
+
+    /// [`TopK::bounds`] for the chunk `values - minus` (a model's task
+    /// vector from its chunk and the base's), formed on the way.
+    pub fn bounds_diff(&mut self, len: usize, values: &[f32], minus: &[f32]) -> Bounds {
+        self.bounds_of(len, values, Some(minus))
+    }
+
+    fn bounds_of(&mut self, len: usize, values: &[f32], minus: Option<&[f32]>) -> Bounds {
         if self.all() {
             return Bounds {
                 split: len,
@@ -568,7 +704,8 @@ impl TopK {
             };
         }
         let split = if self.ties_pending() {
-            self.split(&values[..len.min(values.len())])
+            let n = len.min(values.len());
+            self.split_of(&values[..n], minus.map(|b| &b[..n.min(b.len())]))
         } else {
             0
         };
@@ -625,22 +762,47 @@ impl TopK {
     }
 }
 
+impl Drop for Bracket {
+    /// Clear only the tables that were counted into (most of a wide
+    /// bracket's tables stay untouched).
+    fn drop(&mut self) {
+        for (wi, &word) in self.touched.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let seg = wi * 64 + bits.trailing_zeros() as usize;
+                if let Some(t) = self.tables.get_mut(seg * SEGMENT..(seg + 1) * SEGMENT) {
+                    t.fill(0);
+                }
+                bits &= bits - 1;
+            }
+        }
+        self.tables.cleared = true;
+    }
+}
+
 impl Bracket {
     /// Count a chunk: entries above the bracket are only counted, entries
     /// inside it go to their bucket's low-bit table. Each block is first
     /// compacted, branch-free, into the keys that fall inside (a store per
     /// entry to consecutive addresses, which never waits on another), and
-    /// only those few are scattered into the tables.
-    fn observe(&mut self, values: &[f32]) {
+    /// only those few are scattered into the tables. With `minus`, the
+    /// values are `values - minus` (a task vector from model and base),
+    /// formed on the way.
+    fn observe(&mut self, values: &[f32], minus: Option<&[f32]>) {
         const BLOCK: usize = 4096;
         let mut keys = [0u32; BLOCK];
-        for block in values.chunks(BLOCK) {
-            let (m, above) = compact_any(block, self.lo, self.width, &mut keys);
+        for (bi, block) in values.chunks(BLOCK).enumerate() {
+            let sub = minus.map(|b| &b[bi * BLOCK..(bi * BLOCK + block.len()).min(b.len())]);
+            let (m, above) = compact_any(block, sub, self.lo, self.width, &mut keys);
             self.above += above;
             for &b in &keys[..m] {
                 let w = (b >> 16).wrapping_sub(self.lo) as usize;
-                if let Some(c) = self.tables.get_mut(w * BUCKETS + (b & 0xffff) as usize) {
+                let at = w * BUCKETS + (b & 0xffff) as usize;
+                if let Some(c) = self.tables.get_mut(at) {
                     *c += 1;
+                    self.inside[w] += 1;
+                    let seg = at / SEGMENT;
+                    self.touched[seg / 64] |= 1 << (seg % 64);
                 }
             }
         }
@@ -649,22 +811,37 @@ impl Bracket {
 
 /// [`compact`] with AVX-512's compress instruction when the CPU has it (16
 /// entries per step instead of one), the portable loop otherwise.
-fn compact_any(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usize, u64) {
+fn compact_any(
+    values: &[f32],
+    minus: Option<&[f32]>,
+    lo: u32,
+    width: u32,
+    keys: &mut [u32],
+) -> (usize, u64) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, the only feature the function uses.
-        return unsafe { compact_avx512(values, lo, width, keys) };
+        return unsafe { compact_avx512(values, minus, lo, width, keys) };
     }
-    compact(values, lo, width, keys)
+    compact(values, minus, lo, width, keys)
 }
 
-/// [`compact`], 16 lanes at a time. Same results: the compressed store
-/// keeps the lanes' order.
+/// [`compact`], 16 lanes at a time. Same results: the subtraction is the
+/// same IEEE operation and the compressed store keeps the lanes' order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn compact_avx512(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usize, u64) {
+fn compact_avx512(
+    values: &[f32],
+    minus: Option<&[f32]>,
+    lo: u32,
+    width: u32,
+    keys: &mut [u32],
+) -> (usize, u64) {
     use std::arch::x86_64::*;
-    let n = values.len().min(keys.len());
+    let n = values
+        .len()
+        .min(keys.len())
+        .min(minus.map_or(usize::MAX, <[f32]>::len));
     let (values, keys) = (&values[..n], &mut keys[..n]);
     let abs = _mm512_set1_epi32(0x7fff_ffff);
     let vlo = _mm512_set1_epi32(lo as i32);
@@ -674,12 +851,15 @@ fn compact_avx512(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usi
     let mut above = 0u64;
     let mut i = 0;
     while i + 16 <= n {
-        // SAFETY: lanes i..i+16 are inside `values`; the compressed store
-        // writes at most as many keys as lanes, at `m <= i`, so inside
-        // `keys` (which is as long as `values`).
+        // SAFETY: lanes i..i+16 are inside `values` and `minus` (both at
+        // least `n` long); the compressed store writes 16 lanes at `m`,
+        // and `m <= i`, `i + 16 <= n = keys.len()`, so inside `keys`.
         unsafe {
-            let v = _mm512_loadu_si512(values.as_ptr().add(i).cast());
-            let b = _mm512_and_si512(v, abs);
+            let mut v = _mm512_loadu_ps(values.as_ptr().add(i));
+            if let Some(b) = minus {
+                v = _mm512_sub_ps(v, _mm512_loadu_ps(b.as_ptr().add(i)));
+            }
+            let b = _mm512_and_si512(_mm512_castps_si512(v), abs);
             let h = _mm512_srli_epi32::<16>(b);
             let inside = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(h, vlo), vwidth);
             let high = _mm512_cmpge_epu32_mask(h, vtop);
@@ -690,23 +870,34 @@ fn compact_avx512(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usi
         }
         i += 16;
     }
-    // The stores above may write up to 16 lanes past `m`; they stay inside
-    // `keys` only while `m + 16 <= n`, which holds because `m <= i` and
-    // `i + 16 <= n` at every store.
-    let (rest_m, rest_above) = compact(&values[i..], lo, width, &mut keys[m..]);
+    let rest = minus.map(|b| &b[i..n]);
+    let (rest_m, rest_above) = compact(&values[i..], rest, lo, width, &mut keys[m..]);
     (m + rest_m, above + rest_above)
 }
 
-/// Write the magnitude bits of the entries of `values` whose bucket lies in
-/// `lo .. lo + width` to the front of `keys`; return how many, and how many
-/// entries lie above the bracket.
+/// Write the magnitude bits of the entries of `values` (minus `minus`,
+/// when given) whose bucket lies in `lo .. lo + width` to the front of
+/// `keys`; return how many, and how many entries lie above the bracket.
 #[inline(always)]
-fn compact(values: &[f32], lo: u32, width: u32, keys: &mut [u32]) -> (usize, u64) {
+fn compact(
+    values: &[f32],
+    minus: Option<&[f32]>,
+    lo: u32,
+    width: u32,
+    keys: &mut [u32],
+) -> (usize, u64) {
     let top = lo + width;
     let mut m = 0usize;
     let mut above = 0u32;
-    let n = values.len().min(keys.len());
-    for &v in &values[..n] {
+    let n = values
+        .len()
+        .min(keys.len())
+        .min(minus.map_or(usize::MAX, <[f32]>::len));
+    for (j, &v) in values[..n].iter().enumerate() {
+        let v = match minus {
+            Some(b) => v - b[j],
+            None => v,
+        };
         let b = mag_bits(v);
         let h = b >> 16;
         above += u32::from(h >= top);
@@ -940,8 +1131,8 @@ mod tests {
             let (lo, width) = ((0x3c20_0000u32 >> 16), 9);
             let mut a = vec![0u32; len];
             let mut b = vec![0u32; len];
-            let (ma, ha) = compact(&values, lo, width, &mut a);
-            let (mb, hb) = compact_any(&values, lo, width, &mut b);
+            let (ma, ha) = compact(&values, None, lo, width, &mut a);
+            let (mb, hb) = compact_any(&values, None, lo, width, &mut b);
             assert_eq!((ma, ha), (mb, hb), "len {len}");
             assert_eq!(a[..ma], b[..mb], "len {len}");
             let inside = values
@@ -949,6 +1140,17 @@ mod tests {
                 .filter(|v| (mag_bits(**v) >> 16).wrapping_sub(lo) < width)
                 .count();
             assert_eq!(ma, inside);
+            // Formed from a model and a base on the way: the same keys.
+            let base: Vec<f32> = values.iter().map(|v| v * 0.25).collect();
+            let model: Vec<f32> = values.iter().zip(&base).map(|(v, b)| v + b).collect();
+            let diff: Vec<f32> = model.iter().zip(&base).map(|(m, b)| m - b).collect();
+            let (md, hd) = compact(&diff, None, lo, width, &mut a);
+            let (mc, hc) = compact(&model, Some(&base), lo, width, &mut b);
+            assert_eq!((md, hd), (mc, hc), "len {len}");
+            assert_eq!(a[..md], b[..mc], "len {len}");
+            let (mw, hw) = compact_any(&model, Some(&base), lo, width, &mut b);
+            assert_eq!((md, hd), (mw, hw), "len {len}");
+            assert_eq!(a[..md], b[..mw], "len {len}");
         }
     }
 }
