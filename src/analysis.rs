@@ -385,29 +385,36 @@ impl TensorDeltas {
         let mut st = Stats::new(n);
         st.params = numel as u64;
         st.dots.clone_from(&self.dots);
-        let mut cuts = Vec::with_capacity(n);
-        for i in 0..n {
-            check(cancel)?;
-            let density = trim.density.get(i).copied().unwrap_or(1.0);
-            let k = keep_count(density, numel);
-            let known = self.last_cuts.lock().ok().and_then(|l| match l.get(i) {
-                Some(Some((kk, c))) if *kk == k => Some(c.clone()),
-                _ => None,
-            });
-            let c = match known {
-                Some(c) => c,
-                None => {
-                    let c = self.cut(i, k);
-                    // A poisoned lock only costs the cache.
-                    if let Ok(mut l) = self.last_cuts.lock() {
-                        if let Some(slot) = l.get_mut(i) {
-                            *slot = Some((k, c.clone()));
-                        }
-                    }
-                    c
+        let ks: Vec<usize> = (0..n)
+            .map(|i| keep_count(trim.density.get(i).copied().unwrap_or(1.0), numel))
+            .collect();
+        let mut cuts: Vec<Option<Cut>> = ks
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| {
+                self.last_cuts.lock().ok().and_then(|l| match l.get(i) {
+                    Some(Some((kk, c))) if *kk == k => Some(c.clone()),
+                    _ => None,
+                })
+            })
+            .collect();
+        check(cancel)?;
+        let wanted: Vec<(usize, usize)> = (0..n)
+            .filter(|&i| cuts[i].is_none())
+            .map(|i| (i, ks[i]))
+            .collect();
+        for (i, c) in self.cuts(&wanted) {
+            // A poisoned lock only costs the cache.
+            if let Ok(mut l) = self.last_cuts.lock() {
+                if let Some(slot) = l.get_mut(i) {
+                    *slot = Some((ks[i], c.clone()));
                 }
-            };
-            cuts.push(c);
+            }
+            cuts[i] = Some(c);
+        }
+        let cuts: Vec<Cut> = cuts.into_iter().flatten().collect();
+        if cuts.len() != n {
+            return Err(AnalysisError::Other("a trim was not computed".into()));
         }
         for (i, c) in cuts.iter().enumerate() {
             st.kept[i] = c.k;
@@ -443,93 +450,224 @@ impl TensorDeltas {
         Ok(st)
     }
 
-    /// Model `i`'s exact top-`k` cut (the rule of [`TopK`]).
-    fn cut(&self, i: usize, k: usize) -> Cut {
+    /// The exact top-`k` cuts (the rule of [`TopK`]) of the models named
+    /// in `wanted` (`(model, k)` pairs). The scans for the cut-off buckets'
+    /// members of every model run as one parallel sweep.
+    fn cuts(&self, wanted: &[(usize, usize)]) -> Vec<(usize, Cut)> {
         use rayon::prelude::*;
         let numel = self.numel;
-        let (d, hist, energy) = (&self.deltas[i], &self.hist[i], &self.energy[i]);
-        if k >= numel {
-            // Everything passes `|d| >= 0`.
-            return Cut {
-                thr: 0,
-                split: numel,
-                k: numel as u64,
-                tied: 0,
-                energy: energy.iter().sum(),
-            };
-        }
-        if k == 0 {
-            // Nothing passes `|d| > 0x8000_0000` (magnitudes are below).
-            return Cut {
-                thr: 0x8000_0000,
-                split: 0,
-                k: 0,
-                tied: 0,
-                energy: 0.0,
-            };
-        }
-        let k64 = k as u64;
-        let mut above_hi = 0u64;
-        let mut cut = 0u32;
-        for b in (0..BUCKETS).rev() {
-            if above_hi + hist[b] >= k64 {
-                cut = b as u32;
-                break;
+        let mut done = Vec::with_capacity(wanted.len());
+        // (model, k, cut-off bucket, entries above it, energy above it)
+        let mut scans: Vec<(usize, u64, u32, u64, f64)> = Vec::new();
+        for &(i, k) in wanted {
+            let (hist, energy) = (&self.hist[i], &self.energy[i]);
+            if k >= numel {
+                // Everything passes `|d| >= 0`.
+                done.push((
+                    i,
+                    Cut {
+                        thr: 0,
+                        split: numel,
+                        k: numel as u64,
+                        tied: 0,
+                        energy: energy.iter().sum(),
+                    },
+                ));
+                continue;
             }
-            above_hi += hist[b];
+            if k == 0 {
+                // Nothing passes `|d| > 0x8000_0000` (magnitudes are below).
+                done.push((
+                    i,
+                    Cut {
+                        thr: 0x8000_0000,
+                        split: 0,
+                        k: 0,
+                        tied: 0,
+                        energy: 0.0,
+                    },
+                ));
+                continue;
+            }
+            let k64 = k as u64;
+            let mut above_hi = 0u64;
+            let mut cut = 0u32;
+            for b in (0..BUCKETS).rev() {
+                if above_hi + hist[b] >= k64 {
+                    cut = b as u32;
+                    break;
+                }
+                above_hi += hist[b];
+            }
+            let kept_energy: f64 = energy[cut as usize + 1..].iter().sum();
+            scans.push((i, k64, cut, above_hi, kept_energy));
         }
-        let mut kept_energy: f64 = energy[cut as usize + 1..].iter().sum();
-        // Flat indices and magnitudes of the entries in the cut-off bucket,
-        // in order: a few percent of the tensor unless the data is
+        // Flat indices and magnitudes of the entries in each cut-off
+        // bucket, in order: a few percent of the tensor unless the data is
         // degenerate (at most two words per entry either way, and only
         // while this call runs).
-        let found: Vec<(Vec<u32>, Vec<u32>)> = d
-            .par_chunks(SCAN)
-            .map(|c| crate::simd::dispatch!(bucket_members(c, cut)))
+        let pieces = numel.div_ceil(SCAN);
+        let found: Vec<(Vec<u32>, Vec<u32>)> = (0..scans.len() * pieces)
+            .into_par_iter()
+            .map(|t| {
+                let (i, _, cut, _, _) = scans[t / pieces];
+                let p = t % pieces;
+                let c = &self.deltas[i][p * SCAN..((p + 1) * SCAN).min(numel)];
+                let sparse = self.hist[i][cut as usize] * 64 < numel as u64;
+                members(c, cut, sparse)
+            })
             .collect();
-        let mut low = vec![0u64; BUCKETS];
-        for (_, mags) in &found {
-            for &m in mags {
-                low[(m & 0xffff) as usize] += 1;
-            }
-        }
-        let mut above = above_hi;
-        let mut lo = 0usize;
-        for b in (0..BUCKETS).rev() {
-            if above + low[b] >= k64 {
-                lo = b;
-                break;
-            }
-            above += low[b];
-        }
-        let thr = (cut << 16) | lo as u32;
-        let keep_ties = k64 - above;
-        // The first tie that is not kept, and the energy of what is kept
-        // inside the cut-off bucket.
-        let mut split = numel;
-        let mut seen = 0u64;
-        for (ci, (idx, mags)) in found.iter().enumerate() {
-            for (&j, &m) in idx.iter().zip(mags) {
-                if m > thr || (m == thr && seen < keep_ties) {
-                    let x = f64::from(f32::from_bits(m));
-                    kept_energy += x * x;
+        for (si, &(i, k64, cut, above_hi, mut kept_energy)) in scans.iter().enumerate() {
+            let found = &found[si * pieces..(si + 1) * pieces];
+            let low = found
+                .par_iter()
+                .fold(
+                    || vec![0u64; BUCKETS],
+                    |mut h, (_, mags)| {
+                        for &m in mags {
+                            h[(m & 0xffff) as usize] += 1;
+                        }
+                        h
+                    },
+                )
+                .reduce(
+                    || vec![0u64; BUCKETS],
+                    |mut a, b| {
+                        add(&mut a, &b);
+                        a
+                    },
+                );
+            let mut above = above_hi;
+            let mut lo = 0usize;
+            for b in (0..BUCKETS).rev() {
+                if above + low[b] >= k64 {
+                    lo = b;
+                    break;
                 }
-                if m == thr {
-                    if seen == keep_ties && split == numel {
+                above += low[b];
+            }
+            let thr = (cut << 16) | lo as u32;
+            let keep_ties = k64 - above;
+            // Per piece: ties, and the energy of the members above the
+            // cut-off. Every tie has the cut-off's magnitude, so the kept
+            // ties' energy is `keep_ties * thr^2`.
+            let per: Vec<(u64, f64)> = found
+                .par_iter()
+                .map(|(_, mags)| {
+                    let (mut ties, mut e) = (0u64, 0f64);
+                    for &m in mags {
+                        ties += u64::from(m == thr);
+                        let x = f64::from(f32::from_bits(m));
+                        e += if m > thr { x * x } else { 0.0 };
+                    }
+                    (ties, e)
+                })
+                .collect();
+            let t = f64::from(f32::from_bits(thr));
+            kept_energy += per.iter().map(|p| p.1).sum::<f64>() + keep_ties as f64 * t * t;
+            // The first tie that is not kept: in the piece where the count
+            // of ties passes `keep_ties`.
+            let mut split = numel;
+            let mut seen = 0u64;
+            for (ci, ((idx, mags), &(ties, _))) in found.iter().zip(&per).enumerate() {
+                if seen + ties > keep_ties {
+                    let nth = (keep_ties - seen) as usize;
+                    let hit = idx.iter().zip(mags).filter(|(_, &m)| m == thr).nth(nth);
+                    if let Some((&j, _)) = hit {
                         split = ci * SCAN + j as usize;
                     }
-                    seen += 1;
+                    break;
                 }
+                seen += ties;
             }
+            done.push((
+                i,
+                Cut {
+                    thr,
+                    split,
+                    k: k64,
+                    tied: low[lo],
+                    energy: kept_energy,
+                },
+            ));
         }
-        Cut {
-            thr,
-            split,
-            k: k64,
-            tied: low[lo],
-            energy: kept_energy,
+        done
+    }
+}
+
+/// [`bucket_members`], with AVX-512's compress instruction when the CPU
+/// has it (16 entries a step, no branch per member), else the portable
+/// loop compiled for the widest vectors there are.
+///
+/// `sparse` says members are rare (under 1 in 64): groups of 16 without
+/// one are then skipped, a branch that is almost always predicted; with
+/// more members that branch would mispredict often, and every group is
+/// stored instead.
+fn members(c: &[f32], cut: u32, sparse: bool) -> (Vec<u32>, Vec<u32>) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, the only feature the function uses.
+        return unsafe { members_avx512(c, cut, sparse) };
+    }
+    let _ = sparse;
+    crate::simd::dispatch!(bucket_members(c, cut))
+}
+
+/// [`bucket_members`], 16 lanes at a time; the compressed stores keep the
+/// lanes' order, so the result is the same.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn members_avx512(c: &[f32], cut: u32, sparse: bool) -> (Vec<u32>, Vec<u32>) {
+    use std::arch::x86_64::*;
+    const STEP: usize = 4096;
+    let (mut idx, mut mags) = (Vec::new(), Vec::new());
+    let mut ibuf = [0u32; STEP + 16];
+    let mut mbuf = [0u32; STEP + 16];
+    let abs = _mm512_set1_epi32(0x7fff_ffff);
+    let vcut = _mm512_set1_epi32(cut as i32);
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let whole = c.len() - c.len() % 16;
+    let mut at = 0;
+    while at < whole {
+        let end = (at + STEP).min(whole);
+        let mut m = 0usize;
+        let mut i = at;
+        while i < end {
+            // SAFETY: `i + 16 <= whole <= c.len()`; the stores write 16
+            // lanes at `m <= i - at < STEP`, inside the STEP + 16 buffers.
+            unsafe {
+                let v = _mm512_loadu_si512(c.as_ptr().add(i).cast());
+                let b = _mm512_and_si512(v, abs);
+                let hit = _mm512_cmpeq_epi32_mask(_mm512_srli_epi32::<16>(b), vcut);
+                if hit == 0 && sparse {
+                    i += 16;
+                    continue;
+                }
+                let ix = _mm512_add_epi32(lanes, _mm512_set1_epi32(i as i32));
+                _mm512_storeu_si512(
+                    ibuf.as_mut_ptr().add(m).cast(),
+                    _mm512_maskz_compress_epi32(hit, ix),
+                );
+                _mm512_storeu_si512(
+                    mbuf.as_mut_ptr().add(m).cast(),
+                    _mm512_maskz_compress_epi32(hit, b),
+                );
+                m += hit.count_ones() as usize;
+            }
+            i += 16;
+        }
+        idx.extend_from_slice(&ibuf[..m]);
+        mags.extend_from_slice(&mbuf[..m]);
+        at = end;
+    }
+    for (j, &x) in c.iter().enumerate().skip(whole) {
+        let b = mag_bits(x);
+        if b >> 16 == cut {
+            idx.push(j as u32);
+            mags.push(b);
         }
     }
+    (idx, mags)
 }
 
 /// Entries of `c` whose `|x|` lies in high-16-bit bucket `cut`: their
@@ -1077,6 +1215,32 @@ mod tests {
     }
 
     /// Counts equal exactly; sums equal up to summation order.
+    /// The member scans (compressing, skipping or not, and the portable
+    /// loop) list the same entries in the same order.
+    #[test]
+    fn member_scans_agree() {
+        let mut s = 9u64;
+        for len in [0usize, 5, 16, 33, 4096, 10_007] {
+            for spread in [3u32, 40] {
+                let c: Vec<f32> = (0..len)
+                    .map(|_| {
+                        s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        let bucket = 0x3c00 + ((s >> 40) as u32 % spread);
+                        let v = f32::from_bits((bucket << 16) | ((s >> 20) as u32 & 0xffff));
+                        if s >> 63 == 1 {
+                            -v
+                        } else {
+                            v
+                        }
+                    })
+                    .collect();
+                let want = super::bucket_members(&c, 0x3c01);
+                assert_eq!(super::members(&c, 0x3c01, true), want, "len {len}");
+                assert_eq!(super::members(&c, 0x3c01, false), want, "len {len}");
+            }
+        }
+    }
+
     fn assert_same(fast: &Stats, slow: &Stats, what: &str) {
         assert_eq!(fast.params, slow.params, "{what}");
         assert_eq!(fast.agree, slow.agree, "{what}");
