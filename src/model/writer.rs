@@ -84,7 +84,7 @@ struct Shard {
 const WRITE_BUF: usize = 64 * 1024;
 
 /// With `sync`, how many bytes written between early flushes.
-const FLUSH_EVERY: u64 = 32 << 20;
+const FLUSH_EVERY: u64 = 8 << 20;
 
 /// Starts writing data to the disk while the merge still runs, so the fsync
 /// before publishing waits only for the last few megabytes instead of the
