@@ -9,7 +9,7 @@
 //! threads and models, not on model or tensor size.
 
 use crate::merge::{self, Chunk};
-use crate::model::{Model, Writer, WriterOptions};
+use crate::model::{Dtype, Model, Writer, WriterOptions};
 use crate::plan::{Job, JobKind, Plan};
 use crossbeam_channel::Sender;
 use std::path::{Path, PathBuf};
@@ -323,12 +323,46 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                     });
                 }
             }
+            // Every input bf16 and a kernel that converts on the fly: hand it
+            // the bit patterns (read into the same buffers).
+            let all_bf16 = cfg!(target_endian = "little")
+                && inputs.iter().all(|(_, t)| t.dtype == Dtype::BF16);
             let mut pass = |apply: bool, kernel: &mut dyn merge::Kernel| -> Result<()> {
+                let raw = all_bf16 && kernel.takes_bf16();
                 let mut start = 0;
                 while start < numel {
                     state.check()?;
                     let end = (start + step).min(numel);
                     let len = end - start;
+                    if raw {
+                        let mut halves: Vec<&mut [u16]> = Vec::with_capacity(bufs.len());
+                        for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
+                            let h = &mut bytemuck::cast_slice_mut::<f32, u16>(&mut b[..])[..len];
+                            m.read_raw(t, start * 2, bytemuck::cast_slice_mut(&mut h[..]))?;
+                            halves.push(h);
+                        }
+                        let skip = usize::from(has_base);
+                        let slices: Vec<&[u16]> =
+                            halves.iter().skip(skip).map(|h| &h[..]).collect();
+                        let chunk = Chunk {
+                            start,
+                            numel,
+                            row_len,
+                            base: halves.first().filter(|_| has_base).map(|h| &h[..]),
+                            models: &slices,
+                        };
+                        if apply {
+                            kernel.apply_bf16(&chunk, &mut out[..len]);
+                            writer.write_f32(index, start, &out[..len])?;
+                        } else {
+                            kernel.observe_bf16(&chunk);
+                        }
+                        state
+                            .bytes_done
+                            .fetch_add((len * in_bytes_per_elem) as u64, Ordering::Relaxed);
+                        start = end;
+                        continue;
+                    }
                     for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
                         m.read_f32(t, start, &mut b[..len])?;
                     }

@@ -29,7 +29,7 @@
 use super::rng::Stream;
 use super::select::{keep_count, Bounds, TopK};
 use super::util::{delta_into, l1, Params};
-use super::{Chunk, Kernel, MergeError, Method};
+use super::{Chunk, Kernel, Lane, MergeError, Method};
 
 /// How one model's task vector is sparsified.
 enum Sparse {
@@ -333,6 +333,40 @@ impl Kernel for Gta {
     fn wants_pass(&self) -> bool {
         self.selecting() || (self.need_l1 && !self.l1_done)
     }
+    fn takes_bf16(&self) -> bool {
+        self.fused && self.fusable() && !self.need_l1
+    }
+    fn observe_bf16(&mut self, chunk: &Chunk<u16>) {
+        let len = chunk.len();
+        for (st, m) in self.models.iter_mut().zip(chunk.models) {
+            if let (Sparse::Magnitude(t), Some(b)) = (&mut st.sparse, chunk.base) {
+                t.observe_diff(&m[..len], &b[..len], &mut self.tmp);
+            }
+        }
+    }
+    fn apply_bf16(&mut self, chunk: &Chunk<u16>, out: &mut [f32]) {
+        let mut start = 0;
+        for_blocks(chunk, BLOCK, |c| {
+            let len = c.len();
+            if !self.apply_fused(c, &mut out[start..start + len]) {
+                // Not fusable after all (no base): convert, then the
+                // general path.
+                let f = |v: &[u16]| -> Vec<f32> { v.iter().map(|h| h.f32()).collect() };
+                let base = c.base.map(f);
+                let models: Vec<Vec<f32>> = c.models.iter().map(|m| f(m)).collect();
+                let refs: Vec<&[f32]> = models.iter().map(Vec::as_slice).collect();
+                let conv = Chunk {
+                    start: c.start,
+                    numel: c.numel,
+                    row_len: c.row_len,
+                    base: base.as_deref(),
+                    models: &refs,
+                };
+                self.apply_block(&conv, &mut out[start..start + len]);
+            }
+            start += len;
+        });
+    }
     fn wants_sample(&self) -> bool {
         self.models.iter().any(|m| match &m.sparse {
             Sparse::Magnitude(t) => t.wants_sample(),
@@ -574,19 +608,23 @@ impl Gta {
     /// block-sized buffers. Same operations in the same order as the
     /// general path below, so the same bits. Returns false (nothing done)
     /// when the chunk does not qualify.
-    fn apply_fused(&mut self, chunk: &Chunk, out: &mut [f32]) -> bool {
+    /// Whether [`Gta::apply_fused`] can take this method's chunks.
+    fn fusable(&self) -> bool {
+        let n = self.models.len();
+        n > 0
+            && n <= FUSED_MAX
+            && self
+                .models
+                .iter()
+                .all(|m| matches!(m.sparse, Sparse::Keep | Sparse::Magnitude(_)))
+    }
+
+    fn apply_fused<E: Lane>(&mut self, chunk: &Chunk<E>, out: &mut [f32]) -> bool {
         let n = self.models.len();
         let Some(base) = chunk.base else {
             return false;
         };
-        if n == 0
-            || n > FUSED_MAX
-            || chunk.models.len() < n
-            || !self
-                .models
-                .iter()
-                .all(|m| matches!(m.sparse, Sparse::Keep | Sparse::Magnitude(_)))
-        {
+        if !self.fusable() || chunk.models.len() < n {
             return false;
         }
         let len = out.len();
@@ -637,7 +675,7 @@ impl Gta {
             for (t, b) in th.iter_mut().zip(&bounds[..n]) {
                 *t = if a < b.split { b.before } else { b.after };
             }
-            let models: [&[f32]; FUSED_MAX] =
+            let models: [&[E]; FUSED_MAX] =
                 std::array::from_fn(|i| chunk.models.get(i).map_or(&[][..], |m| &m[a..z]));
             let args = Fused {
                 models: &models[..n],
@@ -649,22 +687,22 @@ impl Gta {
             };
             let out = &mut out[a..z];
             match (n, self.consensus) {
-                (1, true) => combine::<1, true>(&args, out),
-                (2, true) => combine::<2, true>(&args, out),
-                (3, true) => combine::<3, true>(&args, out),
-                (4, true) => combine::<4, true>(&args, out),
-                (5, true) => combine::<5, true>(&args, out),
-                (6, true) => combine::<6, true>(&args, out),
-                (7, true) => combine::<7, true>(&args, out),
-                (_, true) => combine::<8, true>(&args, out),
-                (1, false) => combine::<1, false>(&args, out),
-                (2, false) => combine::<2, false>(&args, out),
-                (3, false) => combine::<3, false>(&args, out),
-                (4, false) => combine::<4, false>(&args, out),
-                (5, false) => combine::<5, false>(&args, out),
-                (6, false) => combine::<6, false>(&args, out),
-                (7, false) => combine::<7, false>(&args, out),
-                (_, false) => combine::<8, false>(&args, out),
+                (1, true) => combine::<1, true, E>(&args, out),
+                (2, true) => combine::<2, true, E>(&args, out),
+                (3, true) => combine::<3, true, E>(&args, out),
+                (4, true) => combine::<4, true, E>(&args, out),
+                (5, true) => combine::<5, true, E>(&args, out),
+                (6, true) => combine::<6, true, E>(&args, out),
+                (7, true) => combine::<7, true, E>(&args, out),
+                (_, true) => combine::<8, true, E>(&args, out),
+                (1, false) => combine::<1, false, E>(&args, out),
+                (2, false) => combine::<2, false, E>(&args, out),
+                (3, false) => combine::<3, false, E>(&args, out),
+                (4, false) => combine::<4, false, E>(&args, out),
+                (5, false) => combine::<5, false, E>(&args, out),
+                (6, false) => combine::<6, false, E>(&args, out),
+                (7, false) => combine::<7, false, E>(&args, out),
+                (_, false) => combine::<8, false, E>(&args, out),
             }
         }
         true
@@ -674,9 +712,9 @@ impl Gta {
 /// One sub-range's inputs to [`combine`]: `n` models, each with the
 /// magnitude-bits threshold it keeps at (0 keeps everything), its L1 scale
 /// and weight.
-struct Fused<'a> {
-    models: &'a [&'a [f32]],
-    base: &'a [f32],
+struct Fused<'a, E> {
+    models: &'a [&'a [E]],
+    base: &'a [E],
     th: &'a [u32],
     scale: &'a [f32],
     weight: &'a [f32],
@@ -687,14 +725,14 @@ struct Fused<'a> {
 /// [`Gta::apply_fused`]), compiled for the widest vector unit the CPU has
 /// (see [`crate::simd`]). Fixed `N` and `CONSENSUS` let the per-model loops
 /// unroll and the element loop vectorise.
-fn combine<const N: usize, const CONSENSUS: bool>(f: &Fused, out: &mut [f32]) {
-    crate::simd::dispatch!(combine_body::<N, CONSENSUS>(f, out));
+fn combine<const N: usize, const CONSENSUS: bool, E: Lane>(f: &Fused<E>, out: &mut [f32]) {
+    crate::simd::dispatch!(combine_body::<N, CONSENSUS, E>(f, out));
 }
 
 #[inline(always)]
-fn combine_body<const N: usize, const CONSENSUS: bool>(f: &Fused, out: &mut [f32]) {
+fn combine_body<const N: usize, const CONSENSUS: bool, E: Lane>(f: &Fused<E>, out: &mut [f32]) {
     let len = out.len().min(f.base.len());
-    let ms: [&[f32]; N] = std::array::from_fn(|i| &f.models[i][..len]);
+    let ms: [&[E]; N] = std::array::from_fn(|i| &f.models[i][..len]);
     let th: [u32; N] = std::array::from_fn(|i| f.th[i]);
     let sc: [f32; N] = std::array::from_fn(|i| f.scale[i]);
     let w: [f32; N] = std::array::from_fn(|i| f.weight[i]);
@@ -703,10 +741,11 @@ fn combine_body<const N: usize, const CONSENSUS: bool>(f: &Fused, out: &mut [f32
         lambda,
         wsum,
     } = f.mix;
-    for (j, (o, &b)) in out[..len].iter_mut().zip(&f.base[..len]).enumerate() {
+    for (j, (o, b)) in out[..len].iter_mut().zip(&f.base[..len]).enumerate() {
+        let b = b.f32();
         let mut x = [0f32; N];
         for i in 0..N {
-            let d = ms[i][j] - b;
+            let d = ms[i][j].f32() - b;
             let keep = u32::from(d.to_bits() & 0x7fff_ffff >= th[i]).wrapping_neg();
             x[i] = f32::from_bits(d.to_bits() & keep) * sc[i] * w[i];
         }
@@ -746,9 +785,9 @@ fn combine_body<const N: usize, const CONSENSUS: bool>(f: &Fused, out: &mut [f32
 const BLOCK: usize = 16 * 1024;
 
 /// Call `f` on consecutive sub-chunks of at most `block` elements.
-fn for_blocks(chunk: &Chunk, block: usize, mut f: impl FnMut(&Chunk)) {
+fn for_blocks<T>(chunk: &Chunk<T>, block: usize, mut f: impl FnMut(&Chunk<T>)) {
     let len = chunk.len();
-    let mut models: Vec<&[f32]> = Vec::with_capacity(chunk.models.len());
+    let mut models: Vec<&[T]> = Vec::with_capacity(chunk.models.len());
     let mut at = 0;
     while at < len {
         let end = (at + block).min(len);
@@ -769,6 +808,123 @@ fn for_blocks(chunk: &Chunk, block: usize, mut f: impl FnMut(&Chunk)) {
 mod tests {
     use super::{sort_keys, Gta};
     use crate::merge::{merge_slices, Method, ParamMap, ParamValue, TensorParams};
+
+    /// bf16 inputs read as bit patterns (the engine's path when every
+    /// input is bf16) give the same bits as the same inputs converted to
+    /// f32 first.
+    #[test]
+    fn bf16_inputs_match_their_f32_conversion() {
+        use crate::merge::{Chunk, Kernel, Lane};
+        let mut s = 11u64;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+            // bf16 patterns of moderate, mixed-sign values
+            (0x3c00 + ((s >> 40) % 0x0300) as u16) | (((s >> 20) & 1) as u16) << 15
+        };
+        let numel = (1 << 20) + 77;
+        let n = 3;
+        let base: Vec<u16> = (0..numel).map(|_| next()).collect();
+        let models: Vec<Vec<u16>> = (0..n)
+            .map(|_| {
+                (0..numel)
+                    .map(|j| if j % 3 == 0 { base[j] } else { next() })
+                    .collect()
+            })
+            .collect();
+        let f = |v: &[u16]| -> Vec<f32> { v.iter().map(|h| h.f32()).collect() };
+        let (base32, models32): (Vec<f32>, Vec<Vec<f32>>) =
+            (f(&base), models.iter().map(|m| f(m)).collect());
+        for method in [Method::Ties, Method::TaskArithmetic] {
+            let mut global = ParamMap::default();
+            global.set("lambda", ParamValue::Float(1.1));
+            let per: Vec<ParamMap> = (0..n)
+                .map(|i| {
+                    let mut m = ParamMap::default();
+                    m.set("weight", ParamValue::Float(0.2 + 0.3 * i as f64));
+                    m.set("density", ParamValue::Float(0.25));
+                    m
+                })
+                .collect();
+            let tp = TensorParams {
+                tensor: "t".into(),
+                global,
+                models: per,
+                seed: 1,
+            };
+            let p = crate::merge::util::Params { method, p: &tp };
+            let refs32: Vec<&[f32]> = models32.iter().map(Vec::as_slice).collect();
+            let mut k = Gta::new(method, &p, numel, n).expect("kernel");
+            let want = merge_slices(&mut k, Some(&base32), &refs32, 1000, 1 << 16);
+
+            let mut k = Gta::new(method, &p, numel, n).expect("kernel");
+            let step = 1 << 16;
+            let chunk = |start: usize, end: usize, ms: &mut Vec<Vec<u16>>| {
+                ms.clear();
+                ms.extend(models.iter().map(|m| m[start..end].to_vec()));
+            };
+            let mut ms = Vec::new();
+            // Sampled as the engine does, so the bracketed selection (and
+            // its bf16 compaction) runs.
+            assert_eq!(k.wants_sample(), method == Method::Ties);
+            if k.wants_sample() {
+                let ranges = crate::merge::sample_ranges(numel);
+                let pick = |v: &[f32]| -> Vec<f32> {
+                    ranges.iter().flat_map(|r| v[r.clone()].to_vec()).collect()
+                };
+                let sm: Vec<Vec<f32>> = models32.iter().map(|m| pick(m)).collect();
+                let sb = pick(&base32);
+                let refs: Vec<&[f32]> = sm.iter().map(Vec::as_slice).collect();
+                k.sample(&Chunk {
+                    start: 0,
+                    numel,
+                    row_len: 1000,
+                    base: Some(&sb),
+                    models: &refs,
+                });
+            }
+            while k.wants_pass() {
+                assert!(k.takes_bf16());
+                k.begin_pass();
+                let mut start = 0;
+                while start < numel {
+                    let end = (start + step).min(numel);
+                    chunk(start, end, &mut ms);
+                    let refs: Vec<&[u16]> = ms.iter().map(Vec::as_slice).collect();
+                    k.observe_bf16(&Chunk {
+                        start,
+                        numel,
+                        row_len: 1000,
+                        base: Some(&base[start..end]),
+                        models: &refs,
+                    });
+                    start = end;
+                }
+                k.end_pass();
+            }
+            assert!(k.takes_bf16());
+            let mut got = vec![0f32; numel];
+            let mut start = 0;
+            while start < numel {
+                let end = (start + step).min(numel);
+                chunk(start, end, &mut ms);
+                let refs: Vec<&[u16]> = ms.iter().map(Vec::as_slice).collect();
+                let c = Chunk {
+                    start,
+                    numel,
+                    row_len: 1000,
+                    base: Some(&base[start..end]),
+                    models: &refs,
+                };
+                k.apply_bf16(&c, &mut got[start..end]);
+                start = end;
+            }
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{method:?}");
+        }
+    }
 
     /// The fused loop gives the same bits as the general path, for TIES
     /// (with heavy ties at the cut-off, tie splits inside blocks, a

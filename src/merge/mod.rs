@@ -32,8 +32,32 @@ pub use params::{ParamMap, ParamValue, TensorParams};
 pub use select::TopK;
 pub use util::dot;
 
-/// A slice of one tensor across all inputs: elements `[start, start + len)`.
-pub struct Chunk<'a> {
+/// An input element as a kernel reads it: `f32`, or a bf16 bit pattern
+/// (`u16`) that a kernel converts inside its own loop (see
+/// [`Kernel::takes_bf16`]). Converting on the fly saves writing and reading
+/// back an f32 copy of every input chunk.
+pub trait Lane: Copy + Send + Sync + 'static {
+    fn f32(self) -> f32;
+}
+
+impl Lane for f32 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+}
+
+/// bf16: the top half of an f32.
+impl Lane for u16 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        f32::from_bits(u32::from(self) << 16)
+    }
+}
+
+/// A slice of one tensor across all inputs: elements `[start, start + len)`,
+/// as f32 (the default) or bf16 bit patterns.
+pub struct Chunk<'a, T = f32> {
     /// Flat index of the first element in the whole tensor.
     pub start: usize,
     /// Total elements in the tensor.
@@ -42,12 +66,12 @@ pub struct Chunk<'a> {
     /// fits in a chunk, chunk boundaries fall on row boundaries.
     pub row_len: usize,
     /// The base model's values, when the method has a base.
-    pub base: Option<&'a [f32]>,
+    pub base: Option<&'a [T]>,
     /// One slice per (non-base) model, in recipe order, all the same length.
-    pub models: &'a [&'a [f32]],
+    pub models: &'a [&'a [T]],
 }
 
-impl Chunk<'_> {
+impl<T> Chunk<'_, T> {
     pub fn len(&self) -> usize {
         self.models
             .first()
@@ -76,6 +100,16 @@ pub trait Kernel: Send {
     /// See the sample: the ranges of [`sample_ranges`] back to back in one
     /// chunk (its `start` means nothing).
     fn sample(&mut self, _chunk: &Chunk) {}
+    /// Whether the kernel reads bf16 inputs directly ([`Kernel::observe_bf16`]
+    /// and [`Kernel::apply_bf16`] for the rest of the tensor) when every
+    /// input, base included, is bf16. Asked before each pass.
+    fn takes_bf16(&self) -> bool {
+        false
+    }
+    /// [`Kernel::observe`] of bf16 inputs (only called when `takes_bf16`).
+    fn observe_bf16(&mut self, _chunk: &Chunk<u16>) {}
+    /// [`Kernel::apply`] of bf16 inputs (only called when `takes_bf16`).
+    fn apply_bf16(&mut self, _chunk: &Chunk<u16>, _out: &mut [f32]) {}
     /// See one chunk during a statistics pass (chunks arrive in order).
     fn observe(&mut self, _chunk: &Chunk) {}
     fn end_pass(&mut self) {}

@@ -44,6 +44,8 @@
 //!
 //! NaN magnitudes sort above infinity (their bit patterns are larger).
 
+use super::Lane;
+
 const BUCKETS: usize = 1 << 16;
 
 /// Buckets of low-bit tables kept during pass one (centred on the predicted
@@ -236,16 +238,16 @@ fn mag_bits(x: f32) -> u32 {
 /// How many of `v` (at most a block of 1024, so u32 lanes cannot
 /// overflow) have magnitude bits `thr`.
 #[inline(always)]
-fn count_equal(v: &[f32], thr: u32) -> u32 {
-    v.iter().map(|x| u32::from(mag_bits(*x) == thr)).sum()
+fn count_equal<E: Lane>(v: &[E], thr: u32) -> u32 {
+    v.iter().map(|x| u32::from(mag_bits(x.f32()) == thr)).sum()
 }
 
 /// [`count_equal`] of `a - b`.
 #[inline(always)]
-fn count_equal_diff(a: &[f32], b: &[f32], thr: u32) -> u32 {
+fn count_equal_diff<E: Lane>(a: &[E], b: &[E], thr: u32) -> u32 {
     a.iter()
         .zip(b)
-        .map(|(x, y)| u32::from(mag_bits(x - y) == thr))
+        .map(|(x, y)| u32::from(mag_bits(x.f32() - y.f32()) == thr))
         .sum()
 }
 
@@ -375,7 +377,7 @@ impl TopK {
             return;
         }
         if let (Stage::Bracket, Some(br)) = (self.stage, &mut self.bracket) {
-            br.observe(values, None);
+            br.observe::<f32>(values, None);
             return;
         }
         if self.count.is_empty() {
@@ -438,14 +440,16 @@ impl TopK {
     /// [`TopK::observe`] of `a - b` (a model's task vector from its chunk
     /// and the base's), without writing the difference out when the pass
     /// is a bracketed one; `tmp` holds it otherwise.
-    pub fn observe_diff(&mut self, a: &[f32], b: &[f32], tmp: &mut Vec<f32>) {
+    pub fn observe_diff<E: Lane>(&mut self, a: &[E], b: &[E], tmp: &mut Vec<f32>) {
         if let (Stage::Bracket, Some(br)) = (self.stage, &mut self.bracket) {
             br.observe(a, Some(b));
             return;
         }
         let len = a.len().min(b.len());
         tmp.resize(len, 0.0);
-        super::util::delta_into(&a[..len], Some(&b[..len]), tmp);
+        for ((t, x), y) in tmp.iter_mut().zip(a).zip(b) {
+            *t = x.f32() - y.f32();
+        }
         self.observe(tmp);
     }
 
@@ -625,19 +629,19 @@ impl TopK {
     /// the masking loops branch-free, so they vectorise even on bf16 task
     /// vectors where many entries tie.
     fn split(&mut self, values: &[f32]) -> usize {
-        self.split_of(values, None)
+        self.split_of::<f32>(values, None)
     }
 
     /// [`TopK::split`] of `values - minus` when `minus` is given (formed
     /// on the way, never written out).
-    fn split_of(&mut self, values: &[f32], minus: Option<&[f32]>) -> usize {
+    fn split_of<E: Lane>(&mut self, values: &[E], minus: Option<&[E]>) -> usize {
         const BLOCK: usize = 1024;
         let thr = self.thr;
         if self.ties_seen >= self.keep_ties {
             return 0;
         }
-        let len = values.len().min(minus.map_or(usize::MAX, <[f32]>::len));
-        let value = |j: usize| minus.map_or(values[j], |b| values[j] - b[j]);
+        let len = values.len().min(minus.map_or(usize::MAX, <[E]>::len));
+        let value = |j: usize| minus.map_or(values[j].f32(), |b| values[j].f32() - b[j].f32());
         let mut split = len;
         let mut seen = self.ties_seen;
         let mut at = 0;
@@ -646,7 +650,7 @@ impl TopK {
             let block = &values[at..end];
             let c = u64::from(match minus {
                 Some(b) => crate::simd::dispatch!(count_equal_diff(block, &b[at..end], thr)),
-                None => crate::simd::dispatch!(count_equal(block, thr)),
+                None => crate::simd::dispatch!(count_equal::<E>(block, thr)),
             });
             if split == len && seen + c > self.keep_ties {
                 // The boundary is in this block: find the first tie that is
@@ -679,16 +683,16 @@ impl TopK {
     /// callers that mask in their own loops. `values` are the chunk's
     /// values; they are read only while [`TopK::ties_pending`].
     pub fn bounds(&mut self, len: usize, values: &[f32]) -> Bounds {
-        self.bounds_of(len, values, None)
+        self.bounds_of::<f32>(len, values, None)
     }
 
     /// [`TopK::bounds`] for the chunk `values - minus` (a model's task
     /// vector from its chunk and the base's), formed on the way.
-    pub fn bounds_diff(&mut self, len: usize, values: &[f32], minus: &[f32]) -> Bounds {
+    pub fn bounds_diff<E: Lane>(&mut self, len: usize, values: &[E], minus: &[E]) -> Bounds {
         self.bounds_of(len, values, Some(minus))
     }
 
-    fn bounds_of(&mut self, len: usize, values: &[f32], minus: Option<&[f32]>) -> Bounds {
+    fn bounds_of<E: Lane>(&mut self, len: usize, values: &[E], minus: Option<&[E]>) -> Bounds {
         if self.all() {
             return Bounds {
                 split: len,
@@ -788,7 +792,7 @@ impl Bracket {
     /// only those few are scattered into the tables. With `minus`, the
     /// values are `values - minus` (a task vector from model and base),
     /// formed on the way.
-    fn observe(&mut self, values: &[f32], minus: Option<&[f32]>) {
+    fn observe<E: Lane>(&mut self, values: &[E], minus: Option<&[E]>) {
         const BLOCK: usize = 4096;
         let mut keys = [0u32; BLOCK];
         for (bi, block) in values.chunks(BLOCK).enumerate() {
@@ -811,9 +815,9 @@ impl Bracket {
 
 /// [`compact`] with AVX-512's compress instruction when the CPU has it (16
 /// entries per step instead of one), the portable loop otherwise.
-fn compact_any(
-    values: &[f32],
-    minus: Option<&[f32]>,
+fn compact_any<E: Lane>(
+    values: &[E],
+    minus: Option<&[E]>,
     lo: u32,
     width: u32,
     keys: &mut [u32],
@@ -826,13 +830,31 @@ fn compact_any(
     compact(values, minus, lo, width, keys)
 }
 
+/// Sixteen lanes of `v` from `i` on, as f32 (AVX-512).
+///
+/// # Safety
+/// `i + 16 <= v.len()`, and the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn load16<E: Lane>(v: &[E], i: usize) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let p = v.as_ptr().add(i);
+    if std::mem::size_of::<E>() == 2 {
+        // bf16 bit patterns: widen to 32 bits, shift into the top half.
+        let h = _mm256_loadu_si256(p.cast());
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+    } else {
+        _mm512_loadu_ps(p.cast())
+    }
+}
+
 /// [`compact`], 16 lanes at a time. Same results: the subtraction is the
 /// same IEEE operation and the compressed store keeps the lanes' order.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn compact_avx512(
-    values: &[f32],
-    minus: Option<&[f32]>,
+fn compact_avx512<E: Lane>(
+    values: &[E],
+    minus: Option<&[E]>,
     lo: u32,
     width: u32,
     keys: &mut [u32],
@@ -841,7 +863,7 @@ fn compact_avx512(
     let n = values
         .len()
         .min(keys.len())
-        .min(minus.map_or(usize::MAX, <[f32]>::len));
+        .min(minus.map_or(usize::MAX, <[E]>::len));
     let (values, keys) = (&values[..n], &mut keys[..n]);
     let abs = _mm512_set1_epi32(0x7fff_ffff);
     let vlo = _mm512_set1_epi32(lo as i32);
@@ -855,9 +877,9 @@ fn compact_avx512(
         // least `n` long); the compressed store writes 16 lanes at `m`,
         // and `m <= i`, `i + 16 <= n = keys.len()`, so inside `keys`.
         unsafe {
-            let mut v = _mm512_loadu_ps(values.as_ptr().add(i));
+            let mut v = load16(values, i);
             if let Some(b) = minus {
-                v = _mm512_sub_ps(v, _mm512_loadu_ps(b.as_ptr().add(i)));
+                v = _mm512_sub_ps(v, load16(b, i));
             }
             let b = _mm512_and_si512(_mm512_castps_si512(v), abs);
             let h = _mm512_srli_epi32::<16>(b);
@@ -879,9 +901,9 @@ fn compact_avx512(
 /// when given) whose bucket lies in `lo .. lo + width` to the front of
 /// `keys`; return how many, and how many entries lie above the bracket.
 #[inline(always)]
-fn compact(
-    values: &[f32],
-    minus: Option<&[f32]>,
+fn compact<E: Lane>(
+    values: &[E],
+    minus: Option<&[E]>,
     lo: u32,
     width: u32,
     keys: &mut [u32],
@@ -892,11 +914,11 @@ fn compact(
     let n = values
         .len()
         .min(keys.len())
-        .min(minus.map_or(usize::MAX, <[f32]>::len));
+        .min(minus.map_or(usize::MAX, <[E]>::len));
     for (j, &v) in values[..n].iter().enumerate() {
         let v = match minus {
-            Some(b) => v - b[j],
-            None => v,
+            Some(b) => v.f32() - b[j].f32(),
+            None => v.f32(),
         };
         let b = mag_bits(v);
         let h = b >> 16;
@@ -1131,8 +1153,8 @@ mod tests {
             let (lo, width) = ((0x3c20_0000u32 >> 16), 9);
             let mut a = vec![0u32; len];
             let mut b = vec![0u32; len];
-            let (ma, ha) = compact(&values, None, lo, width, &mut a);
-            let (mb, hb) = compact_any(&values, None, lo, width, &mut b);
+            let (ma, ha) = compact::<f32>(&values, None, lo, width, &mut a);
+            let (mb, hb) = compact_any::<f32>(&values, None, lo, width, &mut b);
             assert_eq!((ma, ha), (mb, hb), "len {len}");
             assert_eq!(a[..ma], b[..mb], "len {len}");
             let inside = values
@@ -1144,7 +1166,7 @@ mod tests {
             let base: Vec<f32> = values.iter().map(|v| v * 0.25).collect();
             let model: Vec<f32> = values.iter().zip(&base).map(|(v, b)| v + b).collect();
             let diff: Vec<f32> = model.iter().zip(&base).map(|(m, b)| m - b).collect();
-            let (md, hd) = compact(&diff, None, lo, width, &mut a);
+            let (md, hd) = compact::<f32>(&diff, None, lo, width, &mut a);
             let (mc, hc) = compact(&model, Some(&base), lo, width, &mut b);
             assert_eq!((md, hd), (mc, hc), "len {len}");
             assert_eq!(a[..md], b[..mc], "len {len}");

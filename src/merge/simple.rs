@@ -2,7 +2,7 @@
 //! passthrough.
 
 use super::util::Params;
-use super::{Chunk, Kernel, MergeError};
+use super::{Chunk, Kernel, Lane, MergeError};
 
 /// `sum_i w_i x_i`, divided by `sum_i w_i` when `normalize`.
 pub struct Linear {
@@ -35,11 +35,23 @@ impl Linear {
 
 impl Kernel for Linear {
     fn apply(&mut self, chunk: &Chunk, out: &mut [f32]) {
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for (m, &c) in chunk.models.iter().zip(&self.coef) {
-            for (o, &x) in out.iter_mut().zip(m.iter()) {
-                *o += c * x;
-            }
+        crate::simd::dispatch!(weighted_sum(chunk, &self.coef, out));
+    }
+    fn takes_bf16(&self) -> bool {
+        true
+    }
+    fn apply_bf16(&mut self, chunk: &Chunk<u16>, out: &mut [f32]) {
+        crate::simd::dispatch!(weighted_sum(chunk, &self.coef, out));
+    }
+}
+
+/// `out = sum_i coef_i * models_i`, summed in model order from 0.
+#[inline(always)]
+fn weighted_sum<E: Lane>(chunk: &Chunk<E>, coef: &[f32], out: &mut [f32]) {
+    out.iter_mut().for_each(|o| *o = 0.0);
+    for (m, &c) in chunk.models.iter().zip(coef) {
+        for (o, x) in out.iter_mut().zip(m.iter()) {
+            *o += c * x.f32();
         }
     }
 }

@@ -1,0 +1,111 @@
+//! The engine's bf16 path: when every input is bf16, kernels that can read
+//! the bit patterns directly (linear, TIES, task arithmetic) must write the
+//! same bytes as merging the inputs converted to f32.
+
+use smelt::engine::{self, Options};
+use smelt::merge::{self, Method, ParamMap, ParamValue, TensorParams};
+use smelt::model::{from_f32, write_small, Dtype, Model};
+use smelt::plan::Plan;
+use smelt::recipe::{Recipe, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+const NAME: &str = "model.layers.0.mlp.weight";
+const ROWS: usize = 1100;
+const COLS: usize = 1000;
+
+/// Values that are exact in bf16, with many repeats (ties at the cut-off).
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) % 97) as f32 / 64.0 - 0.75
+        })
+        .collect()
+}
+
+fn family(dir: &Path) -> (Vec<PathBuf>, Vec<Vec<f32>>) {
+    let mut paths = Vec::new();
+    let mut data = Vec::new();
+    for (k, name) in ["base", "ft0", "ft1", "ft2"].iter().enumerate() {
+        let v = values(k as u64 + 1, ROWS * COLS);
+        let p = dir.join(name);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        write_small(
+            &p.join("model.safetensors"),
+            &[(NAME.to_string(), vec![ROWS, COLS], v.clone())],
+            Dtype::BF16,
+            &[],
+        )
+        .expect("write model");
+        paths.push(p);
+        data.push(v);
+    }
+    (paths, data)
+}
+
+#[test]
+fn bf16_inputs_merge_to_the_same_bytes_as_their_f32_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, data) = family(dir.path());
+    for method in [Method::Linear, Method::Ties, Method::TaskArithmetic] {
+        let has_base = method != Method::Linear;
+        let models: Vec<PathBuf> = if has_base {
+            paths[1..].to_vec()
+        } else {
+            paths.clone()
+        };
+        let mut recipe = Recipe::new(method, has_base.then(|| paths[0].clone()), models);
+        for (i, m) in recipe.models.iter_mut().enumerate() {
+            m.params
+                .insert("weight".into(), Value::Number(0.2 + 0.25 * i as f64));
+            if method == Method::Ties {
+                m.params.insert("density".into(), Value::Number(0.3));
+            }
+        }
+        let out = dir.path().join(format!("out-{}", method.name()));
+        let plan = Plan::build(&recipe).expect("plan");
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        engine::run(&plan, &Options::new(&out), &tx, &AtomicBool::new(false)).expect("merge");
+        let got = Model::open(&out).expect("open output");
+        let info = got.tensor(NAME).expect("tensor");
+        assert_eq!(info.dtype, Dtype::BF16);
+
+        // The same merge over f32 values in memory.
+        let n = if has_base { 3 } else { 4 };
+        let mut pm = Vec::new();
+        for i in 0..n {
+            let mut m = ParamMap::default();
+            m.set("weight", ParamValue::Float(0.2 + 0.25 * i as f64));
+            if method == Method::Ties {
+                m.set("density", ParamValue::Float(0.3));
+            }
+            pm.push(m);
+        }
+        let global = ParamMap::default();
+        let tp = TensorParams {
+            tensor: NAME.into(),
+            global,
+            models: pm,
+            seed: 0,
+        };
+        let inputs: Vec<&[f32]> = data[usize::from(has_base)..]
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        let mut k = merge::kernel(method, &tp, ROWS * COLS, n).expect("kernel");
+        let want = merge::merge_slices(
+            k.as_mut(),
+            has_base.then(|| data[0].as_slice()),
+            &inputs,
+            COLS,
+            1 << 16,
+        );
+        let mut want_bytes = vec![0u8; want.len() * 2];
+        from_f32(Dtype::BF16, &want, &mut want_bytes).expect("convert");
+        assert!(got.raw(info) == &want_bytes[..], "{}", method.name());
+    }
+}
