@@ -507,7 +507,7 @@ impl TensorDeltas {
         // degenerate (at most two words per entry either way, and only
         // while this call runs).
         let pieces = numel.div_ceil(SCAN);
-        let found: Vec<(Vec<u32>, Vec<u32>)> = (0..scans.len() * pieces)
+        let found: Vec<Vec<u32>> = (0..scans.len() * pieces)
             .into_par_iter()
             .map(|t| {
                 let (i, _, cut, _, _) = scans[t / pieces];
@@ -523,7 +523,7 @@ impl TensorDeltas {
                 .par_iter()
                 .fold(
                     || vec![0u64; BUCKETS],
-                    |mut h, (_, mags)| {
+                    |mut h, mags| {
                         for &m in mags {
                             h[(m & 0xffff) as usize] += 1;
                         }
@@ -553,7 +553,7 @@ impl TensorDeltas {
             // ties' energy is `keep_ties * thr^2`.
             let per: Vec<(u64, f64)> = found
                 .par_iter()
-                .map(|(_, mags)| {
+                .map(|mags| {
                     let (mut ties, mut e) = (0u64, 0f64);
                     for &m in mags {
                         ties += u64::from(m == thr);
@@ -566,15 +566,20 @@ impl TensorDeltas {
             let t = f64::from(f32::from_bits(thr));
             kept_energy += per.iter().map(|p| p.1).sum::<f64>() + keep_ties as f64 * t * t;
             // The first tie that is not kept: in the piece where the count
-            // of ties passes `keep_ties`.
+            // of ties passes `keep_ties`, found by reading that piece again.
             let mut split = numel;
             let mut seen = 0u64;
-            for (ci, ((idx, mags), &(ties, _))) in found.iter().zip(&per).enumerate() {
+            for (ci, &(ties, _)) in per.iter().enumerate() {
                 if seen + ties > keep_ties {
                     let nth = (keep_ties - seen) as usize;
-                    let hit = idx.iter().zip(mags).filter(|(_, &m)| m == thr).nth(nth);
-                    if let Some((&j, _)) = hit {
-                        split = ci * SCAN + j as usize;
+                    let d = &self.deltas[i][ci * SCAN..((ci + 1) * SCAN).min(numel)];
+                    let hit = d
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, x)| mag_bits(**x) == thr)
+                        .nth(nth);
+                    if let Some((j, _)) = hit {
+                        split = ci * SCAN + j;
                     }
                     break;
                 }
@@ -603,7 +608,7 @@ impl TensorDeltas {
 /// one are then skipped, a branch that is almost always predicted; with
 /// more members that branch would mispredict often, and every group is
 /// stored instead.
-fn members(c: &[f32], cut: u32, sparse: bool) -> (Vec<u32>, Vec<u32>) {
+fn members(c: &[f32], cut: u32, sparse: bool) -> Vec<u32> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F, the only feature the function uses.
@@ -617,15 +622,13 @@ fn members(c: &[f32], cut: u32, sparse: bool) -> (Vec<u32>, Vec<u32>) {
 /// lanes' order, so the result is the same.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn members_avx512(c: &[f32], cut: u32, sparse: bool) -> (Vec<u32>, Vec<u32>) {
+fn members_avx512(c: &[f32], cut: u32, sparse: bool) -> Vec<u32> {
     use std::arch::x86_64::*;
     const STEP: usize = 4096;
-    let (mut idx, mut mags) = (Vec::new(), Vec::new());
-    let mut ibuf = [0u32; STEP + 16];
+    let mut mags = Vec::new();
     let mut mbuf = [0u32; STEP + 16];
     let abs = _mm512_set1_epi32(0x7fff_ffff);
     let vcut = _mm512_set1_epi32(cut as i32);
-    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     let whole = c.len() - c.len() % 16;
     let mut at = 0;
     while at < whole {
@@ -633,45 +636,38 @@ fn members_avx512(c: &[f32], cut: u32, sparse: bool) -> (Vec<u32>, Vec<u32>) {
         let mut m = 0usize;
         let mut i = at;
         while i < end {
-            // SAFETY: `i + 16 <= whole <= c.len()`; the stores write 16
-            // lanes at `m <= i - at < STEP`, inside the STEP + 16 buffers.
+            // SAFETY: `i + 16 <= whole <= c.len()`; the store writes 16
+            // lanes at `m <= i - at < STEP`, inside the STEP + 16 buffer.
             unsafe {
                 let v = _mm512_loadu_si512(c.as_ptr().add(i).cast());
                 let b = _mm512_and_si512(v, abs);
                 let hit = _mm512_cmpeq_epi32_mask(_mm512_srli_epi32::<16>(b), vcut);
-                if hit == 0 && sparse {
-                    i += 16;
-                    continue;
+                if !(hit == 0 && sparse) {
+                    _mm512_storeu_si512(
+                        mbuf.as_mut_ptr().add(m).cast(),
+                        _mm512_maskz_compress_epi32(hit, b),
+                    );
+                    m += hit.count_ones() as usize;
                 }
-                let ix = _mm512_add_epi32(lanes, _mm512_set1_epi32(i as i32));
-                _mm512_storeu_si512(
-                    ibuf.as_mut_ptr().add(m).cast(),
-                    _mm512_maskz_compress_epi32(hit, ix),
-                );
-                _mm512_storeu_si512(
-                    mbuf.as_mut_ptr().add(m).cast(),
-                    _mm512_maskz_compress_epi32(hit, b),
-                );
-                m += hit.count_ones() as usize;
             }
             i += 16;
         }
-        idx.extend_from_slice(&ibuf[..m]);
         mags.extend_from_slice(&mbuf[..m]);
         at = end;
     }
-    for (j, &x) in c.iter().enumerate().skip(whole) {
+    for &x in &c[whole..] {
         let b = mag_bits(x);
         if b >> 16 == cut {
-            idx.push(j as u32);
             mags.push(b);
         }
     }
-    (idx, mags)
+    mags
 }
 
-/// Entries of `c` whose `|x|` lies in high-16-bit bucket `cut`: their
-/// offsets in `c` and `|x|` bit patterns, in order.
+/// The `|x|` bit patterns of the entries of `c` in high-16-bit bucket
+/// `cut`, in order. (Where they are is not kept: only the entry where the
+/// kept ties end needs a position, and [`TensorDeltas::cuts`] finds it by
+/// looking again at the one piece that holds it.)
 ///
 /// The cut-off bucket holds a few percent of the entries, scattered: a
 /// branch per entry would mispredict often, and a scalar loop costs more
@@ -679,11 +675,11 @@ fn members_avx512(c: &[f32], cut: u32, sparse: bool) -> (Vec<u32>, Vec<u32>) {
 /// by a branch-free loop (it vectorises) that sets one bit per member, and
 /// only the set bits are visited: the work is per member, not per entry.
 #[inline(always)]
-fn bucket_members(c: &[f32], cut: u32) -> (Vec<u32>, Vec<u32>) {
-    let (mut idx, mut mags) = (Vec::new(), Vec::new());
+fn bucket_members(c: &[f32], cut: u32) -> Vec<u32> {
+    let mut mags = Vec::new();
     let groups = c.chunks_exact(GROUP);
     let tail = groups.remainder();
-    for (gi, group) in groups.enumerate() {
+    for group in groups {
         // One bit per member, from a loop without branches.
         let mut bits = 0u32;
         for (j, &x) in group.iter().enumerate() {
@@ -691,20 +687,17 @@ fn bucket_members(c: &[f32], cut: u32) -> (Vec<u32>, Vec<u32>) {
         }
         while bits != 0 {
             let j = bits.trailing_zeros() as usize;
-            idx.push((gi * GROUP + j) as u32);
             mags.push(mag_bits(group[j]));
             bits &= bits - 1;
         }
     }
-    let base = c.len() - tail.len();
-    for (j, &x) in tail.iter().enumerate() {
+    for &x in tail {
         let m = mag_bits(x);
         if m >> 16 == cut {
-            idx.push((base + j) as u32);
             mags.push(m);
         }
     }
-    (idx, mags)
+    mags
 }
 
 /// Entries tested at once when looking for the cut-off bucket's members
