@@ -287,121 +287,169 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                 .chain(sources.iter())
                 .map(|s| lookup(plan, s))
                 .collect::<Result<_>>()?;
-            let has_base = base.is_some();
             let numel: usize = job.out.shape.iter().product();
             let row_len = job.out.shape.last().copied().unwrap_or(1).max(1);
-            let mut kernel = merge::kernel(*method, params, numel, sources.len())?;
-            let step = chunk_step(numel, row_len);
-            let mut held = Buffers::take(inputs.len() + 1, step);
-            let (out, bufs) = held.0.split_at_mut(1);
-            let out = &mut out[0];
-            let in_bytes_per_elem: usize = inputs.iter().map(|(_, t)| t.dtype.size()).sum();
-
-            if kernel.wants_sample() {
-                let ranges = merge::sample_ranges(numel);
-                let total: usize = ranges.iter().map(|r| r.len()).sum();
-                if total <= step {
-                    for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
-                        let mut at = 0;
-                        for r in &ranges {
-                            m.read_f32(t, r.start, &mut b[at..at + r.len()])?;
-                            at += r.len();
-                        }
-                    }
-                    let (base_buf, model_bufs) = if has_base {
-                        (Some(&bufs[0][..total]), &bufs[1..])
-                    } else {
-                        (None, &bufs[..])
-                    };
-                    let slices: Vec<&[f32]> = model_bufs.iter().map(|b| &b[..total]).collect();
-                    kernel.sample(&Chunk {
-                        start: 0,
-                        numel,
-                        row_len,
-                        base: base_buf,
-                        models: &slices,
-                    });
-                }
-            }
-            // Every input bf16 and a kernel that converts on the fly: hand it
-            // the bit patterns (read into the same buffers).
-            let all_bf16 = cfg!(target_endian = "little")
-                && inputs.iter().all(|(_, t)| t.dtype == Dtype::BF16);
-            let mut pass = |apply: bool, kernel: &mut dyn merge::Kernel| -> Result<()> {
-                let raw = all_bf16 && kernel.takes_bf16();
-                let mut start = 0;
-                while start < numel {
-                    state.check()?;
-                    let end = (start + step).min(numel);
-                    let len = end - start;
-                    if raw {
-                        let mut halves: Vec<&mut [u16]> = Vec::with_capacity(bufs.len());
-                        for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
-                            let h = &mut bytemuck::cast_slice_mut::<f32, u16>(&mut b[..])[..len];
-                            m.read_raw(t, start * 2, bytemuck::cast_slice_mut(&mut h[..]))?;
-                            halves.push(h);
-                        }
-                        let skip = usize::from(has_base);
-                        let slices: Vec<&[u16]> =
-                            halves.iter().skip(skip).map(|h| &h[..]).collect();
-                        let chunk = Chunk {
-                            start,
-                            numel,
-                            row_len,
-                            base: halves.first().filter(|_| has_base).map(|h| &h[..]),
-                            models: &slices,
-                        };
-                        if apply {
-                            kernel.apply_bf16(&chunk, &mut out[..len]);
-                            writer.write_f32(index, start, &out[..len])?;
-                        } else {
-                            kernel.observe_bf16(&chunk);
-                        }
-                        state
-                            .bytes_done
-                            .fetch_add((len * in_bytes_per_elem) as u64, Ordering::Relaxed);
-                        start = end;
-                        continue;
-                    }
-                    for ((m, t), b) in inputs.iter().zip(bufs.iter_mut()) {
-                        m.read_f32(t, start, &mut b[..len])?;
-                    }
-                    let (base_buf, model_bufs) = if has_base {
-                        (Some(&bufs[0][..len]), &bufs[1..])
-                    } else {
-                        (None, &bufs[..])
-                    };
-                    let slices: Vec<&[f32]> = model_bufs.iter().map(|b| &b[..len]).collect();
-                    let chunk = Chunk {
-                        start,
-                        numel,
-                        row_len,
-                        base: base_buf,
-                        models: &slices,
-                    };
-                    if apply {
-                        kernel.apply(&chunk, &mut out[..len]);
-                        writer.write_f32(index, start, &out[..len])?;
-                    } else {
-                        kernel.observe(&chunk);
-                    }
-                    state
-                        .bytes_done
-                        .fetch_add((len * in_bytes_per_elem) as u64, Ordering::Relaxed);
-                    start = end;
-                }
-                Ok(())
+            let job = MergeJob {
+                all_bf16: cfg!(target_endian = "little")
+                    && inputs.iter().all(|(_, t)| t.dtype == Dtype::BF16),
+                in_bytes_per_elem: inputs.iter().map(|(_, t)| t.dtype.size()).sum(),
+                inputs,
+                has_base: base.is_some(),
+                numel,
+                row_len,
+                step: chunk_step(numel, row_len),
+                index,
+                writer,
+                state,
             };
+            let new_kernel = || merge::kernel(*method, params, numel, sources.len());
+            let mut kernel = new_kernel()?;
+            let mut held = Buffers::take(job.inputs.len() + 1, job.step);
+            if kernel.wants_sample() {
+                job.sample(kernel.as_mut(), &mut held)?;
+            }
             while kernel.wants_pass() {
                 state
                     .bytes_total
-                    .fetch_add((numel * in_bytes_per_elem) as u64, Ordering::Relaxed);
+                    .fetch_add((numel * job.in_bytes_per_elem) as u64, Ordering::Relaxed);
                 kernel.begin_pass();
-                pass(false, kernel.as_mut())?;
+                job.stream(kernel.as_mut(), 0..numel, false, &mut held)?;
                 kernel.end_pass();
             }
-            pass(true, kernel.as_mut())
+            let parts = job.parts();
+            if parts.len() > 1 && kernel.splittable() {
+                // A big tensor whose kernel keeps nothing between chunks:
+                // its ranges go to idle workers too, each with its own
+                // kernel and buffers.
+                drop(held);
+                use rayon::prelude::*;
+                return parts.into_par_iter().try_for_each(|r| {
+                    let mut k = new_kernel()?;
+                    let mut held = Buffers::take(job.inputs.len() + 1, job.step);
+                    job.stream(k.as_mut(), r, true, &mut held)
+                });
+            }
+            job.stream(kernel.as_mut(), 0..numel, true, &mut held)
         }
+    }
+}
+
+/// Elements per part when a tensor is split across workers (see
+/// [`MergeJob::parts`]).
+const SPLIT_PART: usize = 1 << 22;
+
+/// One merged tensor being streamed: its inputs (base first, when there is
+/// one) and where its output goes.
+struct MergeJob<'a> {
+    inputs: Vec<(&'a Model, &'a crate::model::TensorInfo)>,
+    has_base: bool,
+    /// Every input is bf16 (little-endian host): kernels that take bit
+    /// patterns get them.
+    all_bf16: bool,
+    numel: usize,
+    row_len: usize,
+    /// Elements per chunk (whole rows, see [`chunk_step`]).
+    step: usize,
+    in_bytes_per_elem: usize,
+    index: usize,
+    writer: &'a Writer,
+    state: &'a Progress<'a>,
+}
+
+impl MergeJob<'_> {
+    /// Ranges for splitting the apply pass across workers: whole chunks,
+    /// at least [`SPLIT_PART`] elements each; one range for small tensors.
+    fn parts(&self) -> Vec<std::ops::Range<usize>> {
+        let per = SPLIT_PART.div_ceil(self.step).max(1) * self.step;
+        (0..self.numel.div_ceil(per))
+            .map(|p| p * per..((p + 1) * per).min(self.numel))
+            .collect()
+    }
+
+    /// Show the kernel the tensor's sample (see [`merge::sample_ranges`]).
+    fn sample(&self, kernel: &mut dyn merge::Kernel, held: &mut Buffers) -> Result<()> {
+        let ranges = merge::sample_ranges(self.numel);
+        let total: usize = ranges.iter().map(|r| r.len()).sum();
+        if total > self.step {
+            return Ok(());
+        }
+        let bufs = &mut held.0[1..];
+        for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
+            let mut at = 0;
+            for r in &ranges {
+                m.read_f32(t, r.start, &mut b[at..at + r.len()])?;
+                at += r.len();
+            }
+        }
+        let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..total]).collect();
+        kernel.sample(&self.chunk(0, &views));
+        Ok(())
+    }
+
+    /// A chunk over per-input views (base first when there is one).
+    fn chunk<'v, T>(&self, start: usize, views: &'v [&'v [T]]) -> Chunk<'v, T> {
+        let skip = usize::from(self.has_base);
+        Chunk {
+            start,
+            numel: self.numel,
+            row_len: self.row_len,
+            base: views.first().copied().filter(|_| self.has_base),
+            models: &views[skip.min(views.len())..],
+        }
+    }
+
+    /// One pass over elements `range` (in chunk order): a statistics pass
+    /// (`observe`), or the merge (`apply`, written out).
+    fn stream(
+        &self,
+        kernel: &mut dyn merge::Kernel,
+        range: std::ops::Range<usize>,
+        apply: bool,
+        held: &mut Buffers,
+    ) -> Result<()> {
+        let (out, bufs) = held.0.split_at_mut(1);
+        let out = &mut out[0];
+        let raw = self.all_bf16 && kernel.takes_bf16();
+        let mut start = range.start;
+        while start < range.end {
+            self.state.check()?;
+            let end = (start + self.step).min(range.end);
+            let len = end - start;
+            if raw {
+                // The bit patterns, read into the same buffers.
+                let mut halves: Vec<&[u16]> = Vec::with_capacity(bufs.len());
+                for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
+                    let h = &mut bytemuck::cast_slice_mut::<f32, u16>(&mut b[..])[..len];
+                    m.read_raw(t, start * 2, bytemuck::cast_slice_mut(&mut h[..]))?;
+                    halves.push(h);
+                }
+                let chunk = self.chunk(start, &halves);
+                if apply {
+                    kernel.apply_bf16(&chunk, &mut out[..len]);
+                } else {
+                    kernel.observe_bf16(&chunk);
+                }
+            } else {
+                for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
+                    m.read_f32(t, start, &mut b[..len])?;
+                }
+                let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..len]).collect();
+                let chunk = self.chunk(start, &views);
+                if apply {
+                    kernel.apply(&chunk, &mut out[..len]);
+                } else {
+                    kernel.observe(&chunk);
+                }
+            }
+            if apply {
+                self.writer.write_f32(self.index, start, &out[..len])?;
+            }
+            self.state
+                .bytes_done
+                .fetch_add((len * self.in_bytes_per_elem) as u64, Ordering::Relaxed);
+            start = end;
+        }
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The engine's bf16 path: when every input is bf16, kernels that can read
 //! the bit patterns directly (linear, TIES, task arithmetic) must write the
-//! same bytes as merging the inputs converted to f32.
+//! same bytes as merging the inputs converted to f32. Also: a tensor big
+//! enough to be split across workers merges to the same bytes.
 
 use smelt::engine::{self, Options};
 use smelt::merge::{self, Method, ParamMap, ParamValue, TensorParams};
@@ -28,15 +29,19 @@ fn values(seed: u64, n: usize) -> Vec<f32> {
 }
 
 fn family(dir: &Path) -> (Vec<PathBuf>, Vec<Vec<f32>>) {
+    family_of(dir, ROWS, 4)
+}
+
+fn family_of(dir: &Path, rows: usize, count: usize) -> (Vec<PathBuf>, Vec<Vec<f32>>) {
     let mut paths = Vec::new();
     let mut data = Vec::new();
-    for (k, name) in ["base", "ft0", "ft1", "ft2"].iter().enumerate() {
-        let v = values(k as u64 + 1, ROWS * COLS);
+    for (k, name) in ["base", "ft0", "ft1", "ft2"].iter().enumerate().take(count) {
+        let v = values(k as u64 + 1, rows * COLS);
         let p = dir.join(name);
         std::fs::create_dir_all(&p).expect("mkdir");
         write_small(
             &p.join("model.safetensors"),
-            &[(NAME.to_string(), vec![ROWS, COLS], v.clone())],
+            &[(NAME.to_string(), vec![rows, COLS], v.clone())],
             Dtype::BF16,
             &[],
         )
@@ -97,6 +102,60 @@ fn bf16_inputs_merge_to_the_same_bytes_as_their_f32_values() {
             .map(Vec::as_slice)
             .collect();
         let mut k = merge::kernel(method, &tp, ROWS * COLS, n).expect("kernel");
+        let want = merge::merge_slices(
+            k.as_mut(),
+            has_base.then(|| data[0].as_slice()),
+            &inputs,
+            COLS,
+            1 << 16,
+        );
+        let mut want_bytes = vec![0u8; want.len() * 2];
+        from_f32(Dtype::BF16, &want, &mut want_bytes).expect("convert");
+        assert!(got.raw(info) == &want_bytes[..], "{}", method.name());
+    }
+}
+
+/// 8.5M elements: the apply pass of a kernel that keeps no state between
+/// chunks (linear, DARE) is split across workers; the bytes do not change.
+#[test]
+fn a_tensor_split_across_workers_merges_to_the_same_bytes() {
+    const BIG_ROWS: usize = 8500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, data) = family_of(dir.path(), BIG_ROWS, 3);
+    for method in [Method::Linear, Method::DareLinear] {
+        let has_base = method != Method::Linear;
+        let models: Vec<PathBuf> = paths[usize::from(has_base)..].to_vec();
+        let n = models.len();
+        let mut recipe = Recipe::new(method, has_base.then(|| paths[0].clone()), models);
+        for (i, m) in recipe.models.iter_mut().enumerate() {
+            m.params
+                .insert("weight".into(), Value::Number(0.4 + 0.1 * i as f64));
+            if method == Method::DareLinear {
+                m.params.insert("density".into(), Value::Number(0.5));
+            }
+        }
+        let out = dir.path().join(format!("out-{}", method.name()));
+        let plan = Plan::build(&recipe).expect("plan");
+        let mut opts = Options::new(&out);
+        opts.threads = Some(3);
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        engine::run(&plan, &opts, &tx, &AtomicBool::new(false)).expect("merge");
+        let got = Model::open(&out).expect("open output");
+        let info = got.tensor(NAME).expect("tensor");
+
+        let tp = plan
+            .jobs
+            .iter()
+            .find_map(|j| match &j.kind {
+                smelt::plan::JobKind::Merge { params, .. } => Some(params.clone()),
+                _ => None,
+            })
+            .expect("a merge job");
+        let inputs: Vec<&[f32]> = data[usize::from(has_base)..]
+            .iter()
+            .map(Vec::as_slice)
+            .collect();
+        let mut k = merge::kernel(method, &tp, BIG_ROWS * COLS, n).expect("kernel");
         let want = merge::merge_slices(
             k.as_mut(),
             has_base.then(|| data[0].as_slice()),

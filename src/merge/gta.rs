@@ -333,6 +333,17 @@ impl Kernel for Gta {
     fn wants_pass(&self) -> bool {
         self.selecting() || (self.need_l1 && !self.l1_done)
     }
+    fn splittable(&self) -> bool {
+        // Magnitude trims keep a running count of ties between chunks;
+        // random and DELLA masks depend only on each entry's position.
+        !self.need_l1
+            && self.models.iter().all(|m| {
+                matches!(
+                    m.sparse,
+                    Sparse::Keep | Sparse::Zero | Sparse::Random { .. } | Sparse::Della { .. }
+                )
+            })
+    }
     fn takes_bf16(&self) -> bool {
         self.fused && self.fusable() && !self.need_l1
     }

@@ -100,6 +100,13 @@ pub trait Kernel: Send {
     /// See the sample: the ranges of [`sample_ranges`] back to back in one
     /// chunk (its `start` means nothing).
     fn sample(&mut self, _chunk: &Chunk) {}
+    /// Whether `apply` depends on nothing but the chunk it is given (no
+    /// state carried from one chunk to the next, no statistics passes), so
+    /// that ranges of one tensor may be merged by different workers, each
+    /// with its own kernel.
+    fn splittable(&self) -> bool {
+        false
+    }
     /// Whether the kernel reads bf16 inputs directly ([`Kernel::observe_bf16`]
     /// and [`Kernel::apply_bf16`] for the rest of the tensor) when every
     /// input, base included, is bf16. Asked before each pass.

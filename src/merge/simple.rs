@@ -40,6 +40,9 @@ impl Kernel for Linear {
     fn takes_bf16(&self) -> bool {
         true
     }
+    fn splittable(&self) -> bool {
+        true
+    }
     fn apply_bf16(&mut self, chunk: &Chunk<u16>, out: &mut [f32]) {
         crate::simd::dispatch!(weighted_sum(chunk, &self.coef, out));
     }
