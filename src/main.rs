@@ -45,8 +45,9 @@ enum Cmd {
         /// No progress output, only the summary.
         #[arg(long, short)]
         quiet: bool,
-        /// Skip the final fsync: faster, and the output still appears whole
-        /// or not at all, but a power loss just after the merge may lose it.
+        /// Do not flush the output to disk (no fsync): a little faster, and
+        /// the output still appears whole or not at all, but a power loss
+        /// just after the merge may lose it.
         #[arg(long)]
         no_sync: bool,
     },

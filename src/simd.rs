@@ -3,7 +3,7 @@
 //! The crate is compiled for the baseline of its target (SSE2 on x86-64),
 //! so that one binary runs on any machine. The few loops that dominate a
 //! merge are compiled a second and third time for AVX2 and AVX-512 and
-//! picked at run time ([`dispatch!`]); `std` caches the CPU check, so the
+//! picked at run time (`dispatch!`); `std` caches the CPU check, so the
 //! choice costs a load and a branch per call. The variants run the same
 //! IEEE operations in the same order (Rust never fuses a multiply and an
 //! add on its own), so they give the same bits: only the speed differs.

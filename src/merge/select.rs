@@ -11,12 +11,15 @@
 //! 2. pass two histograms the low 16 bits of the entries in that bucket only,
 //!    which pins the exact cut-off value.
 //!
-//! Memory is two 65 536-entry count tables (512 KiB), whatever the tensor size.
+//! Memory is a few 65 536-entry count tables (at most about 4 MiB, below),
+//! whatever the tensor size; they come from a per-thread pool, since fresh
+//! multi-megabyte tables for every tensor cost more in page faults and
+//! zeroing than the counting.
 //!
 //! Pass two usually costs nothing: while pass one runs, the first chunk
 //! predicts which bucket will hold the cut-off, and the low bits of entries
 //! in a small window of buckets around it are histogrammed on the way
-//! ([`WINDOW`] tables of 256 KiB). When the true cut-off bucket falls inside
+//! (`WINDOW` tables of 256 KiB). When the true cut-off bucket falls inside
 //! the window, which it does for tensors whose first chunk looks like the
 //! rest, the exact cut-off is known after one pass; otherwise pass two runs
 //! as described. Either way the cut-off is the same exact value: the
@@ -26,7 +29,8 @@
 //! draws from evenly spread places), pass one skips the full histogram: the
 //! sample brackets the cut-off between two magnitudes, and the pass only
 //! counts the entries above the bracket (a compare that vectorises) and
-//! histograms the few inside it. A 16-bit histogram is a scattered
+//! histograms the few inside it (the bracket's buckets, at most
+//! `MAX_BRACKET`, each get a low-bit table). A 16-bit histogram is a scattered
 //! read-modify-write per entry, and on task vectors, where neighbours often
 //! share a bucket, each waits for the last: the bracketed pass is several
 //! times faster. Should the cut-off fall outside the bracket (a sample
