@@ -4,7 +4,7 @@
 //! enough to be split across workers merges to the same bytes.
 
 use smelt::engine::{self, Options};
-use smelt::merge::{self, Method, ParamMap, ParamValue, TensorParams};
+use smelt::merge::{self, Method, TensorParams};
 use smelt::model::{from_f32, write_small, Dtype, Model};
 use smelt::plan::Plan;
 use smelt::recipe::{Recipe, Value};
@@ -52,6 +52,46 @@ fn family_of(dir: &Path, rows: usize, count: usize) -> (Vec<PathBuf>, Vec<Vec<f3
     (paths, data)
 }
 
+/// The resolved parameters of the plan's (one) merged tensor.
+fn merge_params(plan: &Plan) -> TensorParams {
+    plan.jobs
+        .iter()
+        .find_map(|j| match &j.kind {
+            smelt::plan::JobKind::Merge { params, .. } => Some(params.clone()),
+            _ => None,
+        })
+        .expect("a merge job")
+}
+
+/// The output tensor of `got` is, byte for byte, `method` over the f32
+/// values `data` (base first when `has_base`) merged in memory, as bf16.
+fn assert_merged(
+    got: &Model,
+    method: Method,
+    tp: &TensorParams,
+    data: &[Vec<f32>],
+    has_base: bool,
+) {
+    let info = got.tensor(NAME).expect("tensor");
+    assert_eq!(info.dtype, Dtype::BF16);
+    let inputs: Vec<&[f32]> = data[usize::from(has_base)..]
+        .iter()
+        .map(Vec::as_slice)
+        .collect();
+    let numel = inputs.first().map_or(0, |v| v.len());
+    let mut k = merge::kernel(method, tp, numel, inputs.len()).expect("kernel");
+    let want = merge::merge_slices(
+        k.as_mut(),
+        has_base.then(|| data[0].as_slice()),
+        &inputs,
+        COLS,
+        1 << 16,
+    );
+    let mut want_bytes = vec![0u8; want.len() * 2];
+    from_f32(Dtype::BF16, &want, &mut want_bytes).expect("convert");
+    assert!(got.raw(info) == &want_bytes[..], "{}", method.name());
+}
+
 #[test]
 fn bf16_inputs_merge_to_the_same_bytes_as_their_f32_values() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -76,42 +116,7 @@ fn bf16_inputs_merge_to_the_same_bytes_as_their_f32_values() {
         let (tx, _rx) = crossbeam_channel::unbounded();
         engine::run(&plan, &Options::new(&out), &tx, &AtomicBool::new(false)).expect("merge");
         let got = Model::open(&out).expect("open output");
-        let info = got.tensor(NAME).expect("tensor");
-        assert_eq!(info.dtype, Dtype::BF16);
-
-        // The same merge over f32 values in memory.
-        let n = if has_base { 3 } else { 4 };
-        let mut pm = Vec::new();
-        for i in 0..n {
-            let mut m = ParamMap::default();
-            m.set("weight", ParamValue::Float(0.2 + 0.25 * i as f64));
-            if method == Method::Ties {
-                m.set("density", ParamValue::Float(0.3));
-            }
-            pm.push(m);
-        }
-        let global = ParamMap::default();
-        let tp = TensorParams {
-            tensor: NAME.into(),
-            global,
-            models: pm,
-            seed: 0,
-        };
-        let inputs: Vec<&[f32]> = data[usize::from(has_base)..]
-            .iter()
-            .map(Vec::as_slice)
-            .collect();
-        let mut k = merge::kernel(method, &tp, ROWS * COLS, n).expect("kernel");
-        let want = merge::merge_slices(
-            k.as_mut(),
-            has_base.then(|| data[0].as_slice()),
-            &inputs,
-            COLS,
-            1 << 16,
-        );
-        let mut want_bytes = vec![0u8; want.len() * 2];
-        from_f32(Dtype::BF16, &want, &mut want_bytes).expect("convert");
-        assert!(got.raw(info) == &want_bytes[..], "{}", method.name());
+        assert_merged(&got, method, &merge_params(&plan), &data, has_base);
     }
 }
 
@@ -125,7 +130,6 @@ fn a_tensor_split_across_workers_merges_to_the_same_bytes() {
     for method in [Method::Linear, Method::DareLinear] {
         let has_base = method != Method::Linear;
         let models: Vec<PathBuf> = paths[usize::from(has_base)..].to_vec();
-        let n = models.len();
         let mut recipe = Recipe::new(method, has_base.then(|| paths[0].clone()), models);
         for (i, m) in recipe.models.iter_mut().enumerate() {
             m.params
@@ -141,30 +145,6 @@ fn a_tensor_split_across_workers_merges_to_the_same_bytes() {
         let (tx, _rx) = crossbeam_channel::unbounded();
         engine::run(&plan, &opts, &tx, &AtomicBool::new(false)).expect("merge");
         let got = Model::open(&out).expect("open output");
-        let info = got.tensor(NAME).expect("tensor");
-
-        let tp = plan
-            .jobs
-            .iter()
-            .find_map(|j| match &j.kind {
-                smelt::plan::JobKind::Merge { params, .. } => Some(params.clone()),
-                _ => None,
-            })
-            .expect("a merge job");
-        let inputs: Vec<&[f32]> = data[usize::from(has_base)..]
-            .iter()
-            .map(Vec::as_slice)
-            .collect();
-        let mut k = merge::kernel(method, &tp, BIG_ROWS * COLS, n).expect("kernel");
-        let want = merge::merge_slices(
-            k.as_mut(),
-            has_base.then(|| data[0].as_slice()),
-            &inputs,
-            COLS,
-            1 << 16,
-        );
-        let mut want_bytes = vec![0u8; want.len() * 2];
-        from_f32(Dtype::BF16, &want, &mut want_bytes).expect("convert");
-        assert!(got.raw(info) == &want_bytes[..], "{}", method.name());
+        assert_merged(&got, method, &merge_params(&plan), &data, has_base);
     }
 }

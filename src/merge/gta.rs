@@ -820,6 +820,26 @@ mod tests {
     use super::{sort_keys, Gta};
     use crate::merge::{merge_slices, Method, ParamMap, ParamValue, TensorParams};
 
+    /// Parameters with `lambda` and a `(weight, density)` per model.
+    fn params(lambda: f64, models: impl Iterator<Item = (f64, f64)>) -> TensorParams {
+        let mut global = ParamMap::default();
+        global.set("lambda", ParamValue::Float(lambda));
+        let models = models
+            .map(|(w, d)| {
+                let mut m = ParamMap::default();
+                m.set("weight", ParamValue::Float(w));
+                m.set("density", ParamValue::Float(d));
+                m
+            })
+            .collect();
+        TensorParams {
+            tensor: "t".into(),
+            global,
+            models,
+            seed: 1,
+        }
+    }
+
     /// bf16 inputs read as bit patterns (the engine's path when every
     /// input is bf16) give the same bits as the same inputs converted to
     /// f32 first.
@@ -846,22 +866,7 @@ mod tests {
         let (base32, models32): (Vec<f32>, Vec<Vec<f32>>) =
             (f(&base), models.iter().map(|m| f(m)).collect());
         for method in [Method::Ties, Method::TaskArithmetic] {
-            let mut global = ParamMap::default();
-            global.set("lambda", ParamValue::Float(1.1));
-            let per: Vec<ParamMap> = (0..n)
-                .map(|i| {
-                    let mut m = ParamMap::default();
-                    m.set("weight", ParamValue::Float(0.2 + 0.3 * i as f64));
-                    m.set("density", ParamValue::Float(0.25));
-                    m
-                })
-                .collect();
-            let tp = TensorParams {
-                tensor: "t".into(),
-                global,
-                models: per,
-                seed: 1,
-            };
+            let tp = params(1.1, (0..n).map(|i| (0.2 + 0.3 * i as f64, 0.25)));
             let p = crate::merge::util::Params { method, p: &tp };
             let refs32: Vec<&[f32]> = models32.iter().map(Vec::as_slice).collect();
             let mut k = Gta::new(method, &p, numel, n).expect("kernel");
@@ -956,23 +961,13 @@ mod tests {
                 .collect();
             let refs: Vec<&[f32]> = models.iter().map(Vec::as_slice).collect();
             for method in [Method::Ties, Method::TaskArithmetic] {
-                let mut global = ParamMap::default();
-                global.set("lambda", ParamValue::Float(0.9));
-                let per: Vec<ParamMap> = (0..n)
-                    .map(|i| {
-                        let mut m = ParamMap::default();
+                let tp = params(
+                    0.9,
+                    (0..n).map(|i| {
                         let w = if i == 1 { -0.4 } else { 0.3 + i as f64 * 0.1 };
-                        m.set("weight", ParamValue::Float(w));
-                        m.set("density", ParamValue::Float(0.2 + 0.1 * i as f64));
-                        m
-                    })
-                    .collect();
-                let tp = TensorParams {
-                    tensor: "t".into(),
-                    global,
-                    models: per,
-                    seed: 1,
-                };
+                        (w, 0.2 + 0.1 * i as f64)
+                    }),
+                );
                 let p = crate::merge::util::Params { method, p: &tp };
                 let run = |fused: bool| {
                     let mut k = Gta::new(method, &p, numel, n).expect("kernel");

@@ -37,10 +37,13 @@ pub use util::dot;
 /// [`Kernel::takes_bf16`]). Converting on the fly saves writing and reading
 /// back an f32 copy of every input chunk.
 pub trait Lane: Copy + Send + Sync + 'static {
+    /// Whether the element is a bf16 bit pattern (for loads that widen).
+    const BF16: bool;
     fn f32(self) -> f32;
 }
 
 impl Lane for f32 {
+    const BF16: bool = false;
     #[inline(always)]
     fn f32(self) -> f32 {
         self
@@ -49,6 +52,7 @@ impl Lane for f32 {
 
 /// bf16: the top half of an f32.
 impl Lane for u16 {
+    const BF16: bool = true;
     #[inline(always)]
     fn f32(self) -> f32 {
         f32::from_bits(u32::from(self) << 16)

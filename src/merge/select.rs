@@ -843,7 +843,7 @@ fn compact_any<E: Lane>(
 unsafe fn load16<E: Lane>(v: &[E], i: usize) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let p = v.as_ptr().add(i);
-    if std::mem::size_of::<E>() == 2 {
+    if E::BF16 {
         // bf16 bit patterns: widen to 32 bits, shift into the top half.
         let h = _mm256_loadu_si256(p.cast());
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
