@@ -96,12 +96,13 @@ const FLUSH_EVERY: u64 = 8 << 20;
 struct Flusher {
     note: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    error: std::sync::Arc<std::sync::Mutex<Option<std::io::Error>>>,
+    /// The first failure, with the shard it concerns.
+    error: std::sync::Arc<std::sync::Mutex<Option<(PathBuf, std::io::Error)>>>,
     written: std::sync::atomic::AtomicU64,
 }
 
 impl Flusher {
-    fn start(files: Vec<File>) -> Flusher {
+    fn start(files: Vec<(PathBuf, File)>) -> Flusher {
         let (tx, rx) = crossbeam_channel::bounded::<()>(1);
         let error = std::sync::Arc::new(std::sync::Mutex::new(None));
         let keep = error.clone();
@@ -109,10 +110,10 @@ impl Flusher {
             .name("smelt-flush".into())
             .spawn(move || {
                 for () in rx.iter() {
-                    for f in &files {
+                    for (path, f) in &files {
                         if let Err(e) = f.sync_data() {
                             if let Ok(mut slot) = keep.lock() {
-                                slot.get_or_insert(e);
+                                slot.get_or_insert((path.clone(), e));
                             }
                         }
                     }
@@ -141,7 +142,7 @@ impl Flusher {
 
     /// Stop the thread (after its current flush) and hand back its first
     /// error.
-    fn stop(&mut self) -> Option<std::io::Error> {
+    fn stop(&mut self) -> Option<(PathBuf, std::io::Error)> {
         self.note = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -302,7 +303,10 @@ impl Writer {
         w.tensors = tensors;
         if w.sync {
             // A shard that cannot be duplicated is simply flushed at the end.
-            let files = w.shards.iter().filter_map(|s| s.file.try_clone().ok());
+            let files = w.shards.iter().filter_map(|s| {
+                let f = s.file.try_clone().ok()?;
+                Some((w.partial.join(&s.name), f))
+            });
             w.flusher = Some(Flusher::start(files.collect()));
         }
         Ok(w)
@@ -471,8 +475,8 @@ impl Writer {
     /// renamed into place, then the old one deleted, so at every moment one
     /// complete model sits at the destination or beside it.
     pub fn finish(mut self) -> Result<PathBuf> {
-        if let Some(e) = self.flusher.as_mut().and_then(Flusher::stop) {
-            return Err(io_err(&self.partial, e));
+        if let Some((path, e)) = self.flusher.as_mut().and_then(Flusher::stop) {
+            return Err(io_err(&path, e));
         }
         if self.sync {
             for s in &self.shards {
