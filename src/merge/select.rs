@@ -940,17 +940,30 @@ mod tests {
 
     fn run(values: &[f32], k: usize, chunk: usize) -> (Vec<bool>, TopK) {
         let mut t = TopK::new(values.len(), k);
+        select(&mut t, values, chunk);
+        (mask(&mut t, values, chunk), t)
+    }
+
+    /// Run `t`'s passes over `values` in chunks; how many it took.
+    fn select(t: &mut TopK, values: &[f32], chunk: usize) -> usize {
+        let mut passes = 0;
         while t.wants_pass() {
             for c in values.chunks(chunk) {
                 t.observe(c);
             }
             t.end_pass();
+            passes += 1;
         }
+        passes
+    }
+
+    /// `t`'s keep mask over `values`, a chunk at a time.
+    fn mask(t: &mut TopK, values: &[f32], chunk: usize) -> Vec<bool> {
         let mut keep = vec![false; values.len()];
         for (c, kc) in values.chunks(chunk).zip(keep.chunks_mut(chunk)) {
             t.keep_mask(c, kc);
         }
-        (keep, t)
+        keep
     }
 
     /// Reference: stable sort by descending magnitude, ties by index.
@@ -1076,20 +1089,12 @@ mod tests {
         for (values, one_pass) in [(&same, true), (&skewed, false)] {
             for k in [n / 10, n / 2] {
                 let mut t = TopK::new(n, k);
-                let mut passes = 0;
-                while t.wants_pass() {
-                    for c in values.chunks(1 << 18) {
-                        t.observe(c);
-                    }
-                    t.end_pass();
-                    passes += 1;
-                }
+                let passes = select(&mut t, values, 1 << 18);
                 assert_eq!(passes, if one_pass { 1 } else { 2 }, "k={k}");
-                let mut keep = vec![false; n];
-                for (c, kc) in values.chunks(1 << 18).zip(keep.chunks_mut(1 << 18)) {
-                    t.keep_mask(c, kc);
-                }
-                assert!(keep == reference(values, k), "k={k}");
+                assert!(
+                    mask(&mut t, values, 1 << 18) == reference(values, k),
+                    "k={k}"
+                );
                 let thr = t.threshold().expect("cut-off");
                 let tied = values.iter().filter(|v| v.abs() == thr).count() as u64;
                 assert_eq!(t.tied_at_cutoff(), tied);
@@ -1113,25 +1118,14 @@ mod tests {
             for k in [n / 20, n / 3, n - 5] {
                 let mut t = TopK::new(n, k);
                 t.predict(sample);
-                let mut passes = 0;
-                while t.wants_pass() {
-                    for c in values.chunks(70_000) {
-                        t.observe(c);
-                    }
-                    t.end_pass();
-                    passes += 1;
-                }
+                let passes = select(&mut t, &values, 70_000);
                 // (Near k = n the cut-off is 0, which the scaled sample
                 // still brackets.)
                 if k < n / 2 {
                     assert_eq!(passes == 1, one_pass, "k={k} passes={passes}");
                 }
                 let want = reference(&values, k);
-                let mut keep = vec![false; n];
-                for (c, kc) in values.chunks(70_000).zip(keep.chunks_mut(70_000)) {
-                    t.keep_mask(c, kc);
-                }
-                assert!(keep == want, "k={k}");
+                assert!(mask(&mut t, &values, 70_000) == want, "k={k}");
                 t.rewind();
                 let mut via_bounds = Vec::with_capacity(n);
                 for c in values.chunks(70_000) {
