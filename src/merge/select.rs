@@ -632,12 +632,9 @@ impl TopK {
     /// at an end. Counting ties in blocks first keeps both the counting and
     /// the masking loops branch-free, so they vectorise even on bf16 task
     /// vectors where many entries tie.
-    fn split(&mut self, values: &[f32]) -> usize {
-        self.split_of::<f32>(values, None)
-    }
-
-    /// [`TopK::split`] of `values - minus` when `minus` is given (formed
-    /// on the way, never written out).
+    ///
+    /// With `minus`, the chunk is `values - minus` (formed on the way,
+    /// never written out).
     fn split_of<E: Lane>(&mut self, values: &[E], minus: Option<&[E]>) -> usize {
         const BLOCK: usize = 1024;
         let thr = self.thr;
@@ -726,24 +723,14 @@ impl TopK {
 
     /// Write whether each entry of the next chunk (in order) is kept.
     pub fn keep_mask(&mut self, values: &[f32], keep: &mut [bool]) {
-        if self.all() {
-            keep.iter_mut().for_each(|k| *k = true);
-            return;
+        let len = values.len().min(keep.len());
+        let b = self.bounds(len, values);
+        let split = b.split.min(len);
+        for (k, &v) in keep[..split].iter_mut().zip(values) {
+            *k = mag_bits(v) >= b.before;
         }
-        if self.k == 0 {
-            keep.iter_mut().for_each(|k| *k = false);
-            return;
-        }
-        let split = self.split(values);
-        let (thr, len) = (self.thr, values.len().min(keep.len()));
-        for (k, &v) in keep[..split.min(len)].iter_mut().zip(values) {
-            *k = mag_bits(v) >= thr;
-        }
-        for (k, &v) in keep[split.min(len)..len]
-            .iter_mut()
-            .zip(&values[split.min(len)..])
-        {
-            *k = mag_bits(v) > thr;
+        for (k, &v) in keep[split..len].iter_mut().zip(&values[split..]) {
+            *k = mag_bits(v) >= b.after;
         }
     }
 
@@ -752,12 +739,8 @@ impl TopK {
         if self.all() {
             return;
         }
-        if self.k == 0 {
-            values.iter_mut().for_each(|v| *v = 0.0);
-            return;
-        }
-        let split = self.split(values);
-        let (head, tail) = values.split_at_mut(split);
+        let b = self.bounds(values.len(), values);
+        let (head, tail) = values.split_at_mut(b.split.min(values.len()));
         // An all-ones or all-zeros mask per entry: branch-free.
         let mask = |vals: &mut [f32], lo: u32| {
             for v in vals.iter_mut() {
@@ -765,8 +748,8 @@ impl TopK {
                 *v = f32::from_bits(v.to_bits() & keep);
             }
         };
-        mask(head, self.thr);
-        mask(tail, self.thr + 1);
+        mask(head, b.before);
+        mask(tail, b.after);
     }
 }
 
