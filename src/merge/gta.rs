@@ -50,6 +50,28 @@ enum Sparse {
     Della { d: f32, eps: f32, stream: Stream },
 }
 
+impl Sparse {
+    /// The magnitude selectors this sparsification uses: none, one
+    /// (TIES) or two (breadcrumbs).
+    fn selectors(&mut self) -> impl Iterator<Item = &mut TopK> {
+        let (a, b) = match self {
+            Sparse::Magnitude(t) => (Some(t), None),
+            Sparse::Outliers { upper, outliers } => (Some(upper), Some(outliers)),
+            _ => (None, None),
+        };
+        a.into_iter().chain(b)
+    }
+
+    /// [`Sparse::selectors`], read-only.
+    fn any_selector(&self, f: impl Fn(&TopK) -> bool) -> bool {
+        match self {
+            Sparse::Magnitude(t) => f(t),
+            Sparse::Outliers { upper, outliers } => f(upper) || f(outliers),
+            _ => false,
+        }
+    }
+}
+
 struct ModelState {
     weight: f32,
     sparse: Sparse,
@@ -227,11 +249,9 @@ impl Gta {
     }
 
     fn selecting(&self) -> bool {
-        self.models.iter().any(|m| match &m.sparse {
-            Sparse::Magnitude(t) => t.wants_pass(),
-            Sparse::Outliers { upper, outliers } => upper.wants_pass() || outliers.wants_pass(),
-            _ => false,
-        })
+        self.models
+            .iter()
+            .any(|m| m.sparse.any_selector(TopK::wants_pass))
     }
 }
 
@@ -379,27 +399,20 @@ impl Kernel for Gta {
         });
     }
     fn wants_sample(&self) -> bool {
-        self.models.iter().any(|m| match &m.sparse {
-            Sparse::Magnitude(t) => t.wants_sample(),
-            Sparse::Outliers { upper, outliers } => upper.wants_sample() || outliers.wants_sample(),
-            _ => false,
-        })
+        self.models
+            .iter()
+            .any(|m| m.sparse.any_selector(TopK::wants_sample))
     }
     fn sample(&mut self, chunk: &Chunk) {
         let len = chunk.len();
         self.tmp.resize(len, 0.0);
         for (st, m) in self.models.iter_mut().zip(chunk.models) {
-            let (Sparse::Magnitude(_) | Sparse::Outliers { .. }) = st.sparse else {
+            if !st.sparse.any_selector(|_| true) {
                 continue;
-            };
+            }
             delta_into(m, chunk.base, &mut self.tmp[..len]);
-            match &mut st.sparse {
-                Sparse::Magnitude(t) => t.predict(&self.tmp[..len]),
-                Sparse::Outliers { upper, outliers } => {
-                    upper.predict(&self.tmp[..len]);
-                    outliers.predict(&self.tmp[..len]);
-                }
-                _ => {}
+            for t in st.sparse.selectors() {
+                t.predict(&self.tmp[..len]);
             }
         }
     }
@@ -427,14 +440,7 @@ impl Kernel for Gta {
         match self.pass {
             Pass::Select => {
                 for st in &mut self.models {
-                    match &mut st.sparse {
-                        Sparse::Magnitude(t) => t.end_pass(),
-                        Sparse::Outliers { upper, outliers } => {
-                            upper.end_pass();
-                            outliers.end_pass();
-                        }
-                        _ => {}
-                    }
+                    st.sparse.selectors().for_each(TopK::end_pass);
                 }
             }
             Pass::L1 => {
@@ -446,14 +452,7 @@ impl Kernel for Gta {
                     } else {
                         (st.l1_before / st.l1_after) as f32
                     };
-                    match &mut st.sparse {
-                        Sparse::Magnitude(t) => t.rewind(),
-                        Sparse::Outliers { upper, outliers } => {
-                            upper.rewind();
-                            outliers.rewind();
-                        }
-                        _ => {}
-                    }
+                    st.sparse.selectors().for_each(TopK::rewind);
                 }
                 self.l1_done = true;
             }
@@ -496,14 +495,11 @@ impl Gta {
             self.tmp.resize(len, 0.0);
             delta_into(m, chunk.base, &mut self.tmp[..len]);
             match self.pass {
-                Pass::Select => match &mut st.sparse {
-                    Sparse::Magnitude(t) => t.observe(&self.tmp[..len]),
-                    Sparse::Outliers { upper, outliers } => {
-                        upper.observe(&self.tmp[..len]);
-                        outliers.observe(&self.tmp[..len]);
+                Pass::Select => {
+                    for t in st.sparse.selectors() {
+                        t.observe(&self.tmp[..len]);
                     }
-                    _ => {}
-                },
+                }
                 Pass::L1 => {
                     st.l1_before += l1(&self.tmp[..len]);
                     sparsify(
