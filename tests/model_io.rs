@@ -67,23 +67,40 @@ fn shorter_than_8_bytes() {
     let p = d.path().join("tiny.safetensors");
     std::fs::write(&p, [1u8, 2, 3]).unwrap();
     let e = open_err(d.path(), &p);
-    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
-    assert_names(&e, &["tiny.safetensors", "3 bytes"]);
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
+    assert_names(
+        &e,
+        &[
+            "tiny.safetensors",
+            "not a safetensors checkpoint",
+            "3 bytes",
+        ],
+    );
     std::fs::write(&p, []).unwrap();
     let e = open_err(d.path(), &p);
-    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
 }
 
 #[test]
 fn header_length_beyond_file() {
+    // A plausible length over a short file: said, with the length, since
+    // the file may be a truncated checkpoint.
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("big.safetensors");
     let mut bytes = 1_000_000u64.to_le_bytes().to_vec();
     bytes.extend_from_slice(b"{}");
     std::fs::write(&p, bytes).unwrap();
     let e = open_err(d.path(), &p);
-    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
-    assert_names(&e, &["big.safetensors", "1000000", "larger than the file"]);
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
+    assert_names(
+        &e,
+        &[
+            "big.safetensors",
+            "1000000",
+            "larger than the file",
+            "truncated",
+        ],
+    );
 }
 
 #[test]
@@ -91,15 +108,109 @@ fn header_not_json_or_not_object() {
     let d = tempfile::tempdir().unwrap();
     let p = single(d.path(), "{not json", &[]);
     let e = open_err(d.path(), &p);
-    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
-    assert_names(&e, &["m.safetensors", "not valid JSON"]);
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
+    assert_names(
+        &e,
+        &[
+            "m.safetensors",
+            "not a safetensors checkpoint",
+            "not valid JSON",
+        ],
+    );
     let p = single(d.path(), "[1, 2]  ", &[]);
     let e = open_err(d.path(), &p);
-    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
     assert_names(&e, &["m.safetensors", "not a JSON object"]);
+    // A JSON object with a bad entry is a safetensors file gone wrong, not
+    // some other kind of file.
     let p = single(d.path(), r#"{"__metadata__": {"a": 1}}"#, &[]);
     let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::Format { .. }), "{e:?}");
     assert_names(&e, &["__metadata__"]);
+}
+
+/// A text file opened as a model (`smelt inspect README.md`): its first
+/// bytes read as an absurd header length. The message says what the file
+/// is not and why, without the meaningless number.
+#[test]
+fn text_file_is_not_a_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("README.md");
+    std::fs::write(
+        &p,
+        "# smelt\n\nA terminal workbench for merging checkpoints.\n",
+    )
+    .unwrap();
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "{}: not a safetensors checkpoint: header length larger than the file (",
+            p.display()
+        )),
+        "{msg}"
+    );
+    let bogus = u64::from_le_bytes(*b"# smelt\n").to_string();
+    assert!(!msg.contains(&bogus), "{msg}");
+    // A text file whose first 8 bytes happen to make a small length: the
+    // "header" is then text, not JSON.
+    let p = d.path().join("notes.txt");
+    let mut bytes = 6u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"hello, world");
+    std::fs::write(&p, bytes).unwrap();
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
+    assert_names(
+        &e,
+        &[
+            "notes.txt",
+            "not a safetensors checkpoint",
+            "not valid JSON",
+        ],
+    );
+}
+
+/// A folder without weights is not a checkpoint; where it holds
+/// safetensors files under other names, or models in subfolders, the
+/// message points there.
+#[test]
+fn folder_without_weights_is_not_a_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("docs");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("README.md"), "# docs\n").unwrap();
+    let e = open_err(d.path(), &dir);
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
+    assert_names(
+        &e,
+        &[
+            "docs",
+            "not a safetensors checkpoint",
+            SINGLE_FILE,
+            INDEX_FILE,
+        ],
+    );
+
+    let t = vec![("w".to_string(), vec![2], vec![1.0, 2.0])];
+    write_small(&dir.join("adapter.safetensors"), &t, Dtype::F32, &[]).unwrap();
+    let e = open_err(d.path(), &dir);
+    assert_names(&e, &["not a safetensors checkpoint", "adapter.safetensors"]);
+    // ... which opens.
+    assert!(Model::open(&dir.join("adapter.safetensors")).is_ok());
+
+    let family = d.path().join("family");
+    write_small(&family.join("base"), &t, Dtype::F32, &[]).unwrap();
+    write_small(&family.join("ft"), &t, Dtype::F32, &[]).unwrap();
+    let e = open_err(d.path(), &family);
+    assert_names(&e, &["family", "not a safetensors checkpoint", "base, ft"]);
+
+    // A JSON file that is not a shard index (config.json named by mistake).
+    let p = d.path().join("config.json");
+    std::fs::write(&p, r#"{"num_hidden_layers": 2}"#).unwrap();
+    let e = open_err(d.path(), &p);
+    assert!(matches!(e, ModelError::NotCheckpoint { .. }), "{e:?}");
+    assert_names(&e, &["config.json", "weight_map"]);
 }
 
 #[test]

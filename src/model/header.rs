@@ -48,31 +48,51 @@ fn tensor_err(path: &Path, tensor: &str, msg: impl Into<String>) -> ModelError {
     }
 }
 
+fn not_checkpoint(path: &Path, why: impl Into<String>) -> ModelError {
+    ModelError::NotCheckpoint {
+        path: path.to_path_buf(),
+        why: why.into(),
+    }
+}
+
 /// Parse and validate the header of the safetensors file whose full
 /// contents are `file` (normally a memory map). `path` is for messages.
+///
+/// A file that cannot be a safetensors file at all (too short, a length
+/// prefix past its end, a header that is not a JSON object) is
+/// [`ModelError::NotCheckpoint`]; one that is a safetensors file with a bad
+/// entry is [`ModelError::Format`] or [`ModelError::Tensor`].
 pub(super) fn parse(path: &Path, file: &[u8]) -> Result<Header> {
     let file_len = file.len() as u64;
     if file_len < 8 {
-        return Err(format_err(
+        return Err(not_checkpoint(
             path,
-            format!(
-                "not a safetensors file: {file_len} bytes, shorter than the 8-byte header length"
-            ),
+            format!("only {file_len} bytes, shorter than the 8-byte header length"),
         ));
     }
     let mut len_bytes = [0u8; 8];
     len_bytes.copy_from_slice(&file[..8]);
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > file_len - 8 {
-        return Err(format_err(
-            path,
-            format!(
-                "header length {header_len} is larger than the file ({file_len} bytes): truncated or not a safetensors file"
-            ),
-        ));
+        // A plausible length over a short file is most likely a truncated
+        // checkpoint; an absurd one (text read as a number) is no
+        // checkpoint at all, and its value would only confuse.
+        return Err(if header_len <= MAX_HEADER {
+            not_checkpoint(
+                path,
+                format!(
+                    "header length {header_len} is larger than the file ({file_len} bytes); truncated?"
+                ),
+            )
+        } else {
+            not_checkpoint(
+                path,
+                format!("header length larger than the file ({file_len} bytes)"),
+            )
+        });
     }
     if header_len > MAX_HEADER {
-        return Err(format_err(
+        return Err(not_checkpoint(
             path,
             format!("header length {header_len} exceeds the {MAX_HEADER}-byte limit"),
         ));
@@ -80,9 +100,9 @@ pub(super) fn parse(path: &Path, file: &[u8]) -> Result<Header> {
     let data_start = 8 + header_len as usize;
     let data_len = file.len() - data_start;
     let json: Value = serde_json::from_slice(&file[8..data_start])
-        .map_err(|e| format_err(path, format!("header is not valid JSON: {e}")))?;
+        .map_err(|e| not_checkpoint(path, format!("header is not valid JSON ({e})")))?;
     let Value::Object(obj) = json else {
-        return Err(format_err(path, "header is not a JSON object"));
+        return Err(not_checkpoint(path, "header is not a JSON object"));
     };
 
     let mut metadata = BTreeMap::new();

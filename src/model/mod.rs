@@ -40,7 +40,12 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not a well-formed safetensors file.
+    /// The path is not a safetensors checkpoint at all (a README, a
+    /// folder without weights, a pickle): `why` says briefly what gave it
+    /// away.
+    #[error("{path}: not a safetensors checkpoint: {why}")]
+    NotCheckpoint { path: PathBuf, why: String },
+    /// The file is a safetensors file, but not a well-formed one.
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
     /// A tensor's header entry is wrong (offsets, shape, dtype).

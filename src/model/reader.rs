@@ -105,10 +105,10 @@ impl Model {
             } else if single.is_file() {
                 Layout::Single(single)
             } else {
-                return Err(format_err(
-                    path,
-                    format!("no {SINGLE_FILE} or {INDEX_FILE} in this folder"),
-                ));
+                return Err(ModelError::NotCheckpoint {
+                    path: path.to_path_buf(),
+                    why: folder_hint(path),
+                });
             };
             (layout, Some(path.to_path_buf()))
         } else if path.to_string_lossy().ends_with(".json") {
@@ -393,10 +393,22 @@ impl Loaded {
 /// first appearance.
 fn load_sharded(index: &Path, loaded: &mut Loaded) -> Result<()> {
     let text = std::fs::read(index).map_err(|e| io_err(index, e))?;
-    let json: serde_json::Value = serde_json::from_slice(&text)
-        .map_err(|e| format_err(index, format!("not valid JSON: {e}")))?;
+    // A file under the index's own name is a broken index; any other JSON
+    // file (`config.json` named by mistake) is not a checkpoint at all.
+    let bad = |msg: String| {
+        if index.file_name().is_some_and(|n| n == INDEX_FILE) {
+            format_err(index, msg)
+        } else {
+            ModelError::NotCheckpoint {
+                path: index.to_path_buf(),
+                why: format!("not a shard index: {msg}"),
+            }
+        }
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let Some(map) = json.get("weight_map").and_then(|m| m.as_object()) else {
-        return Err(format_err(index, "no `weight_map` object"));
+        return Err(bad("no `weight_map` object".into()));
     };
     let folder = index.parent().unwrap_or(Path::new("."));
     // Shard file → tensors the index puts there, in first-seen order.
@@ -441,6 +453,46 @@ fn load_sharded(index: &Path, loaded: &mut Loaded) -> Result<()> {
         loaded.add_shard(path, Some(&per_shard[file]))?;
     }
     Ok(())
+}
+
+/// Why the folder `dir` is not a checkpoint, with a pointer to what it
+/// holds instead: `.safetensors` files under other names (open one of
+/// them), or subfolders that are checkpoints (open one of those).
+fn folder_hint(dir: &Path) -> String {
+    let missing = format!("no {SINGLE_FILE} or {INDEX_FILE} in this folder");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return missing;
+    };
+    let (mut files, mut models) = (Vec::new(), Vec::new());
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if p.is_file() && name.ends_with(".safetensors") {
+            files.push(name);
+        } else if p.is_dir() && (p.join(SINGLE_FILE).is_file() || p.join(INDEX_FILE).is_file()) {
+            models.push(name);
+        }
+    }
+    let list = |mut v: Vec<String>| {
+        v.sort();
+        let more = v.len().saturating_sub(3);
+        v.truncate(3);
+        let mut s = v.join(", ");
+        if more > 0 {
+            s.push_str(&format!(" and {more} more"));
+        }
+        s
+    };
+    if !files.is_empty() {
+        format!(
+            "{missing}; it holds {}: open one of those files",
+            list(files)
+        )
+    } else if !models.is_empty() {
+        format!("{missing}; models are in its subfolders {}", list(models))
+    } else {
+        missing
+    }
 }
 
 /// Parse `config.json` when present; malformed JSON is an error naming it.
