@@ -44,3 +44,41 @@ fn inspect_a_folder_of_models_points_into_it() {
         "{e}"
     );
 }
+
+/// `smelt merge R --out OUT` where OUT cannot be made: exit 2, one line
+/// naming OUT and its parent, never the scratch folder, nothing written.
+fn merge_refuses(out: &str, cwd: &Path) -> String {
+    let recipe =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/recipes/llama-ties.toml");
+    let o = smelt(
+        &["merge", recipe.to_str().expect("utf-8 path"), "--out", out],
+        cwd,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!("smelt: cannot create {out}: ")),
+        "{e}"
+    );
+    assert!(!e.contains(".partial-"), "{e}");
+    e
+}
+
+#[test]
+fn merge_into_missing_parent_names_it() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let e = merge_refuses("nope/merged", d.path());
+    assert!(e.contains("its parent folder nope does not exist"), "{e}");
+    assert!(!d.path().join("nope").exists());
+}
+
+#[test]
+fn merge_into_proc_names_proc() {
+    if !Path::new("/proc/self").exists() {
+        eprintln!("merge_into_proc: no /proc here; not checked");
+        return;
+    }
+    let d = tempfile::tempdir().expect("tempdir");
+    let e = merge_refuses("/proc/x", d.path());
+    assert!(e.contains("its parent /proc is not writable"), "{e}");
+}

@@ -927,3 +927,110 @@ fn output_through_symlink_into_input_refused() {
     assert_names(&e, &["inside input"]);
     assert_eq!(listing(&input), vec![PathBuf::from(SINGLE_FILE)]);
 }
+
+// ------------------------------------------ output folders that cannot be
+
+/// `Writer::create` must fail with `CannotCreate` for `out`, naming `out`
+/// and never the scratch folder, and leave `dir` as it was.
+fn cannot_create(dir: &Path, out: &Path) -> String {
+    let before = listing(dir);
+    let e = match Writer::create(out, vec![out_tensor("w", Dtype::F32, &[2])], &opts()) {
+        Ok(_) => panic!("{} created but should not be", out.display()),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&e, ModelError::CannotCreate { path, .. } if path == out),
+        "{e:?}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(&format!("cannot create {}: ", out.display())),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(".partial-"),
+        "names the scratch folder: {msg}"
+    );
+    assert_eq!(listing(dir), before, "left files behind");
+    msg
+}
+
+#[test]
+fn output_under_missing_parent_names_that_parent() {
+    let d = tempfile::tempdir().unwrap();
+    let nope = d.path().join("nope");
+    let msg = cannot_create(d.path(), &nope.join("out"));
+    assert!(
+        msg.ends_with(&format!(
+            "its parent folder {} does not exist",
+            nope.display()
+        )),
+        "{msg}"
+    );
+    // Not created on the way.
+    assert!(!nope.exists());
+
+    // A parent that is a file.
+    let file = d.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let msg = cannot_create(d.path(), &file.join("out"));
+    assert!(msg.contains("is not a folder"), "{msg}");
+}
+
+/// A read-only parent. Root writes into it anyway, so a probe decides
+/// which behaviour to expect, and the test says which one it checked.
+#[test]
+fn output_in_read_only_parent_names_that_parent() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let ro = d.path().join("ro");
+    std::fs::create_dir(&ro).unwrap();
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let probe = ro.join("probe");
+    let writable = std::fs::create_dir(&probe).is_ok();
+    let out = ro.join("out");
+    if writable {
+        std::fs::remove_dir(&probe).unwrap();
+        eprintln!(
+            "output_in_read_only_parent: a mode 555 folder is writable here (running as root), \
+             so this checks that the output is written there"
+        );
+        let w = Writer::create(&out, vec![out_tensor("w", Dtype::F32, &[2])], &opts()).unwrap();
+        w.write_f32(0, 0, &[1.0, 2.0]).unwrap();
+        w.finish().unwrap();
+        assert!(out.join(SINGLE_FILE).is_file());
+    } else {
+        eprintln!("output_in_read_only_parent: checking the refusal");
+        let msg = cannot_create(d.path(), &out);
+        assert!(
+            msg.ends_with(&format!(
+                "its parent {} is not writable (Permission denied)",
+                ro.display()
+            )),
+            "{msg}"
+        );
+    }
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A parent nobody can write to, root included: procfs refuses new
+/// folders. Linux only; skipped (and said so) where there is no /proc.
+#[test]
+fn output_in_proc_names_proc() {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        eprintln!("output_in_proc: no /proc here; not checked");
+        return;
+    }
+    let out = proc.join("smelt-test-out");
+    let e = match Writer::create(&out, vec![out_tensor("w", Dtype::F32, &[2])], &opts()) {
+        Ok(_) => panic!("created {}", out.display()),
+        Err(e) => e,
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("cannot create /proc/smelt-test-out: its parent /proc is not writable ("),
+        "{msg}"
+    );
+    assert!(!msg.contains(".partial-"), "{msg}");
+}

@@ -57,6 +57,11 @@ pub enum ModelError {
     },
     #[error("{path}: no such tensor `{tensor}`")]
     MissingTensor { path: PathBuf, tensor: String },
+    /// The output folder cannot be made where the user asked: its parent
+    /// is missing, not a folder or not writable. Names the user's folder,
+    /// never the scratch folder beside it.
+    #[error("cannot create {path}: {why}")]
+    CannotCreate { path: PathBuf, why: String },
     /// Refusing to write: output exists, output inside an input, ...
     #[error("{path}: {msg}")]
     Output { path: PathBuf, msg: String },

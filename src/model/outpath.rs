@@ -97,6 +97,79 @@ pub(super) fn check_destination(out: &Path, inputs: &[PathBuf], force: bool) -> 
     Ok(resolved)
 }
 
+/// The reason an I/O error gives, without the `(os error N)` tail.
+fn reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
+    }
+}
+
+/// `out`'s parent as given (`None` for a bare name: the current folder),
+/// and how to name it in a message.
+fn parent_of(out: &Path) -> (&Path, String) {
+    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => (p, p.display().to_string()),
+        None => (Path::new("."), "the current folder".into()),
+    }
+}
+
+fn cannot_create(out: &Path, why: String) -> ModelError {
+    ModelError::CannotCreate {
+        path: out.to_path_buf(),
+        why,
+    }
+}
+
+/// Check that the folder `out` is to go in exists and is a folder. Parents
+/// are not created: a mistyped path should not grow a tree of folders.
+pub(super) fn check_parent(out: &Path) -> Result<()> {
+    let (parent, shown) = parent_of(out);
+    match std::fs::metadata(parent) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(cannot_create(
+            out,
+            format!("its parent {shown} is not a folder"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(cannot_create(
+            out,
+            format!("its parent folder {shown} does not exist"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Err(cannot_create(
+            out,
+            format!("its parent {shown} is not a folder (part of that path is a file)"),
+        )),
+        Err(e) => Err(cannot_create(
+            out,
+            format!("cannot reach its parent {shown} ({})", reason(&e)),
+        )),
+    }
+}
+
+/// The error for failing to create the scratch folder for `out` (or the
+/// first file in it): about `out` and its parent, which is what the user
+/// named and can fix, not the scratch name.
+pub(super) fn create_failed(out: &Path, e: &std::io::Error) -> ModelError {
+    use std::io::ErrorKind as K;
+    let (parent, shown) = parent_of(out);
+    let why = match e.kind() {
+        // procfs and sysfs refuse new entries with "not found" although
+        // the folder exists: that is a parent that cannot be written too.
+        K::PermissionDenied | K::ReadOnlyFilesystem => {
+            format!("its parent {shown} is not writable ({})", reason(e))
+        }
+        K::NotFound if parent.is_dir() => {
+            format!("its parent {shown} is not writable (it accepts no new folders)")
+        }
+        K::StorageFull | K::QuotaExceeded => {
+            format!("no space left in {shown} ({})", reason(e))
+        }
+        _ => format!("in {shown}: {}", reason(e)),
+    };
+    cannot_create(out, why)
+}
+
 /// A fresh sibling of `out` named `<name>.<tag>-<pid>-<n>`: unique within
 /// this process by the counter, across processes by the pid.
 pub(super) fn sibling(out: &Path, tag: &str) -> PathBuf {

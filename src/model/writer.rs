@@ -12,7 +12,10 @@
 //! expected.
 
 use super::header::{self, OutEntry};
-use super::outpath::{check_destination, is_plain_name, remove_stale_partials, sibling, sync_dir};
+use super::outpath::{
+    check_destination, check_parent, create_failed, is_plain_name, remove_stale_partials, sibling,
+    sync_dir,
+};
 use super::reader::{INDEX_FILE, SINGLE_FILE};
 use super::{dtype, Dtype, ModelError, Result};
 use std::fs::File;
@@ -237,12 +240,10 @@ impl Writer {
         }
         check_destination(out, &opts.inputs, opts.force)?;
 
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
-        }
+        check_parent(out)?;
         remove_stale_partials(out);
         let partial = sibling(out, "partial");
-        std::fs::create_dir(&partial).map_err(|e| io_err(&partial, e))?;
+        std::fs::create_dir(&partial).map_err(|e| create_failed(out, &e))?;
         // From here on, an early return drops `w`, which removes `partial`.
         let mut w = Writer {
             out: out.to_path_buf(),
