@@ -9,13 +9,17 @@
 //!   threads fill tensors at their final offsets; [`Writer::finish`]
 //!   publishes the folder with one rename.
 //! - [`classify`] maps tensor names to layers for per-layer parameters and
-//!   statistics; [`inspect::Report`] summarises a checkpoint.
+//!   statistics; [`Model::layer_groups`] lists a model by those groups;
+//!   [`inspect::Report`] summarises a checkpoint.
+//! - [`Model::check_compatible`] says whether two models can be merged,
+//!   naming the first tensor that does not fit.
 //!
 //! Module layout: `header` (the safetensors header, parsed and built),
-//! `dtype` (conversion), `catalogue`, `reader`, `writer`, `outpath` (output
-//! location rules), `inspect`.
+//! `dtype` (conversion), `catalogue`, `compat` (can two models merge),
+//! `reader`, `writer`, `outpath` (output location rules), `inspect`.
 
 mod catalogue;
+mod compat;
 mod dtype;
 mod header;
 pub mod inspect;
@@ -24,6 +28,7 @@ mod reader;
 mod writer;
 
 pub use catalogue::{classify, Group, LayerRef};
+pub use compat::{Incompatible, Mismatch};
 pub use dtype::{from_f32, to_f32, Dtype};
 pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
