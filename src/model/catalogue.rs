@@ -8,6 +8,11 @@
 //! (`model.layers.N.`), GPT-2 (`transformer.h.N.`), BERT
 //! (`encoder.layer.N.`), `blocks.N.`, smelt's MLPs (`layers.N.`) and
 //! multimodal wrappers (`model.language_model.layers.N.`).
+//!
+//! [`Model::layer_groups`] lists a model by these groups, as the
+//! workbench's layer table shows it.
+
+use super::{Dtype, Model};
 
 /// Where a tensor sits in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,6 +62,57 @@ impl LayerRef {
             .map(|(s, _)| s)
             .unwrap_or("");
         format!("{stem}.{layer}.{}", self.block)
+    }
+}
+
+/// One tensor of a [`LayerGroup`]: what the workbench's layer table shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorSummary {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: Dtype,
+}
+
+/// A group of a model's tensors (embeddings, one layer, or norm/head) with
+/// its parameter count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerGroup {
+    pub group: Group,
+    /// Elements over all the group's tensors.
+    pub params: u64,
+    /// The group's tensors, by name.
+    pub tensors: Vec<TensorSummary>,
+}
+
+impl Model {
+    /// The model's tensors by group, in the stable order of
+    /// [`Model::tensors`]: embeddings, layers by number, then norm/head;
+    /// within a group, by name. Only groups that have tensors appear (a
+    /// model without embeddings starts at its first layer). Headers only:
+    /// no tensor data is read.
+    pub fn layer_groups(&self) -> Vec<LayerGroup> {
+        let mut groups: Vec<LayerGroup> = Vec::new();
+        for t in self.tensors() {
+            let g = t.place.group;
+            // Tensors come sorted by group: a tensor joins the last group
+            // or starts the next.
+            if groups.last().is_none_or(|l| l.group != g) {
+                groups.push(LayerGroup {
+                    group: g,
+                    params: 0,
+                    tensors: Vec::new(),
+                });
+            }
+            if let Some(l) = groups.last_mut() {
+                l.params += t.numel() as u64;
+                l.tensors.push(TensorSummary {
+                    name: t.name.clone(),
+                    shape: t.shape.clone(),
+                    dtype: t.dtype,
+                });
+            }
+        }
+        groups
     }
 }
 
@@ -201,6 +257,57 @@ mod tests {
             g,
             [Group::Pre, Group::Layer(2), Group::Layer(10), Group::Post]
         );
+    }
+
+    #[test]
+    fn layer_groups_in_stable_order_with_params() {
+        let d = tempfile::tempdir().unwrap();
+        // Written out of order; layer 10 sorts after layer 2 by number.
+        let t = |n: &str, shape: &[usize]| {
+            let numel = shape.iter().product();
+            (n.to_string(), shape.to_vec(), vec![0.25f32; numel])
+        };
+        let tensors = vec![
+            t("lm_head.weight", &[5, 3]),
+            t("model.layers.10.mlp.w", &[3, 3]),
+            t("model.layers.2.self_attn.q.weight", &[3, 2]),
+            t("model.layers.2.mlp.w", &[3]),
+            t("model.norm.weight", &[3]),
+            t("model.embed_tokens.weight", &[5, 3]),
+        ];
+        crate::model::write_small(d.path(), &tensors, Dtype::BF16, &[]).unwrap();
+        let m = Model::open(d.path()).unwrap();
+        let groups = m.layer_groups();
+        let summary: Vec<(Group, u64, Vec<&str>)> = groups
+            .iter()
+            .map(|g| {
+                let names = g.tensors.iter().map(|t| t.name.as_str()).collect();
+                (g.group, g.params, names)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Group::Pre, 15, vec!["model.embed_tokens.weight"]),
+                (
+                    Group::Layer(2),
+                    9,
+                    vec!["model.layers.2.mlp.w", "model.layers.2.self_attn.q.weight"]
+                ),
+                (Group::Layer(10), 9, vec!["model.layers.10.mlp.w"]),
+                (Group::Post, 18, vec!["lm_head.weight", "model.norm.weight"]),
+            ]
+        );
+        assert_eq!(
+            groups[1].tensors[1],
+            TensorSummary {
+                name: "model.layers.2.self_attn.q.weight".into(),
+                shape: vec![3, 2],
+                dtype: Dtype::BF16,
+            }
+        );
+        let total: u64 = groups.iter().map(|g| g.params).sum();
+        assert_eq!(total, m.num_params());
     }
 
     #[test]

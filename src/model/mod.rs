@@ -27,7 +27,7 @@ mod outpath;
 mod reader;
 mod writer;
 
-pub use catalogue::{classify, Group, LayerRef};
+pub use catalogue::{classify, Group, LayerGroup, LayerRef, TensorSummary};
 pub use compat::{Incompatible, Mismatch};
 pub use dtype::{from_f32, to_f32, Dtype};
 pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};

@@ -248,26 +248,22 @@ pub fn info(m: &Model) -> ModelInfo {
 
 /// Layer groups with their tensors, in the model's stable order.
 pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
-    let mut rows: Vec<LayerRow> = Vec::new();
-    for t in m.tensors() {
-        let g = t.place.group;
-        if rows.last().is_none_or(|r| r.group != g) {
-            rows.push(LayerRow {
-                group: g,
-                params: 0,
-                tensors: Vec::new(),
-            });
-        }
-        if let Some(r) = rows.last_mut() {
-            r.params += t.numel() as u64;
-            r.tensors.push(TensorRow {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                dtype: t.dtype.name().to_string(),
-            });
-        }
-    }
-    rows
+    m.layer_groups()
+        .into_iter()
+        .map(|g| LayerRow {
+            group: g.group,
+            params: g.params,
+            tensors: g
+                .tensors
+                .into_iter()
+                .map(|t| TensorRow {
+                    name: t.name,
+                    shape: t.shape,
+                    dtype: t.dtype.name().to_string(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 /// The selected tensor's task vectors, kept in memory between requests so
