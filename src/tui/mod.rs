@@ -188,8 +188,8 @@ fn input_thread(tx: Sender<Msg>) -> std::io::Result<()> {
 
 /// Run the workbench until the user quits.
 pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
-    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let theme = Theme::select(opts.theme.as_deref(), no_color, config_dir().as_deref())
+    let support = theme::ColorSupport::detect();
+    let theme = Theme::select(opts.theme.as_deref(), support, config_dir().as_deref())
         .map_err(|e| anyhow::anyhow!(e))?;
     let (tx, rx) = unbounded::<Msg>();
     let mut jobs = jobs::Jobs::new(tx.clone());

@@ -22,6 +22,146 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("mono", include_str!("../../themes/mono.toml")),
 ];
 
+/// What colours the terminal can show, from the environment alone
+/// ([`ColorSupport::from_env`]); a theme is brought down to it by
+/// [`Theme::downgraded`], so no terminal receives a colour code it does not
+/// understand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ColorSupport {
+    /// No colour at all: `NO_COLOR`, or `TERM=dumb`.
+    None,
+    /// The 16 named ANSI colours only.
+    Ansi16,
+    /// The xterm 256-colour palette.
+    Ansi256,
+    /// 24-bit RGB.
+    TrueColor,
+}
+
+/// `TERM` families that show 16 colours, whatever `COLORTERM` claims (a
+/// `COLORTERM` inherited from an outer terminal into `screen` does not make
+/// `screen` pass RGB on): `xterm`, `xterm-color`, `screen.linux`, ...
+const SIXTEEN_COLOUR_TERMS: &[&str] = &[
+    "ansi", "cygwin", "linux", "putty", "rxvt", "screen", "tmux", "vt100", "vt102", "vt220",
+    "vt320", "xterm",
+];
+
+/// Whether `term` (lower case) is one of [`SIXTEEN_COLOUR_TERMS`] or a
+/// variant of one (`xterm-color`, `xterm-16color`, `screen-bce`,
+/// `screen.linux`), as opposed to a terminal of its own that borrows a
+/// family name (`xterm-kitty`).
+fn is_sixteen_colour(term: &str) -> bool {
+    SIXTEEN_COLOUR_TERMS.iter().any(|f| {
+        let Some(rest) = term.strip_prefix(f) else {
+            return false;
+        };
+        rest.is_empty()
+            || rest.starts_with('.')
+            || matches!(
+                rest,
+                "-color" | "-16color" | "-8color" | "-bce" | "-r6" | "-m"
+            )
+    })
+}
+
+impl ColorSupport {
+    /// Decide from `TERM`, `COLORTERM` and whether `NO_COLOR` is set (and
+    /// non-empty). In order:
+    ///
+    /// - `NO_COLOR`, or `TERM=dumb`: no colour;
+    /// - a `TERM` with `256color` (`xterm-256color`, `tmux-256color`): the
+    ///   256-colour palette, or RGB when `COLORTERM` is `truecolor`/`24bit`;
+    /// - a `-direct` `TERM` (`xterm-direct`): RGB;
+    /// - a `TERM` of a 16-colour family (`xterm`, `vt100`, `vt220`,
+    ///   `screen`, `linux`, `ansi`, ... and their variants): 16 colours,
+    ///   whatever `COLORTERM` says;
+    /// - any other or no `TERM` (`alacritty`, `xterm-kitty`): RGB when
+    ///   `COLORTERM` says so, else 16 colours.
+    pub fn from_env(term: Option<&str>, colorterm: Option<&str>, no_color: bool) -> ColorSupport {
+        let term = term.unwrap_or("").trim().to_ascii_lowercase();
+        let truecolor = colorterm.is_some_and(|c| {
+            let c = c.trim();
+            c.eq_ignore_ascii_case("truecolor") || c.eq_ignore_ascii_case("24bit")
+        });
+        if no_color || term == "dumb" {
+            return ColorSupport::None;
+        }
+        if term.contains("256color") {
+            return if truecolor {
+                ColorSupport::TrueColor
+            } else {
+                ColorSupport::Ansi256
+            };
+        }
+        if term.ends_with("-direct") {
+            return ColorSupport::TrueColor;
+        }
+        if !is_sixteen_colour(&term) && truecolor {
+            return ColorSupport::TrueColor;
+        }
+        ColorSupport::Ansi16
+    }
+
+    /// [`ColorSupport::from_env`] on this process's environment.
+    pub fn detect() -> ColorSupport {
+        let var = |k: &str| std::env::var(k).ok();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        ColorSupport::from_env(
+            var("TERM").as_deref(),
+            var("COLORTERM").as_deref(),
+            no_color,
+        )
+    }
+
+    /// `c` as this terminal can show it: unchanged when supported, else the
+    /// nearest colour it has (an RGB colour to the nearest of the 256, or of
+    /// the 16 named ones by their usual VGA values), or the terminal's
+    /// default colour when it has none.
+    pub fn adapt(self, c: Color) -> Color {
+        use anstyle_lossy::palette::VGA;
+        match (self, c) {
+            (_, Color::Reset) => Color::Reset,
+            (ColorSupport::None, _) => Color::Reset,
+            (ColorSupport::TrueColor, c) => c,
+            (ColorSupport::Ansi256, Color::Rgb(r, g, b)) => {
+                Color::Indexed(anstyle_lossy::rgb_to_xterm(anstyle::RgbColor(r, g, b)).0)
+            }
+            (ColorSupport::Ansi256, c) => c,
+            (ColorSupport::Ansi16, Color::Rgb(r, g, b)) => {
+                named(anstyle_lossy::rgb_to_ansi(anstyle::RgbColor(r, g, b), VGA))
+            }
+            (ColorSupport::Ansi16, Color::Indexed(i)) => {
+                named(anstyle_lossy::xterm_to_ansi(anstyle::Ansi256Color(i), VGA))
+            }
+            (ColorSupport::Ansi16, c) => c,
+        }
+    }
+}
+
+/// The ratatui name of an ANSI colour (ratatui's `Gray` is ANSI white, its
+/// `White` bright white).
+fn named(c: anstyle::AnsiColor) -> Color {
+    use anstyle::AnsiColor as A;
+    match c {
+        A::Black => Color::Black,
+        A::Red => Color::Red,
+        A::Green => Color::Green,
+        A::Yellow => Color::Yellow,
+        A::Blue => Color::Blue,
+        A::Magenta => Color::Magenta,
+        A::Cyan => Color::Cyan,
+        A::White => Color::Gray,
+        A::BrightBlack => Color::DarkGray,
+        A::BrightRed => Color::LightRed,
+        A::BrightGreen => Color::LightGreen,
+        A::BrightYellow => Color::LightYellow,
+        A::BrightBlue => Color::LightBlue,
+        A::BrightMagenta => Color::LightMagenta,
+        A::BrightCyan => Color::LightCyan,
+        A::BrightWhite => Color::White,
+    }
+}
+
 /// Resolved colours for every role the views use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Theme {
@@ -80,6 +220,53 @@ impl Theme {
             gauge: Color::Reset,
             over: Color::Reset,
         }
+    }
+
+    /// Every role with its name in theme files, in the order of
+    /// `themes/README.md`.
+    pub fn roles(&self) -> [(&'static str, Color); 15] {
+        [
+            ("text", self.text),
+            ("dim", self.dim),
+            ("title", self.title),
+            ("border", self.border),
+            ("focus", self.focus),
+            ("accent", self.accent),
+            ("selection_fg", self.selection_fg),
+            ("selection_bg", self.selection_bg),
+            ("good", self.good),
+            ("warn", self.warn),
+            ("bad", self.bad),
+            ("bar", self.bar),
+            ("bar_elected", self.bar_elected),
+            ("gauge", self.gauge),
+            ("override", self.over),
+        ]
+    }
+
+    /// This theme with every colour brought down to what the terminal
+    /// supports ([`ColorSupport::adapt`]).
+    pub fn downgraded(mut self, support: ColorSupport) -> Theme {
+        for c in [
+            &mut self.text,
+            &mut self.dim,
+            &mut self.title,
+            &mut self.border,
+            &mut self.focus,
+            &mut self.accent,
+            &mut self.selection_fg,
+            &mut self.selection_bg,
+            &mut self.good,
+            &mut self.warn,
+            &mut self.bad,
+            &mut self.bar,
+            &mut self.bar_elected,
+            &mut self.gauge,
+            &mut self.over,
+        ] {
+            *c = support.adapt(*c);
+        }
+        self
     }
 
     /// Parse theme TOML; `origin` names the file in errors. Roles not given
@@ -157,17 +344,20 @@ impl Theme {
         }
     }
 
-    /// The theme to use: NO_COLOR (set and non-empty) forces mono whatever
-    /// was asked for, as <https://no-color.org> specifies.
+    /// The theme to use on a terminal with `support`
+    /// ([`ColorSupport::detect`]): the one asked for (else `default`) with
+    /// its colours brought down to what the terminal shows. Without colour
+    /// (`NO_COLOR` set and non-empty, as <https://no-color.org> specifies,
+    /// or `TERM=dumb`) that is mono whatever was asked for.
     pub fn select(
         spec: Option<&str>,
-        no_color: bool,
+        support: ColorSupport,
         config_dir: Option<&Path>,
     ) -> Result<Theme, String> {
-        if no_color {
+        if support == ColorSupport::None {
             return Ok(Theme::mono());
         }
-        Theme::load(spec.unwrap_or("default"), config_dir)
+        Ok(Theme::load(spec.unwrap_or("default"), config_dir)?.downgraded(support))
     }
 
     pub fn text(&self) -> Style {
@@ -241,10 +431,130 @@ mod tests {
 
     #[test]
     fn no_color_wins() {
+        let none = ColorSupport::from_env(Some("xterm-256color"), Some("truecolor"), true);
+        assert_eq!(none, ColorSupport::None);
         assert_eq!(
-            Theme::select(Some("default"), true, None).unwrap(),
+            Theme::select(Some("default"), none, None).unwrap(),
             Theme::mono()
         );
-        assert!(Theme::select(Some("no-such-theme"), false, None).is_err());
+        assert!(Theme::select(Some("no-such-theme"), ColorSupport::Ansi16, None).is_err());
+    }
+
+    #[test]
+    fn colour_support_from_term_and_colorterm() {
+        use ColorSupport as S;
+        let table: &[(Option<&str>, Option<&str>, bool, ColorSupport)] = &[
+            (Some("dumb"), None, false, S::None),
+            (Some("dumb"), Some("truecolor"), false, S::None),
+            (Some("xterm-256color"), Some("truecolor"), true, S::None),
+            (Some("vt100"), None, false, S::Ansi16),
+            (Some("vt220"), None, false, S::Ansi16),
+            (Some("xterm"), None, false, S::Ansi16),
+            (Some("screen"), None, false, S::Ansi16),
+            (Some("linux"), None, false, S::Ansi16),
+            (Some("ansi"), None, false, S::Ansi16),
+            (Some("xterm-color"), None, false, S::Ansi16),
+            (Some("screen.linux"), None, false, S::Ansi16),
+            (Some("screen-bce"), Some("truecolor"), false, S::Ansi16),
+            (Some("xterm-16color"), Some("truecolor"), false, S::Ansi16),
+            // A COLORTERM inherited into a 16-colour terminal changes nothing.
+            (Some("xterm"), Some("truecolor"), false, S::Ansi16),
+            (Some("vt100"), Some("24bit"), false, S::Ansi16),
+            (Some("screen"), Some("truecolor"), false, S::Ansi16),
+            (Some("xterm-256color"), None, false, S::Ansi256),
+            (Some("screen-256color"), Some(""), false, S::Ansi256),
+            (Some("tmux-256color"), Some("yes"), false, S::Ansi256),
+            (
+                Some("xterm-256color"),
+                Some("truecolor"),
+                false,
+                S::TrueColor,
+            ),
+            (Some("xterm-256color"), Some("24bit"), false, S::TrueColor),
+            (
+                Some("XTERM-256COLOR"),
+                Some("TrueColor"),
+                false,
+                S::TrueColor,
+            ),
+            (Some("xterm-direct"), None, false, S::TrueColor),
+            // Terminals of their own name: COLORTERM decides.
+            (Some("xterm-kitty"), Some("truecolor"), false, S::TrueColor),
+            (Some("alacritty"), None, false, S::Ansi16),
+            (None, Some("truecolor"), false, S::TrueColor),
+            (None, None, false, S::Ansi16),
+            (Some(""), None, false, S::Ansi16),
+        ];
+        for &(term, colorterm, no_color, want) in table {
+            assert_eq!(
+                ColorSupport::from_env(term, colorterm, no_color),
+                want,
+                "TERM={term:?} COLORTERM={colorterm:?} NO_COLOR={no_color}"
+            );
+        }
+    }
+
+    /// Named ANSI colours (and the terminal default): all a 16-colour
+    /// terminal may receive.
+    fn is_named(c: Color) -> bool {
+        !matches!(c, Color::Rgb(..) | Color::Indexed(_))
+    }
+
+    #[test]
+    fn sixteen_colour_terminals_get_only_named_colours() {
+        // Every bundled theme, plus one of RGB and indexed colours only.
+        let extra = "name = \"rgb\"\n[colors]\ntext = \"#102030\"\ndim = \"#a0a0a0\"\n\
+                     border = \"240\"\nbar = \"#ff8800\"\naccent = \"9\"\ngauge = \"#ffffff\"\n";
+        let mut themes: Vec<Theme> = BUILTIN
+            .iter()
+            .map(|(n, text)| Theme::parse(text, Path::new(n)).unwrap())
+            .collect();
+        themes.push(Theme::parse(extra, Path::new("rgb.toml")).unwrap());
+        assert!(themes
+            .iter()
+            .any(|t| !t.roles().iter().all(|r| is_named(r.1))));
+        for term in ["xterm", "vt100", "vt220", "screen", "linux", "ansi"] {
+            let support = ColorSupport::from_env(Some(term), Some("truecolor"), false);
+            for t in &themes {
+                let d = t.clone().downgraded(support);
+                for (role, c) in d.roles() {
+                    assert!(is_named(c), "{term}: theme {} role {role} is {c:?}", t.name);
+                }
+            }
+        }
+        let d = themes[4].clone().downgraded(ColorSupport::Ansi16);
+        assert_eq!(d.text, Color::Black, "#102030 is nearest black");
+        assert_eq!(d.border, Color::DarkGray, "index 240 is a dark grey");
+        assert_eq!(d.accent, Color::LightRed, "index 9 is bright red");
+        assert_eq!(d.gauge, Color::White, "#ffffff is bright white");
+        // Named colours pass through unchanged.
+        assert_eq!(
+            Theme::default().downgraded(ColorSupport::Ansi16),
+            Theme::default()
+        );
+    }
+
+    #[test]
+    fn other_terminals_get_what_they_support() {
+        let t = Theme::parse(
+            "[colors]\ntext = \"#ff0000\"\nborder = \"244\"\nbad = \"red\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let d = t.clone().downgraded(ColorSupport::Ansi256);
+        assert_eq!(d.text, Color::Indexed(196), "#ff0000 is xterm 196");
+        assert_eq!((d.border, d.bad), (Color::Indexed(244), Color::Red));
+        assert_eq!(t.clone().downgraded(ColorSupport::TrueColor), t);
+        let d = t.clone().downgraded(ColorSupport::None);
+        assert!(d.roles().iter().all(|r| r.1 == Color::Reset), "{d:?}");
+        // select applies it: dumb gets mono, xterm no RGB.
+        let dumb = ColorSupport::from_env(Some("dumb"), None, false);
+        assert_eq!(
+            Theme::select(Some("light"), dumb, None).unwrap(),
+            Theme::mono()
+        );
+        let xterm = ColorSupport::from_env(Some("xterm"), None, false);
+        let light = Theme::select(Some("light"), xterm, None).unwrap();
+        assert!(light.roles().iter().all(|r| is_named(r.1)), "{light:?}");
     }
 }
