@@ -181,13 +181,21 @@ pub struct Theme {
     pub bar_elected: Color,
     pub gauge: Color,
     pub over: Color,
+    /// Named colours to use instead, by role, on terminals of 16 colours,
+    /// where the nearest named colour to an RGB one may not be readable
+    /// (dark orange is nearest ANSI yellow, unreadable on white). From the
+    /// theme file's `[colors16]`.
+    pub colors16: BTreeMap<String, Color>,
 }
 
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ThemeFile {
     name: Option<String>,
     #[serde(default)]
     colors: BTreeMap<String, String>,
+    #[serde(default)]
+    colors16: BTreeMap<String, String>,
 }
 
 impl Default for Theme {
@@ -219,6 +227,7 @@ impl Theme {
             bar_elected: Color::Reset,
             gauge: Color::Reset,
             over: Color::Reset,
+            colors16: BTreeMap::new(),
         }
     }
 
@@ -245,26 +254,21 @@ impl Theme {
     }
 
     /// This theme with every colour brought down to what the terminal
-    /// supports ([`ColorSupport::adapt`]).
+    /// supports ([`ColorSupport::adapt`]); on 16 colours, the theme's
+    /// [`Theme::colors16`] choices replace the nearest colours.
     pub fn downgraded(mut self, support: ColorSupport) -> Theme {
-        for c in [
-            &mut self.text,
-            &mut self.dim,
-            &mut self.title,
-            &mut self.border,
-            &mut self.focus,
-            &mut self.accent,
-            &mut self.selection_fg,
-            &mut self.selection_bg,
-            &mut self.good,
-            &mut self.warn,
-            &mut self.bad,
-            &mut self.bar,
-            &mut self.bar_elected,
-            &mut self.gauge,
-            &mut self.over,
-        ] {
-            *c = support.adapt(*c);
+        let roles = self.roles();
+        for (role, c) in roles {
+            if let Some(slot) = self.slot(role) {
+                *slot = support.adapt(c);
+            }
+        }
+        if support == ColorSupport::Ansi16 {
+            for (role, c) in self.colors16.clone() {
+                if let Some(slot) = self.slot(&role) {
+                    *slot = c;
+                }
+            }
         }
         self
     }
@@ -280,39 +284,55 @@ impl Theme {
                 .file_stem()
                 .map_or("theme".into(), |s| s.to_string_lossy().into())
         });
-        for (role, value) in &file.colors {
-            let c = Color::from_str(value).map_err(|_| {
+        let read = |table: &str, role: &str, value: &str| {
+            Color::from_str(value).map_err(|_| {
                 format!(
-                    "{}: colour `{role}`: cannot read `{value}`",
+                    "{}: {table} `{role}`: cannot read `{value}`",
                     origin.display()
                 )
-            })?;
-            let slot = match role.as_str() {
-                "text" => &mut t.text,
-                "dim" => &mut t.dim,
-                "title" => &mut t.title,
-                "border" => &mut t.border,
-                "focus" => &mut t.focus,
-                "accent" => &mut t.accent,
-                "selection_fg" => &mut t.selection_fg,
-                "selection_bg" => &mut t.selection_bg,
-                "good" => &mut t.good,
-                "warn" => &mut t.warn,
-                "bad" => &mut t.bad,
-                "bar" => &mut t.bar,
-                "bar_elected" => &mut t.bar_elected,
-                "gauge" => &mut t.gauge,
-                "override" => &mut t.over,
-                other => {
-                    return Err(format!(
-                        "{}: unknown colour role `{other}`",
-                        origin.display()
-                    ))
-                }
-            };
-            *slot = c;
+            })
+        };
+        let unknown = |role: &str| format!("{}: unknown colour role `{role}`", origin.display());
+        for (role, value) in &file.colors {
+            let c = read("colour", role, value)?;
+            *t.slot(role).ok_or_else(|| unknown(role))? = c;
+        }
+        for (role, value) in &file.colors16 {
+            let c = read("colors16", role, value)?;
+            if t.slot(role).is_none() {
+                return Err(unknown(role));
+            }
+            if matches!(c, Color::Rgb(..) | Color::Indexed(_)) {
+                return Err(format!(
+                    "{}: colors16 `{role}`: `{value}` is not one of the 16 named colours",
+                    origin.display()
+                ));
+            }
+            t.colors16.insert(role.clone(), c);
         }
         Ok(t)
+    }
+
+    /// The colour of a role by its name in theme files.
+    fn slot(&mut self, role: &str) -> Option<&mut Color> {
+        Some(match role {
+            "text" => &mut self.text,
+            "dim" => &mut self.dim,
+            "title" => &mut self.title,
+            "border" => &mut self.border,
+            "focus" => &mut self.focus,
+            "accent" => &mut self.accent,
+            "selection_fg" => &mut self.selection_fg,
+            "selection_bg" => &mut self.selection_bg,
+            "good" => &mut self.good,
+            "warn" => &mut self.warn,
+            "bad" => &mut self.bad,
+            "bar" => &mut self.bar,
+            "bar_elected" => &mut self.bar_elected,
+            "gauge" => &mut self.gauge,
+            "override" => &mut self.over,
+            _ => return None,
+        })
     }
 
     /// Find a theme by `--theme NAME|PATH`: an existing file path first, then
@@ -556,5 +576,216 @@ mod tests {
         let xterm = ColorSupport::from_env(Some("xterm"), None, false);
         let light = Theme::select(Some("light"), xterm, None).unwrap();
         assert!(light.roles().iter().all(|r| is_named(r.1)), "{light:?}");
+    }
+
+    // ------------------------------------------------------------ contrast
+
+    /// xterm's default palette for the 16 named colours: the reference for
+    /// judging named colours (a user's palette may differ; that is why
+    /// 16-colour themes also get a name-based check below).
+    const XTERM16: [(u8, u8, u8); 16] = [
+        (0x00, 0x00, 0x00),
+        (0xcd, 0x00, 0x00),
+        (0x00, 0xcd, 0x00),
+        (0xcd, 0xcd, 0x00),
+        (0x00, 0x00, 0xee),
+        (0xcd, 0x00, 0xcd),
+        (0x00, 0xcd, 0xcd),
+        (0xe5, 0xe5, 0xe5),
+        (0x7f, 0x7f, 0x7f),
+        (0xff, 0x00, 0x00),
+        (0x00, 0xff, 0x00),
+        (0xff, 0xff, 0x00),
+        (0x5c, 0x5c, 0xff),
+        (0xff, 0x00, 0xff),
+        (0x00, 0xff, 0xff),
+        (0xff, 0xff, 0xff),
+    ];
+
+    /// A colour's RGB on an xterm; `None` for the terminal default.
+    fn rgb(c: Color) -> Option<(u8, u8, u8)> {
+        let index = match c {
+            Color::Reset => return None,
+            Color::Rgb(r, g, b) => return Some((r, g, b)),
+            Color::Indexed(i) => i,
+            Color::Black => 0,
+            Color::Red => 1,
+            Color::Green => 2,
+            Color::Yellow => 3,
+            Color::Blue => 4,
+            Color::Magenta => 5,
+            Color::Cyan => 6,
+            Color::Gray => 7,
+            Color::DarkGray => 8,
+            Color::LightRed => 9,
+            Color::LightGreen => 10,
+            Color::LightYellow => 11,
+            Color::LightBlue => 12,
+            Color::LightMagenta => 13,
+            Color::LightCyan => 14,
+            Color::White => 15,
+        };
+        if index < 16 {
+            return Some(XTERM16[index as usize]);
+        }
+        let palette = anstyle_lossy::palette::VGA;
+        let c = anstyle_lossy::xterm_to_rgb(anstyle::Ansi256Color(index), palette);
+        Some((c.r(), c.g(), c.b()))
+    }
+
+    /// WCAG relative luminance.
+    fn luminance((r, g, b): (u8, u8, u8)) -> f64 {
+        let lin = |v: u8| {
+            let v = f64::from(v) / 255.0;
+            if v <= 0.03928 {
+                v / 12.92
+            } else {
+                ((v + 0.055) / 1.055).powf(2.4)
+            }
+        };
+        0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
+    }
+
+    /// WCAG contrast ratio (1 to 21).
+    fn contrast(a: (u8, u8, u8), b: (u8, u8, u8)) -> f64 {
+        let (la, lb) = (luminance(a), luminance(b));
+        (la.max(lb) + 0.05) / (la.min(lb) + 0.05)
+    }
+
+    /// Roles drawn as foreground on the terminal's background.
+    const FOREGROUND: [&str; 13] = [
+        "text",
+        "dim",
+        "title",
+        "border",
+        "focus",
+        "accent",
+        "good",
+        "warn",
+        "bad",
+        "bar",
+        "bar_elected",
+        "gauge",
+        "override",
+    ];
+
+    /// Every foreground role of `t` at least 4.5:1 (text) or 3:1 (the
+    /// rest: dim text, borders, bars, as WCAG asks of large text and UI
+    /// parts) against `background`, and the selection at least 4.5:1.
+    fn check_contrast(t: &Theme, background: (u8, u8, u8), what: &str) -> Vec<String> {
+        let mut bad = Vec::new();
+        for (role, c) in t.roles() {
+            if !FOREGROUND.contains(&role) {
+                continue;
+            }
+            let Some(fg) = rgb(c) else { continue };
+            let need = if role == "text" { 4.5 } else { 3.0 };
+            let got = contrast(fg, background);
+            if got < need {
+                bad.push(format!(
+                    "{what}: {role} {c:?} has contrast {got:.2} < {need}"
+                ));
+            }
+        }
+        if let (Some(fg), Some(bg)) = (rgb(t.selection_fg), rgb(t.selection_bg)) {
+            let got = contrast(fg, bg);
+            if got < 4.5 {
+                bad.push(format!("{what}: selection has contrast {got:.2} < 4.5"));
+            }
+        }
+        bad
+    }
+
+    /// Named colours that are light on any usual palette: unreadable as
+    /// text, borders or bars on a light background.
+    fn light_named(c: Color) -> bool {
+        matches!(
+            c,
+            Color::Gray
+                | Color::White
+                | Color::Yellow
+                | Color::Cyan
+                | Color::LightRed
+                | Color::LightGreen
+                | Color::LightYellow
+                | Color::LightBlue
+                | Color::LightMagenta
+                | Color::LightCyan
+        )
+    }
+
+    fn bundled(name: &str) -> Theme {
+        Theme::load(name, None).unwrap()
+    }
+
+    /// The light theme on a white background: readable at every colour
+    /// depth. No light grey (or other light colour) for borders, dim text,
+    /// bars; the selection keeps its contrast.
+    #[test]
+    fn light_theme_is_readable_on_white() {
+        let white = (0xff, 0xff, 0xff);
+        let mut problems = Vec::new();
+        for support in [ColorSupport::TrueColor, ColorSupport::Ansi256] {
+            let t = bundled("light").downgraded(support);
+            problems.extend(check_contrast(&t, white, &format!("{support:?}")));
+        }
+        // On 16 colours the palette is the user's: no colour that is light
+        // on the usual ones, and a selection of one light, one dark colour.
+        let t = bundled("light").downgraded(ColorSupport::Ansi16);
+        for (role, c) in t.roles() {
+            if FOREGROUND.contains(&role) && light_named(c) {
+                problems.push(format!("Ansi16: {role} is {c:?}, light on white"));
+            }
+        }
+        if light_named(t.selection_fg) == light_named(t.selection_bg) {
+            problems.push(format!(
+                "Ansi16: selection {:?} on {:?} is not light on dark",
+                t.selection_fg, t.selection_bg
+            ));
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    /// The themes for dark backgrounds, on black: every role that has a
+    /// colour readable (text in the terminal default is the terminal's).
+    #[test]
+    fn dark_themes_are_readable_on_black() {
+        let black = (0, 0, 0);
+        let mut problems = Vec::new();
+        for name in ["default", "high-contrast"] {
+            for support in [ColorSupport::TrueColor, ColorSupport::Ansi16] {
+                let t = bundled(name).downgraded(support);
+                problems.extend(check_contrast(&t, black, &format!("{name} {support:?}")));
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn colors16_replaces_nearest_colours_on_16_colour_terminals_only() {
+        let t = Theme::parse(
+            "[colors]\nwarn = \"#9a6700\"\n[colors16]\nwarn = \"red\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(t.clone().downgraded(ColorSupport::Ansi16).warn, Color::Red);
+        assert_eq!(
+            t.clone().downgraded(ColorSupport::TrueColor).warn,
+            Color::Rgb(0x9a, 0x67, 0x00)
+        );
+        assert!(matches!(
+            t.downgraded(ColorSupport::Ansi256).warn,
+            Color::Indexed(_)
+        ));
+        let e = Theme::parse("[colors16]\nwarn = \"#ff0000\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(
+            e.contains("x.toml") && e.contains("warn") && e.contains("16 named"),
+            "{e}"
+        );
+        let e = Theme::parse("[colors16]\nnope = \"red\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+        // A misspelt table is an error, not a theme silently without colours.
+        let e = Theme::parse("[colours]\ntext = \"red\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(e.contains("x.toml") && e.contains("colours"), "{e}");
     }
 }
