@@ -104,7 +104,10 @@ impl Drop for TermGuard {
     }
 }
 
-fn setup_terminal(mouse: bool) -> anyhow::Result<Terminal<CrosstermBackend<Stdout>>> {
+fn setup_terminal(
+    mouse: bool,
+    support: theme::ColorSupport,
+) -> anyhow::Result<Terminal<CrosstermBackend<theme::SgrWriter<Stdout>>>> {
     enable_raw_mode()?;
     TERMINAL_ACTIVE.store(true, Ordering::SeqCst);
     let mut out = stdout();
@@ -113,7 +116,9 @@ fn setup_terminal(mouse: bool) -> anyhow::Result<Terminal<CrosstermBackend<Stdou
         execute!(out, EnableMouseCapture)?;
         MOUSE_ON.store(true, Ordering::SeqCst);
     }
-    Ok(Terminal::new(CrosstermBackend::new(out))?)
+    Ok(Terminal::new(CrosstermBackend::new(
+        theme::SgrWriter::new(out, support),
+    ))?)
 }
 
 static UI_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
@@ -211,7 +216,7 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
 
     install_panic_hook();
     let _guard = TermGuard;
-    let mut terminal = setup_terminal(opts.mouse)?;
+    let mut terminal = setup_terminal(opts.mouse, support)?;
     let size = terminal.size()?;
     app.size = (size.width, size.height);
     input_thread(tx)?;

@@ -162,6 +162,192 @@ fn named(c: anstyle::AnsiColor) -> Color {
     }
 }
 
+/// The terminal's output stream, with colour codes rewritten for what the
+/// terminal supports. Put between the terminal and ratatui's backend.
+///
+/// crossterm writes even the 16 named colours as 256-colour codes
+/// (`ESC[38;5;4m` for blue), which a 16-colour terminal (`vt100`, the Linux
+/// console, some `xterm`s) shows wrongly or not at all. This writer
+/// rewrites every SGR colour to the terminal's kind: the named colours as
+/// the classic `30`-`37`/`90`-`97` (`40`-`47`/`100`-`107` for backgrounds)
+/// everywhere; on 16 colours any other colour as its nearest named one; on
+/// 256 an RGB colour as its nearest index; with no colour, the default
+/// colour. Everything else passes through unchanged.
+pub struct SgrWriter<W: std::io::Write> {
+    inner: W,
+    support: ColorSupport,
+    /// An escape sequence begun in one write and not yet ended.
+    pending: Vec<u8>,
+}
+
+/// Longest escape sequence held back whole; longer ones pass unchanged.
+const MAX_ESCAPE: usize = 256;
+
+impl<W: std::io::Write> SgrWriter<W> {
+    pub fn new(inner: W, support: ColorSupport) -> SgrWriter<W> {
+        SgrWriter {
+            inner,
+            support,
+            pending: Vec::new(),
+        }
+    }
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The rewritten parameters of `ESC[{params}m`.
+    fn rewrite_sgr(&self, params: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(params);
+        let nums: Option<Vec<u16>> = text
+            .split(';')
+            .map(|p| {
+                if p.is_empty() {
+                    Some(0)
+                } else {
+                    p.parse().ok()
+                }
+            })
+            .collect();
+        // Colon sub-parameters or garbage: not ours to touch.
+        let Some(nums) = nums else {
+            return params.to_vec();
+        };
+        let mut out: Vec<String> = Vec::with_capacity(nums.len());
+        let mut i = 0;
+        while i < nums.len() {
+            let p = nums[i];
+            let colour = match (p, nums.get(i + 1)) {
+                (38 | 48 | 58, Some(5)) => nums
+                    .get(i + 2)
+                    .and_then(|&n| u8::try_from(n).ok())
+                    .map(|n| (3, Color::Indexed(n))),
+                (38 | 48 | 58, Some(2)) => match nums.get(i + 2..i + 5) {
+                    Some(&[r, g, b]) => match (u8::try_from(r), u8::try_from(g), u8::try_from(b)) {
+                        (Ok(r), Ok(g), Ok(b)) => Some((5, Color::Rgb(r, g, b))),
+                        _ => None,
+                    },
+                    _ => None,
+                },
+                _ => None,
+            };
+            match colour {
+                Some((len, c)) => {
+                    out.push(self.sgr_colour(p, c));
+                    i += len;
+                }
+                None => {
+                    out.push(p.to_string());
+                    i += 1;
+                }
+            }
+        }
+        out.join(";").into_bytes()
+    }
+
+    /// The SGR parameters setting colour `c` for `kind` (38 foreground, 48
+    /// background, 58 underline) on this terminal.
+    fn sgr_colour(&self, kind: u16, c: Color) -> String {
+        let c = self.support.adapt(c);
+        let index = match c {
+            Color::Reset => None,
+            Color::Rgb(r, g, b) => return format!("{kind};2;{r};{g};{b}"),
+            Color::Indexed(n) if n >= 16 => return format!("{kind};5;{n}"),
+            Color::Indexed(n) => Some(n),
+            named => ansi_index(named),
+        };
+        match (kind, index) {
+            (38, Some(n)) if n < 8 => (30 + u16::from(n)).to_string(),
+            (38, Some(n)) => (90 + u16::from(n) - 8).to_string(),
+            (48, Some(n)) if n < 8 => (40 + u16::from(n)).to_string(),
+            (48, Some(n)) => (100 + u16::from(n) - 8).to_string(),
+            // Underline colours have no 16-colour form.
+            (58, Some(n)) if self.support >= ColorSupport::Ansi256 => format!("58;5;{n}"),
+            (kind, _) => (kind + 1).to_string(),
+        }
+    }
+
+    /// Process `buf`, holding back an escape sequence that is cut off.
+    fn rewrite(&mut self, buf: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(buf.len() + 8);
+        for &b in buf {
+            if self.pending.is_empty() {
+                if b == 0x1b {
+                    self.pending.push(b);
+                } else {
+                    out.push(b);
+                }
+                continue;
+            }
+            self.pending.push(b);
+            let n = self.pending.len();
+            if n == 2 {
+                if b != b'[' {
+                    // Not a CSI sequence: pass it on (a second ESC starts
+                    // one of its own).
+                    self.pending.pop();
+                    out.append(&mut self.pending);
+                    if b == 0x1b {
+                        self.pending.push(b);
+                    } else {
+                        out.push(b);
+                    }
+                }
+                continue;
+            }
+            if (0x40..=0x7e).contains(&b) {
+                if b == b'm' {
+                    let params = self.rewrite_sgr(&self.pending[2..n - 1]);
+                    out.extend_from_slice(b"\x1b[");
+                    out.extend_from_slice(&params);
+                    out.push(b'm');
+                    self.pending.clear();
+                } else {
+                    out.append(&mut self.pending);
+                }
+            } else if n >= MAX_ESCAPE {
+                out.append(&mut self.pending);
+            }
+        }
+        out
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for SgrWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let out = self.rewrite(buf);
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        // A sequence cut off at a flush is completed by the next write;
+        // crossterm never flushes mid-sequence.
+        self.inner.flush()
+    }
+}
+
+/// The ANSI index (0-15) of a named colour.
+fn ansi_index(c: Color) -> Option<u8> {
+    Some(match c {
+        Color::Black => 0,
+        Color::Red => 1,
+        Color::Green => 2,
+        Color::Yellow => 3,
+        Color::Blue => 4,
+        Color::Magenta => 5,
+        Color::Cyan => 6,
+        Color::Gray => 7,
+        Color::DarkGray => 8,
+        Color::LightRed => 9,
+        Color::LightGreen => 10,
+        Color::LightYellow => 11,
+        Color::LightBlue => 12,
+        Color::LightMagenta => 13,
+        Color::LightCyan => 14,
+        Color::White => 15,
+        Color::Reset | Color::Rgb(..) | Color::Indexed(_) => return None,
+    })
+}
+
 /// Resolved colours for every role the views use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Theme {
@@ -368,16 +554,18 @@ impl Theme {
     /// ([`ColorSupport::detect`]): the one asked for (else `default`) with
     /// its colours brought down to what the terminal shows. Without colour
     /// (`NO_COLOR` set and non-empty, as <https://no-color.org> specifies,
-    /// or `TERM=dumb`) that is mono whatever was asked for.
+    /// or `TERM=dumb`) that is mono whatever was asked for, but a theme
+    /// that cannot be loaded is still an error, so a typo shows at once.
     pub fn select(
         spec: Option<&str>,
         support: ColorSupport,
         config_dir: Option<&Path>,
     ) -> Result<Theme, String> {
+        let theme = Theme::load(spec.unwrap_or("default"), config_dir)?;
         if support == ColorSupport::None {
             return Ok(Theme::mono());
         }
-        Ok(Theme::load(spec.unwrap_or("default"), config_dir)?.downgraded(support))
+        Ok(theme.downgraded(support))
     }
 
     pub fn text(&self) -> Style {
@@ -458,6 +646,7 @@ mod tests {
             Theme::mono()
         );
         assert!(Theme::select(Some("no-such-theme"), ColorSupport::Ansi16, None).is_err());
+        assert!(Theme::select(Some("no-such-theme"), none, None).is_err());
     }
 
     #[test]
@@ -608,22 +797,7 @@ mod tests {
             Color::Reset => return None,
             Color::Rgb(r, g, b) => return Some((r, g, b)),
             Color::Indexed(i) => i,
-            Color::Black => 0,
-            Color::Red => 1,
-            Color::Green => 2,
-            Color::Yellow => 3,
-            Color::Blue => 4,
-            Color::Magenta => 5,
-            Color::Cyan => 6,
-            Color::Gray => 7,
-            Color::DarkGray => 8,
-            Color::LightRed => 9,
-            Color::LightGreen => 10,
-            Color::LightYellow => 11,
-            Color::LightBlue => 12,
-            Color::LightMagenta => 13,
-            Color::LightCyan => 14,
-            Color::White => 15,
+            named => ansi_index(named)?,
         };
         if index < 16 {
             return Some(XTERM16[index as usize]);
@@ -787,5 +961,156 @@ mod tests {
         // A misspelt table is an error, not a theme silently without colours.
         let e = Theme::parse("[colours]\ntext = \"red\"\n", Path::new("x.toml")).unwrap_err();
         assert!(e.contains("x.toml") && e.contains("colours"), "{e}");
+    }
+
+    // ------------------------------------------------- what reaches the tty
+
+    /// A byte sink the test keeps a handle on.
+    #[derive(Clone, Default)]
+    struct Sink(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.borrow_mut().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What ratatui's crossterm backend writes for `buf` into `w`.
+    fn draw_into<W: std::io::Write>(buf: &ratatui::buffer::Buffer, w: W) {
+        use ratatui::backend::{Backend, CrosstermBackend};
+        let mut backend = CrosstermBackend::new(w);
+        let cells = buf.content().iter().enumerate().map(|(i, c)| {
+            let (x, y) = buf.pos_of(i);
+            (x, y, c)
+        });
+        backend.draw(cells).unwrap();
+    }
+
+    /// What reaches a terminal of `support` for `buf`, through an
+    /// [`SgrWriter`].
+    fn drawn(buf: &ratatui::buffer::Buffer, support: ColorSupport) -> String {
+        let sink = Sink::default();
+        draw_into(buf, SgrWriter::new(sink.clone(), support));
+        let bytes = sink.0.borrow().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// A row per bundled theme, each role's colour as foreground and as
+    /// background (and the selection style), plus RGB and indexed colours.
+    fn every_colour() -> ratatui::buffer::Buffer {
+        use ratatui::layout::Rect;
+        let mut themes: Vec<Theme> = BUILTIN
+            .iter()
+            .map(|(n, text)| Theme::parse(text, Path::new(n)).unwrap())
+            .collect();
+        let mut odd = Theme::mono();
+        odd.text = Color::Rgb(0x10, 0x80, 0xff);
+        odd.dim = Color::Indexed(244);
+        odd.border = Color::Indexed(3);
+        themes.push(odd);
+        let mut buf = ratatui::buffer::Buffer::empty(Rect::new(0, 0, 40, themes.len() as u16));
+        for (y, t) in themes.iter().enumerate() {
+            for (x, (_, c)) in t.roles().iter().enumerate() {
+                let (x, y) = (2 * x as u16, y as u16);
+                buf[(x, y)].set_symbol("x").set_fg(*c);
+                buf[(x + 1, y)].set_symbol("y").set_bg(*c);
+            }
+            buf[(39, y as u16)].set_style(t.selected());
+        }
+        buf
+    }
+
+    /// SGR parameter lists in `out`.
+    fn sgr(out: &str) -> Vec<&str> {
+        out.split("\x1b[")
+            .skip(1)
+            .filter_map(|s| s.find('m').map(|end| &s[..end]))
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit() || b == b';'))
+            .collect()
+    }
+
+    /// Whether SGR parameters hold a 256-colour or RGB code.
+    fn extended(params: &str) -> bool {
+        let nums: Vec<&str> = params.split(';').collect();
+        nums.windows(2)
+            .any(|w| matches!(w[0], "38" | "48" | "58") && matches!(w[1], "5" | "2"))
+    }
+
+    #[test]
+    fn no_256_or_rgb_codes_reach_16_colour_terminals() {
+        let buf = every_colour();
+        // crossterm alone writes even named colours as 256-colour codes.
+        let sink = Sink::default();
+        draw_into(&buf, sink.clone());
+        let raw = String::from_utf8(sink.0.borrow().clone()).unwrap();
+        assert!(sgr(&raw).iter().any(|p| extended(p)), "{raw:?}");
+        for term in ["xterm", "vt100", "vt220", "linux", "screen", "ansi", "dumb"] {
+            let support = ColorSupport::from_env(Some(term), Some("truecolor"), false);
+            let out = drawn(&buf, support);
+            let params = sgr(&out);
+            assert!(params.len() > 10, "{term}: {out:?}");
+            for p in &params {
+                assert!(!extended(p), "{term}: ESC[{p}m in {out:?}");
+            }
+            let coloured = params.iter().flat_map(|p| p.split(';')).any(|n| {
+                matches!(
+                    n.parse::<u16>(),
+                    Ok(30..=37 | 40..=47 | 90..=97 | 100..=107)
+                )
+            });
+            assert_eq!(coloured, term != "dumb", "{term}: {out:?}");
+            // The text is all there.
+            assert_eq!(
+                out.matches('x').count(),
+                15 * buf.area.height as usize,
+                "{term}"
+            );
+        }
+    }
+
+    #[test]
+    fn sgr_rewrites_by_terminal() {
+        use std::io::Write;
+        let through = |support, input: &str| {
+            let mut w = SgrWriter::new(Vec::new(), support);
+            w.write_all(input.as_bytes()).unwrap();
+            String::from_utf8(w.get_ref().clone()).unwrap()
+        };
+        let named = "a\x1b[38;5;4;48;5;15mb";
+        assert_eq!(through(ColorSupport::Ansi16, named), "a\x1b[34;107mb");
+        assert_eq!(through(ColorSupport::TrueColor, named), "a\x1b[34;107mb");
+        assert_eq!(through(ColorSupport::None, named), "a\x1b[39;49mb");
+        let rgb = "\x1b[1;38;2;255;0;0;4m";
+        assert_eq!(through(ColorSupport::TrueColor, rgb), rgb);
+        assert_eq!(through(ColorSupport::Ansi256, rgb), "\x1b[1;38;5;196;4m");
+        assert_eq!(through(ColorSupport::Ansi16, rgb), "\x1b[1;31;4m");
+        assert_eq!(
+            through(ColorSupport::Ansi256, "\x1b[48;5;240m"),
+            "\x1b[48;5;240m"
+        );
+        assert_eq!(through(ColorSupport::Ansi16, "\x1b[48;5;240m"), "\x1b[100m");
+        // Other sequences and text pass unchanged.
+        for other in [
+            "\x1b[10;5H",
+            "\x1b[?25l",
+            "\x1bM",
+            "plain text",
+            "\x1b[0m",
+            "\x1b[39;49;59m",
+        ] {
+            assert_eq!(through(ColorSupport::Ansi16, other), other);
+        }
+        // Sequences cut across writes come out the same as whole ones.
+        let buf = every_colour();
+        let whole = drawn(&buf, ColorSupport::Ansi16);
+        let raw = drawn(&buf, ColorSupport::TrueColor);
+        let mut w = SgrWriter::new(Vec::new(), ColorSupport::Ansi16);
+        for b in raw.as_bytes() {
+            w.write_all(std::slice::from_ref(b)).unwrap();
+        }
+        assert_eq!(String::from_utf8(w.get_ref().clone()).unwrap(), whole);
     }
 }
