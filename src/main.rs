@@ -15,9 +15,14 @@ use std::process::ExitCode;
     version,
     about = "A terminal workbench for merging neural-network checkpoints",
     long_about = "A terminal workbench for merging neural-network checkpoints.\n\n\
-                  With no command, opens the workbench on the bundled sample models."
+                  With no command, opens the workbench on the bundled sample models.",
+    // `smelt --theme light` opens the workbench; with another command the
+    // workbench flags would be ignored, so they are refused there.
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    #[command(flatten)]
+    workbench: WorkbenchFlags,
     #[command(subcommand)]
     cmd: Option<Cmd>,
 }
@@ -25,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Open the workbench on a recipe, or on models.
-    Tui(TuiArgs),
+    Tui(TuiCmd),
     /// Run a recipe (TOML, or mergekit YAML) and write the merged model.
     Merge {
         /// The recipe file (.toml, or mergekit .yml/.yaml).
@@ -89,13 +94,10 @@ enum Cmd {
     Recipe(RecipeCmd),
 }
 
-#[derive(clap::Args, Default)]
-pub struct TuiArgs {
-    /// A recipe file, or model folders.
-    pub paths: Vec<PathBuf>,
-    /// The base model, when opening models.
-    #[arg(long)]
-    pub base: Option<PathBuf>,
+/// How the workbench looks and takes input: accepted by `smelt` alone and
+/// by `smelt tui`, nowhere else.
+#[derive(clap::Args, Clone, Debug, Default, PartialEq)]
+pub struct WorkbenchFlags {
     /// Theme name (default, light, high-contrast, mono) or a theme file.
     #[arg(long)]
     pub theme: Option<String>,
@@ -105,6 +107,40 @@ pub struct TuiArgs {
     /// Draw with ASCII only (no box-drawing or block glyphs).
     #[arg(long)]
     pub ascii: bool,
+}
+
+/// `smelt tui [PATHS] [--base B] [flags]`.
+#[derive(clap::Args, Debug, PartialEq)]
+struct TuiCmd {
+    /// A recipe file, or model folders.
+    paths: Vec<PathBuf>,
+    /// The base model, when opening models.
+    #[arg(long)]
+    base: Option<PathBuf>,
+    #[command(flatten)]
+    flags: WorkbenchFlags,
+}
+
+/// What the workbench is opened with.
+#[derive(Debug, Default, PartialEq)]
+pub struct TuiArgs {
+    pub paths: Vec<PathBuf>,
+    pub base: Option<PathBuf>,
+    pub theme: Option<String>,
+    pub mouse: bool,
+    pub ascii: bool,
+}
+
+impl TuiArgs {
+    fn new(paths: Vec<PathBuf>, base: Option<PathBuf>, flags: WorkbenchFlags) -> TuiArgs {
+        TuiArgs {
+            paths,
+            base,
+            theme: flags.theme,
+            mouse: flags.mouse,
+            ascii: flags.ascii,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -131,8 +167,8 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        None => cli::tui::run(TuiArgs::default()),
-        Some(Cmd::Tui(a)) => cli::tui::run(a),
+        None => cli::tui::run(TuiArgs::new(Vec::new(), None, cli.workbench)),
+        Some(Cmd::Tui(a)) => cli::tui::run(TuiArgs::new(a.paths, a.base, a.flags)),
         Some(Cmd::Merge {
             recipe,
             out,
@@ -164,5 +200,73 @@ fn main() -> ExitCode {
             eprintln!("smelt: {}", e.message);
             ExitCode::from(e.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("smelt").chain(args.iter().copied()))
+    }
+
+    /// The workbench arguments `args` open it with (panics for another
+    /// command or a parse error).
+    fn workbench(args: &[&str]) -> TuiArgs {
+        let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match cli.cmd {
+            None => TuiArgs::new(Vec::new(), None, cli.workbench),
+            Some(Cmd::Tui(a)) => TuiArgs::new(a.paths, a.base, a.flags),
+            Some(_) => panic!("{args:?} is not the workbench"),
+        }
+    }
+
+    #[test]
+    fn command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn workbench_flags_without_tui() {
+        let light = TuiArgs {
+            theme: Some("light".into()),
+            ..TuiArgs::default()
+        };
+        assert_eq!(workbench(&["--theme", "light"]), light);
+        assert_eq!(workbench(&["tui", "--theme", "light"]), light);
+        let both = TuiArgs {
+            mouse: true,
+            ascii: true,
+            ..TuiArgs::default()
+        };
+        assert_eq!(workbench(&["--mouse", "--ascii"]), both);
+        assert_eq!(workbench(&["tui", "--ascii", "--mouse"]), both);
+        assert_eq!(workbench(&[]), TuiArgs::default());
+        let with_paths = workbench(&["tui", "r.toml", "--base", "b", "--theme", "mono"]);
+        assert_eq!(with_paths.paths, [PathBuf::from("r.toml")]);
+        assert_eq!(with_paths.base, Some(PathBuf::from("b")));
+        assert_eq!(with_paths.theme.as_deref(), Some("mono"));
+    }
+
+    #[test]
+    fn workbench_flags_only_for_the_workbench() {
+        use clap::error::ErrorKind;
+        let kind = |args: &[&str]| parse(args).err().map(|e| e.kind());
+        assert_eq!(
+            kind(&["merge", "r.toml", "--out", "o", "--theme", "x"]),
+            Some(ErrorKind::UnknownArgument)
+        );
+        assert_eq!(
+            kind(&["inspect", "m", "--ascii"]),
+            Some(ErrorKind::UnknownArgument)
+        );
+        // Before another command they would be ignored: refused instead.
+        assert!(kind(&["--theme", "light", "merge", "r.toml", "--out", "o"]).is_some());
+        assert!(kind(&["--mouse", "inspect", "m"]).is_some());
+        assert!(kind(&["--theme"]).is_some(), "--theme needs a value");
+        // Models are given to `tui`, not to `smelt` itself.
+        assert!(kind(&["--ascii", "models/base"]).is_some());
     }
 }
