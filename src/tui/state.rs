@@ -10,7 +10,7 @@ use crate::engine::Summary;
 use crate::eval::EvalReport;
 use crate::merge::{Method, ParamKind, ParamSpec, ParamValue};
 use crate::model::{Dtype, Group};
-use crate::recipe::{ModelEntry, Override, Recipe, Slice, Value};
+use crate::recipe::{ModelEntry, Override, OverrideScope, Recipe, Slice, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -253,7 +253,7 @@ pub struct App {
     /// Recipe fields the UI does not edit but must keep.
     pub slices: Vec<Slice>,
     pub out_dtype: Option<Dtype>,
-    pub seed: u64,
+    pub seed: Option<u64>,
     pub calibration: Option<PathBuf>,
     /// Layer groups of the base (or first) model.
     pub layers: Vec<LayerRow>,
@@ -301,7 +301,7 @@ impl App {
             overrides: BTreeMap::new(),
             slices: Vec::new(),
             out_dtype: None,
-            seed: 0,
+            seed: None,
             calibration: None,
             layers: Vec::new(),
             expanded: BTreeSet::new(),
@@ -380,7 +380,12 @@ impl App {
         }
         self.overrides.clear();
         for o in &recipe.overrides {
-            for l in o.layers.0..=o.layers.1 {
+            // Group overrides (embeddings, head) have no place in this
+            // per-layer state yet.
+            let OverrideScope::Layers(lo, hi) = o.scope else {
+                continue;
+            };
+            for l in lo..=hi {
                 let e = self.overrides.entry(l).or_default();
                 e.params.extend(o.params.clone());
                 for (mi, p) in &o.models {
@@ -434,15 +439,15 @@ impl App {
                 continue;
             }
             match out.last_mut() {
-                Some(last)
-                    if last.layers.1 + 1 == l
-                        && last.params == o.params
-                        && last.models == models =>
-                {
-                    last.layers.1 = l;
+                Some(Override {
+                    scope: OverrideScope::Layers(_, hi),
+                    params,
+                    models: m,
+                }) if *hi + 1 == l && *params == o.params && *m == models => {
+                    *hi = l;
                 }
                 _ => out.push(Override {
-                    layers: (l, l),
+                    scope: OverrideScope::Layers(l, l),
                     params: o.params.clone(),
                     models,
                 }),
