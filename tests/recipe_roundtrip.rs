@@ -408,3 +408,96 @@ fn override_export_reads_the_layer_count() {
     let err = lost.to_mergekit_yaml(&models).unwrap_err().to_string();
     assert!(err.contains("nowhere"), "{err}");
 }
+
+/// Llama-like tensor names for `n` layers.
+fn llama_names(n: usize) -> Vec<String> {
+    let mut v = vec!["model.embed_tokens.weight".to_string()];
+    for l in 0..n {
+        for b in [
+            "self_attn.q_proj.weight",
+            "mlp.up_proj.weight",
+            "input_layernorm.weight",
+        ] {
+            v.push(format!("model.layers.{l}.{b}"));
+        }
+    }
+    v.push("model.norm.weight".into());
+    v.push("lm_head.weight".into());
+    v
+}
+
+/// At some layer counts mergekit's list position `i / (n - 1) * (n - 1)`
+/// is not `i` in floating point (23 layers: layer 15), so a list alone
+/// would be off by a rounding error there; the export adds entries for
+/// those layers and stays exact, booleans that change per layer included.
+#[test]
+fn overrides_export_exactly_at_awkward_layer_counts() {
+    for n in [23usize, 24, 26, 40, 44] {
+        let mut r = Recipe::new(
+            Method::DareTies,
+            Some("/w/models/base".into()),
+            vec!["/w/models/a".into(), "/w/models/b".into()],
+        );
+        for m in &mut r.models {
+            m.params.insert("weight".into(), Value::Number(0.7));
+            m.params
+                .insert("density".into(), Value::Gradient(vec![0.1, 0.9, 0.3]));
+        }
+        for (i, l) in [0usize, 7, 13, 15, n - 1].into_iter().enumerate() {
+            r.overrides.push(Override {
+                scope: OverrideScope::Layers(l, l),
+                params: BTreeMap::from([
+                    ("lambda".to_string(), Value::Number(1.0 + i as f64 / 7.0)),
+                    ("rescale".to_string(), Value::Bool(i % 2 == 0)),
+                ]),
+                models: BTreeMap::from([(
+                    1,
+                    BTreeMap::from([("density".to_string(), Value::Number(0.45))]),
+                )]),
+            });
+        }
+        r.overrides.push(Override {
+            scope: OverrideScope::Head,
+            params: BTreeMap::from([("weight".to_string(), Value::Number(0.25))]),
+            models: BTreeMap::new(),
+        });
+        let names = llama_names(n);
+        let yaml = r
+            .to_mergekit_yaml_for(Path::new("/w"), &names, n)
+            .unwrap_or_else(|e| panic!("{n} layers: {e}"));
+        let back = Recipe::parse_all(&yaml, Path::new("/w/x.yml")).unwrap();
+        for t in &names {
+            let g = smelt::model::classify(t).group;
+            let (a, b) = (r.resolve(t, g, n), back.resolve(t, g, n));
+            assert_eq!(a.global, b.global, "{n} layers, {t}\n{yaml}");
+            assert_eq!(a.models, b.models, "{n} layers, {t}\n{yaml}");
+        }
+    }
+}
+
+/// The refusal names each value that would change: parameter, model,
+/// where, and the value before and after.
+#[test]
+fn a_lossy_export_names_the_values() {
+    // A sliced recipe with overrides cannot be folded.
+    let mut r = Recipe::new(Method::Linear, None, Vec::new());
+    r.slices.push(smelt::recipe::Slice {
+        sources: vec![smelt::recipe::SliceSource {
+            model: "/w/a".into(),
+            layer_range: (0, 2),
+            params: BTreeMap::from([("weight".to_string(), Value::Number(1.0))]),
+        }],
+        base: None,
+        params: BTreeMap::new(),
+    });
+    r.overrides.push(Override {
+        scope: OverrideScope::Embeddings,
+        params: BTreeMap::from([("weight".to_string(), Value::Number(0.5))]),
+        models: BTreeMap::new(),
+    });
+    let err = r.to_mergekit_yaml(Path::new("/w")).unwrap_err().to_string();
+    assert!(
+        err.contains("overrides[0].parameters.weight = 0.5 (embeddings)"),
+        "{err}"
+    );
+}

@@ -996,3 +996,81 @@ fn flow(v: &Y) -> Result<String, RecipeError> {
         other => scalar(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{Override, OverrideScope};
+
+    fn layout(n: usize) -> Layout {
+        let mut names = vec!["model.embed_tokens.weight".to_string()];
+        for l in 0..n {
+            names.push(format!("model.layers.{l}.mlp.up_proj.weight"));
+            names.push(format!("model.layers.{l}.self_attn.q_proj.weight"));
+        }
+        names.push("lm_head.weight".into());
+        Layout { names, n_layers: n }
+    }
+
+    fn ties() -> Recipe {
+        let mut r = Recipe::new(
+            Method::Ties,
+            Some("/w/base".into()),
+            vec!["/w/a".into(), "/w/b".into()],
+        );
+        for m in &mut r.models {
+            m.params.insert("weight".into(), Value::Number(1.0));
+            m.params.insert("density".into(), Value::Number(0.3));
+        }
+        r
+    }
+
+    /// The check that guards every export: a value that changes is named
+    /// with its parameter, model, group, a tensor, and both values.
+    #[test]
+    fn differences_name_each_changed_value() {
+        let mut a = ties();
+        a.overrides.push(Override {
+            scope: OverrideScope::Layers(2, 2),
+            params: BTreeMap::new(),
+            models: BTreeMap::from([(
+                1,
+                BTreeMap::from([("density".to_string(), Value::Number(0.35))]),
+            )]),
+        });
+        let b = ties();
+        let l = layout(4);
+        let d = differences(&a, &b, Some(&l));
+        assert_eq!(
+            d,
+            vec![
+                "models[1].parameters.density at layer 2 (`model.layers.2.mlp.up_proj.weight` and 1 more): 0.35 now, 0.3 after export"
+            ],
+            "{d:?}"
+        );
+        assert!(differences(&b, &b, Some(&l)).is_empty());
+    }
+
+    /// At 23 layers, list position 15 is not exact: the fold gives that
+    /// layer an entry of its own.
+    #[test]
+    fn inexact_list_positions_get_entries() {
+        let mut r = ties();
+        r.overrides.push(Override {
+            scope: OverrideScope::Layers(15, 15),
+            params: BTreeMap::from([("lambda".to_string(), Value::Number(1.1))]),
+            models: BTreeMap::new(),
+        });
+        let l = layout(23);
+        let f = fold_overrides(&r, &l);
+        let Some(Value::Filtered(e)) = f.params.get("lambda") else {
+            panic!("{:?}", f.params)
+        };
+        assert!(
+            e.iter()
+                .any(|(f, v)| f.as_deref() == Some("model.layers.15.") && *v == Value::Number(1.1)),
+            "{e:?}"
+        );
+        assert!(differences(&r, &f, Some(&l)).is_empty());
+    }
+}
