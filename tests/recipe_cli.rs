@@ -251,3 +251,48 @@ fn unexportable_recipes_are_refused_and_nothing_is_written() {
         "{err}"
     );
 }
+
+/// Rules that need the models' layer count run when the models are
+/// opened: `recipe check` and `merge` refuse overrides no tensor reads.
+#[test]
+fn overrides_past_the_layers_are_refused_once_models_are_open() {
+    let dir = scratch();
+    let d = dir.path();
+    let ties = dare("", "").replace("dare_ties", "ties");
+    // The fixture models have 4 layers (0..=3).
+    write(
+        d,
+        "r.toml",
+        &format!("{ties}\n[[overrides]]\nlayers = [3, 5]\n[overrides.parameters]\nlambda = 2.0\n"),
+    );
+    let o = smelt(&["recipe", "check", "r.toml"], d);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains(
+            "overrides[0].layers: layer 5 is past the last layer: the models have 4 layers (0..=3)"
+        ),
+        "{t}"
+    );
+
+    // zipit at every hidden layer (depth -1) zips layers 0..=2 of these
+    // 4-layer MLPs; layer 3 is each model's own classifier.
+    let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/digits-zip");
+    let z = format!(
+        "method = \"zipit\"\n\n[[models]]\npath = \"{}\"\n\n[[models]]\npath = \"{}\"\n\n[[overrides]]\nlayers = 3\n[overrides.parameters]\nalpha = 0.2\n",
+        zip.join("digits-0-4").display(),
+        zip.join("digits-5-9").display()
+    );
+    write(d, "z.toml", &z);
+    let o = smelt(&["merge", "z.toml", "--out", "zout"], d);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("overrides[0]: layer 3 lies past zip depth 3: only zipped layers (0..=2) take alpha/beta"),
+        "{t}"
+    );
+    assert!(!d.join("zout").exists());
+    write(d, "z2.toml", &z.replace("layers = 3", "layers = 2"));
+    let o = smelt(&["recipe", "check", "z2.toml"], d);
+    assert!(o.status.success(), "{}", text(&o));
+}

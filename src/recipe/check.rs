@@ -280,7 +280,13 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         }
         for (i, s) in r.slices.iter().enumerate() {
             let at = format!("slices[{i}]");
-            let base = s.base.as_ref().or(r.base.as_ref());
+            // Without a base rule, a slice's `base` is no base (and is
+            // refused below): every source counts.
+            let base = s
+                .base
+                .as_ref()
+                .or(r.base.as_ref())
+                .filter(|_| spec.base != BaseRule::None);
             let others = s
                 .sources
                 .iter()
@@ -536,10 +542,12 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         }
         // The engine reads one value of each for the whole merge.
         for (name, v) in &r.params {
-            if !matches!(v, Value::Number(_)) && find(spec, name).is_some() {
+            let here = format!("parameters.{name}");
+            let reported = out.iter().any(|p| p.at == here);
+            if !matches!(v, Value::Number(_)) && find(spec, name).is_some() && !reported {
                 push(
                     &mut out,
-                    format!("parameters.{name}"),
+                    here,
                     format!(
                         "{} takes one number for `{name}`{}",
                         spec.name,
