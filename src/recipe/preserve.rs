@@ -101,12 +101,13 @@ fn inline(t: &Table) -> InlineTable {
 }
 
 /// Merge the new table `new` into the original `orig`.
-fn merge(orig: &mut dyn TableLike, new: &dyn TableLike, dir: &Path, inline_table: bool) {
+fn merge(orig: &mut dyn TableLike, new: &dyn TableLike, dir: &Path, inline_table: bool) -> bool {
     let gone: Vec<String> = orig
         .iter()
         .map(|(k, _)| k.to_string())
         .filter(|k| new.get(k).is_none())
         .collect();
+    let removed = !gone.is_empty();
     for k in gone {
         orig.remove(&k);
     }
@@ -124,11 +125,22 @@ fn merge(orig: &mut dyn TableLike, new: &dyn TableLike, dir: &Path, inline_table
         };
         match (o, n) {
             (Item::Value(Value::InlineTable(ot)), Item::Value(Value::InlineTable(nt))) => {
-                merge(ot, nt, dir, true);
+                if merge(ot, nt, dir, true) {
+                    // A removed last entry takes the space before `}`.
+                    ot.fmt();
+                }
             }
-            (Item::Value(Value::InlineTable(ot)), Item::Table(nt)) => merge(ot, nt, dir, true),
-            (Item::Table(ot), Item::Table(nt)) => merge(ot, nt, dir, false),
-            (Item::Table(ot), Item::Value(Value::InlineTable(nt))) => merge(ot, nt, dir, false),
+            (Item::Value(Value::InlineTable(ot)), Item::Table(nt)) => {
+                if merge(ot, nt, dir, true) {
+                    ot.fmt();
+                }
+            }
+            (Item::Table(ot), Item::Table(nt)) => {
+                merge(ot, nt, dir, false);
+            }
+            (Item::Table(ot), Item::Value(Value::InlineTable(nt))) => {
+                merge(ot, nt, dir, false);
+            }
             (Item::ArrayOfTables(oa), Item::ArrayOfTables(na)) => merge_array(k, oa, na, dir),
             (Item::Value(ov), Item::Value(nv)) => {
                 if !same_value(k, ov, nv, dir) {
@@ -149,6 +161,7 @@ fn merge(orig: &mut dyn TableLike, new: &dyn TableLike, dir: &Path, inline_table
             }
         }
     }
+    removed
 }
 
 /// What identifies an entry of an array of tables across edits.
@@ -169,6 +182,12 @@ fn merge_array(_key: &str, orig: &mut ArrayOfTables, new: &ArrayOfTables, dir: &
     let olds: Vec<Table> = orig.iter().cloned().collect();
     let ids: Vec<Option<String>> = olds.iter().map(|t| identity(t, dir)).collect();
     let mut used = vec![false; olds.len()];
+    let inline_params = olds.iter().any(|t| {
+        matches!(
+            t.get("parameters"),
+            Some(Item::Value(Value::InlineTable(_)))
+        )
+    });
     let mut out = ArrayOfTables::new();
     let mut floor = 0isize;
     for (i, n) in new.iter().enumerate() {
@@ -184,7 +203,17 @@ fn merge_array(_key: &str, orig: &mut ArrayOfTables, new: &ArrayOfTables, dir: &
                 merge(&mut t, n, dir, false);
                 t
             }
-            None => fresh_table(n),
+            None => {
+                let mut t = fresh_table(n);
+                // A new entry follows its siblings' style for `parameters`.
+                if inline_params {
+                    if let Some(Item::Table(p)) = t.get("parameters") {
+                        let v = inline(p);
+                        t.insert("parameters", Item::Value(Value::InlineTable(v)));
+                    }
+                }
+                t
+            }
         };
         // Entries are written in document-position order: keep that the
         // array's order when entries moved.
