@@ -296,3 +296,37 @@ fn overrides_past_the_layers_are_refused_once_models_are_open() {
     let o = smelt(&["recipe", "check", "z2.toml"], d);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+/// `smelt analyze MODELS...` takes the first model as the base and then
+/// `Recipe::for_models`: TIES at density 0.5.
+#[test]
+fn analyze_on_models_takes_the_first_as_base_at_half_density() {
+    let dir = scratch();
+    let o = smelt(
+        &[
+            "analyze",
+            "models/base",
+            "models/ft0",
+            "models/ft1",
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["method"], "ties", "{v}");
+    assert!(
+        v["base"]
+            .as_str()
+            .is_some_and(|b| b.ends_with("models/base")),
+        "{v}"
+    );
+    assert_eq!(v["models"].as_array().map(Vec::len), Some(2), "{v}");
+    let total = &v["total"];
+    let params = total["params"].as_u64().unwrap_or(0);
+    let kept: u64 = total["kept"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
+    let share = kept as f64 / (2 * params) as f64;
+    assert!((share - 0.5).abs() < 0.01, "kept share {share}");
+}

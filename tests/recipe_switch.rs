@@ -266,3 +266,37 @@ fn table_locations_match_check() {
         "slices[2].sources[0].parameters.weight"
     );
 }
+
+/// The one rule for a recipe from a list of models.
+#[test]
+fn for_models_is_ties_with_a_base_and_linear_without() {
+    let models = vec![PathBuf::from("/w/a"), PathBuf::from("/w/b")];
+    let r = Recipe::for_models(models.clone(), Some("/w/base".into()));
+    assert_eq!(r.method, Method::Ties);
+    assert_eq!(r.base, Some(PathBuf::from("/w/base")));
+    assert_eq!(r.models.len(), 2);
+    for m in &r.models {
+        assert_eq!(m.params.get("weight"), Some(&Value::Number(1.0)));
+        assert_eq!(m.params.get("density"), Some(&Value::Number(0.5)));
+    }
+    assert!(r.check().is_empty(), "{:?}", r.check());
+    let r = Recipe::for_models(models, None);
+    assert_eq!(r.method, Method::Linear);
+    assert_eq!(r.base, None);
+    for m in &r.models {
+        assert_eq!(
+            m.params.keys().collect::<Vec<_>>(),
+            ["weight"],
+            "{:?}",
+            m.params
+        );
+    }
+    assert!(r.check().is_empty(), "{:?}", r.check());
+    // The base is never one of the models.
+    let r = Recipe::for_models(
+        vec!["/w/base".into(), "/w/a".into()],
+        Some("/w/./base".into()),
+    );
+    assert_eq!(r.models.len(), 1);
+    assert!(r.check().is_empty(), "{:?}", r.check());
+}
