@@ -810,3 +810,35 @@ fn a_finished_merge_asks_for_accuracy_and_shows_only_the_current_one() {
     );
     assert_eq!(app.accuracy, AccuracyState::Done(acc(&out)));
 }
+
+/// Group overrides (embeddings, head) the workbench does not edit yet are
+/// kept through load and save, their model keys following removals.
+#[test]
+fn group_overrides_survive_the_state() {
+    let app = demo_app();
+    let mut r = app.to_recipe();
+    let last = r.models.len() - 1;
+    r.overrides.push(smelt::recipe::Override {
+        scope: OverrideScope::Head,
+        params: [("lambda".to_string(), Value::Number(0.5))].into(),
+        models: [(last, [("weight".to_string(), Value::Number(0.2))].into())].into(),
+    });
+    let mut other = App::new(PathBuf::from("/d"), PathBuf::from("/w"));
+    other.load_recipe(
+        &r,
+        app.slots.iter().map(|s| s.info.clone()).collect(),
+        app.layers.clone(),
+    );
+    assert_eq!(other.to_recipe(), r);
+    // Removing the first input shifts the head override's model key.
+    other.focus = Panel::Models;
+    other.model_cursor = other.input_slots()[0];
+    ch(&mut other, 'x');
+    let after = other.to_recipe();
+    let head = after
+        .overrides
+        .iter()
+        .find(|o| o.scope == OverrideScope::Head)
+        .expect("kept");
+    assert_eq!(head.models.keys().copied().collect::<Vec<_>>(), [last - 1]);
+}

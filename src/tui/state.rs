@@ -252,6 +252,9 @@ pub struct App {
     pub overrides: BTreeMap<usize, LayerOverride>,
     /// Recipe fields the UI does not edit but must keep.
     pub slices: Vec<Slice>,
+    /// Overrides of the embeddings / head groups, as loaded (model keys
+    /// are slot indices, like [`LayerOverride::models`]).
+    pub group_overrides: Vec<Override>,
     pub out_dtype: Option<Dtype>,
     pub seed: Option<u64>,
     pub calibration: Option<PathBuf>,
@@ -300,6 +303,7 @@ impl App {
             global: BTreeMap::new(),
             overrides: BTreeMap::new(),
             slices: Vec::new(),
+            group_overrides: Vec::new(),
             out_dtype: None,
             seed: None,
             calibration: None,
@@ -379,10 +383,19 @@ impl App {
             });
         }
         self.overrides.clear();
+        self.group_overrides.clear();
         for o in &recipe.overrides {
-            // Group overrides (embeddings, head) have no place in this
-            // per-layer state yet.
+            // Group overrides (embeddings, head) are kept, not edited.
             let OverrideScope::Layers(lo, hi) = o.scope else {
+                self.group_overrides.push(Override {
+                    scope: o.scope,
+                    params: o.params.clone(),
+                    models: o
+                        .models
+                        .iter()
+                        .map(|(mi, p)| (mi + offset, p.clone()))
+                        .collect(),
+                });
                 continue;
             };
             for l in lo..=hi {
@@ -451,6 +464,23 @@ impl App {
                     params: o.params.clone(),
                     models,
                 }),
+            }
+        }
+        for o in &self.group_overrides {
+            let models: BTreeMap<usize, BTreeMap<String, Value>> = o
+                .models
+                .iter()
+                .filter_map(|(slot, p)| {
+                    let k = inputs.iter().position(|i| i == slot)?;
+                    (!p.is_empty()).then(|| (k, p.clone()))
+                })
+                .collect();
+            if !o.params.is_empty() || !models.is_empty() {
+                out.push(Override {
+                    scope: o.scope,
+                    params: o.params.clone(),
+                    models,
+                });
             }
         }
         r.overrides = out;

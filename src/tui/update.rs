@@ -821,6 +821,13 @@ fn remove_model(app: &mut App) {
             .collect();
     }
     app.overrides.retain(|_, o| !o.is_empty());
+    for o in &mut app.group_overrides {
+        o.models = std::mem::take(&mut o.models)
+            .into_iter()
+            .filter(|(k, _)| *k != i)
+            .map(|(k, v)| (if k > i { k - 1 } else { k }, v))
+            .collect();
+    }
     app.model_cursor = app.model_cursor.min(app.slots.len().saturating_sub(1));
     app.say(Level::Info, format!("removed {}", s.info.name));
     app.params_changed();
