@@ -501,3 +501,46 @@ fn a_lossy_export_names_the_values() {
         "{err}"
     );
 }
+
+/// A whole-number parameter that changes per layer is written with
+/// per-layer entries, not a list (a list would give fractions between
+/// layers, which smelt refuses to load); an override no tensor reads is
+/// refused rather than dropped.
+#[test]
+fn whole_numbers_per_layer_export_and_load_back() {
+    let mut r = Recipe::new(
+        Method::Karcher,
+        None,
+        vec!["/w/models/a".into(), "/w/models/b".into()],
+    );
+    r.overrides.push(Override {
+        scope: OverrideScope::Layers(2, 2),
+        params: BTreeMap::from([("max_iter".to_string(), Value::Number(30.0))]),
+        models: BTreeMap::new(),
+    });
+    let names = llama_names(4);
+    let yaml = r
+        .to_mergekit_yaml_for(Path::new("/w"), &names, 4)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let back =
+        Recipe::parse_all(&yaml, Path::new("/w/x.yml")).unwrap_or_else(|e| panic!("{e:?}\n{yaml}"));
+    for t in &names {
+        let g = smelt::model::classify(t).group;
+        assert_eq!(
+            r.resolve(t, g, 4).global,
+            back.resolve(t, g, 4).global,
+            "{t}\n{yaml}"
+        );
+    }
+    assert!(yaml.contains("model.layers.2."), "{yaml}");
+
+    r.overrides[0].scope = OverrideScope::Layers(3, 6);
+    let err = r
+        .to_mergekit_yaml_for(Path::new("/w"), &names, 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("overrides[0].layers: layer 6 is past the last layer"),
+        "{err}"
+    );
+}

@@ -360,9 +360,10 @@ fn position(i: usize, n: usize) -> f64 {
 
 /// One column of per-layer values as a value mergekit reads: a scalar
 /// where constant; else a list (numbers) or the most common value
-/// (booleans), plus the layers that value does not give exactly (they get
-/// entries of their own).
-fn column_value(col: &[Option<ParamValue>], n: usize) -> (Value, Vec<usize>) {
+/// (booleans, and whole-number parameters, which a list would give
+/// fractions between layers), plus the layers that value does not give
+/// exactly (they get entries of their own).
+fn column_value(col: &[Option<ParamValue>], n: usize, discrete: bool) -> (Value, Vec<usize>) {
     let present: Vec<ParamValue> = col.iter().flatten().copied().collect();
     let Some(&first) = present.first() else {
         return (Value::Number(0.0), Vec::new());
@@ -370,9 +371,19 @@ fn column_value(col: &[Option<ParamValue>], n: usize) -> (Value, Vec<usize>) {
     if present.iter().all(|v| *v == first) {
         return (scalar_value(first), Vec::new());
     }
-    if present.iter().any(|v| matches!(v, ParamValue::Bool(_))) {
-        let trues = present.iter().filter(|v| v.as_bool()).count();
-        let common = ParamValue::Bool(2 * trues >= present.len());
+    if discrete || present.iter().any(|v| matches!(v, ParamValue::Bool(_))) {
+        let mut counts: Vec<(ParamValue, usize)> = Vec::new();
+        for v in &present {
+            match counts.iter_mut().find(|(x, _)| x == v) {
+                Some(c) => c.1 += 1,
+                None => counts.push((*v, 1)),
+            }
+        }
+        let common = counts
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (_, c))| (*c, std::cmp::Reverse(*i)))
+            .map_or(first, |(_, (v, _))| *v);
         let fixes = (0..col.len())
             .filter(|&i| col[i].is_some_and(|v| v != common))
             .collect();
@@ -407,7 +418,13 @@ fn module_of(name: &str) -> &str {
 /// (filters by substring, first match; lists across the layers; pre/post
 /// tensors at the list's first value). `known` are filters the recipe
 /// already uses, tried first as names for groups of tensors.
-fn encode(ts: &[Tensor], want: &[Option<ParamValue>], n: usize, known: &[String]) -> Value {
+fn encode(
+    ts: &[Tensor],
+    want: &[Option<ParamValue>],
+    n: usize,
+    known: &[String],
+    discrete: bool,
+) -> Value {
     // Layer tensors: one column per block, blocks with equal columns grouped.
     let rows = n.max(
         ts.iter()
@@ -450,7 +467,7 @@ fn encode(ts: &[Tensor], want: &[Option<ParamValue>], n: usize, known: &[String]
         if Some(g) == catch {
             continue;
         }
-        let (v, fixes) = column_value(col, n);
+        let (v, fixes) = column_value(col, n, discrete);
         for l in fixes {
             for b in members {
                 if let Some(x) = col[l] {
@@ -477,7 +494,7 @@ fn encode(ts: &[Tensor], want: &[Option<ParamValue>], n: usize, known: &[String]
     let catch_all = match catch {
         Some(g) => {
             let col = &groups[g].1;
-            let (v, fixes) = column_value(col, n);
+            let (v, fixes) = column_value(col, n, discrete);
             for l in fixes {
                 if let Some(x) = col[l] {
                     entries.push((Some(prefix_of(l)), scalar_value(x)));
@@ -595,7 +612,18 @@ fn fold_overrides(r: &Recipe, layout: &Layout) -> Recipe {
         .collect();
     for (slot, name) in touched {
         let want: Vec<Option<ParamValue>> = resolved.iter().map(|tp| slot.get(tp, name)).collect();
-        let v = encode(&ts, &want, layout.n_layers, &filters_of(r, name, slot));
+        let discrete = spec
+            .global
+            .iter()
+            .chain(spec.per_model)
+            .any(|p| p.name == name && p.kind != ParamKind::Float);
+        let v = encode(
+            &ts,
+            &want,
+            layout.n_layers,
+            &filters_of(r, name, slot),
+            discrete,
+        );
         match slot {
             Slot::Global => {
                 out.params.insert(name.to_string(), v);
@@ -823,6 +851,13 @@ pub(crate) fn write(
             Some(&opened)
         }
     };
+    if let Some(l) = layout {
+        // Overrides no tensor reads would vanish from the YAML unnoticed.
+        let unread = super::check::check_layers(r, l.n_layers);
+        if !unread.is_empty() {
+            return Err(refuse(unread.iter().map(ToString::to_string).collect()));
+        }
+    }
     let folded = match layout {
         Some(l) => fold_overrides(r, l),
         None => r.clone(),
@@ -833,6 +868,18 @@ pub(crate) fn write(
     let lost = differences(r, &back, layout);
     if !lost.is_empty() {
         return Err(refuse(lost));
+    }
+    // What smelt loads, it must load back from the YAML too.
+    if r.check().is_empty() {
+        let problems = back.check();
+        if !problems.is_empty() {
+            return Err(refuse(
+                problems
+                    .into_iter()
+                    .map(|p| format!("the YAML written would not load: {p}"))
+                    .collect(),
+            ));
+        }
     }
     Ok(text)
 }
