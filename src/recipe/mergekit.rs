@@ -19,7 +19,8 @@
 use super::node::{Kind, Node};
 use super::toml::{entries, list, method, source, string, uint};
 use super::util::{
-    dtype_name, parse_dtype, parse_params, relative_to, resolve_path, unknown_key_msg, Diag,
+    absolute, dtype_name, parse_dtype, parse_params, relative_to, resolve_path, unknown_key_msg,
+    Diag,
 };
 use super::{check::same, ModelEntry, Recipe, RecipeError, Slice, Value};
 use crate::merge::{BaseRule, Method, ParamKind, ParamValue};
@@ -651,6 +652,9 @@ fn show(v: Option<ParamValue>) -> String {
 /// value now and after export.
 fn differences(a: &Recipe, b: &Recipe, layout: Option<&Layout>) -> Vec<String> {
     let mut out = Vec::new();
+    // Paths are written relative to where the text goes: compare the files
+    // they name, whatever folder they were resolved against.
+    let same = |x: &Path, y: &Path| absolute(x) == absolute(y);
     let spath = |p: &Path| p.display().to_string();
     if a.method != b.method {
         out.push(format!(
