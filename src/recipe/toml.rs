@@ -26,7 +26,8 @@
 //! model = "../models/ft0"
 //! layer_range = [0, 3]          # half-open, as in mergekit
 //!
-//! [[overrides]]                 # tuning of some tensors, applied last, later ones win
+//! [[overrides]]                 # tuning of some tensors, applied last, later ones win;
+//!                               # not together with [[slices]]
 //! layers = [3, 5]               # exactly one of: layers = [first, last] (inclusive),
 //!                               # layers = 4, group = "embeddings" | "head"
 //! [overrides.parameters]
