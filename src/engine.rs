@@ -693,13 +693,18 @@ fn run_zip(
     let depth = global.f64_or("depth", -1.0);
     let depth = (depth >= 0.0).then_some(depth as usize);
     // Per-layer α/β: every layer an override covers, later ones winning.
+    // `Recipe::problems` refuses everything else an override could hold
+    // here (group scopes, `depth`, values other than one number).
     let mut overrides: Vec<LayerOverride> = Vec::new();
     for o in &recipe.overrides {
+        let crate::recipe::OverrideScope::Layers(lo, hi) = o.scope else {
+            continue;
+        };
         let num = |name: &str| match o.params.get(name) {
             Some(crate::recipe::Value::Number(x)) => Some(*x),
             _ => None,
         };
-        for layer in o.layers.0..=o.layers.1 {
+        for layer in lo..=hi {
             overrides.retain(|x| x.layer != layer);
             overrides.push(LayerOverride {
                 layer,

@@ -65,7 +65,8 @@ enum Cmd {
     },
     /// Sign agreement and interference statistics per layer and tensor.
     Analyze {
-        /// A recipe, or model folders (the first is the base unless --base).
+        /// A recipe, or model folders (the first is the base unless --base;
+        /// then TIES, weight 1 and density 0.5 for every model).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
         /// The base model (when giving models).

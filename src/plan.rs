@@ -131,6 +131,30 @@ impl Plan {
             };
             out_layers = planner.plan_slices()?;
         }
+        // The rules that need the layer count (overrides past the last
+        // layer, zip depth), now that the models are open.
+        if recipe.slices.is_empty() {
+            let n = if matches!(recipe.method, Method::Zipit | Method::Permute) {
+                planner
+                    .models
+                    .iter()
+                    .map(|m| m.num_layers())
+                    .min()
+                    .unwrap_or(0)
+            } else {
+                out_layers
+            };
+            let problems = recipe.problems_for_layers(n);
+            if !problems.is_empty() {
+                return Err(PlanError::Recipe(crate::recipe::RecipeError::Invalid(
+                    problems
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )));
+            }
+        }
         let head_config = planner.head_config.take();
         let config = planner.models[config_model].config().cloned().map(|mut c| {
             if let Some(obj) = c.as_object_mut() {

@@ -317,3 +317,193 @@ parameters:
         "{ps:?}"
     );
 }
+
+#[test]
+fn group_overrides_parse_and_bad_scopes_are_named() {
+    let with = |scope: &str| {
+        format!("{TIES_OK}\n[[overrides]]\n{scope}\n[overrides.parameters]\nlambda = 0.5\n")
+    };
+    // TIES_OK is 8 lines; the override's scope sits on line 11.
+    assert!(problems("r.toml", &with("group = \"embeddings\"")).is_empty());
+    assert!(problems("r.toml", &with("group = \"head\"")).is_empty());
+    one(
+        "r.toml",
+        &with("group = \"haed\""),
+        11,
+        &["unknown group `haed`", "did you mean `head`?"],
+    );
+    one(
+        "r.toml",
+        &with("layers = 2\ngroup = \"head\""),
+        12,
+        &["either `layers` or `group`, not both"],
+    );
+    one(
+        "r.toml",
+        &with("# nothing"),
+        10,
+        &["needs `layers = [first, last]`", "group = \"embeddings\""],
+    );
+}
+
+#[test]
+fn group_overrides_resolve_on_pre_and_post_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.toml");
+    std::fs::write(
+        &path,
+        format!("{TIES_OK}\n[[overrides]]\ngroup = \"head\"\n[overrides.parameters]\nlambda = [0.5, 0.9]\n\n[[overrides]]\nlayers = [0, 3]\n[overrides.parameters]\nlambda = 2.0\n\n[[overrides]]\ngroup = \"embeddings\"\n[[overrides.models]]\nmodel = 0\n[overrides.models.parameters]\ndensity = 0.25\n"),
+    )
+    .unwrap();
+    let r = Recipe::load(&path).unwrap();
+    use smelt::model::Group;
+    let lambda = |t: &str, g: Group| r.resolve(t, g, 4).global.get("lambda").unwrap().as_f64();
+    let density = |t: &str, g: Group| {
+        r.resolve(t, g, 4).models[0]
+            .get("density")
+            .unwrap()
+            .as_f64()
+    };
+    // A gradient in a group override gives its first value.
+    assert_eq!(lambda("lm_head.weight", Group::Post), 0.5);
+    assert_eq!(lambda("model.norm.weight", Group::Post), 0.5);
+    assert_eq!(lambda("model.embed_tokens.weight", Group::Pre), 1.0);
+    assert_eq!(
+        lambda("model.layers.0.mlp.up_proj.weight", Group::Layer(0)),
+        2.0
+    );
+    assert_eq!(density("model.embed_tokens.weight", Group::Pre), 0.25);
+    assert_eq!(density("lm_head.weight", Group::Post), 0.5);
+    assert_eq!(
+        density("model.layers.3.mlp.up_proj.weight", Group::Layer(3)),
+        0.5
+    );
+    // TOML round trip keeps the scopes.
+    let again = dir.path().join("again.toml");
+    r.save(&again).unwrap();
+    assert_eq!(Recipe::load(&again).unwrap(), r);
+}
+
+const ZIP: &str = r#"method = "zipit"
+
+[parameters]
+depth = 2
+
+[[models]]
+path = "a"
+
+[[models]]
+path = "b"
+"#;
+
+/// What zipit/permute would not read is refused where it is written.
+#[test]
+fn zip_recipes_refuse_what_the_engine_does_not_read() {
+    assert!(problems("r.toml", ZIP).is_empty());
+    let with = |o: &str| format!("{ZIP}\n[[overrides]]\n{o}\n");
+    // Layers 0 and 1 are zipped at depth 2; layer 2 is not.
+    assert!(problems(
+        "r.toml",
+        &with("layers = [0, 1]\n[overrides.parameters]\nalpha = 0.3")
+    )
+    .is_empty());
+    one(
+        "r.toml",
+        &with("layers = [1, 2]\n[overrides.parameters]\nalpha = 0.3"),
+        12,
+        &["layers 1-2 lies past zip depth 2", "0..=1"],
+    );
+    one(
+        "r.toml",
+        &with("group = \"head\"\n[overrides.parameters]\nalpha = 0.3"),
+        12,
+        &["zipit zips layers only"],
+    );
+    one(
+        "r.toml",
+        &with("layers = 0\n[overrides.parameters]\ndepth = 1"),
+        15,
+        &["`depth` is one value for the whole merge"],
+    );
+    one(
+        "r.toml",
+        &with("layers = 0\n[overrides.parameters]\nbeta = [0.5, 1.0]"),
+        15,
+        &["zipit takes one number for `beta` in an override"],
+    );
+    one(
+        "r.toml",
+        &ZIP.replace("depth = 2", "depth = 2\nalpha = [0.2, 0.8]"),
+        5,
+        &["zipit takes one number for `alpha`"],
+    );
+    one(
+        "r.toml",
+        &ZIP.replace("depth = 2", "depth = [1, 2]"),
+        4,
+        &["`depth` takes a whole number; a gradient"],
+    );
+    one(
+        "r.toml",
+        &ZIP.replace("method = \"zipit\"\n", "method = \"zipit\"\nseed = 3\n"),
+        2,
+        &["zipit draws no random numbers"],
+    );
+}
+
+#[test]
+fn overrides_in_sliced_recipes_and_unread_slice_values_are_refused() {
+    let yml = "\
+merge_method: ties
+base_model: a
+slices:
+  - sources:
+      - model: a
+        layer_range: [0, 2]
+        parameters: {weight: 1.0}
+      - model: b
+        layer_range: [0, 2]
+        parameters: {weight: 1.0}
+";
+    one("r.yml", yml, 7, &["this source is the slice's base"]);
+    let toml = "method = \"passthrough\"\n\n[[slices]]\nbase = \"a\"\n[[slices.sources]]\nmodel = \"a\"\nlayer_range = [0, 2]\n";
+    one("r.toml", toml, 4, &["passthrough takes no base model"]);
+    let toml = "method = \"passthrough\"\n\n[[slices]]\n[[slices.sources]]\nmodel = \"a\"\nlayer_range = [0, 2]\n\n[[overrides]]\nlayers = 1\n";
+    one("r.toml", toml, 8, &["not supported together with slices"]);
+}
+
+/// `problems` gives each location apart, in the documented form.
+#[test]
+fn problems_are_structured() {
+    let mut r = Recipe::new(
+        Method::Ties,
+        Some(PathBuf::from("base")),
+        vec![PathBuf::from("a"), PathBuf::from("b")],
+    );
+    r.models[0]
+        .params
+        .insert("weight".into(), Value::Number(1.0));
+    r.models[1]
+        .params
+        .insert("weight".into(), Value::Number(1.0));
+    r.models[1]
+        .params
+        .insert("density".into(), Value::Number(2.0));
+    r.seed = Some(1);
+    r.overrides.push(smelt::recipe::Override {
+        scope: smelt::recipe::OverrideScope::Head,
+        params: Default::default(),
+        models: [(1, [("densty".to_string(), Value::Number(0.2))].into())].into(),
+    });
+    let ats: Vec<String> = r.problems().into_iter().map(|p| p.at).collect();
+    assert_eq!(
+        ats,
+        [
+            "models[1].parameters.density",
+            "overrides[0].models.1.densty",
+            "seed"
+        ]
+    );
+    assert_eq!(r.check().len(), 3);
+    assert!(r.check()[2].starts_with("seed: ties draws no random numbers"));
+}

@@ -217,6 +217,7 @@ fn passthrough_slices() {
 #[test]
 fn seed_comes_from_the_recipe() {
     let mut r = load("ties");
-    r.seed = 42;
+    r.method = smelt::merge::Method::DareTies;
+    r.seed = Some(42);
     assert_eq!(r.resolve(MLP, Group::Layer(0), 4).seed, 42);
 }

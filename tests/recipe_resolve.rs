@@ -6,7 +6,6 @@ use smelt::recipe::Recipe;
 const RECIPE: &str = r#"
 method = "ties"
 base = "../models/base"
-seed = 7
 
 [parameters]
 density = 0.9                 # per-model names here apply to every model
@@ -103,7 +102,7 @@ fn fall_through_then_overrides() {
         get(&r, &mlp(6), Group::Layer(6), Some(1), "weight"),
         Some(1.0)
     );
-    // Pre/post tensors are never overridden.
+    // Layer overrides never reach pre/post tensors.
     assert_eq!(
         get(&r, "lm_head.weight", Group::Post, Some(1), "weight"),
         Some(1.0)
@@ -112,9 +111,9 @@ fn fall_through_then_overrides() {
         get(&r, "lm_head.weight", Group::Post, None, "lambda"),
         Some(1.0)
     );
-    // Seed and the spec's defaults.
+    // No seed written: the kernels get 0. The spec's defaults.
     let tp = r.resolve(&mlp(0), Group::Layer(0), 8);
-    assert_eq!(tp.seed, 7);
+    assert_eq!(tp.seed, 0);
     assert_eq!(tp.global.get("normalize").map(|v| v.as_bool()), Some(true));
     assert_eq!(tp.models.len(), 2);
 }
@@ -128,7 +127,7 @@ fn the_missing_catch_all_is_reported_at_its_model() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     let msg = errs[0].to_string();
     assert!(
-        msg.contains("r.toml:12:") && msg.contains("no catch-all"),
+        msg.contains("r.toml:11:") && msg.contains("no catch-all"),
         "{msg}"
     );
 }

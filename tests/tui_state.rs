@@ -5,7 +5,7 @@ use smelt::analysis::Stats;
 use smelt::engine::{Event, Summary};
 use smelt::merge::Method;
 use smelt::model::Group;
-use smelt::recipe::Value;
+use smelt::recipe::{OverrideScope, Value};
 use smelt::tui::demo::{demo_app, fake_stats};
 use smelt::tui::state::*;
 use smelt::tui::update::{complete_path, update, Effect, Msg};
@@ -115,7 +115,7 @@ fn density_on_a_layer_writes_an_override_for_that_layer_only() {
     let r = app.to_recipe();
     assert_eq!(r.overrides.len(), 1);
     let o = &r.overrides[0];
-    assert_eq!(o.layers, (3, 3));
+    assert_eq!(o.scope, OverrideScope::Layers(3, 3));
     assert_eq!(o.models.len(), 3, "every input's density");
     for k in 0..3 {
         assert!((num(o.models[&k].get("density")) - 0.45).abs() < 1e-12);
@@ -138,7 +138,7 @@ fn a_range_of_layers_becomes_one_override() {
     ch(&mut app, '+');
     let r = app.to_recipe();
     assert_eq!(r.overrides.len(), 1, "{:?}", r.overrides);
-    assert_eq!(r.overrides[0].layers, (2, 4));
+    assert_eq!(r.overrides[0].scope, OverrideScope::Layers(2, 4));
     assert!((num(r.overrides[0].models[&0].get("density")) - 0.55).abs() < 1e-12);
     // Clearing the override on the middle layer splits the range.
     ch(&mut app, 'v');
@@ -160,14 +160,21 @@ fn a_range_of_layers_becomes_one_override() {
     app.param_cursor = row;
     press(&mut app, KeyCode::Delete);
     let r = app.to_recipe();
-    let ranges: Vec<_> = r.overrides.iter().map(|o| o.layers).collect();
-    assert_eq!(ranges, vec![(2, 2), (3, 3), (4, 4)], "layer 3 differs now");
+    let ranges: Vec<_> = r.overrides.iter().map(|o| o.scope).collect();
+    assert_eq!(
+        ranges,
+        [(2, 2), (3, 3), (4, 4)].map(|(a, b)| OverrideScope::Layers(a, b)),
+        "layer 3 differs now"
+    );
     assert!(!r.overrides[1].models.contains_key(&0));
     // Backspace on a layer row drops all of that layer's overrides.
     app.focus = Panel::Layers;
     press(&mut app, KeyCode::Backspace);
-    let ranges: Vec<_> = app.to_recipe().overrides.iter().map(|o| o.layers).collect();
-    assert_eq!(ranges, vec![(2, 2), (4, 4)]);
+    let ranges: Vec<_> = app.to_recipe().overrides.iter().map(|o| o.scope).collect();
+    assert_eq!(
+        ranges,
+        [(2, 2), (4, 4)].map(|(a, b)| OverrideScope::Layers(a, b))
+    );
 }
 
 #[test]
@@ -700,7 +707,7 @@ fn zipit_params_show_global_depth_and_per_layer_alpha_beta() {
     press(&mut app, KeyCode::Right);
     let r = app.to_recipe();
     assert_eq!(r.overrides.len(), 1);
-    assert_eq!(r.overrides[0].layers, (1, 1));
+    assert_eq!(r.overrides[0].scope, OverrideScope::Layers(1, 1));
     assert_eq!(num(r.overrides[0].params.get("alpha")), 0.55);
     assert_eq!(num(r.params.get("alpha")), 0.5);
     assert_eq!(
@@ -802,4 +809,36 @@ fn a_finished_merge_asks_for_accuracy_and_shows_only_the_current_one() {
         },
     );
     assert_eq!(app.accuracy, AccuracyState::Done(acc(&out)));
+}
+
+/// Group overrides (embeddings, head) the workbench does not edit yet are
+/// kept through load and save, their model keys following removals.
+#[test]
+fn group_overrides_survive_the_state() {
+    let app = demo_app();
+    let mut r = app.to_recipe();
+    let last = r.models.len() - 1;
+    r.overrides.push(smelt::recipe::Override {
+        scope: OverrideScope::Head,
+        params: [("lambda".to_string(), Value::Number(0.5))].into(),
+        models: [(last, [("weight".to_string(), Value::Number(0.2))].into())].into(),
+    });
+    let mut other = App::new(PathBuf::from("/d"), PathBuf::from("/w"));
+    other.load_recipe(
+        &r,
+        app.slots.iter().map(|s| s.info.clone()).collect(),
+        app.layers.clone(),
+    );
+    assert_eq!(other.to_recipe(), r);
+    // Removing the first input shifts the head override's model key.
+    other.focus = Panel::Models;
+    other.model_cursor = other.input_slots()[0];
+    ch(&mut other, 'x');
+    let after = other.to_recipe();
+    let head = after
+        .overrides
+        .iter()
+        .find(|o| o.scope == OverrideScope::Head)
+        .expect("kept");
+    assert_eq!(head.models.keys().copied().collect::<Vec<_>>(), [last - 1]);
 }

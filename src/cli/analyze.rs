@@ -123,8 +123,10 @@ pub fn run(
     }
 }
 
-/// A recipe file, or models (base first unless `--base`): TIES at the
-/// models' densities (1 unless `--density`).
+/// A recipe file, or models. For models, analyze makes its own choice of
+/// base (task vectors need one): `--base`, else the first model. The rest
+/// is [`Recipe::for_models`]: TIES, weight 1.0 and density 0.5 per model
+/// (`--density` replaces the density).
 fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<Recipe, CliError> {
     if let [one] = inputs {
         if is_recipe(one) {
@@ -143,7 +145,7 @@ fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<Recipe, CliEr
             models.remove(0)
         }
     };
-    Ok(Recipe::new(Method::Ties, Some(base), models))
+    Ok(Recipe::for_models(models, Some(base)))
 }
 
 fn is_recipe(p: &Path) -> bool {

@@ -128,7 +128,6 @@ const INT8: ParamSpec = b(
     false,
     "store masks as int8 (no effect on values)",
 );
-const SEED: ParamSpec = int(f("seed", Some(0.0), "seed for random dropping"));
 
 const NORM_T: ParamSpec = b("normalize", true, "divide by the sum of weights");
 const NORM_F: ParamSpec = b("normalize", false, "divide by the sum of weights");
@@ -137,8 +136,10 @@ const RESC_F: ParamSpec = b("rescale", false, "rescale kept entries by 1/density
 /// Generalised task arithmetic globals: (normalize, rescale) defaults differ.
 const GTA_FF: &[ParamSpec] = &[INT8, NORM_F, RESC_F, LAMBDA];
 const GTA_TF: &[ParamSpec] = &[INT8, NORM_T, RESC_F, LAMBDA];
-const GTA_FT_RANDOM: &[ParamSpec] = &[INT8, NORM_F, RESC_T, LAMBDA, SEED];
-const GTA_TT_RANDOM: &[ParamSpec] = &[INT8, NORM_T, RESC_T, LAMBDA, SEED];
+// Random methods take their seed from the recipe's top-level `seed`
+// (`Recipe::seed`), never from `parameters`.
+const GTA_FT_RANDOM: &[ParamSpec] = &[INT8, NORM_F, RESC_T, LAMBDA];
+const GTA_TT_RANDOM: &[ParamSpec] = &[INT8, NORM_T, RESC_T, LAMBDA];
 
 const SPECS: &[MethodSpec] = &[
     MethodSpec {
@@ -434,6 +435,28 @@ impl Method {
     pub fn from_name(name: &str) -> Option<Method> {
         SPECS.iter().find(|s| s.name == name).map(|s| s.method)
     }
+    /// Whether the method draws random numbers (and so reads the recipe's
+    /// `seed`): the DARE and DELLA families.
+    pub fn draws_random(self) -> bool {
+        match self {
+            Method::DareTies | Method::DareLinear | Method::Della | Method::DellaLinear => true,
+            Method::Linear
+            | Method::TaskArithmetic
+            | Method::Ties
+            | Method::Breadcrumbs
+            | Method::BreadcrumbsTies
+            | Method::Slerp
+            | Method::Nuslerp
+            | Method::Multislerp
+            | Method::Karcher
+            | Method::ModelStock
+            | Method::Sce
+            | Method::Nearswap
+            | Method::Passthrough
+            | Method::Zipit
+            | Method::Permute => false,
+        }
+    }
     /// The next method in the list (the TUI's `m` key).
     pub fn next(self) -> Method {
         SPECS[(self as usize + 1) % SPECS.len()].method
@@ -450,5 +473,26 @@ mod tests {
             assert_eq!(s.method as usize, i, "{}", s.name);
             assert_eq!(Method::from_name(s.name), Some(s.method));
         }
+    }
+
+    #[test]
+    fn no_method_takes_seed_as_a_parameter() {
+        // The seed is the recipe's, not a parameter: a `seed` spec would
+        // land in `TensorParams.global`, where no kernel reads it.
+        for s in SPECS {
+            assert!(
+                s.global.iter().chain(s.per_model).all(|p| p.name != "seed"),
+                "{}",
+                s.name
+            );
+        }
+        let random: Vec<&str> = Method::all()
+            .filter(|m| m.draws_random())
+            .map(Method::name)
+            .collect();
+        assert_eq!(
+            random,
+            ["dare_ties", "dare_linear", "della", "della_linear"]
+        );
     }
 }

@@ -4,16 +4,13 @@
 //! (`models[1].parameters.density`), which the loaders map to a line.
 
 use super::util::unknown_key_msg;
-use super::{Recipe, Value};
-use crate::merge::{BaseRule, MethodSpec, ParamKind, ParamSpec};
+use super::{OverrideScope, Problem, Recipe, Value};
+use crate::merge::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// One problem: where (a recipe location) and what.
-pub(crate) struct Problem {
-    pub at: String,
-    pub msg: String,
-}
+/// Where the seed goes, for messages about a misplaced one.
+pub(crate) const SEED_HOME: &str = "the seed is set once for the whole recipe: top-level `seed = N` in TOML, `smelt: {seed: N}` in mergekit YAML";
 
 fn push(out: &mut Vec<Problem>, at: impl Into<String>, msg: impl Into<String>) {
     out.push(Problem {
@@ -24,7 +21,7 @@ fn push(out: &mut Vec<Problem>, at: impl Into<String>, msg: impl Into<String>) {
 
 /// Names a method-wide table accepts: the globals, plus the per-model names
 /// (mergekit falls back from a model's parameters to the global table).
-fn global_names(spec: &MethodSpec) -> Vec<&'static str> {
+pub(crate) fn global_names(spec: &MethodSpec) -> Vec<&'static str> {
     spec.global
         .iter()
         .chain(spec.per_model)
@@ -32,7 +29,7 @@ fn global_names(spec: &MethodSpec) -> Vec<&'static str> {
         .collect()
 }
 
-fn model_names(spec: &MethodSpec) -> Vec<&'static str> {
+pub(crate) fn model_names(spec: &MethodSpec) -> Vec<&'static str> {
     spec.per_model.iter().map(|p| p.name).collect()
 }
 
@@ -81,6 +78,16 @@ fn check_value(p: &ParamSpec, v: &Value, at: &str, out: &mut Vec<Problem>) {
                 out,
                 at,
                 format!("`{}`: an empty filter list is not a value", p.name),
+            );
+        }
+        Value::Gradient(xs) if p.kind == ParamKind::Int && xs.iter().any(|x| *x != xs[0]) => {
+            push(
+                out,
+                at,
+                format!(
+                    "`{}` takes a whole number; a gradient would give fractions between layers",
+                    p.name
+                ),
             );
         }
         Value::Gradient(xs) => {
@@ -136,6 +143,10 @@ fn check_table(
 ) {
     for (name, v) in params {
         let here = format!("{at}.{name}");
+        if name == "seed" {
+            push(out, here, format!("`seed` is not a parameter; {SEED_HOME}"));
+            continue;
+        }
         if !allowed.contains(&name.as_str()) {
             let msg = if per_model_table && spec.global.iter().any(|p| p.name == name) {
                 format!("`{name}` is a method-wide parameter of {}; set it under `parameters`, not per model", spec.name)
@@ -153,7 +164,7 @@ fn check_table(
 
 /// Whether `v` gives a value for every tensor (no filter list without a
 /// catch-all entry).
-fn total(v: Option<&Value>) -> bool {
+pub(crate) fn total(v: Option<&Value>) -> bool {
     match v {
         None => false,
         Some(Value::Filtered(e)) => e.iter().any(|(f, _)| f.is_none()),
@@ -269,7 +280,13 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         }
         for (i, s) in r.slices.iter().enumerate() {
             let at = format!("slices[{i}]");
-            let base = s.base.as_ref().or(r.base.as_ref());
+            // Without a base rule, a slice's `base` is no base (and is
+            // refused below): every source counts.
+            let base = s
+                .base
+                .as_ref()
+                .or(r.base.as_ref())
+                .filter(|_| spec.base != BaseRule::None);
             let others = s
                 .sources
                 .iter()
@@ -413,16 +430,23 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
     }
 
     // Overrides.
+    let zips = matches!(r.method, Method::Zipit | Method::Permute);
     for (i, o) in r.overrides.iter().enumerate() {
         let at = format!("overrides[{i}]");
-        if o.layers.0 > o.layers.1 {
+        if let OverrideScope::Layers(a, b) = o.scope {
+            if a > b {
+                push(
+                    &mut out,
+                    format!("{at}.layers"),
+                    format!("layers [{a}, {b}]: the first is after the last"),
+                );
+            }
+        }
+        if !r.slices.is_empty() {
             push(
                 &mut out,
-                format!("{at}.layers"),
-                format!(
-                    "layers [{}, {}]: the first is after the last",
-                    o.layers.0, o.layers.1
-                ),
+                &at,
+                "overrides are not supported together with slices; use gradients or filters in the slices' parameters".to_string(),
             );
         }
         check_table(
@@ -447,13 +471,24 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
             }
             check_table(spec, p, &mat, &mnames, true, &mut out);
         }
+        if zips {
+            check_zip_override(r, i, &mut out);
+        }
+    }
+
+    // Seed: read only by the methods that draw random numbers.
+    if r.seed.is_some() && !r.method.draws_random() {
+        push(
+            &mut out,
+            "seed",
+            format!(
+                "{} draws no random numbers; remove `seed` (only dare_ties, dare_linear, della and della_linear use one)",
+                spec.name
+            ),
+        );
     }
 
     // Calibration data.
-    let zips = matches!(
-        r.method,
-        crate::merge::Method::Zipit | crate::merge::Method::Permute
-    );
     // zipit/permute without `calibration` match features on the bundled
     // digits training split.
     if r.calibration.is_some() && !zips {
@@ -465,6 +500,188 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
                 spec.name
             ),
         );
+    }
+
+    // Slices: what the planner does not read.
+    for (i, s) in r.slices.iter().enumerate() {
+        let at = format!("slices[{i}]");
+        if spec.base == BaseRule::None && s.base.is_some() {
+            push(
+                &mut out,
+                format!("{at}.base"),
+                format!(
+                    "{} takes no base model; remove this slice's `base`",
+                    spec.name
+                ),
+            );
+        }
+        if spec.base != BaseRule::None {
+            if let Some(b) = s.base.as_ref().or(r.base.as_ref()) {
+                for (j, src) in s.sources.iter().enumerate() {
+                    if same(&src.model, b) && !src.params.is_empty() {
+                        push(
+                            &mut out,
+                            format!("{at}.sources[{j}].parameters"),
+                            "this source is the slice's base, which takes no parameters; remove them".to_string(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if zips {
+        if !r.slices.is_empty() {
+            push(
+                &mut out,
+                "slices",
+                format!(
+                    "{} merges whole models; slices are not supported",
+                    spec.name
+                ),
+            );
+        }
+        // The engine reads one value of each for the whole merge.
+        for (name, v) in &r.params {
+            let here = format!("parameters.{name}");
+            let reported = out.iter().any(|p| p.at == here);
+            if !matches!(v, Value::Number(_)) && find(spec, name).is_some() && !reported {
+                push(
+                    &mut out,
+                    here,
+                    format!(
+                        "{} takes one number for `{name}`{}",
+                        spec.name,
+                        if name == "depth" {
+                            ""
+                        } else {
+                            "; per-layer values go in [[overrides]]"
+                        }
+                    ),
+                );
+            }
+        }
+        if let Some(Value::Number(d)) = r.params.get("depth") {
+            if *d < -1.0 {
+                push(
+                    &mut out,
+                    "parameters.depth",
+                    format!(
+                        "`depth` = {d}: give a number of layers ≥ 0, or -1 for every hidden layer"
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The zip depth a recipe sets: `Some(k)` for k ≥ 0, `None` for -1 (every
+/// hidden layer) or no value.
+fn zip_depth(r: &Recipe) -> Option<usize> {
+    match r.params.get("depth") {
+        Some(Value::Number(d)) if *d >= 0.0 => Some(*d as usize),
+        _ => None,
+    }
+}
+
+/// What zipit/permute read of an override: `alpha`/`beta` (zipit), one
+/// number each, for zipped layers.
+fn check_zip_override(r: &Recipe, i: usize, out: &mut Vec<Problem>) {
+    let o = &r.overrides[i];
+    let at = format!("overrides[{i}]");
+    let name = r.method.name();
+    match o.scope {
+        OverrideScope::Layers(..) => {}
+        g => push(
+            out,
+            &at,
+            format!("{name} zips layers only; an override of the {g} group is not read"),
+        ),
+    }
+    for (k, v) in &o.params {
+        if k == "depth" {
+            push(
+                out,
+                format!("{at}.parameters.depth"),
+                "`depth` is one value for the whole merge; set it under `parameters`".to_string(),
+            );
+        } else if !matches!(v, Value::Number(_)) && (k == "alpha" || k == "beta") {
+            push(
+                out,
+                format!("{at}.parameters.{k}"),
+                format!("{name} takes one number for `{k}` in an override"),
+            );
+        }
+    }
+    if let (OverrideScope::Layers(_, hi), Some(d)) = (o.scope, zip_depth(r)) {
+        if hi >= d && !o.params.is_empty() {
+            push(out, &at, past_depth(o.scope, d));
+        }
+    }
+}
+
+fn past_depth(scope: OverrideScope, depth: usize) -> String {
+    if depth == 0 {
+        format!("{scope} is not zipped at depth 0 (the ensemble zips no layer): only zipped layers take alpha/beta; remove the override or raise `depth`")
+    } else {
+        format!(
+            "{scope} lies past zip depth {depth}: only zipped layers (0..={}) take alpha/beta; remove the override or raise `depth`",
+            depth - 1
+        )
+    }
+}
+
+/// The rules that need the models' layer count (see
+/// [`Recipe::problems_for_layers`]).
+pub(crate) fn check_layers(r: &Recipe, n_layers: usize) -> Vec<Problem> {
+    let mut out = Vec::new();
+    if !r.slices.is_empty() {
+        return out;
+    }
+    let zips = matches!(r.method, Method::Zipit | Method::Permute);
+    // The deepest zip: every hidden layer, the classifier stays per model.
+    let max_depth = n_layers.saturating_sub(1);
+    let depth = if zips {
+        match zip_depth(r) {
+            Some(d) if d > max_depth => {
+                push(
+                    &mut out,
+                    "parameters.depth",
+                    format!(
+                        "`depth` = {d} is more than these models' {max_depth} hidden layers (the classifier stays per model)"
+                    ),
+                );
+                None
+            }
+            Some(_) => None, // checked without the layer count
+            None => Some(max_depth),
+        }
+    } else {
+        None
+    };
+    for (i, o) in r.overrides.iter().enumerate() {
+        let OverrideScope::Layers(lo, hi) = o.scope else {
+            continue;
+        };
+        if hi >= n_layers {
+            push(
+                &mut out,
+                format!("overrides[{i}].layers"),
+                format!(
+                    "{} is past the last layer: the models have {n_layers} layers (0..={})",
+                    if lo >= n_layers {
+                        o.scope.to_string()
+                    } else {
+                        format!("layer {hi}")
+                    },
+                    n_layers.saturating_sub(1)
+                ),
+            );
+        } else if let Some(d) = depth {
+            if hi >= d && !o.params.is_empty() {
+                push(&mut out, format!("overrides[{i}]"), past_depth(o.scope, d));
+            }
+        }
     }
     out
 }

@@ -19,7 +19,8 @@
 use super::node::{Kind, Node};
 use super::toml::{entries, list, method, source, string, uint};
 use super::util::{
-    dtype_name, parse_dtype, parse_params, relative_to, resolve_path, unknown_key_msg, Diag,
+    absolute, dtype_name, parse_dtype, parse_params, relative_to, resolve_path, unknown_key_msg,
+    Diag,
 };
 use super::{check::same, ModelEntry, Recipe, RecipeError, Slice, Value};
 use crate::merge::{BaseRule, Method, ParamKind, ParamValue};
@@ -89,7 +90,7 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
                     match k.as_str() {
                         "seed" => {
                             diag.mark("seed", *l);
-                            r.seed = uint(x, "seed", diag).unwrap_or(0);
+                            r.seed = uint(x, "seed", diag);
                         }
                         "calibration" => {
                             diag.mark("calibration", *l);
@@ -270,194 +271,625 @@ fn params(method: Method, p: &BTreeMap<String, Value>) -> Y {
     Y::Mapping(m)
 }
 
-/// The number of layers the recipe's models have, read from the base's (or
-/// first model's) `config.json`: needed to write overrides as gradients.
-pub(crate) fn layers_from_config(r: &Recipe) -> Result<usize, RecipeError> {
+/// The tensors an export is checked on: every tensor name of the model the
+/// merge takes its layout from, and its layer count (as the plan uses it).
+pub(crate) struct Layout {
+    pub names: Vec<String>,
+    pub n_layers: usize,
+}
+
+/// The layout of the base's (or first model's) headers.
+pub(crate) fn layout_of(r: &Recipe) -> Result<Layout, RecipeError> {
     let model = r
         .base
         .as_ref()
         .or(r.models.first().map(|m| &m.path))
         .ok_or_else(|| RecipeError::Invalid("the recipe has no models".into()))?;
-    let path = model.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| RecipeError::Io {
-        path: path.clone(),
-        source,
+    let m = crate::model::Model::open(model).map_err(|e| {
+        RecipeError::Invalid(format!(
+            "the overrides need the model's tensor names to be written for mergekit: {e}"
+        ))
     })?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| RecipeError::At {
-        path: path.clone(),
-        line: e.line(),
-        msg: e.to_string(),
-    })?;
-    ["num_hidden_layers", "n_layer", "num_layers", "n_layers"]
-        .iter()
-        .find_map(|k| json.get(*k).and_then(serde_json::Value::as_u64))
-        .map(|n| n as usize)
-        .ok_or_else(|| RecipeError::At {
-            path,
-            line: 0,
-            msg: "no `num_hidden_layers`: cannot write per-layer overrides as gradients".into(),
-        })
+    Ok(Layout {
+        names: m.tensors().iter().map(|t| t.name.clone()).collect(),
+        n_layers: m.num_layers(),
+    })
 }
 
-/// Fold overrides into per-layer gradients mergekit can read: for every
-/// parameter an override touches, each filter in play gets a list of
-/// `n_layers` values (exact at every layer, since mergekit places list
-/// entry `i` of `n` at layer `i`), then a catch-all list.
-pub(crate) fn fold_overrides(r: &Recipe, n_layers: usize) -> Result<Recipe, RecipeError> {
-    if r.overrides.is_empty() {
-        return Ok(r.clone());
-    }
-    if n_layers == 0 {
-        return Err(RecipeError::Invalid(
-            "the models have no layers: per-layer overrides cannot be written".into(),
-        ));
-    }
-    if !r.slices.is_empty() {
-        return Err(RecipeError::Invalid(
-            "per-layer overrides in a sliced recipe cannot be written for mergekit; move the values into the slices' parameters".into(),
-        ));
-    }
-    let spec = r.method.spec();
-    let mut out = r.clone();
-    out.overrides.clear();
-    let mut touched_global: Vec<&str> = Vec::new();
-    let mut touched_model: Vec<(usize, &str)> = Vec::new();
-    for o in &r.overrides {
-        for name in o.params.keys() {
-            if spec.global.iter().any(|p| p.name == name) {
-                touched_global.push(name);
-            }
-            if spec.per_model.iter().any(|p| p.name == name) {
-                touched_model.extend((0..r.models.len()).map(|i| (i, name.as_str())));
-            }
-        }
-        for (i, p) in &o.models {
-            touched_model.extend(p.keys().map(|k| (*i, k.as_str())));
-        }
-    }
-    touched_global.sort_unstable();
-    touched_global.dedup();
-    touched_model.sort_unstable();
-    touched_model.dedup();
+/// A tensor of the layout: its name, group, and where the layer index
+/// sits (the prefix up to it, and the block after it).
+struct Tensor<'a> {
+    name: &'a str,
+    group: Group,
+    prefix: String,
+    block: String,
+}
 
-    // The filters used for a parameter anywhere, in order of appearance.
-    let filters_of = |name: &str, model: Option<usize>| -> Vec<String> {
-        let mut vals: Vec<&Value> = Vec::new();
-        if let Some(i) = model {
-            vals.extend(r.models.get(i).and_then(|m| m.params.get(name)));
-        }
-        vals.extend(r.params.get(name));
-        for o in &r.overrides {
-            if let Some(i) = model {
-                vals.extend(o.models.get(&i).and_then(|m| m.get(name)));
+fn tensors(layout: &Layout) -> Vec<Tensor<'_>> {
+    layout
+        .names
+        .iter()
+        .map(|n| {
+            let place = crate::model::classify(n);
+            Tensor {
+                name: n,
+                group: place.group,
+                prefix: place.prefix,
+                block: place.block,
             }
-            vals.extend(o.params.get(name));
+        })
+        .collect()
+}
+
+/// Which parameter table a folded value lives in.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Slot {
+    Global,
+    Model(usize),
+}
+
+impl Slot {
+    fn get(self, tp: &crate::merge::TensorParams, name: &str) -> Option<ParamValue> {
+        match self {
+            Slot::Global => tp.global.get(name),
+            Slot::Model(i) => tp.models.get(i).and_then(|m| m.get(name)),
         }
-        let mut fs: Vec<String> = Vec::new();
-        for v in vals {
-            if let Value::Filtered(e) = v {
-                for f in e.iter().filter_map(|(f, _)| f.clone()) {
-                    if !fs.contains(&f) {
-                        fs.push(f);
-                    }
+    }
+    fn at(self, name: &str) -> String {
+        match self {
+            Slot::Global => format!("parameters.{name}"),
+            Slot::Model(i) => format!("models[{i}].parameters.{name}"),
+        }
+    }
+}
+
+fn scalar_value(v: ParamValue) -> Value {
+    match v {
+        ParamValue::Bool(b) => Value::Bool(b),
+        ParamValue::Float(x) => Value::Number(x),
+    }
+}
+
+/// Gradient position of layer `i` of `n`, as mergekit computes it.
+fn position(i: usize, n: usize) -> f64 {
+    if n > 1 {
+        i as f64 / (n - 1) as f64
+    } else {
+        1.0
+    }
+}
+
+/// One column of per-layer values as a value mergekit reads: a scalar
+/// where constant; else a list (numbers) or the most common value
+/// (booleans, and whole-number parameters, which a list would give
+/// fractions between layers), plus the layers that value does not give
+/// exactly (they get entries of their own).
+fn column_value(col: &[Option<ParamValue>], n: usize, discrete: bool) -> (Value, Vec<usize>) {
+    let present: Vec<ParamValue> = col.iter().flatten().copied().collect();
+    let Some(&first) = present.first() else {
+        return (Value::Number(0.0), Vec::new());
+    };
+    if present.iter().all(|v| *v == first) {
+        return (scalar_value(first), Vec::new());
+    }
+    if discrete || present.iter().any(|v| matches!(v, ParamValue::Bool(_))) {
+        let mut counts: Vec<(ParamValue, usize)> = Vec::new();
+        for v in &present {
+            match counts.iter_mut().find(|(x, _)| x == v) {
+                Some(c) => c.1 += 1,
+                None => counts.push((*v, 1)),
+            }
+        }
+        let common = counts
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, (_, c))| (*c, std::cmp::Reverse(*i)))
+            .map_or(first, |(_, (v, _))| *v);
+        let fixes = (0..col.len())
+            .filter(|&i| col[i].is_some_and(|v| v != common))
+            .collect();
+        return (scalar_value(common), fixes);
+    }
+    // Holes (layers without such a tensor) take the previous value.
+    let mut xs = Vec::with_capacity(col.len());
+    let mut last = first.as_f64();
+    for v in col {
+        if let Some(v) = v {
+            last = v.as_f64();
+        }
+        xs.push(last);
+    }
+    let fixes = (0..col.len())
+        .filter(|&i| {
+            col[i].is_some_and(|v| super::resolve::interpolate(&xs, position(i, n)) != v.as_f64())
+        })
+        .collect();
+    (Value::Gradient(xs), fixes)
+}
+
+/// The module a pre/post tensor belongs to (`model.embed_tokens` for
+/// `model.embed_tokens.weight`).
+fn module_of(name: &str) -> &str {
+    name.strip_suffix(".weight")
+        .or_else(|| name.strip_suffix(".bias"))
+        .unwrap_or(name)
+}
+
+/// A value giving `want[k]` for tensor `ts[k]` under mergekit's rules
+/// (filters by substring, first match; lists across the layers; pre/post
+/// tensors at the list's first value). `known` are filters the recipe
+/// already uses, tried first as names for groups of tensors.
+fn encode(
+    ts: &[Tensor],
+    want: &[Option<ParamValue>],
+    n: usize,
+    known: &[String],
+    discrete: bool,
+) -> Value {
+    // Layer tensors: one column per block, blocks with equal columns grouped.
+    let rows = n.max(
+        ts.iter()
+            .filter_map(|t| match t.group {
+                Group::Layer(l) => Some(l + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0),
+    );
+    let mut blocks: Vec<(String, Vec<Option<ParamValue>>)> = Vec::new();
+    for (t, w) in ts.iter().zip(want) {
+        let Group::Layer(l) = t.group else { continue };
+        let k = match blocks.iter().position(|(b, _)| *b == t.block) {
+            Some(k) => k,
+            None => {
+                blocks.push((t.block.clone(), vec![None; rows]));
+                blocks.len() - 1
+            }
+        };
+        blocks[k].1[l] = *w;
+    }
+    let mut groups: Vec<(Vec<String>, Vec<Option<ParamValue>>)> = Vec::new();
+    for (b, col) in blocks {
+        match groups.iter_mut().find(|(_, c)| *c == col) {
+            Some(g) => g.0.push(b),
+            None => groups.push((vec![b], col)),
+        }
+    }
+    // The most common column is the catch-all.
+    let catch = (0..groups.len()).max_by_key(|&g| (groups[g].0.len(), std::cmp::Reverse(g)));
+    let prefix_of = |l: usize| {
+        ts.iter()
+            .find(|t| t.group == Group::Layer(l))
+            .map(|t| t.prefix.clone())
+            .unwrap_or_default()
+    };
+    let mut entries: Vec<(Option<String>, Value)> = Vec::new();
+    for (g, (members, col)) in groups.iter().enumerate() {
+        if Some(g) == catch {
+            continue;
+        }
+        let (v, fixes) = column_value(col, n, discrete);
+        for l in fixes {
+            for b in members {
+                if let Some(x) = col[l] {
+                    entries.push((Some(format!("{}{b}", prefix_of(l))), scalar_value(x)));
                 }
             }
         }
-        fs
-    };
-    // One parameter's values at every layer for `tensor`: a scalar when
-    // constant, else a gradient; `None` when some layer has no value.
-    let column = |name: &str,
-                  model: Option<usize>,
-                  tensor: &str|
-     -> Result<Option<Value>, RecipeError> {
-        let mut xs = Vec::with_capacity(n_layers);
-        for n in 0..n_layers {
-            let tp = r.resolve_impl(tensor, Group::Layer(n), n_layers);
-            let v = match model {
-                Some(i) => tp.models.get(i).and_then(|m| m.get(name)),
-                None => tp.global.get(name),
-            };
-            match v {
-                Some(v) => xs.push(v),
-                None => return Ok(None),
+        // A filter the recipe already uses, if it picks exactly these
+        // layer tensors; else the blocks by name.
+        let exact = known.iter().find(|f| {
+            ts.iter()
+                .filter(|t| matches!(t.group, Group::Layer(_)))
+                .all(|t| t.name.contains(f.as_str()) == members.contains(&t.block))
+        });
+        match exact {
+            Some(f) => entries.push((Some(f.clone()), v)),
+            None => {
+                for b in members {
+                    entries.push((Some(format!(".{b}")), v.clone()));
+                }
             }
-        }
-        let Some(&first) = xs.first() else {
-            return Ok(None);
-        };
-        if xs.iter().all(|x| *x == first) {
-            return Ok(Some(match first {
-                ParamValue::Bool(b) => Value::Bool(b),
-                ParamValue::Float(x) => Value::Number(x),
-            }));
-        }
-        if xs.iter().any(|x| matches!(x, ParamValue::Bool(_))) {
-            return Err(RecipeError::Invalid(format!(
-                "`{name}`: a boolean that changes from layer to layer cannot be written for mergekit"
-            )));
-        }
-        Ok(Some(Value::Gradient(
-            xs.iter().map(|x| x.as_f64()).collect(),
-        )))
-    };
-    let build = |name: &str, model: Option<usize>| -> Result<Option<Value>, RecipeError> {
-        let mut entries = Vec::new();
-        for f in filters_of(name, model) {
-            if let Some(v) = column(name, model, &f)? {
-                entries.push((Some(f), v));
-            }
-        }
-        // Tensors no filter matches; without a value there, the entries
-        // alone keep mergekit's fall-through.
-        let catch_all = column(name, model, "")?;
-        Ok(match (entries.is_empty(), catch_all) {
-            (true, v) => v,
-            (false, Some(v)) => {
-                entries.push((None, v));
-                Some(Value::Filtered(entries))
-            }
-            (false, None) => Some(Value::Filtered(entries)),
-        })
-    };
-    for name in touched_global {
-        if let Some(v) = build(name, None)? {
-            out.params.insert(name.to_string(), v);
         }
     }
-    for (i, name) in touched_model {
-        if i >= out.models.len() {
+    let catch_all = match catch {
+        Some(g) => {
+            let col = &groups[g].1;
+            let (v, fixes) = column_value(col, n, discrete);
+            for l in fixes {
+                if let Some(x) = col[l] {
+                    entries.push((Some(prefix_of(l)), scalar_value(x)));
+                }
+            }
+            v
+        }
+        // No layer tensors: the most common pre/post value.
+        None => want
+            .iter()
+            .flatten()
+            .next()
+            .copied()
+            .map_or(Value::Number(0.0), scalar_value),
+    };
+    // Pre/post tensors read the list at its first value: those it would
+    // give a different value get entries of their own, first.
+    let so_far = if entries.is_empty() {
+        catch_all.clone()
+    } else {
+        let mut e = entries.clone();
+        e.push((None, catch_all.clone()));
+        Value::Filtered(e)
+    };
+    let mut front: Vec<(Option<String>, Value)> = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for (t, w) in ts.iter().zip(want) {
+        if matches!(t.group, Group::Layer(_)) || done.contains(&t.name) {
             continue;
         }
-        if let Some(v) = build(name, Some(i))? {
-            out.models[i].params.insert(name.to_string(), v);
+        let Some(w) = *w else { continue };
+        if super::resolve::evaluate(&so_far, t.name, 0.0) == Some(w) {
+            continue;
         }
+        // The module's name when it names only tensors that want the
+        // same value; else the tensor's own.
+        let module = module_of(t.name);
+        let shared: Vec<usize> = (0..ts.len())
+            .filter(|&k| ts[k].name.contains(module))
+            .collect();
+        let filter = if shared
+            .iter()
+            .all(|&k| !matches!(ts[k].group, Group::Layer(_)) && want[k] == Some(w))
+        {
+            done.extend(shared.iter().map(|&k| ts[k].name));
+            module
+        } else {
+            done.push(t.name);
+            t.name
+        };
+        front.push((Some(filter.to_string()), scalar_value(w)));
     }
-    Ok(out)
+    front.extend(entries);
+    if front.is_empty() {
+        catch_all
+    } else {
+        front.push((None, catch_all));
+        Value::Filtered(front)
+    }
 }
 
-/// The recipe as mergekit YAML, paths relative to `dir`. `n_layers` is
-/// needed only when the recipe has per-layer overrides.
+/// The filters a parameter's values use anywhere in `r`, in order.
+fn filters_of(r: &Recipe, name: &str, slot: Slot) -> Vec<String> {
+    let mut vals: Vec<&Value> = Vec::new();
+    if let Slot::Model(i) = slot {
+        vals.extend(r.models.get(i).and_then(|m| m.params.get(name)));
+    }
+    vals.extend(r.params.get(name));
+    for o in &r.overrides {
+        if let Slot::Model(i) = slot {
+            vals.extend(o.models.get(&i).and_then(|m| m.get(name)));
+        }
+        vals.extend(o.params.get(name));
+    }
+    let mut fs: Vec<String> = Vec::new();
+    for v in vals {
+        if let Value::Filtered(e) = v {
+            for f in e.iter().filter_map(|(f, _)| f.clone()) {
+                if !fs.contains(&f) {
+                    fs.push(f);
+                }
+            }
+        }
+    }
+    fs
+}
+
+/// Fold overrides into values mergekit can read: every parameter an
+/// override touches becomes, in its table, a value that gives every tensor
+/// of `layout` what the recipe resolves for it (see [`encode`]).
+fn fold_overrides(r: &Recipe, layout: &Layout) -> Recipe {
+    let spec = r.method.spec();
+    let mut out = r.clone();
+    out.overrides.clear();
+    let mut touched: Vec<(Slot, &str)> = Vec::new();
+    for o in &r.overrides {
+        for name in o.params.keys() {
+            if spec.global.iter().any(|p| p.name == name) {
+                touched.push((Slot::Global, name));
+            }
+            if spec.per_model.iter().any(|p| p.name == name) {
+                touched.extend((0..r.models.len()).map(|i| (Slot::Model(i), name.as_str())));
+            }
+        }
+        for (i, p) in &o.models {
+            touched.extend(p.keys().map(|k| (Slot::Model(*i), k.as_str())));
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    let ts = tensors(layout);
+    let resolved: Vec<crate::merge::TensorParams> = ts
+        .iter()
+        .map(|t| r.resolve_impl(t.name, t.group, layout.n_layers))
+        .collect();
+    for (slot, name) in touched {
+        let want: Vec<Option<ParamValue>> = resolved.iter().map(|tp| slot.get(tp, name)).collect();
+        let discrete = spec
+            .global
+            .iter()
+            .chain(spec.per_model)
+            .any(|p| p.name == name && p.kind != ParamKind::Float);
+        let v = encode(
+            &ts,
+            &want,
+            layout.n_layers,
+            &filters_of(r, name, slot),
+            discrete,
+        );
+        match slot {
+            Slot::Global => {
+                out.params.insert(name.to_string(), v);
+            }
+            Slot::Model(i) => {
+                if let Some(m) = out.models.get_mut(i) {
+                    m.params.insert(name.to_string(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn show(v: Option<ParamValue>) -> String {
+    match v {
+        None => "no value".into(),
+        Some(ParamValue::Bool(b)) => b.to_string(),
+        Some(ParamValue::Float(x)) => format!("{x}"),
+    }
+}
+
+/// Everything that differs between `a` (the recipe) and `b` (its export
+/// read back), one line per value: parameter, model, layer or tensor,
+/// value now and after export.
+fn differences(a: &Recipe, b: &Recipe, layout: Option<&Layout>) -> Vec<String> {
+    let mut out = Vec::new();
+    // Paths are written relative to where the text goes: compare the files
+    // they name, whatever folder they were resolved against.
+    let same = |x: &Path, y: &Path| absolute(x) == absolute(y);
+    let spath = |p: &Path| p.display().to_string();
+    if a.method != b.method {
+        out.push(format!(
+            "method: {} now, {} after export",
+            a.method.name(),
+            b.method.name()
+        ));
+    }
+    let same_opt = |x: &Option<PathBuf>, y: &Option<PathBuf>| match (x, y) {
+        (Some(x), Some(y)) => same(x, y),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same_opt(&a.base, &b.base) {
+        out.push(format!(
+            "base: {} now, {} after export",
+            a.base.as_deref().map_or("none".into(), spath),
+            b.base.as_deref().map_or("none".into(), spath)
+        ));
+    }
+    if a.models.len() != b.models.len()
+        || a.models
+            .iter()
+            .zip(&b.models)
+            .any(|(x, y)| !same(&x.path, &y.path))
+    {
+        out.push(format!(
+            "models: {} now, {} after export",
+            a.models.len(),
+            b.models.len()
+        ));
+    }
+    let slices_same = a.slices.len() == b.slices.len()
+        && a.slices.iter().zip(&b.slices).all(|(x, y)| {
+            same_opt(&x.base, &y.base)
+                && x.params == y.params
+                && x.sources.len() == y.sources.len()
+                && x.sources.iter().zip(&y.sources).all(|(s, t)| {
+                    same(&s.model, &t.model)
+                        && s.layer_range == t.layer_range
+                        && s.params == t.params
+                })
+        });
+    if !slices_same {
+        out.push("slices: changed by the export".into());
+    }
+    if a.out_dtype != b.out_dtype {
+        out.push(format!(
+            "out_dtype: {:?} now, {:?} after export",
+            a.out_dtype, b.out_dtype
+        ));
+    }
+    if a.seed != b.seed {
+        out.push(format!("seed: {:?} now, {:?} after export", a.seed, b.seed));
+    }
+    if !same_opt(&a.calibration, &b.calibration) {
+        out.push("calibration: changed by the export".into());
+    }
+    if !b.overrides.is_empty() {
+        out.push("overrides: mergekit has none".into());
+    }
+    match layout {
+        // Without overrides the tables are written as they are: they must
+        // read back equal.
+        None => {
+            for (k, v) in &a.params {
+                if b.params.get(k) != Some(v) {
+                    out.push(format!("parameters.{k}: changed by the export"));
+                }
+            }
+            for k in b.params.keys().filter(|k| !a.params.contains_key(*k)) {
+                out.push(format!("parameters.{k}: added by the export"));
+            }
+            for (i, (x, y)) in a.models.iter().zip(&b.models).enumerate() {
+                if x.params != y.params {
+                    out.push(format!("models[{i}].parameters: changed by the export"));
+                }
+            }
+        }
+        // With them, every tensor must resolve the same.
+        Some(layout) => {
+            // (what, group) -> (tensors, first tensor, now, after)
+            let mut lost: Vec<(String, Group, usize, String, String, String)> = Vec::new();
+            for t in tensors(layout) {
+                let x = a.resolve_impl(t.name, t.group, layout.n_layers);
+                let y = b.resolve_impl(t.name, t.group, layout.n_layers);
+                let spec = a.method.spec();
+                let mut slots: Vec<(Slot, &str)> =
+                    spec.global.iter().map(|p| (Slot::Global, p.name)).collect();
+                for i in 0..a.models.len().max(b.models.len()) {
+                    slots.extend(spec.per_model.iter().map(|p| (Slot::Model(i), p.name)));
+                }
+                for (slot, name) in slots {
+                    let (vx, vy) = (slot.get(&x, name), slot.get(&y, name));
+                    if vx == vy {
+                        continue;
+                    }
+                    let what = slot.at(name);
+                    let (now, after) = (show(vx), show(vy));
+                    match lost
+                        .iter_mut()
+                        .find(|l| l.0 == what && l.1 == t.group && l.4 == now && l.5 == after)
+                    {
+                        Some(l) => l.2 += 1,
+                        None => lost.push((what, t.group, 1, t.name.to_string(), now, after)),
+                    }
+                }
+            }
+            for (what, group, count, first, now, after) in lost {
+                let more = if count > 1 {
+                    format!(" and {} more", count - 1)
+                } else {
+                    String::new()
+                };
+                out.push(format!(
+                    "{what} at {group} (`{first}`{more}): {now} now, {after} after export"
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Read exported text as `smelt` reads a YAML file in `dir`, without the
+/// checks (an incomplete recipe exports as it is).
+fn read_back(text: &str, dir: &Path) -> Result<Recipe, Vec<String>> {
+    let root = super::node::parse_yaml(text).map_err(|(line, msg)| {
+        vec![format!(
+            "the YAML written does not read back: line {line}: {msg}"
+        )]
+    })?;
+    let mut diag = Diag::default();
+    let back = from_node(&root, dir, &mut diag);
+    match back {
+        Some(b) if diag.problems.is_empty() => Ok(b),
+        _ => Err(diag
+            .problems
+            .into_iter()
+            .map(|(line, msg)| format!("the YAML written does not read back: line {line}: {msg}"))
+            .collect()),
+    }
+}
+
+/// The recipe as mergekit YAML, paths relative to `dir`, or a refusal
+/// naming every value the YAML would not give as the recipe does.
+/// `layout` is needed only when the recipe has overrides (read from the
+/// base's or first model's headers when `None`).
 pub(crate) fn write(
     r: &Recipe,
     dir: &Path,
-    n_layers: Option<usize>,
+    layout: Option<&Layout>,
 ) -> Result<String, RecipeError> {
+    let refuse = |lines: Vec<String>| {
+        RecipeError::Invalid(format!(
+            "cannot be written for mergekit exactly; nothing was written:\n  {}",
+            lines.join("\n  ")
+        ))
+    };
     if matches!(r.method, Method::Zipit | Method::Permute) {
         return Err(RecipeError::Invalid(format!(
             "{} is smelt's own method; mergekit cannot run it",
             r.method.name()
         )));
     }
-    let r = if r.overrides.is_empty() {
-        r.clone()
-    } else {
-        let n = match n_layers {
-            Some(n) => n,
-            None => layers_from_config(r)?,
-        };
-        fold_overrides(r, n)?
+    if !r.slices.is_empty() && !r.overrides.is_empty() {
+        // Overrides name output layers; in slices those come from several
+        // models' layers, and smelt does not merge such recipes either.
+        let mut lines = Vec::new();
+        for (i, o) in r.overrides.iter().enumerate() {
+            for (k, v) in &o.params {
+                lines.push(format!(
+                    "overrides[{i}].parameters.{k} = {} ({}): overrides in a sliced recipe; put the value in the slices' parameters",
+                    super::toml::value(v),
+                    o.scope
+                ));
+            }
+            for (m, p) in &o.models {
+                for (k, v) in p {
+                    lines.push(format!(
+                        "overrides[{i}].models.{m}.{k} = {} ({}): overrides in a sliced recipe; put the value in the slice sources' parameters",
+                        super::toml::value(v),
+                        o.scope
+                    ));
+                }
+            }
+        }
+        if lines.is_empty() {
+            lines.push("overrides in a sliced recipe cannot be written for mergekit".into());
+        }
+        return Err(refuse(lines));
+    }
+    let opened;
+    let layout = match (r.overrides.is_empty(), layout) {
+        (true, _) => None,
+        (false, Some(l)) => Some(l),
+        (false, None) => {
+            opened = layout_of(r)?;
+            Some(&opened)
+        }
     };
+    if let Some(l) = layout {
+        // Overrides no tensor reads would vanish from the YAML unnoticed.
+        let unread = super::check::check_layers(r, l.n_layers);
+        if !unread.is_empty() {
+            return Err(refuse(unread.iter().map(ToString::to_string).collect()));
+        }
+    }
+    let folded = match layout {
+        Some(l) => fold_overrides(r, l),
+        None => r.clone(),
+    };
+    let text = emit(&folded, dir)?;
+    // Read the text back as `recipe export` readers will, and compare.
+    let back = read_back(&text, dir).map_err(refuse)?;
+    let lost = differences(r, &back, layout);
+    if !lost.is_empty() {
+        return Err(refuse(lost));
+    }
+    // What smelt loads, it must load back from the YAML too.
+    if r.check().is_empty() {
+        let problems = back.check();
+        if !problems.is_empty() {
+            return Err(refuse(
+                problems
+                    .into_iter()
+                    .map(|p| format!("the YAML written would not load: {p}"))
+                    .collect(),
+            ));
+        }
+    }
+    Ok(text)
+}
+
+/// The YAML text of a recipe without overrides, paths relative to `dir`.
+fn emit(r: &Recipe, dir: &Path) -> Result<String, RecipeError> {
     let path = |p: &Path| Y::String(relative_to(p, dir));
     let mut top = Mapping::new();
     top.insert("merge_method".into(), Y::String(r.method.name().into()));
@@ -524,8 +956,8 @@ pub(crate) fn write(
         top.insert("out_dtype".into(), Y::String(d.into()));
     }
     let mut ext = Mapping::new();
-    if r.seed != 0 {
-        ext.insert("seed".into(), Y::Number(r.seed.into()));
+    if let Some(seed) = r.seed {
+        ext.insert("seed".into(), Y::Number(seed.into()));
     }
     if let Some(c) = &r.calibration {
         ext.insert("calibration".into(), path(c));
@@ -613,5 +1045,83 @@ fn flow(v: &Y) -> Result<String, RecipeError> {
             Ok(format!("{{{}}}", parts?.join(", ")))
         }
         other => scalar(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recipe::{Override, OverrideScope};
+
+    fn layout(n: usize) -> Layout {
+        let mut names = vec!["model.embed_tokens.weight".to_string()];
+        for l in 0..n {
+            names.push(format!("model.layers.{l}.mlp.up_proj.weight"));
+            names.push(format!("model.layers.{l}.self_attn.q_proj.weight"));
+        }
+        names.push("lm_head.weight".into());
+        Layout { names, n_layers: n }
+    }
+
+    fn ties() -> Recipe {
+        let mut r = Recipe::new(
+            Method::Ties,
+            Some("/w/base".into()),
+            vec!["/w/a".into(), "/w/b".into()],
+        );
+        for m in &mut r.models {
+            m.params.insert("weight".into(), Value::Number(1.0));
+            m.params.insert("density".into(), Value::Number(0.3));
+        }
+        r
+    }
+
+    /// The check that guards every export: a value that changes is named
+    /// with its parameter, model, group, a tensor, and both values.
+    #[test]
+    fn differences_name_each_changed_value() {
+        let mut a = ties();
+        a.overrides.push(Override {
+            scope: OverrideScope::Layers(2, 2),
+            params: BTreeMap::new(),
+            models: BTreeMap::from([(
+                1,
+                BTreeMap::from([("density".to_string(), Value::Number(0.35))]),
+            )]),
+        });
+        let b = ties();
+        let l = layout(4);
+        let d = differences(&a, &b, Some(&l));
+        assert_eq!(
+            d,
+            vec![
+                "models[1].parameters.density at layer 2 (`model.layers.2.mlp.up_proj.weight` and 1 more): 0.35 now, 0.3 after export"
+            ],
+            "{d:?}"
+        );
+        assert!(differences(&b, &b, Some(&l)).is_empty());
+    }
+
+    /// At 23 layers, list position 15 is not exact: the fold gives that
+    /// layer an entry of its own.
+    #[test]
+    fn inexact_list_positions_get_entries() {
+        let mut r = ties();
+        r.overrides.push(Override {
+            scope: OverrideScope::Layers(15, 15),
+            params: BTreeMap::from([("lambda".to_string(), Value::Number(1.1))]),
+            models: BTreeMap::new(),
+        });
+        let l = layout(23);
+        let f = fold_overrides(&r, &l);
+        let Some(Value::Filtered(e)) = f.params.get("lambda") else {
+            panic!("{:?}", f.params)
+        };
+        assert!(
+            e.iter()
+                .any(|(f, v)| f.as_deref() == Some("model.layers.15.") && *v == Value::Number(1.1)),
+            "{e:?}"
+        );
+        assert!(differences(&r, &f, Some(&l)).is_empty());
     }
 }

@@ -7,9 +7,13 @@
 mod check;
 mod mergekit;
 mod node;
+mod preserve;
 mod resolve;
+mod switch;
 mod toml;
 mod util;
+
+pub use switch::{Added, Dropped, Switched, Table};
 
 use crate::merge::{Method, TensorParams};
 use crate::model::{Dtype, Group};
@@ -41,13 +45,69 @@ pub struct ModelEntry {
     pub params: BTreeMap<String, Value>,
 }
 
-/// A per-layer override: for tensors of layers `layers.0 ..= layers.1`,
-/// these values replace the recipe's. Written by the TUI when a user tunes
-/// one layer or a range.
-#[derive(Clone, Debug, PartialEq, Default)]
+/// What an override applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverrideScope {
+    /// Layers `first ..= last` (inclusive; TOML `layers = [first, last]`
+    /// or `layers = n`).
+    Layers(usize, usize),
+    /// The tensors before the first layer ([`Group::Pre`]: embeddings);
+    /// TOML `group = "embeddings"`.
+    Embeddings,
+    /// The tensors after the last layer ([`Group::Post`]: final norm,
+    /// `lm_head`); TOML `group = "head"`.
+    Head,
+}
+
+impl OverrideScope {
+    /// Whether a tensor of `group` is in scope.
+    pub fn covers(self, group: Group) -> bool {
+        match (self, group) {
+            (OverrideScope::Layers(a, b), Group::Layer(n)) => a <= n && n <= b,
+            (OverrideScope::Embeddings, Group::Pre) | (OverrideScope::Head, Group::Post) => true,
+            _ => false,
+        }
+    }
+
+    /// Gradient position of a tensor of `group` inside the scope: across
+    /// the layer range (0 for a one-layer range), 0 for the groups.
+    pub fn position(self, group: Group) -> f64 {
+        match (self, group) {
+            (OverrideScope::Layers(lo, hi), Group::Layer(n)) if hi > lo => {
+                n.saturating_sub(lo) as f64 / (hi - lo) as f64
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// The TOML `group` name of a group scope.
+    pub fn group_name(self) -> Option<&'static str> {
+        match self {
+            OverrideScope::Layers(..) => None,
+            OverrideScope::Embeddings => Some("embeddings"),
+            OverrideScope::Head => Some("head"),
+        }
+    }
+}
+
+impl std::fmt::Display for OverrideScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverrideScope::Layers(a, b) if a == b => write!(f, "layer {a}"),
+            OverrideScope::Layers(a, b) => write!(f, "layers {a}-{b}"),
+            OverrideScope::Embeddings => f.write_str("embeddings"),
+            OverrideScope::Head => f.write_str("norm / head"),
+        }
+    }
+}
+
+/// An override: for the tensors in `scope`, these values replace the
+/// recipe's. Written by the TUI when a user tunes one layer, a range, or
+/// the embeddings or norm/head group.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Override {
-    /// Inclusive layer range.
-    pub layers: (usize, usize),
+    /// The layers or group it applies to.
+    pub scope: OverrideScope,
     /// Values for every model (per-model names) and method-wide ones.
     pub params: BTreeMap<String, Value>,
     /// Per-model values, keyed by the model's index in `models`.
@@ -92,14 +152,55 @@ pub struct Recipe {
     pub params: BTreeMap<String, Value>,
     /// Empty: merge whole models. Otherwise the output is these slices.
     pub slices: Vec<Slice>,
-    /// Per-layer overrides, applied in order (later ones win).
+    /// Overrides (per layer range or group), applied in order (later ones
+    /// win).
     pub overrides: Vec<Override>,
     /// Output dtype; `None` keeps the base's (the first model's) dtype.
     pub out_dtype: Option<Dtype>,
-    /// Seed for random methods.
-    pub seed: u64,
+    /// Seed for the methods that draw random numbers
+    /// ([`Method::draws_random`]); `None` when the recipe does not set one
+    /// (the engine then uses 0). Set on any other method it is an error.
+    pub seed: Option<u64>,
     /// Calibration data for zipit/permute (CSV of the digits format).
     pub calibration: Option<PathBuf>,
+}
+
+/// One problem [`Recipe::problems`] finds: where it is and what.
+///
+/// `at` is a recipe location, stable across versions so that a front end
+/// can place the problem on the row it concerns:
+/// - `method`, `base`, `seed`, `out_dtype`, `calibration`, `models`,
+///   `slices`, `parameters`: the top-level key (or, for a missing thing,
+///   the place it belongs to);
+/// - `parameters.NAME`: a method-wide value;
+/// - `models[i]`, `models[i].path`, `models[i].parameters.NAME`: model `i`
+///   of [`Recipe::models`] (0-based);
+/// - `slices[i]`, `slices[i].base`, `slices[i].parameters.NAME`,
+///   `slices[i].sources[j]`, `slices[i].sources[j].layer_range`,
+///   `slices[i].sources[j].parameters.NAME`;
+/// - `overrides[i]`, `overrides[i].layers`, `overrides[i].parameters.NAME`,
+///   `overrides[i].models.M`, `overrides[i].models.M.NAME`: override `i`,
+///   and its values for model `M` (an index into `models`).
+///
+/// `msg` is one sentence saying what is wrong and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub at: String,
+    pub msg: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.at, self.msg)
+    }
+}
+
+/// The folder of a recipe file (`.` for a bare name).
+fn folder_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
 }
 
 /// A recipe problem, with where it is.
@@ -141,9 +242,36 @@ impl Recipe {
             slices: Vec::new(),
             overrides: Vec::new(),
             out_dtype: None,
-            seed: 0,
+            seed: None,
             calibration: None,
         }
+    }
+
+    /// The starting recipe for a list of models, the one rule the CLI
+    /// (`smelt tui MODEL...`, `smelt analyze MODEL...`) and the workbench
+    /// share: with a base, TIES with `weight = 1.0` and `density = 0.5` for
+    /// every model; without one, a linear average with `weight = 1.0` for
+    /// every model. Which model is the base is the caller's choice, made
+    /// before calling (`base` is never repeated in `models`: a model equal
+    /// to it is left out).
+    pub fn for_models(models: Vec<PathBuf>, base: Option<PathBuf>) -> Recipe {
+        let method = if base.is_some() {
+            Method::Ties
+        } else {
+            Method::Linear
+        };
+        let models: Vec<PathBuf> = models
+            .into_iter()
+            .filter(|m| base.as_deref().is_none_or(|b| !check::same(m, b)))
+            .collect();
+        let mut r = Recipe::new(method, base, models);
+        for m in &mut r.models {
+            m.params.insert("weight".into(), Value::Number(1.0));
+            if method == Method::Ties {
+                m.params.insert("density".into(), Value::Number(0.5));
+            }
+        }
+        r
     }
 
     /// Read a recipe file: `.toml` natively, `.yml`/`.yaml` as mergekit.
@@ -226,16 +354,24 @@ impl Recipe {
     /// (a temporary file in the same folder, then a rename), so a crash
     /// never leaves a half-written recipe.
     pub fn save(&self, path: &Path) -> Result<(), RecipeError> {
+        self.save_text(path, &self.to_toml(folder_of(path)))
+    }
+
+    /// [`Recipe::save`] over a file whose text was `original` (the recipe
+    /// as opened): the user's comments, key order and inline tables are
+    /// kept (see [`Recipe::to_toml_preserving`]).
+    pub fn save_preserving(&self, path: &Path, original: &str) -> Result<(), RecipeError> {
+        let text = self.to_toml_preserving(original, folder_of(path))?;
+        self.save_text(path, &text)
+    }
+
+    fn save_text(&self, path: &Path, text: &str) -> Result<(), RecipeError> {
         use std::io::Write as _;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let dir = folder_of(path);
         let io = |source| RecipeError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let text = self.to_toml(dir);
         let name = path
             .file_name()
             .map_or_else(|| "recipe".into(), |n| n.to_string_lossy().to_string());
@@ -252,36 +388,82 @@ impl Recipe {
         result.map_err(io)
     }
 
+    /// TOML text for this recipe written over `original` (the TOML text it
+    /// was read from, paths relative to `dir`): values that changed are
+    /// updated in place, keys and tables that are gone removed, new ones
+    /// appended to the table they belong to; comments, key order, and
+    /// inline tables such as `parameters = { weight = 1.0 }` are kept, as
+    /// are values written differently but meaning the same (`1` for `1.0`).
+    /// Reading the result gives this recipe; where the merged text would
+    /// not, the plain [`Recipe::to_toml`] text is returned instead. Fails
+    /// only when `original` is not TOML.
+    pub fn to_toml_preserving(&self, original: &str, dir: &Path) -> Result<String, RecipeError> {
+        preserve::write(self, original, dir)
+            .map_err(|msg| RecipeError::Invalid(format!("the recipe being saved over: {msg}")))
+    }
+
     /// TOML text, with paths written relative to `dir`.
     pub fn to_toml(&self, dir: &Path) -> String {
         toml::write(self, dir)
     }
 
-    /// mergekit YAML text, with paths written relative to `dir`. Per-layer
-    /// overrides become per-layer gradients; their layer count is read from
-    /// the base's (or first model's) `config.json`
-    /// (see [`Recipe::to_mergekit_yaml_layers`] to give it instead).
+    /// mergekit YAML text, with paths written relative to `dir`, exactly
+    /// equivalent to the recipe or refused.
+    ///
+    /// Overrides are folded into what mergekit reads (per-layer lists,
+    /// `{filter, value}` entries naming blocks, layers or tensors such as
+    /// `model.embed_tokens` and `lm_head`); for that the tensor names are
+    /// read from the base's (or first model's) headers. The text is then
+    /// read back and compared with the recipe (with overrides: every
+    /// parameter of every tensor of that model; without: every table as
+    /// written). Any difference is an error naming each value (parameter,
+    /// model, layer or tensor, value now and after export), as is what
+    /// mergekit cannot say at all (zipit/permute, overrides in a sliced
+    /// recipe): nothing differing is ever returned.
     pub fn to_mergekit_yaml(&self, dir: &Path) -> Result<String, RecipeError> {
         mergekit::write(self, dir, None)
     }
 
-    /// [`Recipe::to_mergekit_yaml`] for models with `n_layers` layers.
-    pub fn to_mergekit_yaml_layers(
+    /// [`Recipe::to_mergekit_yaml`] for models whose tensors are `tensors`
+    /// (names; groups come from [`crate::model::classify`]) and whose layer
+    /// count is `n_layers` ([`crate::model::Model::num_layers`]), instead of
+    /// reading the base's headers.
+    pub fn to_mergekit_yaml_for(
         &self,
         dir: &Path,
+        tensors: &[String],
         n_layers: usize,
     ) -> Result<String, RecipeError> {
-        mergekit::write(self, dir, Some(n_layers))
+        let layout = mergekit::Layout {
+            names: tensors.to_vec(),
+            n_layers,
+        };
+        mergekit::write(self, dir, Some(&layout))
     }
 
     /// Static checks (no files read): method needs, counts, parameter names
-    /// and ranges. Returns every problem found, each starting with the
-    /// recipe location it concerns (`models[1].parameters.density: ...`).
+    /// and ranges, and every value the engine would not read. Returns every
+    /// problem found, each starting with the recipe location it concerns
+    /// (`models[1].parameters.density: ...`): [`Recipe::problems`] as text.
     pub fn check(&self) -> Vec<String> {
+        self.problems().iter().map(ToString::to_string).collect()
+    }
+
+    /// Every problem [`Recipe::check`] finds, with its location apart (see
+    /// [`Problem`] for the location strings).
+    pub fn problems(&self) -> Vec<Problem> {
         check::check(self)
-            .into_iter()
-            .map(|p| format!("{}: {}", p.at, p.msg))
-            .collect()
+    }
+
+    /// [`Recipe::problems`] plus the rules that need the models' layer count
+    /// (`n_layers`, as [`crate::model::Model::num_layers`] gives it for the
+    /// reference model): overrides past the last layer, and for
+    /// zipit/permute a `depth` past the hidden layers and overrides past the
+    /// zipped ones. The plan runs these before a merge.
+    pub fn problems_for_layers(&self, n_layers: usize) -> Vec<Problem> {
+        let mut out = check::check(self);
+        out.extend(check::check_layers(self, n_layers));
+        out
     }
 
     /// Parameters for one output tensor of layer group `group` in an output

@@ -13,9 +13,10 @@
 //! - a model's parameter is looked up in the model's (slice source's)
 //!   parameters, then the slice's, then the recipe's, then the default.
 //!
-//! smelt's per-layer overrides then apply on top, for layer tensors inside
-//! their range, later overrides winning; inside an override a gradient runs
-//! across the override's own range.
+//! smelt's overrides then apply on top, for the tensors in their scope (a
+//! layer range, or the embeddings / head group), later overrides winning;
+//! inside a layer-range override a gradient runs across the override's own
+//! range, and in a group override it gives its first value.
 
 use super::check::same;
 use super::{Recipe, Slice, Value};
@@ -67,12 +68,11 @@ fn position(i: usize, n: usize) -> f64 {
     }
 }
 
-/// Where an output tensor sits: the slice it comes from (if any), the
-/// gradient position, and the output layer (for overrides).
+/// Where an output tensor sits: the slice it comes from (if any) and the
+/// gradient position.
 struct Place<'a> {
     slice: Option<&'a Slice>,
     t: f64,
-    layer: Option<usize>,
 }
 
 impl Recipe {
@@ -110,12 +110,10 @@ impl Recipe {
             Group::Pre => Place {
                 slice: self.slices.first(),
                 t: 0.0,
-                layer: None,
             },
             Group::Post => Place {
                 slice: self.slices.last(),
                 t: 0.0,
-                layer: None,
             },
             Group::Layer(n) => match self.slice_at(n) {
                 Some((i, off)) => {
@@ -127,13 +125,11 @@ impl Recipe {
                     Place {
                         slice: Some(s),
                         t: position(off, len),
-                        layer: Some(n),
                     }
                 }
                 None => Place {
                     slice: None,
                     t: position(n, n_layers),
-                    layer: Some(n),
                 },
             },
         }
@@ -155,34 +151,20 @@ impl Recipe {
                 .find_map(|v| evaluate(v, tensor, t))
         };
         let slice_params = place.slice.map(|s| &s.params);
-        // Overrides covering this layer, each with the position of the
-        // layer inside the override's range (0 for a one-layer override, so
-        // a gradient there means its first value).
-        let active: Vec<_> = match place.layer {
-            Some(n) => self
-                .overrides
-                .iter()
-                .filter(|o| o.layers.0 <= n && n <= o.layers.1)
-                .map(|o| {
-                    let (lo, hi) = o.layers;
-                    let t = if hi > lo {
-                        (n - lo) as f64 / (hi - lo) as f64
-                    } else {
-                        0.0
-                    };
-                    (o, t)
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        // Overrides covering this tensor, each with the tensor's position
+        // inside the override's scope (0 for a one-layer range and for the
+        // embeddings / head groups, so a gradient there means its first
+        // value).
+        let active: Vec<_> = self
+            .overrides
+            .iter()
+            .filter(|o| o.scope.covers(group))
+            .map(|o| (o, o.scope.position(group)))
+            .collect();
 
         let mut global = ParamMap::default();
         for p in spec.global {
-            let mut v = from(&[slice_params, Some(&self.params)], p.name);
-            if v.is_none() && p.name == "seed" {
-                v = Some(ParamValue::Float(self.seed as f64));
-            }
-            let mut v = v.or(p.default);
+            let mut v = from(&[slice_params, Some(&self.params)], p.name).or(p.default);
             for (o, ot) in &active {
                 if let Some(x) = o.params.get(p.name).and_then(|x| evaluate(x, tensor, *ot)) {
                     v = Some(x);
@@ -245,7 +227,7 @@ impl Recipe {
             tensor: tensor.to_string(),
             global,
             models,
-            seed: self.seed,
+            seed: self.seed.unwrap_or(0),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! ```toml
 //! method = "ties"               # required: a method name (`smelt recipe methods`)
 //! base = "../models/base"       # the base model, for methods that take one
-//! seed = 0                      # seed for randomised methods (dare_*, della*)
+//! seed = 7                      # dare_*/della* only: seed of their random draws
+//!                               # (not written: 0); an error on other methods
 //! out_dtype = "bfloat16"        # float32 | bfloat16 | float16 | float64; default: the base's
 //! calibration = "digits.csv"    # zipit/permute: calibration inputs
 //!
@@ -25,8 +26,10 @@
 //! model = "../models/ft0"
 //! layer_range = [0, 3]          # half-open, as in mergekit
 //!
-//! [[overrides]]                 # per-layer tuning, applied last, later ones win
-//! layers = [3, 5]               # inclusive; or one layer: layers = 4
+//! [[overrides]]                 # tuning of some tensors, applied last, later ones win;
+//!                               # not together with [[slices]]
+//! layers = [3, 5]               # exactly one of: layers = [first, last] (inclusive),
+//!                               # layers = 4, group = "embeddings" | "head"
 //! [overrides.parameters]
 //! lambda = 1.2
 //! [[overrides.models]]
@@ -39,7 +42,7 @@ use super::node::{Kind, Node};
 use super::util::{
     dtype_name, parse_dtype, parse_params, relative_to, resolve_path, unknown_key_msg, Diag,
 };
-use super::{ModelEntry, Override, Recipe, Slice, SliceSource, Value};
+use super::{ModelEntry, Override, OverrideScope, Recipe, Slice, SliceSource, Value};
 use crate::merge::Method;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -60,7 +63,7 @@ pub(crate) const TOP_KEYS: &[&str] = &[
 const MODEL_KEYS: &[&str] = &["path", "parameters"];
 const SLICE_KEYS: &[&str] = &["sources", "base", "parameters"];
 const SOURCE_KEYS: &[&str] = &["model", "layer_range", "parameters"];
-const OVERRIDE_KEYS: &[&str] = &["layers", "parameters", "models"];
+const OVERRIDE_KEYS: &[&str] = &["layers", "group", "parameters", "models"];
 const OVERRIDE_MODEL_KEYS: &[&str] = &["model", "parameters"];
 
 pub(crate) fn entries<'a>(
@@ -174,7 +177,7 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
                 method_v = method(v, "method", diag);
             }
             "base" => r.base = string(v, "base", diag).map(|s| resolve_path(dir, &s)),
-            "seed" => r.seed = uint(v, "seed", diag).unwrap_or(0),
+            "seed" => r.seed = uint(v, "seed", diag),
             "out_dtype" => {
                 if let Some(s) = string(v, "out_dtype", diag) {
                     match parse_dtype(&s) {
@@ -313,9 +316,21 @@ pub(crate) fn source(
     })
 }
 
+/// The `group` names of an override, and the scope each stands for.
+pub(crate) const GROUP_NAMES: &[(&str, OverrideScope)] = &[
+    ("embeddings", OverrideScope::Embeddings),
+    ("head", OverrideScope::Head),
+];
+
 fn override_entry(node: &Node, at: &str, diag: &mut Diag) -> Option<Override> {
-    let mut ov = Override::default();
+    let mut ov = Override {
+        scope: OverrideScope::Layers(0, 0),
+        params: BTreeMap::new(),
+        models: BTreeMap::new(),
+    };
     let mut layers = None;
+    let mut group = None;
+    let mut bad_scope = false;
     for (k, l, x) in entries(node, at, diag) {
         diag.mark(&format!("{at}.{k}"), *l);
         match k.as_str() {
@@ -323,6 +338,31 @@ fn override_entry(node: &Node, at: &str, diag: &mut Diag) -> Option<Override> {
                 layers = match x.kind {
                     Kind::Int(_) => uint(x, "layers", diag).map(|n| (n as usize, n as usize)),
                     _ => pair(x, "layers", diag),
+                };
+                bad_scope |= layers.is_none();
+                if group.is_some() {
+                    diag.err(
+                        *l,
+                        format!("{at}: give either `layers` or `group`, not both"),
+                    );
+                }
+            }
+            "group" => {
+                let name = string(x, "group", diag);
+                group = name.as_deref().and_then(|g| {
+                    let found = GROUP_NAMES.iter().find(|(n, _)| *n == g).map(|(_, s)| *s);
+                    if found.is_none() {
+                        let names: Vec<&str> = GROUP_NAMES.iter().map(|(n, _)| *n).collect();
+                        diag.err(*l, unknown_key_msg("group", g, &names));
+                    }
+                    found
+                });
+                bad_scope |= group.is_none();
+                if layers.is_some() {
+                    diag.err(
+                        *l,
+                        format!("{at}: give either `layers` or `group`, not both"),
+                    );
                 }
             }
             "parameters" => ov.params = parse_params(x, &format!("{at}.parameters"), diag),
@@ -375,16 +415,23 @@ fn override_entry(node: &Node, at: &str, diag: &mut Diag) -> Option<Override> {
             ),
         }
     }
-    match layers {
-        Some(l) => {
-            ov.layers = l;
+    match (layers, group) {
+        (Some((a, b)), None) => {
+            ov.scope = OverrideScope::Layers(a, b);
             Some(ov)
         }
-        None => {
-            diag.err(
-                node.line,
-                format!("{at}: needs `layers = [first, last]` (inclusive)"),
-            );
+        (None, Some(g)) => {
+            ov.scope = g;
+            Some(ov)
+        }
+        (Some(_), Some(_)) => None,
+        (None, None) => {
+            if !bad_scope {
+                diag.err(
+                    node.line,
+                    format!("{at}: needs `layers = [first, last]` (inclusive) or `group = \"embeddings\"` / `group = \"head\"`"),
+                );
+            }
             None
         }
     }
@@ -470,6 +517,15 @@ fn params(out: &mut String, header: &str, p: &BTreeMap<String, Value>) {
     }
 }
 
+/// `layers = [a, b]`, `layers = n` or `group = "..."`.
+pub(crate) fn scope_line(scope: OverrideScope) -> String {
+    match scope {
+        OverrideScope::Layers(a, b) if a == b => format!("layers = {a}"),
+        OverrideScope::Layers(a, b) => format!("layers = [{a}, {b}]"),
+        g => format!("group = {}", quote(g.group_name().unwrap_or_default())),
+    }
+}
+
 /// The recipe as native TOML, paths relative to `dir`.
 pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
     let mut out = String::new();
@@ -480,7 +536,9 @@ pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
     if let Some(b) = &r.base {
         let _ = writeln!(out, "base = {}", path(b));
     }
-    let _ = writeln!(out, "seed = {}", r.seed);
+    if let Some(seed) = r.seed {
+        let _ = writeln!(out, "seed = {seed}");
+    }
     if let Some(d) = r.out_dtype.and_then(dtype_name) {
         let _ = writeln!(out, "out_dtype = {}", quote(d));
     }
@@ -513,11 +571,8 @@ pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
         }
     }
     for o in &r.overrides {
-        let _ = writeln!(
-            out,
-            "\n[[overrides]]\nlayers = [{}, {}]",
-            o.layers.0, o.layers.1
-        );
+        out.push_str("\n[[overrides]]\n");
+        let _ = writeln!(out, "{}", scope_line(o.scope));
         params(&mut out, "overrides.parameters", &o.params);
         for (i, p) in &o.models {
             let _ = writeln!(out, "[[overrides.models]]\nmodel = {i}");

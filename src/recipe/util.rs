@@ -242,7 +242,7 @@ pub(crate) fn resolve_path(dir: &Path, written: &str) -> PathBuf {
     }
 }
 
-fn absolute(p: &Path) -> PathBuf {
+pub(crate) fn absolute(p: &Path) -> PathBuf {
     if p.is_absolute() {
         clean(p)
     } else {

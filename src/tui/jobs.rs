@@ -12,10 +12,9 @@ use super::state::{Accuracy, LayerRow, ModelInfo, Target, TensorRow};
 use super::update::{is_yaml, Effect, Loaded, Msg};
 use crate::analysis;
 use crate::engine::{self, Event};
-use crate::merge::Method;
 use crate::model::{Group, Model};
 use crate::plan::Plan;
-use crate::recipe::{Recipe, Value};
+use crate::recipe::Recipe;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -577,30 +576,12 @@ pub fn default_recipe(sample_root: &Path) -> Option<Recipe> {
         if subs.is_empty() {
             continue;
         }
-        let mut r = Recipe::new(Method::Ties, Some(base), subs);
-        for m in &mut r.models {
-            m.params.insert("weight".into(), Value::Number(1.0));
-            m.params.insert("density".into(), Value::Number(0.5));
-        }
-        return Some(r);
+        return Some(Recipe::for_models(subs, Some(base)));
     }
     None
 }
 
-/// A recipe for `smelt tui MODEL... [--base M]`: TIES when there is a base
-/// (weights 1, density 0.5), a plain average otherwise.
+/// A recipe for `smelt tui MODEL... [--base M]`: [`Recipe::for_models`].
 pub fn recipe_for_models(models: Vec<PathBuf>, base: Option<PathBuf>) -> Recipe {
-    let method = if base.is_some() {
-        Method::Ties
-    } else {
-        Method::Linear
-    };
-    let mut r = Recipe::new(method, base, models);
-    for m in &mut r.models {
-        m.params.insert("weight".into(), Value::Number(1.0));
-        if method == Method::Ties {
-            m.params.insert("density".into(), Value::Number(0.5));
-        }
-    }
-    r
+    Recipe::for_models(models, base)
 }

@@ -10,7 +10,7 @@ use crate::engine::Summary;
 use crate::eval::EvalReport;
 use crate::merge::{Method, ParamKind, ParamSpec, ParamValue};
 use crate::model::{Dtype, Group};
-use crate::recipe::{ModelEntry, Override, Recipe, Slice, Value};
+use crate::recipe::{ModelEntry, Override, OverrideScope, Recipe, Slice, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -252,8 +252,11 @@ pub struct App {
     pub overrides: BTreeMap<usize, LayerOverride>,
     /// Recipe fields the UI does not edit but must keep.
     pub slices: Vec<Slice>,
+    /// Overrides of the embeddings / head groups, as loaded (model keys
+    /// are slot indices, like [`LayerOverride::models`]).
+    pub group_overrides: Vec<Override>,
     pub out_dtype: Option<Dtype>,
-    pub seed: u64,
+    pub seed: Option<u64>,
     pub calibration: Option<PathBuf>,
     /// Layer groups of the base (or first) model.
     pub layers: Vec<LayerRow>,
@@ -300,8 +303,9 @@ impl App {
             global: BTreeMap::new(),
             overrides: BTreeMap::new(),
             slices: Vec::new(),
+            group_overrides: Vec::new(),
             out_dtype: None,
-            seed: 0,
+            seed: None,
             calibration: None,
             layers: Vec::new(),
             expanded: BTreeSet::new(),
@@ -379,8 +383,22 @@ impl App {
             });
         }
         self.overrides.clear();
+        self.group_overrides.clear();
         for o in &recipe.overrides {
-            for l in o.layers.0..=o.layers.1 {
+            // Group overrides (embeddings, head) are kept, not edited.
+            let OverrideScope::Layers(lo, hi) = o.scope else {
+                self.group_overrides.push(Override {
+                    scope: o.scope,
+                    params: o.params.clone(),
+                    models: o
+                        .models
+                        .iter()
+                        .map(|(mi, p)| (mi + offset, p.clone()))
+                        .collect(),
+                });
+                continue;
+            };
+            for l in lo..=hi {
                 let e = self.overrides.entry(l).or_default();
                 e.params.extend(o.params.clone());
                 for (mi, p) in &o.models {
@@ -434,18 +452,35 @@ impl App {
                 continue;
             }
             match out.last_mut() {
-                Some(last)
-                    if last.layers.1 + 1 == l
-                        && last.params == o.params
-                        && last.models == models =>
-                {
-                    last.layers.1 = l;
+                Some(Override {
+                    scope: OverrideScope::Layers(_, hi),
+                    params,
+                    models: m,
+                }) if *hi + 1 == l && *params == o.params && *m == models => {
+                    *hi = l;
                 }
                 _ => out.push(Override {
-                    layers: (l, l),
+                    scope: OverrideScope::Layers(l, l),
                     params: o.params.clone(),
                     models,
                 }),
+            }
+        }
+        for o in &self.group_overrides {
+            let models: BTreeMap<usize, BTreeMap<String, Value>> = o
+                .models
+                .iter()
+                .filter_map(|(slot, p)| {
+                    let k = inputs.iter().position(|i| i == slot)?;
+                    (!p.is_empty()).then(|| (k, p.clone()))
+                })
+                .collect();
+            if !o.params.is_empty() || !models.is_empty() {
+                out.push(Override {
+                    scope: o.scope,
+                    params: o.params.clone(),
+                    models,
+                });
             }
         }
         r.overrides = out;

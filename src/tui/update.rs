@@ -589,21 +589,26 @@ fn run_blocker(app: &App) -> Option<String> {
             spec.name, spec.min_models
         ));
     }
-    let past = if app.zips() {
-        app.overrides_past_zip()
+    // Overrides nothing would read (past the last layer, past the zipped
+    // ones): the recipe's own rules (`Recipe::problems_for_layers`).
+    let n_layers = app
+        .layers
+        .iter()
+        .filter(|l| matches!(l.group, crate::model::Group::Layer(_)))
+        .count();
+    let recipe = app.to_recipe();
+    let problems = if n_layers > 0 {
+        recipe.problems_for_layers(n_layers)
     } else {
-        Vec::new()
+        recipe.problems()
     };
-    if !past.is_empty() {
-        let ls = past
-            .iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        return Some(format!(
-            "overrides on layer {ls} lie past zip depth {}: only zipped layers take alpha/beta (Del clears, z zips deeper)",
-            app.zip_depth()
-        ));
+    if let Some(p) = problems.iter().find(|p| p.at.starts_with("overrides")) {
+        let hint = if app.zips() {
+            " (Del clears, z zips deeper)"
+        } else {
+            " (Del clears)"
+        };
+        return Some(format!("{p}{hint}"));
     }
     if let Some(max) = spec.max_models {
         if n > max {
@@ -821,6 +826,13 @@ fn remove_model(app: &mut App) {
             .collect();
     }
     app.overrides.retain(|_, o| !o.is_empty());
+    for o in &mut app.group_overrides {
+        o.models = std::mem::take(&mut o.models)
+            .into_iter()
+            .filter(|(k, _)| *k != i)
+            .map(|(k, v)| (if k > i { k - 1 } else { k }, v))
+            .collect();
+    }
     app.model_cursor = app.model_cursor.min(app.slots.len().saturating_sub(1));
     app.say(Level::Info, format!("removed {}", s.info.name));
     app.params_changed();
