@@ -308,6 +308,14 @@ pub enum AnalysisError {
 
 type Result<T> = std::result::Result<T, AnalysisError>;
 
+/// Sums over one tensor's untrimmed task vectors: the same for every
+/// method and parameter, so kept across requests.
+#[derive(Clone, Debug)]
+struct RawSums {
+    dots: Vec<Vec<f64>>,
+    nonzero: Vec<u64>,
+}
+
 /// Computes [`Report`]s and keeps what it computed, per tensor, keyed by
 /// everything the numbers depend on (models, method, the tensor's resolved
 /// parameters and seed). A recipe change recomputes only the tensors whose
@@ -316,6 +324,9 @@ type Result<T> = std::result::Result<T, AnalysisError>;
 /// memory stays bounded by `cache_bytes` whatever the models' size.
 pub struct Analyzer {
     cache: HashMap<String, Stats>,
+    /// Per tensor and inputs (not parameters): sums of the raw task
+    /// vectors.
+    raw: HashMap<String, RawSums>,
     order: VecDeque<String>,
     bytes: usize,
     cap: usize,
@@ -326,6 +337,7 @@ impl Analyzer {
     pub fn new(cache_bytes: usize) -> Analyzer {
         Analyzer {
             cache: HashMap::new(),
+            raw: HashMap::new(),
             order: VecDeque::new(),
             bytes: 0,
             cap: cache_bytes,
@@ -404,19 +416,30 @@ impl Analyzer {
         // magnitude.
         todo.sort_by_key(|t| std::cmp::Reverse(t.3));
         let method = recipe.method;
-        let done: Vec<(&str, Result<Stats>)> = todo
+        let raw = &self.raw;
+        let done: Vec<(&str, &str, Result<Stats>)> = todo
             .par_iter()
             .with_max_len(1)
             .map(|&(name, key, params, _)| {
+                let sums = raw.get(&raw_key(inputs, name));
                 let r = stream::Source::new(reference, &inputs.models, name)
-                    .and_then(|src| stream::tensor_stats(&src, method, params, cancel));
-                (key, r)
+                    .and_then(|src| stream::tensor_stats(src, method, params, sums, cancel));
+                (name, key, r)
             })
             .collect();
         let mut errors: HashMap<&str, AnalysisError> = HashMap::new();
-        for (key, r) in done {
+        for (name, key, r) in done {
             match r {
-                Ok(s) => self.insert(key.to_string(), s),
+                Ok(s) => {
+                    self.insert_raw(
+                        raw_key(inputs, name),
+                        RawSums {
+                            dots: s.dots.clone(),
+                            nonzero: s.nonzero.clone(),
+                        },
+                    );
+                    self.insert(key.to_string(), s);
+                }
                 Err(AnalysisError::Cancelled) => return Err(AnalysisError::Cancelled),
                 Err(e) => {
                     errors.insert(key, e);
@@ -447,9 +470,10 @@ impl Analyzer {
                         let r =
                             stream::Source::new(reference, &inputs.models, name).and_then(|src| {
                                 stream::tensor_stats(
-                                    &src,
+                                    src,
                                     method,
                                     &tensors_params(tensors, key),
+                                    None,
                                     cancel,
                                 )
                             });
@@ -507,6 +531,16 @@ impl Analyzer {
         }
         let src = stream::Source::new(reference, &inputs.models, tensor)?;
         stream::preview_stats(&src, recipe.method, &params, cancel)
+    }
+
+    /// Keep a tensor's raw sums (in their own map, a tenth of the budget:
+    /// one entry per tensor of the models in use).
+    fn insert_raw(&mut self, key: String, r: RawSums) {
+        let n = r.nonzero.len();
+        if self.raw.len() * (2 * key.len() + 8 * (n * n + n) + 128) > self.cap / 10 {
+            self.raw.clear();
+        }
+        self.raw.insert(key, r);
     }
 
     fn insert(&mut self, key: String, s: Stats) {
@@ -575,6 +609,16 @@ fn key(inputs: &Inputs, method: Method, params: &TensorParams, tensor: &str) -> 
         "\u{0}{:?}\u{0}{:?}\u{0}{}",
         params.global, params.models, params.seed
     );
+    k
+}
+
+/// What a tensor's raw sums depend on: the inputs and the tensor.
+fn raw_key(inputs: &Inputs, tensor: &str) -> String {
+    use std::fmt::Write;
+    let mut k = format!("{tensor}\u{0}{}", inputs.reference.path().display());
+    for m in &inputs.models {
+        let _ = write!(k, "\u{0}{}", m.path().display());
+    }
     k
 }
 

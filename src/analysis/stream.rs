@@ -6,7 +6,7 @@
 //! parts are counted. Memory is a few chunk buffers per call, whatever
 //! the tensor's size.
 
-use super::{count, AnalysisError, Result, Stats};
+use super::{count, AnalysisError, RawSums, Result, Stats};
 use crate::engine::chunk_step;
 use crate::merge::{self, Chunk, Kernel, Method, Parts, Selection, TensorParams};
 use crate::model::{Dtype, Model, TensorInfo};
@@ -17,6 +17,10 @@ use std::sync::Arc;
 pub const PREVIEW_MIN: usize = 1 << 22;
 /// Roughly how many elements a preview samples.
 pub const PREVIEW_ELEMS: usize = 1 << 20;
+
+/// Entries per call for a kernel's parts: the parts and the inputs of one
+/// call stay in the L2 cache while they are counted.
+const PIECE: usize = 1 << 14;
 
 /// Whether `method`'s kernel describes its per-model parts (the task
 /// arithmetic family and SCE). The others trim nothing, and their
@@ -31,7 +35,15 @@ pub(super) struct Source<'a> {
     pub numel: usize,
     pub row_len: usize,
     all_bf16: bool,
+    /// Every input's bytes (u64 words, so any element type is aligned),
+    /// when the tensor is small enough to hold: read from the files once,
+    /// every pass then served from memory.
+    held: Option<Vec<Vec<u64>>>,
 }
+
+/// Tensors whose inputs take at most this many bytes are read once and
+/// held for all passes (two workers hold at most twice this).
+const HOLD_BYTES: usize = 48 << 20;
 
 impl<'a> Source<'a> {
     /// The tensor `name` of `reference` and of every model, which must
@@ -68,7 +80,38 @@ impl<'a> Source<'a> {
             numel: rt.numel(),
             row_len: rt.shape.last().copied().unwrap_or(1).max(1),
             inputs,
+            held: None,
         })
+    }
+
+    /// Read every input whole into memory if all of them fit in
+    /// [`HOLD_BYTES`].
+    fn hold(&mut self, cancel: &AtomicBool) -> Result<()> {
+        let total: usize = self.inputs.iter().map(|(_, t)| t.nbytes()).sum();
+        if total > HOLD_BYTES || self.held.is_some() {
+            return Ok(());
+        }
+        const PIECE_BYTES: usize = 1 << 20;
+        let mut held = Vec::with_capacity(self.inputs.len());
+        for (m, t) in &self.inputs {
+            let size = t.nbytes();
+            let mut words = vec![0u64; size.div_ceil(8)];
+            let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(&mut words)[..size];
+            for (i, piece) in bytes.chunks_mut(PIECE_BYTES).enumerate() {
+                check(cancel)?;
+                m.read_raw(t, i * PIECE_BYTES, piece)?;
+            }
+            held.push(words);
+        }
+        self.held = Some(held);
+        Ok(())
+    }
+
+    /// Input `i`'s held bytes `[start, start + len)` in elements.
+    fn held_bytes(&self, i: usize, start: usize, len: usize) -> Option<&[u8]> {
+        let words = self.held.as_ref()?.get(i)?;
+        let size = self.inputs[i].1.dtype.size();
+        bytemuck::cast_slice::<u64, u8>(words).get(start * size..(start + len) * size)
     }
 
     /// Models (besides the reference).
@@ -78,18 +121,24 @@ impl<'a> Source<'a> {
 
     /// Elements `[start, start + len)` of every input as f32.
     fn read_f32(&self, start: usize, len: usize, bufs: &mut [Vec<f32>]) -> Result<()> {
-        for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
+        for (i, ((m, t), b)) in self.inputs.iter().zip(bufs.iter_mut()).enumerate() {
             b.resize(len, 0.0);
-            m.read_f32(t, start, b)?;
+            match self.held_bytes(i, start, len) {
+                Some(bytes) => crate::model::to_f32(t.dtype, bytes, b),
+                None => m.read_f32(t, start, b)?,
+            }
         }
         Ok(())
     }
 
     /// The same as bf16 bit patterns (only when `all_bf16`).
     fn read_bf16(&self, start: usize, len: usize, bufs: &mut [Vec<u16>]) -> Result<()> {
-        for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
+        for (i, ((m, t), b)) in self.inputs.iter().zip(bufs.iter_mut()).enumerate() {
             b.resize(len, 0);
-            m.read_raw(t, start * 2, bytemuck::cast_slice_mut(&mut b[..]))?;
+            match self.held_bytes(i, start, len) {
+                Some(bytes) => bytemuck::cast_slice_mut::<u16, u8>(b).copy_from_slice(bytes),
+                None => m.read_raw(t, start * 2, bytemuck::cast_slice_mut(&mut b[..]))?,
+            }
         }
         Ok(())
     }
@@ -104,6 +153,47 @@ fn make_chunk<'a>(start: usize, numel: usize, row_len: usize, views: &'a [&'a [f
         base: views.first().copied(),
         models: views.get(1..).unwrap_or(&[]),
     }
+}
+
+/// Buffers of one chunk of every input.
+type Bufs<T> = Vec<Vec<T>>;
+
+/// Call `work` on every chunk of `0..numel` (`step` entries each, the last
+/// shorter), in order, with `read` filling the buffers of the next chunk
+/// meanwhile: on another worker when one is idle (a tensor analysed
+/// alone then uses both cores), else on this one after `work`. `read`
+/// sizes the buffers to the chunk. Checks `cancel` between chunks.
+fn prefetched<T: Send + Sync>(
+    numel: usize,
+    step: usize,
+    bufs: &mut [Bufs<T>; 2],
+    cancel: &AtomicBool,
+    read: &(dyn Fn(usize, usize, &mut Bufs<T>) -> Result<()> + Sync),
+    work: &mut (dyn FnMut(usize, &Bufs<T>) + Send),
+) -> Result<()> {
+    if numel == 0 {
+        return Ok(());
+    }
+    let [a, b] = bufs;
+    let (mut cur, mut next) = (a, b);
+    read(0, step.min(numel), cur)?;
+    let mut start = 0;
+    while start < numel {
+        check(cancel)?;
+        let len = step.min(numel - start);
+        let after = start + len;
+        let (ahead, ()) = rayon::join(
+            || match step.min(numel - after) {
+                0 => Ok(()),
+                l => read(after, l, next),
+            },
+            || work(start, cur),
+        );
+        ahead?;
+        std::mem::swap(&mut cur, &mut next);
+        start = after;
+    }
+    Ok(())
 }
 
 fn check(cancel: &AtomicBool) -> Result<()> {
@@ -147,25 +237,28 @@ impl Work {
         kernel: &mut Option<Box<dyn Kernel>>,
         chunk: &Chunk,
         w: &[f32],
+        with_raw: bool,
         st: &mut Stats,
     ) {
         let n = chunk.models.len();
         let len = chunk.len();
-        self.raw.resize(n * len, 0.0);
-        for (i, m) in chunk.models.iter().enumerate() {
-            let r = &mut self.raw[i * len..(i + 1) * len];
-            match chunk.base {
-                Some(b) => {
-                    for ((o, &x), &y) in r.iter_mut().zip(m.iter()).zip(b) {
-                        *o = x - y;
-                    }
-                }
-                None => r.copy_from_slice(m),
-            }
-        }
         let by_kernel = kernel
             .as_mut()
             .is_some_and(|k| k.parts(chunk, &mut self.parts));
+        if with_raw || !by_kernel {
+            self.raw.resize(n * len, 0.0);
+            for (i, m) in chunk.models.iter().enumerate() {
+                let r = &mut self.raw[i * len..(i + 1) * len];
+                match chunk.base {
+                    Some(b) => {
+                        for ((o, &x), &y) in r.iter_mut().zip(m.iter()).zip(b) {
+                            *o = x - y;
+                        }
+                    }
+                    None => r.copy_from_slice(m),
+                }
+            }
+        }
         if !by_kernel {
             let p = &mut self.parts;
             p.reset(n, len);
@@ -183,7 +276,7 @@ impl Work {
                 }
             }
         }
-        count::add_chunk(&self.raw, &self.parts, st);
+        count::add_chunk(&self.raw, &self.parts, with_raw, st);
     }
 
     /// Per-tensor values of the last parts: ties and weights.
@@ -197,10 +290,15 @@ impl Work {
 }
 
 /// Statistics of one tensor under `method` with its resolved `params`.
+///
+/// `raw`: the sums over the untrimmed task vectors (dot products, non-zero
+/// counts), when an earlier call computed them; they do not depend on the
+/// method or its parameters, and they are most of the counting work.
 pub(super) fn tensor_stats(
-    src: &Source,
+    mut src: Source,
     method: Method,
     params: &TensorParams,
+    raw: Option<&RawSums>,
     cancel: &AtomicBool,
 ) -> Result<Stats> {
     let n = src.n();
@@ -214,6 +312,11 @@ pub(super) fn tensor_stats(
         None
     };
     let mut bufs: Vec<Vec<f32>> = vec![Vec::new(); n + 1];
+    if kernel.as_ref().is_some_and(|k| k.wants_pass()) {
+        // More than one pass: read once.
+        src.hold(cancel)?;
+    }
+    let src = &src;
     if let Some(k) = kernel.as_deref_mut() {
         if k.wants_sample() {
             let ranges = merge::sample_ranges(numel);
@@ -229,50 +332,84 @@ pub(super) fn tensor_stats(
             let views: Vec<&[f32]> = bufs.iter().map(Vec::as_slice).collect();
             k.sample(&make_chunk(0, numel, src.row_len, &views));
         }
-        let mut halves: Vec<Vec<u16>> = Vec::new();
+        let mut halves: [Vec<Vec<u16>>; 2] = [vec![Vec::new(); n + 1], vec![Vec::new(); n + 1]];
+        let mut wide: [Vec<Vec<f32>>; 2] = [vec![Vec::new(); n + 1], vec![Vec::new(); n + 1]];
         while k.wants_pass() {
             k.begin_pass();
-            let mut start = 0;
-            while start < numel {
-                check(cancel)?;
-                let len = step.min(numel - start);
-                if src.all_bf16 && k.takes_bf16() {
-                    halves.resize(n + 1, Vec::new());
-                    src.read_bf16(start, len, &mut halves)?;
-                    let views: Vec<&[u16]> = halves.iter().map(Vec::as_slice).collect();
-                    k.observe_bf16(&Chunk {
-                        start,
-                        numel,
-                        row_len: src.row_len,
-                        base: Some(views[0]),
-                        models: &views[1..],
-                    });
-                } else {
-                    src.read_f32(start, len, &mut bufs)?;
-                    let views: Vec<&[f32]> = bufs.iter().map(Vec::as_slice).collect();
-                    k.observe(&make_chunk(start, numel, src.row_len, &views));
-                }
-                start += len;
+            let row_len = src.row_len;
+            if src.all_bf16 && k.takes_bf16() {
+                prefetched(
+                    numel,
+                    step,
+                    &mut halves,
+                    cancel,
+                    &|start, len, b| src.read_bf16(start, len, b),
+                    &mut |start, b| {
+                        let views: Vec<&[u16]> = b.iter().map(Vec::as_slice).collect();
+                        k.observe_bf16(&Chunk {
+                            start,
+                            numel,
+                            row_len,
+                            base: Some(views[0]),
+                            models: &views[1..],
+                        });
+                    },
+                )?;
+            } else {
+                prefetched(
+                    numel,
+                    step,
+                    &mut wide,
+                    cancel,
+                    &|start, len, b| src.read_f32(start, len, b),
+                    &mut |start, b| {
+                        let views: Vec<&[f32]> = b.iter().map(Vec::as_slice).collect();
+                        k.observe(&make_chunk(start, numel, row_len, &views));
+                    },
+                )?;
             }
             k.end_pass();
         }
     }
     let w = weights(params, n);
-    let mut work = Work::new();
-    let mut start = 0;
-    while start < numel {
-        check(cancel)?;
-        let len = step.min(numel - start);
-        src.read_f32(start, len, &mut bufs)?;
-        let views: Vec<&[f32]> = bufs.iter().map(Vec::as_slice).collect();
-        work.add(
-            &mut kernel,
-            &make_chunk(start, numel, src.row_len, &views),
-            &w,
-            &mut st,
-        );
-        start += len;
+    if let Some(r) = raw {
+        st.dots.clone_from(&r.dots);
+        st.nonzero.clone_from(&r.nonzero);
     }
+    // The parts in cache-sized pieces (DELLA ranks whole rows: whole
+    // chunks for it).
+    let piece = if method.spec().selection == Selection::RankedRandom {
+        step
+    } else {
+        PIECE
+    };
+    let mut work = Work::new();
+    let mut pair = [bufs, vec![Vec::new(); n + 1]];
+    let with_raw = raw.is_none();
+    let row_len = src.row_len;
+    prefetched(
+        numel,
+        step,
+        &mut pair,
+        cancel,
+        &|start, len, b| src.read_f32(start, len, b),
+        &mut |start, b| {
+            let len = b.first().map_or(0, Vec::len);
+            let mut at = 0;
+            while at < len {
+                let end = (at + piece).min(len);
+                let views: Vec<&[f32]> = b.iter().map(|x| &x[at..end]).collect();
+                work.add(
+                    &mut kernel,
+                    &make_chunk(start + at, numel, row_len, &views),
+                    &w,
+                    with_raw,
+                    &mut st,
+                );
+                at = end;
+            }
+        },
+    )?;
     work.finish(&mut st);
     st.finish();
     Ok(st)
@@ -336,6 +473,7 @@ pub(super) fn preview_stats(
             &mut kernel,
             &make_chunk(starts[r], sample, row, &v),
             &w,
+            true,
             &mut st,
         );
     }
