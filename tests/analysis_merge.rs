@@ -49,7 +49,7 @@ fn family(dir: &Path) -> Inputs {
                         1..=4 => (1 + (r >> 8) % 6) as f32 / 16.0,
                         _ => 1.0 / 64.0 + ((r >> 8) % 100_000) as f32 / 100_000.0,
                     };
-                    if (r >> 40) % 2 == 0 {
+                    if (r >> 40).is_multiple_of(2) {
                         x + mag
                     } else {
                         x - mag

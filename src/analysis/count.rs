@@ -72,7 +72,8 @@ fn add_body(raw: &[f32], parts: &Parts, with_raw: bool, st: &mut Stats) {
             {
                 *s += x;
                 *p += u32::from(x > 0.0);
-                *q += u32::from(!(x == 0.0) && !(x > 0.0));
+                // Neither zero nor positive: negative, or NaN.
+                *q += u32::from(x != 0.0) - u32::from(x > 0.0);
             }
         }
         tally(sum, pos, neg, &mut st.agree, &mut st.conflicts);

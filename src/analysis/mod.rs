@@ -358,7 +358,7 @@ impl Analyzer {
     ) -> Result<Report> {
         self.analyze_many(inputs, recipe, std::slice::from_ref(target), cancel)?
             .pop()
-            .unwrap_or_else(|| Err(AnalysisError::Cancelled))
+            .unwrap_or(Err(AnalysisError::Cancelled))
     }
 
     /// [`Analyzer::analyze`] for several targets at once, with every

@@ -158,6 +158,9 @@ fn make_chunk<'a>(start: usize, numel: usize, row_len: usize, views: &'a [&'a [f
 /// Buffers of one chunk of every input.
 type Bufs<T> = Vec<Vec<T>>;
 
+/// Fills the buffers with elements `[start, start + len)` of every input.
+type Read<'a, T> = dyn Fn(usize, usize, &mut Bufs<T>) -> Result<()> + Sync + 'a;
+
 /// Call `work` on every chunk of `0..numel` (`step` entries each, the last
 /// shorter), in order, with `read` filling the buffers of the next chunk
 /// meanwhile: on another worker when one is idle (a tensor analysed
@@ -168,7 +171,7 @@ fn prefetched<T: Send + Sync>(
     step: usize,
     bufs: &mut [Bufs<T>; 2],
     cancel: &AtomicBool,
-    read: &(dyn Fn(usize, usize, &mut Bufs<T>) -> Result<()> + Sync),
+    read: &Read<'_, T>,
     work: &mut (dyn FnMut(usize, &Bufs<T>) + Send),
 ) -> Result<()> {
     if numel == 0 {
@@ -456,9 +459,9 @@ pub(super) fn preview_stats(
         while k.wants_pass() {
             check(cancel)?;
             k.begin_pass();
-            for r in 0..want {
+            for (r, &at) in starts.iter().enumerate() {
                 let v = views(r);
-                k.observe(&make_chunk(starts[r], sample, row, &v));
+                k.observe(&make_chunk(at, sample, row, &v));
             }
             k.end_pass();
         }
@@ -467,11 +470,11 @@ pub(super) fn preview_stats(
     st.params = sample as u64;
     let w = weights(params, n);
     let mut work = Work::new();
-    for r in 0..want {
+    for (r, &at) in starts.iter().enumerate() {
         let v = views(r);
         work.add(
             &mut kernel,
-            &make_chunk(starts[r], sample, row, &v),
+            &make_chunk(at, sample, row, &v),
             &w,
             true,
             &mut st,
