@@ -194,7 +194,7 @@ fn is_recipe(p: &Path) -> bool {
 }
 
 /// Width of the name column.
-const NAME_W: usize = 26;
+const NAME_W: usize = 24;
 
 fn pct(x: f64) -> String {
     format!("{:5.1}%", x * 100.0)
@@ -208,6 +208,25 @@ fn fit(s: &str, w: usize) -> String {
     }
     let tail: String = s.chars().skip(n + 1 - w).collect();
     format!("…{tail}")
+}
+
+/// `s` in lines of at most `w` characters, broken at spaces (a longer
+/// word is cut).
+fn wrap(s: &str, w: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in s.split(' ') {
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > w {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    lines.push(cur);
+    lines.into_iter().map(|l| fit(&l, w)).collect()
 }
 
 fn row(name: &str, s: &Stats) -> String {
@@ -290,7 +309,9 @@ fn render(r: &Out, recipe: &Recipe) -> String {
     out.push_str(&row("total", &r.total));
     for s in &skipped {
         out.push_str(&format!("skipped {}\n", fit(&s.tensor, 72)));
-        out.push_str(&format!("  {}\n", fit(&s.reason, 76)));
+        for line in wrap(&s.reason, 76) {
+            out.push_str(&format!("  {line}\n"));
+        }
     }
     out.push_str(
         "\nconfl: parameters where a kept entry opposes the sign of the sum;\n\
