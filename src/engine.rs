@@ -254,7 +254,7 @@ fn job_bytes(plan: &Plan, job: &Job) -> u64 {
 
 /// Chunk length for a tensor: whole rows, as many as fit in
 /// [`CHUNK_ELEMS`], or one row up to [`MAX_ROW_CHUNK`].
-fn chunk_step(numel: usize, row_len: usize) -> usize {
+pub fn chunk_step(numel: usize, row_len: usize) -> usize {
     let row = row_len.max(1);
     let step = if row <= CHUNK_ELEMS {
         (CHUNK_ELEMS / row) * row

@@ -72,6 +72,10 @@ enum Cmd {
         /// The base model (when giving models).
         #[arg(long)]
         base: Option<PathBuf>,
+        /// Merge method whose selection to describe (default: the
+        /// recipe's, or ties).
+        #[arg(long)]
+        method: Option<String>,
         /// Trim density for every model (overrides the recipe's).
         #[arg(long)]
         density: Option<f64>,
@@ -183,10 +187,11 @@ fn main() -> ExitCode {
         Some(Cmd::Analyze {
             inputs,
             base,
+            method,
             density,
             layers_only,
             json,
-        }) => cli::analyze::run(&inputs, base, density, layers_only, json),
+        }) => cli::analyze::run(&inputs, base, method.as_deref(), density, layers_only, json),
         Some(Cmd::Eval { model, data, json }) => cli::eval(&model, data.as_deref(), json),
         Some(Cmd::Recipe(RecipeCmd::Check { recipe })) => cli::recipe_check(&recipe),
         Some(Cmd::Recipe(RecipeCmd::Export {

@@ -175,36 +175,29 @@ fn merge_reports_progress_and_a_summary() {
 }
 
 #[test]
-fn a_preview_of_a_small_tensor_is_the_exact_answer() {
-    use smelt::merge::{ParamMap, ParamValue, TensorParams};
+fn a_small_tensor_gets_no_preview_but_its_exact_answer() {
+    use smelt::analysis::{Analyzer, Inputs, Target};
     use smelt::model::Model;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     let m = models();
-    let base = Model::open(&m.join("base")).unwrap();
-    let ins: Vec<Arc<Model>> = ["ft0", "ft1", "ft2"]
-        .iter()
-        .map(|n| Arc::new(Model::open(&m.join(n)).unwrap()))
-        .collect();
-    let name = "model.layers.1.mlp.up_proj.weight";
-    let mut p = ParamMap::default();
-    p.set("density", ParamValue::Float(0.4));
-    p.set("weight", ParamValue::Float(1.0));
-    let params = TensorParams {
-        tensor: name.into(),
-        models: vec![p.clone(), p.clone(), p],
-        ..TensorParams::default()
+    let open = |n: &str| Arc::new(Model::open(&m.join(n)).unwrap());
+    let inputs = Inputs {
+        reference: open("base"),
+        models: ["ft0", "ft1", "ft2"].iter().map(|n| open(n)).collect(),
     };
+    let recipe = recipe_for_models(
+        vec![m.join("ft0"), m.join("ft1"), m.join("ft2")],
+        Some(m.join("base")),
+    );
+    let name = "model.layers.1.mlp.up_proj.weight";
     let cancel = AtomicBool::new(false);
-    // Under the sample size every row is taken: same numbers as the exact path.
-    let pre = smelt::tui::jobs::preview_stats(&base, &ins, name, &params, &cancel)
-        .unwrap()
+    let mut an = Analyzer::new(1 << 20);
+    assert_eq!(an.preview(&inputs, &recipe, name, &cancel).unwrap(), None);
+    let exact = an
+        .analyze(&inputs, &recipe, &Target::Tensor(name.into()), &cancel)
         .unwrap();
-    let exact = smelt::analysis::analyze_tensor(&base, &ins, name, &params, &cancel).unwrap();
-    assert_eq!(pre.params, exact.params);
-    assert_eq!(pre.agree, exact.agree);
-    assert_eq!(pre.kept, exact.kept);
-    assert_eq!(pre.conflicts, exact.conflicts);
+    assert_eq!(exact.stats.agree.iter().sum::<u64>(), exact.stats.params);
 }
 
 /// A zipit merge of the bundled digits-zip pair, run by the real engine,

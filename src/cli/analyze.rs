@@ -1,8 +1,11 @@
 //! `smelt analyze`: the workbench's interference numbers, headless. Calls
-//! the same library code as the TUI's sign-agreement panel.
+//! the same library code ([`smelt::analysis::Analyzer`]) as the TUI's
+//! sign-agreement panel, so the numbers follow the recipe's method: its
+//! own selection (magnitude, DARE's draws, breadcrumbs, DELLA, SCE) and
+//! whether it elects a sign. Text output fits in 80 columns.
 
 use super::{CliError, CliResult};
-use smelt::analysis::{self, Stats};
+use smelt::analysis::{Analyzer, Inputs, Report, Selection, Skipped, Stats, Target};
 use smelt::merge::Method;
 use smelt::model::{Group, Model};
 use smelt::recipe::{Recipe, Value};
@@ -10,25 +13,33 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+/// Statistics kept while one command runs (per tensor, a few hundred
+/// bytes each).
+const CACHE_BYTES: usize = 64 << 20;
+
 #[derive(serde::Serialize)]
-struct Report {
+struct Out {
     method: &'static str,
+    selection: Selection,
+    elects_sign: bool,
     base: PathBuf,
     models: Vec<PathBuf>,
     total: Stats,
-    groups: Vec<GroupReport>,
+    groups: Vec<GroupOut>,
 }
 
 #[derive(serde::Serialize)]
-struct GroupReport {
+struct GroupOut {
     group: String,
     stats: Stats,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tensors: Vec<TensorReport>,
+    skipped: Vec<Skipped>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tensors: Vec<TensorOut>,
 }
 
 #[derive(serde::Serialize)]
-struct TensorReport {
+struct TensorOut {
     name: String,
     stats: Stats,
 }
@@ -36,11 +47,18 @@ struct TensorReport {
 pub fn run(
     inputs: &[PathBuf],
     base: Option<PathBuf>,
+    method: Option<&str>,
     density: Option<f64>,
     layers_only: bool,
     json: bool,
 ) -> CliResult {
     let mut recipe = recipe_for(inputs, base)?;
+    if let Some(name) = method {
+        recipe.method = Method::from_name(name).ok_or_else(|| {
+            let all: Vec<&str> = Method::all().map(Method::name).collect();
+            CliError::input(format!("--method {name}: one of {}", all.join(", ")))
+        })?;
+    }
     if let Some(d) = density {
         if !(d > 0.0 && d <= 1.0) {
             return Err(CliError::input(format!("--density {d}: must be in (0, 1]")));
@@ -54,72 +72,94 @@ pub fn run(
             "analyze needs a base model: task vectors are models minus the base (give --base, or a recipe with `base`)",
         ));
     };
-    let base = Model::open(&base_path)?;
-    let models: Vec<Arc<Model>> = recipe
-        .models
-        .iter()
-        .filter(|m| !smelt::plan::same_path(&m.path, &base_path))
-        .map(|m| Model::open(&m.path).map(Arc::new))
-        .collect::<Result<_, _>>()?;
-    if models.is_empty() {
+    // The base is not its own task vector: drop it from the models, and
+    // renumber per-model overrides to match.
+    let keep: Vec<usize> = (0..recipe.models.len())
+        .filter(|&i| !smelt::plan::same_path(&recipe.models[i].path, &base_path))
+        .collect();
+    recipe.models = keep.iter().map(|&i| recipe.models[i].clone()).collect();
+    for o in &mut recipe.overrides {
+        o.models = std::mem::take(&mut o.models)
+            .into_iter()
+            .filter_map(|(i, p)| keep.iter().position(|&k| k == i).map(|k| (k, p)))
+            .collect();
+    }
+    if recipe.models.is_empty() {
         return Err(CliError::input(
             "analyze needs at least one model besides the base",
         ));
     }
-    // Parameters per tensor as the merge would resolve them; non-base
-    // entries only, aligned with `models`.
-    let keep: Vec<usize> = recipe
+    let reference = Arc::new(Model::open(&base_path)?);
+    let models: Vec<Arc<Model>> = recipe
         .models
         .iter()
-        .enumerate()
-        .filter(|(_, m)| !smelt::plan::same_path(&m.path, &base_path))
-        .map(|(i, _)| i)
-        .collect();
-    let n_layers = base.num_layers();
+        .map(|m| Model::open(&m.path).map(Arc::new))
+        .collect::<Result<_, _>>()?;
+    let inputs = Inputs { reference, models };
     let cancel = AtomicBool::new(false);
-    let mut groups: Vec<Group> = base.tensors().iter().map(|t| t.place.group).collect();
+    let mut analyzer = Analyzer::new(CACHE_BYTES);
+    let reference = inputs.reference.clone();
+    let mut groups: Vec<Group> = reference.tensors().iter().map(|t| t.place.group).collect();
     groups.dedup();
-    let mut report = Report {
+    let fail = |e: smelt::analysis::AnalysisError| CliError::input(e.to_string());
+    // Every tensor (or every group) in one parallel run; the group rows
+    // below then come from the analyzer's cache.
+    let tensor_targets: Vec<Target> = if layers_only {
+        groups.iter().map(|&g| Target::Group(g)).collect()
+    } else {
+        reference
+            .tensors()
+            .iter()
+            .filter(|t| t.dtype.is_mergeable())
+            .map(|t| Target::Tensor(t.name.clone()))
+            .collect()
+    };
+    let per_tensor = analyzer
+        .analyze_many(&inputs, &recipe, &tensor_targets, &cancel)
+        .map_err(fail)?;
+    let mut out = Out {
         method: recipe.method.name(),
+        selection: recipe.method.spec().selection,
+        elects_sign: recipe.method.spec().sign_election,
         base: base_path.clone(),
-        models: models.iter().map(|m| m.path().to_path_buf()).collect(),
-        total: Stats::new(models.len()),
+        models: inputs
+            .models
+            .iter()
+            .map(|m| m.path().to_path_buf())
+            .collect(),
+        total: Stats::for_method(recipe.method, inputs.models.len()),
         groups: Vec::new(),
     };
     for g in groups {
-        let mut gr = GroupReport {
-            group: g.to_string(),
-            stats: Stats::new(models.len()),
-            tensors: Vec::new(),
-        };
-        for t in base
-            .tensors()
-            .iter()
-            .filter(|t| t.place.group == g && t.dtype.is_mergeable())
-        {
-            let mut params = recipe.resolve(&t.name, g, n_layers);
-            params.models = keep
-                .iter()
-                .filter_map(|&i| params.models.get(i).cloned())
-                .collect();
-            let s = analysis::analyze_tensor(&base, &models, &t.name, &params, &cancel)
-                .map_err(CliError::input)?;
-            gr.stats.combine(&s);
-            if !layers_only {
-                gr.tensors.push(TensorReport {
-                    name: t.name.clone(),
-                    stats: s,
-                });
+        let Report { stats, skipped } = analyzer
+            .analyze(&inputs, &recipe, &Target::Group(g), &cancel)
+            .map_err(fail)?;
+        let mut tensors = Vec::new();
+        if !layers_only {
+            for (t, r) in tensor_targets.iter().zip(&per_tensor) {
+                if let (Target::Tensor(name), Ok(r)) = (t, r) {
+                    if reference.tensor(name).is_some_and(|x| x.place.group == g) {
+                        tensors.push(TensorOut {
+                            name: name.clone(),
+                            stats: r.stats.clone(),
+                        });
+                    }
+                }
             }
         }
-        report.total.combine(&gr.stats);
-        report.groups.push(gr);
+        out.total.combine(&stats);
+        out.groups.push(GroupOut {
+            group: g.to_string(),
+            stats,
+            skipped,
+            tensors,
+        });
     }
     if json {
-        let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
+        let text = serde_json::to_string_pretty(&out).map_err(CliError::internal)?;
         super::emit(&format!("{text}\n"))
     } else {
-        super::emit(&render(&report, recipe.method))
+        super::emit(&render(&out, &recipe))
     }
 }
 
@@ -155,16 +195,55 @@ fn is_recipe(p: &Path) -> bool {
     )
 }
 
+/// Width of the name column.
+const NAME_W: usize = 24;
+
 fn pct(x: f64) -> String {
     format!("{:5.1}%", x * 100.0)
 }
 
+/// `s` cut to `w` characters, keeping the end (tensor names differ there).
+fn fit(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        return s.to_string();
+    }
+    let tail: String = s.chars().skip(n + 1 - w).collect();
+    format!("…{tail}")
+}
+
+/// `s` in lines of at most `w` characters, broken at spaces (a longer
+/// word is cut).
+fn wrap(s: &str, w: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in s.split(' ') {
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > w {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    lines.push(cur);
+    lines.into_iter().map(|l| fit(&l, w)).collect()
+}
+
 fn row(name: &str, s: &Stats) -> String {
-    let energy: Vec<String> = s
-        .norm_kept
-        .iter()
-        .map(|e| format!("{:3.0}", e * 100.0))
-        .collect();
+    // Energy kept per model (up to four), else its range.
+    let e: Vec<f64> = s.norm_kept.iter().map(|e| e * 100.0).collect();
+    let energy = if e.len() <= 4 {
+        e.iter()
+            .map(|x| format!("{x:3.0}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        let lo = e.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = e.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:3.0}..{hi:3.0}")
+    };
     let mut cos_min = f64::INFINITY;
     let mut cos_max = f64::NEG_INFINITY;
     for i in 0..s.n() {
@@ -178,56 +257,69 @@ fn row(name: &str, s: &Stats) -> String {
     } else {
         "-".into()
     };
-    let name: String = if name.chars().count() > 28 {
-        let tail: String = name
-            .chars()
-            .rev()
-            .take(27)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        format!("…{tail}")
-    } else {
-        name.to_string()
-    };
     format!(
-        "{name:<28} {:>8} {} {} {} {:<12} {}\n",
+        "{:<NAME_W$} {:>7} {} {} {:>4.2} {:<15} {}\n",
+        fit(name, NAME_W),
         smelt::units::count(s.params),
         pct(s.conflict_share()),
         pct(s.kept_share()),
-        pct(s.tied_share()),
-        energy.join(" "),
+        s.mean_agree(),
+        energy,
         cos
     )
 }
 
-fn render(r: &Report, method: Method) -> String {
+/// What the method's selection and election are, in two short lines.
+fn describe(recipe: &Recipe) -> String {
+    let spec = recipe.method.spec();
+    let kept = match spec.selection {
+        Selection::None => "no trimming: every entry of each task vector counts",
+        Selection::Magnitude => "kept: each model's largest `density` share by magnitude",
+        Selection::Random => "kept: DARE's seeded random draws at `density`",
+        Selection::Outliers => "kept: the `density` share under the top `gamma` outliers",
+        Selection::RankedRandom => "kept: DELLA's draws, density +/- epsilon by rank in row",
+        Selection::Variance => "kept: positions of highest variance (select_topk), SCE weights",
+    };
+    let sign = if spec.sign_election {
+        "sign: elected per parameter; opposing entries are dropped"
+    } else {
+        "sign: none elected; conflicts measure interference in the sum"
+    };
+    format!("{kept}\n{sign}\n")
+}
+
+fn render(r: &Out, recipe: &Recipe) -> String {
     let mut out = format!(
-        "{} task vectors against {} ({}{})\n",
+        "{} task vectors against {} ({})\n",
         r.models.len(),
-        r.base.display(),
-        method.name(),
-        if method.spec().trims {
-            ", trimmed at each model's density"
-        } else {
-            ", untrimmed"
-        }
+        fit(&r.base.display().to_string(), 40),
+        r.method
     );
+    out.push_str(&describe(recipe));
     out.push_str(&format!(
-        "{:<28} {:>8} {:>6} {:>6} {:>6} {:<12} {}\n",
-        "layer / tensor", "params", "confl", "kept", "tied", "energy kept%", "cosines"
+        "{:<NAME_W$} {:>7} {:>6} {:>6} {:>4} {:<15} {}\n",
+        "layer / tensor", "params", "confl", "kept", "agr", "energy kept %", "cosines"
     ));
+    let mut skipped = Vec::new();
     for g in &r.groups {
         out.push_str(&row(&g.group, &g.stats));
         for t in &g.tensors {
             out.push_str(&row(&format!("  {}", t.name), &t.stats));
         }
+        skipped.extend(g.skipped.iter());
     }
     out.push_str(&row("total", &r.total));
+    for s in &skipped {
+        out.push_str(&format!("skipped {}\n", fit(&s.tensor, 72)));
+        for line in wrap(&s.reason, 76) {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
     out.push_str(
-        "\nconfl: parameters where a kept entry opposes the elected sign; kept: entries kept by trimming;\n\
-         tied: entries tied at the trim cut-off; energy kept: share of each task vector's squared norm kept.\n",
+        "\nconfl: parameters where a kept entry opposes the sign of the sum;\n\
+         kept: entries the method keeps (non-zero), of all entries;\n\
+         agr: mean number of models agreeing with that sign per parameter;\n\
+         energy kept: share of each task vector's squared norm kept.\n",
     );
     out
 }

@@ -29,7 +29,7 @@
 use super::rng::Stream;
 use super::select::{keep_count, Bounds, TopK};
 use super::util::{delta_into, l1, Params};
-use super::{Chunk, Kernel, Lane, MergeError, Method};
+use super::{Chunk, Kernel, Lane, MergeError, Method, Parts, Vote};
 
 /// How one model's task vector is sparsified.
 enum Sparse {
@@ -416,6 +416,23 @@ impl Kernel for Gta {
             }
         }
     }
+    fn parts(&mut self, chunk: &Chunk, parts: &mut Parts) -> bool {
+        let n = self.models.len();
+        let len = chunk.len();
+        parts.reset(n, len);
+        parts.vote = Vote::Weighted;
+        let (kept, weighted) = (&mut parts.kept, &mut parts.weighted);
+        self.contributions(chunk, &mut weighted[..], Some(&mut kept[..]));
+        for (i, st) in self.models.iter().enumerate() {
+            parts.weights[i] = st.weight;
+            parts.tied[i] = match &st.sparse {
+                Sparse::Magnitude(t) => t.tied_at_cutoff(),
+                Sparse::Outliers { upper, .. } => upper.tied_at_cutoff(),
+                _ => 0,
+            };
+        }
+        true
+    }
     fn begin_pass(&mut self) {
         self.pass = if self.selecting() {
             Pass::Select
@@ -514,23 +531,40 @@ impl Gta {
             }
         }
     }
-    fn apply_block(&mut self, chunk: &Chunk, out: &mut [f32]) {
-        if self.fused && self.apply_fused(chunk, out) {
-            return;
-        }
-        let len = out.len();
+    /// Each model's contribution to `chunk` into `weighted` (model-major,
+    /// `chunk.len()` entries per model): its task vector, sparsified,
+    /// rescaled and weighted. With `kept`, also the sparsified task vector
+    /// before rescale and weight. The general path of `apply` and
+    /// [`Kernel::parts`] both call this, so the statistics see the same
+    /// masks as the merge.
+    fn contributions(&mut self, chunk: &Chunk, weighted: &mut [f32], mut kept: Option<&mut [f32]>) {
+        let len = chunk.len();
         let n = self.models.len().min(chunk.models.len());
-        self.tmp.resize(n * len, 0.0);
         for (i, st) in self.models.iter_mut().enumerate().take(n) {
-            let buf = &mut self.tmp[i * len..(i + 1) * len];
+            let buf = &mut weighted[i * len..(i + 1) * len];
             delta_into(chunk.models[i], chunk.base, buf);
             sparsify(st, buf, chunk.start, chunk.row_len, &mut self.scratch);
+            if let Some(k) = kept.as_deref_mut() {
+                k[i * len..(i + 1) * len].copy_from_slice(buf);
+            }
             let (s, w) = (st.scale, st.weight);
             if s != 1.0 {
                 buf.iter_mut().for_each(|v| *v *= s);
             }
             buf.iter_mut().for_each(|v| *v *= w);
         }
+    }
+
+    fn apply_block(&mut self, chunk: &Chunk, out: &mut [f32]) {
+        if self.fused && self.apply_fused(chunk, out) {
+            return;
+        }
+        let len = out.len();
+        let n = self.models.len().min(chunk.models.len());
+        let mut tmp = std::mem::take(&mut self.tmp);
+        tmp.resize(n * len, 0.0);
+        self.contributions(chunk, &mut tmp[..n * len], None);
+        self.tmp = tmp;
         // out <- mixed delta, div <- divisor
         self.div.resize(len, 0.0);
         out.iter_mut().for_each(|o| *o = 0.0);

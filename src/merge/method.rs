@@ -57,6 +57,31 @@ pub struct ParamSpec {
     pub doc: &'static str,
 }
 
+/// How a method picks the task-vector entries it keeps (what the
+/// statistics panels describe).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Nothing is trimmed: whole task vectors (or whole models) are
+    /// combined.
+    #[default]
+    None,
+    /// The largest `density` share by magnitude (TIES), exact, ties by
+    /// lowest index.
+    Magnitude,
+    /// Each entry kept with probability `density` (DARE), seeded.
+    Random,
+    /// The largest `density + gamma` share minus the top `gamma` outliers
+    /// (breadcrumbs).
+    Outliers,
+    /// Kept with probabilities ranked by magnitude within each row,
+    /// `density +/- epsilon` (DELLA), seeded.
+    RankedRandom,
+    /// Positions of highest variance across the models (SCE's
+    /// `select_topk`), the same for every model.
+    Variance,
+}
+
 /// A method's shape: base rule, model counts, parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct MethodSpec {
@@ -72,6 +97,8 @@ pub struct MethodSpec {
     pub sign_election: bool,
     /// Whether it trims task vectors by `density`.
     pub trims: bool,
+    /// How it trims (`Selection::None` when `trims` is false).
+    pub selection: Selection,
     pub doc: &'static str,
 }
 
@@ -152,6 +179,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "weighted average of the models (model soups)",
     },
     MethodSpec {
@@ -164,6 +192,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "base plus the weighted sum of task vectors",
     },
     MethodSpec {
@@ -176,6 +205,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT, DENSITY],
         sign_election: true,
         trims: true,
+        selection: Selection::Magnitude,
         doc: "trim task vectors to their largest entries, elect a sign, average the agreeing ones",
     },
     MethodSpec {
@@ -188,6 +218,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT, DENSITY],
         sign_election: true,
         trims: true,
+        selection: Selection::Random,
         doc: "drop task-vector entries at random, rescale, elect signs",
     },
     MethodSpec {
@@ -200,6 +231,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT, DENSITY],
         sign_election: false,
         trims: true,
+        selection: Selection::Random,
         doc: "drop task-vector entries at random, rescale, add",
     },
     MethodSpec {
@@ -212,6 +244,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT, DENSITY, GAMMA],
         sign_election: false,
         trims: true,
+        selection: Selection::Outliers,
         doc: "drop the largest outliers and the smallest entries of each task vector",
     },
     MethodSpec {
@@ -224,6 +257,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT, DENSITY, GAMMA],
         sign_election: true,
         trims: true,
+        selection: Selection::Outliers,
         doc: "breadcrumbs trimming with TIES sign election",
     },
     MethodSpec {
@@ -236,6 +270,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT, DENSITY, EPSILON],
         sign_election: true,
         trims: true,
+        selection: Selection::RankedRandom,
         doc: "drop entries with probabilities ranked by magnitude, elect signs",
     },
     MethodSpec {
@@ -248,6 +283,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT, DENSITY, EPSILON],
         sign_election: false,
         trims: true,
+        selection: Selection::RankedRandom,
         doc: "DELLA dropping without sign election",
     },
     MethodSpec {
@@ -264,6 +300,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "spherical interpolation between two models",
     },
     MethodSpec {
@@ -287,6 +324,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "slerp of two models (or their task vectors) by relative weight",
     },
     MethodSpec {
@@ -302,6 +340,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[WEIGHT],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "weighted spherical mean of several models (or task vectors)",
     },
     MethodSpec {
@@ -318,6 +357,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "Riemannian (Karcher) mean of the models on the sphere",
     },
     MethodSpec {
@@ -330,6 +370,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "average of fine-tunes pulled toward the base by their angle",
     },
     MethodSpec {
@@ -349,6 +390,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[],
         sign_election: true,
         trims: true,
+        selection: Selection::Variance,
         doc: "select high-variance entries, calculate weights, erase sign conflicts",
     },
     MethodSpec {
@@ -361,6 +403,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "take the other model's value where it is close to the base",
     },
     MethodSpec {
@@ -373,6 +416,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[f("scale", Some(1.0), "multiply the tensor by this")],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "copy tensors unchanged (with slices: frankenmerges)",
     },
     MethodSpec {
@@ -401,6 +445,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "ZipIt!: match and merge features, within and across models",
     },
     MethodSpec {
@@ -417,6 +462,7 @@ const SPECS: &[MethodSpec] = &[
         per_model: &[],
         sign_election: false,
         trims: false,
+        selection: Selection::None,
         doc: "one-to-one feature matching by correlation, then averaging",
     },
 ];
@@ -472,6 +518,7 @@ mod tests {
         for (i, s) in SPECS.iter().enumerate() {
             assert_eq!(s.method as usize, i, "{}", s.name);
             assert_eq!(Method::from_name(s.name), Some(s.method));
+            assert_eq!(s.trims, s.selection != Selection::None, "{}", s.name);
         }
     }
 

@@ -27,7 +27,7 @@ mod simple;
 mod sphere;
 mod util;
 
-pub use method::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec};
+pub use method::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec, Selection};
 pub use params::{ParamMap, ParamValue, TensorParams};
 pub use select::TopK;
 pub use util::dot;
@@ -126,6 +126,61 @@ pub trait Kernel: Send {
     fn end_pass(&mut self) {}
     /// Write the merged values of `chunk` into `out` (chunks arrive in order).
     fn apply(&mut self, chunk: &Chunk, out: &mut [f32]);
+    /// Each model's part of this chunk's merge, for the statistics panels
+    /// (see [`Parts`]): called instead of `apply`, after the same sample
+    /// and passes, on every chunk in order. The parts come from the code
+    /// `apply` runs, so the statistics show exactly the entries the merge
+    /// keeps. Returns false (and leaves `parts` alone) for methods that do
+    /// not combine per-model task vectors.
+    fn parts(&mut self, _chunk: &Chunk, _parts: &mut Parts) -> bool {
+        false
+    }
+}
+
+/// Which values elect the sign of a parameter (see [`Parts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Vote {
+    /// The sum of [`Parts::weighted`] (the TIES family; for methods without
+    /// sign election, the sign of the sum the merge adds).
+    #[default]
+    Weighted,
+    /// The sum of [`Parts::kept`] (SCE elects on the selected deltas before
+    /// its computed weights).
+    Kept,
+}
+
+/// What each model contributes to one chunk of a merge (see
+/// [`Kernel::parts`]). Vectors are model-major: model `i`'s entries are
+/// `[i * len, (i + 1) * len)`.
+#[derive(Clone, Debug, Default)]
+pub struct Parts {
+    /// Entries per model in this chunk.
+    pub len: usize,
+    /// Each model's task vector as the method's selection leaves it: kept
+    /// entries unchanged, dropped ones zero (before rescale and weights).
+    pub kept: Vec<f32>,
+    /// What `apply` combines for each model: the kept entries rescaled and
+    /// weighted, with the same f32 operations as `apply`.
+    pub weighted: Vec<f32>,
+    /// Per model: the weight `apply` uses (the recipe's, or the one the
+    /// method computes, as SCE does).
+    pub weights: Vec<f32>,
+    /// Per model: entries tied at a magnitude cut-off, where the tie rule
+    /// (lowest index first), not the data, decides what is kept.
+    pub tied: Vec<u64>,
+    /// Which of the two vectors elects the sign.
+    pub vote: Vote,
+}
+
+impl Parts {
+    /// Size the vectors for `n` models and `len` entries each.
+    pub fn reset(&mut self, n: usize, len: usize) {
+        self.len = len;
+        self.kept.resize(n * len, 0.0);
+        self.weighted.resize(n * len, 0.0);
+        self.weights.resize(n, 0.0);
+        self.tied.resize(n, 0);
+    }
 }
 
 /// Where a tensor's sample comes from: up to 128 evenly spread ranges of

@@ -11,7 +11,7 @@
 
 use super::select::TopK;
 use super::util::{delta_into, Params};
-use super::{Chunk, Kernel, MergeError};
+use super::{Chunk, Kernel, MergeError, Parts, Vote};
 
 pub struct Sce {
     n: usize,
@@ -157,6 +157,30 @@ impl Kernel for Sce {
             sel.rewind();
         }
         self.weights_done = true;
+    }
+    fn parts(&mut self, chunk: &Chunk, parts: &mut Parts) -> bool {
+        self.load(chunk);
+        self.mask_loaded();
+        let len = chunk.len();
+        let n = self.n;
+        parts.reset(n, len);
+        parts.vote = Vote::Kept;
+        let have = self.n.min(chunk.models.len());
+        parts.kept[..have * len].copy_from_slice(&self.deltas[..have * len]);
+        parts.kept[have * len..].fill(0.0);
+        for i in 0..n {
+            let w = self.weights[i];
+            parts.weights[i] = w;
+            parts.tied[i] = self.select.as_ref().map_or(0, TopK::tied_at_cutoff);
+            // `apply` adds `x * w` for the models that agree.
+            for (o, &x) in parts.weighted[i * len..(i + 1) * len]
+                .iter_mut()
+                .zip(&parts.kept[i * len..(i + 1) * len])
+            {
+                *o = x * w;
+            }
+        }
+        true
     }
     fn apply(&mut self, chunk: &Chunk, out: &mut [f32]) {
         self.load(chunk);

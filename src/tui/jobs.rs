@@ -12,9 +12,10 @@ use super::state::{Accuracy, LayerRow, ModelInfo, Target, TensorRow};
 use super::update::{is_yaml, Effect, Loaded, Msg};
 use crate::analysis;
 use crate::engine::{self, Event};
-use crate::model::{Group, Model};
+use crate::merge::Method;
+use crate::model::Model;
 use crate::plan::Plan;
-use crate::recipe::Recipe;
+use crate::recipe::{Recipe, Value};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -247,34 +248,34 @@ pub fn info(m: &Model) -> ModelInfo {
 
 /// Layer groups with their tensors, in the model's stable order.
 pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
-    m.layer_groups()
-        .into_iter()
-        .map(|g| LayerRow {
-            group: g.group,
-            params: g.params,
-            tensors: g
-                .tensors
-                .into_iter()
-                .map(|t| TensorRow {
-                    name: t.name,
-                    shape: t.shape,
-                    dtype: t.dtype.name().to_string(),
-                })
-                .collect(),
-        })
-        .collect()
+    let mut rows: Vec<LayerRow> = Vec::new();
+    for t in m.tensors() {
+        let g = t.place.group;
+        if rows.last().is_none_or(|r| r.group != g) {
+            rows.push(LayerRow {
+                group: g,
+                params: 0,
+                tensors: Vec::new(),
+            });
+        }
+        if let Some(r) = rows.last_mut() {
+            r.params += t.numel() as u64;
+            r.tensors.push(TensorRow {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.dtype.name().to_string(),
+            });
+        }
+    }
+    rows
 }
 
-/// The selected tensor's task vectors, kept in memory between requests so
-/// turning a density knob re-trims without re-reading and converting the
-/// files: (base, models, tensor) they were read for.
-type DeltaCache = Option<((PathBuf, Vec<PathBuf>, String), analysis::TensorDeltas)>;
-
-/// Largest task-vector set kept in memory (bytes of f32).
-const DELTA_CACHE_BYTES: usize = 1 << 30;
+/// Statistics the analysis thread keeps between requests (per-tensor
+/// numbers only, never tensor data).
+const ANALYSIS_CACHE_BYTES: usize = 16 << 20;
 
 fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
-    let mut cache: DeltaCache = None;
+    let mut analyzer = analysis::Analyzer::new(ANALYSIS_CACHE_BYTES);
     while let Ok(mut req) = rx.recv() {
         // Only the newest request matters.
         while let Ok(newer) = rx.try_recv() {
@@ -287,7 +288,9 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
             // Big tensors: a quick estimate from sampled rows first, so the
             // histogram moves at once; the exact result follows.
             if let Target::Tensor(name) = target {
-                if let Ok(Some(s)) = guarded(|| preview(&req.recipe, name, &reg, &req.cancel)) {
+                if let Ok(Some(s)) =
+                    guarded(|| preview(&req.recipe, name, &reg, &req.cancel, &mut analyzer))
+                {
                     if req.cancel.load(Ordering::Relaxed) {
                         break;
                     }
@@ -298,7 +301,7 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
                     });
                 }
             }
-            let result = guarded(|| analyze(&req.recipe, target, &reg, &req.cancel, &mut cache));
+            let result = guarded(|| analyze(&req.recipe, target, &reg, &req.cancel, &mut analyzer));
             if req.cancel.load(Ordering::Relaxed) {
                 break;
             }
@@ -316,82 +319,30 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
     }
 }
 
-/// Tensors at least this large get a sampled preview.
-pub const PREVIEW_MIN: usize = 1 << 22;
-/// Roughly how many elements a preview samples.
-pub const PREVIEW_ELEMS: usize = 1 << 20;
+/// The recipe's base and models, opened.
+fn inputs(recipe: &Recipe, reg: &Registry) -> Result<analysis::Inputs, String> {
+    let base_path = recipe.base.as_ref().ok_or("no base model")?;
+    Ok(analysis::Inputs {
+        reference: open_model(base_path, reg)?,
+        models: recipe
+            .models
+            .iter()
+            .map(|m| open_model(&m.path, reg))
+            .collect::<Result<Vec<_>, _>>()?,
+    })
+}
 
-/// Statistics of evenly spaced whole rows of a big tensor (`None` for small
-/// tensors). Trimming then works on the sample's own magnitudes, so kept
-/// shares and histogram are estimates, labelled as such on screen.
+/// A sampled estimate for a big tensor (`None` for small ones), labelled
+/// as such on screen.
 fn preview(
     recipe: &Recipe,
     name: &str,
     reg: &Registry,
     cancel: &AtomicBool,
+    analyzer: &mut analysis::Analyzer,
 ) -> Result<Option<analysis::Stats>, String> {
-    let base_path = recipe.base.as_ref().ok_or("no base model")?;
-    let base = open_model(base_path, reg)?;
-    let Some(bt) = base.tensor(name) else {
-        return Ok(None);
-    };
-    if bt.numel() < PREVIEW_MIN || !bt.dtype.is_mergeable() {
-        return Ok(None);
-    }
-    let models = recipe
-        .models
-        .iter()
-        .map(|m| open_model(&m.path, reg))
-        .collect::<Result<Vec<_>, _>>()?;
-    let params = recipe.resolve(name, bt.place.group, base.num_layers());
-    preview_stats(&base, &models, name, &params, cancel)
-}
-
-/// Statistics of about 1M entries in evenly spaced whole rows of `name`
-/// (`None` if cancelled or shapes differ). Trimming works on the sample's
-/// own magnitudes, so the numbers are estimates, labelled so on screen.
-pub fn preview_stats(
-    base: &Model,
-    models: &[Arc<Model>],
-    name: &str,
-    params: &crate::merge::TensorParams,
-    cancel: &AtomicBool,
-) -> Result<Option<analysis::Stats>, String> {
-    let bt = base
-        .tensor(name)
-        .ok_or_else(|| format!("{}: no tensor `{name}`", base.path().display()))?;
-    let numel = bt.numel();
-    let row = bt.shape.last().copied().unwrap_or(1).max(1);
-    let rows = numel / row;
-    let want = (PREVIEW_ELEMS / row).clamp(1, rows.max(1));
-    let stride = (rows / want).max(1);
-    let mut b = vec![0f32; row];
-    let mut m = vec![0f32; row];
-    let mut deltas = vec![Vec::with_capacity(want * row); models.len()];
-    for r in (0..rows).step_by(stride).take(want) {
-        if cancel.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        base.read_f32(bt, r * row, &mut b)
-            .map_err(|e| e.to_string())?;
-        for (model, d) in models.iter().zip(deltas.iter_mut()) {
-            let t = model
-                .tensor(name)
-                .ok_or_else(|| format!("{}: no tensor `{name}`", model.path().display()))?;
-            if t.numel() != numel {
-                return Ok(None);
-            }
-            model
-                .read_f32(t, r * row, &mut m)
-                .map_err(|e| e.to_string())?;
-            // The task vector: this model minus the base.
-            d.extend(m.iter().zip(&b).map(|(x, y)| x - y));
-        }
-    }
-    let trim = analysis::Trim::from_params(params, models.len());
-    analysis::TensorDeltas::from_vecs(name, deltas)
-        .stats(&trim, cancel)
-        .map(Some)
+    analyzer
+        .preview(&inputs(recipe, reg)?, recipe, name, cancel)
         .map_err(|e| e.to_string())
 }
 
@@ -400,60 +351,14 @@ fn analyze(
     target: &Target,
     reg: &Registry,
     cancel: &AtomicBool,
-    cache: &mut DeltaCache,
+    analyzer: &mut analysis::Analyzer,
 ) -> Result<analysis::Stats, String> {
-    let base_path = recipe.base.as_ref().ok_or("no base model")?;
-    let base = open_model(base_path, reg)?;
-    let models = recipe
-        .models
-        .iter()
-        .map(|m| open_model(&m.path, reg))
-        .collect::<Result<Vec<_>, _>>()?;
-    let n_layers = base.num_layers();
-    match target {
-        Target::Group(g) => {
-            let g = *g;
-            analysis::analyze_group(
-                &base,
-                &models,
-                g,
-                &|name| recipe.resolve(name, g, n_layers),
-                cancel,
-            )
-            .map_err(|e| e.to_string())
-        }
-        Target::Tensor(name) => {
-            let g: Group = base
-                .tensor(name)
-                .map_or_else(|| crate::model::classify(name).group, |t| t.place.group);
-            let params = recipe.resolve(name, g, n_layers);
-            let id = (
-                base_path.clone(),
-                recipe
-                    .models
-                    .iter()
-                    .map(|m| m.path.clone())
-                    .collect::<Vec<_>>(),
-                name.clone(),
-            );
-            if cache.as_ref().is_none_or(|(k, _)| *k != id) {
-                let numel = base.tensor(name).map_or(0, |t| t.numel());
-                if numel.saturating_mul(models.len()).saturating_mul(4) > DELTA_CACHE_BYTES {
-                    return analysis::analyze_tensor(&base, &models, name, &params, cancel)
-                        .map_err(|e| e.to_string());
-                }
-                *cache = None;
-                let d = analysis::TensorDeltas::load(&base, &models, name, cancel)
-                    .map_err(|e| e.to_string())?;
-                *cache = Some((id, d));
-            }
-            let Some((_, d)) = cache.as_ref() else {
-                return Err("internal error: task-vector cache empty".into());
-            };
-            d.stats(&analysis::Trim::from_params(&params, models.len()), cancel)
-                .map_err(|e| e.to_string())
-        }
-    }
+    // A group's result always finishes (over the tensors it could
+    // analyse); `Report::skipped` names the rest, for the panel to show.
+    analyzer
+        .analyze(&inputs(recipe, reg)?, recipe, target, cancel)
+        .map(|r| r.stats)
+        .map_err(|e| e.to_string())
 }
 
 fn run_merge(
@@ -576,12 +481,30 @@ pub fn default_recipe(sample_root: &Path) -> Option<Recipe> {
         if subs.is_empty() {
             continue;
         }
-        return Some(Recipe::for_models(subs, Some(base)));
+        let mut r = Recipe::new(Method::Ties, Some(base), subs);
+        for m in &mut r.models {
+            m.params.insert("weight".into(), Value::Number(1.0));
+            m.params.insert("density".into(), Value::Number(0.5));
+        }
+        return Some(r);
     }
     None
 }
 
-/// A recipe for `smelt tui MODEL... [--base M]`: [`Recipe::for_models`].
+/// A recipe for `smelt tui MODEL... [--base M]`: TIES when there is a base
+/// (weights 1, density 0.5), a plain average otherwise.
 pub fn recipe_for_models(models: Vec<PathBuf>, base: Option<PathBuf>) -> Recipe {
-    Recipe::for_models(models, base)
+    let method = if base.is_some() {
+        Method::Ties
+    } else {
+        Method::Linear
+    };
+    let mut r = Recipe::new(method, base, models);
+    for m in &mut r.models {
+        m.params.insert("weight".into(), Value::Number(1.0));
+        if method == Method::Ties {
+            m.params.insert("density".into(), Value::Number(0.5));
+        }
+    }
+    r
 }

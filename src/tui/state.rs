@@ -60,12 +60,7 @@ pub struct ModelSlot {
     pub params: BTreeMap<String, Value>,
 }
 
-/// What a statistics request is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Target {
-    Group(Group),
-    Tensor(String),
-}
+pub use crate::analysis::Target;
 
 /// Per-layer overrides as the UI keeps them: one entry per layer, per-model
 /// values keyed by slot index. Turned into [`Override`] ranges on export.
