@@ -52,12 +52,25 @@ pub fn run(
     layers_only: bool,
     json: bool,
 ) -> CliResult {
-    let mut recipe = recipe_for(inputs, base)?;
+    let (mut recipe, from_file) = recipe_for(inputs, base)?;
     if let Some(name) = method {
         recipe.method = Method::from_name(name).ok_or_else(|| {
             let all: Vec<&str> = Method::all().map(Method::name).collect();
             CliError::input(format!("--method {name}: one of {}", all.join(", ")))
         })?;
+    }
+    if !from_file
+        && recipe
+            .method
+            .spec()
+            .per_model
+            .iter()
+            .any(|p| p.name == "weight")
+    {
+        // Models given on the command line weigh the same.
+        for m in &mut recipe.models {
+            m.params.insert("weight".into(), Value::Number(1.0));
+        }
     }
     if let Some(d) = density {
         if !(d > 0.0 && d <= 1.0) {
@@ -163,12 +176,12 @@ pub fn run(
     }
 }
 
-/// A recipe file, or models (base first unless `--base`): TIES at the
-/// models' densities (1 unless `--density`).
-fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<Recipe, CliError> {
+/// A recipe file (and true), or models (base first unless `--base`): TIES
+/// at density 1 unless `--density`.
+fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<(Recipe, bool), CliError> {
     if let [one] = inputs {
         if is_recipe(one) {
-            return Ok(Recipe::load(one)?);
+            return Ok((Recipe::load(one)?, true));
         }
     }
     let mut models = inputs.to_vec();
@@ -183,7 +196,7 @@ fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<Recipe, CliEr
             models.remove(0)
         }
     };
-    Ok(Recipe::new(Method::Ties, Some(base), models))
+    Ok((Recipe::new(Method::Ties, Some(base), models), false))
 }
 
 fn is_recipe(p: &Path) -> bool {
