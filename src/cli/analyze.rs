@@ -52,7 +52,8 @@ pub fn run(
     layers_only: bool,
     json: bool,
 ) -> CliResult {
-    let (mut recipe, from_file) = recipe_for(inputs, base)?;
+    let from_file = matches!(inputs, [one] if is_recipe(one));
+    let mut recipe = recipe_for(inputs, base)?;
     if let Some(name) = method {
         recipe.method = Method::from_name(name).ok_or_else(|| {
             let all: Vec<&str> = Method::all().map(Method::name).collect();
@@ -69,7 +70,9 @@ pub fn run(
     {
         // Models given on the command line weigh the same.
         for m in &mut recipe.models {
-            m.params.insert("weight".into(), Value::Number(1.0));
+            m.params
+                .entry("weight".into())
+                .or_insert(Value::Number(1.0));
         }
     }
     if let Some(d) = density {
@@ -176,12 +179,12 @@ pub fn run(
     }
 }
 
-/// A recipe file (and true), or models (base first unless `--base`): TIES
-/// at density 1 unless `--density`.
-fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<(Recipe, bool), CliError> {
+/// A recipe file, or models (base first unless `--base`): TIES at the
+/// models' densities (1 unless `--density`).
+fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<Recipe, CliError> {
     if let [one] = inputs {
         if is_recipe(one) {
-            return Ok((Recipe::load(one)?, true));
+            return Ok(Recipe::load(one)?);
         }
     }
     let mut models = inputs.to_vec();
@@ -196,7 +199,7 @@ fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<(Recipe, bool
             models.remove(0)
         }
     };
-    Ok((Recipe::new(Method::Ties, Some(base), models), false))
+    Ok(Recipe::new(Method::Ties, Some(base), models))
 }
 
 fn is_recipe(p: &Path) -> bool {
