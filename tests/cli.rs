@@ -371,3 +371,35 @@ fn analyze_reports_every_layer() {
         .map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
     assert_eq!(agree, params);
 }
+
+#[test]
+fn analyze_text_follows_the_method_in_80_columns() {
+    let models = ["models/base", "models/ft0", "models/ft1", "models/ft2"];
+    let mut kept = Vec::new();
+    for (method, says) in [
+        ("ties", "largest `density` share"),
+        ("dare_linear", "none elected"),
+        ("della", "DELLA"),
+        ("task_arithmetic", "no trimming"),
+    ] {
+        let mut args = vec!["analyze"];
+        args.extend(models);
+        args.extend(["--method", method, "--density", "0.3"]);
+        let o = smelt(&args, &fixtures());
+        assert!(o.status.success(), "{}", text(&o));
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(t.contains(says), "{method}: {t}");
+        for line in t.lines() {
+            assert!(line.chars().count() <= 80, "{method}: {line}");
+        }
+        let total = t
+            .lines()
+            .find(|l| l.starts_with("total"))
+            .unwrap_or("")
+            .to_string();
+        kept.push(total);
+    }
+    // Different selections, different numbers.
+    assert_ne!(kept[0], kept[1]);
+    assert_ne!(kept[1], kept[2]);
+}

@@ -229,6 +229,21 @@ impl Stats {
     /// Derive norms, cosines, energy shares and weights from the raw sums.
     fn finish(&mut self) {
         let n = self.n();
+        // Statistics built by hand (struct update syntax) may lack the
+        // newer per-model fields: size them.
+        for v in [&mut self.norm_kept, &mut self.norms, &mut self.weights] {
+            v.resize(n, 0.0);
+        }
+        for v in [&mut self.kept_energy, &mut self.weight_sums] {
+            v.resize(n, 0.0);
+        }
+        self.nonzero.resize(n, 0);
+        self.tied.resize(n, 0);
+        self.dots.resize(n, Vec::new());
+        self.cosines.resize(n, Vec::new());
+        for r in self.dots.iter_mut().chain(self.cosines.iter_mut()) {
+            r.resize(n, 0.0);
+        }
         for i in 0..n {
             self.norms[i] = self.dots[i][i].max(0.0).sqrt();
             self.norm_kept[i] = if self.dots[i][i] > 0.0 {

@@ -52,12 +52,28 @@ pub fn run(
     layers_only: bool,
     json: bool,
 ) -> CliResult {
+    let from_file = matches!(inputs, [one] if is_recipe(one));
     let mut recipe = recipe_for(inputs, base)?;
     if let Some(name) = method {
         recipe.method = Method::from_name(name).ok_or_else(|| {
             let all: Vec<&str> = Method::all().map(Method::name).collect();
             CliError::input(format!("--method {name}: one of {}", all.join(", ")))
         })?;
+    }
+    if !from_file
+        && recipe
+            .method
+            .spec()
+            .per_model
+            .iter()
+            .any(|p| p.name == "weight")
+    {
+        // Models given on the command line weigh the same.
+        for m in &mut recipe.models {
+            m.params
+                .entry("weight".into())
+                .or_insert(Value::Number(1.0));
+        }
     }
     if let Some(d) = density {
         if !(d > 0.0 && d <= 1.0) {

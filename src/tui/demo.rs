@@ -92,7 +92,7 @@ pub fn fake_stats(params: u64, seed: u64, density: f64) -> Stats {
             .map(|i| (0..3).map(|j| norms[i] * norms[j] * cos[i][j]).collect())
             .collect(),
         kept_energy: (0..3).map(|i| norm_kept[i] * norms[i] * norms[i]).collect(),
-        ..Stats::default()
+        ..Stats::new(3)
     }
 }
 
