@@ -235,8 +235,9 @@ fn child(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             // One layer's density changes: every group current again.
             let mut one = r.clone();
             let mut o = Override {
-                layers: (3, 3),
-                ..Override::default()
+                scope: smelt::recipe::OverrideScope::Layers(3, 3),
+                params: Default::default(),
+                models: Default::default(),
             };
             o.params.insert("density".into(), Value::Number(0.6));
             one.overrides.push(o);

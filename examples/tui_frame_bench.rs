@@ -14,10 +14,11 @@ use std::time::Instant;
 
 fn main() {
     let mut app = demo_app();
-    app.layers = demo_layers(32);
+    app.doc.layers = demo_layers(32);
+    app.refresh();
     fill_stats(&mut app);
-    app.expanded.insert(5);
-    app.layer_cursor = 8;
+    app.view.expanded.insert(5);
+    app.view.layer_cursor = 8;
     let theme = Theme::default();
     for (w, h) in [(200u16, 60u16), (80, 24)] {
         let mut term = match Terminal::new(TestBackend::new(w, h)) {
@@ -30,7 +31,7 @@ fn main() {
         let _ = term.draw(|f| draw(f, &app, &theme));
         let t = Instant::now();
         for i in 0..frames {
-            app.layer_cursor = 8 + (i % 2) as usize;
+            app.view.layer_cursor = 8 + (i % 2) as usize;
             let _ = term.draw(|f| draw(f, &app, &theme));
         }
         let per = t.elapsed().as_secs_f64() * 1e3 / f64::from(frames);

@@ -18,6 +18,7 @@
 pub mod analysis;
 pub mod engine;
 pub mod eval;
+pub mod fsutil;
 pub mod merge;
 pub mod mlp;
 pub mod model;

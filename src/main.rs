@@ -203,7 +203,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("smelt: {}", e.message);
+            if !e.message.is_empty() {
+                // Not eprintln!: it panics when stderr is gone (a hung-up
+                // terminal).
+                use std::io::Write;
+                let _ = writeln!(std::io::stderr(), "smelt: {}", e.message);
+            }
             ExitCode::from(e.code)
         }
     }

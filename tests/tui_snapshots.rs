@@ -1,39 +1,77 @@
-//! Whole-screen snapshots of the workbench at 80x24 and 120x40, drawn with
-//! ratatui's TestBackend from hand-filled state (no engine, no files), so
-//! they are deterministic. Review changes with `cargo insta review`.
+//! Whole-screen snapshots of the workbench, drawn with ratatui's
+//! TestBackend from hand-filled state (no engine, no files), so they are
+//! deterministic. Each snapshot holds the symbols and, under every row, a
+//! style mask (`R` reverse video, `d` dimmed, `B` bold, `u` underlined,
+//! `.` none), so the selection's reverse video and the dimming of stale
+//! figures are checked as well as the text. Review changes with
+//! `cargo insta review`.
 
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::style::Modifier;
 use ratatui::Terminal;
 use smelt::engine::{Event, Summary};
-use smelt::tui::demo::{demo_app, fill_stats};
-use smelt::tui::state::{App, MergeState};
+use smelt::tui::demo::{demo_app, demo_report, demo_zip_app, fill_stats};
+use smelt::tui::state::{Accuracy, AccuracyState, App, Panel, Ticket};
 use smelt::tui::theme::Theme;
-use smelt::tui::update::{update, Msg};
+use smelt::tui::update::{update, Effect, JobError, Msg};
 use smelt::tui::view::draw;
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn screen(app: &App, w: u16, h: u16) -> String {
+fn buffer(app: &App, theme: &Theme, w: u16, h: u16) -> ratatui::buffer::Buffer {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| draw(f, app, &Theme::default())).unwrap();
-    format!("{}", t.backend())
+    t.draw(|f| draw(f, app, theme)).unwrap();
+    t.backend().buffer().clone()
 }
 
-fn key(app: &mut App, c: KeyCode) {
-    update(app, Msg::Key(KeyEvent::new(c, KeyModifiers::NONE)));
+/// The screen's text with a style mask under each row.
+fn styled(app: &App, theme: &Theme, w: u16, h: u16) -> String {
+    let buf = buffer(app, theme, w, h);
+    let mut out = String::new();
+    for y in 0..h {
+        let mut text = String::new();
+        let mut mask = String::new();
+        for x in 0..w {
+            let c = &buf[(x, y)];
+            text.push_str(c.symbol());
+            let m = c.modifier;
+            mask.push(if m.contains(Modifier::REVERSED) {
+                'R'
+            } else if m.contains(Modifier::DIM) {
+                'd'
+            } else if m.contains(Modifier::BOLD) {
+                'B'
+            } else if m.contains(Modifier::UNDERLINED) {
+                'u'
+            } else {
+                '.'
+            });
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+        out.push_str(mask.trim_end_matches('.'));
+        out.push('\n');
+    }
+    out
 }
 
-/// Snapshot `app` at both sizes under `name`.
+fn key(app: &mut App, c: KeyCode) -> Vec<Effect> {
+    update(app, Msg::Key(KeyEvent::new(c, KeyModifiers::NONE)))
+}
+
+/// Snapshot `app` at 80x24 and 120x40 (default theme) under `name`.
 fn both(name: &str, app: &App) {
-    insta::assert_snapshot!(format!("{name}_80x24"), screen(app, 80, 24));
-    insta::assert_snapshot!(format!("{name}_120x40"), screen(app, 120, 40));
+    let t = Theme::default();
+    insta::assert_snapshot!(format!("{name}_80x24"), styled(app, &t, 80, 24));
+    insta::assert_snapshot!(format!("{name}_120x40"), styled(app, &t, 120, 40));
 }
 
 #[test]
 fn startup() {
     let app = demo_app();
     both("startup", &app);
+    insta::assert_snapshot!("startup_mono_80x23", styled(&app, &Theme::mono(), 80, 23));
 }
 
 #[test]
@@ -47,96 +85,172 @@ fn help_overlay() {
 fn method_change() {
     let mut app = demo_app();
     key(&mut app, KeyCode::Char('m'));
-    // The new method's statistics arrive from the worker.
     fill_stats(&mut app);
     both("method_change", &app);
 }
 
+/// A density change on layer 3: its figures are stale (dimmed, marked)
+/// until the new ones arrive; the override is marked.
 #[test]
-fn per_layer_override() {
+fn per_layer_override_and_stale_figures() {
     let mut app = demo_app();
-    // Down to layer 3 (rows: all, embeddings, layer 0..), lower density there.
     for _ in 0..5 {
         key(&mut app, KeyCode::Down);
     }
     key(&mut app, KeyCode::Left);
     key(&mut app, KeyCode::Left);
+    insta::assert_snapshot!("stale_80x24", styled(&app, &Theme::default(), 80, 24));
     fill_stats(&mut app);
     key(&mut app, KeyCode::Tab);
-    // Onto "density · ft-code" (method, 4 globals, weight, density).
     for _ in 0..6 {
         key(&mut app, KeyCode::Down);
     }
     both("override", &app);
 }
 
-fn running(app: &mut App) {
-    app.merge = MergeState::started(PathBuf::from("/demo/work/llama-synthetic-ties"));
-    update(
-        app,
-        Msg::Merge {
-            event: Event::Started {
+fn running(app: &mut App) -> Ticket {
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    key(app, KeyCode::Char('r'));
+    let fx = key(app, KeyCode::Enter);
+    let Some(Effect::StartMerge { ticket, .. }) = fx.into_iter().next() else {
+        panic!("no merge")
+    };
+    app.message = None;
+    for (event, ms) in [
+        (
+            Event::Started {
                 tensors: 75,
                 bytes_total: 40_000_000,
             },
-            elapsed: Duration::from_millis(10),
-        },
-    );
-    update(
-        app,
-        Msg::Merge {
-            event: Event::Progress {
+            10,
+        ),
+        (
+            Event::Progress {
                 tensor: "model.layers.4.mlp.up_proj.weight".into(),
                 tensors_done: 31,
                 bytes_done: 16_000_000,
                 bytes_total: 40_000_000,
             },
-            elapsed: Duration::from_millis(2000),
-        },
-    );
+            2000,
+        ),
+    ] {
+        update(
+            app,
+            Msg::Merge {
+                ticket,
+                event,
+                elapsed: Duration::from_millis(ms),
+            },
+        );
+    }
+    ticket
+}
+
+/// Paths under a fresh temp dir vary: show them as `/tmp/X`.
+fn stable(s: String, app: &App) -> String {
+    s.replace(&app.work_dir.display().to_string(), "/tmp/X")
 }
 
 #[test]
 fn running_merge() {
     let mut app = demo_app();
     running(&mut app);
-    both("running", &app);
+    let t = Theme::default();
+    insta::assert_snapshot!("running_80x24", stable(styled(&app, &t, 80, 24), &app));
 }
 
 #[test]
 fn finished_merge() {
     let mut app = demo_app();
-    running(&mut app);
+    let ticket = running(&mut app);
     update(
         &mut app,
-        Msg::MergeDone(Ok(Summary {
-            out: PathBuf::from("/demo/work/llama-synthetic-ties"),
-            tensors: 75,
-            bytes_written: 10_000_000,
-            bytes_read: 40_000_000,
-            elapsed: Duration::from_millis(4200),
-        })),
+        Msg::MergeDone {
+            ticket,
+            result: Ok(Summary {
+                out: PathBuf::from("/demo/work/llama-synthetic-ties"),
+                tensors: 75,
+                bytes_written: 10_000_000,
+                bytes_read: 40_000_000,
+                elapsed: Duration::from_millis(4200),
+            }),
+        },
     );
-    both("finished", &app);
+    app.message = None;
+    insta::assert_snapshot!("finished_80x24", styled(&app, &Theme::default(), 80, 24));
 }
 
 #[test]
-fn error() {
+fn failed_and_cancelled_merges() {
     let mut app = demo_app();
-    running(&mut app);
+    let ticket = running(&mut app);
     update(
         &mut app,
-        Msg::MergeDone(Err(
-            "/demo/sample_models/llama-synthetic/ft-math: tensor `model.layers.2.mlp.up_proj.weight`: shape [688, 256] differs from the base's [256, 688]".into(),
-        )),
+        Msg::MergeDone {
+            ticket,
+            result: Err(JobError::Input(
+                "/demo/sample_models/llama-synthetic/ft-math: tensor `model.layers.2.mlp.up_proj.weight`: shape [688, 256] differs from the base's [256, 688]".into(),
+            )),
+        },
     );
-    both("error", &app);
+    insta::assert_snapshot!(
+        "error_80x24",
+        stable(styled(&app, &Theme::default(), 80, 24), &app)
+    );
+    let mut app = demo_app();
+    let ticket = running(&mut app);
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket,
+            result: Err(JobError::Cancelled),
+        },
+    );
+    insta::assert_snapshot!(
+        "cancelled_80x24",
+        stable(styled(&app, &Theme::default(), 80, 24), &app)
+    );
+}
+
+/// 80x23 is an 80x24 tmux window with its status bar: the full layout.
+/// Below it, down to 40x12, one panel at a time; below that, a message.
+#[test]
+fn layouts_by_size() {
+    let mut app = demo_app();
+    insta::assert_snapshot!("full_80x23", styled(&app, &Theme::default(), 80, 23));
+    update(&mut app, Msg::Resize(40, 12));
+    insta::assert_snapshot!("compact_40x12", styled(&app, &Theme::default(), 40, 12));
+    key(&mut app, KeyCode::Tab);
+    insta::assert_snapshot!(
+        "compact_params_40x12",
+        styled(&app, &Theme::default(), 40, 12)
+    );
+    insta::assert_snapshot!("too_small_39x11", styled(&app, &Theme::default(), 39, 11));
 }
 
 #[test]
-fn too_small_and_ascii() {
-    let app = demo_app();
-    insta::assert_snapshot!("too_small_60x20", screen(&app, 60, 20));
+fn dialogs() {
+    // r refused: the problems.
+    let mut app = demo_app();
+    app.view.focus = Some(Panel::Params);
+    for _ in 0..7 {
+        key(&mut app, KeyCode::Right); // ties -> ... -> slerp
+    }
+    key(&mut app, KeyCode::Char('r'));
+    insta::assert_snapshot!("problems_80x24", styled(&app, &Theme::default(), 80, 24));
+    // q with unsaved changes.
+    let mut app = demo_app();
+    key(&mut app, KeyCode::Left);
+    key(&mut app, KeyCode::Char('q'));
+    insta::assert_snapshot!("quit_dirty_80x24", styled(&app, &Theme::default(), 80, 24));
+    // s: the path it will write.
+    let mut app = demo_app();
+    key(&mut app, KeyCode::Char('s'));
+    insta::assert_snapshot!("save_prompt_80x24", styled(&app, &Theme::default(), 80, 24));
+}
+
+#[test]
+fn ascii_expanded() {
     let mut app = demo_app();
     app.ascii = true;
     for _ in 0..3 {
@@ -144,27 +258,41 @@ fn too_small_and_ascii() {
     }
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Down);
-    insta::assert_snapshot!("ascii_expanded_80x24", screen(&app, 80, 24));
+    insta::assert_snapshot!(
+        "ascii_expanded_80x24",
+        styled(&app, &Theme::default(), 80, 24)
+    );
 }
 
 #[test]
 fn gradients_show_their_value_at_the_selected_layer() {
     let mut app = demo_app();
-    app.global.insert(
+    app.doc.global.insert(
         "lambda".into(),
         smelt::recipe::Value::Gradient(vec![0.0, 1.0]),
     );
-    let all = screen(&app, 120, 40);
-    assert!(all.contains("[0,1]"), "{all}");
+    app.refresh();
+    let screen = |app: &App| {
+        let buf = buffer(app, &Theme::default(), 120, 40);
+        (0..40)
+            .map(|y| {
+                (0..120)
+                    .map(|x| buf[(x, y)].symbol().to_string())
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(screen(&app).contains("[0,1]"));
     // Rows: all layers, embeddings, layer 0..7; layer 7 is the last layer.
     for _ in 0..9 {
         key(&mut app, KeyCode::Down);
     }
-    assert_eq!(lambda_value(&screen(&app, 120, 40)), "~1");
+    assert_eq!(lambda_value(&screen(&app)), "≈1");
     key(&mut app, KeyCode::Home);
     key(&mut app, KeyCode::Down);
     key(&mut app, KeyCode::Down);
-    assert_eq!(lambda_value(&screen(&app, 120, 40)), "~0");
+    assert_eq!(lambda_value(&screen(&app)), "≈0");
 }
 
 /// The value shown on the Parameters panel's lambda row.
@@ -180,12 +308,9 @@ fn lambda_value(s: &str) -> String {
 
 #[test]
 fn selection_is_visible_without_colour() {
-    use ratatui::style::{Color, Modifier};
+    use ratatui::style::Color;
     let app = demo_app();
-    let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
-    t.draw(|f| draw(f, &app, &Theme::mono())).unwrap();
-    let buf = t.backend().buffer().clone();
-    // The cursor row ("all layers") in the focused Layers panel.
+    let buf = buffer(&app, &Theme::mono(), 80, 24);
     let y = (0..24)
         .find(|&y| {
             (0..40)
@@ -196,9 +321,7 @@ fn selection_is_visible_without_colour() {
         .expect("cursor row drawn");
     let row: String = (0..36).map(|x| buf[(x, y)].symbol().to_string()).collect();
     assert!(row.contains('▶'), "{row}");
-    let cell = &buf[(10, y)];
-    assert!(cell.modifier.contains(Modifier::REVERSED), "{cell:?}");
-    // No colour anywhere in mono.
+    assert!(buf[(10, y)].modifier.contains(Modifier::REVERSED));
     for c in buf.content.iter() {
         assert!(c.fg == Color::Reset && c.bg == Color::Reset, "{c:?}");
     }
@@ -209,26 +332,29 @@ fn selection_is_visible_without_colour() {
 /// each input's own.
 #[test]
 fn zipit_depth_and_accuracy() {
-    use smelt::tui::demo::{demo_report, demo_zip_app};
-    use smelt::tui::state::{Accuracy, AccuracyState, Panel};
     let mut app = demo_zip_app();
-    app.focus = Panel::Layers;
     key(&mut app, KeyCode::Down); // layer 0
-                                  // alpha 0.45 on layer 0 (Parameters: method, depth, alpha, beta).
-    app.focus = Panel::Params;
-    app.param_cursor = 2;
+    app.view.focus = Some(Panel::Params);
+    app.view.param_cursor = 2; // method, depth, alpha
     key(&mut app, KeyCode::Left);
-    app.focus = Panel::Layers;
+    app.view.focus = Some(Panel::Layers);
     key(&mut app, KeyCode::Down); // layer 1
     key(&mut app, KeyCode::Char('z'));
+    let ticket = running(&mut app);
     let out = PathBuf::from("/demo/work/digits-zip-zipit");
-    app.merge = MergeState::Done(Summary {
-        out: out.clone(),
-        tensors: 10,
-        bytes_written: 170_000,
-        bytes_read: 337_000,
-        elapsed: Duration::from_millis(420),
-    });
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket,
+            result: Ok(Summary {
+                out: out.clone(),
+                tensors: 10,
+                bytes_written: 170_000,
+                bytes_read: 337_000,
+                elapsed: Duration::from_millis(420),
+            }),
+        },
+    );
     app.accuracy = AccuracyState::Done(Accuracy {
         out,
         merged: Ok(demo_report(
@@ -247,5 +373,6 @@ fn zipit_depth_and_accuracy() {
             ),
         ],
     });
+    app.message = None;
     both("zipit_depth", &app);
 }

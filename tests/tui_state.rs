@@ -1,19 +1,30 @@
-//! The workbench's update logic driven by key events, without a terminal.
+//! The workbench's update logic driven by key and job events, without a
+//! terminal: every flow of the workbench as a user goes through it, down
+//! to the recipe it leaves.
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use smelt::analysis::Stats;
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
+use smelt::analysis::{Report, Stats};
 use smelt::engine::{Event, Summary};
 use smelt::merge::Method;
 use smelt::model::Group;
 use smelt::recipe::{OverrideScope, Value};
-use smelt::tui::demo::{demo_app, fake_stats};
+use smelt::tui::demo::{demo_app, demo_report, demo_zip_app, fake_stats};
+use smelt::tui::input::complete_path;
 use smelt::tui::state::*;
-use smelt::tui::update::{complete_path, update, Effect, Msg};
+use smelt::tui::update::{update, Effect, JobError, Msg, SavedFile};
 use std::path::PathBuf;
 use std::time::Duration;
 
+fn key(app: &mut App, k: KeyEvent) -> Vec<Effect> {
+    update(app, Msg::Key(k))
+}
 fn press(app: &mut App, c: KeyCode) -> Vec<Effect> {
-    update(app, Msg::Key(KeyEvent::new(c, KeyModifiers::NONE)))
+    key(app, KeyEvent::new(c, KeyModifiers::NONE))
+}
+fn ctrl(app: &mut App, c: char) -> Vec<Effect> {
+    key(app, KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
 }
 fn ch(app: &mut App, c: char) -> Vec<Effect> {
     press(app, KeyCode::Char(c))
@@ -23,9 +34,12 @@ fn typ(app: &mut App, s: &str) {
         ch(app, c);
     }
 }
+fn focus(app: &mut App, p: Panel) {
+    app.view.focus = Some(p);
+}
 /// Move the Layers cursor onto `layer N` (rows: all, embeddings, layer 0..).
 fn to_layer(app: &mut App, n: usize) -> Vec<Effect> {
-    app.focus = Panel::Layers;
+    focus(app, Panel::Layers);
     press(app, KeyCode::Home);
     let mut fx = Vec::new();
     for _ in 0..n + 2 {
@@ -33,31 +47,95 @@ fn to_layer(app: &mut App, n: usize) -> Vec<Effect> {
     }
     fx
 }
+/// The Parameters row for `name` (per model: the first input's).
+fn to_row(app: &mut App, want: &ParamRow) {
+    focus(app, Panel::Params);
+    let i = app
+        .param_rows()
+        .iter()
+        .position(|r| r == want)
+        .unwrap_or_else(|| panic!("no row {want:?} in {:?}", app.param_rows()));
+    app.view.param_cursor = i;
+}
+fn global(n: &str) -> ParamRow {
+    ParamRow::Global(n.into())
+}
+fn model_row(slot: usize, n: &str) -> ParamRow {
+    ParamRow::Model {
+        slot,
+        name: n.into(),
+    }
+}
 fn num(v: Option<&Value>) -> f64 {
     match v {
         Some(Value::Number(x)) => *x,
         other => panic!("not a number: {other:?}"),
     }
 }
+fn prompt(app: &App) -> &Prompt {
+    match &app.modal {
+        Some(Modal::Prompt(p)) => p,
+        other => panic!("no prompt: {other:?}"),
+    }
+}
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+    let theme = smelt::tui::theme::Theme::default();
+    t.draw(|f| smelt::tui::view::draw(f, app, &theme)).unwrap();
+    format!("{}", t.backend())
+}
+fn report(s: Stats) -> Report {
+    Report {
+        stats: s,
+        skipped: Vec::new(),
+    }
+}
+fn summary(out: &str) -> Summary {
+    Summary {
+        out: PathBuf::from(out),
+        tensors: 5,
+        bytes_written: 10,
+        bytes_read: 20,
+        elapsed: Duration::from_secs(1),
+    }
+}
+/// Start a merge from `r` + Enter; the merge's ticket.
+fn start_merge(app: &mut App) -> Ticket {
+    ch(app, 'r');
+    let fx = press(app, KeyCode::Enter);
+    match &fx[..] {
+        [Effect::StartMerge { ticket, .. }] => *ticket,
+        other => panic!("{other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------- panels
 
 #[test]
 fn tab_cycles_panels_and_cursor_clamps() {
     let mut app = demo_app();
-    assert_eq!(app.focus, Panel::Layers);
+    assert_eq!(app.focus(), Panel::Layers);
     press(&mut app, KeyCode::Tab);
-    assert_eq!(app.focus, Panel::Params);
+    assert_eq!(app.focus(), Panel::Params);
     press(&mut app, KeyCode::Tab);
     press(&mut app, KeyCode::Tab);
-    assert_eq!(app.focus, Panel::Models);
+    assert_eq!(app.focus(), Panel::Models);
     press(&mut app, KeyCode::BackTab);
-    assert_eq!(app.focus, Panel::Agreement);
-    app.focus = Panel::Models;
+    assert_eq!(app.focus(), Panel::Agreement);
+    focus(&mut app, Panel::Models);
     for _ in 0..10 {
         ch(&mut app, 'j');
     }
-    assert_eq!(app.model_cursor, 3, "clamped to the last of 4 models");
+    assert_eq!(app.view.model_cursor, 3, "clamped to the last of 4 models");
     ch(&mut app, 'k');
-    assert_eq!(app.model_cursor, 2);
+    assert_eq!(app.view.model_cursor, 2);
+    // The compact layout adds Status to the ring.
+    update(&mut app, Msg::Resize(60, 20));
+    focus(&mut app, Panel::Agreement);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Panel::Status);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Panel::Models);
 }
 
 #[test]
@@ -69,13 +147,12 @@ fn moving_to_a_layer_requests_its_statistics_first() {
     assert!(fx.is_empty(), "{fx:?}");
     // Expanding asks for the layer's tensors (for their gauges).
     let fx = press(&mut app, KeyCode::Enter);
-    let names: Vec<Target> = app.layers[4]
+    let names: Vec<Target> = app.doc.layers[4]
         .tensors
         .iter()
         .map(|t| Target::Tensor(t.name.clone()))
         .collect();
-    assert_eq!(app.layers[4].group, Group::Layer(3));
-    let keyed: Vec<(Target, String)> = names
+    let keyed: Vec<(Target, StatsKey)> = names
         .iter()
         .map(|t| (t.clone(), app.stats_key(t)))
         .collect();
@@ -99,20 +176,19 @@ fn moving_to_a_layer_requests_its_statistics_first() {
 fn density_on_a_layer_writes_an_override_for_that_layer_only() {
     let mut app = demo_app();
     to_layer(&mut app, 3);
-    let gen0 = app.gen;
     let fx = press(&mut app, KeyCode::Left);
-    assert!(app.gen > gen0);
-    // Only the edited layer's inputs changed: only it is asked for, under
-    // its new key.
+    // Only the edited layer's inputs changed: only it is asked for.
     match &fx[..] {
-        [Effect::Analyze { targets, recipe }] => {
+        [Effect::Analyze {
+            targets, recipe, ..
+        }] => {
             let t = Target::Group(Group::Layer(3));
             assert_eq!(targets, &vec![(t.clone(), app.stats_key(&t))]);
-            assert_eq!(recipe, &app.to_recipe());
+            assert_eq!(recipe, &app.doc.to_recipe());
         }
         other => panic!("{other:?}"),
     }
-    let r = app.to_recipe();
+    let r = app.doc.to_recipe();
     assert_eq!(r.overrides.len(), 1);
     let o = &r.overrides[0];
     assert_eq!(o.scope, OverrideScope::Layers(3, 3));
@@ -120,115 +196,204 @@ fn density_on_a_layer_writes_an_override_for_that_layer_only() {
     for k in 0..3 {
         assert!((num(o.models[&k].get("density")) - 0.45).abs() < 1e-12);
     }
-    // The recipe's own values are untouched.
     for m in &r.models {
-        assert_eq!(num(m.params.get("density")), 0.5);
+        assert_eq!(num(m.params.get("density")), 0.5, "recipe values untouched");
     }
-    assert!(app.has_override(app.current_group().unwrap()));
+    assert!(app.doc.has_override(Scope::Layer(3)));
+}
+
+/// Issue 12.1: a group row edits that group alone.
+#[test]
+fn density_on_the_embeddings_or_head_row_overrides_that_group_only() {
+    let mut app = demo_app();
+    focus(&mut app, Panel::Layers);
+    press(&mut app, KeyCode::Home);
+    press(&mut app, KeyCode::Down); // embeddings
+    press(&mut app, KeyCode::Right);
+    let r = app.doc.to_recipe();
+    assert_eq!(r.overrides.len(), 1, "{:?}", r.overrides);
+    assert_eq!(r.overrides[0].scope, OverrideScope::Embeddings);
+    for m in &r.models {
+        assert_eq!(num(m.params.get("density")), 0.5, "other layers keep 0.5");
+    }
+    press(&mut app, KeyCode::End); // norm / head
+    press(&mut app, KeyCode::Left);
+    let scopes: Vec<_> = app
+        .doc
+        .to_recipe()
+        .overrides
+        .iter()
+        .map(|o| o.scope)
+        .collect();
+    assert_eq!(scopes, [OverrideScope::Embeddings, OverrideScope::Head]);
+    assert!(screen(&app, 120, 40).contains("Parameters · norm / head"));
+    // The models panel shows the selected scope's value, marked.
+    assert!(screen(&app, 120, 40).contains("d0.45*"));
+}
+
+/// Issue 12.2: a range moves each layer from its own value.
+#[test]
+fn a_range_moves_each_layer_from_its_own_value() {
+    let mut app = demo_app();
+    to_layer(&mut app, 1);
+    press(&mut app, KeyCode::Left); // layer 1 at 0.45
+    press(&mut app, KeyCode::Up); // layer 0
+    ch(&mut app, 'v');
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(
+        app.edit_scopes(),
+        Some(vec![Scope::Layer(0), Scope::Layer(1), Scope::Layer(2)])
+    );
+    press(&mut app, KeyCode::Right);
+    let slot = app.doc.input_slots()[0];
+    let at = |app: &App, l| {
+        num(app
+            .doc
+            .value_at("density", Some(slot), Some(Scope::Layer(l)))
+            .value
+            .as_ref())
+    };
+    assert_eq!((at(&app, 0), at(&app, 1), at(&app, 2)), (0.55, 0.5, 0.55));
+    // One undo step undoes the whole range.
+    ch(&mut app, 'u');
+    assert_eq!((at(&app, 0), at(&app, 1), at(&app, 2)), (0.5, 0.45, 0.5));
+    // A typed value sets every layer of the range, and says so.
+    to_row(&mut app, &model_row(slot, "density"));
+    press(&mut app, KeyCode::Enter);
+    ctrl(&mut app, 'u');
+    typ(&mut app, "0.2");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!((at(&app, 0), at(&app, 1), at(&app, 2)), (0.2, 0.2, 0.2));
+    assert!(
+        matches!(&app.message, Some((_, m)) if m.contains("3 layers")),
+        "{:?}",
+        app.message
+    );
 }
 
 #[test]
-fn a_range_of_layers_becomes_one_override() {
+fn del_removes_one_value_or_a_scope_s_overrides() {
     let mut app = demo_app();
     to_layer(&mut app, 2);
     ch(&mut app, 'v');
     press(&mut app, KeyCode::Down);
     press(&mut app, KeyCode::Down);
-    assert_eq!(app.edit_scope(), Some((2, 4)));
     ch(&mut app, '+');
-    let r = app.to_recipe();
-    assert_eq!(r.overrides.len(), 1, "{:?}", r.overrides);
-    assert_eq!(r.overrides[0].scope, OverrideScope::Layers(2, 4));
-    assert!((num(r.overrides[0].models[&0].get("density")) - 0.55).abs() < 1e-12);
-    // Clearing the override on the middle layer splits the range.
+    let ranges = |app: &App| {
+        app.doc
+            .to_recipe()
+            .overrides
+            .iter()
+            .map(|o| o.scope)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ranges(&app), [OverrideScope::Layers(2, 4)]);
+    // Del on one model's density at layer 3 only.
     ch(&mut app, 'v');
     press(&mut app, KeyCode::Up);
-    app.focus = Panel::Params;
-    let row = app
-        .param_rows()
-        .iter()
-        .position(|r| {
-            matches!(
-                r,
-                ParamRow::PerModel {
-                    name: "density",
-                    ..
-                }
-            )
-        })
-        .unwrap();
-    app.param_cursor = row;
+    let slot = app.doc.input_slots()[0];
+    to_row(&mut app, &model_row(slot, "density"));
     press(&mut app, KeyCode::Delete);
-    let r = app.to_recipe();
-    let ranges: Vec<_> = r.overrides.iter().map(|o| o.scope).collect();
     assert_eq!(
-        ranges,
-        [(2, 2), (3, 3), (4, 4)].map(|(a, b)| OverrideScope::Layers(a, b)),
+        ranges(&app),
+        [2, 3, 4].map(|l| OverrideScope::Layers(l, l)),
         "layer 3 differs now"
     );
-    assert!(!r.overrides[1].models.contains_key(&0));
-    // Backspace on a layer row drops all of that layer's overrides.
-    app.focus = Panel::Layers;
+    // Backspace in Layers drops all of layer 3's overrides.
+    focus(&mut app, Panel::Layers);
     press(&mut app, KeyCode::Backspace);
-    let ranges: Vec<_> = app.to_recipe().overrides.iter().map(|o| o.scope).collect();
-    assert_eq!(
-        ranges,
-        [(2, 2), (4, 4)].map(|(a, b)| OverrideScope::Layers(a, b))
-    );
+    assert_eq!(ranges(&app), [2, 4].map(|l| OverrideScope::Layers(l, l)));
+    // Backspace in Models removes nothing.
+    let before = app.doc.clone();
+    focus(&mut app, Panel::Models);
+    press(&mut app, KeyCode::Backspace);
+    assert_eq!(app.doc, before);
+    assert!(matches!(&app.message, Some((_, m)) if m.contains("x removes")));
 }
 
 #[test]
 fn params_panel_edits_global_or_layer_values_by_scope() {
     let mut app = demo_app();
-    app.focus = Panel::Params;
-    let lambda = app
-        .param_rows()
-        .iter()
-        .position(|r| *r == ParamRow::Global("lambda"))
-        .unwrap();
-    app.param_cursor = lambda;
+    to_row(&mut app, &global("lambda"));
     press(&mut app, KeyCode::Right);
-    assert_eq!(num(app.global.get("lambda")), 1.05);
+    assert_eq!(num(app.doc.global.get("lambda")), 1.05);
     // Type a value for layer 5's lambda.
     to_layer(&mut app, 5);
-    app.focus = Panel::Params;
-    app.param_cursor = lambda;
+    to_row(&mut app, &global("lambda"));
     press(&mut app, KeyCode::Enter);
-    assert!(matches!(app.modal, Some(Modal::Input(_))));
-    press(&mut app, KeyCode::End);
-    for _ in 0..10 {
-        press(&mut app, KeyCode::Backspace);
-    }
+    assert!(prompt(&app).input.title.contains("layer 5"));
+    ctrl(&mut app, 'u');
     typ(&mut app, "0.7");
     press(&mut app, KeyCode::Enter);
     assert_eq!(app.modal, None);
-    assert_eq!(num(app.overrides[&5].params.get("lambda")), 0.7);
-    assert_eq!(num(app.global.get("lambda")), 1.05);
-    // Nonsense is refused and the prompt stays open with an error.
+    assert_eq!(
+        num(app.doc.overrides[&Scope::Layer(5)].params.get("lambda")),
+        0.7
+    );
+    assert_eq!(num(app.doc.global.get("lambda")), 1.05);
+    // Nonsense: the prompt stays open with the text and the error, which
+    // goes once the text is fixed.
     press(&mut app, KeyCode::Enter);
+    ctrl(&mut app, 'u');
     typ(&mut app, "x");
+    assert!(prompt(&app).input.error.is_some(), "checked as typed");
     press(&mut app, KeyCode::Enter);
-    assert!(matches!(app.modal, Some(Modal::Input(_))));
-    assert!(matches!(app.message, Some((Level::Error, _))));
+    assert_eq!(prompt(&app).input.text, "x");
+    assert!(prompt(&app)
+        .input
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("number"));
+    press(&mut app, KeyCode::Backspace);
+    typ(&mut app, "0.9");
+    assert_eq!(prompt(&app).input.error, None);
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.modal, None);
-    assert_eq!(num(app.overrides[&5].params.get("lambda")), 0.7);
+    assert_eq!(
+        num(app.doc.overrides[&Scope::Layer(5)].params.get("lambda")),
+        0.7
+    );
+}
+
+/// Issue 12.3: Enter and Space flip booleans.
+#[test]
+fn enter_and_space_flip_booleans() {
+    let mut app = demo_app();
+    to_row(&mut app, &global("normalize"));
+    let get = |app: &App| app.doc.value_at("normalize", None, None).value;
+    assert_eq!(get(&app), Some(Value::Bool(true)));
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.modal, None, "no text prompt for a boolean");
+    assert_eq!(get(&app), Some(Value::Bool(false)));
+    ch(&mut app, ' ');
+    assert_eq!(get(&app), Some(Value::Bool(true)));
 }
 
 #[test]
 fn density_is_kept_in_range() {
     let mut app = demo_app();
     to_layer(&mut app, 0);
+    let slot = app.doc.input_slots()[1];
+    let d = |app: &App| {
+        num(app
+            .doc
+            .value_at("density", Some(slot), Some(Scope::Layer(0)))
+            .value
+            .as_ref())
+    };
     for _ in 0..40 {
         press(&mut app, KeyCode::Left);
     }
-    let d = num(app.overrides[&0].models[&1].get("density"));
-    assert!(d > 0.0 && d <= 0.05, "{d}");
+    assert!(d(&app) > 0.0 && d(&app) <= 0.05, "{}", d(&app));
     for _ in 0..40 {
         press(&mut app, KeyCode::Right);
     }
-    assert_eq!(num(app.overrides[&0].models[&1].get("density")), 1.0);
+    assert_eq!(d(&app), 1.0);
 }
+
+// ---------------------------------------------------------------- statistics
 
 #[test]
 fn stale_results_are_never_current() {
@@ -240,307 +405,53 @@ fn stale_results_are_never_current() {
     press(&mut app, KeyCode::Left);
     let new_key = app.stats_key(&t);
     assert_ne!(old_key, new_key);
-    // What was there is now stale; other layers stay current.
     assert!(matches!(app.stats_for(&t), Some((_, false))));
     assert!(matches!(app.stats_for(&other), Some((_, true))));
-    let fresh = fake_stats(100, 1, 0.45);
-    let msg = |key: &str, s: Stats| Msg::Analysis {
-        key: key.to_string(),
+    let fresh = report(fake_stats(100, 1, 0.45));
+    let msg = |key: StatsKey, s: Report| Msg::Analysis {
+        key,
         target: t.clone(),
         result: Ok(s),
     };
-    update(&mut app, msg(&new_key, fresh.clone()));
+    update(&mut app, msg(new_key, fresh.clone()));
     let shown = |app: &App| app.stats_for(&t).map(|(s, c)| (s.clone().unwrap(), c));
     assert_eq!(shown(&app), Some((fresh.clone(), true)));
     // A late result for the old parameters does not replace the new one.
-    update(&mut app, msg(&old_key, Stats::default()));
+    update(&mut app, msg(old_key, Report::default()));
     assert_eq!(shown(&app), Some((fresh.clone(), true)));
-    // Back to the old density: the fresh result is stale, an old-key
-    // result is current again (same inputs, same numbers).
+    // Back to the old density: earlier results are current again.
     press(&mut app, KeyCode::Right);
     assert_eq!(app.stats_key(&t), old_key);
     assert_eq!(shown(&app), Some((fresh, false)));
-    update(&mut app, msg(&old_key, Stats::default()));
-    assert_eq!(shown(&app), Some((Stats::default(), true)));
+    update(&mut app, msg(old_key, Report::default()));
+    assert_eq!(shown(&app), Some((Report::default(), true)));
 }
 
+/// The key covers every parameter the statistics depend on: gamma,
+/// epsilon and the seed too, not just density and weight.
 #[test]
-fn m_changes_method_and_asks_for_new_statistics() {
+fn keys_follow_every_parameter_of_the_method() {
     let mut app = demo_app();
-    let fx = ch(&mut app, 'm');
-    assert_eq!(app.method, Method::DareTies);
-    assert!(
-        matches!(&fx[..], [Effect::Analyze { recipe, .. }] if recipe.method == Method::DareTies)
-    );
-    app.focus = Panel::Params;
-    app.param_cursor = 0;
-    press(&mut app, KeyCode::Left);
-    assert_eq!(app.method, Method::Ties);
-}
-
-#[test]
-fn run_asks_for_a_folder_then_starts_and_cancels() {
-    let mut app = demo_app();
-    assert!(ch(&mut app, 'r').is_empty());
-    let Some(Modal::Input(i)) = &app.modal else {
-        panic!("no prompt")
-    };
-    assert_eq!(i.kind, InputKind::OutputFolder);
-    assert_eq!(
-        PathBuf::from(&i.text),
-        PathBuf::from("/demo/work/llama-synthetic-ties")
-    );
-    let fx = press(&mut app, KeyCode::Enter);
-    match &fx[..] {
-        [Effect::StartMerge { recipe, out }] => {
-            assert_eq!(recipe, &app.to_recipe());
-            assert_eq!(out, &PathBuf::from("/demo/work/llama-synthetic-ties"));
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(app.merge_running());
-    assert!(ch(&mut app, 'r').is_empty(), "no second merge");
-    update(
-        &mut app,
-        Msg::Merge {
-            event: Event::Progress {
-                tensor: "t".into(),
-                tensors_done: 3,
-                bytes_done: 50,
-                bytes_total: 100,
-            },
-            elapsed: Duration::from_secs(1),
-        },
-    );
-    assert!(matches!(
-        app.merge,
-        MergeState::Running {
-            tensors_done: 3,
-            bytes_done: 50,
-            ..
-        }
-    ));
-    assert_eq!(ch(&mut app, 'c'), vec![Effect::CancelMerge]);
-    assert!(matches!(
-        app.merge,
-        MergeState::Running {
-            cancelling: true,
-            ..
-        }
-    ));
-    update(&mut app, Msg::MergeDone(Err("cancelled".into())));
-    assert!(matches!(app.merge, MergeState::Failed(_)));
-}
-
-#[test]
-fn run_refuses_an_impossible_recipe() {
-    let mut app = demo_app();
-    // slerp takes exactly one input model; the demo has three.
-    while app.method != Method::Slerp {
-        ch(&mut app, 'm');
-    }
-    assert!(ch(&mut app, 'r').is_empty());
-    assert_eq!(app.modal, None);
-    assert!(matches!(&app.message, Some((Level::Error, m)) if m.contains("at most 1")));
-}
-
-#[test]
-fn quit_asks_while_a_merge_runs() {
-    let mut app = demo_app();
-    ch(&mut app, 'r');
-    press(&mut app, KeyCode::Enter);
-    ch(&mut app, 'q');
-    assert_eq!(app.modal, Some(Modal::ConfirmQuit));
-    assert!(!app.quit);
-    ch(&mut app, 'n');
-    assert!(!app.quit && app.modal.is_none());
-    ch(&mut app, 'q');
-    assert_eq!(ch(&mut app, 'y'), vec![Effect::CancelMerge]);
-    assert!(app.quit);
-
-    let mut idle = demo_app();
-    ch(&mut idle, 'q');
-    assert!(idle.quit);
-}
-
-#[test]
-fn help_opens_and_any_key_closes_it() {
-    let mut app = demo_app();
-    ch(&mut app, '?');
-    assert_eq!(app.modal, Some(Modal::Help));
-    ch(&mut app, 'q');
-    assert_eq!(app.modal, None);
-    assert!(!app.quit, "q closes help, it does not quit");
-}
-
-#[test]
-fn save_defaults_to_the_data_dir_and_open_emits_a_load() {
-    let mut app = demo_app();
-    ch(&mut app, 's');
-    let Some(Modal::Input(i)) = &app.modal else {
-        panic!()
-    };
-    assert_eq!(
-        PathBuf::from(&i.text),
-        PathBuf::from("/demo/data/recipes/llama-synthetic-ties.toml")
-    );
-    let fx = press(&mut app, KeyCode::Enter);
-    assert!(
-        matches!(&fx[..], [Effect::Save { path, recipe }] if path.ends_with("llama-synthetic-ties.toml") && recipe == &app.to_recipe())
-    );
-    assert!(!app.modified(), "as opened");
-    ch(&mut app, '?');
-    ch(&mut app, 'x');
-    app.focus = Panel::Layers;
+    let t = Target::Group(Group::Layer(2));
+    panel_method(&mut app, Method::Breadcrumbs);
+    let k0 = app.stats_key(&t);
+    let slot = app.doc.input_slots()[0];
+    to_row(&mut app, &model_row(slot, "gamma"));
     press(&mut app, KeyCode::Right);
-    assert!(app.modified());
-    let r = app.to_recipe();
-    update(&mut app, Msg::Saved(Ok((PathBuf::from("/x/r.toml"), r))));
-    assert!(!app.modified());
-    assert_eq!(app.recipe_path, Some(PathBuf::from("/x/r.toml")));
-    ch(&mut app, 'o');
-    let fx = press(&mut app, KeyCode::Enter);
-    assert_eq!(fx, vec![Effect::Open(PathBuf::from("/x/r.toml"))]);
-    ch(&mut app, 'm');
-    assert!(app.modified(), "an edit after saving shows");
+    assert_ne!(app.stats_key(&t), k0, "gamma changes the statistics");
+    panel_method(&mut app, Method::DareTies);
+    let k1 = app.stats_key(&t);
+    to_row(&mut app, &ParamRow::Seed);
+    press(&mut app, KeyCode::Right);
+    assert_ne!(app.stats_key(&t), k1, "the seed changes the draws");
 }
 
-#[test]
-fn ctrl_l_repaints() {
-    let mut app = demo_app();
-    let fx = update(
-        &mut app,
-        Msg::Key(KeyEvent::new(KeyCode::Char('l'), KeyModifiers::CONTROL)),
-    );
-    assert_eq!(fx, vec![Effect::Repaint]);
-}
-
-#[test]
-fn roles_and_exclusion_shape_the_recipe() {
-    let mut app = demo_app();
-    to_layer(&mut app, 2);
-    press(&mut app, KeyCode::Left); // overrides for slots 1, 2, 3
-    app.focus = Panel::Models;
-    app.model_cursor = 2; // ft-math
-    ch(&mut app, 'e');
-    let r = app.to_recipe();
-    let names: Vec<_> = r
-        .models
-        .iter()
-        .map(|m| m.path.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, vec!["ft-code", "ft-chat"]);
-    // Override model keys follow the recipe's model indices.
-    assert_eq!(
-        r.overrides[0].models.keys().copied().collect::<Vec<_>>(),
-        vec![0, 1]
-    );
-    ch(&mut app, 'e');
-    ch(&mut app, 'b');
-    let r = app.to_recipe();
-    assert!(r.base.as_ref().unwrap().ends_with("ft-math"));
-    assert_eq!(r.models.len(), 3, "the old base is an input now");
-    // Removing a model drops its overrides and shifts the rest.
-    app.model_cursor = 1;
-    ch(&mut app, 'x');
-    assert_eq!(app.slots.len(), 3);
-    assert!(app.overrides[&2].models.keys().all(|k| *k < 3));
-}
-
-#[test]
-fn a_recipe_round_trips_through_the_state() {
-    let mut app = demo_app();
-    to_layer(&mut app, 1);
-    ch(&mut app, 'v');
-    press(&mut app, KeyCode::Down);
-    press(&mut app, KeyCode::Left);
-    ch(&mut app, 'm');
-    let r = app.to_recipe();
-    let mut other = App::new(PathBuf::from("/d"), PathBuf::from("/w"));
-    other.load_recipe(
-        &r,
-        app.slots.iter().map(|s| s.info.clone()).collect(),
-        app.layers.clone(),
-    );
-    assert_eq!(other.to_recipe(), r);
-    assert_eq!(other.overrides, app.overrides);
-}
-
-#[test]
-fn path_completion() {
-    let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("alpha")).unwrap();
-    std::fs::write(d.path().join("alpine.txt"), "").unwrap();
-    std::fs::write(d.path().join("beta"), "").unwrap();
-    let base = format!("{}/", d.path().display());
-    let (t, c) = complete_path(&format!("{base}al"));
-    assert_eq!(t, format!("{base}alp"));
-    assert_eq!(c, vec!["alpha/".to_string(), "alpine.txt".to_string()]);
-    let (t, c) = complete_path(&format!("{base}alph"));
-    assert_eq!(t, format!("{base}alpha/"));
-    assert!(c.is_empty());
-    let (t, _) = complete_path(&format!("{base}zzz"));
-    assert_eq!(t, format!("{base}zzz"));
-    // Through the prompt: `a` opens it, Tab completes.
-    let mut app = demo_app();
-    ch(&mut app, 'a');
-    press(&mut app, KeyCode::End);
-    update(
-        &mut app,
-        Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
-    );
-    typ(&mut app, &format!("{base}b"));
-    press(&mut app, KeyCode::Tab);
-    let Some(Modal::Input(i)) = &app.modal else {
-        panic!()
-    };
-    assert_eq!(i.text, format!("{base}beta"));
-    let fx = press(&mut app, KeyCode::Enter);
-    assert_eq!(fx, vec![Effect::AddModel(d.path().join("beta"))]);
-}
-
-#[test]
-fn finished_merge_is_reported() {
-    let mut app = demo_app();
-    ch(&mut app, 'r');
-    press(&mut app, KeyCode::Enter);
-    let s = Summary {
-        out: PathBuf::from("/o"),
-        tensors: 5,
-        bytes_written: 10,
-        bytes_read: 20,
-        elapsed: Duration::from_secs(1),
-    };
-    update(&mut app, Msg::MergeDone(Ok(s)));
-    assert!(matches!(&app.merge, MergeState::Done(s) if s.tensors == 5));
-    assert!(matches!(&app.message, Some((Level::Info, m)) if m.contains("/o")));
-}
-
-#[test]
-fn a_click_focuses_the_panel_and_picks_the_row() {
-    use ratatui::crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
-    let mut app = demo_app();
-    update(&mut app, Msg::Resize(120, 40));
-    let click = |x, y| {
-        Msg::Mouse(MouseEvent {
-            kind: MouseEventKind::Down(MouseButton::Left),
-            column: x,
-            row: y,
-            modifiers: KeyModifiers::NONE,
-        })
-    };
-    // At 120x40 the Models panel starts on row 1: its rows are 2, 3, ...
-    update(&mut app, click(5, 4));
-    assert_eq!(app.focus, Panel::Models);
-    assert_eq!(app.model_cursor, 2);
-    // Layers start under Models (6 rows tall): row 8 is "all layers",
-    // row 11 is "layer 1".
-    update(&mut app, click(5, 11));
-    assert_eq!(app.focus, Panel::Layers);
-    assert_eq!(app.current_target(), Some(Target::Group(Group::Layer(1))));
-    // Borders and the title bar select nothing.
-    update(&mut app, click(5, 0));
-    assert_eq!(app.focus, Panel::Layers);
+fn panel_method(app: &mut App, m: Method) {
+    focus(app, Panel::Params);
+    app.view.param_cursor = 0;
+    while app.doc.method != m {
+        press(app, KeyCode::Right);
+    }
 }
 
 #[test]
@@ -552,246 +463,536 @@ fn a_preview_shows_until_the_exact_result_arrives() {
     let t = app.current_target().unwrap();
     let key = app.stats_key(&t);
     let est = fake_stats(10, 1, 0.5);
-    // A preview for other inputs is dropped.
     update(
         &mut app,
         Msg::Preview {
-            key: "other".into(),
+            key: StatsKey(key.0 ^ 1),
             target: t.clone(),
             stats: est.clone(),
         },
     );
-    assert_eq!(app.preview_for(&t), None);
+    assert_eq!(
+        app.preview_for(&t),
+        None,
+        "a preview for other inputs is dropped"
+    );
     update(
         &mut app,
         Msg::Preview {
-            key: key.clone(),
+            key,
             target: t.clone(),
             stats: est.clone(),
         },
     );
     assert_eq!(app.preview_for(&t), Some(&est));
-    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40)).unwrap();
-    let theme = smelt::tui::theme::Theme::default();
-    term.draw(|f| smelt::tui::view::draw(f, &app, &theme))
-        .unwrap();
-    assert!(format!("{}", term.backend()).contains("PREVIEW"));
-    // The exact result replaces it on screen.
-    let exact = fake_stats(10, 2, 0.5);
+    assert!(screen(&app, 120, 40).contains("PREVIEW"));
     update(
         &mut app,
         Msg::Analysis {
             key,
             target: t.clone(),
-            result: Ok(exact),
+            result: Ok(report(fake_stats(10, 2, 0.5))),
         },
     );
-    term.draw(|f| smelt::tui::view::draw(f, &app, &theme))
-        .unwrap();
-    let s = format!("{}", term.backend());
+    let s = screen(&app, 120, 40);
     assert!(!s.contains("PREVIEW") && s.contains("[current]"), "{s}");
-    // A density change makes the preview stale too.
-    app.focus = Panel::Layers;
+    focus(&mut app, Panel::Layers);
     press(&mut app, KeyCode::Left);
     assert_eq!(app.preview_for(&t), None);
 }
 
-// ZipIt! depth from the Layers panel.
-
-use smelt::tui::demo::{demo_report, demo_zip_app};
-
-/// Rows of the MLP's Layers panel: all, layer 0, layer 1, ...
-fn zip_to(app: &mut App, row: usize) {
-    app.focus = Panel::Layers;
-    press(app, KeyCode::Home);
-    for _ in 0..row {
-        press(app, KeyCode::Down);
-    }
+/// The whole-model view finishes even when a layer fails, and names it.
+#[test]
+fn all_layers_completes_over_failed_layers_and_names_them() {
+    let mut app = demo_app();
+    let head = Target::Group(Group::Post);
+    let key = app.stats_key(&head);
+    update(
+        &mut app,
+        Msg::Analysis {
+            key,
+            target: head,
+            result: Err("lm_head.weight: shapes differ".into()),
+        },
+    );
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("[current]"), "{s}");
+    assert!(!s.contains("computing"), "{s}");
+    assert!(s.contains("shapes differ"), "{s}");
 }
-fn depth(app: &App) -> f64 {
-    num(app.to_recipe().params.get("depth"))
+
+/// The panel says what the method does: dare_ties is not ties.
+#[test]
+fn the_agreement_panel_names_each_method_s_selection() {
+    let mut app = demo_app();
+    let ties = screen(&app, 120, 40);
+    assert!(ties.contains("largest magnitudes"), "{ties}");
+    panel_method(&mut app, Method::DareTies);
+    let dare = screen(&app, 120, 40);
+    assert!(dare.contains("random"), "{dare}");
+    panel_method(&mut app, Method::DareLinear);
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("no sign election"), "{s}");
+    panel_method(&mut app, Method::Slerp);
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("no trimming"), "{s}");
+}
+
+// ---------------------------------------------------------------- methods
+
+/// Every method reached from the sample's TIES recipe leaves a recipe
+/// whose only problems, if any, are about how many models it takes (the
+/// user decides which to exclude): no hidden values, no missing ones.
+#[test]
+fn every_method_switch_leaves_a_runnable_recipe() {
+    let mut app = demo_app();
+    for _ in 0..Method::all().count() {
+        ch(&mut app, 'm');
+        let m = app.doc.method;
+        if matches!(m, Method::Zipit | Method::Permute) {
+            continue; // MLP-only; the demo family is Llama-shaped
+        }
+        for p in &app.problems {
+            assert!(
+                p.text.contains("model"),
+                "{}: unexpected problem {}",
+                m.name(),
+                p.text
+            );
+            assert!(!p.text.contains("parameter"), "{}: {}", m.name(), p.text);
+        }
+        let r = app.doc.to_recipe();
+        let spec = m.spec();
+        for e in &r.models {
+            for k in e.params.keys() {
+                assert!(
+                    spec.per_model.iter().any(|p| p.name == k),
+                    "{}: models keep `{k}`",
+                    m.name()
+                );
+            }
+        }
+        if m.spec().base == smelt::merge::BaseRule::None {
+            assert_eq!(r.base, None, "{}: no base", m.name());
+        } else {
+            assert!(r.base.is_some(), "{}: a base", m.name());
+        }
+    }
+    assert_eq!(app.doc.method, Method::Ties, "all the way round");
 }
 
 #[test]
-fn z_makes_the_selected_layer_the_last_zipped_one() {
-    let mut app = demo_zip_app();
-    assert_eq!(
-        app.zip_max(),
-        3,
-        "3 hidden layers, the 4th is the classifier"
-    );
-    assert_eq!(depth(&app), -1.0);
-    assert!(app.zipped(2) && !app.zipped(3));
-    // Layer 1: layers 0-1 zipped, written to the recipe's own parameters.
-    zip_to(&mut app, 2);
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 2.0);
+fn linear_and_back_restores_density_and_the_base() {
+    let mut app = demo_app();
+    panel_method(&mut app, Method::Linear);
+    let r = app.doc.to_recipe();
+    assert_eq!(r.base, None, "linear takes no base");
+    assert!(r.models.iter().all(|m| !m.params.contains_key("density")));
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
+    let (_, msg) = app.message.clone().unwrap();
     assert!(
-        app.to_recipe().overrides.is_empty(),
-        "depth is never per layer"
+        msg.contains("set aside") || msg.contains("method linear"),
+        "{msg}"
     );
-    assert!(app.zipped(0) && app.zipped(1) && !app.zipped(2));
-    assert!(app.modified());
-    // Again on the same layer: one less.
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 1.0);
-    // Layer 0 is now the last zipped one: z again gives the ensemble.
-    zip_to(&mut app, 1);
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 0.0);
-    assert!(!app.zipped(0));
-    // "All layers": every hidden layer.
-    zip_to(&mut app, 0);
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), -1.0);
-    // The classifier stays per model: zipping "through" it means all.
-    // Layer 2 already ends the trunk at -1 (3 hidden layers): one less.
-    zip_to(&mut app, 3);
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 2.0);
-    // Layer 2 no longer zipped: z zips it again.
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 3.0);
-    zip_to(&mut app, 4);
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), -1.0);
-    let (_, msg) = app.message.clone().unwrap();
-    assert!(msg.contains("classifier"), "{msg}");
-}
-
-#[test]
-fn z_on_embeddings_is_the_ensemble_and_permute_takes_it_too() {
-    let mut app = demo_app();
-    app.method = Method::Permute;
-    app.focus = Panel::Layers;
-    press(&mut app, KeyCode::Home);
-    press(&mut app, KeyCode::Down); // embeddings
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 0.0);
-    to_layer(&mut app, 4);
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 5.0);
-}
-
-#[test]
-fn z_does_nothing_for_methods_without_depth() {
-    let mut app = demo_app();
-    let before = app.to_recipe();
-    to_layer(&mut app, 2);
-    let fx = ch(&mut app, 'z');
-    assert_eq!(app.to_recipe(), before);
-    assert!(fx.is_empty());
-    let (_, msg) = app.message.clone().unwrap();
-    assert!(msg.contains("zipit") && msg.contains("ties"), "{msg}");
-}
-
-#[test]
-fn zipit_params_show_global_depth_and_per_layer_alpha_beta() {
-    let mut app = demo_zip_app();
-    let rows = app.param_rows();
-    for n in ["depth", "alpha", "beta"] {
-        assert!(rows.contains(&ParamRow::Global(n)), "{n} in {rows:?}");
-    }
-    zip_to(&mut app, 2); // layer 1
-    app.focus = Panel::Params;
-    let alpha = rows
-        .iter()
-        .position(|r| *r == ParamRow::Global("alpha"))
-        .unwrap();
-    let depth_row = rows
-        .iter()
-        .position(|r| *r == ParamRow::Global("depth"))
-        .unwrap();
-    // alpha at layer 1: an override of that layer only.
-    app.param_cursor = alpha;
-    press(&mut app, KeyCode::Right);
-    let r = app.to_recipe();
-    assert_eq!(r.overrides.len(), 1);
-    assert_eq!(r.overrides[0].scope, OverrideScope::Layers(1, 1));
-    assert_eq!(num(r.overrides[0].params.get("alpha")), 0.55);
-    assert_eq!(num(r.params.get("alpha")), 0.5);
-    assert_eq!(
-        app.param_value(&ParamRow::Global("alpha")),
-        (Some(Value::Number(0.55)), true)
-    );
-    // depth at a layer scope still edits the recipe's own value.
-    app.param_cursor = depth_row;
-    press(&mut app, KeyCode::Left);
-    press(&mut app, KeyCode::Left);
-    press(&mut app, KeyCode::Left);
-    press(&mut app, KeyCode::Left);
-    let r = app.to_recipe();
-    assert_eq!(num(r.params.get("depth")), -1.0, "clamped at -1? {r:?}");
-    press(&mut app, KeyCode::Right);
-    press(&mut app, KeyCode::Right);
-    let r = app.to_recipe();
-    assert_eq!(num(r.params.get("depth")), 1.0);
-    assert!(r.overrides.iter().all(|o| !o.params.contains_key("depth")));
-    assert!(!app.param_value(&ParamRow::Global("depth")).1);
-    // The alpha override on layer 1 now lies past the trunk: z warns.
-    app.focus = Panel::Layers;
-    zip_to(&mut app, 1);
-    ch(&mut app, 'z');
-    assert_eq!(depth(&app), 0.0, "layer 0 ended the trunk: one less");
-    let (level, msg) = app.message.clone().unwrap();
-    assert_eq!(level, Level::Warn, "{msg}");
-    assert!(msg.contains("layer 1"), "{msg}");
-    // And r refuses to start until it is resolved, saying why.
-    let fx = ch(&mut app, 'r');
-    assert!(fx.is_empty() && app.modal.is_none());
-    let (level, msg) = app.message.clone().unwrap();
-    assert_eq!(level, Level::Error, "{msg}");
-    assert!(msg.contains("layer 1") && msg.contains("depth 0"), "{msg}");
-    // Zipping deeper makes it runnable again.
-    zip_to(&mut app, 2);
-    ch(&mut app, 'z');
+    // The base stays loaded as the statistics' reference.
+    assert!(screen(&app, 120, 40).contains("ref "));
+    assert!(app.analysis_blocked().is_none());
+    // r asks for a folder: the recipe runs.
     ch(&mut app, 'r');
-    assert!(
-        matches!(app.modal, Some(Modal::Input(_))),
-        "{:?}",
-        app.message
+    assert!(matches!(app.modal, Some(Modal::Prompt(_))));
+    press(&mut app, KeyCode::Esc);
+    // Back to ties by the method row: density and base come back.
+    panel_method(&mut app, Method::Ties);
+    let back = app.doc.to_recipe();
+    assert!(back.base.is_some());
+    assert!(back
+        .models
+        .iter()
+        .all(|m| num(m.params.get("density")) == 0.5));
+    let (_, msg) = app.message.clone().unwrap();
+    assert!(msg.contains("back: density ×3 (0.5)"), "{msg}");
+}
+
+#[test]
+fn slerp_with_three_inputs_shows_the_problem_and_r_lists_it() {
+    let mut app = demo_app();
+    panel_method(&mut app, Method::Slerp);
+    assert_eq!(app.problems.len(), 1, "{:?}", app.problems);
+    assert!(app.has_problem(&Spot::Models));
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("1 problem"), "header count\n{s}");
+    assert!(ch(&mut app, 'r').is_empty());
+    assert_eq!(
+        app.modal,
+        Some(Modal::Problems),
+        "refused before any prompt"
     );
+    assert!(screen(&app, 120, 40).contains("exactly 2 models"));
+    press(&mut app, KeyCode::Esc);
+    // Excluding two inputs fixes it.
+    focus(&mut app, Panel::Models);
+    app.view.model_cursor = 2;
+    ch(&mut app, 'e');
+    app.view.model_cursor = 3;
+    ch(&mut app, 'e');
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
 }
 
 #[test]
-fn zipit_without_a_base_says_so_and_asks_for_no_statistics() {
-    let mut app = demo_zip_app();
-    let why = app.analysis_blocked().expect("blocked");
-    assert!(why.contains("no base"), "{why}");
-    assert!(smelt::tui::update::initial_analysis(&app).is_none());
-    zip_to(&mut app, 2);
-    let fx = ch(&mut app, 'z');
-    assert!(!fx.iter().any(|e| matches!(e, Effect::Analyze { .. })));
+fn seed_is_a_recipe_value_of_random_methods() {
+    let mut app = demo_app();
+    assert!(
+        !app.param_rows().contains(&ParamRow::Seed),
+        "ties draws nothing"
+    );
+    panel_method(&mut app, Method::DareTies);
+    to_row(&mut app, &ParamRow::Seed);
+    press(&mut app, KeyCode::Enter);
+    ctrl(&mut app, 'u');
+    typ(&mut app, "7");
+    press(&mut app, KeyCode::Enter);
+    let r = app.doc.to_recipe();
+    assert_eq!(r.seed, Some(7));
+    assert!(!r.params.contains_key("seed"), "never a parameter");
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
+    // Switching to ties sets it aside, back to dare_ties restores it.
+    panel_method(&mut app, Method::Ties);
+    assert_eq!(app.doc.to_recipe().seed, None);
+    panel_method(&mut app, Method::DareTies);
+    assert_eq!(app.doc.to_recipe().seed, Some(7));
+}
+
+// ---------------------------------------------------------------- undo
+
+#[test]
+fn undo_and_redo_cover_every_edit_kind() {
+    let mut app = demo_app();
+    let start = app.doc.clone();
+    to_layer(&mut app, 1);
+    press(&mut app, KeyCode::Left); // override
+    to_row(&mut app, &global("lambda"));
+    press(&mut app, KeyCode::Right); // parameter
+    ch(&mut app, 'm'); // method switch
+    focus(&mut app, Panel::Models);
+    app.view.model_cursor = 1;
+    ch(&mut app, 'e'); // exclude
+    app.view.model_cursor = 2;
+    ch(&mut app, 'b'); // base
+    app.view.model_cursor = 3;
+    ch(&mut app, 'x'); // remove
+    assert!(matches!(&app.message, Some((_, m)) if m.contains("removed") && m.contains("u ")));
+    let end = app.doc.clone();
+    for _ in 0..6 {
+        ch(&mut app, 'u');
+    }
+    assert_eq!(app.doc, start);
+    ch(&mut app, 'u');
+    assert!(matches!(&app.message, Some((_, m)) if m.contains("nothing to undo")));
+    for _ in 0..6 {
+        ctrl(&mut app, 'r');
+    }
+    assert_eq!(app.doc, end);
 }
 
 #[test]
-fn a_finished_merge_asks_for_accuracy_and_shows_only_the_current_one() {
+fn undo_keeps_at_least_a_hundred_steps() {
+    let mut app = demo_app();
+    to_row(&mut app, &global("lambda"));
+    for _ in 0..150 {
+        press(&mut app, KeyCode::Right);
+    }
+    let lambda = |app: &App| num(app.doc.global.get("lambda"));
+    assert!((lambda(&app) - 8.5).abs() < 1e-9, "{}", lambda(&app));
+    for _ in 0..120 {
+        ch(&mut app, 'u');
+        assert!(matches!(&app.message, Some((_, m)) if m.starts_with("undid")));
+    }
+    assert!((lambda(&app) - 2.5).abs() < 1e-9, "{}", lambda(&app));
+}
+
+// ---------------------------------------------------------------- models
+
+#[test]
+fn roles_and_exclusion_shape_the_recipe() {
+    let mut app = demo_app();
+    to_layer(&mut app, 2);
+    press(&mut app, KeyCode::Left); // overrides for the three inputs
+    focus(&mut app, Panel::Models);
+    app.view.model_cursor = 2; // ft-math
+    ch(&mut app, 'e');
+    let r = app.doc.to_recipe();
+    let names: Vec<_> = r
+        .models
+        .iter()
+        .map(|m| m.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["ft-code", "ft-chat"]);
+    assert_eq!(
+        r.overrides[0].models.keys().copied().collect::<Vec<_>>(),
+        vec![0, 1],
+        "override keys follow the recipe's model indices"
+    );
+    ch(&mut app, 'e');
+    ch(&mut app, 'b');
+    let r = app.doc.to_recipe();
+    assert!(r.base.as_ref().unwrap().ends_with("ft-math"));
+    assert_eq!(r.models.len(), 3, "the old base is an input now");
+    // Removing a model drops its overrides, keeps the others'.
+    app.view.model_cursor = 1;
+    let gone = app.doc.slots[1].info.path.clone();
+    ch(&mut app, 'x');
+    assert_eq!(app.doc.slots.len(), 3);
+    assert!(!app.doc.overrides[&Scope::Layer(2)]
+        .models
+        .contains_key(&gone));
+}
+
+#[test]
+fn adding_models_gives_weight_one_and_refuses_repeats() {
+    let d = tempfile::tempdir().unwrap();
+    let newm = d.path().join("ft-new");
+    std::fs::create_dir(&newm).unwrap();
+    let mut app = demo_app();
+    ch(&mut app, 'a');
+    ctrl(&mut app, 'u');
+    typ(&mut app, newm.to_str().unwrap());
+    let fx = press(&mut app, KeyCode::Enter);
+    let ticket = match &fx[..] {
+        [Effect::AddModel { ticket, path, fits }] => {
+            assert_eq!(path, &newm);
+            assert!(
+                fits.as_ref().unwrap().ends_with("base"),
+                "checked against the base"
+            );
+            *ticket
+        }
+        other => panic!("{other:?}"),
+    };
+    let info = ModelInfo {
+        name: "ft-new".into(),
+        path: newm.clone(),
+        dtype: "BF16".into(),
+        params: 1,
+        shards: 1,
+        layers: 8,
+    };
+    update(
+        &mut app,
+        Msg::ModelAdded {
+            ticket,
+            path: newm.clone(),
+            result: Ok((info, Vec::new())),
+        },
+    );
+    let r = app.doc.to_recipe();
+    let added = r.models.iter().find(|m| m.path == newm).expect("added");
+    assert_eq!(added.params.get("weight"), Some(&Value::Number(1.0)));
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
+    // The same model again: refused in the prompt, text kept.
+    ch(&mut app, 'a');
+    ctrl(&mut app, 'u');
+    typ(&mut app, newm.to_str().unwrap());
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    let p = prompt(&app);
+    assert!(p.input.error.as_deref().unwrap().contains("already loaded"));
+    assert_eq!(p.input.text, newm.to_str().unwrap());
+    press(&mut app, KeyCode::Esc);
+    // A model that does not fit: the job's error reopens the prompt.
+    let other = d.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    ch(&mut app, 'a');
+    ctrl(&mut app, 'u');
+    typ(&mut app, other.to_str().unwrap());
+    let ticket = match &press(&mut app, KeyCode::Enter)[..] {
+        [Effect::AddModel { ticket, .. }] => *ticket,
+        other => panic!("{other:?}"),
+    };
+    update(
+        &mut app,
+        Msg::ModelAdded {
+            ticket,
+            path: other.clone(),
+            result: Err(JobError::Input(
+                "does not fit: `model.embed_tokens.weight` is [96, 64] here, [1000, 256] in base"
+                    .into(),
+            )),
+        },
+    );
+    let p = prompt(&app);
+    assert!(p.input.error.as_deref().unwrap().contains("embed_tokens"));
+    assert_eq!(p.input.text, other.to_str().unwrap());
+}
+
+/// Issue 12.7: completions list candidates one per line, loaded marked.
+#[test]
+fn path_completion_lists_candidates_and_marks_loaded_models() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("alpha")).unwrap();
+    std::fs::write(d.path().join("alpine.txt"), "").unwrap();
+    std::fs::write(d.path().join("beta"), "").unwrap();
+    let base = format!("{}/", d.path().display());
+    let (t, c) = complete_path(&format!("{base}al"));
+    assert_eq!(t, format!("{base}alp"));
+    assert_eq!(c, vec!["alpha/".to_string(), "alpine.txt".to_string()]);
+    let (t, c) = complete_path(&format!("{base}alph"));
+    assert_eq!(t, format!("{base}alpha/"));
+    assert!(c.is_empty());
+    // Through the prompt, with `alpha` loaded.
+    let mut app = demo_app();
+    app.doc.slots[1].info.path = d.path().join("alpha");
+    ch(&mut app, 'a');
+    ctrl(&mut app, 'u');
+    typ(&mut app, &format!("{base}al"));
+    press(&mut app, KeyCode::Tab);
+    let p = prompt(&app);
+    assert_eq!(p.input.completions.len(), 2);
+    assert!(p.input.completions[0].loaded && !p.input.completions[1].loaded);
+    let s = screen(&app, 80, 24);
+    let listed: Vec<&str> = s.lines().filter(|l| l.contains("alp")).collect();
+    assert!(
+        listed.len() >= 3,
+        "the text and one line per candidate\n{s}"
+    );
+    assert!(s.contains("alpha/  (loaded)"), "{s}");
+}
+
+// ---------------------------------------------------------------- merge
+
+#[test]
+fn run_asks_for_a_folder_then_starts_and_cancels() {
+    let mut app = demo_app();
+    assert!(ch(&mut app, 'r').is_empty());
+    let p = prompt(&app);
+    assert_eq!(p.purpose, Purpose::OutputFolder);
+    assert_eq!(
+        PathBuf::from(&p.input.text),
+        PathBuf::from("/demo/work/llama-synthetic-ties")
+    );
+    // /demo does not exist: said in the prompt, naming the folder.
+    let fx = press(&mut app, KeyCode::Enter);
+    assert!(fx.is_empty());
+    assert!(prompt(&app)
+        .input
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("/demo/work"));
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    ctrl(&mut app, 'u');
+    typ(&mut app, out.to_str().unwrap());
+    let fx = press(&mut app, KeyCode::Enter);
+    let ticket = match &fx[..] {
+        [Effect::StartMerge {
+            recipe,
+            out: o,
+            ticket,
+        }] => {
+            assert_eq!(recipe, &app.doc.to_recipe());
+            assert_eq!(o, &out);
+            *ticket
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(app.merge_running());
+    assert!(ch(&mut app, 'r').is_empty(), "no second merge");
+    update(
+        &mut app,
+        Msg::Merge {
+            ticket,
+            event: Event::Progress {
+                tensor: "t".into(),
+                tensors_done: 3,
+                bytes_done: 50,
+                bytes_total: 100,
+            },
+            elapsed: Duration::from_secs(1),
+        },
+    );
+    assert!(
+        matches!(&app.merge, MergeState::Running { progress, .. } if progress.bytes_done == 50)
+    );
+    assert_eq!(ch(&mut app, 'c'), vec![Effect::CancelMerge]);
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket,
+            result: Err(JobError::Cancelled),
+        },
+    );
+    assert!(matches!(app.merge, MergeState::Cancelled { .. }));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("cancelled") && !s.contains("FAILED"), "{s}");
+}
+
+#[test]
+fn a_result_stays_labelled_with_its_recipe() {
+    let mut app = demo_app();
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    let ticket = start_merge(&mut app);
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket,
+            result: Ok(summary("/o")),
+        },
+    );
+    assert!(!screen(&app, 80, 24).contains("earlier recipe"));
+    to_layer(&mut app, 1);
+    press(&mut app, KeyCode::Left);
+    assert!(screen(&app, 80, 24).contains("earlier recipe"));
+    // A result of another (older) merge is dropped.
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket: Ticket(ticket.0 + 100),
+            result: Err(JobError::Input("x".into())),
+        },
+    );
+    assert!(matches!(app.merge, MergeState::Done { .. }));
+}
+
+#[test]
+fn a_finished_merge_asks_for_accuracy_and_fits_80_columns() {
     let mut app = demo_zip_app();
-    let out = PathBuf::from("/demo/work/digits-zip-zipit");
-    app.merge = MergeState::started(out.clone());
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    let ticket = start_merge(&mut app);
+    let out = match &app.merge {
+        MergeState::Running { out, .. } => out.clone(),
+        _ => unreachable!(),
+    };
+    let mut s = summary(out.to_str().unwrap());
+    s.tensors = 8;
     let fx = update(
         &mut app,
-        Msg::MergeDone(Ok(Summary {
-            out: out.clone(),
-            tensors: 8,
-            bytes_written: 1000,
-            bytes_read: 2000,
-            elapsed: Duration::from_millis(300),
-        })),
+        Msg::MergeDone {
+            ticket,
+            result: Ok(s),
+        },
     );
     let Some(Effect::Evaluate { out: o, inputs }) = fx.into_iter().next() else {
         panic!("no evaluation asked for");
     };
     assert_eq!(o, out);
-    assert_eq!(inputs.len(), 2);
     assert_eq!(inputs[0].1, "digits-0-4");
-    assert_eq!(app.accuracy, AccuracyState::Running(out.clone()));
     let acc = |o: &PathBuf| Accuracy {
         out: o.clone(),
-        merged: Ok(demo_report("m", &[(&[0, 1, 2, 3, 4], 0.9)], 0.8)),
-        inputs: vec![("digits-0-4".into(), Err("bad file".into()))],
+        merged: Ok(demo_report(
+            "m",
+            &[(&[0, 1, 2, 3, 4], 0.971), (&[5, 6, 7, 8, 9], 0.953)],
+            0.842,
+        )),
+        inputs: vec![
+            (
+                "digits-0-4".into(),
+                Ok(demo_report("a", &[(&[0, 1, 2, 3, 4], 0.99)], 0.5)),
+            ),
+            (
+                "digits-5-9".into(),
+                Ok(demo_report("b", &[(&[5, 6, 7, 8, 9], 0.987)], 0.5)),
+            ),
+        ],
     };
-    // A report for another output is ignored.
     let other = PathBuf::from("/elsewhere");
     update(
         &mut app,
@@ -800,7 +1001,11 @@ fn a_finished_merge_asks_for_accuracy_and_shows_only_the_current_one() {
             result: Some(acc(&other)),
         },
     );
-    assert_eq!(app.accuracy, AccuracyState::Running(out.clone()));
+    assert_eq!(
+        app.accuracy,
+        AccuracyState::Running(out.clone()),
+        "not ours"
+    );
     update(
         &mut app,
         Msg::Accuracy {
@@ -808,37 +1013,393 @@ fn a_finished_merge_asks_for_accuracy_and_shows_only_the_current_one() {
             result: Some(acc(&out)),
         },
     );
-    assert_eq!(app.accuracy, AccuracyState::Done(acc(&out)));
+    // Issue 12.5: every figure visible at 80x23.
+    let s = screen(&app, 80, 23);
+    for fig in ["97.1%", "95.3%", "84.2%", "99.0%", "98.7%", "joint"] {
+        assert!(s.contains(fig), "{fig} missing at 80x23\n{s}");
+    }
 }
 
-/// Group overrides (embeddings, head) the workbench does not edit yet are
-/// kept through load and save, their model keys following removals.
+// ---------------------------------------------------------------- leaving
+
 #[test]
-fn group_overrides_survive_the_state() {
-    let app = demo_app();
-    let mut r = app.to_recipe();
-    let last = r.models.len() - 1;
-    r.overrides.push(smelt::recipe::Override {
-        scope: OverrideScope::Head,
-        params: [("lambda".to_string(), Value::Number(0.5))].into(),
-        models: [(last, [("weight".to_string(), Value::Number(0.2))].into())].into(),
-    });
-    let mut other = App::new(PathBuf::from("/d"), PathBuf::from("/w"));
-    other.load_recipe(
-        &r,
-        app.slots.iter().map(|s| s.info.clone()).collect(),
-        app.layers.clone(),
+fn quit_with_unsaved_changes_asks_save_discard_or_cancel() {
+    let mut app = demo_app();
+    ch(&mut app, 'q');
+    assert_eq!(app.exit, Some(Exit::User), "nothing to lose: quits");
+    let mut app = demo_app();
+    to_layer(&mut app, 1);
+    press(&mut app, KeyCode::Left);
+    ch(&mut app, 'q');
+    assert_eq!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Leave { then: Then::Quit }))
     );
-    assert_eq!(other.to_recipe(), r);
-    // Removing the first input shifts the head override's model key.
-    other.focus = Panel::Models;
-    other.model_cursor = other.input_slots()[0];
-    ch(&mut other, 'x');
-    let after = other.to_recipe();
-    let head = after
-        .overrides
-        .iter()
-        .find(|o| o.scope == OverrideScope::Head)
-        .expect("kept");
-    assert_eq!(head.models.keys().copied().collect::<Vec<_>>(), [last - 1]);
+    assert!(screen(&app, 80, 24).contains("Unsaved changes"));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.exit, None);
+    ctrl(&mut app, 'c');
+    assert!(
+        matches!(app.modal, Some(Modal::Confirm(_))),
+        "Ctrl-C asks too"
+    );
+    ch(&mut app, 'd');
+    assert_eq!(app.exit, Some(Exit::User));
+}
+
+#[test]
+fn save_from_the_quit_dialog_writes_over_the_opened_file_then_quits() {
+    let mut app = demo_app();
+    app.saved_text = Some("# mine\nmethod = \"ties\"\n".into());
+    to_layer(&mut app, 1);
+    press(&mut app, KeyCode::Left);
+    ch(&mut app, 'q');
+    let fx = ch(&mut app, 's');
+    let (ticket, req) = match &fx[..] {
+        [Effect::Save { ticket, request }] => (*ticket, request.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(Some(&req.path), app.recipe_path.as_ref());
+    assert_eq!(
+        req.over.as_deref(),
+        Some("# mine\nmethod = \"ties\"\n"),
+        "comments kept"
+    );
+    assert_eq!(app.exit, None, "not before the file is written");
+    update(
+        &mut app,
+        Msg::Saved {
+            ticket,
+            path: req.path.clone(),
+            result: Ok(SavedFile {
+                recipe: req.recipe.clone(),
+                text: "x".into(),
+            }),
+        },
+    );
+    assert!(!app.modified());
+    assert_eq!(app.exit, Some(Exit::User));
+}
+
+#[test]
+fn the_quit_dialog_follows_a_merge_that_ends() {
+    let mut app = demo_app();
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    let ticket = start_merge(&mut app);
+    ch(&mut app, 'q');
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("quitting cancels it"), "{s}");
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket,
+            result: Ok(summary("/o")),
+        },
+    );
+    let s = screen(&app, 80, 24);
+    assert!(
+        !s.contains("quitting cancels it") && s.contains("has finished"),
+        "{s}"
+    );
+    assert!(ch(&mut app, 'y').is_empty());
+    assert_eq!(app.exit, Some(Exit::User));
+}
+
+#[test]
+fn open_with_unsaved_changes_asks_first() {
+    let mut app = demo_app();
+    ch(&mut app, 'm');
+    ch(&mut app, 'o');
+    assert_eq!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Leave { then: Then::Open }))
+    );
+    ch(&mut app, 'd');
+    assert_eq!(prompt(&app).purpose, Purpose::Open);
+}
+
+#[test]
+fn save_shows_its_path_and_asks_before_writing_over_another_file() {
+    let d = tempfile::tempdir().unwrap();
+    let mut app = demo_app();
+    app.data_dir = d.path().to_path_buf();
+    app.recipe_path = None;
+    ch(&mut app, 's');
+    let p = prompt(&app);
+    assert_eq!(
+        PathBuf::from(&p.input.text),
+        d.path().join("recipes/llama-synthetic-ties.toml")
+    );
+    assert!(screen(&app, 80, 24).contains("llama-synthetic-ties.toml"));
+    let other = d.path().join("other.toml");
+    std::fs::write(&other, "x").unwrap();
+    ctrl(&mut app, 'u');
+    typ(&mut app, other.to_str().unwrap());
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    assert!(matches!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Overwrite {
+            why: Overwrite::Exists,
+            ..
+        }))
+    ));
+    // n: back to the prompt, path kept.
+    ch(&mut app, 'n');
+    assert_eq!(prompt(&app).input.text, other.to_str().unwrap());
+    press(&mut app, KeyCode::Enter);
+    let fx = ch(&mut app, 'y');
+    let (ticket, req) = match &fx[..] {
+        [Effect::Save { ticket, request }] => (*ticket, request.clone()),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(req.path, other);
+    // The file changed on disk: asked again, then forced.
+    update(
+        &mut app,
+        Msg::Saved {
+            ticket,
+            path: other.clone(),
+            result: Err(JobError::ChangedOnDisk),
+        },
+    );
+    assert!(matches!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Overwrite {
+            why: Overwrite::ChangedOnDisk,
+            ..
+        }))
+    ));
+    match &ch(&mut app, 'y')[..] {
+        [Effect::Save { request, .. }] => assert!(request.force),
+        other => panic!("{other:?}"),
+    }
+    // A failed save reopens the prompt with the error.
+    let t = app.tickets.save.unwrap();
+    update(
+        &mut app,
+        Msg::Saved {
+            ticket: t,
+            path: other.clone(),
+            result: Err(JobError::Input("cannot write mergekit YAML: zipit".into())),
+        },
+    );
+    assert!(prompt(&app)
+        .input
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("zipit"));
+}
+
+#[test]
+fn stale_job_results_are_dropped() {
+    let mut app = demo_app();
+    ch(&mut app, 'o');
+    ctrl(&mut app, 'u');
+    typ(&mut app, "/nonexistent.toml");
+    press(&mut app, KeyCode::Enter);
+    assert!(prompt(&app)
+        .input
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("no such recipe"));
+    press(&mut app, KeyCode::Esc);
+    // An Opened result for a ticket never issued changes nothing.
+    let before = app.doc.clone();
+    update(
+        &mut app,
+        Msg::Opened {
+            ticket: Ticket(999),
+            path: PathBuf::from("/x.toml"),
+            result: Err(JobError::Input("late".into())),
+        },
+    );
+    assert_eq!(app.doc, before);
+    assert_eq!(app.modal, None);
+}
+
+#[test]
+fn a_signal_cancels_the_merge_and_ends() {
+    let mut app = demo_app();
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    start_merge(&mut app);
+    let fx = update(&mut app, Msg::Signal(15));
+    assert_eq!(fx, vec![Effect::CancelMerge]);
+    assert_eq!(app.exit, Some(Exit::Signal(15)));
+}
+
+#[test]
+fn help_opens_scrolls_and_any_other_key_closes_it() {
+    let mut app = demo_app();
+    ch(&mut app, '?');
+    assert_eq!(app.modal, Some(Modal::Help(0)));
+    let s = screen(&app, 80, 23);
+    assert!(s.contains("Everywhere") && s.contains("↓ more"), "{s}");
+    for _ in 0..30 {
+        press(&mut app, KeyCode::Down);
+    }
+    let s = screen(&app, 80, 23);
+    assert!(
+        s.contains("text cut to fit") && s.contains("recomputed"),
+        "the legend\n{s}"
+    );
+    ch(&mut app, 'q');
+    assert_eq!(app.modal, None);
+    assert_eq!(app.exit, None, "q closes help, it does not quit");
+}
+
+#[test]
+fn ctrl_l_repaints() {
+    let mut app = demo_app();
+    assert_eq!(ctrl(&mut app, 'l'), vec![Effect::Repaint]);
+}
+
+#[test]
+fn a_recipe_round_trips_through_the_state() {
+    let mut app = demo_app();
+    to_layer(&mut app, 1);
+    ch(&mut app, 'v');
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Left);
+    focus(&mut app, Panel::Layers);
+    press(&mut app, KeyCode::Home);
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Right); // embeddings
+    ch(&mut app, 'm');
+    let r = app.doc.to_recipe();
+    let mut other = App::new(PathBuf::from("/d"), PathBuf::from("/w"));
+    let infos: Vec<ModelInfo> = app.doc.slots.iter().map(|s| s.info.clone()).collect();
+    other.load(&r, &infos, app.doc.layers.clone());
+    assert_eq!(other.doc.to_recipe(), r);
+    assert_eq!(other.doc.overrides, app.doc.overrides);
+}
+
+// ---------------------------------------------------------------- mouse
+
+fn mouse(kind: MouseEventKind, x: u16, y: u16) -> Msg {
+    Msg::Mouse(MouseEvent {
+        kind,
+        column: x,
+        row: y,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+/// Issue 12.4: the wheel scrolls the panel under the pointer; a click
+/// selects the row under it.
+#[test]
+fn the_mouse_acts_on_the_panel_under_the_pointer() {
+    let mut app = demo_app();
+    update(&mut app, Msg::Resize(120, 40));
+    assert_eq!(app.focus(), Panel::Layers);
+    // At 120x40 the Models panel's rows start on screen row 2.
+    update(&mut app, mouse(MouseEventKind::ScrollDown, 5, 3));
+    assert_eq!(app.view.model_cursor, 1, "Models scrolled");
+    assert_eq!(app.view.layer_cursor, 0, "not the focused Layers");
+    update(
+        &mut app,
+        mouse(MouseEventKind::Down(MouseButton::Left), 5, 4),
+    );
+    assert_eq!(app.focus(), Panel::Models);
+    assert_eq!(app.view.model_cursor, 2);
+    // Layers start under Models (6 rows tall): row 8 is "all layers",
+    // row 11 is "layer 1".
+    update(
+        &mut app,
+        mouse(MouseEventKind::Down(MouseButton::Left), 5, 11),
+    );
+    assert_eq!(app.focus(), Panel::Layers);
+    assert_eq!(app.current_target(), Some(Target::Group(Group::Layer(1))));
+    update(
+        &mut app,
+        mouse(MouseEventKind::Down(MouseButton::Left), 5, 0),
+    );
+    assert_eq!(app.focus(), Panel::Layers, "the title bar selects nothing");
+}
+
+// ---------------------------------------------------------------- zipit
+
+/// Rows of the MLP's Layers panel: all, layer 0, layer 1, ...
+fn zip_to(app: &mut App, row: usize) {
+    focus(app, Panel::Layers);
+    press(app, KeyCode::Home);
+    for _ in 0..row {
+        press(app, KeyCode::Down);
+    }
+}
+fn depth(app: &App) -> f64 {
+    num(app.doc.to_recipe().params.get("depth"))
+}
+
+#[test]
+fn z_makes_the_selected_layer_the_last_zipped_one() {
+    let mut app = demo_zip_app();
+    assert_eq!(
+        app.doc.zip_max(),
+        3,
+        "3 hidden layers, the 4th is the classifier"
+    );
+    assert_eq!(depth(&app), -1.0);
+    zip_to(&mut app, 2);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 2.0);
+    assert!(
+        app.doc.to_recipe().overrides.is_empty(),
+        "depth is never per layer"
+    );
+    assert!(app.doc.zipped(1) && !app.doc.zipped(2));
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 1.0);
+    zip_to(&mut app, 1);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 0.0);
+    zip_to(&mut app, 0);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), -1.0);
+    zip_to(&mut app, 4);
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), -1.0);
+    let (_, msg) = app.message.clone().unwrap();
+    assert!(msg.contains("classifier"), "{msg}");
+}
+
+#[test]
+fn zipit_overrides_past_the_trunk_are_problems_on_their_layer() {
+    let mut app = demo_zip_app();
+    zip_to(&mut app, 2); // layer 1
+    to_row(&mut app, &global("alpha"));
+    press(&mut app, KeyCode::Right);
+    let r = app.doc.to_recipe();
+    assert_eq!(r.overrides[0].scope, OverrideScope::Layers(1, 1));
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
+    // Zip only layer 0: the alpha on layer 1 lies past the trunk.
+    zip_to(&mut app, 1);
+    ch(&mut app, 'z');
+    ch(&mut app, 'z');
+    assert_eq!(depth(&app), 0.0);
+    assert!(!app.problems.is_empty());
+    assert!(
+        app.has_problem(&Spot::Scope(Scope::Layer(1))),
+        "{:?}",
+        app.problems
+    );
+    ch(&mut app, 'r');
+    assert_eq!(app.modal, Some(Modal::Problems));
+    press(&mut app, KeyCode::Esc);
+    // Zipping deeper makes it runnable again.
+    zip_to(&mut app, 2);
+    ch(&mut app, 'z');
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
+}
+
+#[test]
+fn zipit_has_no_statistics_and_says_why() {
+    let mut app = demo_zip_app();
+    let why = app.analysis_blocked().expect("blocked");
+    assert!(why.contains("no task vectors"), "{why}");
+    assert!(smelt::tui::update::initial_analysis(&app).is_none());
+    zip_to(&mut app, 2);
+    let fx = ch(&mut app, 'z');
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Analyze { .. })));
 }

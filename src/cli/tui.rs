@@ -2,7 +2,8 @@
 
 use super::{CliError, CliResult};
 use crate::TuiArgs;
-use smelt::tui::TuiOptions;
+use smelt::tui::state::Exit;
+use smelt::tui::{TuiError, TuiOptions};
 use std::path::Path;
 
 /// Whether a path names a recipe file rather than a model.
@@ -26,5 +27,15 @@ pub fn run(args: TuiArgs) -> CliResult {
         [one] if is_recipe(one) => opts.recipe = Some(one.clone()),
         paths => opts.models = paths.to_vec(),
     }
-    smelt::tui::run(opts).map_err(CliError::input)
+    match smelt::tui::run(opts) {
+        Ok(Exit::User) => Ok(()),
+        // Ended by a signal: the conventional 128 + its number, quietly
+        // (after SIGHUP there is no terminal to write to).
+        Ok(Exit::Signal(sig)) => Err(CliError {
+            message: String::new(),
+            code: (128 + sig).clamp(0, 255) as u8,
+        }),
+        Err(e @ (TuiError::Input(_) | TuiError::NoTerminal(_))) => Err(CliError::input(e)),
+        Err(e @ TuiError::Terminal(_)) => Err(CliError::internal(e)),
+    }
 }

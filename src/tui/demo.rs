@@ -92,7 +92,10 @@ pub fn fake_stats(params: u64, seed: u64, density: f64) -> Stats {
             .map(|i| (0..3).map(|j| norms[i] * norms[j] * cos[i][j]).collect())
             .collect(),
         kept_energy: (0..3).map(|i| norm_kept[i] * norms[i] * norms[i]).collect(),
-        ..Stats::new(3)
+        nonzero: vec![params; 3],
+        weights: vec![1.0; 3],
+        weight_sums: vec![params as f64; 3],
+        ..Stats::for_method(crate::merge::Method::Ties, 3)
     }
 }
 
@@ -115,6 +118,29 @@ pub fn demo_recipe(root: &Path) -> Recipe {
     r
 }
 
+/// Summaries for a recipe's models, as if opened.
+fn infos(
+    recipe: &Recipe,
+    dtype: &str,
+    params: u64,
+    shards: usize,
+    layers: usize,
+) -> Vec<ModelInfo> {
+    recipe
+        .base
+        .iter()
+        .chain(recipe.models.iter().map(|m| &m.path))
+        .map(|p| ModelInfo {
+            name: display_name(p),
+            path: p.clone(),
+            dtype: dtype.into(),
+            params,
+            shards,
+            layers,
+        })
+        .collect()
+}
+
 /// The demo state: 4 models, 8 layers, current statistics for every group.
 pub fn demo_app() -> App {
     let root = PathBuf::from("/demo/sample_models");
@@ -122,22 +148,9 @@ pub fn demo_app() -> App {
     let recipe = demo_recipe(&root);
     let layers = demo_layers(8);
     let total: u64 = layers.iter().map(|l| l.params).sum();
-    let infos = recipe
-        .base
-        .iter()
-        .chain(recipe.models.iter().map(|m| &m.path))
-        .map(|p| ModelInfo {
-            name: p
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            path: p.clone(),
-            dtype: "BF16".into(),
-            params: total,
-            shards: 2,
-            layers: 8,
-        })
-        .collect();
-    app.load_recipe(&recipe, infos, layers);
+    let infos = infos(&recipe, "BF16", total, 2, 8);
+    app.load(&recipe, &infos, layers);
+    app.recipe_path = Some(root.join("recipes/llama-ties.toml"));
     fill_stats(&mut app);
     app
 }
@@ -145,33 +158,33 @@ pub fn demo_app() -> App {
 /// Put current made-up statistics for every group into `app`, as the
 /// analysis worker would, using each layer's density for the first model.
 pub fn fill_stats(app: &mut App) {
-    let groups: Vec<(Group, u64)> = app.layers.iter().map(|l| (l.group, l.params)).collect();
-    let first = app.input_slots().first().copied();
+    let groups: Vec<(Group, u64)> = app.doc.layers.iter().map(|l| (l.group, l.params)).collect();
+    let first = app.doc.input_slots().first().copied();
     for (i, (g, params)) in groups.into_iter().enumerate() {
-        let density = match (g, first) {
-            (Group::Layer(l), Some(slot)) => {
-                // The layer's override, else the model's own value.
-                let o = app
-                    .overrides
-                    .get(&l)
-                    .and_then(|o| o.models.get(&slot))
-                    .and_then(|m| m.get("density"));
-                let v = o.or_else(|| app.slots[slot].params.get("density")).cloned();
-                match v {
-                    Some(Value::Number(x)) => x,
-                    _ => 1.0,
-                }
-            }
-            _ => 0.5,
+        let density = match first {
+            Some(slot) => match app
+                .doc
+                .value_at("density", Some(slot), Some(Scope::of(g)))
+                .value
+            {
+                Some(Value::Number(x)) => x,
+                _ => 1.0,
+            },
+            None => 1.0,
         };
+        let key = app.stats_key(&Target::Group(g));
         app.stats.insert(
             Target::Group(g),
-            (
-                app.stats_key(&Target::Group(g)),
-                Ok(fake_stats(params, i as u64, density)),
-            ),
+            Held {
+                key,
+                result: Ok(Report {
+                    stats: fake_stats(params, i as u64, density),
+                    skipped: Vec::new(),
+                }),
+            },
         );
     }
+    app.dirty = true;
 }
 
 /// The layer table of a smelt MLP: `layers.{i}.weight` / `.bias` for each
@@ -216,22 +229,8 @@ pub fn demo_zip_app() -> App {
     recipe.params.insert("beta".into(), Value::Number(1.0));
     let layers = mlp_layers(&[64, 128, 128, 128, 5]);
     let total: u64 = layers.iter().map(|l| l.params).sum();
-    let infos = recipe
-        .models
-        .iter()
-        .map(|m| ModelInfo {
-            name: m
-                .path
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            path: m.path.clone(),
-            dtype: "F32".into(),
-            params: total,
-            shards: 1,
-            layers: 4,
-        })
-        .collect();
-    app.load_recipe(&recipe, infos, layers);
+    let infos = infos(&recipe, "F32", total, 1, 4);
+    app.load(&recipe, &infos, layers);
     app
 }
 

@@ -1,21 +1,23 @@
 //! The job layer: the only part of the TUI that calls the engine.
 //!
 //! Work runs on named background threads and reports back as [`Msg`]s on
-//! one crossbeam channel, so the UI thread never blocks on disk or math.
-//! Statistics requests are "latest wins": a new request cancels the one
-//! running, and each result carries the key of the inputs it was
-//! computed from, so the state can tell current from stale. Every job
-//! body runs under `catch_unwind`: an engine bug becomes an error message
-//! on screen, not a wrecked terminal.
+//! one channel, so the UI thread never blocks on disk or math. Every job
+//! kind is latest-wins: results carry the ticket they were started with
+//! and the state drops those that are not the latest of their kind;
+//! statistics requests also cancel the one running, and carry the key of
+//! the inputs they were computed from. Errors are typed ([`JobError`]):
+//! the input's fault, smelt's, or a cancel. A thread that cannot start
+//! reports a failure for its job, never a job that runs forever. Every job
+//! body runs under `catch_unwind`: an engine bug becomes an error on
+//! screen, not a wrecked terminal.
 
-use super::state::{Accuracy, LayerRow, ModelInfo, Target, TensorRow};
-use super::update::{is_yaml, Effect, Loaded, Msg};
-use crate::analysis;
-use crate::engine::{self, Event};
-use crate::merge::Method;
+use super::state::{Accuracy, LayerRow, ModelInfo, StatsKey, Target, TensorRow, Ticket};
+use super::update::{is_yaml, Effect, JobError, Loaded, Msg, SaveRequest, SavedFile};
+use crate::analysis::{Analyzer, Inputs};
+use crate::engine::{self, EngineError, Event};
 use crate::model::Model;
 use crate::plan::Plan;
-use crate::recipe::{Recipe, Value};
+use crate::recipe::Recipe;
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -28,6 +30,11 @@ use std::time::Instant;
 /// same recipe gives the same files either way.
 pub const SHARD_SIZE: u64 = 5_000_000_000;
 
+/// Memory the statistics may keep between requests (task vectors of the
+/// selected tensor, for fast re-trims), bounded so browsing every tensor
+/// of a big model keeps the workbench small.
+pub const ANALYSIS_CACHE_BYTES: usize = 96 << 20;
+
 type Registry = Arc<Mutex<HashMap<PathBuf, Arc<Model>>>>;
 
 /// Accuracy of input models, by path: they do not change while the
@@ -36,7 +43,8 @@ type EvalCache = Arc<Mutex<HashMap<PathBuf, Result<crate::eval::EvalReport, Stri
 
 struct AnalysisReq {
     recipe: Recipe,
-    targets: Vec<(Target, String)>,
+    reference: PathBuf,
+    targets: Vec<(Target, StatsKey)>,
     cancel: Arc<AtomicBool>,
 }
 
@@ -44,24 +52,28 @@ struct AnalysisReq {
 pub struct Jobs {
     tx: Sender<Msg>,
     models: Registry,
-    analysis_tx: Sender<AnalysisReq>,
+    /// `None` when the analysis thread could not start.
+    analysis_tx: Option<Sender<AnalysisReq>>,
+    analysis_error: String,
     analysis_cancel: Arc<AtomicBool>,
     merge_cancel: Option<Arc<AtomicBool>>,
     evals: EvalCache,
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
-    let s = p
-        .downcast_ref::<&str>()
+    p.downcast_ref::<&str>()
         .map(|s| (*s).to_string())
         .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
-    format!("internal error: {s}")
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Run `f`, turning a panic into an error message.
-fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(panic_text(p)))
+/// Run `f`, turning a panic into an internal error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, JobError>) -> Result<T, JobError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| Err(JobError::Internal(panic_text(p))))
+}
+
+fn input(e: impl std::fmt::Display) -> JobError {
+    JobError::Input(e.to_string())
 }
 
 impl Jobs {
@@ -73,15 +85,15 @@ impl Jobs {
         let spawned = std::thread::Builder::new()
             .name("smelt-analysis".into())
             .spawn(move || analysis_worker(analysis_rx, reg, out));
-        if let Err(e) = spawned {
-            let _ = tx.send(Msg::Loaded(Err(format!(
-                "cannot start the analysis thread: {e}"
-            ))));
-        }
+        let (analysis_tx, analysis_error) = match spawned {
+            Ok(_) => (Some(analysis_tx), String::new()),
+            Err(e) => (None, format!("the statistics thread could not start: {e}")),
+        };
         Jobs {
             tx,
             models,
             analysis_tx,
+            analysis_error,
             analysis_cancel: Arc::new(AtomicBool::new(false)),
             merge_cancel: None,
             evals: EvalCache::default(),
@@ -91,102 +103,191 @@ impl Jobs {
     /// Carry out an effect (Repaint is the event loop's business).
     pub fn handle(&mut self, e: Effect) {
         match e {
-            Effect::Analyze { recipe, targets } => {
+            Effect::Analyze {
+                recipe,
+                reference,
+                targets,
+            } => {
                 // Latest wins: stop whatever is being computed now.
                 self.analysis_cancel.store(true, Ordering::Relaxed);
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.analysis_cancel = cancel.clone();
-                let _ = self.analysis_tx.send(AnalysisReq {
+                let req = AnalysisReq {
                     recipe,
+                    reference,
                     targets,
                     cancel,
-                });
+                };
+                // No worker: every target gets its error, so nothing shows
+                // "computing" forever.
+                let unsent = match &self.analysis_tx {
+                    Some(t) => t
+                        .send(req)
+                        .err()
+                        .map(|e| (e.0.targets, "the statistics thread has stopped".to_string())),
+                    None => Some((req.targets, self.analysis_error.clone())),
+                };
+                if let Some((targets, why)) = unsent {
+                    for (target, key) in targets {
+                        let _ = self.tx.send(Msg::Analysis {
+                            key,
+                            target,
+                            result: Err(why.clone()),
+                        });
+                    }
+                }
             }
-            Effect::StartMerge { recipe, out } => {
+            Effect::StartMerge {
+                ticket,
+                recipe,
+                out,
+            } => {
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.merge_cancel = Some(cancel.clone());
                 let reg = self.models.clone();
                 let tx = self.tx.clone();
-                self.spawn("smelt-merge", move || {
-                    let r = guarded(|| run_merge(&recipe, &out, &reg, &tx, &cancel));
-                    let _ = tx.send(Msg::MergeDone(r));
-                });
+                self.spawn(
+                    "smelt-merge",
+                    move || {
+                        let r = guarded(|| run_merge(&recipe, &out, &reg, &tx, ticket, &cancel));
+                        let _ = tx.send(Msg::MergeDone { ticket, result: r });
+                    },
+                    move |e| Msg::MergeDone {
+                        ticket,
+                        result: Err(e),
+                    },
+                );
             }
             Effect::CancelMerge => {
                 if let Some(c) = &self.merge_cancel {
                     c.store(true, Ordering::Relaxed);
                 }
             }
-            Effect::Save { recipe, path } => {
+            Effect::Save { ticket, request } => {
                 let tx = self.tx.clone();
-                self.spawn("smelt-save", move || {
-                    let r = guarded(|| {
-                        save_recipe(&recipe, &path).map(|()| (path.clone(), recipe.clone()))
-                    });
-                    let _ = tx.send(Msg::Saved(r));
-                });
+                let path = request.path.clone();
+                let p2 = path.clone();
+                self.spawn(
+                    "smelt-save",
+                    move || {
+                        let r = guarded(|| save(&request));
+                        let _ = tx.send(Msg::Saved {
+                            ticket,
+                            path,
+                            result: r,
+                        });
+                    },
+                    move |e| Msg::Saved {
+                        ticket,
+                        path: p2,
+                        result: Err(e),
+                    },
+                );
             }
-            Effect::Open(path) => {
+            Effect::Open { ticket, path } => {
                 let reg = self.models.clone();
                 let tx = self.tx.clone();
-                self.spawn("smelt-open", move || {
-                    let r = guarded(|| {
-                        let recipe = Recipe::load(&path).map_err(|e| e.to_string())?;
-                        load(recipe, Some(path.clone()), &reg)
-                    });
-                    let _ = tx.send(Msg::Loaded(r));
-                });
+                let p2 = path.clone();
+                self.spawn(
+                    "smelt-open",
+                    move || {
+                        let r = guarded(|| open_recipe(&path, &reg));
+                        let _ = tx.send(Msg::Opened {
+                            ticket,
+                            path,
+                            result: r,
+                        });
+                    },
+                    move |e| Msg::Opened {
+                        ticket,
+                        path: p2,
+                        result: Err(e),
+                    },
+                );
             }
-            Effect::AddModel(path) => {
+            Effect::AddModel { ticket, path, fits } => {
                 let reg = self.models.clone();
                 let tx = self.tx.clone();
-                self.spawn("smelt-open", move || {
-                    let r = guarded(|| {
-                        let m = open_model(&path, &reg)?;
-                        Ok((info(&m), layer_rows(&m)))
-                    });
-                    let _ = tx.send(Msg::ModelAdded(r));
-                });
+                let p2 = path.clone();
+                self.spawn(
+                    "smelt-add",
+                    move || {
+                        let r = guarded(|| add_model(&path, fits.as_deref(), &reg));
+                        let _ = tx.send(Msg::ModelAdded {
+                            ticket,
+                            path,
+                            result: r,
+                        });
+                    },
+                    move |e| Msg::ModelAdded {
+                        ticket,
+                        path: p2,
+                        result: Err(e),
+                    },
+                );
             }
             Effect::Evaluate { out, inputs } => {
                 let cache = self.evals.clone();
                 let tx = self.tx.clone();
-                self.spawn("smelt-eval", move || {
-                    let result =
-                        guarded(|| Ok(evaluate(&out, &inputs, &cache))).unwrap_or_else(|e| {
-                            Some(Accuracy {
-                                out: out.clone(),
-                                merged: Err(e),
-                                inputs: Vec::new(),
-                            })
-                        });
-                    let _ = tx.send(Msg::Accuracy { out, result });
-                });
+                let o2 = out.clone();
+                self.spawn(
+                    "smelt-eval",
+                    move || {
+                        let result =
+                            catch_unwind(AssertUnwindSafe(|| evaluate(&out, &inputs, &cache)))
+                                .unwrap_or_else(|p| {
+                                    Some(Accuracy {
+                                        out: out.clone(),
+                                        merged: Err(format!("internal error: {}", panic_text(p))),
+                                        inputs: Vec::new(),
+                                    })
+                                });
+                        let _ = tx.send(Msg::Accuracy { out, result });
+                    },
+                    move |e| Msg::Accuracy {
+                        out: o2.clone(),
+                        result: Some(Accuracy {
+                            out: o2,
+                            merged: Err(e.to_string()),
+                            inputs: Vec::new(),
+                        }),
+                    },
+                );
             }
             Effect::Repaint => {}
         }
     }
 
-    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+    /// Start a thread; if it cannot start, report `failed` for its job.
+    fn spawn(
+        &self,
+        name: &str,
+        f: impl FnOnce() + Send + 'static,
+        failed: impl FnOnce(JobError) -> Msg,
+    ) {
         if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
-            let _ = self
-                .tx
-                .send(Msg::Saved(Err(format!("cannot start a thread: {e}"))));
+            let _ = self.tx.send(failed(JobError::Internal(format!(
+                "cannot start a thread ({name}): {e}"
+            ))));
         }
     }
 
-    /// Open models synchronously (startup: headers only, fast) and build the
-    /// Loaded message.
-    pub fn load_now(&self, recipe: Recipe, path: Option<PathBuf>) -> Result<Loaded, String> {
-        guarded(|| load(recipe, path, &self.models))
+    /// Open a recipe's models synchronously (startup: headers only, fast).
+    pub fn load_now(
+        &self,
+        recipe: Recipe,
+        path: Option<PathBuf>,
+        text: Option<String>,
+    ) -> Result<Loaded, JobError> {
+        guarded(|| load(recipe, path, text, &self.models))
     }
 }
 
-fn open_model(path: &Path, reg: &Registry) -> Result<Arc<Model>, String> {
+fn open_model(path: &Path, reg: &Registry) -> Result<Arc<Model>, JobError> {
     if let Some(m) = reg.lock().ok().and_then(|r| r.get(path).cloned()) {
         return Ok(m);
     }
-    let m = Arc::new(Model::open(path).map_err(|e| e.to_string())?);
+    let m = Arc::new(Model::open(path).map_err(input)?);
     if let Ok(mut r) = reg.lock() {
         r.insert(path.to_path_buf(), m.clone());
     }
@@ -208,7 +309,26 @@ fn recipe_paths(recipe: &Recipe) -> Vec<PathBuf> {
     v
 }
 
-fn load(recipe: Recipe, path: Option<PathBuf>, reg: &Registry) -> Result<Loaded, String> {
+fn open_recipe(path: &Path, reg: &Registry) -> Result<Loaded, JobError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
+    let recipe = Recipe::parse_all(&text, path).map_err(|errs| {
+        input(
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    load(recipe, Some(path.to_path_buf()), Some(text), reg)
+}
+
+fn load(
+    recipe: Recipe,
+    path: Option<PathBuf>,
+    text: Option<String>,
+    reg: &Registry,
+) -> Result<Loaded, JobError> {
     let mut infos = Vec::new();
     let mut layers = Vec::new();
     for (i, p) in recipe_paths(&recipe).iter().enumerate() {
@@ -221,9 +341,28 @@ fn load(recipe: Recipe, path: Option<PathBuf>, reg: &Registry) -> Result<Loaded,
     Ok(Loaded {
         recipe,
         path,
+        text,
         infos,
         layers,
     })
+}
+
+fn add_model(
+    path: &Path,
+    fits: Option<&Path>,
+    reg: &Registry,
+) -> Result<(ModelInfo, Vec<LayerRow>), JobError> {
+    let m = open_model(path, reg)?;
+    if let Some(f) = fits {
+        let other = open_model(f, reg)?;
+        other.check_compatible(&m).map_err(|e| {
+            input(format!(
+                "{} does not fit the loaded models: {e}",
+                path.display()
+            ))
+        })?;
+    }
+    Ok((info(&m), layer_rows(&m)))
 }
 
 /// A model's summary for the Models panel.
@@ -246,41 +385,57 @@ pub fn info(m: &Model) -> ModelInfo {
     }
 }
 
-/// Layer groups with their tensors, in the model's stable order.
+/// The layer table, from the model catalogue's grouping.
 pub fn layer_rows(m: &Model) -> Vec<LayerRow> {
-    let mut rows: Vec<LayerRow> = Vec::new();
-    for t in m.tensors() {
-        let g = t.place.group;
-        if rows.last().is_none_or(|r| r.group != g) {
-            rows.push(LayerRow {
-                group: g,
-                params: 0,
-                tensors: Vec::new(),
-            });
-        }
-        if let Some(r) = rows.last_mut() {
-            r.params += t.numel() as u64;
-            r.tensors.push(TensorRow {
-                name: t.name.clone(),
-                shape: t.shape.clone(),
-                dtype: t.dtype.name().to_string(),
-            });
-        }
-    }
-    rows
+    m.layer_groups()
+        .into_iter()
+        .map(|g| LayerRow {
+            group: g.group,
+            params: g.params,
+            tensors: g
+                .tensors
+                .into_iter()
+                .map(|t| TensorRow {
+                    name: t.name,
+                    shape: t.shape,
+                    dtype: t.dtype.name().to_string(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
-/// Statistics the analysis thread keeps between requests (per-tensor
-/// numbers only, never tensor data).
-const ANALYSIS_CACHE_BYTES: usize = 16 << 20;
-
 fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
-    let mut analyzer = analysis::Analyzer::new(ANALYSIS_CACHE_BYTES);
+    let mut analyzer = Analyzer::new(ANALYSIS_CACHE_BYTES);
     while let Ok(mut req) = rx.recv() {
         // Only the newest request matters.
         while let Ok(newer) = rx.try_recv() {
             req = newer;
         }
+        let opened = (|| -> Result<Inputs, JobError> {
+            Ok(Inputs {
+                reference: open_model(&req.reference, &reg)?,
+                models: req
+                    .recipe
+                    .models
+                    .iter()
+                    .map(|m| open_model(&m.path, &reg))
+                    .collect::<Result<_, _>>()?,
+            })
+        })();
+        let inputs = match opened {
+            Ok(i) => i,
+            Err(e) => {
+                for (target, key) in req.targets {
+                    let _ = tx.send(Msg::Analysis {
+                        key,
+                        target,
+                        result: Err(e.to_string()),
+                    });
+                }
+                continue;
+            }
+        };
         for (target, key) in &req.targets {
             if req.cancel.load(Ordering::Relaxed) {
                 break;
@@ -288,26 +443,32 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
             // Big tensors: a quick estimate from sampled rows first, so the
             // histogram moves at once; the exact result follows.
             if let Target::Tensor(name) = target {
-                if let Ok(Some(s)) =
-                    guarded(|| preview(&req.recipe, name, &reg, &req.cancel, &mut analyzer))
-                {
+                let p = catch_unwind(AssertUnwindSafe(|| {
+                    analyzer.preview(&inputs, &req.recipe, name, &req.cancel)
+                }));
+                if let Ok(Ok(Some(s))) = p {
                     if req.cancel.load(Ordering::Relaxed) {
                         break;
                     }
                     let _ = tx.send(Msg::Preview {
-                        key: key.clone(),
+                        key: *key,
                         target: target.clone(),
                         stats: s,
                     });
                 }
             }
-            let result = guarded(|| analyze(&req.recipe, target, &reg, &req.cancel, &mut analyzer));
+            let result = catch_unwind(AssertUnwindSafe(|| {
+                analyzer
+                    .analyze(&inputs, &req.recipe, target, &req.cancel)
+                    .map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|p| Err(format!("internal error: {}", panic_text(p))));
             if req.cancel.load(Ordering::Relaxed) {
                 break;
             }
             if tx
                 .send(Msg::Analysis {
-                    key: key.clone(),
+                    key: *key,
                     target: target.clone(),
                     result,
                 })
@@ -319,64 +480,23 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
     }
 }
 
-/// The recipe's base and models, opened.
-fn inputs(recipe: &Recipe, reg: &Registry) -> Result<analysis::Inputs, String> {
-    let base_path = recipe.base.as_ref().ok_or("no base model")?;
-    Ok(analysis::Inputs {
-        reference: open_model(base_path, reg)?,
-        models: recipe
-            .models
-            .iter()
-            .map(|m| open_model(&m.path, reg))
-            .collect::<Result<Vec<_>, _>>()?,
-    })
-}
-
-/// A sampled estimate for a big tensor (`None` for small ones), labelled
-/// as such on screen.
-fn preview(
-    recipe: &Recipe,
-    name: &str,
-    reg: &Registry,
-    cancel: &AtomicBool,
-    analyzer: &mut analysis::Analyzer,
-) -> Result<Option<analysis::Stats>, String> {
-    analyzer
-        .preview(&inputs(recipe, reg)?, recipe, name, cancel)
-        .map_err(|e| e.to_string())
-}
-
-fn analyze(
-    recipe: &Recipe,
-    target: &Target,
-    reg: &Registry,
-    cancel: &AtomicBool,
-    analyzer: &mut analysis::Analyzer,
-) -> Result<analysis::Stats, String> {
-    // A group's result always finishes (over the tensors it could
-    // analyse); `Report::skipped` names the rest, for the panel to show.
-    analyzer
-        .analyze(&inputs(recipe, reg)?, recipe, target, cancel)
-        .map(|r| r.stats)
-        .map_err(|e| e.to_string())
-}
-
 fn run_merge(
     recipe: &Recipe,
     out: &Path,
     reg: &Registry,
     tx: &Sender<Msg>,
+    ticket: Ticket,
     cancel: &Arc<AtomicBool>,
-) -> Result<engine::Summary, String> {
+) -> Result<engine::Summary, JobError> {
     let problems = recipe.check();
     if !problems.is_empty() {
-        return Err(problems.join("; "));
+        return Err(JobError::Input(problems.join("; ")));
     }
     let models = recipe_paths(recipe)
         .iter()
         .map(|p| open_model(p, reg))
         .collect::<Result<Vec<_>, _>>()?;
-    let plan = Plan::with_models(recipe, models).map_err(|e| e.to_string())?;
+    let plan = Plan::with_models(recipe, models).map_err(input)?;
     let opts = engine::Options {
         out: out.to_path_buf(),
         force: false,
@@ -391,17 +511,31 @@ fn run_merge(
     std::thread::scope(|s| {
         let c = cancel.clone();
         let h = s.spawn(move || {
-            let r = guarded(|| engine::run(&plan, &opts, &ev_tx, &c).map_err(|e| e.to_string()));
+            let r = catch_unwind(AssertUnwindSafe(|| engine::run(&plan, &opts, &ev_tx, &c)))
+                .unwrap_or_else(|p| {
+                    Err(EngineError::Other(format!(
+                        "internal error: {}",
+                        panic_text(p)
+                    )))
+                });
             drop(ev_tx);
             r
         });
         for ev in ev_rx.iter() {
             let _ = tx.send(Msg::Merge {
+                ticket,
                 event: ev,
                 elapsed: start.elapsed(),
             });
         }
-        h.join().unwrap_or_else(|p| Err(panic_text(p)))
+        match h.join() {
+            Ok(r) => r.map_err(|e| match e {
+                EngineError::Cancelled => JobError::Cancelled,
+                EngineError::Other(m) => JobError::Internal(m),
+                other => input(other),
+            }),
+            Err(p) => Err(JobError::Internal(panic_text(p))),
+        }
     })
 }
 
@@ -412,8 +546,12 @@ fn evaluate(out: &Path, inputs: &[(PathBuf, String)], cache: &EvalCache) -> Opti
     if !is_mlp {
         return None;
     }
-    let eval =
-        |p: &Path| guarded(|| crate::eval::evaluate_path(p, None).map_err(|e| e.to_string()));
+    let eval = |p: &Path| {
+        catch_unwind(AssertUnwindSafe(|| {
+            crate::eval::evaluate_path(p, None).map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|p| Err(format!("internal error: {}", panic_text(p))))
+    };
     let merged = eval(out);
     let inputs = inputs
         .iter()
@@ -436,25 +574,43 @@ fn evaluate(out: &Path, inputs: &[(PathBuf, String)], cache: &EvalCache) -> Opti
     })
 }
 
-fn save_recipe(recipe: &Recipe, path: &Path) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+/// Write a recipe: TOML (over the opened file, its comments and layout
+/// kept), or mergekit YAML (exact, or refused naming what would be lost).
+/// Stops with `ChangedOnDisk` when the file being saved over is no longer
+/// what was read, unless forced.
+fn save(req: &SaveRequest) -> Result<SavedFile, JobError> {
+    let path = &req.path;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if let (Some(expected), false) = (&req.over, req.force) {
+        match std::fs::read_to_string(path) {
+            Ok(now) if now != *expected => return Err(JobError::ChangedOnDisk),
+            _ => {}
+        }
     }
-    if is_yaml(path) {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let text = recipe.to_mergekit_yaml(dir).map_err(|e| e.to_string())?;
-        let tmp = path.with_extension("yaml.partial");
-        std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    let text = if is_yaml(path) {
+        req.recipe.to_mergekit_yaml(&dir).map_err(input)?
     } else {
-        recipe.save(path).map_err(|e| e.to_string())
-    }
+        match &req.over {
+            Some(orig) => req.recipe.to_toml_preserving(orig, &dir).map_err(input)?,
+            None => req.recipe.to_toml(&dir),
+        }
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| input(format!("{}: {e}", dir.display())))?;
+    crate::fsutil::write_atomic(path, text.as_bytes())
+        .map_err(|e| input(format!("{}: {e}", path.display())))?;
+    Ok(SavedFile {
+        recipe: req.recipe.clone(),
+        text,
+    })
 }
 
-/// The recipe `smelt` opens with no arguments: TIES over the synthetic
-/// Llama-shaped family in `sample_models/llama-synthetic` (falling back to
-/// `digits-tasks`): the folder whose name contains "base" is the base, the
-/// rest are inputs at weight 1 and density 0.5.
+/// The recipe `smelt` opens with no arguments when the sample folder has
+/// none of its own: TIES over the synthetic Llama-shaped family in
+/// `sample_models/llama-synthetic` (falling back to `digits-tasks`), the
+/// folder named like a base as the base.
 pub fn default_recipe(sample_root: &Path) -> Option<Recipe> {
     for fam in ["llama-synthetic", "digits-tasks"] {
         let dir = sample_root.join(fam);
@@ -481,30 +637,7 @@ pub fn default_recipe(sample_root: &Path) -> Option<Recipe> {
         if subs.is_empty() {
             continue;
         }
-        let mut r = Recipe::new(Method::Ties, Some(base), subs);
-        for m in &mut r.models {
-            m.params.insert("weight".into(), Value::Number(1.0));
-            m.params.insert("density".into(), Value::Number(0.5));
-        }
-        return Some(r);
+        return Some(Recipe::for_models(subs, Some(base)));
     }
     None
-}
-
-/// A recipe for `smelt tui MODEL... [--base M]`: TIES when there is a base
-/// (weights 1, density 0.5), a plain average otherwise.
-pub fn recipe_for_models(models: Vec<PathBuf>, base: Option<PathBuf>) -> Recipe {
-    let method = if base.is_some() {
-        Method::Ties
-    } else {
-        Method::Linear
-    };
-    let mut r = Recipe::new(method, base, models);
-    for m in &mut r.models {
-        m.params.insert("weight".into(), Value::Number(1.0));
-        if method == Method::Ties {
-            m.params.insert("density".into(), Value::Number(0.5));
-        }
-    }
-    r
 }

@@ -1,7 +1,9 @@
 //! The key map. Fixed, so people and scripts can rely on it; no key that
 //! tmux (Ctrl-B) or screen (Ctrl-A) uses as a prefix, and nothing depends on
-//! a double Esc.
+//! a double Esc. The footer shows the focused panel's keys (as lazygit and
+//! k9s do); `?` shows all of them and the legend of the marks.
 
+use super::state::Panel;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +21,8 @@ pub enum Action {
     Dec,
     Inc,
     Enter,
+    /// Space: toggle a boolean.
+    Toggle,
     NextMethod,
     Run,
     Cancel,
@@ -26,45 +30,27 @@ pub enum Action {
     Open,
     Redraw,
     AddModel,
-    Remove,
+    /// `x`: remove the selected model.
+    RemoveModel,
+    /// Backspace / Delete: remove the value (or overrides) under the cursor.
+    Clear,
     SetBase,
     Exclude,
     RangeMark,
     ZipDepth,
+    Undo,
+    Redo,
 }
 
-/// The bindings, for the help overlay: (keys, what they do).
-pub const HELP: &[(&str, &str)] = &[
-    ("?", "this help (any key closes it)"),
-    ("q", "quit (asks while a merge runs)"),
-    ("Tab / Shift-Tab", "next / previous panel"),
-    ("↑ ↓  j k", "move; PgUp PgDn Home End jump"),
-    ("← →  - +", "adjust the focused value"),
-    ("", "  Layers: density of all inputs at that layer"),
-    ("", "  Models: weight of the selected model"),
-    ("Enter", "expand a layer / type a value / next method"),
-    ("v", "start or clear a layer range for edits"),
-    ("z", "Layers: zip through this layer (zipit/permute)"),
-    ("Backspace Del", "drop overrides (Params: one; Layers: all)"),
-    ("m", "next merge method"),
-    ("r", "run the merge (asks for the output folder)"),
-    ("c", "cancel the running merge"),
-    ("s / o", "save recipe (.toml, .yaml) / open recipe"),
-    ("a", "add a model by path (Tab completes)"),
-    ("x", "Models: remove the selected model"),
-    ("b / e", "Models: set base / exclude or include"),
-    ("Ctrl-L", "redraw the screen"),
-];
-
-/// The action for a key outside any prompt, if it has one.
+/// The action for a key outside any prompt or dialog, if it has one.
 pub fn action(k: &KeyEvent) -> Option<Action> {
     let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
     Some(match k.code {
         KeyCode::Char('l') if ctrl => Action::Redraw,
         KeyCode::Char('c') if ctrl => Action::Quit,
+        KeyCode::Char('r') if ctrl => Action::Redo,
         _ if ctrl => return None,
-        KeyCode::Char('?') => Action::Help,
-        KeyCode::F(1) => Action::Help,
+        KeyCode::Char('?') | KeyCode::F(1) => Action::Help,
         KeyCode::Char('q') => Action::Quit,
         KeyCode::Tab => Action::NextPanel,
         KeyCode::BackTab => Action::PrevPanel,
@@ -79,17 +65,103 @@ pub fn action(k: &KeyEvent) -> Option<Action> {
             Action::Inc
         }
         KeyCode::Enter => Action::Enter,
+        KeyCode::Char(' ') => Action::Toggle,
         KeyCode::Char('m') => Action::NextMethod,
         KeyCode::Char('r') => Action::Run,
         KeyCode::Char('c') => Action::Cancel,
         KeyCode::Char('s') => Action::Save,
         KeyCode::Char('o') => Action::Open,
         KeyCode::Char('a') => Action::AddModel,
-        KeyCode::Char('x') | KeyCode::Delete | KeyCode::Backspace => Action::Remove,
+        KeyCode::Char('x') => Action::RemoveModel,
+        KeyCode::Delete | KeyCode::Backspace => Action::Clear,
         KeyCode::Char('b') => Action::SetBase,
         KeyCode::Char('e') => Action::Exclude,
         KeyCode::Char('v') => Action::RangeMark,
         KeyCode::Char('z') => Action::ZipDepth,
+        KeyCode::Char('u') => Action::Undo,
         _ => return None,
     })
 }
+
+/// Keys that work in every panel: (keys, what they do).
+pub const GLOBAL: &[(&str, &str)] = &[
+    ("?", "this help: every key, and what the marks mean"),
+    ("q  Ctrl-C", "quit (asks first if work could be lost)"),
+    ("Tab Shift-Tab", "next / previous panel"),
+    ("u  Ctrl-R", "undo / redo any recipe edit"),
+    ("m", "next merge method (the recipe is translated)"),
+    ("r", "run the merge (asks for the output folder)"),
+    ("c", "cancel the running merge"),
+    (
+        "s  o",
+        "save the recipe (.toml; .yml for mergekit) / open one",
+    ),
+    ("a", "add a model by path (Tab completes)"),
+    ("Ctrl-L", "redraw the screen"),
+];
+
+/// The keys of each panel, for the footer and the help.
+pub fn panel_keys(p: Panel) -> &'static [(&'static str, &'static str)] {
+    match p {
+        Panel::Models => &[
+            ("←→", "weight"),
+            ("b", "base"),
+            ("e", "exclude"),
+            ("x", "remove"),
+            ("a", "add"),
+        ],
+        Panel::Layers => &[
+            ("←→", "density"),
+            ("Enter", "tensors"),
+            ("v", "range"),
+            ("z", "zip"),
+            ("Del", "clear"),
+        ],
+        Panel::Params => &[
+            ("←→", "adjust"),
+            ("Enter", "edit"),
+            ("Space", "toggle"),
+            ("Del", "remove"),
+        ],
+        Panel::Agreement => &[("Tab", "panels"), ("m", "method")],
+        Panel::Status => &[("r", "run"), ("c", "cancel")],
+    }
+}
+
+/// What each panel's keys do, in full, for the help overlay.
+pub fn panel_help(p: Panel) -> &'static [(&'static str, &'static str)] {
+    match p {
+        Panel::Models => &[
+            ("←→", "the selected model's weight (at the selected layer)"),
+            ("b", "make the selected model the base"),
+            ("e", "exclude it from the recipe, or include it again"),
+            ("x", "remove it (u brings it back)"),
+        ],
+        Panel::Layers => &[
+            ("←→", "every input's density at the selected row or range"),
+            ("Enter", "show or hide a layer's tensors"),
+            ("v", "start or end a range; each layer moves from its value"),
+            ("z", "zipit/permute: zip through this layer"),
+            ("Del", "remove the selected row's (or range's) overrides"),
+        ],
+        Panel::Params => &[
+            ("←→", "adjust the value (booleans flip)"),
+            ("Enter", "type a value (booleans flip)"),
+            ("Space", "flip a boolean"),
+            ("Del", "remove the value here: the next level's shows"),
+        ],
+        Panel::Agreement => &[],
+        Panel::Status => &[],
+    }
+}
+
+/// The marks, for the help overlay's legend.
+pub const LEGEND: &[(&str, &str)] = &[
+    ("▶", "cursor (also reverse video)"),
+    ("*", "a value set for this layer or group (an override)"),
+    ("≈", "the value a gradient or filter gives at this layer"),
+    ("°", "a figure being recomputed: it is from earlier values"),
+    ("…", "text cut to fit"),
+    ("!", "one of the three layers with the most sign conflict"),
+    ("✘", "a problem that stops the merge (listed by r)"),
+];

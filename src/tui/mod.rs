@@ -1,20 +1,31 @@
 //! The workbench: a ratatui front end over the engine.
 //!
-//! Shaped like gitui: [`state::App`] is plain data; [`update::update`] turns
-//! key presses and worker reports into new state plus [`update::Effect`]s;
-//! [`view::draw`] renders the state and nothing else; [`jobs`] runs every
-//! engine call on background threads. The event loop here glues them
-//! together, draws only when the state is dirty (and at most ~10 times a
-//! second while a merge reports progress), and restores the terminal on
-//! quit, on error and on panic.
+//! Shaped like gitui: [`state::App`] is plain data (the edited recipe is a
+//! [`doc::Doc`] with an undo [`history`]); [`update::update`] turns keys,
+//! signals and job results into new state plus [`update::Effect`]s;
+//! [`view::draw`] renders the state, one widget per panel
+//! ([`panels`]), with one text-input component ([`input`]) and the
+//! dialogs ([`dialog`]); [`jobs`] runs every engine call on background
+//! threads. The event loop here glues them together, draws only when the
+//! state is dirty (at most ~10 times a second while a merge reports
+//! progress), and restores the terminal on quit, on error, on panic and on
+//! SIGHUP/SIGTERM (a running merge is cancelled first, its partial folder
+//! removed).
 
 pub mod demo;
+pub mod dialog;
+pub mod doc;
+pub mod history;
+pub mod input;
 pub mod jobs;
 pub mod keys;
+pub mod layout;
+pub mod panels;
 pub mod state;
 pub mod theme;
 pub mod update;
 pub mod view;
+pub mod widgets;
 
 use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
 use ratatui::backend::CrosstermBackend;
@@ -26,8 +37,8 @@ use ratatui::crossterm::terminal::{
 };
 use ratatui::crossterm::{cursor, execute};
 use ratatui::Terminal;
-use state::{App, Level};
-use std::io::{stdout, Stdout};
+use state::{App, Exit, Level};
+use std::io::{stdout, IsTerminal, Stdout, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -48,6 +59,25 @@ pub struct TuiOptions {
     pub mouse: bool,
     /// `--ascii`: no box-drawing or block glyphs.
     pub ascii: bool,
+}
+
+/// Why the workbench could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    /// What the user named cannot be opened (exit 2).
+    #[error("{0}")]
+    Input(String),
+    /// Started without a terminal (exit 2).
+    #[error(
+        "the workbench needs a terminal, and {0} is not one (started from a pipe, \
+         a cron job or a script?). For headless use: `smelt merge RECIPE --out DIR` \
+         runs a recipe, `smelt analyze RECIPE` prints the sign-agreement statistics, \
+         `smelt recipe check RECIPE` validates one"
+    )]
+    NoTerminal(&'static str),
+    /// The terminal failed while running (exit 1).
+    #[error("terminal: {0}")]
+    Terminal(#[from] std::io::Error),
 }
 
 /// The recipe `smelt` opens with no arguments, inside the sample folder.
@@ -84,7 +114,8 @@ static TERMINAL_ACTIVE: AtomicBool = AtomicBool::new(false);
 static MOUSE_ON: AtomicBool = AtomicBool::new(false);
 
 /// Put the terminal back: cooked mode, main screen, cursor, no mouse.
-/// Safe to call twice.
+/// Safe to call twice, and on a terminal that has gone away (errors are
+/// ignored: after SIGHUP there is nobody to show them to).
 fn restore_terminal() {
     if TERMINAL_ACTIVE.swap(false, Ordering::SeqCst) {
         let mut out = stdout();
@@ -107,7 +138,7 @@ impl Drop for TermGuard {
 fn setup_terminal(
     mouse: bool,
     support: theme::ColorSupport,
-) -> anyhow::Result<Terminal<CrosstermBackend<theme::SgrWriter<Stdout>>>> {
+) -> std::io::Result<Terminal<CrosstermBackend<theme::SgrWriter<Stdout>>>> {
     enable_raw_mode()?;
     TERMINAL_ACTIVE.store(true, Ordering::SeqCst);
     let mut out = stdout();
@@ -116,9 +147,7 @@ fn setup_terminal(
         execute!(out, EnableMouseCapture)?;
         MOUSE_ON.store(true, Ordering::SeqCst);
     }
-    Ok(Terminal::new(CrosstermBackend::new(
-        theme::SgrWriter::new(out, support),
-    ))?)
+    Terminal::new(CrosstermBackend::new(theme::SgrWriter::new(out, support)))
 }
 
 static UI_THREAD: std::sync::OnceLock<std::thread::ThreadId> = std::sync::OnceLock::new();
@@ -140,37 +169,72 @@ fn install_panic_hook() {
     }));
 }
 
-/// The first state: the recipe, the models, or the sample models.
-fn initial(opts: &TuiOptions, jobs: &jobs::Jobs) -> Msg {
-    let loaded = if let Some(p) = &opts.recipe {
-        match crate::recipe::Recipe::load(p) {
-            Ok(r) => jobs.load_now(r, Some(p.clone())),
-            Err(e) => Err(e.to_string()),
-        }
-    } else if !opts.models.is_empty() {
-        jobs.load_now(
-            jobs::recipe_for_models(opts.models.clone(), opts.base.clone()),
-            None,
-        )
-    } else {
-        let root = sample_root();
-        // The sample folder's own recipe, as its README documents it; else
-        // a TIES recipe made up from the family's folders.
-        let documented = root.join(DEFAULT_SAMPLE_RECIPE);
-        if documented.is_file() {
-            if let Ok(r) = crate::recipe::Recipe::load(&documented) {
-                return Msg::Loaded(jobs.load_now(r, Some(documented)));
+/// Signals that end the workbench cleanly: the SSH connection dropping
+/// (SIGHUP), `kill` (SIGTERM), SIGINT and SIGQUIT sent by another process
+/// (in raw mode Ctrl-C is a key, not a signal).
+const EXIT_SIGNALS: &[i32] = &[
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGQUIT,
+];
+
+/// Forward exit signals into the event loop.
+fn signal_thread(tx: Sender<Msg>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new(EXIT_SIGNALS)?;
+    std::thread::Builder::new()
+        .name("smelt-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(Msg::Signal(sig)).is_err() {
+                    return;
+                }
             }
+        })?;
+    Ok(())
+}
+
+/// Read a recipe file as the workbench opens it: its text kept, every
+/// problem in one message.
+fn read_recipe(p: &Path) -> Result<(crate::recipe::Recipe, String), String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let r = crate::recipe::Recipe::parse_all(&text, p).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    Ok((r, text))
+}
+
+/// The first state: the recipe, the models, or the sample models.
+fn initial(opts: &TuiOptions, jobs: &jobs::Jobs) -> Result<update::Loaded, String> {
+    if let Some(p) = &opts.recipe {
+        let (r, text) = read_recipe(p)?;
+        return jobs
+            .load_now(r, Some(p.clone()), Some(text))
+            .map_err(|e| e.to_string());
+    }
+    if !opts.models.is_empty() {
+        let r = crate::recipe::Recipe::for_models(opts.models.clone(), opts.base.clone());
+        return jobs.load_now(r, None, None).map_err(|e| e.to_string());
+    }
+    let root = sample_root();
+    // The sample folder's own recipe, as its README documents it; else a
+    // TIES recipe made up from the family's folders.
+    let documented = root.join(DEFAULT_SAMPLE_RECIPE);
+    if let Ok((r, text)) = read_recipe(&documented) {
+        if let Ok(l) = jobs.load_now(r, Some(documented), Some(text)) {
+            return Ok(l);
         }
-        match jobs::default_recipe(&root) {
-            Some(r) => jobs.load_now(r, None),
-            None => Err(format!(
-                "no sample models in {} (a adds a model, o opens a recipe)",
-                root.display()
-            )),
-        }
-    };
-    Msg::Loaded(loaded)
+    }
+    match jobs::default_recipe(&root) {
+        Some(r) => jobs.load_now(r, None, None).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "no sample models in {} (a adds a model, o opens a recipe)",
+            root.display()
+        )),
+    }
 }
 
 fn input_thread(tx: Sender<Msg>) -> std::io::Result<()> {
@@ -191,28 +255,45 @@ fn input_thread(tx: Sender<Msg>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Run the workbench until the user quits.
-pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
+/// Run the workbench until the user quits or a signal ends it.
+pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
+    // The flags first, so a typo is reported wherever smelt runs.
     let support = theme::ColorSupport::detect();
     let theme = Theme::select(opts.theme.as_deref(), support, config_dir().as_deref())
-        .map_err(|e| anyhow::anyhow!(e))?;
+        .map_err(TuiError::Input)?;
+    if !std::io::stdin().is_terminal() {
+        return Err(TuiError::NoTerminal("standard input"));
+    }
+    if !stdout().is_terminal() {
+        return Err(TuiError::NoTerminal("standard output"));
+    }
     let (tx, rx) = unbounded::<Msg>();
     let mut jobs = jobs::Jobs::new(tx.clone());
     let work_dir = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     let mut app = App::new(data_dir(), work_dir);
     app.ascii = opts.ascii;
-    let first = initial(&opts, &jobs);
-    // What the user named on the command line must open; only a missing
-    // sample folder starts the workbench empty.
-    if let Msg::Loaded(Err(e)) = &first {
-        if opts.recipe.is_some() || !opts.models.is_empty() {
-            anyhow::bail!("{e}");
+    let mut pending = Vec::new();
+    match initial(&opts, &jobs) {
+        Ok(l) => {
+            app.load(&l.recipe, &l.infos, l.layers);
+            app.recipe_path = l.path.clone();
+            app.saved_text = l.text;
+            let what = l
+                .path
+                .map_or_else(|| "models".to_string(), |p| p.display().to_string());
+            app.say(Level::Info, format!("opened {what}"));
         }
+        // What the user named on the command line must open; only a
+        // missing sample folder starts the workbench empty.
+        Err(e) if opts.recipe.is_some() || !opts.models.is_empty() => {
+            return Err(TuiError::Input(e));
+        }
+        Err(e) => app.say(Level::Error, e),
     }
-    let mut pending = update(&mut app, first);
     if let Some(e) = update::initial_analysis(&app) {
         pending.push(e);
     }
+    signal_thread(tx.clone())?;
 
     install_panic_hook();
     let _guard = TermGuard;
@@ -231,7 +312,7 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
                 jobs.handle(e);
             }
         }
-        if app.quit {
+        if app.exit.is_some() {
             break;
         }
         // During a merge, progress arrives constantly: cap at ~10 fps.
@@ -264,25 +345,31 @@ pub fn run(opts: TuiOptions) -> anyhow::Result<()> {
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    for e in pending.drain(..) {
+        if e != Effect::Repaint {
+            jobs.handle(e);
+        }
+    }
     let cancelling = app.merge_running();
     if cancelling {
         jobs.handle(Effect::CancelMerge);
     }
     drop(terminal);
     restore_terminal();
+    let mut err = std::io::stderr();
     if cancelling {
         // Let the engine remove its partial output before the process ends.
-        eprintln!("smelt: cancelling the merge...");
+        let _ = writeln!(err, "smelt: cancelling the merge...");
         let deadline = Instant::now() + Duration::from_secs(30);
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match rx.recv_timeout(left) {
-                Ok(Msg::MergeDone(_)) | Err(_) => break,
+                Ok(Msg::MergeDone { .. }) | Err(_) => break,
                 Ok(_) => {}
             }
         }
     }
     if let Some((Level::Error, m)) = &app.message {
-        eprintln!("smelt: {m}");
+        let _ = writeln!(err, "smelt: {m}");
     }
-    Ok(())
+    Ok(app.exit.unwrap_or(Exit::User))
 }

@@ -1,138 +1,177 @@
 //! The workbench's state: plain data, no terminal, no engine handles.
 //!
-//! Everything the views draw comes from here, and everything the user does
-//! changes it only through [`super::update::update`]. Models appear as
-//! [`ModelInfo`] summaries (the open `Model`s live in the job layer), so the
-//! state can be built by hand in tests and snapshots.
+//! [`App`] holds the edited recipe ([`Doc`]) with its undo history, the
+//! typed view state of each panel, the statistics received, the merge, and
+//! the open dialog. Everything the views draw comes from here, and it
+//! changes only through [`super::update::update`], so the whole UI can be
+//! driven by synthetic events in tests.
 
+pub use super::doc::*;
+use super::history::History;
+use super::input::TextInput;
 use crate::analysis::Stats;
+pub use crate::analysis::{Report, Skipped, Target};
 use crate::engine::Summary;
 use crate::eval::EvalReport;
-use crate::merge::{Method, ParamKind, ParamSpec, ParamValue};
-use crate::model::{Dtype, Group};
-use crate::recipe::{ModelEntry, Override, OverrideScope, Recipe, Slice, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::merge::{BaseRule, ParamKind, ParamSpec};
+use crate::model::Group;
+use crate::recipe::{Recipe, Value};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A loaded model, as the UI shows it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelInfo {
-    pub name: String,
-    pub path: PathBuf,
-    /// Most common dtype of its tensors (`"BF16"`).
-    pub dtype: String,
-    pub params: u64,
-    pub shards: usize,
-    pub layers: usize,
-}
-
-/// One tensor row under an expanded layer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorRow {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub dtype: String,
-}
-
-/// A layer group of the (base or first) model.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerRow {
-    pub group: Group,
-    pub params: u64,
-    pub tensors: Vec<TensorRow>,
-}
-
-/// What a model does in the merge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Base,
-    Input,
-    /// Loaded but left out of the recipe.
-    Excluded,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct ModelSlot {
-    pub info: ModelInfo,
-    pub role: Role,
-    /// The model's own recipe parameters (weight, density, ...).
-    pub params: BTreeMap<String, Value>,
-}
-
-pub use crate::analysis::Target;
-
-/// Per-layer overrides as the UI keeps them: one entry per layer, per-model
-/// values keyed by slot index. Turned into [`Override`] ranges on export.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LayerOverride {
-    pub params: BTreeMap<String, Value>,
-    pub models: BTreeMap<usize, BTreeMap<String, Value>>,
-}
-
-impl LayerOverride {
-    pub fn is_empty(&self) -> bool {
-        self.params.is_empty() && self.models.values().all(BTreeMap::is_empty)
-    }
-}
-
+/// The panels, in Tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Panel {
     Models,
     Layers,
     Params,
     Agreement,
+    /// Focusable only in the compact layout (in the full one it is always
+    /// on screen).
+    Status,
 }
 
 impl Panel {
-    pub const ALL: [Panel; 4] = [
+    pub const FULL: [Panel; 4] = [
         Panel::Models,
         Panel::Layers,
         Panel::Params,
         Panel::Agreement,
     ];
-    pub fn next(self) -> Panel {
-        let i = Panel::ALL.iter().position(|p| *p == self).unwrap_or(0);
-        Panel::ALL[(i + 1) % Panel::ALL.len()]
-    }
-    pub fn prev(self) -> Panel {
-        let i = Panel::ALL.iter().position(|p| *p == self).unwrap_or(0);
-        Panel::ALL[(i + Panel::ALL.len() - 1) % Panel::ALL.len()]
+    pub const COMPACT: [Panel; 5] = [
+        Panel::Models,
+        Panel::Layers,
+        Panel::Params,
+        Panel::Agreement,
+        Panel::Status,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Panel::Models => "Models",
+            Panel::Layers => "Layers",
+            Panel::Params => "Parameters",
+            Panel::Agreement => "Sign agreement",
+            Panel::Status => "Status",
+        }
     }
 }
 
-/// The background merge, as the status panel shows it.
+/// One row of the Layers panel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerLine {
+    /// The whole model: edits go to the recipe's own values.
+    All,
+    Group(usize),
+    Tensor(usize, usize),
+}
+
+/// One row of the Parameters panel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParamRow {
+    Method,
+    /// The recipe's `seed` (random methods, or wherever one is set).
+    Seed,
+    /// A method-wide value, or a per-model name written recipe-wide (it
+    /// then applies to every model).
+    Global(String),
+    /// One model's value.
+    Model {
+        slot: usize,
+        name: String,
+    },
+    OutDtype,
+    Calibration,
+    /// The recipe's slices (read from its file; removable, not editable).
+    Slices,
+}
+
+/// The typed view state of every panel.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct View {
+    pub focus: Option<Panel>,
+    pub model_cursor: usize,
+    pub layer_cursor: usize,
+    pub param_cursor: usize,
+    /// First layer of a range selection (`v`), by layer index.
+    pub range_anchor: Option<usize>,
+    pub expanded: BTreeSet<usize>,
+}
+
+/// What statistics were computed from: the method, the models, the seed
+/// and every parameter value of every tensor of the target (hashed). A
+/// result whose key differs from the target's current one is stale; going
+/// back to earlier values makes earlier results current again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct StatsKey(pub u64);
+
+/// Statistics held for a target, with the key they were computed under.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub key: StatsKey,
+    pub result: Result<Report, String>,
+}
+
+/// A background job's ticket: results carry it back, and a result whose
+/// ticket is not the latest of its kind is dropped (latest wins).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Ticket(pub u64);
+
+/// The latest ticket of each job kind.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tickets {
+    pub next: u64,
+    pub open: Option<Ticket>,
+    pub add: Option<Ticket>,
+    pub save: Option<Ticket>,
+    pub merge: Option<Ticket>,
+}
+
+impl Tickets {
+    pub fn issue(&mut self) -> Ticket {
+        self.next += 1;
+        Ticket(self.next)
+    }
+}
+
+/// Merge progress as the engine reports it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Progress {
+    pub tensors: usize,
+    pub tensors_done: usize,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub current: String,
+    pub elapsed: Duration,
+}
+
+/// The background merge, as the status panel shows it. Every state after
+/// `Idle` keeps the recipe that produced it, so a result stays labelled
+/// with its recipe once the recipe changes.
 #[derive(Clone, Debug)]
 pub enum MergeState {
     Idle,
     Running {
+        ticket: Ticket,
         out: PathBuf,
-        tensors: usize,
-        tensors_done: usize,
-        bytes_done: u64,
-        bytes_total: u64,
-        current: String,
-        elapsed: Duration,
+        recipe: Recipe,
+        progress: Progress,
         cancelling: bool,
     },
-    Done(Summary),
-    Failed(String),
-}
-
-impl MergeState {
-    /// A merge into `out` that has just been started: nothing reported yet.
-    pub fn started(out: PathBuf) -> MergeState {
-        MergeState::Running {
-            out,
-            tensors: 0,
-            tensors_done: 0,
-            bytes_done: 0,
-            bytes_total: 0,
-            current: String::new(),
-            elapsed: Duration::ZERO,
-            cancelling: false,
-        }
-    }
+    Done {
+        summary: Summary,
+        recipe: Recipe,
+    },
+    Failed {
+        out: PathBuf,
+        error: String,
+        recipe: Recipe,
+    },
+    Cancelled {
+        out: PathBuf,
+        recipe: Recipe,
+    },
 }
 
 /// Accuracy of a merged MLP beside each input's own, on the test split.
@@ -154,58 +193,68 @@ pub enum AccuracyState {
     Done(Accuracy),
 }
 
-/// Global parameters that never take per-layer overrides (the engine reads
-/// them from the recipe's own values only).
-pub const GLOBAL_ONLY: &[&str] = &["depth"];
+/// What to do once the user has dealt with unsaved changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Then {
+    Quit,
+    Open,
+}
 
-/// What a text prompt is for.
+/// What a prompt is for.
 #[derive(Clone, Debug, PartialEq)]
-pub enum InputKind {
-    /// Output folder for `r`.
+pub enum Purpose {
     OutputFolder,
-    SaveRecipe,
-    OpenRecipe,
+    /// Save the recipe; then continue with `then`.
+    Save {
+        then: Option<Then>,
+    },
+    Open,
     AddModel,
-    /// A new value for the focused parameter row.
-    Value(ParamRow),
+    /// A new value for a Parameters row, at the scopes it was opened at.
+    Value {
+        row: ParamRow,
+        scopes: Option<Vec<Scope>>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct Input {
-    pub kind: InputKind,
-    pub text: String,
-    /// Cursor position in chars.
-    pub cursor: usize,
-    /// Candidates from the last Tab, shown under the prompt.
-    pub completions: Vec<String>,
+pub struct Prompt {
+    pub input: TextInput,
+    pub purpose: Purpose,
 }
 
-impl Input {
-    pub fn new(kind: InputKind, text: String) -> Input {
-        let cursor = text.chars().count();
-        Input {
-            kind,
-            text,
-            cursor,
-            completions: Vec::new(),
-        }
-    }
-    pub fn title(&self) -> String {
-        match &self.kind {
-            InputKind::OutputFolder => "Run merge into folder".into(),
-            InputKind::SaveRecipe => "Save recipe to (.toml, or .yaml for mergekit)".into(),
-            InputKind::OpenRecipe => "Open recipe".into(),
-            InputKind::AddModel => "Add model (folder or .safetensors)".into(),
-            InputKind::Value(_) => "New value".into(),
-        }
-    }
+/// Why an overwrite is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Another file exists at the path.
+    Exists,
+    /// The opened recipe changed on disk since it was read.
+    ChangedOnDisk,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Confirm {
+    /// Leaving (quit, or opening another recipe) with unsaved changes or a
+    /// running merge. Drawn from the live state, so it follows a merge
+    /// that ends while it is open.
+    Leave { then: Then },
+    /// Writing over a file: y writes, anything else goes back to the
+    /// prompt with the path kept.
+    Overwrite {
+        path: PathBuf,
+        why: Overwrite,
+        then: Option<Then>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Modal {
-    Help,
-    ConfirmQuit,
-    Input(Input),
+    /// The help, scrolled down by this many lines.
+    Help(usize),
+    Prompt(Prompt),
+    Confirm(Confirm),
+    /// `r` refused: the recipe's problems.
+    Problems,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,100 +264,66 @@ pub enum Level {
     Error,
 }
 
-/// One editable row of the Parameters panel.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ParamRow {
-    Method,
-    Global(&'static str),
-    /// A per-model parameter of slot `slot`.
-    PerModel {
-        slot: usize,
-        name: &'static str,
-    },
-}
-
-/// One row of the Layers panel.
+/// Why the workbench ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerLine {
-    /// The whole model: edits go to the recipe's own values.
-    All,
-    Group(usize),
-    Tensor(usize, usize),
+pub enum Exit {
+    User,
+    /// SIGHUP, SIGTERM...: the process exits with 128 + the signal.
+    Signal(i32),
 }
 
 /// The whole UI state.
 #[derive(Clone, Debug)]
 pub struct App {
-    pub method: Method,
-    pub slots: Vec<ModelSlot>,
-    /// Recipe-wide parameters.
-    pub global: BTreeMap<String, Value>,
-    /// Per-layer overrides, by layer index.
-    pub overrides: BTreeMap<usize, LayerOverride>,
-    /// Recipe fields the UI does not edit but must keep.
-    pub slices: Vec<Slice>,
-    /// Overrides of the embeddings / head groups, as loaded (model keys
-    /// are slot indices, like [`LayerOverride::models`]).
-    pub group_overrides: Vec<Override>,
-    pub out_dtype: Option<Dtype>,
-    pub seed: Option<u64>,
-    pub calibration: Option<PathBuf>,
-    /// Layer groups of the base (or first) model.
-    pub layers: Vec<LayerRow>,
-    pub expanded: BTreeSet<usize>,
-    pub focus: Panel,
-    pub model_cursor: usize,
-    pub layer_cursor: usize,
-    pub param_cursor: usize,
-    /// First layer of a range selection (`v`), by layer index.
-    pub range_anchor: Option<usize>,
-    /// Bumped on every change to the recipe (triggers new requests).
+    pub doc: Doc,
+    pub history: History<Doc>,
+    pub view: View,
+    /// Problems of the current recipe (refreshed after every edit).
+    pub problems: Vec<Issue>,
+    /// Bumped on every edit of the recipe.
     pub gen: u64,
-    /// Latest statistics per target, with the key of the inputs they were
-    /// computed from (see [`App::stats_key`]).
-    pub stats: HashMap<Target, (String, Result<Stats, String>)>,
+    /// Latest statistics per target.
+    pub stats: HashMap<Target, Held>,
     /// Sampled estimates for big tensors, shown until the exact result for
     /// the same key arrives.
-    pub previews: HashMap<Target, (String, Stats)>,
+    pub previews: HashMap<Target, (StatsKey, Stats)>,
     pub merge: MergeState,
-    /// Accuracy of the last merge's output, when it is an MLP.
     pub accuracy: AccuracyState,
     pub modal: Option<Modal>,
     pub message: Option<(Level, String)>,
-    /// Where the recipe was loaded from or last saved to.
+    /// Where the recipe was opened from or last saved to.
     pub recipe_path: Option<PathBuf>,
-    /// The recipe as last loaded or saved, to mark unsaved changes.
+    /// The recipe as last opened or saved, to mark unsaved changes.
     pub saved: Option<Recipe>,
+    /// The text of the recipe file as read or written (to keep its comments
+    /// on save, and to notice it changed on disk).
+    pub saved_text: Option<String>,
+    pub tickets: Tickets,
+    /// What to do after the save now running succeeds.
+    pub after_save: Option<Then>,
     /// Default folder for saved recipes (user data dir or SMELT_DATA_DIR).
     pub data_dir: PathBuf,
     /// Folder that default output paths are made in.
     pub work_dir: PathBuf,
     pub ascii: bool,
-    /// Terminal size, for mapping mouse clicks to panels.
+    /// Terminal size, for layout-dependent keys and mouse hits.
     pub size: (u16, u16),
     pub dirty: bool,
-    pub quit: bool,
+    pub exit: Option<Exit>,
+    /// Keys computed for the current `gen` (drawing asks for them often).
+    key_memo: std::cell::RefCell<(u64, HashMap<Target, StatsKey>)>,
 }
 
 impl App {
     pub fn new(data_dir: PathBuf, work_dir: PathBuf) -> App {
-        App {
-            method: Method::Ties,
-            slots: Vec::new(),
-            global: BTreeMap::new(),
-            overrides: BTreeMap::new(),
-            slices: Vec::new(),
-            group_overrides: Vec::new(),
-            out_dtype: None,
-            seed: None,
-            calibration: None,
-            layers: Vec::new(),
-            expanded: BTreeSet::new(),
-            focus: Panel::Layers,
-            model_cursor: 0,
-            layer_cursor: 0,
-            param_cursor: 0,
-            range_anchor: None,
+        let mut app = App {
+            doc: Doc::default(),
+            history: History::default(),
+            view: View {
+                focus: Some(Panel::Layers),
+                ..View::default()
+            },
+            problems: Vec::new(),
             gen: 0,
             stats: HashMap::new(),
             previews: HashMap::new(),
@@ -318,176 +333,94 @@ impl App {
             message: None,
             recipe_path: None,
             saved: None,
+            saved_text: None,
+            tickets: Tickets::default(),
+            after_save: None,
             data_dir,
             work_dir,
             ascii: false,
             size: (80, 24),
             dirty: true,
-            quit: false,
-        }
-    }
-
-    pub fn base_slot(&self) -> Option<usize> {
-        self.slots.iter().position(|s| s.role == Role::Base)
-    }
-    pub fn input_slots(&self) -> Vec<usize> {
-        (0..self.slots.len())
-            .filter(|&i| self.slots[i].role == Role::Input)
-            .collect()
-    }
-
-    /// Install a recipe and its models' summaries (`infos[i]` for each path
-    /// the recipe names, base first when it has one) and the layer table.
-    pub fn load_recipe(&mut self, recipe: &Recipe, infos: Vec<ModelInfo>, layers: Vec<LayerRow>) {
-        self.method = recipe.method;
-        self.global = recipe.params.clone();
-        self.slices = recipe.slices.clone();
-        self.out_dtype = recipe.out_dtype;
-        self.seed = recipe.seed;
-        self.calibration = recipe.calibration.clone();
-        let info_for = |p: &PathBuf| {
-            infos
-                .iter()
-                .find(|i| &i.path == p)
-                .cloned()
-                .unwrap_or_else(|| ModelInfo {
-                    name: p
-                        .file_name()
-                        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()),
-                    path: p.clone(),
-                    dtype: "?".into(),
-                    params: 0,
-                    shards: 0,
-                    layers: 0,
-                })
+            exit: None,
+            key_memo: Default::default(),
         };
-        self.slots.clear();
-        if let Some(b) = &recipe.base {
-            self.slots.push(ModelSlot {
-                info: info_for(b),
-                role: Role::Base,
-                params: BTreeMap::new(),
-            });
-        }
-        let offset = self.slots.len();
-        for m in &recipe.models {
-            self.slots.push(ModelSlot {
-                info: info_for(&m.path),
-                role: Role::Input,
-                params: m.params.clone(),
-            });
-        }
-        self.overrides.clear();
-        self.group_overrides.clear();
-        for o in &recipe.overrides {
-            // Group overrides (embeddings, head) are kept, not edited.
-            let OverrideScope::Layers(lo, hi) = o.scope else {
-                self.group_overrides.push(Override {
-                    scope: o.scope,
-                    params: o.params.clone(),
-                    models: o
-                        .models
-                        .iter()
-                        .map(|(mi, p)| (mi + offset, p.clone()))
-                        .collect(),
-                });
-                continue;
-            };
-            for l in lo..=hi {
-                let e = self.overrides.entry(l).or_default();
-                e.params.extend(o.params.clone());
-                for (mi, p) in &o.models {
-                    e.models.entry(mi + offset).or_default().extend(p.clone());
-                }
-            }
-        }
-        self.layers = layers;
-        self.expanded.clear();
-        self.layer_cursor = 0;
-        self.model_cursor = 0;
-        self.param_cursor = 0;
-        self.range_anchor = None;
+        app.refresh();
+        app
+    }
+
+    pub fn focus(&self) -> Panel {
+        self.view.focus.unwrap_or(Panel::Layers)
+    }
+
+    /// Install an opened recipe: a fresh document and view, no history.
+    pub fn load(&mut self, recipe: &Recipe, infos: &[ModelInfo], layers: Vec<LayerRow>) {
+        self.doc = Doc::from_recipe(recipe, infos, layers);
+        self.history.clear();
+        let focus = self.view.focus;
+        self.view = View {
+            focus,
+            ..View::default()
+        };
         self.stats.clear();
         self.previews.clear();
-        self.saved = Some(self.to_recipe());
+        self.saved = Some(self.doc.to_recipe());
+        self.refresh();
+    }
+
+    /// Apply an edit of the recipe as one undo step named `what`. Nothing
+    /// is recorded when the edit changed nothing.
+    pub fn edit<R>(&mut self, what: &str, f: impl FnOnce(&mut Doc) -> R) -> R {
+        let before = self.doc.clone();
+        let r = f(&mut self.doc);
+        if self.doc != before {
+            self.history.record(before, what);
+            self.refresh();
+        }
+        r
+    }
+
+    /// After the document changed: problems, cursors, new statistics.
+    pub fn refresh(&mut self) {
+        self.problems = self.doc.problems();
+        self.view.model_cursor = self
+            .view
+            .model_cursor
+            .min(self.doc.slots.len().saturating_sub(1));
+        self.view.expanded.retain(|g| *g < self.doc.layers.len());
+        self.view.layer_cursor = self
+            .view
+            .layer_cursor
+            .min(self.layer_lines().len().saturating_sub(1));
+        self.view.param_cursor = self
+            .view
+            .param_cursor
+            .min(self.param_rows().len().saturating_sub(1));
         self.gen += 1;
         self.dirty = true;
     }
 
-    /// The recipe this state stands for: exactly what `r` runs and `s` saves.
-    pub fn to_recipe(&self) -> Recipe {
-        let base = self.base_slot().map(|i| self.slots[i].info.path.clone());
-        let inputs = self.input_slots();
-        let mut r = Recipe::new(self.method, base, Vec::new());
-        r.models = inputs
-            .iter()
-            .map(|&i| ModelEntry {
-                path: self.slots[i].info.path.clone(),
-                params: self.slots[i].params.clone(),
-            })
-            .collect();
-        r.params = self.global.clone();
-        r.slices = self.slices.clone();
-        r.out_dtype = self.out_dtype;
-        r.seed = self.seed;
-        r.calibration = self.calibration.clone();
-        // Per-layer entries, remapped to recipe model indices, coalesced into
-        // ranges of consecutive layers with identical values.
-        let mut out: Vec<Override> = Vec::new();
-        for (&l, o) in &self.overrides {
-            let mut models = BTreeMap::new();
-            for (slot, p) in &o.models {
-                if let Some(k) = inputs.iter().position(|i| i == slot) {
-                    if !p.is_empty() {
-                        models.insert(k, p.clone());
-                    }
-                }
-            }
-            if o.params.is_empty() && models.is_empty() {
-                continue;
-            }
-            match out.last_mut() {
-                Some(Override {
-                    scope: OverrideScope::Layers(_, hi),
-                    params,
-                    models: m,
-                }) if *hi + 1 == l && *params == o.params && *m == models => {
-                    *hi = l;
-                }
-                _ => out.push(Override {
-                    scope: OverrideScope::Layers(l, l),
-                    params: o.params.clone(),
-                    models,
-                }),
-            }
-        }
-        for o in &self.group_overrides {
-            let models: BTreeMap<usize, BTreeMap<String, Value>> = o
-                .models
-                .iter()
-                .filter_map(|(slot, p)| {
-                    let k = inputs.iter().position(|i| i == slot)?;
-                    (!p.is_empty()).then(|| (k, p.clone()))
-                })
-                .collect();
-            if !o.params.is_empty() || !models.is_empty() {
-                out.push(Override {
-                    scope: o.scope,
-                    params: o.params.clone(),
-                    models,
-                });
-            }
-        }
-        r.overrides = out;
-        r
+    pub fn say(&mut self, level: Level, msg: impl Into<String>) {
+        self.message = Some((level, msg.into()));
+        self.dirty = true;
     }
+
+    /// Whether the recipe differs from the one last opened or saved.
+    pub fn modified(&self) -> bool {
+        !self.doc.slots.is_empty() && self.saved.as_ref() != Some(&self.doc.to_recipe())
+    }
+
+    pub fn merge_running(&self) -> bool {
+        matches!(self.merge, MergeState::Running { .. })
+    }
+
+    // ------------------------------------------------------------ layers
 
     /// Rows of the Layers panel in display order.
     pub fn layer_lines(&self) -> Vec<LayerLine> {
         let mut v = vec![LayerLine::All];
-        for (gi, l) in self.layers.iter().enumerate() {
+        for (gi, l) in self.doc.layers.iter().enumerate() {
             v.push(LayerLine::Group(gi));
-            if self.expanded.contains(&gi) {
+            if self.view.expanded.contains(&gi) {
                 v.extend((0..l.tensors.len()).map(|ti| LayerLine::Tensor(gi, ti)));
             }
         }
@@ -495,9 +428,8 @@ impl App {
     }
 
     pub fn current_line(&self) -> LayerLine {
-        let lines = self.layer_lines();
-        lines
-            .get(self.layer_cursor)
+        self.layer_lines()
+            .get(self.view.layer_cursor)
             .copied()
             .unwrap_or(LayerLine::All)
     }
@@ -510,12 +442,13 @@ impl App {
         }
     }
 
-    /// What the Sign agreement panel shows.
+    /// What the Sign agreement panel shows (`None`: all layers).
     pub fn current_target(&self) -> Option<Target> {
         match self.current_line() {
             LayerLine::All => None,
-            LayerLine::Group(g) => self.layers.get(g).map(|l| Target::Group(l.group)),
+            LayerLine::Group(g) => self.doc.layers.get(g).map(|l| Target::Group(l.group)),
             LayerLine::Tensor(g, t) => self
+                .doc
                 .layers
                 .get(g)
                 .and_then(|l| l.tensors.get(t))
@@ -523,342 +456,249 @@ impl App {
         }
     }
 
-    /// Which layers an edit applies to: `None` for the recipe's own values
-    /// (the "All layers" row, or embeddings/head, which overrides cannot
-    /// address), else an inclusive range of layer indices.
-    pub fn edit_scope(&self) -> Option<(usize, usize)> {
+    /// Which scopes an edit applies to: `None` for the recipe's own values
+    /// (the "all layers" row), else the selected layer or group, or the
+    /// range of layers marked with `v`.
+    pub fn edit_scopes(&self) -> Option<Vec<Scope>> {
         let g = self.current_group()?;
-        let Group::Layer(l) = self.layers.get(g)?.group else {
-            return None;
-        };
-        match self.range_anchor {
-            Some(a) => Some((a.min(l), a.max(l))),
-            None => Some((l, l)),
+        let scope = Scope::of(self.doc.layers.get(g)?.group);
+        match (scope, self.view.range_anchor) {
+            (Scope::Layer(l), Some(a)) => Some((a.min(l)..=a.max(l)).map(Scope::Layer).collect()),
+            (s, _) => Some(vec![s]),
         }
     }
 
-    /// Rows of the Parameters panel for the current method and models.
+    /// The scope values are shown at: the first of [`App::edit_scopes`].
+    pub fn shown_scope(&self) -> Option<Scope> {
+        self.edit_scopes().and_then(|v| v.first().copied())
+    }
+
+    // ------------------------------------------------------------ params
+
+    /// Rows of the Parameters panel: every value the recipe holds at the
+    /// shown scope, and every parameter the method takes.
     pub fn param_rows(&self) -> Vec<ParamRow> {
-        let spec = self.method.spec();
+        let doc = &self.doc;
+        let spec = doc.method.spec();
+        let scope = self.shown_scope();
         let mut rows = vec![ParamRow::Method];
-        rows.extend(spec.global.iter().map(|p| ParamRow::Global(p.name)));
-        for slot in self.input_slots() {
-            rows.extend(
-                spec.per_model
-                    .iter()
-                    .map(|p| ParamRow::PerModel { slot, name: p.name }),
-            );
+        if doc.method.draws_random() || doc.seed.is_some() {
+            rows.push(ParamRow::Seed);
+        }
+        let mut globals: Vec<String> = spec.global.iter().map(|p| p.name.to_string()).collect();
+        let extra = |names: &mut Vec<String>, it: &mut dyn Iterator<Item = &String>| {
+            for n in it {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        };
+        extra(&mut globals, &mut doc.global.keys());
+        if let Some(o) = scope.and_then(|s| doc.overrides.get(&s)) {
+            extra(&mut globals, &mut o.params.keys());
+        }
+        rows.extend(globals.into_iter().map(ParamRow::Global));
+        for slot in doc.input_slots() {
+            let mut names: Vec<String> =
+                spec.per_model.iter().map(|p| p.name.to_string()).collect();
+            extra(&mut names, &mut doc.slots[slot].params.keys());
+            if let Some(m) = scope
+                .and_then(|s| doc.overrides.get(&s))
+                .and_then(|o| o.models.get(&doc.slots[slot].info.path))
+            {
+                extra(&mut names, &mut m.keys());
+            }
+            rows.extend(names.into_iter().map(|name| ParamRow::Model { slot, name }));
+        }
+        if doc.out_dtype.is_some() {
+            rows.push(ParamRow::OutDtype);
+        }
+        if doc.calibration.is_some() {
+            rows.push(ParamRow::Calibration);
+        }
+        if !doc.slices.is_empty() {
+            rows.push(ParamRow::Slices);
         }
         rows
     }
 
-    pub fn param_spec(&self, row: &ParamRow) -> Option<&'static ParamSpec> {
-        let spec = self.method.spec();
+    /// The parameter name and model of a value row.
+    pub fn row_param(row: &ParamRow) -> Option<(&str, Option<usize>)> {
         match row {
-            ParamRow::Method => None,
-            ParamRow::Global(n) => spec.global.iter().find(|p| p.name == *n),
-            ParamRow::PerModel { name, .. } => spec.per_model.iter().find(|p| p.name == *name),
-        }
-    }
-
-    /// The value a row has at the current edit scope, and whether it comes
-    /// from a per-layer override. `None`: not set and no default (required).
-    pub fn param_value(&self, row: &ParamRow) -> (Option<Value>, bool) {
-        self.value_at(row, self.edit_scope().map(|(lo, _)| lo))
-    }
-
-    /// A row's value at layer `layer` (`None`: the recipe's own value).
-    pub fn value_at(&self, row: &ParamRow, layer: Option<usize>) -> (Option<Value>, bool) {
-        let layer = layer.filter(|_| !is_global_only(row));
-        let over = layer.and_then(|l| self.overrides.get(&l));
-        let (from_over, own) = match row {
-            ParamRow::Method => return (None, false),
-            ParamRow::Global(n) => (
-                over.and_then(|o| o.params.get(*n)).cloned(),
-                self.global.get(*n).cloned(),
-            ),
-            ParamRow::PerModel { slot, name } => (
-                over.and_then(|o| o.models.get(slot))
-                    .and_then(|m| m.get(*name))
-                    .cloned(),
-                self.slots
-                    .get(*slot)
-                    .and_then(|s| s.params.get(*name))
-                    .or_else(|| self.global.get(*name))
-                    .cloned(),
-            ),
-        };
-        if let Some(v) = from_over {
-            return (Some(v), true);
-        }
-        if let Some(v) = own {
-            return (Some(v), false);
-        }
-        let default = self
-            .param_spec(row)
-            .and_then(|s| s.default)
-            .map(|d| match d {
-                ParamValue::Bool(b) => Value::Bool(b),
-                ParamValue::Float(x) => Value::Number(x),
-            });
-        (default, false)
-    }
-
-    /// Set a row's value at the current edit scope.
-    pub fn set_param(&mut self, row: &ParamRow, v: Value) {
-        let scope = self.edit_scope().filter(|_| !is_global_only(row));
-        match scope {
-            None => match row {
-                ParamRow::Method => {}
-                ParamRow::Global(n) => {
-                    self.global.insert((*n).to_string(), v);
-                }
-                ParamRow::PerModel { slot, name } => {
-                    if let Some(s) = self.slots.get_mut(*slot) {
-                        s.params.insert((*name).to_string(), v);
-                    }
-                }
-            },
-            Some((lo, hi)) => {
-                for l in lo..=hi {
-                    let o = self.overrides.entry(l).or_default();
-                    match row {
-                        ParamRow::Method => {}
-                        ParamRow::Global(n) => {
-                            o.params.insert((*n).to_string(), v.clone());
-                        }
-                        ParamRow::PerModel { slot, name } => {
-                            o.models
-                                .entry(*slot)
-                                .or_default()
-                                .insert((*name).to_string(), v.clone());
-                        }
-                    }
-                }
-            }
-        }
-        self.params_changed();
-    }
-
-    /// Remove the current scope's overrides of `row`.
-    pub fn clear_override(&mut self, row: &ParamRow) -> bool {
-        let Some((lo, hi)) = self.edit_scope() else {
-            return false;
-        };
-        let mut any = false;
-        for l in lo..=hi {
-            if let Some(o) = self.overrides.get_mut(&l) {
-                any |= match row {
-                    ParamRow::Method => false,
-                    ParamRow::Global(n) => o.params.remove(*n).is_some(),
-                    ParamRow::PerModel { slot, name } => o
-                        .models
-                        .get_mut(slot)
-                        .and_then(|m| m.remove(*name))
-                        .is_some(),
-                };
-                if o.is_empty() {
-                    self.overrides.remove(&l);
-                }
-            }
-        }
-        if any {
-            self.params_changed();
-        }
-        any
-    }
-
-    /// Whether the method zips layers into a shared trunk (`depth` applies).
-    pub fn zips(&self) -> bool {
-        matches!(self.method, Method::Zipit | Method::Permute)
-    }
-
-    /// Layers that can be zipped: every layer but the last (the classifier,
-    /// which stays per model).
-    pub fn zip_max(&self) -> usize {
-        self.layers
-            .iter()
-            .filter(|l| matches!(l.group, Group::Layer(_)))
-            .count()
-            .saturating_sub(1)
-    }
-
-    /// The zip depth as written in the recipe (-1: every hidden layer).
-    pub fn zip_depth(&self) -> i64 {
-        match self.global.get("depth") {
-            Some(Value::Number(x)) => *x as i64,
-            _ => -1,
-        }
-    }
-
-    /// How many layers form the shared trunk.
-    pub fn zip_depth_eff(&self) -> usize {
-        usize::try_from(self.zip_depth()).unwrap_or_else(|_| self.zip_max())
-    }
-
-    /// Whether layer `l` is zipped into the shared trunk.
-    pub fn zipped(&self, l: usize) -> bool {
-        l < self.zip_depth_eff()
-    }
-
-    /// Set the zip depth (-1: every hidden layer).
-    pub fn set_zip_depth(&mut self, d: i64) {
-        self.global.insert("depth".into(), Value::Number(d as f64));
-        self.params_changed();
-    }
-
-    /// Layers with overrides past the zipped trunk: the engine refuses
-    /// those (per-layer alpha/beta only exist where layers are zipped).
-    pub fn overrides_past_zip(&self) -> Vec<usize> {
-        let limit = self.zip_depth_eff().max(1);
-        self.overrides
-            .iter()
-            .filter(|(l, o)| **l >= limit && !o.is_empty())
-            .map(|(l, _)| *l)
-            .collect()
-    }
-
-    /// Whether a layer group has overrides of its own.
-    pub fn has_override(&self, g: usize) -> bool {
-        match self.layers.get(g).map(|l| l.group) {
-            Some(Group::Layer(l)) => self.overrides.get(&l).is_some_and(|o| !o.is_empty()),
-            _ => false,
-        }
-    }
-
-    /// Statistics changed meaning: older results become stale.
-    pub fn params_changed(&mut self) {
-        self.gen += 1;
-        self.dirty = true;
-    }
-
-    /// A preview for the target's current inputs, if one is held.
-    pub fn preview_for(&self, t: &Target) -> Option<&Stats> {
-        self.previews
-            .get(t)
-            .filter(|(k, _)| *k == self.stats_key(t))
-            .map(|(_, s)| s)
-    }
-
-    /// What a target's statistics depend on: the method, the models, and
-    /// each input's density and weight as written for the target's layer
-    /// (overrides, own values, gradients and filters as given: equal text
-    /// resolves equally). Results computed under another key are stale, so
-    /// changing one layer recomputes that layer only, and going back to
-    /// earlier values makes earlier results current again.
-    pub fn stats_key(&self, t: &Target) -> String {
-        let group = match t {
-            Target::Group(g) => Some(*g),
-            Target::Tensor(n) => self
-                .layers
-                .iter()
-                .find(|l| l.tensors.iter().any(|x| &x.name == n))
-                .map(|l| l.group),
-        };
-        let layer = match group {
-            Some(Group::Layer(l)) => Some(l),
+            ParamRow::Global(n) => Some((n, None)),
+            ParamRow::Model { slot, name } => Some((name, Some(*slot))),
             _ => None,
-        };
-        let base = self.base_slot().map(|i| &self.slots[i].info.path);
-        let inputs: Vec<_> = self
-            .input_slots()
-            .into_iter()
-            .map(|slot| {
-                let d = self
-                    .value_at(
-                        &ParamRow::PerModel {
-                            slot,
-                            name: "density",
-                        },
-                        layer,
-                    )
-                    .0;
-                let w = self
-                    .value_at(
-                        &ParamRow::PerModel {
-                            slot,
-                            name: "weight",
-                        },
-                        layer,
-                    )
-                    .0;
-                (&self.slots[slot].info.path, d, w)
-            })
-            .collect();
-        format!("{}|{base:?}|{inputs:?}", self.method.name())
-    }
-
-    /// Statistics for a target, and whether they are current.
-    pub fn stats_for(&self, t: &Target) -> Option<(&Result<Stats, String>, bool)> {
-        self.stats.get(t).map(|(k, s)| (s, *k == self.stats_key(t)))
-    }
-
-    /// Targets whose statistics are missing or stale, with their current
-    /// keys: the selected one first, then every layer group (for the
-    /// gauges), then the tensors of expanded layers.
-    pub fn wanted_targets(&self) -> Vec<(Target, String)> {
-        let mut v: Vec<(Target, String)> = Vec::new();
-        let stale = |t: &Target| {
-            let key = self.stats_key(t);
-            self.stats
-                .get(t)
-                .is_none_or(|(k, _)| *k != key)
-                .then_some(key)
-        };
-        let mut all: Vec<Target> = self.current_target().into_iter().collect();
-        all.extend(self.layers.iter().map(|l| Target::Group(l.group)));
-        // Tensors of expanded layers, for their rows' gauges.
-        for &g in &self.expanded {
-            for tr in self.layers.get(g).map_or(&[][..], |l| &l.tensors[..]) {
-                all.push(Target::Tensor(tr.name.clone()));
-            }
         }
-        for t in all {
-            if v.iter().any(|(x, _)| *x == t) {
-                continue;
-            }
-            if let Some(key) = stale(&t) {
-                v.push((t, key));
-            }
-        }
-        v
     }
 
-    /// Whether analysis can run at all (it needs a base and an input).
+    pub fn param_spec(&self, row: &ParamRow) -> Option<&'static ParamSpec> {
+        let (name, _) = App::row_param(row)?;
+        self.doc.spec_of(name)
+    }
+
+    /// A row's value at `scope` (see [`Doc::value_at`]).
+    pub fn row_value(&self, row: &ParamRow, scope: Option<Scope>) -> Lookup {
+        match App::row_param(row) {
+            Some((name, model)) => self.doc.value_at(name, model, scope),
+            None => Lookup {
+                value: None,
+                from: Source::Missing,
+            },
+        }
+    }
+
+    /// Where an edit of `row` at `scope` writes.
+    pub fn place_of(&self, row: &ParamRow, scope: Option<Scope>) -> Option<Place> {
+        let (name, model) = App::row_param(row)?;
+        let scope = scope.filter(|_| !GLOBAL_ONLY.contains(&name));
+        let path = model
+            .and_then(|m| self.doc.slots.get(m))
+            .map(|s| s.info.path.clone());
+        Some(match (scope, path) {
+            (None, None) => Place::Global,
+            (None, Some(p)) => Place::Model(p),
+            (Some(s), None) => Place::Scope(s),
+            (Some(s), Some(p)) => Place::ScopeModel(s, p),
+        })
+    }
+
+    // ------------------------------------------------------------ problems
+
+    pub fn problems_at(&self, spot: &Spot) -> impl Iterator<Item = &Issue> {
+        let spot = spot.clone();
+        self.problems
+            .iter()
+            .filter(move |i| i.spots.contains(&spot))
+    }
+
+    pub fn has_problem(&self, spot: &Spot) -> bool {
+        self.problems_at(spot).next().is_some()
+    }
+
+    /// Whether a Parameters row has a problem at the shown scope.
+    pub fn row_problem(&self, row: &ParamRow) -> Option<&Issue> {
+        let spot = match row {
+            ParamRow::Method => Spot::Method,
+            ParamRow::Seed => Spot::Seed,
+            ParamRow::Calibration => Spot::Calibration,
+            ParamRow::Slices => Spot::Slices,
+            ParamRow::OutDtype => return None,
+            _ => {
+                let (name, _) = App::row_param(row)?;
+                let place = self.place_of(row, self.shown_scope())?;
+                // A missing per-model value is reported on the model, and
+                // the row shows REQUIRED: that is the row to point at.
+                let direct = Spot::Value(place, name.to_string());
+                if let Some(i) = self.problems_at(&direct).next() {
+                    return Some(i);
+                }
+                return None;
+            }
+        };
+        self.problems_at(&spot).next()
+    }
+
+    // ------------------------------------------------------------ statistics
+
+    /// The model task vectors are measured from: the base, or for methods
+    /// without one the model kept as their reference.
+    pub fn reference(&self) -> Option<&ModelInfo> {
+        self.doc.base_slot().map(|i| &self.doc.slots[i].info)
+    }
+
+    /// Why there can be no statistics, if there cannot.
     pub fn analysis_blocked(&self) -> Option<&'static str> {
-        if self.zips() && self.base_slot().is_none() {
-            Some("no base model, so no task vectors to compare: ZipIt! and permute match features instead")
-        } else if self.base_slot().is_none() {
-            Some("no base model: task vectors need one (select a model, press b)")
-        } else if self.input_slots().is_empty() {
+        if self.doc.zips() {
+            Some("ZipIt! and permute match features across whole models: there are no task vectors to compare")
+        } else if self.reference().is_none() {
+            Some("no base model: task vectors need one (select a model in Models, press b)")
+        } else if self.doc.input_slots().is_empty() {
             Some("no input models to compare")
         } else {
             None
         }
     }
 
-    pub fn say(&mut self, level: Level, msg: impl Into<String>) {
-        self.message = Some((level, msg.into()));
-        self.dirty = true;
+    /// Keys of targets, computed from one snapshot of the recipe.
+    pub fn keys(&self) -> Keys {
+        Keys {
+            recipe: self.doc.to_recipe(),
+            reference: self.reference().map(|i| i.path.clone()),
+            n_layers: self.doc.n_layers(),
+        }
     }
 
-    /// Whether the recipe differs from the one last opened or saved.
-    pub fn modified(&self) -> bool {
-        self.saved.as_ref().is_none_or(|r| *r != self.to_recipe())
+    pub fn stats_key(&self, t: &Target) -> StatsKey {
+        let mut memo = self.key_memo.borrow_mut();
+        if memo.0 != self.gen || memo.1.is_empty() {
+            // One recipe snapshot for every target of this state.
+            let keys = self.keys();
+            let mut all = HashMap::new();
+            for l in &self.doc.layers {
+                let g = Target::Group(l.group);
+                all.insert(g.clone(), keys.key(&g, &self.doc.layers));
+                for x in &l.tensors {
+                    let t = Target::Tensor(x.name.clone());
+                    all.insert(t.clone(), keys.key(&t, &self.doc.layers));
+                }
+            }
+            *memo = (self.gen, all);
+        }
+        match memo.1.get(t) {
+            Some(k) => *k,
+            None => self.keys().key(t, &self.doc.layers),
+        }
     }
 
-    pub fn merge_running(&self) -> bool {
-        matches!(self.merge, MergeState::Running { .. })
+    /// Statistics for a target, and whether they are current.
+    pub fn stats_for(&self, t: &Target) -> Option<(&Result<Report, String>, bool)> {
+        let h = self.stats.get(t)?;
+        Some((&h.result, h.key == self.stats_key(t)))
     }
 
-    /// A family name for default file names: the base's (or first model's)
-    /// parent folder, e.g. `llama-synthetic`.
+    /// A preview for the target's current inputs, if one is held.
+    pub fn preview_for(&self, t: &Target) -> Option<&Stats> {
+        let key = self.stats_key(t);
+        self.previews
+            .get(t)
+            .filter(|(k, _)| *k == key)
+            .map(|(_, s)| s)
+    }
+
+    /// Targets whose statistics are missing or stale, with their current
+    /// keys: the selected one first, then every layer group (for the
+    /// gauges), then the tensors of expanded layers.
+    pub fn wanted_targets(&self) -> Vec<(Target, StatsKey)> {
+        let mut all: Vec<Target> = self.current_target().into_iter().collect();
+        all.extend(self.doc.layers.iter().map(|l| Target::Group(l.group)));
+        for &g in &self.view.expanded {
+            if let Some(l) = self.doc.layers.get(g) {
+                all.extend(l.tensors.iter().map(|t| Target::Tensor(t.name.clone())));
+            }
+        }
+        let mut v: Vec<(Target, StatsKey)> = Vec::new();
+        for t in all {
+            if v.iter().any(|(x, _)| *x == t) {
+                continue;
+            }
+            let key = self.stats_key(&t);
+            if self.stats.get(&t).is_none_or(|h| h.key != key) {
+                v.push((t, key));
+            }
+        }
+        v
+    }
+
+    /// A family name for default file names: the base's (or first
+    /// model's) parent folder, e.g. `llama-synthetic`.
     pub fn family(&self) -> String {
-        let slot = self
-            .base_slot()
-            .or(if self.slots.is_empty() { None } else { Some(0) });
+        let slot = self.doc.base_slot().or(if self.doc.slots.is_empty() {
+            None
+        } else {
+            Some(0)
+        });
         slot.and_then(|i| {
-            let p = &self.slots[i].info.path;
+            let p = &self.doc.slots[i].info.path;
             p.parent()
                 .and_then(|d| d.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
@@ -866,32 +706,58 @@ impl App {
         .filter(|s| !s.is_empty() && s != ".")
         .unwrap_or_else(|| "merge".into())
     }
-}
 
-fn is_global_only(row: &ParamRow) -> bool {
-    matches!(row, ParamRow::Global(n) if GLOBAL_ONLY.contains(n))
-}
-
-/// Format a value for display.
-pub fn fmt_value(v: &Value) -> String {
-    match v {
-        Value::Bool(b) => b.to_string(),
-        Value::Number(x) => fmt_num(*x),
-        Value::Gradient(g) => format!(
-            "[{}]",
-            g.iter().map(|x| fmt_num(*x)).collect::<Vec<_>>().join(",")
-        ),
-        Value::Filtered(_) => "filtered".into(),
+    /// Whether the method takes a base (for wording `b`).
+    pub fn takes_base(&self) -> bool {
+        self.doc.method.spec().base != BaseRule::None
     }
 }
 
-pub fn fmt_num(x: f64) -> String {
-    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
-        format!("{x:.0e}")
-    } else {
-        let s = format!("{x:.3}");
-        let s = s.trim_end_matches('0');
-        s.trim_end_matches('.').to_string()
+/// What statistics keys are computed from (one recipe snapshot).
+pub struct Keys {
+    recipe: Recipe,
+    reference: Option<PathBuf>,
+    n_layers: usize,
+}
+
+impl Keys {
+    pub fn key(&self, t: &Target, layers: &[LayerRow]) -> StatsKey {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let r = &self.recipe;
+        r.method.name().hash(&mut h);
+        self.reference.hash(&mut h);
+        for m in &r.models {
+            m.path.hash(&mut h);
+        }
+        r.seed.hash(&mut h);
+        let tensors: Vec<(&str, Group)> = match t {
+            Target::Group(g) => layers
+                .iter()
+                .filter(|l| l.group == *g)
+                .flat_map(|l| l.tensors.iter().map(|x| (x.name.as_str(), l.group)))
+                .collect(),
+            Target::Tensor(n) => layers
+                .iter()
+                .find(|l| l.tensors.iter().any(|x| &x.name == n))
+                .map(|l| vec![(n.as_str(), l.group)])
+                .unwrap_or_default(),
+        };
+        for (name, g) in tensors {
+            let tp = r.resolve(name, g, self.n_layers);
+            name.hash(&mut h);
+            for (k, v) in &tp.global.0 {
+                k.hash(&mut h);
+                v.as_f64().to_bits().hash(&mut h);
+            }
+            for m in &tp.models {
+                for (k, v) in &m.0 {
+                    k.hash(&mut h);
+                    v.as_f64().to_bits().hash(&mut h);
+                }
+                0xffu8.hash(&mut h);
+            }
+        }
+        StatsKey(h.finish())
     }
 }
 
@@ -907,7 +773,7 @@ pub fn step_for(spec: &ParamSpec) -> f64 {
 
 /// `v` moved by `dir` steps and kept inside the parameter's range. Values
 /// are rounded to 4 decimals so repeated steps save as `0.3`, not
-/// `0.30000000000000004`.
+/// `0.30000000000000004`. Booleans flip.
 pub fn adjust(spec: &ParamSpec, v: Option<&Value>, dir: i32) -> Value {
     if spec.kind == ParamKind::Bool {
         let cur = match v {
@@ -994,4 +860,11 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
             Ok(Value::Number(x))
         }
     }
+}
+
+/// Parse a seed: a whole number ≥ 0.
+pub fn parse_seed(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("seed: expected a whole number ≥ 0, got `{}`", text.trim()))
 }

@@ -1,0 +1,249 @@
+//! Overlays: the confirmation dialogs (leaving with unsaved changes or a
+//! running merge, writing over a file), the list of problems `r` refuses
+//! with, and the help.
+//!
+//! Dialogs are drawn from the live state, not from a copy taken when they
+//! opened: a merge that ends while "Quit?" is open changes what it says.
+
+use super::keys::{panel_help, GLOBAL, LEGEND};
+use super::state::*;
+use super::theme::Theme;
+use super::update::{open_save, proceed, prompt_for, save, Effect};
+use super::widgets::{centered, modal_block, pad};
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Clear, Paragraph, Wrap};
+use ratatui::Frame;
+
+/// A key in an open confirmation dialog.
+pub fn on_key(app: &mut App, c: Confirm, k: KeyEvent, fx: &mut Vec<Effect>) {
+    let key = match k.code {
+        KeyCode::Char(c) => Some(c.to_ascii_lowercase()),
+        _ => None,
+    };
+    match c {
+        Confirm::Leave { then } => {
+            if app.modified() {
+                match key {
+                    Some('s') => match app.recipe_path.clone() {
+                        // Over the opened file (its comments kept).
+                        Some(p) => save(app, p, Some(then), false, fx),
+                        None => open_save(app, Some(then)),
+                    },
+                    Some('d') => {
+                        app.say(Level::Info, "changes discarded");
+                        proceed(app, then, fx);
+                    }
+                    _ => app.say(Level::Info, "nothing discarded"),
+                }
+            } else {
+                match key {
+                    Some('y') => proceed(app, then, fx),
+                    _ => app.say(Level::Info, "still here"),
+                }
+            }
+        }
+        Confirm::Overwrite { path, why, then } => {
+            if key == Some('y') {
+                save(app, path, then, why == Overwrite::ChangedOnDisk, fx);
+            } else {
+                let p = prompt_for(app, Purpose::Save { then }, path.display().to_string());
+                app.modal = Some(Modal::Prompt(p));
+                app.say(Level::Info, "not written; pick another name");
+            }
+        }
+    }
+}
+
+fn key_span<'a>(theme: &Theme, k: &str) -> Span<'a> {
+    Span::styled(
+        k.to_string(),
+        theme.fg(theme.accent).add_modifier(Modifier::BOLD),
+    )
+}
+
+pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Confirm) {
+    let mut lines: Vec<Line> = Vec::new();
+    let title;
+    match c {
+        Confirm::Leave { then } => {
+            title = match then {
+                Then::Quit => "Quit?",
+                Then::Open => "Open another recipe?",
+            };
+            if app.modified() {
+                let what = app.recipe_path.as_ref().map_or_else(
+                    || "The recipe has unsaved changes (it was never saved).".to_string(),
+                    |p| format!("Unsaved changes to {}.", p.display()),
+                );
+                lines.push(Line::styled(what, theme.text()));
+            }
+            match (&app.merge, then) {
+                (MergeState::Running { out, .. }, Then::Quit) => lines.push(Line::styled(
+                    format!(
+                        "The merge into {} is running: quitting cancels it.",
+                        out.display()
+                    ),
+                    theme.fg(theme.warn),
+                )),
+                (MergeState::Done { .. }, Then::Quit) if !app.modified() => {
+                    lines.push(Line::styled("The merge has finished.", theme.text()))
+                }
+                _ => {}
+            }
+            lines.push(Line::raw(""));
+            if app.modified() {
+                lines.push(Line::from(vec![
+                    key_span(theme, "s"),
+                    Span::styled(" save · ", theme.text()),
+                    key_span(theme, "d"),
+                    Span::styled(" discard · ", theme.text()),
+                    key_span(theme, "Esc"),
+                    Span::styled(" cancel", theme.text()),
+                ]));
+            } else {
+                lines.push(Line::from(vec![
+                    key_span(theme, "y"),
+                    Span::styled(
+                        match then {
+                            Then::Quit => " quit · ",
+                            Then::Open => " open · ",
+                        },
+                        theme.text(),
+                    ),
+                    key_span(theme, "Esc"),
+                    Span::styled(" cancel", theme.text()),
+                ]));
+            }
+        }
+        Confirm::Overwrite { path, why, .. } => {
+            title = "Overwrite?";
+            lines.push(Line::styled(
+                match why {
+                    Overwrite::Exists => format!("{} exists.", path.display()),
+                    Overwrite::ChangedOnDisk => {
+                        format!("{} changed on disk since it was read.", path.display())
+                    }
+                },
+                theme.text(),
+            ));
+            lines.push(Line::raw(""));
+            lines.push(Line::from(vec![
+                key_span(theme, "y"),
+                Span::styled(" write over it · any other key: another name", theme.text()),
+            ]));
+        }
+    }
+    let w = area.width.saturating_sub(4).min(72);
+    let inner_w = w.saturating_sub(2).max(1) as usize;
+    let h: usize = lines
+        .iter()
+        .map(|l| l.width().div_ceil(inner_w).max(1))
+        .sum();
+    let r = centered(area, w, h as u16 + 2);
+    f.render_widget(Clear, r);
+    let b = modal_block(theme, app.ascii, title);
+    let inner = b.inner(r);
+    f.render_widget(b, r);
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+    let mut lines = vec![Line::styled(
+        format!(
+            "The merge cannot run: {} problem{}. Rows marked {} show where.",
+            app.problems.len(),
+            if app.problems.len() == 1 { "" } else { "s" },
+            super::widgets::marks(app.ascii).problem
+        ),
+        theme.text().add_modifier(Modifier::BOLD),
+    )];
+    for i in &app.problems {
+        lines.push(Line::styled(format!("- {}", i.text), theme.fg(theme.bad)));
+    }
+    lines.push(Line::styled("any key closes this", theme.dim()));
+    let w = area.width.saturating_sub(4).min(90);
+    let inner_w = w.saturating_sub(2).max(1) as usize;
+    let h: usize = lines
+        .iter()
+        .map(|l| l.width().div_ceil(inner_w).max(1))
+        .sum();
+    let r = centered(area, w, h as u16 + 2);
+    f.render_widget(Clear, r);
+    let b = modal_block(theme, app.ascii, "Problems");
+    let inner = b.inner(r);
+    f.render_widget(b, r);
+    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+/// The help: workbench keys, the focused panel's keys (all panels' on a
+/// tall screen) and the legend of the marks.
+pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: usize) {
+    let kw = 15;
+    let entry = |k: &str, d: &str| {
+        let k = if app.ascii {
+            k.replace('↑', "Up")
+                .replace('↓', "Dn")
+                .replace('←', "Lt")
+                .replace('→', "Rt")
+        } else {
+            k.to_string()
+        };
+        Line::from(vec![
+            Span::styled(
+                format!(" {}", pad(&k, kw, app.ascii)),
+                theme.fg(theme.accent).add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(d.to_string(), theme.text()),
+        ])
+    };
+    let head = |s: &str| {
+        Line::styled(
+            s.to_string(),
+            theme.fg(theme.title).add_modifier(Modifier::BOLD),
+        )
+    };
+    let mut lines = vec![head("Everywhere")];
+    lines.extend(GLOBAL.iter().map(|(k, d)| entry(k, d)));
+    let tall = area.height as usize >= 44;
+    let panels: Vec<Panel> = if tall {
+        vec![Panel::Models, Panel::Layers, Panel::Params]
+    } else {
+        vec![app.focus()]
+    };
+    for p in panels {
+        let keys = panel_help(p);
+        if keys.is_empty() {
+            continue;
+        }
+        lines.push(head(&format!("{} panel", p.name())));
+        lines.extend(keys.iter().map(|(k, d)| entry(k, d)));
+    }
+    lines.push(head("Marks"));
+    lines.extend(LEGEND.iter().map(|(k, d)| entry(k, d)));
+    lines.push(Line::styled(
+        " ↑↓ scroll · any other key closes this help",
+        theme.dim(),
+    ));
+    let w = area.width.saturating_sub(2).min(84);
+    let h = (lines.len() as u16 + 2).min(area.height);
+    let r = centered(area, w, h);
+    f.render_widget(Clear, r);
+    let room = h.saturating_sub(2) as usize;
+    let max_scroll = lines.len().saturating_sub(room);
+    let top = scroll.min(max_scroll);
+    let title = if max_scroll == 0 {
+        "Keys".to_string()
+    } else if top < max_scroll {
+        "Keys · ↓ more (↑↓ scroll)".to_string()
+    } else {
+        "Keys · ↑ back (↑↓ scroll)".to_string()
+    };
+    let b = modal_block(theme, app.ascii, &title);
+    let inner = b.inner(r);
+    f.render_widget(b, r);
+    let shown: Vec<Line> = lines.into_iter().skip(top).take(room).collect();
+    f.render_widget(Paragraph::new(shown), inner);
+}

@@ -1,0 +1,991 @@
+//! The recipe being edited, as the workbench holds it.
+//!
+//! A [`Doc`] is everything an undo step restores: the method, every loaded
+//! model with its role and own values, recipe-wide values, per-layer and
+//! per-group overrides, the recipe fields the workbench does not edit, the
+//! layer table, and the values a method switch set aside. It is plain data
+//! (cloning it is the undo snapshot) and knows nothing of the terminal.
+//!
+//! [`Doc::to_recipe`] is exactly what `r` runs and `s` saves. Every check
+//! of it goes through [`Recipe::problems`], the code `smelt recipe check`
+//! runs, and [`Doc::problems`] places each problem on the row it concerns.
+
+use crate::merge::{BaseRule, Method, ParamSpec, ParamValue};
+use crate::model::{Dtype, Group};
+use crate::recipe::{Dropped, ModelEntry, Override, OverrideScope, Recipe, Slice, Table, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A loaded model, as the UI shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    pub name: String,
+    pub path: PathBuf,
+    /// Most common dtype of its tensors (`"BF16"`).
+    pub dtype: String,
+    pub params: u64,
+    pub shards: usize,
+    pub layers: usize,
+}
+
+impl ModelInfo {
+    /// A summary for a model that could not be read (never shown for long:
+    /// opening a recipe reads every model first).
+    pub fn unknown(path: &Path) -> ModelInfo {
+        ModelInfo {
+            name: display_name(path),
+            path: path.to_path_buf(),
+            dtype: "?".into(),
+            params: 0,
+            shards: 0,
+            layers: 0,
+        }
+    }
+}
+
+/// The name a model is shown by: its folder's (or file's) name.
+pub fn display_name(p: &Path) -> String {
+    p.file_name()
+        .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+}
+
+/// One tensor row under an expanded layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorRow {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: String,
+}
+
+/// A layer group of the models (they all share it: a model that does not
+/// fit is refused).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerRow {
+    pub group: Group,
+    pub params: u64,
+    pub tensors: Vec<TensorRow>,
+}
+
+/// What a model does in the merge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The base: task vectors are taken against it. For a method that takes
+    /// no base it stays loaded as the *reference* of the statistics and is
+    /// not merged (shown as `ref`), so switching back restores it.
+    Base,
+    Input,
+    /// Loaded but left out of the recipe.
+    Excluded,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub info: ModelInfo,
+    pub role: Role,
+    /// The model's own recipe values (weight, density, ...).
+    pub params: BTreeMap<String, Value>,
+}
+
+/// Where an override applies: one numbered layer, or a pre/post group.
+/// Ordered as the Layers panel lists them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Embeddings,
+    Layer(usize),
+    Head,
+}
+
+impl Scope {
+    pub fn of(g: Group) -> Scope {
+        match g {
+            Group::Pre => Scope::Embeddings,
+            Group::Layer(n) => Scope::Layer(n),
+            Group::Post => Scope::Head,
+        }
+    }
+    pub fn group(self) -> Group {
+        match self {
+            Scope::Embeddings => Group::Pre,
+            Scope::Layer(n) => Group::Layer(n),
+            Scope::Head => Group::Post,
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.group().fmt(f)
+    }
+}
+
+/// The values one scope overrides: method-wide names, and per model (by
+/// path, so removing or reordering models never moves a value to another
+/// model).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerOverride {
+    pub params: BTreeMap<String, Value>,
+    pub models: BTreeMap<PathBuf, BTreeMap<String, Value>>,
+}
+
+impl LayerOverride {
+    pub fn is_empty(&self) -> bool {
+        self.params.is_empty() && self.models.values().all(BTreeMap::is_empty)
+    }
+}
+
+/// Where a value sits in the document.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Place {
+    /// The recipe's own `[parameters]`.
+    Global,
+    /// A model's own parameters.
+    Model(PathBuf),
+    /// A scope's method-wide values.
+    Scope(Scope),
+    /// A scope's values for one model.
+    ScopeModel(Scope, PathBuf),
+}
+
+/// A value a method switch set aside, restored when a method that takes it
+/// comes back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stashed {
+    pub place: Place,
+    pub name: String,
+    pub value: Value,
+}
+
+/// One value a method switch moved: its name and value as shown.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moved {
+    pub name: String,
+    pub value: String,
+}
+
+/// What a method switch did, for the status line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SwitchNote {
+    /// Values set aside.
+    pub dropped: Vec<Moved>,
+    /// Values set aside earlier and now back.
+    pub restored: Vec<Moved>,
+    /// Required values that were missing, with mergekit's defaults.
+    pub added: Vec<Moved>,
+    /// A base chosen for a method that needs one.
+    pub base: Option<String>,
+}
+
+/// `density ×3 (0.3), lambda 1.2`: moved values by name, with the value
+/// when all agree.
+pub fn summarize(v: &[Moved]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for m in v {
+        if !names.contains(&m.name.as_str()) {
+            names.push(&m.name);
+        }
+    }
+    names
+        .iter()
+        .map(|n| {
+            let vals: Vec<&str> = v
+                .iter()
+                .filter(|m| m.name == *n)
+                .map(|m| m.value.as_str())
+                .collect();
+            let same = vals.iter().all(|x| *x == vals[0]);
+            match (vals.len(), same) {
+                (1, _) => format!("{n} {}", vals[0]),
+                (k, true) => format!("{n} ×{k} ({})", vals[0]),
+                (k, false) => format!("{n} ×{k}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Global parameters that never take per-layer overrides (the engine reads
+/// them from the recipe's own values only).
+pub const GLOBAL_ONLY: &[&str] = &["depth"];
+
+/// The edited recipe. See the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Doc {
+    pub method: Method,
+    pub slots: Vec<Slot>,
+    /// Recipe-wide values (`[parameters]`).
+    pub global: BTreeMap<String, Value>,
+    pub overrides: BTreeMap<Scope, LayerOverride>,
+    /// Recipe fields the workbench shows but does not edit.
+    pub slices: Vec<Slice>,
+    pub out_dtype: Option<Dtype>,
+    pub seed: Option<u64>,
+    pub calibration: Option<PathBuf>,
+    /// The models' layer groups.
+    pub layers: Vec<LayerRow>,
+    /// Values set aside by method switches.
+    pub stash: Vec<Stashed>,
+    pub stashed_seed: Option<u64>,
+    pub stashed_calibration: Option<PathBuf>,
+}
+
+impl Default for Doc {
+    fn default() -> Doc {
+        Doc {
+            method: Method::Ties,
+            slots: Vec::new(),
+            global: BTreeMap::new(),
+            overrides: BTreeMap::new(),
+            slices: Vec::new(),
+            out_dtype: None,
+            seed: None,
+            calibration: None,
+            layers: Vec::new(),
+            stash: Vec::new(),
+            stashed_seed: None,
+            stashed_calibration: None,
+        }
+    }
+}
+
+impl Doc {
+    /// The document for a recipe, given its models' summaries (matched by
+    /// path) and the layer table.
+    pub fn from_recipe(recipe: &Recipe, infos: &[ModelInfo], layers: Vec<LayerRow>) -> Doc {
+        let info_for = |p: &PathBuf| {
+            infos
+                .iter()
+                .find(|i| &i.path == p)
+                .cloned()
+                .unwrap_or_else(|| ModelInfo::unknown(p))
+        };
+        let mut slots = Vec::new();
+        if let Some(b) = &recipe.base {
+            slots.push(Slot {
+                info: info_for(b),
+                role: Role::Base,
+                params: BTreeMap::new(),
+            });
+        }
+        for m in &recipe.models {
+            slots.push(Slot {
+                info: info_for(&m.path),
+                role: Role::Input,
+                params: m.params.clone(),
+            });
+        }
+        let mut overrides: BTreeMap<Scope, LayerOverride> = BTreeMap::new();
+        for o in &recipe.overrides {
+            for scope in scopes_of(o.scope) {
+                let e = overrides.entry(scope).or_default();
+                e.params.extend(o.params.clone());
+                for (mi, p) in &o.models {
+                    if let Some(m) = recipe.models.get(*mi) {
+                        e.models
+                            .entry(m.path.clone())
+                            .or_default()
+                            .extend(p.clone());
+                    }
+                }
+            }
+        }
+        Doc {
+            method: recipe.method,
+            slots,
+            global: recipe.params.clone(),
+            overrides,
+            slices: recipe.slices.clone(),
+            out_dtype: recipe.out_dtype,
+            seed: recipe.seed,
+            calibration: recipe.calibration.clone(),
+            layers,
+            stash: Vec::new(),
+            stashed_seed: None,
+            stashed_calibration: None,
+        }
+    }
+
+    pub fn base_slot(&self) -> Option<usize> {
+        self.slots.iter().position(|s| s.role == Role::Base)
+    }
+
+    /// The base as the recipe has it: none for methods that take none.
+    pub fn recipe_base(&self) -> Option<usize> {
+        self.base_slot()
+            .filter(|_| self.method.spec().base != BaseRule::None)
+    }
+
+    pub fn input_slots(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].role == Role::Input)
+            .collect()
+    }
+
+    pub fn slot_of(&self, path: &Path) -> Option<usize> {
+        self.slots.iter().position(|s| s.info.path == path)
+    }
+
+    /// The recipe: exactly what `r` runs and `s` saves.
+    pub fn to_recipe(&self) -> Recipe {
+        self.recipe_over(&self.input_slots())
+    }
+
+    /// The recipe with `members` (slot indices) as its models, in order.
+    fn recipe_over(&self, members: &[usize]) -> Recipe {
+        let base = self.recipe_base().map(|i| self.slots[i].info.path.clone());
+        let mut r = Recipe::new(self.method, base, Vec::new());
+        r.models = members
+            .iter()
+            .map(|&i| ModelEntry {
+                path: self.slots[i].info.path.clone(),
+                params: self.slots[i].params.clone(),
+            })
+            .collect();
+        r.params = self.global.clone();
+        r.slices = self.slices.clone();
+        r.out_dtype = self.out_dtype;
+        r.seed = self.seed;
+        r.calibration = self.calibration.clone();
+        // Per-scope entries, per-model values mapped to recipe indices,
+        // consecutive layers with identical values coalesced into ranges.
+        let index_of = |p: &PathBuf| members.iter().position(|&i| &self.slots[i].info.path == p);
+        let mut out: Vec<Override> = Vec::new();
+        for (&scope, o) in &self.overrides {
+            let mut models = BTreeMap::new();
+            for (path, p) in &o.models {
+                if let Some(k) = index_of(path) {
+                    if !p.is_empty() {
+                        models.insert(k, p.clone());
+                    }
+                }
+            }
+            if o.params.is_empty() && models.is_empty() {
+                continue;
+            }
+            let recipe_scope = match scope {
+                Scope::Embeddings => OverrideScope::Embeddings,
+                Scope::Head => OverrideScope::Head,
+                Scope::Layer(l) => OverrideScope::Layers(l, l),
+            };
+            if let (Scope::Layer(l), Some(last)) = (scope, out.last_mut()) {
+                if let OverrideScope::Layers(_, hi) = &mut last.scope {
+                    if *hi + 1 == l && last.params == o.params && last.models == models {
+                        *hi = l;
+                        continue;
+                    }
+                }
+            }
+            out.push(Override {
+                scope: recipe_scope,
+                params: o.params.clone(),
+                models,
+            });
+        }
+        r.overrides = out;
+        r
+    }
+
+    /// Number of numbered layers.
+    pub fn n_layers(&self) -> usize {
+        self.layers
+            .iter()
+            .filter(|l| matches!(l.group, Group::Layer(_)))
+            .count()
+    }
+
+    // ------------------------------------------------------------ values
+
+    /// The spec of a method parameter by name (method-wide or per model).
+    pub fn spec_of(&self, name: &str) -> Option<&'static ParamSpec> {
+        let spec = self.method.spec();
+        spec.global
+            .iter()
+            .chain(spec.per_model)
+            .find(|p| p.name == name)
+    }
+
+    /// A value as written at `scope` (`None`: the recipe's own values):
+    /// the scope's override, else the model's own value, else the recipe's,
+    /// else the method's default. `from` says which applied. `model` is a slot for per-model names.
+    pub fn value_at(&self, name: &str, model: Option<usize>, scope: Option<Scope>) -> Lookup {
+        let scope = scope.filter(|_| !GLOBAL_ONLY.contains(&name));
+        let path = model.and_then(|m| self.slots.get(m)).map(|s| &s.info.path);
+        if let Some(o) = scope.and_then(|s| self.overrides.get(&s)) {
+            let v = path
+                .and_then(|p| o.models.get(p))
+                .and_then(|m| m.get(name))
+                .or_else(|| o.params.get(name));
+            if let Some(v) = v {
+                return Lookup {
+                    value: Some(v.clone()),
+                    from: Source::Override,
+                };
+            }
+        }
+        if let Some(v) = model
+            .and_then(|m| self.slots.get(m))
+            .and_then(|s| s.params.get(name))
+        {
+            return Lookup {
+                value: Some(v.clone()),
+                from: Source::Model,
+            };
+        }
+        if let Some(v) = self.global.get(name) {
+            return Lookup {
+                value: Some(v.clone()),
+                from: Source::Recipe,
+            };
+        }
+        let default = self.spec_of(name).and_then(|s| s.default).map(from_param);
+        Lookup {
+            from: if default.is_some() {
+                Source::Default
+            } else {
+                Source::Missing
+            },
+            value: default,
+        }
+    }
+
+    /// Write `v` for `name` at a place.
+    pub fn set(&mut self, place: &Place, name: &str, v: Value) {
+        self.table_mut(place).insert(name.to_string(), v);
+    }
+
+    /// Remove `name` at a place; whether there was a value.
+    pub fn remove(&mut self, place: &Place, name: &str) -> Option<Value> {
+        let v = self.table_mut(place).remove(name);
+        self.overrides.retain(|_, o| !o.is_empty());
+        for o in self.overrides.values_mut() {
+            o.models.retain(|_, m| !m.is_empty());
+        }
+        v
+    }
+
+    pub fn get(&self, place: &Place, name: &str) -> Option<&Value> {
+        match place {
+            Place::Global => self.global.get(name),
+            Place::Model(p) => self.slot_of(p).and_then(|i| self.slots[i].params.get(name)),
+            Place::Scope(s) => self.overrides.get(s).and_then(|o| o.params.get(name)),
+            Place::ScopeModel(s, p) => self
+                .overrides
+                .get(s)
+                .and_then(|o| o.models.get(p))
+                .and_then(|m| m.get(name)),
+        }
+    }
+
+    fn table_mut(&mut self, place: &Place) -> &mut BTreeMap<String, Value> {
+        match place {
+            Place::Global => &mut self.global,
+            Place::Model(p) => match self.slots.iter().position(|s| &s.info.path == p) {
+                Some(i) => &mut self.slots[i].params,
+                // A place is always made from a loaded model; a write to a
+                // vanished one goes to a scratch table of the doc.
+                None => &mut self.global,
+            },
+            Place::Scope(s) => &mut self.overrides.entry(*s).or_default().params,
+            Place::ScopeModel(s, p) => self
+                .overrides
+                .entry(*s)
+                .or_default()
+                .models
+                .entry(p.clone())
+                .or_default(),
+        }
+    }
+
+    /// Scopes with values of their own.
+    pub fn has_override(&self, s: Scope) -> bool {
+        self.overrides.get(&s).is_some_and(|o| !o.is_empty())
+    }
+
+    // ------------------------------------------------------------ models
+
+    /// Add a model: the layer table's source if it is the first, the base
+    /// if the method needs one and there is none, else an input with
+    /// mergekit's usual weight of 1.0.
+    pub fn add_model(&mut self, info: ModelInfo, layers: Vec<LayerRow>) -> Role {
+        let needs_base = self.method.spec().base == BaseRule::Required;
+        let role = if needs_base && self.base_slot().is_none() && self.input_slots().is_empty() {
+            Role::Base
+        } else {
+            Role::Input
+        };
+        let mut params = BTreeMap::new();
+        if role == Role::Input
+            && self
+                .method
+                .spec()
+                .per_model
+                .iter()
+                .any(|p| p.name == "weight")
+        {
+            params.insert("weight".to_string(), Value::Number(1.0));
+        }
+        if self.layers.is_empty() {
+            self.layers = layers;
+        }
+        self.slots.push(Slot { info, role, params });
+        role
+    }
+
+    /// Remove slot `i` and every value that belongs to it.
+    pub fn remove_model(&mut self, i: usize) -> Option<Slot> {
+        if i >= self.slots.len() {
+            return None;
+        }
+        let s = self.slots.remove(i);
+        for o in self.overrides.values_mut() {
+            o.models.remove(&s.info.path);
+        }
+        self.overrides.retain(|_, o| !o.is_empty());
+        self.stash.retain(|x| match &x.place {
+            Place::Model(p) | Place::ScopeModel(_, p) => *p != s.info.path,
+            _ => true,
+        });
+        if self.slots.is_empty() {
+            self.layers.clear();
+        }
+        Some(s)
+    }
+
+    /// Make slot `i` the base (the old base becomes an input).
+    pub fn set_role(&mut self, i: usize, role: Role) {
+        if i >= self.slots.len() {
+            return;
+        }
+        if role == Role::Base {
+            for s in &mut self.slots {
+                if s.role == Role::Base {
+                    s.role = Role::Input;
+                }
+            }
+        }
+        self.slots[i].role = role;
+    }
+
+    // ------------------------------------------------------------ methods
+
+    /// Switch method, translating the recipe (see [`Recipe::with_method`]):
+    /// values the new method takes stay, the rest are set aside in the
+    /// stash (and come back with a method that takes them), missing
+    /// required values get mergekit's defaults. Every loaded model's values
+    /// are translated, excluded ones too. The base stays loaded: a method
+    /// without one shows it as the statistics' reference; a method that
+    /// needs one and has none gets the model named like a base, if any.
+    pub fn switch_method(&mut self, to: Method) -> SwitchNote {
+        let mut note = SwitchNote::default();
+        // Translate with every non-base model as a member, so excluded
+        // models' values follow too.
+        let members: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].role != Role::Base)
+            .collect();
+        let mut before = self.recipe_over(&members);
+        // The base is the doc's business (see above), not the translation's.
+        before.base = self.base_slot().map(|i| self.slots[i].info.path.clone());
+        let switched = before.with_method(to);
+        let paths: Vec<PathBuf> = members
+            .iter()
+            .map(|&i| self.slots[i].info.path.clone())
+            .collect();
+        let r = &switched.recipe;
+        for d in &switched.dropped {
+            match d {
+                Dropped::Param { table, name, value } => {
+                    for place in places(table, r, &before, &paths) {
+                        note.dropped.push(Moved {
+                            name: name.clone(),
+                            value: fmt_value(value),
+                        });
+                        self.stash
+                            .retain(|s| !(s.place == place && s.name == *name));
+                        self.stash.push(Stashed {
+                            place,
+                            name: name.clone(),
+                            value: value.clone(),
+                        });
+                    }
+                }
+                Dropped::Seed(s) => {
+                    note.dropped.push(Moved {
+                        name: "seed".into(),
+                        value: s.to_string(),
+                    });
+                    self.stashed_seed = Some(*s);
+                }
+                Dropped::Calibration(p) => {
+                    note.dropped.push(Moved {
+                        name: "calibration".into(),
+                        value: display_name(p),
+                    });
+                    self.stashed_calibration = Some(p.clone());
+                }
+                Dropped::Base(_) => {}
+            }
+        }
+        // Install the translated values.
+        self.method = to;
+        self.global = r.params.clone();
+        for (k, &i) in members.iter().enumerate() {
+            if let Some(m) = r.models.get(k) {
+                self.slots[i].params = m.params.clone();
+            }
+        }
+        let mut overrides: BTreeMap<Scope, LayerOverride> = BTreeMap::new();
+        for o in &r.overrides {
+            for scope in scopes_of(o.scope) {
+                let e = overrides.entry(scope).or_default();
+                e.params.extend(o.params.clone());
+                for (k, p) in &o.models {
+                    if let Some(path) = paths.get(*k) {
+                        e.models.entry(path.clone()).or_default().extend(p.clone());
+                    }
+                }
+            }
+        }
+        self.overrides = overrides;
+        self.slices = r.slices.clone();
+        self.seed = r.seed;
+        self.calibration = r.calibration.clone();
+        let added: Vec<(Place, String, Value)> = switched
+            .added
+            .iter()
+            .flat_map(|a| {
+                places(&a.table, r, r, &paths)
+                    .into_iter()
+                    .map(|p| (p, a.name.clone(), a.value.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Values set aside earlier that this method takes come back,
+        // replacing defaults added just now.
+        let spec = to.spec();
+        let takes = |place: &Place, name: &str| {
+            let per_model = spec.per_model.iter().any(|p| p.name == name);
+            let global = spec.global.iter().any(|p| p.name == name);
+            match place {
+                Place::Global | Place::Scope(_) => per_model || global,
+                Place::Model(_) | Place::ScopeModel(..) => per_model,
+            }
+        };
+        let mut keep = Vec::new();
+        for s in std::mem::take(&mut self.stash) {
+            let alive = match &s.place {
+                Place::Model(p) | Place::ScopeModel(_, p) => self.slot_of(p).is_some(),
+                _ => true,
+            };
+            if alive && takes(&s.place, &s.name) {
+                note.restored.push(Moved {
+                    name: s.name.clone(),
+                    value: fmt_value(&s.value),
+                });
+                self.set(&s.place, &s.name, s.value);
+            } else if alive {
+                keep.push(s);
+            }
+        }
+        self.stash = keep;
+        for (place, name, v) in added {
+            if self.get(&place, &name) == Some(&v) {
+                note.added.push(Moved {
+                    name,
+                    value: fmt_value(&v),
+                });
+            }
+        }
+        if to.draws_random() && self.seed.is_none() {
+            if let Some(s) = self.stashed_seed.take() {
+                note.restored.push(Moved {
+                    name: "seed".into(),
+                    value: s.to_string(),
+                });
+                self.seed = Some(s);
+            }
+        }
+        if matches!(to, Method::Zipit | Method::Permute) && self.calibration.is_none() {
+            if let Some(c) = self.stashed_calibration.take() {
+                note.restored.push(Moved {
+                    name: "calibration".into(),
+                    value: display_name(&c),
+                });
+                self.calibration = Some(c);
+            }
+        }
+        if spec.base == BaseRule::Required && self.base_slot().is_none() {
+            let named = self
+                .slots
+                .iter()
+                .position(|s| s.info.name.to_ascii_lowercase().contains("base"));
+            if let Some(i) = named {
+                self.slots[i].role = Role::Base;
+                note.base = Some(self.slots[i].info.name.clone());
+            }
+        }
+        note
+    }
+
+    /// `density · ft-code`, `lambda`, `density · layer 3 · ft-code`.
+    pub fn describe(&self, place: &Place, name: &str) -> String {
+        let model = |p: &Path| display_name(p);
+        match place {
+            Place::Global => name.to_string(),
+            Place::Model(p) => format!("{name} · {}", model(p)),
+            Place::Scope(s) => format!("{name} · {s}"),
+            Place::ScopeModel(s, p) => format!("{name} · {s} · {}", model(p)),
+        }
+    }
+
+    // ------------------------------------------------------------ zip depth
+
+    /// Whether the method zips layers into a shared trunk (`depth` applies).
+    pub fn zips(&self) -> bool {
+        matches!(self.method, Method::Zipit | Method::Permute)
+    }
+
+    /// Layers that can be zipped: every layer but the last (the classifier,
+    /// which stays per model).
+    pub fn zip_max(&self) -> usize {
+        self.n_layers().saturating_sub(1)
+    }
+
+    /// The zip depth as written in the recipe (-1: every hidden layer).
+    pub fn zip_depth(&self) -> i64 {
+        match self.global.get("depth") {
+            Some(Value::Number(x)) => *x as i64,
+            _ => -1,
+        }
+    }
+
+    /// How many layers form the shared trunk.
+    pub fn zip_depth_eff(&self) -> usize {
+        usize::try_from(self.zip_depth()).unwrap_or_else(|_| self.zip_max())
+    }
+
+    /// Whether layer `l` is zipped into the shared trunk.
+    pub fn zipped(&self, l: usize) -> bool {
+        l < self.zip_depth_eff()
+    }
+}
+
+/// How a looked-up value was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Override,
+    Model,
+    Recipe,
+    Default,
+    /// Required and not set.
+    Missing,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Lookup {
+    pub value: Option<Value>,
+    pub from: Source,
+}
+
+/// The document places a recipe table stands for (`members` are the
+/// recipe's models' paths; `r` the recipe the table belongs to, for the
+/// scope of an override).
+fn places(table: &Table, r: &Recipe, old: &Recipe, members: &[PathBuf]) -> Vec<Place> {
+    let override_scope = |i: usize| {
+        r.overrides
+            .get(i)
+            .or_else(|| old.overrides.get(i))
+            .map(|o| scopes_of(o.scope))
+            .unwrap_or_default()
+    };
+    match table {
+        Table::Global => vec![Place::Global],
+        Table::Model(i) => members
+            .get(*i)
+            .cloned()
+            .map(Place::Model)
+            .into_iter()
+            .collect(),
+        Table::Override(i) => override_scope(*i).into_iter().map(Place::Scope).collect(),
+        Table::OverrideModel(i, m) => match members.get(*m) {
+            Some(p) => override_scope(*i)
+                .into_iter()
+                .map(|s| Place::ScopeModel(s, p.clone()))
+                .collect(),
+            None => Vec::new(),
+        },
+        // Slices are kept as they are read; their values are not stashed.
+        Table::Slice(_) | Table::SliceSource(..) => Vec::new(),
+    }
+}
+
+/// The workbench scopes an override covers.
+pub fn scopes_of(s: OverrideScope) -> Vec<Scope> {
+    match s {
+        OverrideScope::Layers(a, b) => (a..=b).map(Scope::Layer).collect(),
+        OverrideScope::Embeddings => vec![Scope::Embeddings],
+        OverrideScope::Head => vec![Scope::Head],
+    }
+}
+
+pub fn from_param(d: ParamValue) -> Value {
+    match d {
+        ParamValue::Bool(b) => Value::Bool(b),
+        ParamValue::Float(x) => Value::Number(x),
+    }
+}
+
+/// Format a value for display.
+pub fn fmt_value(v: &Value) -> String {
+    match v {
+        Value::Bool(b) => b.to_string(),
+        Value::Number(x) => fmt_num(*x),
+        Value::Gradient(g) => format!(
+            "[{}]",
+            g.iter().map(|x| fmt_num(*x)).collect::<Vec<_>>().join(",")
+        ),
+        Value::Filtered(_) => "filtered".into(),
+    }
+}
+
+pub fn fmt_num(x: f64) -> String {
+    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
+        format!("{x:.0e}")
+    } else {
+        let s = format!("{x:.3}");
+        let s = s.trim_end_matches('0');
+        s.trim_end_matches('.').to_string()
+    }
+}
+
+/// Where a recipe problem is shown.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spot {
+    /// The method row (and problems about the recipe as a whole).
+    Method,
+    Base,
+    Seed,
+    Calibration,
+    Slices,
+    /// The model list as a whole (counts).
+    Models,
+    /// One model's row.
+    Slot(usize),
+    /// One value's row.
+    Value(Place, String),
+    /// A layer or group row.
+    Scope(Scope),
+}
+
+/// A problem of the recipe, placed on the workbench.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Issue {
+    pub spots: Vec<Spot>,
+    /// The recipe location and message, as `smelt recipe check` says it.
+    pub text: String,
+}
+
+impl Doc {
+    /// Every problem [`Recipe::problems`] finds in [`Doc::to_recipe`], each
+    /// with the rows it concerns.
+    pub fn problems(&self) -> Vec<Issue> {
+        let r = self.to_recipe();
+        let inputs = self.input_slots();
+        let mut out: Vec<Issue> = Vec::new();
+        if self.slots.is_empty() {
+            out.push(Issue {
+                spots: vec![Spot::Models],
+                text: "no models loaded (a adds one, o opens a recipe)".into(),
+            });
+            return out;
+        }
+        let found = if self.layers.is_empty() {
+            r.problems()
+        } else {
+            r.problems_for_layers(self.n_layers())
+        };
+        for p in found {
+            out.push(Issue {
+                spots: self.spots(&p.at, &r, &inputs),
+                text: format!("{}: {}", p.at, p.msg),
+            });
+        }
+        out
+    }
+
+    fn spots(&self, at: &str, r: &Recipe, inputs: &[usize]) -> Vec<Spot> {
+        let (head, rest) = split_at_head(at);
+        let index = |h: &str, key: &str| -> Option<usize> {
+            h.strip_prefix(key)?
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        };
+        let param = |rest: &str| -> Option<String> {
+            rest.strip_prefix("parameters.")
+                .map(|n| n.split('.').next().unwrap_or(n).to_string())
+        };
+        match head {
+            "method" | "parameters" if rest.is_empty() => return vec![Spot::Method],
+            "base" => return vec![Spot::Base],
+            "seed" => return vec![Spot::Seed],
+            "calibration" => return vec![Spot::Calibration],
+            "models" => return vec![Spot::Models],
+            "parameters" => {
+                return vec![Spot::Value(Place::Global, rest.to_string())];
+            }
+            _ => {}
+        }
+        if let Some(i) = index(head, "models") {
+            let Some(&slot) = inputs.get(i) else {
+                return vec![Spot::Models];
+            };
+            return match param(rest) {
+                Some(n) => vec![
+                    Spot::Slot(slot),
+                    Spot::Value(Place::Model(self.slots[slot].info.path.clone()), n),
+                ],
+                None => vec![Spot::Slot(slot)],
+            };
+        }
+        if let Some(i) = index(head, "overrides") {
+            let scopes = r
+                .overrides
+                .get(i)
+                .map(|o| scopes_of(o.scope))
+                .unwrap_or_default();
+            let mut v: Vec<Spot> = scopes.iter().map(|s| Spot::Scope(*s)).collect();
+            if let Some(n) = param(rest) {
+                v.extend(
+                    scopes
+                        .iter()
+                        .map(|s| Spot::Value(Place::Scope(*s), n.clone())),
+                );
+            } else if let Some(m) = rest.strip_prefix("models.") {
+                let mut it = m.splitn(2, '.');
+                let k: Option<usize> = it.next().and_then(|k| k.parse().ok());
+                let name = it.next().map(str::to_string);
+                if let (Some(k), Some(name)) = (k, name) {
+                    if let Some(&slot) = inputs.get(k) {
+                        let path = self.slots[slot].info.path.clone();
+                        v.extend(scopes.iter().map(|s| {
+                            Spot::Value(Place::ScopeModel(*s, path.clone()), name.clone())
+                        }));
+                    }
+                }
+            }
+            return v;
+        }
+        if head.starts_with("slices") {
+            return vec![Spot::Slices];
+        }
+        vec![Spot::Method]
+    }
+}
+
+/// `models[1].parameters.density` → (`models[1]`, `parameters.density`).
+fn split_at_head(at: &str) -> (&str, &str) {
+    match at.find('.') {
+        Some(i) => (&at[..i], &at[i + 1..]),
+        None => (at, ""),
+    }
+}

@@ -1,0 +1,367 @@
+//! The Sign agreement panel: for the selected layer, tensor or the whole
+//! model, how many models' task vectors, as the chosen method selects
+//! them, agree with the elected sign per parameter; the conflict share;
+//! each model's kept share, energy kept and norm; the pairwise cosines.
+//! The first line says whether the figures are current and what the
+//! method's selection does.
+
+use crate::analysis::Stats;
+use crate::merge::{Method, Selection};
+use crate::model::Group;
+use crate::tui::state::*;
+use crate::tui::theme::Theme;
+use crate::tui::widgets::{bar, marks, pad, panel};
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+/// What the figures are, for the first line.
+#[derive(Clone, Debug, PartialEq)]
+enum State {
+    Current,
+    /// All layers: `done` of `all` groups in (the rest computing).
+    Partial {
+        done: usize,
+        all: usize,
+    },
+    /// From earlier values, recomputing.
+    Stale,
+    /// A sampled estimate of a big tensor, the exact figures coming.
+    Preview,
+    Computing,
+}
+
+/// What the method's selection does, in words: the long form when `w`
+/// columns allow, else a short one.
+pub fn selection_note(method: Method, w: usize) -> String {
+    let spec = method.spec();
+    let (long, short) = match spec.selection {
+        Selection::None => ("no trimming: raw task vectors", "no trimming"),
+        Selection::Magnitude => ("kept: largest magnitudes", "magnitude trim"),
+        Selection::Random => ("kept: random draws, rescaled", "random drop"),
+        Selection::Outliers => ("kept: magnitudes past gamma", "two-tailed trim"),
+        Selection::RankedRandom => ("kept: draws ranked by magnitude", "ranked drop"),
+        Selection::Variance => ("kept: highest variance", "variance pick"),
+    };
+    let (sign_long, sign_short) = if spec.sign_election {
+        ("signs elected", "elects signs")
+    } else {
+        ("no sign election (vs the sum's sign)", "no election")
+    };
+    let full = format!("{long} · {sign_long}");
+    if full.chars().count() <= w {
+        full
+    } else {
+        format!("{short} · {sign_short}")
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
+    let target = app.current_target();
+    let what = match &target {
+        None => "all layers".to_string(),
+        Some(Target::Group(g)) => g.to_string(),
+        Some(Target::Tensor(n)) => {
+            let g = app
+                .current_group()
+                .and_then(|g| app.doc.layers.get(g))
+                .map(|l| l.group);
+            let short = super::layers::short_name(n);
+            match g {
+                Some(Group::Layer(l)) => format!("layer {l} · {short}"),
+                _ => short.to_string(),
+            }
+        }
+    };
+    let block = panel(
+        theme,
+        app.ascii,
+        format!("Sign agreement · {what}"),
+        focused,
+    );
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let w = inner.width as usize;
+    let m = marks(app.ascii);
+    let mut out: Vec<Line> = Vec::new();
+    if let Some(why) = app.analysis_blocked() {
+        out.push(Line::styled(why, theme.dim()));
+        f.render_widget(Paragraph::new(out).wrap(Wrap { trim: true }), inner);
+        return;
+    }
+    // The figures, their state, and what was left out.
+    let mut notes: Vec<String> = Vec::new();
+    let (stats, state): (Option<Stats>, State) = match &target {
+        None => {
+            let mut cur: Vec<&Stats> = Vec::new();
+            let mut done = 0;
+            for l in &app.doc.layers {
+                match app.stats_for(&Target::Group(l.group)) {
+                    Some((Ok(rep), true)) => {
+                        done += 1;
+                        cur.push(&rep.stats);
+                        notes.extend(
+                            rep.skipped
+                                .iter()
+                                .map(|s| format!("{}: {}", s.tensor, s.reason)),
+                        );
+                    }
+                    Some((Err(e), true)) => {
+                        done += 1;
+                        notes.push(format!("{}: {e}", l.group));
+                    }
+                    _ => {}
+                }
+            }
+            let all = app.doc.layers.len();
+            if cur.is_empty() {
+                // Nothing current yet: the earlier figures, marked stale.
+                let old: Vec<&Stats> = app
+                    .doc
+                    .layers
+                    .iter()
+                    .filter_map(|l| match app.stats_for(&Target::Group(l.group)) {
+                        Some((Ok(rep), false)) => Some(&rep.stats),
+                        _ => None,
+                    })
+                    .collect();
+                if !old.is_empty() && done < all {
+                    (Some(sum_stats(old.into_iter())), State::Stale)
+                } else {
+                    (None, State::Partial { done, all })
+                }
+            } else {
+                let state = if done == all {
+                    State::Current
+                } else {
+                    State::Partial { done, all }
+                };
+                (Some(sum_stats(cur.into_iter())), state)
+            }
+        }
+        Some(t) => match app.stats_for(t) {
+            Some((Ok(rep), true)) => {
+                notes.extend(
+                    rep.skipped
+                        .iter()
+                        .map(|s| format!("{}: {}", s.tensor, s.reason)),
+                );
+                (Some(rep.stats.clone()), State::Current)
+            }
+            _ if app.preview_for(t).is_some() => (app.preview_for(t).cloned(), State::Preview),
+            Some((Ok(rep), false)) => (Some(rep.stats.clone()), State::Stale),
+            Some((Err(e), current)) => {
+                out.push(Line::styled(
+                    format!("{}error: {e}", if current { "" } else { "(earlier) " }),
+                    theme.fg(theme.bad),
+                ));
+                (
+                    None,
+                    if current {
+                        State::Current
+                    } else {
+                        State::Stale
+                    },
+                )
+            }
+            None => (None, State::Computing),
+        },
+    };
+    let (label, st) = match &state {
+        State::Current => ("[current]".to_string(), theme.fg(theme.good)),
+        State::Partial { done, all } => (
+            format!("[{done}/{all} layers · computing…]"),
+            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+        ),
+        State::Stale => (
+            format!("[{} earlier values · computing…]", m.stale),
+            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+        ),
+        State::Preview => (
+            "[PREVIEW · sampled rows · computing…]".to_string(),
+            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+        ),
+        State::Computing => (
+            "[computing…]".to_string(),
+            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+        ),
+    };
+    // The state and what the method does: one line when both fit, else
+    // two.
+    let note_w = w.saturating_sub(label.chars().count() + 1);
+    let method = app.doc.method;
+    let beside = selection_note(method, note_w);
+    let full = selection_note(method, usize::MAX);
+    // Room for a second line (a tall panel): the note in full below.
+    let roomy = inner.height >= 14 && full != beside;
+    if beside.chars().count() <= note_w && !roomy {
+        out.insert(
+            0,
+            Line::from(vec![
+                Span::styled(format!("{label} "), st),
+                Span::styled(beside, theme.dim()),
+            ]),
+        );
+    } else {
+        out.insert(0, Line::styled(selection_note(method, w), theme.dim()));
+        out.insert(0, Line::styled(label, st));
+    }
+    let head = out.len();
+    let Some(s) = stats else {
+        f.render_widget(Paragraph::new(out).wrap(Wrap { trim: true }), inner);
+        return;
+    };
+    let n = s.agree.len().saturating_sub(1);
+    let total: u64 = s.agree.iter().sum::<u64>().max(1);
+    let label_w = 10;
+    let bar_w = w.saturating_sub(label_w + 8);
+    let dim = !matches!(state, State::Current | State::Partial { .. });
+    // The first line wraps on narrow panels: count what it takes.
+    let first_h = out
+        .iter()
+        .take(head)
+        .map(|l| l.width().div_ceil(w.max(1)).max(1))
+        .sum::<usize>();
+    // Tall panels get double-height bars: the histogram is the point.
+    let n_models = app.doc.input_slots().len();
+    let below =
+        1 + (n_models + 1) + usize::from(s.cosines.len() > 1) + usize::from(!notes.is_empty());
+    let tall = inner.height as usize >= first_h + 2 * (n + 1) + below;
+    let mut body: Vec<Line> = Vec::new();
+    for k in (0..=n).rev() {
+        let c = s.agree.get(k).copied().unwrap_or(0);
+        let frac = c as f64 / total as f64;
+        let (fill, rest) = bar(frac, bar_w, app.ascii);
+        let label = if k == 0 {
+            "0 / none".to_string()
+        } else {
+            format!("{k}/{n} agree")
+        };
+        let mut st = theme.fg(if k == n { theme.bar_elected } else { theme.bar });
+        if dim {
+            st = st.add_modifier(Modifier::DIM);
+        }
+        body.push(Line::from(vec![
+            Span::styled(pad(&label, label_w, app.ascii), theme.text()),
+            Span::styled(fill.clone(), st),
+            Span::styled(rest.clone(), theme.dim()),
+            Span::styled(format!("{:>6.1}%", frac * 100.0), theme.text()),
+        ]));
+        if tall {
+            body.push(Line::from(vec![
+                Span::raw(" ".repeat(label_w)),
+                Span::styled(fill, st),
+                Span::styled(rest, theme.dim()),
+            ]));
+        }
+    }
+    // Kept: of each model's non-zero task-vector entries, the share the
+    // method's selection keeps (a method that trims nothing keeps 100%).
+    let kept_pct = |i: usize| {
+        let k = s.kept.get(i).copied().unwrap_or(0);
+        match s.nonzero.get(i).copied() {
+            Some(nz) if nz > 0 => k as f64 * 100.0 / nz as f64,
+            _ => 100.0,
+        }
+    };
+    body.push(Line::from(vec![
+        Span::styled("conflict ", theme.dim()),
+        Span::styled(
+            format!("{:.1}%", s.conflict_share() * 100.0),
+            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+        ),
+        Span::styled(
+            format!("  of {} params", crate::units::count(s.params)),
+            theme.dim(),
+        ),
+    ]));
+    // Per model: kept share, energy kept, norm. A table when there is
+    // room, else one compact line.
+    let names: Vec<String> = app
+        .doc
+        .input_slots()
+        .iter()
+        .map(|&i| app.doc.slots[i].info.name.clone())
+        .collect();
+    let room = (inner.height as usize).saturating_sub(first_h + body.len());
+    if room > names.len() + usize::from(s.cosines.len() > 1) && w >= 44 {
+        let nw = w.saturating_sub(27).min(24);
+        body.push(Line::styled(
+            format!(
+                "{}{:>8}{:>10}{:>9}",
+                pad("model", nw, app.ascii),
+                "kept",
+                "energy",
+                "‖τ‖"
+            ),
+            theme.dim(),
+        ));
+        for (i, name) in names.iter().enumerate() {
+            let kept = format!("{:.1}%", kept_pct(i));
+            let nk = s
+                .norm_kept
+                .get(i)
+                .map_or("-".into(), |k| format!("{:.1}%", k * 100.0));
+            let nm = s.norms.get(i).map_or("-".into(), |k| fmt_num(*k));
+            body.push(Line::from(Span::styled(
+                format!("{}{kept:>8}{nk:>10}{nm:>9}", pad(name, nw, app.ascii)),
+                theme.text(),
+            )));
+        }
+    } else if !s.kept.is_empty() {
+        let kept: Vec<String> = (0..s.kept.len())
+            .map(|i| format!("{:.0}%", kept_pct(i)))
+            .collect();
+        let nk: Vec<String> = s
+            .norm_kept
+            .iter()
+            .map(|k| format!("{:.0}%", k * 100.0))
+            .collect();
+        let mut t = format!("kept {}", kept.join(" "));
+        if !nk.is_empty() {
+            t.push_str(&format!("  energy {}", nk.join(" ")));
+        }
+        body.push(Line::styled(t, theme.text()));
+    }
+    if s.cosines.len() > 1 {
+        let mut parts = Vec::new();
+        for i in 0..s.cosines.len() {
+            for j in i + 1..s.cosines.len() {
+                let c = s.cosines[i].get(j).copied().unwrap_or(f64::NAN);
+                parts.push(format!("{}-{} {:+.2}", i + 1, j + 1, c));
+            }
+        }
+        body.push(Line::from(vec![
+            Span::styled("cos ", theme.dim()),
+            Span::styled(parts.join("  "), theme.text()),
+        ]));
+    }
+    if !notes.is_empty() {
+        body.push(Line::styled(
+            format!(
+                "{} skipped {}: {}",
+                m.problem,
+                notes.len(),
+                notes.join("; ")
+            ),
+            theme.fg(theme.bad),
+        ));
+    }
+    out.extend(body);
+    f.render_widget(Paragraph::new(out).wrap(Wrap { trim: true }), inner);
+}
+
+/// Combine the statistics of several groups (exactly: `Stats::combine`
+/// adds the raw sums behind norms and cosines).
+fn sum_stats<'a>(mut it: impl Iterator<Item = &'a Stats>) -> Stats {
+    let Some(first) = it.next() else {
+        return Stats::default();
+    };
+    let mut s = first.clone();
+    for x in it {
+        s.combine(x);
+    }
+    s
+}

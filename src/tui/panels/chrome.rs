@@ -1,0 +1,131 @@
+//! The title line (method, base, inputs, file, unsaved changes, problems)
+//! and the footer (the message of the moment, else the focused panel's
+//! keys).
+
+use crate::tui::keys::panel_keys;
+use crate::tui::state::*;
+use crate::tui::theme::Theme;
+use crate::tui::widgets::marks;
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
+    let sep = if app.ascii { " | " } else { " │ " };
+    let doc = &app.doc;
+    let base = match doc.base_slot() {
+        Some(i) if app.takes_base() => format!("base {}", doc.slots[i].info.name),
+        Some(i) => format!("ref {}", doc.slots[i].info.name),
+        None if app.takes_base() => "no base".into(),
+        None => String::new(),
+    };
+    let mut left: Vec<Span> = vec![
+        Span::styled(" smelt", theme.fg(theme.title).add_modifier(Modifier::BOLD)),
+        Span::styled(sep, theme.dim()),
+        Span::styled(
+            doc.method.name(),
+            theme.fg(theme.accent).add_modifier(Modifier::BOLD),
+        ),
+    ];
+    if !base.is_empty() {
+        left.push(Span::styled(sep, theme.dim()));
+        left.push(Span::styled(base, theme.text()));
+    }
+    left.push(Span::styled(sep, theme.dim()));
+    left.push(Span::styled(
+        format!("{} in", doc.input_slots().len()),
+        theme.text(),
+    ));
+    // Always shown, at the right: what needs attention.
+    let mut right: Vec<Span> = Vec::new();
+    if app.modified() {
+        right.push(Span::styled(
+            "modified",
+            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+        ));
+    }
+    let n = app.problems.len();
+    if n > 0 {
+        if !right.is_empty() {
+            right.push(Span::styled(sep, theme.dim()));
+        }
+        right.push(Span::styled(
+            format!(
+                "{} {n} problem{}",
+                marks(app.ascii).problem,
+                if n == 1 { "" } else { "s" }
+            ),
+            theme.fg(theme.bad).add_modifier(Modifier::BOLD),
+        ));
+    }
+    right.push(Span::styled(" ? help ", theme.dim()));
+    let width = |v: &[Span]| v.iter().map(|s| s.content.chars().count()).sum::<usize>();
+    // The recipe file, as much of it as fits.
+    if let Some(p) = &app.recipe_path {
+        let room = (r.width as usize).saturating_sub(width(&left) + width(&right) + sep.len() + 1);
+        let full = p.display().to_string();
+        let name = p
+            .file_name()
+            .map_or(full.clone(), |n| n.to_string_lossy().into_owned());
+        let shown = if full.chars().count() <= room {
+            Some(full)
+        } else if name.chars().count() <= room {
+            Some(name)
+        } else if room > 4 {
+            let cut: String = name.chars().take(room - 1).collect();
+            Some(format!("{cut}{}", marks(app.ascii).cut))
+        } else {
+            None
+        };
+        if let Some(s) = shown {
+            left.push(Span::styled(sep, theme.dim()));
+            left.push(Span::styled(s, theme.dim()));
+        }
+    }
+    let gap = (r.width as usize).saturating_sub(width(&left) + width(&right));
+    left.push(Span::raw(" ".repeat(gap)));
+    left.extend(right);
+    f.render_widget(Paragraph::new(Line::from(left)), r);
+}
+
+pub fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
+    let line = match &app.message {
+        Some((Level::Error, m)) => Line::styled(
+            format!(" ! {m}"),
+            theme.fg(theme.bad).add_modifier(Modifier::BOLD),
+        ),
+        Some((Level::Warn, m)) => Line::styled(format!(" ! {m}"), theme.fg(theme.warn)),
+        Some((Level::Info, m)) => Line::styled(format!(" {m}"), theme.text()),
+        None => {
+            // As many of the panel's keys as fit, then undo and help.
+            let key = theme.fg(theme.accent).add_modifier(Modifier::BOLD);
+            let mut spans = vec![Span::styled(
+                format!(" {}: ", app.focus().name()),
+                theme.fg(theme.title).add_modifier(Modifier::BOLD),
+            )];
+            let tail = [("u", "undo"), ("?", "keys")];
+            let tail_w: usize = tail
+                .iter()
+                .map(|(k, d)| k.chars().count() + d.len() + 3)
+                .sum();
+            let mut used = spans[0].content.chars().count() + tail_w;
+            for (k, d) in panel_keys(app.focus()) {
+                let w = k.chars().count() + d.chars().count() + 3;
+                if used + w > r.width as usize {
+                    break;
+                }
+                used += w;
+                spans.push(Span::styled(k.to_string(), key));
+                spans.push(Span::styled(format!(" {d}  "), theme.dim()));
+            }
+            for (k, d) in tail {
+                spans.push(Span::styled(k.to_string(), key));
+                spans.push(Span::styled(format!(" {d}  "), theme.dim()));
+            }
+            Line::from(spans)
+        }
+    };
+    f.render_widget(Paragraph::new(line), r);
+}

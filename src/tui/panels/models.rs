@@ -1,0 +1,207 @@
+//! The Models panel: every loaded model, its role and its own values.
+//! `b` makes the selected model the base, `e` excludes or includes it, `x`
+//! removes it (all undoable), `←`/`→` change its weight at the selected
+//! layer's scope.
+
+use crate::merge::BaseRule;
+use crate::tui::keys::Action;
+use crate::tui::state::*;
+use crate::tui::theme::Theme;
+use crate::tui::widgets::{marks, pad, panel, row_style, scroll};
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+pub fn on_action(app: &mut App, a: Action) {
+    let i = app.view.model_cursor;
+    let Some(slot) = app.doc.slots.get(i) else {
+        app.say(Level::Info, "no models: a adds one, o opens a recipe");
+        return;
+    };
+    let name = slot.info.name.clone();
+    let role = slot.role;
+    match a {
+        Action::Dec | Action::Inc => adjust_weight(app, i, if a == Action::Inc { 1 } else { -1 }),
+        Action::SetBase => {
+            if role == Role::Base {
+                app.say(Level::Info, format!("{name} is already the base"));
+                return;
+            }
+            app.edit(&format!("make {name} the base"), |d| {
+                d.set_role(i, Role::Base)
+            });
+            let how = if app.doc.method.spec().base == BaseRule::None {
+                format!(
+                    "{name} is the reference now: {} takes no base, so it only anchors the statistics",
+                    app.doc.method.name()
+                )
+            } else {
+                format!("{name} is the base now")
+            };
+            app.say(Level::Info, format!("{how} · u undoes"));
+        }
+        Action::Exclude => {
+            let (to, verb) = if role == Role::Excluded {
+                (Role::Input, "included")
+            } else {
+                (Role::Excluded, "excluded")
+            };
+            app.edit(&format!("{verb} {name}"), |d| d.set_role(i, to));
+            app.say(Level::Info, format!("{name} {verb} · u undoes"));
+        }
+        Action::RemoveModel => {
+            app.edit(&format!("remove {name}"), |d| d.remove_model(i));
+            app.say(Level::Info, format!("removed {name} · u brings it back"));
+        }
+        Action::Clear => app.say(
+            Level::Info,
+            "Del removes values in Parameters and overrides in Layers; x removes a model",
+        ),
+        Action::Enter | Action::Toggle => app.say(
+            Level::Info,
+            "b: base · e: exclude/include · x: remove · ←/→: weight",
+        ),
+        _ => app.say(
+            Level::Info,
+            "Tab to Layers to pick layers (v ranges, z zip depth)",
+        ),
+    }
+}
+
+/// `←`/`→` on a model: its weight at the selected scope(s).
+fn adjust_weight(app: &mut App, i: usize, dir: i32) {
+    let spec = app.doc.method.spec();
+    let Some(ws) = spec.per_model.iter().find(|p| p.name == "weight") else {
+        app.say(
+            Level::Info,
+            format!("{} takes no per-model weight", spec.name),
+        );
+        return;
+    };
+    if app.doc.slots[i].role != Role::Input {
+        app.say(
+            Level::Info,
+            "weights belong to input models (e includes one)",
+        );
+        return;
+    }
+    let row = ParamRow::Model {
+        slot: i,
+        name: "weight".into(),
+    };
+    super::params::step_row(app, &row, ws, dir);
+}
+
+/// Added by the job layer: the model fits, and is not loaded yet.
+pub fn added(app: &mut App, info: ModelInfo, layers: Vec<LayerRow>) {
+    let name = info.name.clone();
+    let role = app.edit(&format!("add {name}"), |d| d.add_model(info, layers));
+    app.view.model_cursor = app.doc.slots.len().saturating_sub(1);
+    let what = match role {
+        Role::Base => "the base".to_string(),
+        _ if app
+            .doc
+            .method
+            .spec()
+            .per_model
+            .iter()
+            .any(|p| p.name == "weight") =>
+        {
+            "an input, weight 1".to_string()
+        }
+        _ => "an input".to_string(),
+    };
+    app.say(Level::Info, format!("added {name} as {what} · u undoes"));
+}
+
+pub fn role_label(app: &App, r: Role) -> &'static str {
+    match r {
+        Role::Base if app.doc.method.spec().base == BaseRule::None => "ref ",
+        Role::Base => "base",
+        Role::Input => "in  ",
+        Role::Excluded => "excl",
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
+    let n = app.doc.slots.len();
+    let title = if app.has_problem(&Spot::Models) || app.has_problem(&Spot::Base) {
+        format!("Models {}", marks(app.ascii).problem)
+    } else {
+        format!("Models · {n}")
+    };
+    let block = panel(theme, app.ascii, title, focused);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    if app.doc.slots.is_empty() {
+        f.render_widget(
+            Paragraph::new("no models: a adds one, o opens a recipe").style(theme.dim()),
+            inner,
+        );
+        return;
+    }
+    let m = marks(app.ascii);
+    let w = inner.width as usize;
+    let spec = app.doc.method.spec();
+    let shows = |n: &str| spec.per_model.iter().any(|p| p.name == n);
+    let wide = w >= 56;
+    let h = inner.height as usize;
+    let top = scroll(app.view.model_cursor, h);
+    let scope = app.shown_scope();
+    let mut lines = Vec::new();
+    for (i, s) in app.doc.slots.iter().enumerate().skip(top).take(h) {
+        let sel = i == app.view.model_cursor;
+        let (mark, style) = row_style(theme, app.ascii, sel, focused);
+        let mut tail = String::new();
+        if s.role == Role::Input {
+            for (n, short) in [("weight", "w"), ("density", "d")] {
+                if shows(n) {
+                    let l = app.doc.value_at(n, Some(i), scope);
+                    let v = l.value.map_or_else(|| "?".to_string(), |v| fmt_value(&v));
+                    let star = if l.from == Source::Override { "*" } else { "" };
+                    tail.push_str(&format!(" {short}{v}{star}"));
+                }
+            }
+        }
+        let problem = app.has_problem(&Spot::Slot(i))
+            || (s.role == Role::Base && app.has_problem(&Spot::Base));
+        if problem {
+            tail.push(' ');
+            tail.push_str(m.problem);
+        }
+        let info = if wide {
+            format!(
+                "{} {:>6} {}sh",
+                pad(&s.info.dtype, 4, app.ascii),
+                crate::units::count(s.info.params),
+                s.info.shards
+            )
+        } else {
+            format!("{:>6}", crate::units::count(s.info.params))
+        };
+        let name_w = w.saturating_sub(2 + 5 + info.chars().count() + 1 + tail.chars().count());
+        let role_style = match s.role {
+            Role::Base => theme.fg(theme.accent),
+            Role::Input => theme.text(),
+            Role::Excluded => theme.dim().add_modifier(Modifier::CROSSED_OUT),
+        };
+        let pick = |st| if sel { style } else { st };
+        lines.push(Line::from(vec![
+            Span::styled(mark, style),
+            Span::styled(format!("{} ", role_label(app, s.role)), pick(role_style)),
+            Span::styled(pad(&s.info.name, name_w, app.ascii), style),
+            Span::styled(format!(" {info}"), pick(theme.dim())),
+            Span::styled(
+                tail,
+                pick(if problem {
+                    theme.fg(theme.bad)
+                } else {
+                    theme.text()
+                }),
+            ),
+        ]));
+    }
+    f.render_widget(Paragraph::new(lines), inner);
+}

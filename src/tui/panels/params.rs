@@ -1,0 +1,496 @@
+//! The Parameters panel: the method, and every value the recipe holds at
+//! the selected scope (the whole recipe, a layer, a group, or a range of
+//! layers): method-wide values, each model's values, `seed`, and the
+//! fields the workbench does not edit. Each can be changed (`←`/`→`,
+//! Enter, Space for booleans) and removed (Del), and each edit is one undo
+//! step.
+
+use crate::merge::{Method, ParamKind, ParamSpec};
+use crate::model::Group;
+use crate::recipe::Value;
+use crate::tui::keys::Action;
+use crate::tui::state::*;
+use crate::tui::theme::Theme;
+use crate::tui::update::prompt_for;
+use crate::tui::widgets::{marks, pad, panel, row_style, rpad, scroll};
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+use ratatui::Frame;
+
+pub fn on_action(app: &mut App, a: Action) {
+    let rows = app.param_rows();
+    let Some(row) = rows.get(app.view.param_cursor).cloned() else {
+        return;
+    };
+    match (a, &row) {
+        (Action::Dec | Action::Inc, ParamRow::Method) => {
+            let cur = app.doc.method;
+            let m = if a == Action::Inc {
+                cur.next()
+            } else {
+                Method::all().find(|m| m.next() == cur).unwrap_or(cur)
+            };
+            switch_method(app, m);
+        }
+        (Action::Enter, ParamRow::Method) => switch_method(app, app.doc.method.next()),
+        (Action::Dec | Action::Inc, ParamRow::Seed) => {
+            let s = app.doc.seed.unwrap_or(0);
+            let next = if a == Action::Inc {
+                s.saturating_add(1)
+            } else {
+                s.saturating_sub(1)
+            };
+            app.edit(&format!("seed {next}"), |d| d.seed = Some(next));
+        }
+        (Action::Enter, ParamRow::Seed) => {
+            let text = app.doc.seed.unwrap_or(0).to_string();
+            let p = prompt_for(
+                app,
+                Purpose::Value {
+                    row: row.clone(),
+                    scopes: None,
+                },
+                text,
+            );
+            app.modal = Some(Modal::Prompt(p));
+        }
+        (Action::Clear, _) => clear_row(app, &row),
+        (Action::Dec | Action::Inc | Action::Enter | Action::Toggle, ParamRow::Global(_))
+        | (Action::Dec | Action::Inc | Action::Enter | Action::Toggle, ParamRow::Model { .. }) => {
+            let Some(spec) = app.param_spec(&row) else {
+                app.say(
+                    Level::Warn,
+                    format!(
+                        "{} does not take this value: Del removes it",
+                        app.doc.method.name()
+                    ),
+                );
+                return;
+            };
+            let boolean = spec.kind == ParamKind::Bool;
+            match a {
+                Action::Dec | Action::Inc => {
+                    step_row(app, &row, spec, if a == Action::Inc { 1 } else { -1 })
+                }
+                Action::Enter | Action::Toggle if boolean => step_row(app, &row, spec, 1),
+                Action::Toggle => app.say(Level::Info, "Space flips booleans; Enter types a value"),
+                _ => {
+                    let l = app.row_value(&row, app.shown_scope());
+                    let text = l.value.as_ref().map(fmt_value).unwrap_or_default();
+                    let p = prompt_for(
+                        app,
+                        Purpose::Value {
+                            row: row.clone(),
+                            scopes: app.edit_scopes(),
+                        },
+                        text,
+                    );
+                    app.modal = Some(Modal::Prompt(p));
+                }
+            }
+        }
+        (_, ParamRow::OutDtype | ParamRow::Calibration | ParamRow::Slices) => app.say(
+            Level::Info,
+            "this field comes from the recipe file; Del removes it (u undoes)",
+        ),
+        (Action::RangeMark | Action::ZipDepth, _) => app.say(
+            Level::Info,
+            "Tab to Layers: v marks ranges, z sets the zip depth",
+        ),
+        _ => {}
+    }
+}
+
+/// Switch method, translating the recipe, and say what moved.
+pub fn switch_method(app: &mut App, m: Method) {
+    let from = app.doc.method;
+    if m == from {
+        return;
+    }
+    let note = app.edit(&format!("method {} → {}", from.name(), m.name()), |d| {
+        d.switch_method(m)
+    });
+    let mut parts = vec![format!("method {}", m.name())];
+    if !note.dropped.is_empty() {
+        parts.push(format!("set aside {}", summarize(&note.dropped)));
+    }
+    if !note.restored.is_empty() {
+        parts.push(format!("back: {}", summarize(&note.restored)));
+    }
+    if !note.added.is_empty() {
+        parts.push(format!("added {}", summarize(&note.added)));
+    }
+    if let Some(b) = &note.base {
+        parts.push(format!("base {b}"));
+    }
+    let n = app.problems.len();
+    if n > 0 {
+        parts.push(format!(
+            "{n} problem{} (r lists)",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    parts.push("u undoes".into());
+    app.view.param_cursor = 0;
+    app.say(
+        if n > 0 { Level::Warn } else { Level::Info },
+        parts.join(" · "),
+    );
+}
+
+/// Move a value one step at each selected scope, each from its own
+/// current value (a range keeps its layers' differences).
+pub fn step_row(app: &mut App, row: &ParamRow, spec: &ParamSpec, dir: i32) {
+    let scopes: Vec<Option<Scope>> = match app.edit_scopes() {
+        None => vec![None],
+        Some(v) => v.into_iter().map(Some).collect(),
+    };
+    let Some((name, _)) = App::row_param(row) else {
+        return;
+    };
+    let name = name.to_string();
+    let mut writes = Vec::new();
+    for s in &scopes {
+        let cur = app.row_value(row, *s).value;
+        let v = adjust(spec, cur.as_ref(), dir);
+        if let Some(place) = app.place_of(row, *s) {
+            if !writes.iter().any(|(p, _)| *p == place) {
+                writes.push((place, v));
+            }
+        }
+    }
+    let what = describe_edit(app, row, &scopes);
+    let shown = writes
+        .first()
+        .map(|(_, v)| fmt_value(v))
+        .unwrap_or_default();
+    app.edit(&format!("{what} {shown}"), |d| {
+        for (place, v) in writes {
+            d.set(&place, &name, v);
+        }
+    });
+}
+
+/// Parse typed text for a row.
+pub fn parse_row(app: &App, row: &ParamRow, text: &str) -> Result<Value, String> {
+    if *row == ParamRow::Seed {
+        return parse_seed(text).map(|s| Value::Number(s as f64));
+    }
+    let spec = app
+        .param_spec(row)
+        .ok_or_else(|| "this method does not take this value".to_string())?;
+    parse_value(spec, text)
+}
+
+/// A typed value: the same value at every selected scope ("set").
+pub fn set_typed(
+    app: &mut App,
+    row: &ParamRow,
+    scopes: Option<&[Scope]>,
+    text: &str,
+) -> Result<(), String> {
+    if *row == ParamRow::Seed {
+        let s = parse_seed(text)?;
+        app.edit(&format!("seed {s}"), |d| d.seed = Some(s));
+        return Ok(());
+    }
+    let v = parse_row(app, row, text)?;
+    let Some((name, _)) = App::row_param(row) else {
+        return Ok(());
+    };
+    let name = name.to_string();
+    let scopes: Vec<Option<Scope>> = match scopes {
+        None => vec![None],
+        Some(v) => v.iter().copied().map(Some).collect(),
+    };
+    let places: Vec<Place> = scopes
+        .iter()
+        .filter_map(|s| app.place_of(row, *s))
+        .collect();
+    let what = describe_edit(app, row, &scopes);
+    let shown = fmt_value(&v);
+    app.edit(&format!("set {what} {shown}"), |d| {
+        for p in &places {
+            d.set(p, &name, v.clone());
+        }
+    });
+    if scopes.len() > 1 {
+        app.say(
+            Level::Info,
+            format!(
+                "set {what} to {shown} on {} layers · u undoes",
+                scopes.len()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Del on a row: remove its value at the selected scope(s).
+fn clear_row(app: &mut App, row: &ParamRow) {
+    let done = match row {
+        ParamRow::Method => {
+            app.say(Level::Info, "the method cannot be removed; m changes it");
+            return;
+        }
+        ParamRow::Seed => app.edit("remove seed", |d| d.seed.take().is_some()),
+        ParamRow::OutDtype => app.edit("remove out_dtype", |d| d.out_dtype.take().is_some()),
+        ParamRow::Calibration => app.edit("remove calibration", |d| d.calibration.take().is_some()),
+        ParamRow::Slices => app.edit("remove slices", |d| {
+            !std::mem::take(&mut d.slices).is_empty()
+        }),
+        _ => {
+            let Some((name, _)) = App::row_param(row) else {
+                return;
+            };
+            let name = name.to_string();
+            let scopes: Vec<Option<Scope>> = match app.edit_scopes() {
+                None => vec![None],
+                Some(v) => v.into_iter().map(Some).collect(),
+            };
+            let places: Vec<Place> = scopes
+                .iter()
+                .filter_map(|s| app.place_of(row, *s))
+                .collect();
+            let what = describe_edit(app, row, &scopes);
+            app.edit(&format!("remove {what}"), |d| {
+                let mut any = false;
+                for p in &places {
+                    any |= d.remove(p, &name).is_some();
+                }
+                any
+            })
+        }
+    };
+    if done {
+        app.say(Level::Info, "removed · u undoes");
+    } else {
+        app.say(
+            Level::Info,
+            "nothing set here to remove (the value shown comes from elsewhere)",
+        );
+    }
+}
+
+/// `density · ft-code at layer 3`, for undo steps and messages.
+fn describe_edit(app: &App, row: &ParamRow, scopes: &[Option<Scope>]) -> String {
+    let base = match App::row_param(row) {
+        Some((n, Some(slot))) => format!(
+            "{n} · {}",
+            app.doc
+                .slots
+                .get(slot)
+                .map_or("?", |s| s.info.name.as_str())
+        ),
+        Some((n, None)) => n.to_string(),
+        None => "value".into(),
+    };
+    match scopes {
+        [None] | [] => base,
+        [Some(s)] => format!("{base} at {s}"),
+        [Some(a), .., Some(b)] => format!("{base} at {a} to {b}"),
+        _ => base,
+    }
+}
+
+pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
+    let scope = app.shown_scope();
+    let at = match app.edit_scopes().as_deref() {
+        None => "all layers".to_string(),
+        Some([s]) => s.to_string(),
+        Some(v) => format!("layers {}-{} (range)", first_layer(v), last_layer(v)),
+    };
+    let block = panel(theme, app.ascii, format!("Parameters · {at}"), focused);
+    let inner = block.inner(r);
+    f.render_widget(block, r);
+    let m = marks(app.ascii);
+    let rows = app.param_rows();
+    let h = inner.height as usize;
+    // Keep names and values close enough to read across on wide screens.
+    let w = (inner.width as usize).min(64);
+    let top = scroll(app.view.param_cursor, h);
+    let mut out = Vec::new();
+    for (i, row) in rows.iter().enumerate().skip(top).take(h) {
+        let sel = i == app.view.param_cursor;
+        let (mark, style) = row_style(theme, app.ascii, sel, focused);
+        let problem = app.row_problem(row).is_some();
+        if *row == ParamRow::Method {
+            let lw = 8;
+            let value = format!(
+                "{}  ({}/{})",
+                app.doc.method.name(),
+                app.doc.method as usize + 1,
+                Method::all().count()
+            );
+            out.push(Line::from(vec![
+                Span::styled(mark, style),
+                Span::styled(pad("method", lw, app.ascii), style),
+                Span::styled(
+                    pad(&value, w.saturating_sub(2 + lw + 2), app.ascii),
+                    if sel {
+                        style
+                    } else {
+                        theme.fg(theme.accent).add_modifier(Modifier::BOLD)
+                    },
+                ),
+                Span::styled(
+                    if problem {
+                        format!(" {}", m.problem)
+                    } else {
+                        "  ".into()
+                    },
+                    theme.fg(theme.bad).add_modifier(Modifier::BOLD),
+                ),
+            ]));
+            continue;
+        }
+        let (label, value, from) = row_text(app, row, scope);
+        let unknown = matches!(row, ParamRow::Global(_) | ParamRow::Model { .. })
+            && app.param_spec(row).is_none();
+        let vw = 12.min(w / 3);
+        let lw = w.saturating_sub(2 + 2 + vw + 2);
+        let vstyle = if sel {
+            style
+        } else if problem || unknown || value == "REQUIRED" {
+            theme.fg(theme.bad).add_modifier(Modifier::BOLD)
+        } else if from == Source::Override {
+            theme.fg(theme.over).add_modifier(Modifier::BOLD)
+        } else if from == Source::Default {
+            theme.dim()
+        } else {
+            theme.fg(theme.accent)
+        };
+        out.push(Line::from(vec![
+            Span::styled(mark, style),
+            Span::styled(pad(&label, lw, app.ascii), style),
+            Span::styled(
+                if from == Source::Override { "* " } else { "  " },
+                theme.fg(theme.over).add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(rpad(&value, vw), vstyle),
+            Span::styled(
+                if problem || unknown {
+                    format!(" {}", m.problem)
+                } else {
+                    "  ".into()
+                },
+                theme.fg(theme.bad).add_modifier(Modifier::BOLD),
+            ),
+        ]));
+    }
+    f.render_widget(Paragraph::new(out), inner);
+}
+
+fn first_layer(v: &[Scope]) -> String {
+    match v.first() {
+        Some(Scope::Layer(l)) => l.to_string(),
+        Some(s) => s.to_string(),
+        None => String::new(),
+    }
+}
+fn last_layer(v: &[Scope]) -> String {
+    match v.last() {
+        Some(Scope::Layer(l)) => l.to_string(),
+        Some(s) => s.to_string(),
+        None => String::new(),
+    }
+}
+
+/// A row's label, its value as shown, and where the value comes from.
+fn row_text(app: &App, row: &ParamRow, scope: Option<Scope>) -> (String, String, Source) {
+    let doc = &app.doc;
+    match row {
+        ParamRow::Method => ("method".into(), doc.method.name().into(), Source::Recipe),
+        ParamRow::Seed => match doc.seed {
+            Some(s) => ("seed".into(), s.to_string(), Source::Recipe),
+            None => ("seed".into(), "0".into(), Source::Default),
+        },
+        ParamRow::OutDtype => (
+            "out_dtype".into(),
+            doc.out_dtype.map_or("-".into(), |d| d.name().to_string()),
+            Source::Recipe,
+        ),
+        ParamRow::Calibration => (
+            "calibration".into(),
+            doc.calibration
+                .as_ref()
+                .and_then(|p| p.file_name())
+                .map_or("-".into(), |n| n.to_string_lossy().into_owned()),
+            Source::Recipe,
+        ),
+        ParamRow::Slices => (
+            "slices (from the file)".into(),
+            doc.slices.len().to_string(),
+            Source::Recipe,
+        ),
+        ParamRow::Global(n) => {
+            let per_model = doc.method.spec().per_model.iter().any(|p| p.name == n);
+            let label = if per_model {
+                format!("{n} · every model")
+            } else {
+                n.clone()
+            };
+            let l = app.row_value(row, scope);
+            (label, shown_value(app, row, l.value.as_ref()), l.from)
+        }
+        ParamRow::Model { slot, name } => {
+            let m = doc.slots.get(*slot).map_or("?", |s| s.info.name.as_str());
+            let l = app.row_value(row, scope);
+            (
+                format!("{name} · {m}"),
+                shown_value(app, row, l.value.as_ref()),
+                l.from,
+            )
+        }
+    }
+}
+
+/// A value as shown: gradients and name filters, at a layer scope, show
+/// what they resolve to there (through the recipe's own resolution, the
+/// one the merge uses), marked `≈`.
+fn shown_value(app: &App, row: &ParamRow, v: Option<&Value>) -> String {
+    let Some(v) = v else {
+        return "REQUIRED".into();
+    };
+    let scope = app.shown_scope();
+    let (Value::Gradient(_) | Value::Filtered(_), Some(s)) = (v, scope) else {
+        return fmt_value(v);
+    };
+    let group = s.group();
+    // Filters match tensor names: only a selected tensor has one value.
+    let tensor = match (app.current_line(), v) {
+        (LayerLine::Tensor(g, t), _) => app.doc.layers.get(g).and_then(|l| l.tensors.get(t)),
+        (_, Value::Gradient(_)) => app
+            .doc
+            .layers
+            .iter()
+            .find(|l| l.group == group)
+            .and_then(|l| l.tensors.first()),
+        _ => None,
+    };
+    let Some(tensor) = tensor else {
+        return fmt_value(v);
+    };
+    let tp = app
+        .doc
+        .to_recipe()
+        .resolve(&tensor.name, group, app.doc.n_layers());
+    let got = match row {
+        ParamRow::Global(n) => tp.global.get(n),
+        ParamRow::Model { slot, name } => app
+            .doc
+            .input_slots()
+            .iter()
+            .position(|s| s == slot)
+            .and_then(|k| tp.models.get(k))
+            .and_then(|m| m.get(name)),
+        _ => None,
+    };
+    let _ = Group::Pre;
+    got.map_or_else(
+        || fmt_value(v),
+        |x| format!("{}{}", marks(app.ascii).resolved, fmt_num(x.as_f64())),
+    )
+}

@@ -1,0 +1,243 @@
+//! Drawing pieces every panel uses: the panel frame, list rows, bars,
+//! padding that marks cut text, centred overlays.
+//!
+//! Marks mean one thing each (the `?` legend lists them): `…` text cut to
+//! fit, `°` a figure being recomputed (stale), `≈` a value a gradient or
+//! filter gives at this layer, `*` a per-layer value, `!` one of the worst
+//! layers, `✘` a problem. In ASCII mode they become `~`, `'`, `=`, `*`,
+//! `!`, `x`: still one each.
+
+use super::theme::Theme;
+use ratatui::layout::Rect;
+use ratatui::style::{Modifier, Style};
+use ratatui::symbols::border;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders};
+
+pub const ASCII_BORDER: border::Set = border::Set {
+    top_left: "+",
+    top_right: "+",
+    bottom_left: "+",
+    bottom_right: "+",
+    vertical_left: "|",
+    vertical_right: "|",
+    horizontal_top: "-",
+    horizontal_bottom: "-",
+};
+pub const ASCII_FOCUS: border::Set = border::Set {
+    top_left: "#",
+    top_right: "#",
+    bottom_left: "#",
+    bottom_right: "#",
+    vertical_left: "|",
+    vertical_right: "|",
+    horizontal_top: "=",
+    horizontal_bottom: "=",
+};
+
+/// The glyphs of the marks, Unicode or ASCII.
+#[derive(Clone, Copy, Debug)]
+pub struct Marks {
+    pub cut: &'static str,
+    pub stale: &'static str,
+    pub resolved: &'static str,
+    pub problem: &'static str,
+    pub cursor: &'static str,
+}
+
+pub const UNICODE: Marks = Marks {
+    cut: "…",
+    stale: "°",
+    resolved: "≈",
+    problem: "✘",
+    cursor: "▶",
+};
+pub const ASCII: Marks = Marks {
+    cut: "~",
+    stale: "'",
+    resolved: "=",
+    problem: "x",
+    cursor: ">",
+};
+
+pub fn marks(ascii: bool) -> Marks {
+    if ascii {
+        ASCII
+    } else {
+        UNICODE
+    }
+}
+
+/// A panel's frame: focused panels get a marker in the title, a bold title
+/// and a heavier border, so focus needs no colour.
+pub fn panel<'a>(theme: &Theme, ascii: bool, title: String, focused: bool) -> Block<'a> {
+    let marker = if focused {
+        format!("{} ", marks(ascii).cursor)
+    } else {
+        String::new()
+    };
+    let title_style = if focused {
+        theme.fg(theme.focus).add_modifier(Modifier::BOLD)
+    } else {
+        theme.fg(theme.title)
+    };
+    let b = Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.fg(if focused { theme.focus } else { theme.border }))
+        .title(Line::from(vec![Span::styled(
+            format!(" {marker}{title} "),
+            title_style,
+        )]));
+    if ascii {
+        b.border_set(if focused { ASCII_FOCUS } else { ASCII_BORDER })
+    } else {
+        b.border_type(if focused {
+            BorderType::Thick
+        } else {
+            BorderType::Plain
+        })
+    }
+}
+
+/// A modal's frame.
+pub fn modal_block<'a>(theme: &Theme, ascii: bool, title: &str) -> Block<'a> {
+    let b = Block::default()
+        .borders(Borders::ALL)
+        .border_style(theme.fg(theme.focus))
+        .title(Span::styled(
+            format!(" {title} "),
+            theme.fg(theme.focus).add_modifier(Modifier::BOLD),
+        ));
+    if ascii {
+        b.border_set(ASCII_FOCUS)
+    } else {
+        b.border_type(BorderType::Double)
+    }
+}
+
+/// Marker and style of a list row: the cursor row is reverse video (or
+/// the theme's selection colours) plus a marker when its panel has focus,
+/// bold plus the marker otherwise.
+pub fn row_style(theme: &Theme, ascii: bool, selected: bool, focused: bool) -> (String, Style) {
+    if !selected {
+        return ("  ".into(), theme.text());
+    }
+    let m = format!("{} ", marks(ascii).cursor);
+    if focused {
+        (m, theme.selected())
+    } else {
+        (m, theme.text().add_modifier(Modifier::BOLD))
+    }
+}
+
+/// First row to show so that `cursor` is visible in `h` rows.
+pub fn scroll(cursor: usize, h: usize) -> usize {
+    if h == 0 || cursor < h {
+        0
+    } else {
+        cursor + 1 - h
+    }
+}
+
+/// `s` in exactly `w` columns: padded, or cut with the cut mark.
+pub fn pad(s: &str, w: usize, ascii: bool) -> String {
+    let n = s.chars().count();
+    if n > w {
+        let mut t: String = s.chars().take(w.saturating_sub(1)).collect();
+        if w > 0 {
+            t.push_str(marks(ascii).cut);
+        }
+        t
+    } else {
+        format!("{s}{}", " ".repeat(w - n))
+    }
+}
+
+/// A path in at most `w` columns, cut at its start (the folder's own name
+/// is the part worth keeping).
+pub fn tail(s: &str, w: usize, ascii: bool) -> String {
+    let n = s.chars().count();
+    if n <= w {
+        return s.to_string();
+    }
+    let keep: String = s.chars().skip(n + 1 - w.max(1)).collect();
+    format!("{}{keep}", marks(ascii).cut)
+}
+
+/// `s` right-aligned in `w` columns (never cut: numbers must stay whole).
+pub fn rpad(s: &str, w: usize) -> String {
+    let n = s.chars().count();
+    if n >= w {
+        s.to_string()
+    } else {
+        format!("{}{s}", " ".repeat(w - n))
+    }
+}
+
+/// A horizontal bar of `frac` of `w` cells, eighth-cell resolution in
+/// Unicode, `#` in ASCII; the rest filled with a dotted track.
+pub fn bar(frac: f64, w: usize, ascii: bool) -> (String, String) {
+    let frac = if frac.is_finite() {
+        frac.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    if ascii {
+        let n = (frac * w as f64).round() as usize;
+        return ("#".repeat(n), ".".repeat(w - n));
+    }
+    let eighths = (frac * w as f64 * 8.0).round() as usize;
+    let full = eighths / 8;
+    let rem = eighths % 8;
+    let mut s = "█".repeat(full);
+    let mut used = full;
+    if rem > 0 && used < w {
+        s.push(['▏', '▎', '▍', '▌', '▋', '▊', '▉'][rem - 1]);
+        used += 1;
+    }
+    (s, "·".repeat(w.saturating_sub(used)))
+}
+
+/// A `w` x `h` rectangle in the middle of `area` (clipped to it).
+pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
+    let w = w.min(area.width);
+    let h = h.min(area.height);
+    Rect::new(
+        area.x + (area.width - w) / 2,
+        area.y + (area.height - h) / 2,
+        w,
+        h,
+    )
+}
+
+/// Replace every non-ASCII glyph left on screen with an ASCII stand-in, so
+/// ASCII mode covers separators, arrows and names alike.
+pub fn asciify(buf: &mut ratatui::buffer::Buffer) {
+    for cell in buf.content.iter_mut() {
+        let sym = cell.symbol();
+        if sym.is_ascii() {
+            continue;
+        }
+        let r = match sym {
+            "·" => ".",
+            "…" => "~",
+            "°" => "'",
+            "≈" => "=",
+            "‖" | "│" | "┃" => "|",
+            "─" | "━" => "-",
+            "←" => "<",
+            "→" => ">",
+            "↑" => "^",
+            "↓" => "v",
+            "▶" | "▸" => ">",
+            "▾" => "v",
+            "✔" => "+",
+            "✘" => "x",
+            "τ" => "t",
+            "█" | "▏" | "▎" | "▍" | "▌" | "▋" | "▊" | "▉" => "#",
+            "" => "",
+            _ => "?",
+        };
+        cell.set_symbol(r);
+    }
+}
