@@ -403,3 +403,28 @@ fn analyze_text_follows_the_method_in_80_columns() {
     assert_ne!(kept[0], kept[1]);
     assert_ne!(kept[1], kept[2]);
 }
+
+/// Started from a pipe or a cron job, the workbench says it needs a
+/// terminal and where to go instead (exit 2), and touches no terminal.
+#[test]
+fn the_workbench_without_a_terminal_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    for args in [&[][..], &["tui"][..], &["--theme", "light"][..]] {
+        let o = Command::new(env!("CARGO_BIN_EXE_smelt"))
+            .args(args)
+            .current_dir(d.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run smelt");
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(
+            t.contains("needs a terminal")
+                && t.contains("smelt merge")
+                && t.contains("smelt analyze"),
+            "{args:?}: {t}"
+        );
+        assert!(!t.contains("os error"), "{t}");
+        assert!(!t.contains('\x1b'), "no escape codes to a pipe: {t:?}");
+    }
+}

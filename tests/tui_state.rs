@@ -1403,3 +1403,31 @@ fn zipit_has_no_statistics_and_says_why() {
     let fx = ch(&mut app, 'z');
     assert!(!fx.iter().any(|e| matches!(e, Effect::Analyze { .. })));
 }
+
+/// A sliced recipe (a frankenmerge) opens: its models are listed from the
+/// slices, nothing claims there are none, and r runs it.
+#[test]
+fn a_sliced_recipe_lists_its_models_and_runs() {
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mergekit/recipes/passthrough.yml");
+    let r = smelt::recipe::Recipe::load(&fixture).unwrap();
+    let mut app = App::new(PathBuf::from("/d"), tempfile::tempdir().unwrap().keep());
+    app.load(&r, &[], smelt::tui::demo::demo_layers(4));
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
+    assert_eq!(app.doc.slice_models().len(), 2);
+    assert_eq!(app.doc.to_recipe(), r);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("slc  ft0") && s.contains("slc  ft1"), "{s}");
+    assert!(app.analysis_blocked().unwrap().contains("sliced"));
+    focus(&mut app, Panel::Models);
+    press(&mut app, KeyCode::Down);
+    let before = app.doc.clone();
+    ch(&mut app, 'x');
+    assert_eq!(app.doc, before, "slices are edited in the file");
+    ch(&mut app, 'r');
+    assert!(
+        matches!(app.modal, Some(Modal::Prompt(_))),
+        "{:?}",
+        app.modal
+    );
+}

@@ -27,15 +27,42 @@ pub fn run(args: TuiArgs) -> CliResult {
         [one] if is_recipe(one) => opts.recipe = Some(one.clone()),
         paths => opts.models = paths.to_vec(),
     }
-    match smelt::tui::run(opts) {
+    exit_of(smelt::tui::run(opts))
+}
+
+/// The workbench's end as an exit: 0 when the user quits, 128 + the
+/// signal that ended it, 2 when what the user named (a recipe, a model,
+/// a theme, a missing terminal) is at fault, 1 when the terminal failed.
+fn exit_of(r: Result<Exit, TuiError>) -> CliResult {
+    match r {
         Ok(Exit::User) => Ok(()),
-        // Ended by a signal: the conventional 128 + its number, quietly
-        // (after SIGHUP there is no terminal to write to).
+        // Quietly: after SIGHUP there is no terminal to write to.
         Ok(Exit::Signal(sig)) => Err(CliError {
             message: String::new(),
             code: (128 + sig).clamp(0, 255) as u8,
         }),
         Err(e @ (TuiError::Input(_) | TuiError::NoTerminal(_))) => Err(CliError::input(e)),
         Err(e @ TuiError::Terminal(_)) => Err(CliError::internal(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let code = |r| exit_of(r).err().map_or(0, |e| e.code);
+        assert_eq!(code(Ok(Exit::User)), 0);
+        assert_eq!(code(Ok(Exit::Signal(1))), 129);
+        assert_eq!(code(Ok(Exit::Signal(15))), 143);
+        assert_eq!(code(Err(TuiError::Input("bad recipe".into()))), 2);
+        assert_eq!(code(Err(TuiError::NoTerminal("standard input"))), 2);
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone");
+        assert_eq!(
+            code(Err(TuiError::Terminal(io))),
+            1,
+            "a terminal failure is not bad input"
+        );
     }
 }

@@ -217,6 +217,8 @@ pub struct Doc {
     pub overrides: BTreeMap<Scope, LayerOverride>,
     /// Recipe fields the workbench shows but does not edit.
     pub slices: Vec<Slice>,
+    /// Summaries of the models the slices name (shown, not edited).
+    pub slice_infos: Vec<ModelInfo>,
     pub out_dtype: Option<Dtype>,
     pub seed: Option<u64>,
     pub calibration: Option<PathBuf>,
@@ -236,6 +238,7 @@ impl Default for Doc {
             global: BTreeMap::new(),
             overrides: BTreeMap::new(),
             slices: Vec::new(),
+            slice_infos: Vec::new(),
             out_dtype: None,
             seed: None,
             calibration: None,
@@ -288,9 +291,20 @@ impl Doc {
                 }
             }
         }
+        let mut slice_infos: Vec<ModelInfo> = Vec::new();
+        for s in &recipe.slices {
+            for p in s.base.iter().chain(s.sources.iter().map(|x| &x.model)) {
+                if !slots.iter().any(|x| &x.info.path == p)
+                    && !slice_infos.iter().any(|x| &x.path == p)
+                {
+                    slice_infos.push(info_for(p));
+                }
+            }
+        }
         Doc {
             method: recipe.method,
             slots,
+            slice_infos,
             global: recipe.params.clone(),
             overrides,
             slices: recipe.slices.clone(),
@@ -318,6 +332,23 @@ impl Doc {
         (0..self.slots.len())
             .filter(|&i| self.slots[i].role == Role::Input)
             .collect()
+    }
+
+    /// The models the recipe's slices name, beside the slots.
+    pub fn slice_models(&self) -> Vec<&ModelInfo> {
+        self.slice_infos
+            .iter()
+            .filter(|i| {
+                self.slices.iter().any(|s| {
+                    s.base.as_ref() == Some(&i.path) || s.sources.iter().any(|x| x.model == i.path)
+                })
+            })
+            .collect()
+    }
+
+    /// Rows of the Models panel: the slots, then the slices' models.
+    pub fn model_rows(&self) -> usize {
+        self.slots.len() + self.slice_models().len()
     }
 
     pub fn slot_of(&self, path: &Path) -> Option<usize> {
@@ -890,7 +921,7 @@ impl Doc {
         let r = self.to_recipe();
         let inputs = self.input_slots();
         let mut out: Vec<Issue> = Vec::new();
-        if self.slots.is_empty() {
+        if self.slots.is_empty() && self.slices.is_empty() {
             out.push(Issue {
                 spots: vec![Spot::Models],
                 text: "no models loaded (a adds one, o opens a recipe)".into(),

@@ -294,13 +294,19 @@ fn open_model(path: &Path, reg: &Registry) -> Result<Arc<Model>, JobError> {
     Ok(m)
 }
 
-/// The models a recipe names, base first, without repeats.
+/// The models a recipe names (base, models, then the slices' models),
+/// without repeats.
 fn recipe_paths(recipe: &Recipe) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = Vec::new();
+    let sliced = recipe
+        .slices
+        .iter()
+        .flat_map(|s| s.base.iter().chain(s.sources.iter().map(|x| &x.model)));
     for p in recipe
         .base
         .iter()
         .chain(recipe.models.iter().map(|m| &m.path))
+        .chain(sliced)
     {
         if !v.contains(p) {
             v.push(p.clone());

@@ -385,7 +385,7 @@ impl App {
         self.view.model_cursor = self
             .view
             .model_cursor
-            .min(self.doc.slots.len().saturating_sub(1));
+            .min(self.doc.model_rows().saturating_sub(1));
         self.view.expanded.retain(|g| *g < self.doc.layers.len());
         self.view.layer_cursor = self
             .view
@@ -608,7 +608,9 @@ impl App {
 
     /// Why there can be no statistics, if there cannot.
     pub fn analysis_blocked(&self) -> Option<&'static str> {
-        if self.doc.zips() {
+        if !self.doc.slices.is_empty() {
+            Some("a sliced recipe mixes layers of several models: its statistics are not shown")
+        } else if self.doc.zips() {
             Some("ZipIt! and permute match features across whole models: there are no task vectors to compare")
         } else if self.reference().is_none() {
             Some("no base model: task vectors need one (select a model in Models, press b)")
@@ -697,8 +699,10 @@ impl App {
         } else {
             Some(0)
         });
-        slot.and_then(|i| {
-            let p = &self.doc.slots[i].info.path;
+        let path = slot
+            .map(|i| &self.doc.slots[i].info.path)
+            .or_else(|| self.doc.slice_models().first().map(|i| &i.path));
+        path.and_then(|p| {
             p.parent()
                 .and_then(|d| d.file_name())
                 .map(|n| n.to_string_lossy().into_owned())

@@ -42,7 +42,7 @@ pub fn on_action(app: &mut App, a: Action) {
 /// Move a panel's cursor by `d` rows, kept inside its list.
 pub fn move_cursor(app: &mut App, panel: Panel, d: i64) {
     let len = match panel {
-        Panel::Models => app.doc.slots.len(),
+        Panel::Models => app.doc.model_rows(),
         Panel::Layers => app.layer_lines().len(),
         Panel::Params => app.param_rows().len(),
         Panel::Agreement | Panel::Status => return,
@@ -103,7 +103,7 @@ pub fn on_mouse(app: &mut App, m: MouseEvent) {
             let inner_h = r.height.saturating_sub(2) as usize;
             let off = (m.row - r.y - 1) as usize;
             let (cur, len) = match panel {
-                Panel::Models => (app.view.model_cursor, app.doc.slots.len()),
+                Panel::Models => (app.view.model_cursor, app.doc.model_rows()),
                 Panel::Layers => (app.view.layer_cursor, app.layer_lines().len()),
                 Panel::Params => (app.view.param_cursor, app.param_rows().len()),
                 _ => {

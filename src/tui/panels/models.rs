@@ -17,7 +17,14 @@ use ratatui::Frame;
 pub fn on_action(app: &mut App, a: Action) {
     let i = app.view.model_cursor;
     let Some(slot) = app.doc.slots.get(i) else {
-        app.say(Level::Info, "no models: a adds one, o opens a recipe");
+        if app.doc.slice_models().is_empty() {
+            app.say(Level::Info, "no models: a adds one, o opens a recipe");
+        } else {
+            app.say(
+                Level::Info,
+                "this model comes from the recipe's slices: edit them in the file",
+            );
+        }
         return;
     };
     let name = slot.info.name.clone();
@@ -126,7 +133,7 @@ pub fn role_label(app: &App, r: Role) -> &'static str {
 }
 
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
-    let n = app.doc.slots.len();
+    let n = app.doc.model_rows();
     let title = if app.has_problem(&Spot::Models) || app.has_problem(&Spot::Base) {
         format!("Models {}", marks(app.ascii).problem)
     } else {
@@ -135,7 +142,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let block = panel(theme, app.ascii, title, focused);
     let inner = block.inner(r);
     f.render_widget(block, r);
-    if app.doc.slots.is_empty() {
+    if app.doc.model_rows() == 0 {
         f.render_widget(
             Paragraph::new("no models: a adds one, o opens a recipe").style(theme.dim()),
             inner,
@@ -201,6 +208,23 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
                     theme.text()
                 }),
             ),
+        ]));
+    }
+    let n_slots = app.doc.slots.len();
+    for (k, info) in app.doc.slice_models().into_iter().enumerate() {
+        let i = n_slots + k;
+        if i < top || lines.len() >= h {
+            continue;
+        }
+        let sel = i == app.view.model_cursor;
+        let (mark, style) = row_style(theme, app.ascii, sel, focused);
+        let size = format!(" {:>6}", crate::units::count(info.params));
+        let name_w = w.saturating_sub(2 + 5 + size.chars().count());
+        lines.push(Line::from(vec![
+            Span::styled(mark, style),
+            Span::styled("slc  ", if sel { style } else { theme.dim() }),
+            Span::styled(pad(&info.name, name_w, app.ascii), style),
+            Span::styled(size, if sel { style } else { theme.dim() }),
         ]));
     }
     f.render_widget(Paragraph::new(lines), inner);
