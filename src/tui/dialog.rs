@@ -178,6 +178,15 @@ pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
+/// How many lines the help has (for scrolling), at most.
+pub fn help_lines(app: &App) -> usize {
+    let panels: usize = [Panel::Models, Panel::Layers, Panel::Params, app.focus()]
+        .iter()
+        .map(|p| panel_help(*p).len() + 1)
+        .sum();
+    GLOBAL.len() + panels + LEGEND.len() + 3
+}
+
 /// The help: workbench keys, the focused panel's keys (all panels' on a
 /// tall screen) and the legend of the marks.
 pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: usize) {

@@ -478,18 +478,21 @@ impl Doc {
         }
     }
 
-    /// Write `v` for `name` at a place.
+    /// Write `v` for `name` at a place (nothing for a model that is not
+    /// loaded, or an override of one).
     pub fn set(&mut self, place: &Place, name: &str, v: Value) {
-        self.table_mut(place).insert(name.to_string(), v);
+        if let Some(t) = self.table_mut(place) {
+            t.insert(name.to_string(), v);
+        }
     }
 
-    /// Remove `name` at a place; whether there was a value.
+    /// Remove `name` at a place; the value that was there.
     pub fn remove(&mut self, place: &Place, name: &str) -> Option<Value> {
-        let v = self.table_mut(place).remove(name);
-        self.overrides.retain(|_, o| !o.is_empty());
+        let v = self.table_mut(place)?.remove(name);
         for o in self.overrides.values_mut() {
             o.models.retain(|_, m| !m.is_empty());
         }
+        self.overrides.retain(|_, o| !o.is_empty());
         v
     }
 
@@ -506,23 +509,26 @@ impl Doc {
         }
     }
 
-    fn table_mut(&mut self, place: &Place) -> &mut BTreeMap<String, Value> {
+    fn table_mut(&mut self, place: &Place) -> Option<&mut BTreeMap<String, Value>> {
+        let loaded = |p: &PathBuf| self.slots.iter().position(|s| &s.info.path == p);
         match place {
-            Place::Global => &mut self.global,
-            Place::Model(p) => match self.slots.iter().position(|s| &s.info.path == p) {
-                Some(i) => &mut self.slots[i].params,
-                // A place is always made from a loaded model; a write to a
-                // vanished one goes to a scratch table of the doc.
-                None => &mut self.global,
-            },
-            Place::Scope(s) => &mut self.overrides.entry(*s).or_default().params,
-            Place::ScopeModel(s, p) => self
-                .overrides
-                .entry(*s)
-                .or_default()
-                .models
-                .entry(p.clone())
-                .or_default(),
+            Place::Global => Some(&mut self.global),
+            Place::Model(p) => {
+                let i = loaded(p)?;
+                Some(&mut self.slots[i].params)
+            }
+            Place::Scope(s) => Some(&mut self.overrides.entry(*s).or_default().params),
+            Place::ScopeModel(s, p) => {
+                loaded(p)?;
+                Some(
+                    self.overrides
+                        .entry(*s)
+                        .or_default()
+                        .models
+                        .entry(p.clone())
+                        .or_default(),
+                )
+            }
         }
     }
 
@@ -754,17 +760,6 @@ impl Doc {
             }
         }
         note
-    }
-
-    /// `density · ft-code`, `lambda`, `density · layer 3 · ft-code`.
-    pub fn describe(&self, place: &Place, name: &str) -> String {
-        let model = |p: &Path| display_name(p);
-        match place {
-            Place::Global => name.to_string(),
-            Place::Model(p) => format!("{name} · {}", model(p)),
-            Place::Scope(s) => format!("{name} · {s}"),
-            Place::ScopeModel(s, p) => format!("{name} · {s} · {}", model(p)),
-        }
     }
 
     // ------------------------------------------------------------ zip depth

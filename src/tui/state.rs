@@ -575,7 +575,7 @@ impl App {
         self.problems_at(spot).next().is_some()
     }
 
-    /// Whether a Parameters row has a problem at the shown scope.
+    /// The problem a Parameters row shows, if any (at the shown scope).
     pub fn row_problem(&self, row: &ParamRow) -> Option<&Issue> {
         let spot = match row {
             ParamRow::Method => Spot::Method,
@@ -583,16 +583,9 @@ impl App {
             ParamRow::Calibration => Spot::Calibration,
             ParamRow::Slices => Spot::Slices,
             ParamRow::OutDtype => return None,
-            _ => {
+            ParamRow::Global(_) | ParamRow::Model { .. } => {
                 let (name, _) = App::row_param(row)?;
-                let place = self.place_of(row, self.shown_scope())?;
-                // A missing per-model value is reported on the model, and
-                // the row shows REQUIRED: that is the row to point at.
-                let direct = Spot::Value(place, name.to_string());
-                if let Some(i) = self.problems_at(&direct).next() {
-                    return Some(i);
-                }
-                return None;
+                Spot::Value(self.place_of(row, self.shown_scope())?, name.to_string())
             }
         };
         self.problems_at(&spot).next()

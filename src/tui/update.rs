@@ -432,8 +432,12 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
             // quitting).
             use ratatui::crossterm::event::KeyCode as K;
             match k.code {
-                K::Down | K::Char('j') => app.modal = Some(Modal::Help(top + 1)),
-                K::PageDown => app.modal = Some(Modal::Help(top + 10)),
+                K::Down | K::Char('j') => {
+                    app.modal = Some(Modal::Help((top + 1).min(dialog::help_lines(app))))
+                }
+                K::PageDown => {
+                    app.modal = Some(Modal::Help((top + 10).min(dialog::help_lines(app))))
+                }
                 K::Up | K::Char('k') => app.modal = Some(Modal::Help(top.saturating_sub(1))),
                 K::PageUp => app.modal = Some(Modal::Help(top.saturating_sub(10))),
                 _ => {}
@@ -639,12 +643,13 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
 
 fn on_prompt_key(app: &mut App, mut p: Prompt, k: KeyEvent, fx: &mut Vec<Effect>) {
     match p.input.on_key(k) {
-        InputEvent::Cancel => {
-            app.say(Level::Info, "cancelled");
-            if let Purpose::Save { then: Some(_) } = p.purpose {
-                app.say(Level::Info, "cancelled; nothing saved");
-            }
-        }
+        InputEvent::Cancel => app.say(
+            Level::Info,
+            match p.purpose {
+                Purpose::Save { .. } => "cancelled; nothing saved",
+                _ => "cancelled",
+            },
+        ),
         InputEvent::Submit => submit(app, p, fx),
         InputEvent::Edited => {
             // Value prompts check as you type, so an error goes once fixed.

@@ -257,13 +257,15 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             ]));
         }
     }
-    // Kept: of each model's non-zero task-vector entries, the share the
-    // method's selection keeps (a method that trims nothing keeps 100%).
+    // Kept: the share of the parameters where the model still contributes
+    // after the method's selection (so density 0.3 reads about 30% for a
+    // magnitude trim, less where a task vector is mostly zero).
     let kept_pct = |i: usize| {
         let k = s.kept.get(i).copied().unwrap_or(0);
-        match s.nonzero.get(i).copied() {
-            Some(nz) if nz > 0 => k as f64 * 100.0 / nz as f64,
-            _ => 100.0,
+        if s.params == 0 {
+            0.0
+        } else {
+            k as f64 * 100.0 / s.params as f64
         }
     };
     body.push(Line::from(vec![

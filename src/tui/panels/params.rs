@@ -6,7 +6,6 @@
 //! step.
 
 use crate::merge::{Method, ParamKind, ParamSpec};
-use crate::model::Group;
 use crate::recipe::Value;
 use crate::tui::keys::Action;
 use crate::tui::state::*;
@@ -488,7 +487,6 @@ fn shown_value(app: &App, row: &ParamRow, v: Option<&Value>) -> String {
             .and_then(|m| m.get(name)),
         _ => None,
     };
-    let _ = Group::Pre;
     got.map_or_else(
         || fmt_value(v),
         |x| format!("{}{}", marks(app.ascii).resolved, fmt_num(x.as_f64())),
