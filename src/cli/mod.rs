@@ -185,22 +185,9 @@ pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>) -> CliResu
         recipe.to_toml(&dir)
     };
     match out {
-        Some(o) => write_atomic(o, text.as_bytes())
+        Some(o) => smelt::fsutil::write_atomic(o, text.as_bytes())
             .map_err(|e| CliError::input(format!("{}: {e}", o.display())))?,
         None => emit(&text)?,
     }
     Ok(())
-}
-
-/// Write a file whole or not at all: a temporary sibling, then rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }

@@ -366,26 +366,10 @@ impl Recipe {
     }
 
     fn save_text(&self, path: &Path, text: &str) -> Result<(), RecipeError> {
-        use std::io::Write as _;
-        let dir = folder_of(path);
-        let io = |source| RecipeError::Io {
+        crate::fsutil::write_atomic(path, text.as_bytes()).map_err(|source| RecipeError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let name = path
-            .file_name()
-            .map_or_else(|| "recipe".into(), |n| n.to_string_lossy().to_string());
-        let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io)
+        })
     }
 
     /// TOML text for this recipe written over `original` (the TOML text it

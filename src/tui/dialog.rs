@@ -136,7 +136,21 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
             ]));
         }
     }
-    let w = area.width.saturating_sub(4).min(72);
+    boxed(f, app, theme, area, title, lines, 72);
+}
+
+/// `lines` in a centred modal box at most `max_w` wide, as tall as they
+/// wrap to.
+fn boxed(
+    f: &mut Frame,
+    app: &App,
+    theme: &Theme,
+    area: Rect,
+    title: &str,
+    lines: Vec<Line>,
+    max_w: u16,
+) {
+    let w = area.width.saturating_sub(4).min(max_w);
     let inner_w = w.saturating_sub(2).max(1) as usize;
     let h: usize = lines
         .iter()
@@ -164,18 +178,7 @@ pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         lines.push(Line::styled(format!("- {}", i.text), theme.fg(theme.bad)));
     }
     lines.push(Line::styled("any key closes this", theme.dim()));
-    let w = area.width.saturating_sub(4).min(90);
-    let inner_w = w.saturating_sub(2).max(1) as usize;
-    let h: usize = lines
-        .iter()
-        .map(|l| l.width().div_ceil(inner_w).max(1))
-        .sum();
-    let r = centered(area, w, h as u16 + 2);
-    f.render_widget(Clear, r);
-    let b = modal_block(theme, app.ascii, "Problems");
-    let inner = b.inner(r);
-    f.render_widget(b, r);
-    f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    boxed(f, app, theme, area, "Problems", lines, 90);
 }
 
 /// How many lines the help has (for scrolling), at most.

@@ -146,16 +146,10 @@ impl Jobs {
                 self.merge_cancel = Some(cancel.clone());
                 let reg = self.models.clone();
                 let tx = self.tx.clone();
-                self.spawn(
+                self.job(
                     "smelt-merge",
-                    move || {
-                        let r = guarded(|| run_merge(&recipe, &out, &reg, &tx, ticket, &cancel));
-                        let _ = tx.send(Msg::MergeDone { ticket, result: r });
-                    },
-                    move |e| Msg::MergeDone {
-                        ticket,
-                        result: Err(e),
-                    },
+                    move || run_merge(&recipe, &out, &reg, &tx, ticket, &cancel),
+                    move |result| Msg::MergeDone { ticket, result },
                 );
             }
             Effect::CancelMerge => {
@@ -164,65 +158,40 @@ impl Jobs {
                 }
             }
             Effect::Save { ticket, request } => {
-                let tx = self.tx.clone();
                 let path = request.path.clone();
-                let p2 = path.clone();
-                self.spawn(
+                self.job(
                     "smelt-save",
-                    move || {
-                        let r = guarded(|| save(&request));
-                        let _ = tx.send(Msg::Saved {
-                            ticket,
-                            path,
-                            result: r,
-                        });
-                    },
-                    move |e| Msg::Saved {
+                    move || save(&request),
+                    move |result| Msg::Saved {
                         ticket,
-                        path: p2,
-                        result: Err(e),
+                        path: path.clone(),
+                        result,
                     },
                 );
             }
             Effect::Open { ticket, path } => {
                 let reg = self.models.clone();
-                let tx = self.tx.clone();
-                let p2 = path.clone();
-                self.spawn(
+                let p = path.clone();
+                self.job(
                     "smelt-open",
-                    move || {
-                        let r = guarded(|| open_recipe(&path, &reg));
-                        let _ = tx.send(Msg::Opened {
-                            ticket,
-                            path,
-                            result: r,
-                        });
-                    },
-                    move |e| Msg::Opened {
+                    move || open_recipe(&p, &reg),
+                    move |result| Msg::Opened {
                         ticket,
-                        path: p2,
-                        result: Err(e),
+                        path: path.clone(),
+                        result,
                     },
                 );
             }
             Effect::AddModel { ticket, path, fits } => {
                 let reg = self.models.clone();
-                let tx = self.tx.clone();
-                let p2 = path.clone();
-                self.spawn(
+                let p = path.clone();
+                self.job(
                     "smelt-add",
-                    move || {
-                        let r = guarded(|| add_model(&path, fits.as_deref(), &reg));
-                        let _ = tx.send(Msg::ModelAdded {
-                            ticket,
-                            path,
-                            result: r,
-                        });
-                    },
-                    move |e| Msg::ModelAdded {
+                    move || add_model(&p, fits.as_deref(), &reg),
+                    move |result| Msg::ModelAdded {
                         ticket,
-                        path: p2,
-                        result: Err(e),
+                        path: path.clone(),
+                        result,
                     },
                 );
             }
@@ -256,6 +225,26 @@ impl Jobs {
             }
             Effect::Repaint => {}
         }
+    }
+
+    /// Run `work` on a thread named `name` (a panic becomes an internal
+    /// error) and send its result as `msg(result)`; if the thread cannot
+    /// start, that failure is sent the same way.
+    fn job<T: 'static>(
+        &self,
+        name: &str,
+        work: impl FnOnce() -> Result<T, JobError> + Send + 'static,
+        msg: impl Fn(Result<T, JobError>) -> Msg + Send + Sync + 'static,
+    ) {
+        let msg = Arc::new(msg);
+        let (m, tx) = (msg.clone(), self.tx.clone());
+        self.spawn(
+            name,
+            move || {
+                let _ = tx.send(m(guarded(work)));
+            },
+            move |e| msg(Err(e)),
+        );
     }
 
     /// Start a thread; if it cannot start, report `failed` for its job.

@@ -274,15 +274,7 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     app.ascii = opts.ascii;
     let mut pending = Vec::new();
     match initial(&opts, &jobs) {
-        Ok(l) => {
-            app.load(&l.recipe, &l.infos, l.layers);
-            app.recipe_path = l.path.clone();
-            app.saved_text = l.text;
-            let what = l
-                .path
-                .map_or_else(|| "models".to_string(), |p| p.display().to_string());
-            app.say(Level::Info, format!("opened {what}"));
-        }
+        Ok(l) => update::opened(&mut app, l),
         // What the user named on the command line must open; only a
         // missing sample folder starts the workbench empty.
         Err(e) if opts.recipe.is_some() || !opts.models.is_empty() => {

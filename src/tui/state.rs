@@ -146,6 +146,17 @@ pub struct Progress {
     pub elapsed: Duration,
 }
 
+impl Progress {
+    /// The share of the work done, in [0, 1].
+    pub fn fraction(&self) -> f64 {
+        if self.bytes_total > 0 {
+            (self.bytes_done as f64 / self.bytes_total as f64).min(1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// The background merge, as the status panel shows it. Every state after
 /// `Idle` keeps the recipe that produced it, so a result stays labelled
 /// with its recipe once the recipe changes.
@@ -528,6 +539,25 @@ impl App {
             ParamRow::Global(n) => Some((n, None)),
             ParamRow::Model { slot, name } => Some((name, Some(*slot))),
             _ => None,
+        }
+    }
+
+    /// A row as words: `density · ft-code`, `lambda`, `seed`.
+    pub fn row_label(&self, row: &ParamRow) -> String {
+        match (App::row_param(row), row) {
+            (Some((n, Some(slot))), _) => format!(
+                "{n} · {}",
+                self.doc
+                    .slots
+                    .get(slot)
+                    .map_or("?", |s| s.info.name.as_str())
+            ),
+            (Some((n, None)), _) => n.to_string(),
+            (None, ParamRow::Seed) => "seed".into(),
+            (None, ParamRow::OutDtype) => "out_dtype".into(),
+            (None, ParamRow::Calibration) => "calibration".into(),
+            (None, ParamRow::Slices) => "slices".into(),
+            (None, _) => "method".into(),
         }
     }
 

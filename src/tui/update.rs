@@ -226,15 +226,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             }
             app.tickets.open = None;
             match result {
-                Ok(l) => {
-                    app.load(&l.recipe, &l.infos, l.layers);
-                    app.recipe_path = l.path.clone();
-                    app.saved_text = l.text;
-                    let what = l
-                        .path
-                        .map_or_else(|| "models".to_string(), |p| p.display().to_string());
-                    app.say(Level::Info, format!("opened {what}"));
-                }
+                Ok(l) => opened(app, l),
                 Err(e) => reopen(app, Purpose::Open, &path, &e),
             }
         }
@@ -298,6 +290,17 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         }
     }
     fx
+}
+
+/// Install an opened recipe and say where it came from.
+pub fn opened(app: &mut App, l: Loaded) {
+    app.load(&l.recipe, &l.infos, l.layers);
+    app.recipe_path = l.path.clone();
+    app.saved_text = l.text;
+    let what = l
+        .path
+        .map_or_else(|| "models".to_string(), |p| p.display().to_string());
+    app.say(Level::Info, format!("opened {what}"));
 }
 
 /// The statistics request for everything missing or stale, if any.
@@ -617,18 +620,7 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
                 .with_hint("Enter adds it")
         }
         Purpose::Value { row, scopes } => {
-            let what = match App::row_param(row) {
-                Some((n, Some(slot))) => format!(
-                    "{n} · {}",
-                    app.doc
-                        .slots
-                        .get(slot)
-                        .map_or("?", |s| s.info.name.as_str())
-                ),
-                Some((n, None)) => n.to_string(),
-                None if *row == ParamRow::Seed => "seed".into(),
-                None => "value".into(),
-            };
+            let what = app.row_label(row);
             let at = match scopes.as_deref() {
                 None => "all layers".to_string(),
                 Some([one]) => one.to_string(),

@@ -275,17 +275,7 @@ fn clear_row(app: &mut App, row: &ParamRow) {
 
 /// `density · ft-code at layer 3`, for undo steps and messages.
 fn describe_edit(app: &App, row: &ParamRow, scopes: &[Option<Scope>]) -> String {
-    let base = match App::row_param(row) {
-        Some((n, Some(slot))) => format!(
-            "{n} · {}",
-            app.doc
-                .slots
-                .get(slot)
-                .map_or("?", |s| s.info.name.as_str())
-        ),
-        Some((n, None)) => n.to_string(),
-        None => "value".into(),
-    };
+    let base = app.row_label(row);
     match scopes {
         [None] | [] => base,
         [Some(s)] => format!("{base} at {s}"),

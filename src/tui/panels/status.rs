@@ -38,11 +38,7 @@ pub fn one_line(app: &App) -> String {
             cancelling,
             ..
         } => {
-            let frac = if p.bytes_total > 0 {
-                p.bytes_done as f64 / p.bytes_total as f64
-            } else {
-                0.0
-            };
+            let frac = p.fraction();
             format!(
                 "{} {:.0}% {}/{} → {}",
                 if *cancelling { "cancelling" } else { "merging" },
@@ -106,11 +102,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             cancelling,
             ..
         } => {
-            let frac = if p.bytes_total > 0 {
-                p.bytes_done as f64 / p.bytes_total as f64
-            } else {
-                0.0
-            };
+            let frac = p.fraction();
             let pct = format!(" {:>3.0}% {}/{}", frac * 100.0, p.tensors_done, p.tensors);
             let (fill, rest) = bar(frac, w.saturating_sub(pct.chars().count()), app.ascii);
             out.push(Line::from(vec![
