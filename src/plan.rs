@@ -112,6 +112,15 @@ impl Plan {
                 Some(b) => planner.index_of(b)?,
                 None => planner.index_of(first_model(recipe)?)?,
             };
+            // Only smelt MLPs can be zipped: say so now, not mid-merge.
+            for m in &planner.models {
+                crate::mlp::MlpModel::from_model(m).map_err(|e| {
+                    PlanError::Mismatch(format!(
+                        "{} matches features of smelt MLP checkpoints only: {e}",
+                        recipe.method.name()
+                    ))
+                })?;
+            }
             out_layers = planner.models[config_model].num_layers();
         } else if recipe.slices.is_empty() {
             config_model = match &recipe.base {

@@ -330,3 +330,19 @@ fn analyze_on_models_takes_the_first_as_base_at_half_density() {
     let share = kept as f64 / (2 * params) as f64;
     assert!((share - 0.5).abs() < 0.01, "kept share {share}");
 }
+
+/// Without `out_dtype`, smelt writes the base's dtype and mergekit its
+/// `dtype` (float32 in an export): the export names the base's dtype, so
+/// both write bf16 for a bf16 family.
+#[test]
+fn export_names_the_output_dtype_smelt_writes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .args(["recipe", "export", "sample_models/recipes/llama-ties.toml"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("out_dtype: bfloat16"), "{t}");
+}

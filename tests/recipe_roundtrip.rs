@@ -149,6 +149,13 @@ proptest! {
         let from_toml = reload(&rdir, "a.toml", &r.to_toml(&rdir));
         prop_assert_eq!(&from_toml, &r);
 
+        // No models on disk here: the export cannot read the base's dtype,
+        // so it refuses unless the recipe names `out_dtype`.
+        if r.out_dtype.is_none() {
+            let e = from_toml.to_mergekit_yaml(&rdir).unwrap_err().to_string();
+            prop_assert!(e.contains("dtype"), "{}", e);
+            return Ok(());
+        }
         let yaml = from_toml.to_mergekit_yaml(&rdir).unwrap();
         let from_yaml = reload(&rdir, "b.yml", &yaml);
         prop_assert_eq!(&from_yaml, &r);
@@ -177,11 +184,13 @@ fn every_fixture_survives_yaml_toml_yaml() {
 
 #[test]
 fn written_paths_are_relative_to_the_destination() {
-    let r = Recipe::new(
+    let mut r = Recipe::new(
         Method::TaskArithmetic,
         Some(PathBuf::from("/w/models/base")),
         vec![PathBuf::from("/w/models/ft0")],
     );
+    // (No models on disk: the export is told the output dtype.)
+    r.out_dtype = Some(smelt::model::Dtype::BF16);
     let toml = r.to_toml(Path::new("/w/recipes"));
     assert!(toml.contains("base = \"../models/base\""), "{toml}");
     assert!(toml.contains("path = \"../models/ft0\""), "{toml}");
@@ -352,6 +361,7 @@ parameters:
   t: 0.5
 tokenizer_source: base
 dtype: bfloat16
+out_dtype: bfloat16
 ";
     let r = reload(&rdir, "s.yml", yml);
     assert_eq!(r.slices.len(), 2);

@@ -527,3 +527,28 @@ fn sighup_during_a_merge_restores_the_terminal_and_leaves_nothing() {
 fn sigterm_during_a_merge_restores_the_terminal_and_leaves_nothing() {
     signal_during_a_merge(libc::SIGTERM);
 }
+
+/// The SSH connection drops with unsaved changes: they are kept in the
+/// data folder, and the next session says where.
+#[test]
+fn unsaved_changes_survive_a_hangup() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut tui = Spawn::new(&[], tmp.path(), &data).start();
+    tui.wait("statistics", 30, |s| s.contains("[current]"));
+    tui.send("jjj-");
+    tui.wait("modified", 10, |s| s.contains("modified"));
+    tui.signal(libc::SIGHUP);
+    assert_eq!(tui.wait_exit(20), 129);
+    let kept: Vec<_> = std::fs::read_dir(data.join("recovered"))
+        .expect("a recovery folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let r = smelt::recipe::Recipe::load(&kept[0]).expect("the kept recipe loads");
+    assert_eq!(r.overrides.len(), 1, "the density change is in it");
+    let mut again = Spawn::new(&[], tmp.path(), &data).start();
+    again.wait("the note", 30, |s| s.contains("ended by a signal"));
+    again.send("q");
+    assert_eq!(again.wait_exit(10), 0);
+}

@@ -177,7 +177,13 @@ fn density_on_a_layer_writes_an_override_for_that_layer_only() {
     let mut app = demo_app();
     to_layer(&mut app, 3);
     let fx = press(&mut app, KeyCode::Left);
-    // Only the edited layer's inputs changed: only it is asked for.
+    // Only the edited layer's inputs changed: only it is asked for (and
+    // the recipe is checked against the models).
+    assert!(fx.iter().any(|e| matches!(e, Effect::Check { .. })));
+    let fx: Vec<Effect> = fx
+        .into_iter()
+        .filter(|e| !matches!(e, Effect::Check { .. }))
+        .collect();
     match &fx[..] {
         [Effect::Analyze {
             targets, recipe, ..
@@ -1430,4 +1436,201 @@ fn a_sliced_recipe_lists_its_models_and_runs() {
         "{:?}",
         app.modal
     );
+}
+
+/// Name filters give each tensor its own value: ←/→ recipe-wide moves
+/// every entry (shape kept); at a layer it refuses to flatten them.
+#[test]
+fn filtered_values_step_entry_by_entry_or_refuse() {
+    let mut app = demo_app();
+    let slot = app.doc.input_slots()[0];
+    let path = app.doc.slots[slot].info.path.clone();
+    app.doc.set(
+        &Place::Model(path.clone()),
+        "weight",
+        Value::Filtered(vec![
+            (Some("mlp".into()), Value::Number(0.5)),
+            (None, Value::Gradient(vec![0.2, 0.4])),
+        ]),
+    );
+    app.refresh();
+    focus(&mut app, Panel::Layers);
+    press(&mut app, KeyCode::Home);
+    to_row(&mut app, &model_row(slot, "weight"));
+    press(&mut app, KeyCode::Right);
+    assert_eq!(
+        app.doc.get(&Place::Model(path.clone()), "weight"),
+        Some(&Value::Filtered(vec![
+            (Some("mlp".into()), Value::Number(0.55)),
+            (None, Value::Gradient(vec![0.25, 0.45])),
+        ]))
+    );
+    let before = app.doc.clone();
+    to_layer(&mut app, 2);
+    to_row(&mut app, &model_row(slot, "weight"));
+    press(&mut app, KeyCode::Right);
+    assert_eq!(app.doc, before, "nothing flattened");
+    assert!(matches!(&app.message, Some((Level::Warn, m)) if m.contains("filters")));
+    assert!(
+        screen(&app, 120, 40).contains("w[f]"),
+        "filters shown short"
+    );
+}
+
+/// A gradient at a layer moves from what it gives there.
+#[test]
+fn a_gradient_steps_from_its_value_at_the_layer() {
+    let mut app = demo_app();
+    app.doc
+        .global
+        .insert("lambda".into(), Value::Gradient(vec![0.0, 1.0]));
+    app.refresh();
+    to_layer(&mut app, 7); // the last of 8 layers: the gradient gives 1
+    to_row(&mut app, &global("lambda"));
+    press(&mut app, KeyCode::Left);
+    assert_eq!(
+        app.doc.overrides[&Scope::Layer(7)].params.get("lambda"),
+        Some(&Value::Number(0.95))
+    );
+}
+
+/// `b` turns the old base into an input with a weight, not a problem.
+#[test]
+fn a_new_base_leaves_the_old_one_a_weighted_input() {
+    let mut app = demo_app();
+    focus(&mut app, Panel::Models);
+    app.view.model_cursor = 2;
+    ch(&mut app, 'b');
+    assert!(app.problems.is_empty(), "{:?}", app.problems);
+    let r = app.doc.to_recipe();
+    assert!(r
+        .models
+        .iter()
+        .all(|m| m.params.get("weight") == Some(&Value::Number(1.0))
+            || m.params.contains_key("weight")));
+    assert!(r.models[0].params.contains_key("weight"), "{r:?}");
+}
+
+/// Problems only the models' headers show (found by a check job) stop r.
+#[test]
+fn problems_found_against_the_models_stop_the_run() {
+    let mut app = demo_app();
+    to_layer(&mut app, 1);
+    let fx = press(&mut app, KeyCode::Left);
+    let gen = fx
+        .iter()
+        .find_map(|e| match e {
+            Effect::Check { gen, .. } => Some(*gen),
+            _ => None,
+        })
+        .expect("a check after an edit");
+    update(
+        &mut app,
+        Msg::Checked {
+            gen: gen - 1,
+            problem: Some("stale".into()),
+        },
+    );
+    assert!(
+        app.problems.is_empty(),
+        "a check of older values is dropped"
+    );
+    update(
+        &mut app,
+        Msg::Checked {
+            gen,
+            problem: Some("ft-math: tensor `lm_head.weight` has shape [1, 2]".into()),
+        },
+    );
+    assert_eq!(app.problems.len(), 1);
+    ch(&mut app, 'r');
+    assert_eq!(app.modal, Some(Modal::Problems));
+}
+
+#[test]
+fn save_and_run_refuse_folders_that_do_not_fit() {
+    let d = tempfile::tempdir().unwrap();
+    let mut app = demo_app();
+    app.data_dir = d.path().join("data");
+    app.recipe_path = None;
+    ch(&mut app, 's');
+    ctrl(&mut app, 'u');
+    typ(&mut app, d.path().join("no/such/r.toml").to_str().unwrap());
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    assert!(prompt(&app)
+        .input
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("does not exist"));
+    press(&mut app, KeyCode::Esc);
+    // The data folder is made as needed.
+    ch(&mut app, 's');
+    let fx = press(&mut app, KeyCode::Enter);
+    assert!(matches!(&fx[..], [Effect::Save { .. }]), "{fx:?}");
+    // A merge into an input model's folder is refused in the prompt.
+    let model = d.path().join("m");
+    std::fs::create_dir(&model).unwrap();
+    app.doc.slots[1].info.path = model.clone();
+    app.refresh();
+    ch(&mut app, 'r');
+    ctrl(&mut app, 'u');
+    typ(&mut app, model.join("out").to_str().unwrap());
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    assert!(prompt(&app)
+        .input
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("inside the input model"));
+}
+
+/// The bundled sample is never offered to be written over.
+#[test]
+fn the_bundled_sample_saves_to_the_data_folder() {
+    let mut app = demo_app();
+    app.sample = true;
+    to_layer(&mut app, 1);
+    press(&mut app, KeyCode::Left);
+    ch(&mut app, 's');
+    assert!(PathBuf::from(&prompt(&app).input.text).starts_with("/demo/data"));
+    press(&mut app, KeyCode::Esc);
+    ch(&mut app, 'q');
+    ch(&mut app, 's');
+    let p = prompt(&app);
+    assert!(
+        PathBuf::from(&p.input.text).starts_with("/demo/data"),
+        "{}",
+        p.input.text
+    );
+}
+
+/// Figures over nothing are not shown as figures.
+#[test]
+fn a_layer_with_every_tensor_left_out_says_so() {
+    let mut app = demo_app();
+    to_layer(&mut app, 2);
+    let t = Target::Group(Group::Layer(2));
+    let key = app.stats_key(&t);
+    update(
+        &mut app,
+        Msg::Analysis {
+            key,
+            target: t,
+            result: Ok(Report {
+                stats: Stats::new(3),
+                skipped: vec![smelt::analysis::Skipped {
+                    tensor: "model.layers.2.mlp.up_proj.weight".into(),
+                    reason: "shapes differ".into(),
+                }],
+            }),
+        },
+    );
+    let s = screen(&app, 120, 40);
+    assert!(
+        s.contains("nothing to compare") && s.contains("shapes differ"),
+        "{s}"
+    );
+    assert!(!s.contains("conflict 0.0%"), "{s}");
+    assert!(s.contains("left out†"), "{s}");
 }

@@ -276,23 +276,38 @@ fn params(method: Method, p: &BTreeMap<String, Value>) -> Y {
 pub(crate) struct Layout {
     pub names: Vec<String>,
     pub n_layers: usize,
+    /// The float dtypes of those tensors (what the merge writes when the
+    /// recipe sets no `out_dtype`); empty when not known.
+    pub dtypes: Vec<crate::model::Dtype>,
 }
 
 /// The layout of the base's (or first model's) headers.
 pub(crate) fn layout_of(r: &Recipe) -> Result<Layout, RecipeError> {
+    let sliced = r
+        .slices
+        .first()
+        .and_then(|s| s.base.as_ref().or(s.sources.first().map(|x| &x.model)));
     let model = r
         .base
         .as_ref()
         .or(r.models.first().map(|m| &m.path))
+        .or(sliced)
         .ok_or_else(|| RecipeError::Invalid("the recipe has no models".into()))?;
     let m = crate::model::Model::open(model).map_err(|e| {
         RecipeError::Invalid(format!(
-            "the overrides need the model's tensor names to be written for mergekit: {e}"
+            "writing for mergekit needs the model's tensor names and dtypes: {e}"
         ))
     })?;
+    let mut dtypes: Vec<crate::model::Dtype> = Vec::new();
+    for t in m.tensors() {
+        if t.dtype.is_mergeable() && !dtypes.contains(&t.dtype) {
+            dtypes.push(t.dtype);
+        }
+    }
     Ok(Layout {
         names: m.tensors().iter().map(|t| t.name.clone()).collect(),
         n_layers: m.num_layers(),
+        dtypes,
     })
 }
 
@@ -846,15 +861,33 @@ pub(crate) fn write(
         }
         return Err(refuse(lines));
     }
+    // The output dtype: without `out_dtype` smelt writes each tensor in
+    // the base's dtype, mergekit in `out_dtype` or else `dtype` (float32
+    // here): name the base's dtype so both write the same.
     let opened;
-    let layout = match (r.overrides.is_empty(), layout) {
-        (true, _) => None,
-        (false, Some(l)) => Some(l),
-        (false, None) => {
+    let layout = match layout {
+        Some(l) => Some(l),
+        None if r.overrides.is_empty() && r.out_dtype.is_some() => None,
+        None => {
             opened = layout_of(r)?;
             Some(&opened)
         }
     };
+    let mut r_eff = r.clone();
+    if r.out_dtype.is_none() {
+        match layout.map(|l| l.dtypes.as_slice()) {
+            Some([one]) => r_eff.out_dtype = Some(*one),
+            Some([]) | None => {}
+            Some(several) => {
+                return Err(refuse(vec![format!(
+                    "out_dtype: the base's tensors are {}; smelt writes each in its own dtype, mergekit writes one: set `out_dtype` in the recipe",
+                    several.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+                )]))
+            }
+        }
+    }
+    let r = &r_eff;
+    let layout = layout.filter(|_| !r.overrides.is_empty());
     if let Some(l) = layout {
         // Overrides no tensor reads would vanish from the YAML unnoticed.
         let unread = super::check::check_layers(r, l.n_layers);
@@ -1060,7 +1093,11 @@ mod tests {
             names.push(format!("model.layers.{l}.self_attn.q_proj.weight"));
         }
         names.push("lm_head.weight".into());
-        Layout { names, n_layers: n }
+        Layout {
+            names,
+            n_layers: n,
+            dtypes: Vec::new(),
+        }
     }
 
     fn ties() -> Recipe {

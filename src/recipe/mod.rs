@@ -421,6 +421,7 @@ impl Recipe {
         let layout = mergekit::Layout {
             names: tensors.to_vec(),
             n_layers,
+            dtypes: Vec::new(),
         };
         mergekit::write(self, dir, Some(&layout))
     }

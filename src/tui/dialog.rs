@@ -14,7 +14,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::Rect;
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 use ratatui::Frame;
 
 /// A key in an open confirmation dialog.
@@ -29,11 +29,13 @@ pub fn on_key(app: &mut App, c: Confirm, k: KeyEvent, fx: &mut Vec<Effect>) {
                 match key {
                     Some('s') => match app.recipe_path.clone() {
                         // Over the opened file (its comments kept).
-                        Some(p) => save(app, p, Some(then), false, fx),
-                        None => open_save(app, Some(then)),
+                        Some(p) if !app.sample => save(app, p, Some(then), false, fx),
+                        _ => open_save(app, Some(then)),
                     },
                     Some('d') => {
-                        app.say(Level::Info, "changes discarded");
+                        if then == Then::Quit {
+                            app.say(Level::Info, "changes discarded");
+                        }
                         proceed(app, then, fx);
                     }
                     _ => app.say(Level::Info, "nothing discarded"),
@@ -157,7 +159,7 @@ fn boxed(
         .map(|l| l.width().div_ceil(inner_w).max(1))
         .sum();
     let r = centered(area, w, h as u16 + 2);
-    f.render_widget(Clear, r);
+    super::widgets::clear_modal(f, r, area);
     let b = modal_block(theme, app.ascii, title);
     let inner = b.inner(r);
     f.render_widget(b, r);
@@ -182,16 +184,16 @@ pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
 }
 
 /// How many lines the help has (for scrolling), at most.
-pub fn help_lines(app: &App) -> usize {
-    let panels: usize = [Panel::Models, Panel::Layers, Panel::Params, app.focus()]
+pub fn help_lines() -> usize {
+    let panels: usize = [Panel::Models, Panel::Layers, Panel::Params]
         .iter()
         .map(|p| panel_help(*p).len() + 1)
         .sum();
     GLOBAL.len() + panels + LEGEND.len() + 3
 }
 
-/// The help: workbench keys, the focused panel's keys (all panels' on a
-/// tall screen) and the legend of the marks.
+/// The help: workbench keys, every panel's keys (the focused one's
+/// first) and the legend of the marks; it scrolls.
 pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: usize) {
     let kw = 15;
     let entry = |k: &str, d: &str| {
@@ -219,12 +221,13 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
     };
     let mut lines = vec![head("Everywhere")];
     lines.extend(GLOBAL.iter().map(|(k, d)| entry(k, d)));
-    let tall = area.height as usize >= 44;
-    let panels: Vec<Panel> = if tall {
-        vec![Panel::Models, Panel::Layers, Panel::Params]
-    } else {
-        vec![app.focus()]
-    };
+    // The focused panel's keys first, then the others'.
+    let mut panels = vec![app.focus()];
+    for p in [Panel::Models, Panel::Layers, Panel::Params] {
+        if !panels.contains(&p) {
+            panels.push(p);
+        }
+    }
     for p in panels {
         let keys = panel_help(p);
         if keys.is_empty() {
@@ -242,7 +245,7 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
     let w = area.width.saturating_sub(2).min(84);
     let h = (lines.len() as u16 + 2).min(area.height);
     let r = centered(area, w, h);
-    f.render_widget(Clear, r);
+    super::widgets::clear_modal(f, r, area);
     let room = h.saturating_sub(2) as usize;
     let max_scroll = lines.len().saturating_sub(room);
     let top = scroll.min(max_scroll);

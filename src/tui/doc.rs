@@ -549,22 +549,34 @@ impl Doc {
         } else {
             Role::Input
         };
-        let mut params = BTreeMap::new();
-        if role == Role::Input
-            && self
-                .method
-                .spec()
-                .per_model
-                .iter()
-                .any(|p| p.name == "weight")
-        {
-            params.insert("weight".to_string(), Value::Number(1.0));
-        }
         if self.layers.is_empty() {
             self.layers = layers;
         }
-        self.slots.push(Slot { info, role, params });
+        self.slots.push(Slot {
+            info,
+            role,
+            params: BTreeMap::new(),
+        });
+        if role == Role::Input {
+            self.fill_required(self.slots.len() - 1);
+        }
         role
+    }
+
+    /// Give slot `i` the per-model values the method requires and nothing
+    /// else provides, at mergekit's usual value (a weight of 1.0): a model
+    /// that becomes an input is never left without one.
+    fn fill_required(&mut self, i: usize) {
+        let spec = self.method.spec();
+        for p in spec.per_model.iter().filter(|p| p.default.is_none()) {
+            let given =
+                self.global.contains_key(p.name) || self.slots[i].params.contains_key(p.name);
+            if !given && p.name == "weight" {
+                self.slots[i]
+                    .params
+                    .insert(p.name.to_string(), Value::Number(1.0));
+            }
+        }
     }
 
     /// Remove slot `i` and every value that belongs to it.
@@ -587,19 +599,24 @@ impl Doc {
         Some(s)
     }
 
-    /// Make slot `i` the base (the old base becomes an input).
+    /// Give slot `i` a role (a new base makes the old one an input). A
+    /// model that becomes an input gets the values it needs (a weight).
     pub fn set_role(&mut self, i: usize, role: Role) {
         if i >= self.slots.len() {
             return;
         }
         if role == Role::Base {
-            for s in &mut self.slots {
-                if s.role == Role::Base {
-                    s.role = Role::Input;
+            for j in 0..self.slots.len() {
+                if self.slots[j].role == Role::Base {
+                    self.slots[j].role = Role::Input;
+                    self.fill_required(j);
                 }
             }
         }
         self.slots[i].role = role;
+        if role == Role::Input {
+            self.fill_required(i);
+        }
     }
 
     // ------------------------------------------------------------ methods
@@ -869,6 +886,18 @@ pub fn fmt_value(v: &Value) -> String {
             g.iter().map(|x| fmt_num(*x)).collect::<Vec<_>>().join(",")
         ),
         Value::Filtered(_) => "filtered".into(),
+    }
+}
+
+/// A value in a few columns (the Models panel): gradients as their ends,
+/// filters as `[f]`.
+pub fn fmt_short(v: &Value) -> String {
+    match v {
+        Value::Gradient(g) if g.len() > 1 => {
+            format!("{}..{}", fmt_num(g[0]), fmt_num(g[g.len() - 1]))
+        }
+        Value::Filtered(_) => "[f]".into(),
+        other => fmt_value(other),
     }
 }
 

@@ -11,7 +11,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::layout::{Position, Rect};
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Clear, Paragraph};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 use std::path::{Path, PathBuf};
 
@@ -163,10 +163,15 @@ impl TextInput {
     pub fn draw(&self, f: &mut Frame, theme: &Theme, ascii: bool, area: Rect) {
         let shown_c = self.completions.len().min(8);
         let extra = if shown_c == 0 { 0 } else { 1 + shown_c as u16 };
-        let err_lines = u16::from(self.error.is_some()) * 2;
         let w = area.width.saturating_sub(4).clamp(20, 100);
+        // The error wraps: as many lines as it takes, whole.
+        let inner_w = w.saturating_sub(2).max(1) as usize;
+        let err_lines = self
+            .error
+            .as_ref()
+            .map_or(0, |e| (e.chars().count() + 2).div_ceil(inner_w) as u16);
         let r = centered(area, w, 4 + err_lines + extra);
-        f.render_widget(Clear, r);
+        super::widgets::clear_modal(f, r, area);
         let b = modal_block(theme, ascii, &self.title);
         let inner = b.inner(r);
         f.render_widget(b, r);

@@ -195,6 +195,25 @@ impl Jobs {
                     },
                 );
             }
+            Effect::Check { gen, recipe } => {
+                let reg = self.models.clone();
+                self.job(
+                    "smelt-check",
+                    move || {
+                        let models = recipe_paths(&recipe)
+                            .iter()
+                            .map(|p| open_model(p, &reg))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        Ok(Plan::with_models(&recipe, models)
+                            .err()
+                            .map(|e| e.to_string()))
+                    },
+                    move |r: Result<Option<String>, JobError>| Msg::Checked {
+                        gen,
+                        problem: r.unwrap_or_else(|e| Some(e.to_string())),
+                    },
+                );
+            }
             Effect::Evaluate { out, inputs } => {
                 let cache = self.evals.clone();
                 let tx = self.tx.clone();
@@ -327,7 +346,14 @@ fn load(
     let mut infos = Vec::new();
     let mut layers = Vec::new();
     for (i, p) in recipe_paths(&recipe).iter().enumerate() {
-        let m = open_model(p, reg)?;
+        // Say which recipe named the model that cannot be read.
+        let m = open_model(p, reg).map_err(|e| match &path {
+            Some(r) => JobError::Input(format!(
+                "{}: a model it names cannot be read: {e}",
+                r.display()
+            )),
+            None => e,
+        })?;
         if i == 0 {
             layers = layer_rows(&m);
         }

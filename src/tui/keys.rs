@@ -123,7 +123,7 @@ pub fn panel_keys(p: Panel) -> &'static [(&'static str, &'static str)] {
             ("Space", "toggle"),
             ("Del", "remove"),
         ],
-        Panel::Agreement => &[("Tab", "panels"), ("m", "method")],
+        Panel::Agreement => &[("↑↓", "scroll"), ("m", "method")],
         Panel::Status => &[("r", "run"), ("c", "cancel")],
     }
 }
@@ -164,4 +164,8 @@ pub const LEGEND: &[(&str, &str)] = &[
     ("…", "text cut to fit"),
     ("!", "one of the three layers with the most sign conflict"),
     ("✘", "a problem that stops the merge (listed by r)"),
+    (
+        "†",
+        "tensors left out of these figures (named in Sign agreement)",
+    ),
 ];

@@ -194,6 +194,43 @@ fn signal_thread(tx: Sender<Msg>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Where recipes of sessions ended by a signal are kept.
+pub fn recovery_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("recovered")
+}
+
+/// Write the recipe being edited to the recovery folder; its path.
+fn recover(app: &App) -> Option<PathBuf> {
+    let dir = recovery_dir(&app.data_dir);
+    std::fs::create_dir_all(&dir).ok()?;
+    let stem = app
+        .recipe_path
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .map_or_else(|| app.family(), |s| s.to_string_lossy().into_owned());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("{stem}-{secs}.toml"));
+    let text = app.doc.to_recipe().to_toml(&dir);
+    crate::fsutil::write_atomic(&path, text.as_bytes()).ok()?;
+    Some(path)
+}
+
+/// Recipes kept from sessions that ended by a signal.
+fn recovered(data_dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(recovery_dir(data_dir))
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Read a recipe file as the workbench opens it: its text kept, every
 /// problem in one message.
 fn read_recipe(p: &Path) -> Result<(crate::recipe::Recipe, String), String> {
@@ -274,7 +311,10 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     app.ascii = opts.ascii;
     let mut pending = Vec::new();
     match initial(&opts, &jobs) {
-        Ok(l) => update::opened(&mut app, l),
+        Ok(l) => {
+            update::opened(&mut app, l);
+            app.sample = opts.recipe.is_none() && opts.models.is_empty();
+        }
         // What the user named on the command line must open; only a
         // missing sample folder starts the workbench empty.
         Err(e) if opts.recipe.is_some() || !opts.models.is_empty() => {
@@ -282,8 +322,17 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         }
         Err(e) => app.say(Level::Error, e),
     }
-    if let Some(e) = update::initial_analysis(&app) {
-        pending.push(e);
+    pending.extend(update::initial_effects(&app));
+    let kept = recovered(&app.data_dir);
+    if let Some(last) = kept.last() {
+        app.say(
+            Level::Warn,
+            format!(
+                "{} recipe(s) with unsaved changes from sessions that ended by a signal, newest {} (o opens it)",
+                kept.len(),
+                last.display()
+            ),
+        );
     }
     signal_thread(tx.clone())?;
 
@@ -349,6 +398,13 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     drop(terminal);
     restore_terminal();
     let mut err = std::io::stderr();
+    // Ended by a signal (the SSH connection dropped) with unsaved changes:
+    // keep them where the next session will say so.
+    if matches!(app.exit, Some(Exit::Signal(_))) && app.modified() {
+        if let Some(p) = recover(&app) {
+            let _ = writeln!(err, "smelt: unsaved changes kept in {}", p.display());
+        }
+    }
     if cancelling {
         // Let the engine remove its partial output before the process ends.
         let _ = writeln!(err, "smelt: cancelling the merge...");

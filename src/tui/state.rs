@@ -97,6 +97,8 @@ pub struct View {
     /// First layer of a range selection (`v`), by layer index.
     pub range_anchor: Option<usize>,
     pub expanded: BTreeSet<usize>,
+    /// Lines of the Sign agreement panel scrolled past (`↑`/`↓` there).
+    pub agreement_scroll: usize,
 }
 
 /// What statistics were computed from: the method, the models, the seed
@@ -304,6 +306,9 @@ pub struct App {
     pub message: Option<(Level, String)>,
     /// Where the recipe was opened from or last saved to.
     pub recipe_path: Option<PathBuf>,
+    /// The recipe is the bundled sample `smelt` opened by itself: saving
+    /// goes to the data folder, never over the sample.
+    pub sample: bool,
     /// The recipe as last opened or saved, to mark unsaved changes.
     pub saved: Option<Recipe>,
     /// The text of the recipe file as read or written (to keep its comments
@@ -343,6 +348,7 @@ impl App {
             modal: None,
             message: None,
             recipe_path: None,
+            sample: false,
             saved: None,
             saved_text: None,
             tickets: Tickets::default(),

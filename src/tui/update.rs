@@ -92,6 +92,13 @@ pub enum Msg {
         path: PathBuf,
         result: Result<SavedFile, JobError>,
     },
+    /// What planning the recipe against its models found (the checks that
+    /// need the models' headers: shapes, missing tensors, model kinds), for
+    /// the recipe of edit `gen`.
+    Checked {
+        gen: u64,
+        problem: Option<String>,
+    },
     /// Accuracy of the merge written to `out` (`None`: not an MLP).
     Accuracy {
         out: PathBuf,
@@ -161,6 +168,12 @@ pub enum Effect {
         ticket: Ticket,
         path: PathBuf,
         fits: Option<PathBuf>,
+    },
+    /// Plan `recipe` against its models' headers (edit `gen`): the checks
+    /// `smelt recipe check` runs beyond the recipe itself.
+    Check {
+        gen: u64,
+        recipe: Recipe,
     },
     /// Evaluate the merge output in `out` if it is an MLP, beside each
     /// input (path, name) evaluated alone.
@@ -257,6 +270,7 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             match result {
                 Ok(s) => {
                     app.say(Level::Info, format!("recipe saved to {}", path.display()));
+                    app.sample = false;
                     app.recipe_path = Some(path);
                     app.saved = Some(s.recipe);
                     app.saved_text = Some(s.text);
@@ -275,6 +289,16 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                 Err(e) => reopen(app, Purpose::Save { then }, &path, &e),
             }
         }
+        Msg::Checked { gen, problem } => {
+            if gen == app.gen {
+                if let Some(p) = problem {
+                    app.problems.push(Issue {
+                        spots: vec![Spot::Models],
+                        text: p,
+                    });
+                }
+            }
+        }
         Msg::Accuracy { out, result } => {
             // Only for the output being evaluated now (a rerun supersedes).
             if app.accuracy == AccuracyState::Running(out) {
@@ -289,12 +313,26 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             fx.push(e);
         }
     }
+    if before.0 != app.gen {
+        fx.extend(check_request(app));
+    }
+    // Whatever happened may show: drawing is rate-limited by the loop.
+    app.dirty = true;
     fx
+}
+
+/// Plan the recipe against its models, once the recipe itself is sound.
+pub fn check_request(app: &App) -> Option<Effect> {
+    (app.problems.is_empty() && !app.doc.slots.is_empty()).then(|| Effect::Check {
+        gen: app.gen,
+        recipe: app.doc.to_recipe(),
+    })
 }
 
 /// Install an opened recipe and say where it came from.
 pub fn opened(app: &mut App, l: Loaded) {
     app.load(&l.recipe, &l.infos, l.layers);
+    app.sample = false;
     app.recipe_path = l.path.clone();
     app.saved_text = l.text;
     let what = l
@@ -317,9 +355,18 @@ pub fn analysis_request(app: &App) -> Option<Effect> {
     })
 }
 
-/// The request to send at startup (or after loading).
+/// The requests to send at startup (or after loading): statistics and
+/// the check against the models.
 pub fn initial_analysis(app: &App) -> Option<Effect> {
     analysis_request(app)
+}
+
+/// Everything to ask for once a recipe is installed.
+pub fn initial_effects(app: &App) -> Vec<Effect> {
+    analysis_request(app)
+        .into_iter()
+        .chain(check_request(app))
+        .collect()
 }
 
 /// A prompt whose job failed opens again, with its text and the error.
@@ -436,11 +483,9 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
             use ratatui::crossterm::event::KeyCode as K;
             match k.code {
                 K::Down | K::Char('j') => {
-                    app.modal = Some(Modal::Help((top + 1).min(dialog::help_lines(app))))
+                    app.modal = Some(Modal::Help((top + 1).min(dialog::help_lines())))
                 }
-                K::PageDown => {
-                    app.modal = Some(Modal::Help((top + 10).min(dialog::help_lines(app))))
-                }
+                K::PageDown => app.modal = Some(Modal::Help((top + 10).min(dialog::help_lines()))),
                 K::Up | K::Char('k') => app.modal = Some(Modal::Help(top.saturating_sub(1))),
                 K::PageUp => app.modal = Some(Modal::Help(top.saturating_sub(10))),
                 _ => {}
@@ -583,13 +628,16 @@ pub fn proceed(app: &mut App, then: Then, fx: &mut Vec<Effect>) {
 
 /// `s`: the save prompt, showing the path it will write.
 pub fn open_save(app: &mut App, then: Option<Then>) {
-    let d = app.recipe_path.clone().unwrap_or_else(|| {
-        app.data_dir.join("recipes").join(format!(
-            "{}-{}.toml",
-            app.family(),
-            app.doc.method.name()
-        ))
-    });
+    let fresh = app.data_dir.join("recipes").join(format!(
+        "{}-{}.toml",
+        app.family(),
+        app.doc.method.name()
+    ));
+    // The bundled sample is never offered to be written over.
+    let d = match &app.recipe_path {
+        Some(p) if !app.sample => p.clone(),
+        _ => fresh,
+    };
     app.modal = Some(Modal::Prompt(prompt_for(
         app,
         Purpose::Save { then },
@@ -673,7 +721,8 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             }
         }
         Purpose::OutputFolder => {
-            if let Err(e) = check_output(&path) {
+            let inputs: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
+            if let Err(e) = check_output(&path, &inputs) {
                 return fail(app, p, e);
             }
             let ticket = app.tickets.issue();
@@ -700,6 +749,22 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
                     app,
                     p,
                     format!("{} is a folder; name a file", path.display()),
+                );
+            }
+            // The data folder is made when needed; any other folder must
+            // exist (a typo should not create folders).
+            let parent = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if !parent.is_dir() && !parent.starts_with(&app.data_dir) {
+                return fail(
+                    app,
+                    p,
+                    format!(
+                        "cannot save there: the folder {} does not exist",
+                        parent.display()
+                    ),
                 );
             }
             let over_opened = app.recipe_path.as_deref() == Some(path.as_path());
@@ -780,8 +845,9 @@ pub fn same_model(a: &Path, b: &Path) -> bool {
     c(a) == c(b)
 }
 
-/// Why a merge cannot go into `out`, named so the user can act.
-pub fn check_output(out: &Path) -> Result<(), String> {
+/// Why a merge cannot go into `out`, named so the user can act: it
+/// exists, its parent does not, or it lies inside one of the `inputs`.
+pub fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<(), String> {
     if out.exists() {
         return Err(format!("{} exists; pick a new folder", out.display()));
     }
@@ -795,6 +861,22 @@ pub fn check_output(out: &Path) -> Result<(), String> {
             out.display(),
             parent.display()
         ));
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let at = canon(&parent);
+    for i in inputs {
+        let folder = if i.is_file() {
+            i.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            i.clone()
+        };
+        if at.starts_with(canon(&folder)) {
+            return Err(format!(
+                "{} lies inside the input model {}: merge outputs go elsewhere",
+                out.display(),
+                folder.display()
+            ));
+        }
     }
     Ok(())
 }

@@ -4,8 +4,8 @@
 //! Marks mean one thing each (the `?` legend lists them): `…` text cut to
 //! fit, `°` a figure being recomputed (stale), `≈` a value a gradient or
 //! filter gives at this layer, `*` a per-layer value, `!` one of the worst
-//! layers, `✘` a problem. In ASCII mode they become `~`, `'`, `=`, `*`,
-//! `!`, `x`: still one each.
+//! layers, `✘` a problem, `†` tensors left out of the figures. In ASCII
+//! mode they become `~`, `'`, `=`, `*`, `!`, `x`, `+`: still one each.
 
 use super::theme::Theme;
 use ratatui::layout::Rect;
@@ -42,6 +42,7 @@ pub struct Marks {
     pub stale: &'static str,
     pub resolved: &'static str,
     pub problem: &'static str,
+    pub skipped: &'static str,
     pub cursor: &'static str,
 }
 
@@ -50,6 +51,7 @@ pub const UNICODE: Marks = Marks {
     stale: "°",
     resolved: "≈",
     problem: "✘",
+    skipped: "†",
     cursor: "▶",
 };
 pub const ASCII: Marks = Marks {
@@ -57,6 +59,7 @@ pub const ASCII: Marks = Marks {
     stale: "'",
     resolved: "=",
     problem: "x",
+    skipped: "+",
     cursor: ">",
 };
 
@@ -198,6 +201,51 @@ pub fn bar(frac: f64, w: usize, ascii: bool) -> (String, String) {
     (s, "·".repeat(w.saturating_sub(used)))
 }
 
+/// On a panel's bottom border, how many rows are out of sight above and
+/// below (` ↑2 ↓5 `), so a list that scrolls says so.
+pub fn scroll_hint(
+    f: &mut ratatui::Frame,
+    theme: &Theme,
+    ascii: bool,
+    r: Rect,
+    above: usize,
+    below: usize,
+) {
+    if (above == 0 && below == 0) || r.height < 2 || r.width < 12 {
+        return;
+    }
+    let (up, down) = if ascii { ("^", "v") } else { ("↑", "↓") };
+    let mut t = String::from(" ");
+    if above > 0 {
+        t.push_str(&format!("{up}{above} "));
+    }
+    if below > 0 {
+        t.push_str(&format!("{down}{below} more "));
+    }
+    let w = t.chars().count() as u16;
+    if w + 2 > r.width {
+        return;
+    }
+    let at = Rect::new(r.right() - w - 1, r.bottom() - 1, w, 1);
+    f.render_widget(
+        ratatui::widgets::Paragraph::new(Line::styled(t, theme.fg(theme.title))),
+        at,
+    );
+}
+
+/// Blank a modal's rectangle and a one-cell margin around it (within
+/// `area`), so no panel text shows right against its border.
+pub fn clear_modal(f: &mut ratatui::Frame, r: Rect, area: Rect) {
+    let x = r.x.saturating_sub(1).max(area.x);
+    let y = r.y.saturating_sub(1).max(area.y);
+    let right = (r.right() + 1).min(area.right());
+    let bottom = (r.bottom() + 1).min(area.bottom());
+    f.render_widget(
+        ratatui::widgets::Clear,
+        Rect::new(x, y, right - x, bottom - y),
+    );
+}
+
 /// A `w` x `h` rectangle in the middle of `area` (clipped to it).
 pub fn centered(area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width);
@@ -233,6 +281,7 @@ pub fn asciify(buf: &mut ratatui::buffer::Buffer) {
             "▾" => "v",
             "✔" => "+",
             "✘" => "x",
+            "†" => "+",
             "τ" => "t",
             "█" | "▏" | "▎" | "▍" | "▌" | "▋" | "▊" | "▉" => "#",
             "" => "",

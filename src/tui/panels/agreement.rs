@@ -209,6 +209,24 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         out.insert(0, Line::styled(label, st));
     }
     let head = out.len();
+    // Figures over no parameters are not figures: say what was left out.
+    let stats = match stats {
+        Some(s) if s.params == 0 => {
+            out.push(Line::styled(
+                "nothing to compare: every tensor here was left out",
+                theme.fg(theme.bad),
+            ));
+            for n in notes.iter().take(inner.height as usize) {
+                out.push(Line::styled(
+                    format!("{} {n}", m.skipped),
+                    theme.fg(theme.bad),
+                ));
+            }
+            f.render_widget(Paragraph::new(out).wrap(Wrap { trim: false }), inner);
+            return;
+        }
+        other => other,
+    };
     let Some(s) = stats else {
         f.render_widget(Paragraph::new(out).wrap(Wrap { trim: true }), inner);
         return;
@@ -343,16 +361,25 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     if !notes.is_empty() {
         body.push(Line::styled(
             format!(
-                "{} skipped {}: {}",
-                m.problem,
+                "{} left out {}: {}",
+                m.skipped,
                 notes.len(),
                 notes.join("; ")
             ),
             theme.fg(theme.bad),
         ));
     }
-    out.extend(body);
-    f.render_widget(Paragraph::new(out).wrap(Wrap { trim: true }), inner);
+    // Scrolled with ↑/↓ when focused: the figures below the histogram
+    // stay reachable on a small screen.
+    let room = (inner.height as usize).saturating_sub(first_h);
+    let top = app
+        .view
+        .agreement_scroll
+        .min(body.len().saturating_sub(room.max(1)));
+    let below = body.len().saturating_sub(top + room);
+    out.extend(body.into_iter().skip(top));
+    f.render_widget(Paragraph::new(out).wrap(Wrap { trim: false }), inner);
+    crate::tui::widgets::scroll_hint(f, theme, app.ascii, r, top, below);
 }
 
 /// Combine the statistics of several groups (exactly: `Stats::combine`

@@ -5,7 +5,7 @@
 use crate::tui::keys::panel_keys;
 use crate::tui::state::*;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::marks;
+use crate::tui::widgets::{marks, pad};
 use ratatui::layout::Rect;
 use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
@@ -14,13 +14,42 @@ use ratatui::Frame;
 
 pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     let sep = if app.ascii { " | " } else { " │ " };
+    let m = marks(app.ascii);
     let doc = &app.doc;
+    let width = r.width as usize;
     let base = match doc.base_slot() {
         Some(i) if app.takes_base() => format!("base {}", doc.slots[i].info.name),
         Some(i) => format!("ref {}", doc.slots[i].info.name),
         None if app.takes_base() => "no base".into(),
         None => String::new(),
     };
+    let n = app.problems.len();
+    // What needs attention is never dropped; words shorten when narrow.
+    let (modified, problems) = if width >= 70 {
+        (
+            "modified".to_string(),
+            format!("{} {n} problem{}", m.problem, if n == 1 { "" } else { "s" }),
+        )
+    } else {
+        ("*".to_string(), format!("{}{n}", m.problem))
+    };
+    let mut right: Vec<Span> = Vec::new();
+    if app.modified() {
+        right.push(Span::styled(
+            modified,
+            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+        ));
+    }
+    if n > 0 {
+        if !right.is_empty() {
+            right.push(Span::raw(" "));
+        }
+        right.push(Span::styled(
+            problems,
+            theme.fg(theme.bad).add_modifier(Modifier::BOLD),
+        ));
+    }
+    let len = |v: &[Span]| v.iter().map(|s| s.content.chars().count()).sum::<usize>();
     let mut left: Vec<Span> = vec![
         Span::styled(" smelt", theme.fg(theme.title).add_modifier(Modifier::BOLD)),
         Span::styled(sep, theme.dim()),
@@ -29,42 +58,21 @@ pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             theme.fg(theme.accent).add_modifier(Modifier::BOLD),
         ),
     ];
+    // Optional parts, most useful first, each only if it fits.
+    let help = " ? help";
+    let mut optional: Vec<String> = Vec::new();
     if !base.is_empty() {
-        left.push(Span::styled(sep, theme.dim()));
-        left.push(Span::styled(base, theme.text()));
+        optional.push(base);
     }
-    left.push(Span::styled(sep, theme.dim()));
-    left.push(Span::styled(
-        format!("{} in", doc.input_slots().len()),
-        theme.text(),
-    ));
-    // Always shown, at the right: what needs attention.
-    let mut right: Vec<Span> = Vec::new();
-    if app.modified() {
-        right.push(Span::styled(
-            "modified",
-            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
-        ));
-    }
-    let n = app.problems.len();
-    if n > 0 {
-        if !right.is_empty() {
-            right.push(Span::styled(sep, theme.dim()));
+    optional.push(format!("{} in", doc.input_slots().len()));
+    for part in optional {
+        if len(&left) + sep.len() + part.chars().count() + 1 + len(&right) <= width {
+            left.push(Span::styled(sep, theme.dim()));
+            left.push(Span::styled(part, theme.text()));
         }
-        right.push(Span::styled(
-            format!(
-                "{} {n} problem{}",
-                marks(app.ascii).problem,
-                if n == 1 { "" } else { "s" }
-            ),
-            theme.fg(theme.bad).add_modifier(Modifier::BOLD),
-        ));
     }
-    right.push(Span::styled(" ? help ", theme.dim()));
-    let width = |v: &[Span]| v.iter().map(|s| s.content.chars().count()).sum::<usize>();
-    // The recipe file, as much of it as fits.
     if let Some(p) = &app.recipe_path {
-        let room = (r.width as usize).saturating_sub(width(&left) + width(&right) + sep.len() + 1);
+        let room = width.saturating_sub(len(&left) + len(&right) + sep.len() + 1 + help.len());
         let full = p.display().to_string();
         let name = p
             .file_name()
@@ -73,9 +81,9 @@ pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             Some(full)
         } else if name.chars().count() <= room {
             Some(name)
-        } else if room > 4 {
+        } else if room > 8 {
             let cut: String = name.chars().take(room - 1).collect();
-            Some(format!("{cut}{}", marks(app.ascii).cut))
+            Some(format!("{cut}{}", m.cut))
         } else {
             None
         };
@@ -84,20 +92,29 @@ pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             left.push(Span::styled(s, theme.dim()));
         }
     }
-    let gap = (r.width as usize).saturating_sub(width(&left) + width(&right));
-    left.push(Span::raw(" ".repeat(gap)));
+    if len(&left) + len(&right) + help.len() < width {
+        right.push(Span::styled(help, theme.dim()));
+    }
+    let gap = width.saturating_sub(len(&left) + len(&right) + 1);
+    left.push(Span::raw(" ".repeat(gap.max(1))));
     left.extend(right);
     f.render_widget(Paragraph::new(Line::from(left)), r);
 }
 
 pub fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
+    // A message longer than the line is cut with the cut mark (the whole
+    // text is in the Status panel or the dialog that follows).
+    let fit = |lead: &str, m: &str| {
+        let w = (r.width as usize).saturating_sub(lead.chars().count());
+        format!("{lead}{}", pad(m, w, app.ascii).trim_end())
+    };
     let line = match &app.message {
         Some((Level::Error, m)) => Line::styled(
-            format!(" ! {m}"),
+            fit(" ! ", m),
             theme.fg(theme.bad).add_modifier(Modifier::BOLD),
         ),
-        Some((Level::Warn, m)) => Line::styled(format!(" ! {m}"), theme.fg(theme.warn)),
-        Some((Level::Info, m)) => Line::styled(format!(" {m}"), theme.text()),
+        Some((Level::Warn, m)) => Line::styled(fit(" ! ", m), theme.fg(theme.warn)),
+        Some((Level::Info, m)) => Line::styled(fit(" ", m), theme.text()),
         None => {
             // As many of the panel's keys as fit, then undo and help.
             let key = theme.fg(theme.accent).add_modifier(Modifier::BOLD);

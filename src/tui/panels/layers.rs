@@ -75,8 +75,13 @@ fn density(app: &mut App, dir: i32) {
             name: "density".into(),
         };
         for s in &scopes {
-            let cur = app.row_value(&row, *s).value;
-            let v = adjust(ds, cur.as_ref(), dir);
+            let v = match super::params::stepped(app, &row, ds, *s, dir) {
+                Ok(v) => v,
+                Err(e) => {
+                    app.say(Level::Warn, e);
+                    return;
+                }
+            };
             if let Some(p) = app.place_of(&row, *s) {
                 writes.push((p, v));
             }
@@ -97,6 +102,12 @@ fn density(app: &mut App, dir: i32) {
             d.set(&p, "density", v);
         }
     });
+    if matches!(app.current_line(), LayerLine::Tensor(..)) {
+        app.say(
+            Level::Info,
+            format!("density set for {at}, all its tensors (a tensor takes no values of its own)"),
+        );
+    }
 }
 
 fn range_mark(app: &mut App) {
@@ -241,6 +252,14 @@ fn worst_groups(app: &App) -> Vec<usize> {
 fn gauge_spans<'a>(app: &App, theme: &Theme, t: &Target, w: usize, worst: bool) -> Vec<Span<'a>> {
     let m = marks(app.ascii);
     match app.stats_for(t) {
+        Some((Ok(r), current)) if r.stats.params == 0 => vec![Span::styled(
+            format!("{}left out{} ", " ".repeat(w.saturating_sub(2)), m.skipped),
+            if current {
+                theme.fg(theme.bad)
+            } else {
+                theme.dim()
+            },
+        )],
         Some((Ok(r), current)) => {
             let c = r.stats.conflict_share();
             let (fill, rest) = bar(c, w, app.ascii);
@@ -266,7 +285,7 @@ fn gauge_spans<'a>(app: &App, theme: &Theme, t: &Target, w: usize, worst: bool) 
                         if !current {
                             m.stale
                         } else if skipped {
-                            m.problem
+                            m.skipped
                         } else {
                             " "
                         }
@@ -439,6 +458,15 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         out.push(Line::styled("  (no layers: load models)", theme.dim()));
     }
     f.render_widget(Paragraph::new(out), inner);
+    let shown = h.min(lines_all.len().saturating_sub(top));
+    crate::tui::widgets::scroll_hint(
+        f,
+        theme,
+        app.ascii,
+        r,
+        top,
+        lines_all.len().saturating_sub(top + shown),
+    );
 }
 
 fn scope_num(s: Scope) -> String {

@@ -45,7 +45,14 @@ pub fn move_cursor(app: &mut App, panel: Panel, d: i64) {
         Panel::Models => app.doc.model_rows(),
         Panel::Layers => app.layer_lines().len(),
         Panel::Params => app.param_rows().len(),
-        Panel::Agreement | Panel::Status => return,
+        Panel::Agreement => {
+            // Scrolls its figures (the compact layout cannot show them all).
+            let s = app.view.agreement_scroll as i64 + d;
+            app.view.agreement_scroll = s.clamp(0, 40) as usize;
+            app.dirty = true;
+            return;
+        }
+        Panel::Status => return,
     };
     let cur = match panel {
         Panel::Models => &mut app.view.model_cursor,

@@ -166,7 +166,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             for (n, short) in [("weight", "w"), ("density", "d")] {
                 if shows(n) {
                     let l = app.doc.value_at(n, Some(i), scope);
-                    let v = l.value.map_or_else(|| "?".to_string(), |v| fmt_value(&v));
+                    let v = l.value.map_or_else(|| "?".to_string(), |v| fmt_short(&v));
                     let star = if l.from == Source::Override { "*" } else { "" };
                     tail.push_str(&format!(" {short}{v}{star}"));
                 }
@@ -228,4 +228,13 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         ]));
     }
     f.render_widget(Paragraph::new(lines), inner);
+    let shown = h.min(app.doc.model_rows().saturating_sub(top));
+    crate::tui::widgets::scroll_hint(
+        f,
+        theme,
+        app.ascii,
+        r,
+        top,
+        app.doc.model_rows().saturating_sub(top + shown),
+    );
 }

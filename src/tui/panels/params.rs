@@ -152,8 +152,13 @@ pub fn step_row(app: &mut App, row: &ParamRow, spec: &ParamSpec, dir: i32) {
     let name = name.to_string();
     let mut writes = Vec::new();
     for s in &scopes {
-        let cur = app.row_value(row, *s).value;
-        let v = adjust(spec, cur.as_ref(), dir);
+        let v = match stepped(app, row, spec, *s, dir) {
+            Ok(v) => v,
+            Err(e) => {
+                app.say(Level::Warn, e);
+                return;
+            }
+        };
         if let Some(place) = app.place_of(row, *s) {
             if !writes.iter().any(|(p, _)| *p == place) {
                 writes.push((place, v));
@@ -170,6 +175,81 @@ pub fn step_row(app: &mut App, row: &ParamRow, spec: &ParamSpec, dir: i32) {
             d.set(&place, &name, v);
         }
     });
+}
+
+/// A row's value at `scope` moved one step. Recipe-wide, a gradient
+/// moves every point and name filters move every entry (their shape is
+/// kept); at a layer, a gradient moves from what it gives there, and name
+/// filters, which give each tensor its own value, are not flattened into
+/// one: that is refused, saying how to set one.
+pub fn stepped(
+    app: &App,
+    row: &ParamRow,
+    spec: &ParamSpec,
+    scope: Option<Scope>,
+    dir: i32,
+) -> Result<Value, String> {
+    let cur = app.row_value(row, scope).value;
+    match (&cur, scope) {
+        (Some(Value::Filtered(_)), Some(s)) => Err(format!(
+            "{} is set per tensor by name filters: ←/→ would flatten them at {s}; Enter types one value for it, or edit the filters in the recipe",
+            app.row_label(row)
+        )),
+        (Some(Value::Gradient(_)), Some(s)) => {
+            let here = resolved_at(app, row, s).map(Value::Number);
+            Ok(adjust(spec, here.as_ref().or(cur.as_ref()), dir))
+        }
+        (Some(v), None) => Ok(step_all(spec, v, dir)),
+        (None, _) => Ok(adjust(spec, None, dir)),
+        (Some(v), Some(_)) => Ok(adjust(spec, Some(v), dir)),
+    }
+}
+
+/// Every number of a value moved one step, its shape kept.
+fn step_all(spec: &ParamSpec, v: &Value, dir: i32) -> Value {
+    let one = |x: f64| match adjust(spec, Some(&Value::Number(x)), dir) {
+        Value::Number(y) => y,
+        _ => x,
+    };
+    match v {
+        Value::Gradient(xs) => Value::Gradient(xs.iter().map(|x| one(*x)).collect()),
+        Value::Filtered(entries) => Value::Filtered(
+            entries
+                .iter()
+                .map(|(f, v)| (f.clone(), step_all(spec, v, dir)))
+                .collect(),
+        ),
+        other => adjust(spec, Some(other), dir),
+    }
+}
+
+/// What a row's value resolves to at a scope (through the recipe's own
+/// resolution, the one the merge uses), for its first tensor there.
+fn resolved_at(app: &App, row: &ParamRow, s: Scope) -> Option<f64> {
+    let group = s.group();
+    let tensor = app
+        .doc
+        .layers
+        .iter()
+        .find(|l| l.group == group)?
+        .tensors
+        .first()?;
+    let tp = app
+        .doc
+        .to_recipe()
+        .resolve(&tensor.name, group, app.doc.n_layers());
+    let v = match row {
+        ParamRow::Global(n) => tp.global.get(n),
+        ParamRow::Model { slot, name } => app
+            .doc
+            .input_slots()
+            .iter()
+            .position(|x| x == slot)
+            .and_then(|k| tp.models.get(k))
+            .and_then(|m| m.get(name)),
+        _ => None,
+    }?;
+    Some(v.as_f64())
 }
 
 /// Parse typed text for a row.
@@ -286,8 +366,11 @@ fn describe_edit(app: &App, row: &ParamRow, scopes: &[Option<Scope>]) -> String 
 
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let scope = app.shown_scope();
+    let on_tensor = matches!(app.current_line(), LayerLine::Tensor(..));
     let at = match app.edit_scopes().as_deref() {
         None => "all layers".to_string(),
+        // A tensor row edits its layer: say so.
+        Some([s]) if on_tensor => format!("{s}, all its tensors"),
         Some([s]) => s.to_string(),
         Some(v) => format!("layers {}-{} (range)", first_layer(v), last_layer(v)),
     };
@@ -370,6 +453,15 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         ]));
     }
     f.render_widget(Paragraph::new(out), inner);
+    let shown = h.min(rows.len().saturating_sub(top));
+    crate::tui::widgets::scroll_hint(
+        f,
+        theme,
+        app.ascii,
+        r,
+        top,
+        rows.len().saturating_sub(top + shown),
+    );
 }
 
 fn first_layer(v: &[Scope]) -> String {
