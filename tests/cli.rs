@@ -428,3 +428,25 @@ fn the_workbench_without_a_terminal_says_so() {
         assert!(!t.contains('\x1b'), "no escape codes to a pipe: {t:?}");
     }
 }
+
+/// Models with nothing in common: `analyze` says so and fails, rather
+/// than printing a table of zeros.
+#[test]
+fn analyze_of_models_with_nothing_in_common_fails() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let o = smelt(
+        &[
+            "analyze",
+            "sample_models/llama-synthetic/base",
+            "sample_models/digits-tasks/ft-0-2",
+            "--layers-only",
+        ],
+        root,
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("nothing to compare") && t.contains("no tensor"),
+        "{t}"
+    );
+}

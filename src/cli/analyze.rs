@@ -171,6 +171,18 @@ pub fn run(
             tensors,
         });
     }
+    // Nothing compared is not a result: say why, as an error.
+    if out.total.params == 0 {
+        let why = out
+            .groups
+            .iter()
+            .flat_map(|g| g.skipped.iter())
+            .next()
+            .map_or_else(String::new, |s| format!(": {} ({})", s.reason, s.tensor));
+        return Err(CliError::input(format!(
+            "nothing to compare: every tensor was left out{why}"
+        )));
+    }
     if json {
         let text = serde_json::to_string_pretty(&out).map_err(CliError::internal)?;
         super::emit(&format!("{text}\n"))

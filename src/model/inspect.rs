@@ -166,7 +166,11 @@ impl Report {
         }
 
         let _ = writeln!(s, "\n{:<56} {:>10} {:>8}", "shard", "size", "tensors");
-        for sh in &self.shards {
+        // By file name (model-00001-of-00003 first), whatever order the
+        // index happened to name them in.
+        let mut shards: Vec<&ShardRow> = self.shards.iter().collect();
+        shards.sort_by(|a, b| a.file.cmp(&b.file));
+        for sh in shards {
             let _ = writeln!(
                 s,
                 "{:<56} {:>10} {:>8}",
