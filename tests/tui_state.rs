@@ -518,7 +518,7 @@ fn all_layers_completes_over_failed_layers_and_names_them() {
         Msg::Analysis {
             key,
             target: head,
-            result: Err("lm_head.weight: shapes differ".into()),
+            result: Err(JobError::Input("lm_head.weight: shapes differ".into())),
         },
     );
     let s = screen(&app, 120, 40);

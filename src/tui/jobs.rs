@@ -13,7 +13,7 @@
 
 use super::state::{Accuracy, LayerRow, ModelInfo, StatsKey, Target, TensorRow, Ticket};
 use super::update::{is_yaml, Effect, JobError, Loaded, Msg, SaveRequest, SavedFile};
-use crate::analysis::{Analyzer, Inputs};
+use crate::analysis::{AnalysisError, Analyzer, Inputs};
 use crate::engine::{self, EngineError, Event};
 use crate::model::Model;
 use crate::plan::Plan;
@@ -39,7 +39,7 @@ type Registry = Arc<Mutex<HashMap<PathBuf, Arc<Model>>>>;
 
 /// Accuracy of input models, by path: they do not change while the
 /// workbench runs, so each is evaluated once.
-type EvalCache = Arc<Mutex<HashMap<PathBuf, Result<crate::eval::EvalReport, String>>>>;
+type EvalCache = Arc<Mutex<HashMap<PathBuf, Result<crate::eval::EvalReport, JobError>>>>;
 
 struct AnalysisReq {
     recipe: Recipe,
@@ -132,7 +132,7 @@ impl Jobs {
                         let _ = self.tx.send(Msg::Analysis {
                             key,
                             target,
-                            result: Err(why.clone()),
+                            result: Err(JobError::Internal(why.clone())),
                         });
                     }
                 }
@@ -226,7 +226,7 @@ impl Jobs {
                                 .unwrap_or_else(|p| {
                                     Some(Accuracy {
                                         out: out.clone(),
-                                        merged: Err(format!("internal error: {}", panic_text(p))),
+                                        merged: Err(JobError::Internal(panic_text(p))),
                                         inputs: Vec::new(),
                                     })
                                 });
@@ -236,7 +236,7 @@ impl Jobs {
                         out: o2.clone(),
                         result: Some(Accuracy {
                             out: o2,
-                            merged: Err(e.to_string()),
+                            merged: Err(e),
                             inputs: Vec::new(),
                         }),
                     },
@@ -451,7 +451,7 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
                     let _ = tx.send(Msg::Analysis {
                         key,
                         target,
-                        result: Err(e.to_string()),
+                        result: Err(e.clone()),
                     });
                 }
                 continue;
@@ -481,9 +481,12 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
             let result = catch_unwind(AssertUnwindSafe(|| {
                 analyzer
                     .analyze(&inputs, &req.recipe, target, &req.cancel)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| match e {
+                        AnalysisError::Cancelled => JobError::Cancelled,
+                        other => JobError::Input(other.to_string()),
+                    })
             }))
-            .unwrap_or_else(|p| Err(format!("internal error: {}", panic_text(p))));
+            .unwrap_or_else(|p| Err(JobError::Internal(panic_text(p))));
             if req.cancel.load(Ordering::Relaxed) {
                 break;
             }
@@ -569,9 +572,9 @@ fn evaluate(out: &Path, inputs: &[(PathBuf, String)], cache: &EvalCache) -> Opti
     }
     let eval = |p: &Path| {
         catch_unwind(AssertUnwindSafe(|| {
-            crate::eval::evaluate_path(p, None).map_err(|e| e.to_string())
+            crate::eval::evaluate_path(p, None).map_err(input)
         }))
-        .unwrap_or_else(|p| Err(format!("internal error: {}", panic_text(p))))
+        .unwrap_or_else(|p| Err(JobError::Internal(panic_text(p))))
     };
     let merged = eval(out);
     let inputs = inputs

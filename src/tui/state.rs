@@ -21,6 +21,31 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Why a background job failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobError {
+    /// The input is at fault (a file, a recipe, a model): the message says
+    /// which and why.
+    Input(String),
+    /// smelt is at fault (a thread could not start, an internal error).
+    Internal(String),
+    /// The user cancelled it.
+    Cancelled,
+    /// The file to save over changed on disk since it was read.
+    ChangedOnDisk,
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::Input(m) => f.write_str(m),
+            JobError::Internal(m) => write!(f, "internal error: {m}"),
+            JobError::Cancelled => f.write_str("cancelled"),
+            JobError::ChangedOnDisk => f.write_str("the file changed on disk since it was read"),
+        }
+    }
+}
+
 /// The panels, in Tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Panel {
@@ -112,7 +137,7 @@ pub struct StatsKey(pub u64);
 #[derive(Clone, Debug, PartialEq)]
 pub struct Held {
     pub key: StatsKey,
-    pub result: Result<Report, String>,
+    pub result: Result<Report, JobError>,
 }
 
 /// A background job's ticket: results carry it back, and a result whose
@@ -192,9 +217,9 @@ pub enum MergeState {
 pub struct Accuracy {
     /// The merge output the report is about.
     pub out: PathBuf,
-    pub merged: Result<EvalReport, String>,
+    pub merged: Result<EvalReport, JobError>,
     /// Each input model (by name) evaluated alone.
-    pub inputs: Vec<(String, Result<EvalReport, String>)>,
+    pub inputs: Vec<(String, Result<EvalReport, JobError>)>,
 }
 
 /// Evaluation after a merge (MLP outputs only).
@@ -682,7 +707,7 @@ impl App {
     }
 
     /// Statistics for a target, and whether they are current.
-    pub fn stats_for(&self, t: &Target) -> Option<(&Result<Report, String>, bool)> {
+    pub fn stats_for(&self, t: &Target) -> Option<(&Result<Report, JobError>, bool)> {
         let h = self.stats.get(t)?;
         Some((&h.result, h.key == self.stats_key(t)))
     }

@@ -21,30 +21,7 @@ use ratatui::crossterm::event::{KeyEvent, KeyEventKind, MouseEvent};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Why a background job failed.
-#[derive(Clone, Debug, PartialEq)]
-pub enum JobError {
-    /// The input is at fault (a file, a recipe, a model): the message says
-    /// which and why.
-    Input(String),
-    /// smelt is at fault (a thread could not start, an internal error).
-    Internal(String),
-    /// The user cancelled it.
-    Cancelled,
-    /// The file to save over changed on disk since it was read.
-    ChangedOnDisk,
-}
-
-impl std::fmt::Display for JobError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JobError::Input(m) => f.write_str(m),
-            JobError::Internal(m) => write!(f, "internal error: {m}"),
-            JobError::Cancelled => f.write_str("cancelled"),
-            JobError::ChangedOnDisk => f.write_str("the file changed on disk since it was read"),
-        }
-    }
-}
+pub use super::state::JobError;
 
 /// Everything that can happen to the UI.
 #[derive(Debug)]
@@ -59,7 +36,7 @@ pub enum Msg {
     Analysis {
         key: StatsKey,
         target: Target,
-        result: Result<Report, String>,
+        result: Result<Report, JobError>,
     },
     /// A quick estimate from sampled rows of a big tensor.
     Preview {
