@@ -16,9 +16,9 @@ use std::process::ExitCode;
     about = "A terminal workbench for merging neural-network checkpoints",
     long_about = "A terminal workbench for merging neural-network checkpoints.\n\n\
                   With no command, opens the workbench on the bundled sample models.",
-    // `smelt --theme light` opens the workbench; with another command the
-    // workbench flags would be ignored, so they are refused there.
-    args_conflicts_with_subcommands = true
+    // `smelt --theme light [tui ...]` opens the workbench; before another
+    // command the workbench flags would be ignored, so they are refused
+    // there (see `main`).
 )]
 struct Cli {
     #[command(flatten)]
@@ -148,6 +148,20 @@ impl TuiArgs {
     }
 }
 
+impl WorkbenchFlags {
+    fn any(&self) -> bool {
+        self.theme.is_some() || self.mouse || self.ascii
+    }
+    /// Flags given before `tui` and after it: after wins.
+    fn and(self, later: WorkbenchFlags) -> WorkbenchFlags {
+        WorkbenchFlags {
+            theme: later.theme.or(self.theme),
+            mouse: self.mouse || later.mouse,
+            ascii: self.ascii || later.ascii,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum RecipeCmd {
     /// Validate a recipe against its models without merging.
@@ -157,10 +171,31 @@ enum RecipeCmd {
         recipe: PathBuf,
         #[arg(long, value_enum, default_value = "mergekit")]
         format: Format,
-        /// Output file (default: standard output).
+        /// Output file (default: standard output, paths absolute).
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// Write over an existing output file.
+        #[arg(long)]
+        force: bool,
     },
+}
+
+/// Parse, refusing workbench flags before a command they do not apply to
+/// (they would be ignored there).
+fn parse_checked<I, T>(args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::CommandFactory;
+    let cli = Cli::try_parse_from(args)?;
+    if cli.workbench.any() && !matches!(cli.cmd, None | Some(Cmd::Tui(_))) {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--theme, --mouse and --ascii are workbench flags: use them with `smelt` or `smelt tui`",
+        ));
+    }
+    Ok(cli)
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -170,10 +205,15 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_checked(std::env::args_os()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let result = match cli.cmd {
         None => cli::tui::run(TuiArgs::new(Vec::new(), None, cli.workbench)),
-        Some(Cmd::Tui(a)) => cli::tui::run(TuiArgs::new(a.paths, a.base, a.flags)),
+        Some(Cmd::Tui(a)) => {
+            cli::tui::run(TuiArgs::new(a.paths, a.base, cli.workbench.and(a.flags)))
+        }
         Some(Cmd::Merge {
             recipe,
             out,
@@ -198,7 +238,13 @@ fn main() -> ExitCode {
             recipe,
             format,
             out,
-        })) => cli::recipe_export(&recipe, matches!(format, Format::Mergekit), out.as_deref()),
+            force,
+        })) => cli::recipe_export(
+            &recipe,
+            matches!(format, Format::Mergekit),
+            out.as_deref(),
+            force,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -220,7 +266,7 @@ mod tests {
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("smelt").chain(args.iter().copied()))
+        parse_checked(std::iter::once("smelt").chain(args.iter().copied()))
     }
 
     /// The workbench arguments `args` open it with (panics for another
@@ -229,7 +275,7 @@ mod tests {
         let cli = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
         match cli.cmd {
             None => TuiArgs::new(Vec::new(), None, cli.workbench),
-            Some(Cmd::Tui(a)) => TuiArgs::new(a.paths, a.base, a.flags),
+            Some(Cmd::Tui(a)) => TuiArgs::new(a.paths, a.base, cli.workbench.and(a.flags)),
             Some(_) => panic!("{args:?} is not the workbench"),
         }
     }
@@ -259,6 +305,13 @@ mod tests {
         assert_eq!(with_paths.paths, [PathBuf::from("r.toml")]);
         assert_eq!(with_paths.base, Some(PathBuf::from("b")));
         assert_eq!(with_paths.theme.as_deref(), Some("mono"));
+        // Before `tui` as well as after it.
+        let before = workbench(&["--theme", "light", "--ascii", "tui", "r.toml"]);
+        assert_eq!(before.theme.as_deref(), Some("light"));
+        assert!(before.ascii);
+        assert_eq!(before.paths, [PathBuf::from("r.toml")]);
+        let both = workbench(&["--theme", "light", "tui", "--theme", "mono"]);
+        assert_eq!(both.theme.as_deref(), Some("mono"), "the later one wins");
     }
 
     #[test]

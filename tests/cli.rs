@@ -450,3 +450,23 @@ fn analyze_of_models_with_nothing_in_common_fails() {
         "{t}"
     );
 }
+
+/// A recipe naming a model that is not there: every command says which
+/// recipe named it.
+#[test]
+fn a_missing_model_is_named_with_its_recipe() {
+    let (dir, recipe) = scratch(
+        "method = \"ties\"\nbase = \"models/base\"\n[[models]]\npath = \"models/gone\"\nparameters = { weight = 1.0 }\n",
+    );
+    let r = recipe.to_str().unwrap();
+    for args in [
+        &["recipe", "check", r][..],
+        &["merge", r, "--out", "o"][..],
+        &["analyze", r][..],
+    ] {
+        let o = smelt(args, dir.path());
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {t}");
+        assert!(t.contains("r.toml") && t.contains("gone"), "{args:?}: {t}");
+    }
+}

@@ -346,3 +346,50 @@ fn export_names_the_output_dtype_smelt_writes() {
     assert!(o.status.success(), "{t}");
     assert!(t.contains("out_dtype: bfloat16"), "{t}");
 }
+
+/// `recipe export --out` never writes over a file unless `--force`; to
+/// standard output, paths are absolute (nobody knows where the text goes).
+#[test]
+fn export_asks_for_force_over_a_file_and_writes_absolute_paths_to_stdout() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("r.yml");
+    std::fs::write(&out, "mine").unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "recipe",
+            "export",
+            "sample_models/recipes/llama-ties.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_smelt"))
+            .args(&args)
+            .current_dir(root)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
+    assert!(run(&["--force"]).status.success());
+    assert!(std::fs::read_to_string(&out)
+        .unwrap()
+        .contains("merge_method"));
+    let o = Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .args([
+            "recipe",
+            "export",
+            "sample_models/recipes/llama-ties.toml",
+            "--format",
+            "toml",
+        ])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&o.stdout);
+    let base = root.join("sample_models/llama-synthetic/base");
+    assert!(t.contains(&format!("base = \"{}\"", base.display())), "{t}");
+}

@@ -548,7 +548,14 @@ fn unsaved_changes_survive_a_hangup() {
     let r = smelt::recipe::Recipe::load(&kept[0]).expect("the kept recipe loads");
     assert_eq!(r.overrides.len(), 1, "the density change is in it");
     let mut again = Spawn::new(&[], tmp.path(), &data).start();
-    again.wait("the note", 30, |s| s.contains("ended by a signal"));
+    again.wait("the note", 30, |s| s.contains("kept from an ended session"));
+    // o offers the kept recipe, and it opens with the change in it.
+    again.send("o");
+    again.wait("the open prompt", 10, |s| s.contains("Open recipe"));
+    again.send("\r");
+    again.wait("the kept recipe", 20, |s| {
+        s.contains("recovered") && s.contains("*▸ layer 1")
+    });
     again.send("q");
     assert_eq!(again.wait_exit(10), 0);
 }

@@ -105,11 +105,21 @@ pub fn run(
             "analyze needs at least one model besides the base",
         ));
     }
-    let reference = Arc::new(Model::open(&base_path)?);
+    // A model a recipe names that cannot be read: say which recipe.
+    let opened = |p: &std::path::Path| {
+        Model::open(p).map(Arc::new).map_err(|e| match inputs {
+            [r] if from_file => CliError::input(format!(
+                "{}: a model it names cannot be read: {e}",
+                r.display()
+            )),
+            _ => CliError::from(e),
+        })
+    };
+    let reference = opened(&base_path)?;
     let models: Vec<Arc<Model>> = recipe
         .models
         .iter()
-        .map(|m| Model::open(&m.path).map(Arc::new))
+        .map(|m| opened(&m.path))
         .collect::<Result<_, _>>()?;
     let inputs = Inputs { reference, models };
     let cancel = AtomicBool::new(false);
@@ -260,6 +270,14 @@ fn wrap(s: &str, w: usize) -> Vec<String> {
 }
 
 fn row(name: &str, s: &Stats) -> String {
+    // A group whose every tensor was left out has no figures: say so.
+    if s.params == 0 {
+        return format!(
+            "{:<NAME_W$} {:>7} left out (see below)\n",
+            fit(name, NAME_W),
+            "-"
+        );
+    }
     // Energy kept per model (up to four), else its range.
     let e: Vec<f64> = s.norm_kept.iter().map(|e| e * 100.0).collect();
     let energy = if e.len() <= 4 {

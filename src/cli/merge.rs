@@ -22,7 +22,7 @@ pub fn run(
     sync: bool,
 ) -> CliResult {
     let recipe = Recipe::load(recipe_path)?;
-    let plan = Plan::build(&recipe)?;
+    let plan = Plan::build(&recipe).map_err(|e| super::named(recipe_path, e))?;
     let opts = Options {
         out,
         force,

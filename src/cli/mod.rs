@@ -149,7 +149,7 @@ pub fn recipe_check(path: &Path) -> CliResult {
                 .join("\nsmelt: "),
         )
     })?;
-    let plan = smelt::plan::Plan::build(&recipe)?;
+    let plan = smelt::plan::Plan::build(&recipe).map_err(|e| named(path, e))?;
     let what = if plan.jobs.is_empty() {
         "whole MLPs, features matched on calibration data".to_string()
     } else {
@@ -168,16 +168,35 @@ pub fn recipe_check(path: &Path) -> CliResult {
     ))
 }
 
+/// A planning error of the recipe at `path`: a model it names that cannot
+/// be read is said to come from that recipe.
+pub fn named(path: &Path, e: smelt::plan::PlanError) -> CliError {
+    match e {
+        smelt::plan::PlanError::Model(m) => CliError::input(format!(
+            "{}: a model it names cannot be read: {m}",
+            path.display()
+        )),
+        other => other.into(),
+    }
+}
+
 /// `smelt recipe export R [--format toml|mergekit] [--out F]`.
-pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>) -> CliResult {
+pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>, force: bool) -> CliResult {
     let recipe = Recipe::load(path)?;
-    // Paths are written relative to where the text goes.
+    if let Some(o) = out.filter(|o| o.exists() && !force) {
+        return Err(CliError::input(format!(
+            "{} exists; --force writes over it",
+            o.display()
+        )));
+    }
+    // Paths are written relative to where the text goes; on standard
+    // output nobody knows where that is, so they are absolute.
     let dir = match out {
         Some(o) => o
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| std::path::PathBuf::from("."), Path::to_path_buf),
-        None => std::path::PathBuf::from("."),
+        None => std::path::PathBuf::from("/"),
     };
     let text = if mergekit {
         recipe.to_mergekit_yaml(&dir)?

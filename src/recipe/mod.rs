@@ -13,6 +13,8 @@ mod switch;
 mod toml;
 mod util;
 
+pub use util::{dtype_name, parse_dtype};
+
 pub use switch::{Added, Dropped, Switched, Table};
 
 use crate::merge::{Method, TensorParams};

@@ -262,7 +262,9 @@ pub(crate) fn relative_to(path: &Path, dir: &Path) -> String {
     let pc: Vec<_> = p.components().collect();
     let dc: Vec<_> = d.components().collect();
     let common = pc.iter().zip(&dc).take_while(|(a, b)| a == b).count();
-    if common == 0 {
+    // Nothing but the root in common (or relative to the root itself):
+    // the absolute path says it best.
+    if common == 0 || dc.len() <= 1 {
         return slash(&p);
     }
     let mut rel = PathBuf::new();
@@ -306,7 +308,8 @@ pub(crate) const DTYPE_NAMES: &[(&str, Dtype)] = &[
     ("double", Dtype::F64),
 ];
 
-pub(crate) fn parse_dtype(s: &str) -> Result<Dtype, String> {
+/// A recipe's dtype name (`bfloat16`, `torch.float16`, ...) as a dtype.
+pub fn parse_dtype(s: &str) -> Result<Dtype, String> {
     let lower = s.to_ascii_lowercase();
     let lower = lower.strip_prefix("torch.").unwrap_or(&lower);
     DTYPE_NAMES
@@ -325,7 +328,8 @@ pub(crate) fn parse_dtype(s: &str) -> Result<Dtype, String> {
 }
 
 /// The name written for an output dtype (torch's, as mergekit expects).
-pub(crate) fn dtype_name(d: Dtype) -> Option<&'static str> {
+/// The name a recipe gives a dtype (`bfloat16`).
+pub fn dtype_name(d: Dtype) -> Option<&'static str> {
     DTYPE_NAMES[..4]
         .iter()
         .find(|(_, x)| *x == d)

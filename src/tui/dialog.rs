@@ -19,6 +19,15 @@ use ratatui::Frame;
 
 /// A key in an open confirmation dialog.
 pub fn on_key(app: &mut App, c: Confirm, k: KeyEvent, fx: &mut Vec<Effect>) {
+    // Ctrl-L repaints and leaves the question open.
+    if k.code == KeyCode::Char('l')
+        && k.modifiers
+            .contains(ratatui::crossterm::event::KeyModifiers::CONTROL)
+    {
+        fx.push(Effect::Repaint);
+        app.modal = Some(Modal::Confirm(c));
+        return;
+    }
     let key = match k.code {
         KeyCode::Char(c) => Some(c.to_ascii_lowercase()),
         _ => None,
@@ -128,6 +137,10 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
                     Overwrite::ChangedOnDisk => {
                         format!("{} changed on disk since it was read.", path.display())
                     }
+                    Overwrite::RewritesYaml => format!(
+                        "{} is written afresh as mergekit YAML: its comments and layout go (a .toml keeps them).",
+                        path.display()
+                    ),
                 },
                 theme.text(),
             ));
@@ -160,7 +173,7 @@ fn boxed(
         .sum();
     let r = centered(area, w, h as u16 + 2);
     super::widgets::clear_modal(f, r, area);
-    let b = modal_block(theme, app.ascii, title);
+    let b = modal_block(theme, app.ascii, title, r.width);
     let inner = b.inner(r);
     f.render_widget(b, r);
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
@@ -169,7 +182,7 @@ fn boxed(
 pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let mut lines = vec![Line::styled(
         format!(
-            "The merge cannot run: {} problem{}. Rows marked {} show where.",
+            "The merge cannot run: {} problem{}. Rows and panels marked {} show where.",
             app.problems.len(),
             if app.problems.len() == 1 { "" } else { "s" },
             super::widgets::marks(app.ascii).problem
@@ -195,7 +208,11 @@ pub fn help_lines() -> usize {
 /// The help: workbench keys, every panel's keys (the focused one's
 /// first) and the legend of the marks; it scrolls.
 pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: usize) {
-    let kw = 15;
+    // Narrow screens: a shorter key column, descriptions cut with the cut
+    // mark rather than by the border.
+    let iw = area.width.saturating_sub(2).min(84).saturating_sub(2) as usize;
+    let kw = if iw < 60 { 10 } else { 15 };
+    let dw = iw.saturating_sub(kw + 1);
     let entry = |k: &str, d: &str| {
         let k = if app.ascii {
             k.replace('↑', "Up")
@@ -210,7 +227,7 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
                 format!(" {}", pad(&k, kw, app.ascii)),
                 theme.fg(theme.accent).add_modifier(Modifier::BOLD),
             ),
-            Span::styled(d.to_string(), theme.text()),
+            Span::styled(pad(d, dw, app.ascii).trim_end().to_string(), theme.text()),
         ])
     };
     let head = |s: &str| {
@@ -256,7 +273,7 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
     } else {
         "Keys · ↑ back (↑↓ scroll)".to_string()
     };
-    let b = modal_block(theme, app.ascii, &title);
+    let b = modal_block(theme, app.ascii, &title, r.width);
     let inner = b.inner(r);
     f.render_widget(b, r);
     let shown: Vec<Line> = lines.into_iter().skip(top).take(room).collect();

@@ -172,7 +172,7 @@ impl TextInput {
             .map_or(0, |e| (e.chars().count() + 2).div_ceil(inner_w) as u16);
         let r = centered(area, w, 4 + err_lines + extra);
         super::widgets::clear_modal(f, r, area);
-        let b = modal_block(theme, ascii, &self.title);
+        let b = modal_block(theme, ascii, &self.title, r.width);
         let inner = b.inner(r);
         f.render_widget(b, r);
         let iw = inner.width as usize;

@@ -376,12 +376,8 @@ fn add_model(
     let m = open_model(path, reg)?;
     if let Some(f) = fits {
         let other = open_model(f, reg)?;
-        other.check_compatible(&m).map_err(|e| {
-            input(format!(
-                "{} does not fit the loaded models: {e}",
-                path.display()
-            ))
-        })?;
+        // The message names both models and the first tensor that differs.
+        m.check_compatible(&other).map_err(input)?;
     }
     Ok((info(&m), layer_rows(&m)))
 }

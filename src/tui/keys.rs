@@ -140,7 +140,10 @@ pub fn panel_help(p: Panel) -> &'static [(&'static str, &'static str)] {
         Panel::Layers => &[
             ("←→", "every input's density at the selected row or range"),
             ("Enter", "show or hide a layer's tensors"),
-            ("v", "start or end a range; each layer moves from its value"),
+            (
+                "v",
+                "start a range here (v again drops it); edits move each layer",
+            ),
             ("z", "zipit/permute: zip through this layer"),
             ("Del", "remove the selected row's (or range's) overrides"),
         ],

@@ -323,16 +323,16 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         Err(e) => app.say(Level::Error, e),
     }
     pending.extend(update::initial_effects(&app));
-    let kept = recovered(&app.data_dir);
-    if let Some(last) = kept.last() {
+    if let Some(last) = recovered(&app.data_dir).last() {
         app.say(
             Level::Warn,
             format!(
-                "{} recipe(s) with unsaved changes from sessions that ended by a signal, newest {} (o opens it)",
-                kept.len(),
-                last.display()
+                "o opens unsaved changes kept from an ended session: {}",
+                last.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
             ),
         );
+        app.recovered = Some(last.clone());
     }
     signal_thread(tx.clone())?;
 

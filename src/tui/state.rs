@@ -268,6 +268,9 @@ pub enum Overwrite {
     Exists,
     /// The opened recipe changed on disk since it was read.
     ChangedOnDisk,
+    /// Saving over the opened mergekit YAML rewrites it: its comments and
+    /// layout go.
+    RewritesYaml,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -334,6 +337,9 @@ pub struct App {
     /// The recipe is the bundled sample `smelt` opened by itself: saving
     /// goes to the data folder, never over the sample.
     pub sample: bool,
+    /// A recipe kept from a session that ended by a signal, offered by
+    /// the next `o`.
+    pub recovered: Option<PathBuf>,
     /// The recipe as last opened or saved, to mark unsaved changes.
     pub saved: Option<Recipe>,
     /// The text of the recipe file as read or written (to keep its comments
@@ -374,6 +380,7 @@ impl App {
             message: None,
             recipe_path: None,
             sample: false,
+            recovered: None,
             saved: None,
             saved_text: None,
             tickets: Tickets::default(),
@@ -448,7 +455,11 @@ impl App {
 
     /// Whether the recipe differs from the one last opened or saved.
     pub fn modified(&self) -> bool {
-        !self.doc.slots.is_empty() && self.saved.as_ref() != Some(&self.doc.to_recipe())
+        match &self.saved {
+            Some(r) => *r != self.doc.to_recipe(),
+            // Never opened or saved: modified once it holds anything.
+            None => !self.doc.slots.is_empty() || !self.doc.slices.is_empty(),
+        }
     }
 
     pub fn merge_running(&self) -> bool {
@@ -552,7 +563,8 @@ impl App {
             }
             rows.extend(names.into_iter().map(|name| ParamRow::Model { slot, name }));
         }
-        if doc.out_dtype.is_some() {
+        // Always there, so one can be set (default: the base's dtype).
+        if !doc.zips() {
             rows.push(ParamRow::OutDtype);
         }
         if doc.calibration.is_some() {
@@ -890,6 +902,24 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
             "false" | "0" | "no" | "off" => Ok(Value::Bool(false)),
             _ => Err(format!("{}: expected true or false, got `{t}`", spec.name)),
         },
+        _ if t.starts_with('[') => {
+            // A gradient across the layers: `[0.2, 0.8]`.
+            let inner = t
+                .strip_prefix('[')
+                .and_then(|x| x.strip_suffix(']'))
+                .ok_or_else(|| format!("{}: a list is written [a, b, ...]", spec.name))?;
+            let xs = inner
+                .split(',')
+                .map(|x| match parse_value(spec, x)? {
+                    Value::Number(v) => Ok(v),
+                    _ => Err(format!("{}: a list holds numbers", spec.name)),
+                })
+                .collect::<Result<Vec<f64>, String>>()?;
+            if xs.is_empty() {
+                return Err(format!("{}: an empty list is not a value", spec.name));
+            }
+            Ok(Value::Gradient(xs))
+        }
         _ => {
             let x: f64 = t
                 .parse()
@@ -919,6 +949,16 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
         }
     }
 }
+
+/// The output dtypes a recipe can name, in the order ←/→ walks them
+/// (`None`: the base's).
+pub const OUT_DTYPES: [Option<crate::model::Dtype>; 5] = [
+    None,
+    Some(crate::model::Dtype::BF16),
+    Some(crate::model::Dtype::F16),
+    Some(crate::model::Dtype::F32),
+    Some(crate::model::Dtype::F64),
+];
 
 /// Parse a seed: a whole number ≥ 0.
 pub fn parse_seed(text: &str) -> Result<u64, String> {

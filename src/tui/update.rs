@@ -590,9 +590,11 @@ pub fn proceed(app: &mut App, then: Then, fx: &mut Vec<Effect>) {
             app.exit = Some(Exit::User);
         }
         Then::Open => {
+            // A recipe kept from an ended session first, once.
             let d = app
-                .recipe_path
-                .clone()
+                .recovered
+                .take()
+                .or_else(|| app.recipe_path.clone())
                 .unwrap_or_else(|| app.data_dir.join("recipes").join(""));
             app.modal = Some(Modal::Prompt(prompt_for(
                 app,
@@ -651,8 +653,18 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
                 Some([one]) => one.to_string(),
                 Some(v) => format!("{} layers", v.len()),
             };
-            super::input::TextInput::new(format!("New value: {what} ({at})"), text)
-                .with_hint("Enter sets it")
+            // Name filters cannot be typed back: a value replaces them.
+            let filtered = matches!(
+                app.row_value(row, scopes.as_ref().and_then(|v| v.first().copied()))
+                    .value,
+                Some(crate::recipe::Value::Filtered(_))
+            );
+            let hint = if filtered {
+                "Enter sets it for every tensor (replacing the name filters)"
+            } else {
+                "Enter sets it ([a, b] for a gradient)"
+            };
+            super::input::TextInput::new(format!("New value: {what} ({at})"), text).with_hint(hint)
         }
     };
     Prompt { input, purpose }
@@ -749,6 +761,19 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
                 app.modal = Some(Modal::Confirm(Confirm::Overwrite {
                     path,
                     why: Overwrite::Exists,
+                    then,
+                }));
+                return;
+            }
+            // YAML is written afresh: say that the file's comments go.
+            let commented = app
+                .saved_text
+                .as_deref()
+                .is_some_and(|t| t.lines().any(|l| l.trim_start().starts_with('#')));
+            if over_opened && is_yaml(&path) && commented {
+                app.modal = Some(Modal::Confirm(Confirm::Overwrite {
+                    path,
+                    why: Overwrite::RewritesYaml,
                     then,
                 }));
                 return;

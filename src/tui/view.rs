@@ -33,6 +33,11 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme) {
                 .wrap(Wrap { trim: true }),
             Rect::new(0, y, area.width, area.height - y),
         );
+        // A question asked (q with unsaved changes) must be seen at any
+        // size.
+        if let Some(Modal::Confirm(c)) = &app.modal {
+            dialog::draw_confirm(f, app, theme, area, c);
+        }
         return;
     }
     let modal_open = app.modal.is_some();

@@ -73,11 +73,24 @@ pub fn marks(ascii: bool) -> Marks {
 
 /// A panel's frame: focused panels get a marker in the title, a bold title
 /// and a heavier border, so focus needs no colour.
-pub fn panel<'a>(theme: &Theme, ascii: bool, title: String, focused: bool) -> Block<'a> {
+pub fn panel<'a>(
+    theme: &Theme,
+    ascii: bool,
+    title: String,
+    focused: bool,
+    width: u16,
+) -> Block<'a> {
     let marker = if focused {
         format!("{} ", marks(ascii).cursor)
     } else {
         String::new()
+    };
+    // A title longer than the border is cut with the cut mark.
+    let room = (width as usize).saturating_sub(4 + marker.chars().count());
+    let title = if title.chars().count() > room {
+        pad(&title, room, ascii)
+    } else {
+        title
     };
     let title_style = if focused {
         theme.fg(theme.focus).add_modifier(Modifier::BOLD)
@@ -103,7 +116,13 @@ pub fn panel<'a>(theme: &Theme, ascii: bool, title: String, focused: bool) -> Bl
 }
 
 /// A modal's frame.
-pub fn modal_block<'a>(theme: &Theme, ascii: bool, title: &str) -> Block<'a> {
+pub fn modal_block<'a>(theme: &Theme, ascii: bool, title: &str, width: u16) -> Block<'a> {
+    let room = (width as usize).saturating_sub(4);
+    let title = if title.chars().count() > room {
+        pad(title, room, ascii)
+    } else {
+        title.to_string()
+    };
     let b = Block::default()
         .borders(Borders::ALL)
         .border_style(theme.fg(theme.focus))
@@ -214,13 +233,22 @@ pub fn scroll_hint(
     if (above == 0 && below == 0) || r.height < 2 || r.width < 12 {
         return;
     }
-    let (up, down) = if ascii { ("^", "v") } else { ("↑", "↓") };
     let mut t = String::from(" ");
-    if above > 0 {
-        t.push_str(&format!("{up}{above} "));
-    }
-    if below > 0 {
-        t.push_str(&format!("{down}{below} more "));
+    if ascii {
+        // Words: `v` and `^` are keys and marks here.
+        if above > 0 {
+            t.push_str(&format!("{above} above "));
+        }
+        if below > 0 {
+            t.push_str(&format!("{below} below "));
+        }
+    } else {
+        if above > 0 {
+            t.push_str(&format!("↑{above} "));
+        }
+        if below > 0 {
+            t.push_str(&format!("↓{below} more "));
+        }
     }
     let w = t.chars().count() as u16;
     if w + 2 > r.width {
@@ -233,16 +261,15 @@ pub fn scroll_hint(
     );
 }
 
-/// Blank a modal's rectangle and a one-cell margin around it (within
-/// `area`), so no panel text shows right against its border.
+/// Blank the rows a modal covers, across the whole screen, and one row
+/// above and below: no piece of a panel shows beside or against its
+/// border.
 pub fn clear_modal(f: &mut ratatui::Frame, r: Rect, area: Rect) {
-    let x = r.x.saturating_sub(1).max(area.x);
     let y = r.y.saturating_sub(1).max(area.y);
-    let right = (r.right() + 1).min(area.right());
     let bottom = (r.bottom() + 1).min(area.bottom());
     f.render_widget(
         ratatui::widgets::Clear,
-        Rect::new(x, y, right - x, bottom - y),
+        Rect::new(area.x, y, area.width, bottom - y),
     );
 }
 

@@ -80,6 +80,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         app.ascii,
         format!("Sign agreement · {what}"),
         focused,
+        r.width,
     );
     let inner = block.inner(r);
     f.render_widget(block, r);
@@ -242,11 +243,6 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         .take(head)
         .map(|l| l.width().div_ceil(w.max(1)).max(1))
         .sum::<usize>();
-    // Tall panels get double-height bars: the histogram is the point.
-    let n_models = app.doc.input_slots().len();
-    let below =
-        1 + (n_models + 1) + usize::from(s.cosines.len() > 1) + usize::from(!notes.is_empty());
-    let tall = inner.height as usize >= first_h + 2 * (n + 1) + below;
     let mut body: Vec<Line> = Vec::new();
     for k in (0..=n).rev() {
         let c = s.agree.get(k).copied().unwrap_or(0);
@@ -263,17 +259,10 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         }
         body.push(Line::from(vec![
             Span::styled(pad(&label, label_w, app.ascii), theme.text()),
-            Span::styled(fill.clone(), st),
-            Span::styled(rest.clone(), theme.dim()),
+            Span::styled(fill, st),
+            Span::styled(rest, theme.dim()),
             Span::styled(format!("{:>6.1}%", frac * 100.0), theme.text()),
         ]));
-        if tall {
-            body.push(Line::from(vec![
-                Span::raw(" ".repeat(label_w)),
-                Span::styled(fill, st),
-                Span::styled(rest, theme.dim()),
-            ]));
-        }
     }
     // Kept: the share of the parameters where the model still contributes
     // after the method's selection (so density 0.3 reads about 30% for a
@@ -359,15 +348,17 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         ]));
     }
     if !notes.is_empty() {
+        // One line each, so they scroll into view (↑/↓ when focused).
         body.push(Line::styled(
-            format!(
-                "{} left out {}: {}",
-                m.skipped,
-                notes.len(),
-                notes.join("; ")
-            ),
+            format!("{} left out of these figures ({}):", m.skipped, notes.len()),
             theme.fg(theme.bad),
         ));
+        for n in &notes {
+            body.push(Line::styled(
+                pad(&format!("  {n}"), w, app.ascii),
+                theme.fg(theme.bad),
+            ));
+        }
     }
     // Scrolled with ↑/↓ when focused: the figures below the histogram
     // stay reachable on a small screen.

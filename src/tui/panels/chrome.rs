@@ -31,7 +31,7 @@ pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             format!("{} {n} problem{}", m.problem, if n == 1 { "" } else { "s" }),
         )
     } else {
-        ("*".to_string(), format!("{}{n}", m.problem))
+        ("[+]".to_string(), format!("{}{n}", m.problem))
     };
     let mut right: Vec<Span> = Vec::new();
     if app.modified() {
@@ -128,7 +128,16 @@ pub fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
                 .map(|(k, d)| k.chars().count() + d.len() + 3)
                 .sum();
             let mut used = spans[0].content.chars().count() + tail_w;
-            for (k, d) in panel_keys(app.focus()) {
+            // Only keys that do something for this method.
+            let spec = app.doc.method.spec();
+            let takes = |n: &str| spec.per_model.iter().any(|p| p.name == n);
+            let applies = |d: &str| match d {
+                "density" => takes("density"),
+                "weight" => takes("weight"),
+                "zip" => app.doc.zips(),
+                _ => true,
+            };
+            for (k, d) in panel_keys(app.focus()).iter().filter(|(_, d)| applies(d)) {
                 let w = k.chars().count() + d.chars().count() + 3;
                 if used + w > r.width as usize {
                     break;

@@ -123,7 +123,7 @@ fn range_mark(app: &mut App) {
                 app.view.range_anchor = Some(l);
                 app.say(
                     Level::Info,
-                    format!("range from layer {l}: move, then edit (each layer moves from its own value)"),
+                    format!("range from layer {l}: move to extend it, then edit; v again drops it"),
                 );
             }
         }
@@ -324,7 +324,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         },
         _ => "Layers · sign conflict".to_string(),
     };
-    let block = panel(theme, app.ascii, title, focused);
+    let block = panel(theme, app.ascii, title, focused, r.width);
     let inner = block.inner(r);
     f.render_widget(block, r);
     let m = marks(app.ascii);

@@ -139,7 +139,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     } else {
         format!("Models · {n}")
     };
-    let block = panel(theme, app.ascii, title, focused);
+    let block = panel(theme, app.ascii, title, focused, r.width);
     let inner = block.inner(r);
     f.render_widget(block, r);
     if app.doc.model_rows() == 0 {

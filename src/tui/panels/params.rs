@@ -55,6 +55,22 @@ pub fn on_action(app: &mut App, a: Action) {
             );
             app.modal = Some(Modal::Prompt(p));
         }
+        (Action::Dec | Action::Inc | Action::Enter, ParamRow::OutDtype) => {
+            let i = OUT_DTYPES
+                .iter()
+                .position(|d| *d == app.doc.out_dtype)
+                .unwrap_or(0);
+            let n = OUT_DTYPES.len();
+            let next = OUT_DTYPES[if a == Action::Dec {
+                (i + n - 1) % n
+            } else {
+                (i + 1) % n
+            }];
+            let name = next
+                .and_then(crate::recipe::dtype_name)
+                .unwrap_or("the base's");
+            app.edit(&format!("out_dtype {name}"), |d| d.out_dtype = next);
+        }
         (Action::Clear, _) => clear_row(app, &row),
         (Action::Dec | Action::Inc | Action::Enter | Action::Toggle, ParamRow::Global(_))
         | (Action::Dec | Action::Inc | Action::Enter | Action::Toggle, ParamRow::Model { .. }) => {
@@ -77,7 +93,12 @@ pub fn on_action(app: &mut App, a: Action) {
                 Action::Toggle => app.say(Level::Info, "Space flips booleans; Enter types a value"),
                 _ => {
                     let l = app.row_value(&row, app.shown_scope());
-                    let text = l.value.as_ref().map(fmt_value).unwrap_or_default();
+                    // Name filters cannot be typed: start empty (a number
+                    // or a list replaces them).
+                    let text = match &l.value {
+                        Some(Value::Filtered(_)) | None => String::new(),
+                        Some(v) => fmt_value(v),
+                    };
                     let p = prompt_for(
                         app,
                         Purpose::Value {
@@ -90,7 +111,7 @@ pub fn on_action(app: &mut App, a: Action) {
                 }
             }
         }
-        (_, ParamRow::OutDtype | ParamRow::Calibration | ParamRow::Slices) => app.say(
+        (_, ParamRow::Calibration | ParamRow::Slices) => app.say(
             Level::Info,
             "this field comes from the recipe file; Del removes it (u undoes)",
         ),
@@ -344,7 +365,15 @@ fn clear_row(app: &mut App, row: &ParamRow) {
         }
     };
     if done {
-        app.say(Level::Info, "removed · u undoes");
+        let what = match app.edit_scopes() {
+            Some(v) if matches!(row, ParamRow::Global(_) | ParamRow::Model { .. }) => format!(
+                "{} at {}",
+                app.row_label(row),
+                v.first().map_or_else(String::new, |s| s.to_string())
+            ),
+            _ => app.row_label(row),
+        };
+        app.say(Level::Info, format!("removed {what} · u undoes"));
     } else {
         app.say(
             Level::Info,
@@ -374,7 +403,13 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         Some([s]) => s.to_string(),
         Some(v) => format!("layers {}-{} (range)", first_layer(v), last_layer(v)),
     };
-    let block = panel(theme, app.ascii, format!("Parameters · {at}"), focused);
+    let block = panel(
+        theme,
+        app.ascii,
+        format!("Parameters · {at}"),
+        focused,
+        r.width,
+    );
     let inner = block.inner(r);
     f.render_widget(block, r);
     let m = marks(app.ascii);
@@ -488,11 +523,10 @@ fn row_text(app: &App, row: &ParamRow, scope: Option<Scope>) -> (String, String,
             Some(s) => ("seed".into(), s.to_string(), Source::Recipe),
             None => ("seed".into(), "0".into(), Source::Default),
         },
-        ParamRow::OutDtype => (
-            "out_dtype".into(),
-            doc.out_dtype.map_or("-".into(), |d| d.name().to_string()),
-            Source::Recipe,
-        ),
+        ParamRow::OutDtype => match doc.out_dtype.and_then(crate::recipe::dtype_name) {
+            Some(n) => ("out_dtype".into(), n.to_string(), Source::Recipe),
+            None => ("out_dtype".into(), "the base's".into(), Source::Default),
+        },
         ParamRow::Calibration => (
             "calibration".into(),
             doc.calibration

@@ -69,7 +69,7 @@ fn earlier(app: &App, r: &crate::recipe::Recipe) -> bool {
 }
 
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
-    let block = panel(theme, app.ascii, "Status".into(), focused);
+    let block = panel(theme, app.ascii, "Status".into(), focused, r.width);
     let inner = block.inner(r);
     f.render_widget(block, r);
     let w = inner.width as usize;
@@ -91,8 +91,12 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
                     one_line(app),
                     theme.fg(theme.bad).add_modifier(Modifier::BOLD),
                 ));
+                // One line each, cut to fit: r lists them whole.
                 for i in &app.problems {
-                    out.push(Line::styled(i.text.clone(), theme.fg(theme.bad)));
+                    out.push(Line::styled(
+                        pad(&i.text, w, app.ascii),
+                        theme.fg(theme.bad),
+                    ));
                 }
             }
         }
