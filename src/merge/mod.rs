@@ -9,7 +9,7 @@
 //! chunking or thread count). Semantics follow mergekit 0.1.5; deliberate
 //! differences are listed in each file's docs.
 //!
-//! CONTRACT (skeleton): the engine drives a [`Kernel`] per output tensor:
+//! How the engine drives a [`Kernel`] per output tensor:
 //! while `wants_pass()` it feeds every chunk of the tensor, in order, to
 //! `observe` between `begin_pass`/`end_pass`; then it feeds every chunk, in
 //! order, to `apply`, which writes the merged values for that chunk. Kernels

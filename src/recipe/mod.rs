@@ -1,8 +1,13 @@
 //! Recipes: what to merge and how. Native form is TOML; mergekit YAML is
 //! read and written too.
 //!
-//! CONTRACT (skeleton): the types and functions below are what the engine,
-//! the CLI and the TUI use. Bodies marked `todo!` belong to the recipe work.
+//! The engine, the CLI and the workbench all go through this module:
+//! [`Recipe::load`] (every problem with its line), [`Recipe::problems`]
+//! (the same checks on a recipe in memory, each with its location),
+//! [`Recipe::resolve`] (each tensor's parameters, as mergekit computes
+//! them), [`Recipe::with_method`] (switching method without leaving values
+//! nothing reads), and the writers (TOML, TOML over a file keeping its
+//! comments, mergekit YAML exact or refused).
 
 mod check;
 mod mergekit;
