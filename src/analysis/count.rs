@@ -8,7 +8,7 @@
 //! and opposes everything).
 
 use super::Stats;
-use crate::merge::{Parts, Vote};
+use crate::merge::{draw, trim, weigh, Keep, Lane, Parts, Rule, Vote};
 
 /// Entries per step of the counting loops: the scratch (`3` arrays of
 /// this many words) stays in L1, and every inner loop is a straight,
@@ -24,61 +24,88 @@ pub(super) fn add_chunk(raw: &[f32], parts: &Parts, with_raw: bool, st: &mut Sta
     crate::simd::dispatch!(add_body(raw, parts, with_raw, st));
 }
 
-/// [`add_chunk`], one L1-sized step at a time: every sum of a step is
-/// taken while its entries are in cache.
+/// [`add_chunk`], one L1-sized step at a time.
 #[inline(always)]
 fn add_body(raw: &[f32], parts: &Parts, with_raw: bool, st: &mut Stats) {
-    let n = st.n();
     let len = parts.len;
     let votes = match parts.vote {
         Vote::Weighted => &parts.weighted,
         Vote::Kept => &parts.kept,
     };
-    let mut sum = [0f32; SUB];
-    let mut pos = [0u32; SUB];
-    let mut neg = [0u32; SUB];
     let mut g = 0;
     while g < len {
         let l = SUB.min(len - g);
-        let at = |i: usize| i * len + g..i * len + g + l;
-        if with_raw {
-            for i in 0..n {
-                for j in i..n {
-                    let v = lane_dot(&raw[at(i)], &raw[at(j)]);
-                    st.dots[i][j] += v;
-                    if i != j {
-                        st.dots[j][i] += v;
-                    }
-                }
-                st.nonzero[i] += count_nonzero(&raw[at(i)]);
-            }
-        }
-        for i in 0..n {
-            let k = &parts.kept[at(i)];
-            st.kept[i] += count_nonzero(k);
-            st.kept_energy[i] += lane_dot(k, k);
-        }
-        let (sum, pos, neg) = (&mut sum[..l], &mut pos[..l], &mut neg[..l]);
-        sum.fill(0.0);
-        pos.fill(0);
-        neg.fill(0);
-        for i in 0..n {
-            let v = &votes[at(i)];
-            for (((&x, s), p), q) in v
-                .iter()
-                .zip(sum.iter_mut())
-                .zip(pos.iter_mut())
-                .zip(neg.iter_mut())
-            {
-                *s += x;
-                *p += u32::from(x > 0.0);
-                // Neither zero nor positive: negative, or NaN.
-                *q += u32::from(x != 0.0) - u32::from(x > 0.0);
-            }
-        }
-        tally(sum, pos, neg, &mut st.agree, &mut st.conflicts);
+        add_step(
+            Step {
+                raw,
+                kept: &parts.kept,
+                votes,
+                stride: len,
+                off: g,
+                len: l,
+            },
+            with_raw,
+            st,
+        );
         g += l;
     }
+}
+
+/// One L1-sized step of model-major vectors: model `i`'s entries are
+/// `[i * stride + off, i * stride + off + len)`.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    raw: &'a [f32],
+    kept: &'a [f32],
+    votes: &'a [f32],
+    stride: usize,
+    off: usize,
+    len: usize,
+}
+
+/// Add one step (at most [`SUB`] entries) to `st`: every sum of the step
+/// is taken while its entries are in cache.
+#[inline(always)]
+fn add_step(s: Step, with_raw: bool, st: &mut Stats) {
+    let n = st.n();
+    let l = s.len.min(SUB);
+    let at = |i: usize| i * s.stride + s.off..i * s.stride + s.off + l;
+    if with_raw {
+        for i in 0..n {
+            for j in i..n {
+                let v = lane_dot(&s.raw[at(i)], &s.raw[at(j)]);
+                st.dots[i][j] += v;
+                if i != j {
+                    st.dots[j][i] += v;
+                }
+            }
+            st.nonzero[i] += count_nonzero(&s.raw[at(i)]);
+        }
+    }
+    for i in 0..n {
+        let k = &s.kept[at(i)];
+        st.kept[i] += count_nonzero(k);
+        st.kept_energy[i] += lane_dot(k, k);
+    }
+    let mut sum = [0f32; SUB];
+    let mut pos = [0u32; SUB];
+    let mut neg = [0u32; SUB];
+    let (sum, pos, neg) = (&mut sum[..l], &mut pos[..l], &mut neg[..l]);
+    for i in 0..n {
+        let v = &s.votes[at(i)];
+        for (((&x, s), p), q) in v
+            .iter()
+            .zip(sum.iter_mut())
+            .zip(pos.iter_mut())
+            .zip(neg.iter_mut())
+        {
+            *s += x;
+            *p += u32::from(x > 0.0);
+            // Neither zero nor positive: negative, or NaN.
+            *q += u32::from(x != 0.0) - u32::from(x > 0.0);
+        }
+    }
+    tally(sum, pos, neg, &mut st.agree, &mut st.conflicts);
 }
 
 /// Dot product of two short slices (at most [`SUB`] entries): sixteen f32
@@ -102,6 +129,173 @@ fn lane_dot(a: &[f32], b: &[f32]) -> f64 {
     s
 }
 
+/// Most models [`add_rules`] takes.
+pub(super) const RULES_MAX: usize = 8;
+
+/// Working memory of [`add_rules`]: one L1-sized step of every model's
+/// task vector, kept entries and votes (model-major, [`SUB`] apart).
+#[derive(Default)]
+pub(super) struct Scratch {
+    raw: Vec<f32>,
+    kept: Vec<f32>,
+    votes: Vec<f32>,
+}
+
+/// [`add_chunk`] for one piece whose parts the kernel gave as rules
+/// ([`crate::merge::Kernel::rules`]): each L1-sized step's task vectors,
+/// kept entries and votes are formed with the merge's own functions
+/// ([`trim`], [`draw`], [`weigh`]) in L1-resident scratch and counted by
+/// the step [`add_chunk`] runs, so the sums are the same bits. `models`
+/// and `base` are the piece's inputs, `start` its first flat index; at
+/// most [`RULES_MAX`] models.
+pub(super) fn add_rules<E: Lane>(
+    models: &[&[E]],
+    base: &[E],
+    start: usize,
+    rules: &[Rule],
+    with_raw: bool,
+    scratch: &mut Scratch,
+    st: &mut Stats,
+) {
+    crate::simd::dispatch!(add_rules_body(
+        models, base, start, rules, with_raw, scratch, st
+    ));
+}
+
+#[inline(always)]
+fn add_rules_body<E: Lane>(
+    models: &[&[E]],
+    base: &[E],
+    start: usize,
+    rules: &[Rule],
+    with_raw: bool,
+    scratch: &mut Scratch,
+    st: &mut Stats,
+) {
+    let n = st.n().min(RULES_MAX).min(models.len()).min(rules.len());
+    let len = base.len();
+    for v in [&mut scratch.raw, &mut scratch.kept, &mut scratch.votes] {
+        v.resize(n * SUB, 0.0);
+    }
+    let mut g = 0;
+    while g < len {
+        let l = SUB.min(len - g);
+        for (i, r) in rules.iter().enumerate().take(n) {
+            let m = &models[i][g..g + l];
+            let b = &base[g..g + l];
+            let at = i * SUB..i * SUB + l;
+            let out = (
+                &mut scratch.raw[at.clone()],
+                &mut scratch.kept[at.clone()],
+                &mut scratch.votes[at],
+            );
+            let sw = (r.scale, r.weight);
+            match r.keep {
+                Keep::Trim(bd) => {
+                    // The split, if it falls in this step, cuts it in two
+                    // runs with one threshold each.
+                    let s = bd.split.clamp(g, g + l) - g;
+                    let (r0, r1) = out.0.split_at_mut(s);
+                    let (k0, k1) = out.1.split_at_mut(s);
+                    let (v0, v1) = out.2.split_at_mut(s);
+                    fill_trim(&m[..s], &b[..s], bd.before, sw, (r0, k0, v0));
+                    fill_trim(&m[s..], &b[s..], bd.after, sw, (r1, k1, v1));
+                }
+                Keep::Draw { p, stream } => fill_draw(m, b, start + g, p, &stream, sw, out),
+            }
+        }
+        add_step(
+            Step {
+                raw: &scratch.raw,
+                kept: &scratch.kept,
+                votes: &scratch.votes,
+                stride: SUB,
+                off: 0,
+                len: l,
+            },
+            with_raw,
+            st,
+        );
+        g += l;
+    }
+}
+
+/// One model's task vector, kept entries and votes for a run trimmed at
+/// `th`.
+#[inline(always)]
+fn fill_trim<E: Lane>(
+    m: &[E],
+    b: &[E],
+    th: u32,
+    (s, w): (f32, f32),
+    (raw, kept, votes): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let len = m
+        .len()
+        .min(b.len())
+        .min(raw.len())
+        .min(kept.len())
+        .min(votes.len());
+    let (m, b, raw, kept, votes) = (
+        &m[..len],
+        &b[..len],
+        &mut raw[..len],
+        &mut kept[..len],
+        &mut votes[..len],
+    );
+    for j in 0..len {
+        let d = m[j].f32() - b[j].f32();
+        raw[j] = d;
+        let k = trim(d, th);
+        kept[j] = k;
+        votes[j] = weigh(k, s, w);
+    }
+}
+
+/// [`fill_trim`] for DARE's draws; `start` is the run's first flat index.
+#[inline(always)]
+fn fill_draw<E: Lane>(
+    m: &[E],
+    b: &[E],
+    start: usize,
+    p: f32,
+    stream: &crate::merge::rng::Stream,
+    (s, w): (f32, f32),
+    (raw, kept, votes): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let len = m
+        .len()
+        .min(b.len())
+        .min(raw.len())
+        .min(kept.len())
+        .min(votes.len());
+    let (m, b, raw, kept, votes) = (
+        &m[..len],
+        &b[..len],
+        &mut raw[..len],
+        &mut kept[..len],
+        &mut votes[..len],
+    );
+    for j in 0..len {
+        let d = m[j].f32() - b[j].f32();
+        raw[j] = d;
+        let k = draw(d, stream, start + j, p);
+        kept[j] = k;
+        votes[j] = weigh(k, s, w);
+    }
+}
+
+/// One entry's vote, as [`tally`] counts it: how many votes agree with
+/// the elected sign (the sign of `sum`), and 1 if a non-zero one does
+/// not. `pos` votes are `> 0`, `neg` neither zero nor `> 0`.
+#[inline(always)]
+fn vote(sum: f32, pos: u32, neg: u32) -> (u32, u32) {
+    let up = u32::from(sum >= 0.0).wrapping_neg();
+    let down = u32::from(sum < 0.0).wrapping_neg();
+    let a = (pos & up) | (neg & down);
+    (a, u32::from(pos + neg != a))
+}
+
 /// Entries that are not zero (NaN counts as not zero); at most [`SUB`].
 #[inline(always)]
 fn count_nonzero(v: &[f32]) -> u64 {
@@ -116,13 +310,10 @@ fn count_nonzero(v: &[f32]) -> u64 {
 #[inline(always)]
 fn tally(sum: &[f32], pos: &mut [u32], neg: &mut [u32], agree: &mut [u64], conflicts: &mut u64) {
     for ((&s, p), q) in sum.iter().zip(pos.iter_mut()).zip(neg.iter_mut()) {
-        let up = u32::from(s >= 0.0).wrapping_neg();
-        let down = u32::from(s < 0.0).wrapping_neg();
-        let nz = *p + *q;
         // NaNs among `neg` never agree; the merge's `x < 0` excludes them,
         // and a NaN vote makes the sum NaN, which elects neither sign.
-        let a = (*p & up) | (*q & down);
-        *q = u32::from(nz != a);
+        let (a, c) = vote(s, *p, *q);
+        *q = c;
         *p = a;
     }
     for (k, a) in agree.iter_mut().enumerate() {
