@@ -186,6 +186,8 @@ pub struct Gta {
     l1_done: bool,
     pass: Pass,
     tmp: Vec<f32>,
+    /// A block's kept entries (bf16 L1 passes).
+    kept: Vec<f32>,
     div: Vec<f32>,
     sum: Vec<f32>,
     scratch: Scratch,
@@ -291,6 +293,7 @@ impl Gta {
             l1_done: false,
             pass: Pass::Select,
             tmp: Vec::new(),
+            kept: Vec::new(),
             div: Vec::new(),
             sum: Vec::new(),
             scratch: Scratch::default(),
@@ -416,10 +419,32 @@ impl Kernel for Gta {
             })
     }
     fn takes_bf16(&self) -> bool {
-        self.fused && self.fusable() && !self.need_l1
+        if !self.fused {
+            return false;
+        }
+        if !self.wants_pass() {
+            // The merge: the fused loop.
+            return self.fusable() && !self.need_l1;
+        }
+        // A pass: selections decided entry by entry (the selection pass
+        // only counts the magnitude trims' task vectors).
+        self.models.iter().all(|m| {
+            matches!(
+                m.sparse,
+                Sparse::Keep | Sparse::Zero | Sparse::Magnitude(_) | Sparse::Random { .. }
+            )
+        })
     }
     fn observe_bf16(&mut self, chunk: &Chunk<u16>) {
         let len = chunk.len();
+        if self.pass == Pass::L1 {
+            if self.backwards {
+                for_blocks_back(chunk, BLOCK, |c| self.l1_block(c));
+            } else {
+                for_blocks(chunk, BLOCK, |c| self.l1_block(c));
+            }
+            return;
+        }
         for (st, m) in self.models.iter_mut().zip(chunk.models) {
             if let (Sparse::Magnitude(t), Some(b)) = (&mut st.sparse, chunk.base) {
                 t.observe_diff(&m[..len], &b[..len], &mut self.tmp);
@@ -512,6 +537,7 @@ impl Kernel for Gta {
             l1_done: self.l1_done,
             pass: self.pass,
             tmp: Vec::new(),
+            kept: Vec::new(),
             div: Vec::new(),
             sum: Vec::new(),
             scratch: Scratch::default(),
@@ -599,6 +625,47 @@ impl Gta {
             chunk.len().max(1)
         } else {
             BLOCK
+        }
+    }
+
+    /// One block of an L1 pass over bf16 inputs, for selections decided
+    /// entry by entry: each model's task vector and its selection formed
+    /// in one loop, then summed by [`l1`] as `observe_block` sums them.
+    fn l1_block(&mut self, chunk: &Chunk<u16>) {
+        let Some(base) = chunk.base else {
+            return;
+        };
+        let len = chunk.len();
+        let base = &base[..len];
+        let (d, k) = (&mut self.tmp, &mut self.kept);
+        d.resize(len, 0.0);
+        k.resize(len, 0.0);
+        for (st, m) in self.models.iter_mut().zip(chunk.models) {
+            let m = &m[..len];
+            match &mut st.sparse {
+                Sparse::Magnitude(t) => {
+                    let b = t.bounds_diff(len, m, base);
+                    let s = b.split.min(len);
+                    let (d0, d1) = d.split_at_mut(s);
+                    let (k0, k1) = k.split_at_mut(s);
+                    select_into(&m[..s], &base[..s], d0, k0, |_, x| trim(x, b.before));
+                    select_into(&m[s..], &base[s..], d1, k1, |_, x| trim(x, b.after));
+                }
+                Sparse::Random { p, stream } => {
+                    let (p, stream, start) = (*p, *stream, chunk.start);
+                    select_into(m, base, d, k, |j, x| draw(x, &stream, start + j, p));
+                }
+                Sparse::Zero => select_into(m, base, d, k, |_, _| 0.0),
+                _ => select_into(m, base, d, k, |_, x| x),
+            }
+            let (before, after) = (l1(&d[..len]), l1(&k[..len]));
+            match &mut st.l1_blocks {
+                Some(b) => b.push((chunk.start, before, after)),
+                None => {
+                    st.l1_before += before;
+                    st.l1_after += after;
+                }
+            }
         }
     }
 
@@ -1018,6 +1085,36 @@ impl Gta {
     }
 }
 
+/// A task vector `m - b` into `d` and each entry as `keep` leaves it
+/// (given its index in the run) into `k`.
+#[inline(always)]
+fn select_into<E: Lane>(
+    m: &[E],
+    b: &[E],
+    d: &mut [f32],
+    k: &mut [f32],
+    keep: impl Fn(usize, f32) -> f32,
+) {
+    crate::simd::dispatch!(select_into_body(m, b, d, k, keep));
+}
+
+#[inline(always)]
+fn select_into_body<E: Lane>(
+    m: &[E],
+    b: &[E],
+    d: &mut [f32],
+    k: &mut [f32],
+    keep: impl Fn(usize, f32) -> f32,
+) {
+    let len = m.len().min(b.len()).min(d.len()).min(k.len());
+    let (m, b, d, k) = (&m[..len], &b[..len], &mut d[..len], &mut k[..len]);
+    for j in 0..len {
+        let x = m[j].f32() - b[j].f32();
+        d[j] = x;
+        k[j] = keep(j, x);
+    }
+}
+
 /// Cache-sized blocks; see [`Gta::block_len`].
 const BLOCK: usize = 16 * 1024;
 
@@ -1110,15 +1207,24 @@ mod tests {
         let f = |v: &[u16]| -> Vec<f32> { v.iter().map(|h| h.f32()).collect() };
         let (base32, models32): (Vec<f32>, Vec<Vec<f32>>) =
             (f(&base), models.iter().map(|m| f(m)).collect());
-        for method in [Method::Ties, Method::TaskArithmetic] {
-            let tp = params(1.1, (0..n).map(|i| (0.2 + 0.3 * i as f64, 0.25)));
+        // DARE and a rescaled TIES also take their L1 pass from bf16.
+        for (method, rescale) in [
+            (Method::Ties, false),
+            (Method::TaskArithmetic, false),
+            (Method::DareTies, true),
+            (Method::Ties, true),
+        ] {
+            let mut tp = params(1.1, (0..n).map(|i| (0.2 + 0.3 * i as f64, 0.25)));
+            tp.global
+                .set("rescale", crate::merge::ParamValue::Bool(rescale));
             let p = crate::merge::util::Params { method, p: &tp };
             let refs32: Vec<&[f32]> = models32.iter().map(Vec::as_slice).collect();
-            let mut k = Gta::new(method, &p, numel, n).expect("kernel");
-            let want = merge_slices(&mut k, Some(&base32), &refs32, 1000, 1 << 16);
+            let mut one = Gta::new(method, &p, numel, n).expect("kernel");
+            let want = merge_slices(&mut one, Some(&base32), &refs32, 1000, 1 << 16);
 
             let mut k = Gta::new(method, &p, numel, n).expect("kernel");
-            let step = 1 << 16;
+            // Whole rows, as `merge_slices` chunks.
+            let step = 65_000;
             let chunk = |start: usize, end: usize, ms: &mut Vec<Vec<u16>>| {
                 ms.clear();
                 ms.extend(models.iter().map(|m| m[start..end].to_vec()));
@@ -1127,6 +1233,7 @@ mod tests {
             // Sampled as the engine does, so the bracketed selection (and
             // its bf16 compaction) runs.
             assert_eq!(k.wants_sample(), method == Method::Ties);
+            assert_eq!(k.wants_pass(), method == Method::Ties || rescale);
             if k.wants_sample() {
                 let ranges = crate::merge::sample_ranges(numel);
                 let pick = |v: &[f32]| -> Vec<f32> {
@@ -1162,7 +1269,12 @@ mod tests {
                 }
                 k.end_pass();
             }
-            assert!(k.takes_bf16());
+            for (a, b) in k.models.iter().zip(&one.models) {
+                assert_eq!(a.l1_before.to_bits(), b.l1_before.to_bits(), "{method:?}");
+                assert_eq!(a.l1_after.to_bits(), b.l1_after.to_bits(), "{method:?}");
+            }
+            // The merge takes bf16 where its fused loop runs.
+            assert_eq!(k.takes_bf16(), !rescale);
             let mut got = vec![0f32; numel];
             let mut start = 0;
             while start < numel {
@@ -1183,7 +1295,7 @@ mod tests {
                 .iter()
                 .zip(&want)
                 .all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same, "{method:?}");
+            assert!(same, "{method:?} rescale {rescale}");
         }
     }
 
