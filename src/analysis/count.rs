@@ -190,18 +190,33 @@ fn add_rules_body<E: Lane>(
                 &mut scratch.votes[at],
             );
             let sw = (r.scale, r.weight);
-            match r.keep {
-                Keep::Trim(bd) => {
+            match (r.keep, with_raw) {
+                (Keep::Trim(bd), raw) => {
                     // The split, if it falls in this step, cuts it in two
                     // runs with one threshold each.
                     let s = bd.split.clamp(g, g + l) - g;
                     let (r0, r1) = out.0.split_at_mut(s);
                     let (k0, k1) = out.1.split_at_mut(s);
                     let (v0, v1) = out.2.split_at_mut(s);
-                    fill_trim(&m[..s], &b[..s], bd.before, sw, (r0, k0, v0));
-                    fill_trim(&m[s..], &b[s..], bd.after, sw, (r1, k1, v1));
+                    let (t0, t1) = (bd.before, bd.after);
+                    let (m0, b0, m1, b1) = (&m[..s], &b[..s], &m[s..], &b[s..]);
+                    if raw {
+                        fill::<E, true>(m0, b0, |_, d| trim(d, t0), sw, (r0, k0, v0));
+                        fill::<E, true>(m1, b1, |_, d| trim(d, t1), sw, (r1, k1, v1));
+                    } else {
+                        fill::<E, false>(m0, b0, |_, d| trim(d, t0), sw, (r0, k0, v0));
+                        fill::<E, false>(m1, b1, |_, d| trim(d, t1), sw, (r1, k1, v1));
+                    }
                 }
-                Keep::Draw { p, stream } => fill_draw(m, b, start + g, p, &stream, sw, out),
+                (Keep::Draw { p, stream }, raw) => {
+                    let at = start + g;
+                    let keep = |j: usize, d: f32| draw(d, &stream, at + j, p);
+                    if raw {
+                        fill::<E, true>(m, b, keep, sw, out);
+                    } else {
+                        fill::<E, false>(m, b, keep, sw, out);
+                    }
+                }
             }
         }
         add_step(
@@ -220,66 +235,25 @@ fn add_rules_body<E: Lane>(
     }
 }
 
-/// One model's task vector, kept entries and votes for a run trimmed at
-/// `th`.
+/// One model's task vector (with `RAW`), kept entries (as `keep` leaves
+/// each, given its index in the run) and votes for a run of a step.
 #[inline(always)]
-fn fill_trim<E: Lane>(
+fn fill<E: Lane, const RAW: bool>(
     m: &[E],
     b: &[E],
-    th: u32,
+    keep: impl Fn(usize, f32) -> f32,
     (s, w): (f32, f32),
     (raw, kept, votes): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
-    let len = m
-        .len()
-        .min(b.len())
-        .min(raw.len())
-        .min(kept.len())
-        .min(votes.len());
-    let (m, b, raw, kept, votes) = (
-        &m[..len],
-        &b[..len],
-        &mut raw[..len],
-        &mut kept[..len],
-        &mut votes[..len],
-    );
+    let len = m.len().min(b.len()).min(kept.len()).min(votes.len());
+    let raw = if RAW { &mut raw[..len] } else { &mut raw[..0] };
+    let (m, b, kept, votes) = (&m[..len], &b[..len], &mut kept[..len], &mut votes[..len]);
     for j in 0..len {
         let d = m[j].f32() - b[j].f32();
-        raw[j] = d;
-        let k = trim(d, th);
-        kept[j] = k;
-        votes[j] = weigh(k, s, w);
-    }
-}
-
-/// [`fill_trim`] for DARE's draws; `start` is the run's first flat index.
-#[inline(always)]
-fn fill_draw<E: Lane>(
-    m: &[E],
-    b: &[E],
-    start: usize,
-    p: f32,
-    stream: &crate::merge::rng::Stream,
-    (s, w): (f32, f32),
-    (raw, kept, votes): (&mut [f32], &mut [f32], &mut [f32]),
-) {
-    let len = m
-        .len()
-        .min(b.len())
-        .min(raw.len())
-        .min(kept.len())
-        .min(votes.len());
-    let (m, b, raw, kept, votes) = (
-        &m[..len],
-        &b[..len],
-        &mut raw[..len],
-        &mut kept[..len],
-        &mut votes[..len],
-    );
-    for j in 0..len {
-        let d = m[j].f32() - b[j].f32();
-        raw[j] = d;
-        let k = draw(d, stream, start + j, p);
+        if RAW {
+            raw[j] = d;
+        }
+        let k = keep(j, d);
         kept[j] = k;
         votes[j] = weigh(k, s, w);
     }
