@@ -113,7 +113,6 @@ fn add_step(s: Step, with_raw: bool, st: &mut Stats) {
 /// error stays near 1e-6, plenty for norms and cosines on screen).
 #[inline(always)]
 fn lane_dot(a: &[f32], b: &[f32]) -> f64 {
-    const L: usize = 16;
     let mut acc = [0f32; L];
     let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
     let (ra, rb) = (ca.remainder(), cb.remainder());
@@ -122,11 +121,20 @@ fn lane_dot(a: &[f32], b: &[f32]) -> f64 {
             acc[k] += x[k] * y[k];
         }
     }
-    let mut s: f64 = acc.iter().map(|&v| f64::from(v)).sum();
+    let mut s = lanes_f64(&acc);
     for (x, y) in ra.iter().zip(rb) {
         s += f64::from(x * y);
     }
     s
+}
+
+/// Lanes of [`lane_dot`]'s sums.
+const L: usize = 16;
+
+/// [`lane_dot`]'s lanes summed in f64, in order.
+#[inline(always)]
+fn lanes_f64(acc: &[f32; L]) -> f64 {
+    acc.iter().map(|&v| f64::from(v)).sum()
 }
 
 /// Most models [`add_rules`] takes.
@@ -142,12 +150,13 @@ pub(super) struct Scratch {
 }
 
 /// [`add_chunk`] for one piece whose parts the kernel gave as rules
-/// ([`crate::merge::Kernel::rules`]): each L1-sized step's task vectors,
-/// kept entries and votes are formed with the merge's own functions
-/// ([`trim`], [`draw`], [`weigh`]) in L1-resident scratch and counted by
-/// the step [`add_chunk`] runs, so the sums are the same bits. `models`
-/// and `base` are the piece's inputs, `start` its first flat index; at
-/// most [`RULES_MAX`] models.
+/// ([`crate::merge::Kernel::rules`]), with the merge's own functions
+/// ([`trim`], [`draw`], [`weigh`]) and the sums [`add_chunk`] takes on the
+/// same parts written out, so the same bits. `models` and `base` are the
+/// piece's inputs, `start` its first flat index; at most [`RULES_MAX`]
+/// models. Up to [`FUSED_MAX`] models whose rules are all trims or all
+/// draws go through one loop in registers ([`fused`]), the others through
+/// L1-sized scratch.
 pub(super) fn add_rules<E: Lane>(
     models: &[&[E]],
     base: &[E],
@@ -157,9 +166,244 @@ pub(super) fn add_rules<E: Lane>(
     scratch: &mut Scratch,
     st: &mut Stats,
 ) {
+    let n = st.n();
+    let trims = rules
+        .iter()
+        .take(n)
+        .all(|r| matches!(r.keep, Keep::Trim(_)));
+    let draws = rules
+        .iter()
+        .take(n)
+        .all(|r| matches!(r.keep, Keep::Draw { .. }));
+    if (trims || draws) && (1..=FUSED_MAX).contains(&n) && models.len() >= n && rules.len() >= n {
+        macro_rules! go {
+            ($n:literal) => {{
+                let a = Fused::<E, $n>::new(models, base, start, rules);
+                match (draws, with_raw) {
+                    (false, false) => crate::simd::dispatch!(fused::<E, $n, false, false>(&a, st)),
+                    (false, true) => crate::simd::dispatch!(fused::<E, $n, false, true>(&a, st)),
+                    (true, false) => crate::simd::dispatch!(fused::<E, $n, true, false>(&a, st)),
+                    (true, true) => crate::simd::dispatch!(fused::<E, $n, true, true>(&a, st)),
+                }
+            }};
+        }
+        match n {
+            1 => go!(1),
+            2 => go!(2),
+            3 => go!(3),
+            _ => go!(4),
+        }
+        return;
+    }
     crate::simd::dispatch!(add_rules_body(
         models, base, start, rules, with_raw, scratch, st
     ));
+}
+
+/// Most models [`fused`] takes (one compiled loop per count; more go
+/// through L1-sized scratch).
+const FUSED_MAX: usize = 4;
+
+/// Pairs of models (`i <= j`) of [`FUSED_MAX`] models.
+const PAIRS: usize = FUSED_MAX * (FUSED_MAX + 1) / 2;
+
+/// The inputs of [`fused`]: a piece of `N` models, all trimmed or all
+/// drawn.
+struct Fused<'a, E, const N: usize> {
+    models: [&'a [E]; N],
+    base: &'a [E],
+    start: usize,
+    /// Trims: the split (piece-relative, at most the piece's length) and
+    /// the thresholds before and after it.
+    trims: [(u32, u32, u32); N],
+    /// Draws: `p` and the stream.
+    draws: [(f32, crate::merge::rng::Stream); N],
+    /// Rescale factor and weight.
+    sw: [(f32, f32); N],
+}
+
+impl<'a, E: Lane, const N: usize> Fused<'a, E, N> {
+    /// `base` at most `u32::MAX` long (a piece is).
+    fn new(models: &[&'a [E]], base: &'a [E], start: usize, rules: &[Rule]) -> Self {
+        let len = base.len();
+        let none = crate::merge::rng::Stream::new(0, "", 0);
+        Fused {
+            models: std::array::from_fn(|i| &models[i][..len]),
+            base,
+            start,
+            trims: std::array::from_fn(|i| match rules[i].keep {
+                Keep::Trim(b) => (b.split.min(len) as u32, b.before, b.after),
+                Keep::Draw { .. } => (0, 0, 0),
+            }),
+            draws: std::array::from_fn(|i| match rules[i].keep {
+                Keep::Draw { p, stream } => (p, stream),
+                Keep::Trim(_) => (0.0, none),
+            }),
+            sw: std::array::from_fn(|i| (rules[i].scale, rules[i].weight)),
+        }
+    }
+
+    /// Model `i`'s entry `j` of the piece (task-vector value `d`), kept.
+    #[inline(always)]
+    fn kept<const DRAW: bool>(&self, i: usize, d: f32, j: usize) -> f32 {
+        if DRAW {
+            let (p, s) = &self.draws[i];
+            draw(d, s, self.start + j, *p)
+        } else {
+            let (split, before, after) = self.trims[i];
+            // A blend, not a branch or a table lookup.
+            let past = u32::from(j as u32 >= split).wrapping_neg();
+            trim(d, (before & !past) | (after & past))
+        }
+    }
+}
+
+/// [`add_rules`] for `N` models whose rules are all trims or all draws:
+/// each step's entries sixteen at a time, every model's task vector, kept
+/// entry and vote a sixteen-lane value in registers, summed as
+/// [`add_step`] sums them written out (the same f32 lanes as
+/// [`lane_dot`], its remainder in f64, the same vote), so the same bits.
+#[inline(always)]
+fn fused<E: Lane, const N: usize, const DRAW: bool, const RAW: bool>(
+    a: &Fused<E, N>,
+    st: &mut Stats,
+) {
+    let len = a.base.len();
+    let mut g = 0;
+    while g < len {
+        let l = SUB.min(len - g);
+        let full = l / L * L;
+        let mut energy = [[0f32; L]; N];
+        let mut dots = [[0f32; L]; PAIRS];
+        let mut kept = [[0u32; L]; N];
+        let mut nonzero = [[0u32; L]; N];
+        // Per lane, how many entries had `k` agreeing votes: `k < 4` in
+        // the byte `k` (at most 64 a step), 4 on its own.
+        let mut agree = [0u32; L];
+        let mut agree4 = [0u32; L];
+        let mut conflicts = [0u32; L];
+        let mut q = g;
+        while q < g + full {
+            let b = &a.base[q..q + L];
+            let mut d = [[0f32; L]; N];
+            let mut x = [[0f32; L]; N];
+            for i in 0..N {
+                let m = &a.models[i][q..q + L];
+                let (sc, w) = a.sw[i];
+                let (e, c, xi, di) = (&mut energy[i], &mut kept[i], &mut x[i], &mut d[i]);
+                for j in 0..L {
+                    let dv = m[j].f32() - b[j].f32();
+                    di[j] = dv;
+                    let kv = a.kept::<DRAW>(i, dv, q + j);
+                    e[j] += kv * kv;
+                    c[j] += u32::from(kv != 0.0);
+                    xi[j] = weigh(kv, sc, w);
+                    if RAW {
+                        nonzero[i][j] += u32::from(dv != 0.0);
+                    }
+                }
+            }
+            if RAW {
+                let mut p = 0;
+                for i in 0..N {
+                    for k in i..N {
+                        for j in 0..L {
+                            dots[p][j] += d[i][j] * d[k][j];
+                        }
+                        p += 1;
+                    }
+                }
+            }
+            let mut sum = [0f32; L];
+            let mut pos = [0u32; L];
+            let mut neg = [0u32; L];
+            for xi in &x {
+                for j in 0..L {
+                    sum[j] += xi[j];
+                    pos[j] += u32::from(xi[j] > 0.0);
+                    neg[j] += u32::from(xi[j] != 0.0) - u32::from(xi[j] > 0.0);
+                }
+            }
+            for j in 0..L {
+                let (v, c) = vote(sum[j], pos[j], neg[j]);
+                agree[j] += (1u32 << ((v & 3) << 3)) & u32::from(v < 4).wrapping_neg();
+                if N >= 4 {
+                    agree4[j] += u32::from(v == 4);
+                }
+                conflicts[j] += c;
+            }
+            q += L;
+        }
+        // The step's sums: the lanes in f64, then the rest one by one.
+        let mut e64 = [0f64; N];
+        let mut d64 = [0f64; PAIRS];
+        for i in 0..N {
+            e64[i] = lanes_f64(&energy[i]);
+        }
+        if RAW {
+            for (v, lanes) in d64.iter_mut().zip(&dots) {
+                *v = lanes_f64(lanes);
+            }
+        }
+        let mut rest_kept = [0u32; N];
+        let mut rest_nonzero = [0u32; N];
+        for q in g + full..g + l {
+            let mut d = [0f32; N];
+            for i in 0..N {
+                d[i] = a.models[i][q].f32() - a.base[q].f32();
+                rest_nonzero[i] += u32::from(d[i] != 0.0);
+            }
+            if RAW {
+                let mut p = 0;
+                for i in 0..N {
+                    for k in i..N {
+                        d64[p] += f64::from(d[i] * d[k]);
+                        p += 1;
+                    }
+                }
+            }
+            let (mut sum, mut pos, mut neg) = (0f32, 0u32, 0u32);
+            for i in 0..N {
+                let k = a.kept::<DRAW>(i, d[i], q);
+                e64[i] += f64::from(k * k);
+                rest_kept[i] += u32::from(k != 0.0);
+                let xi = weigh(k, a.sw[i].0, a.sw[i].1);
+                sum += xi;
+                pos += u32::from(xi > 0.0);
+                neg += u32::from(xi != 0.0) - u32::from(xi > 0.0);
+            }
+            let (v, c) = vote(sum, pos, neg);
+            st.agree[v as usize] += 1;
+            st.conflicts += u64::from(c);
+        }
+        let total = |v: &[u32; L]| u64::from(v.iter().sum::<u32>());
+        let mut p = 0;
+        for i in 0..N {
+            if RAW {
+                for k in i..N {
+                    st.dots[i][k] += d64[p];
+                    if i != k {
+                        st.dots[k][i] += d64[p];
+                    }
+                    p += 1;
+                }
+                st.nonzero[i] += total(&nonzero[i]) + u64::from(rest_nonzero[i]);
+            }
+            st.kept[i] += total(&kept[i]) + u64::from(rest_kept[i]);
+            st.kept_energy[i] += e64[i];
+        }
+        for (k, a) in st.agree.iter_mut().enumerate().take(N + 1).take(4) {
+            *a += agree
+                .iter()
+                .map(|&v| u64::from((v >> (8 * k)) & 0xff))
+                .sum::<u64>();
+        }
+        if N >= 4 {
+            st.agree[4] += total(&agree4);
+        }
+        st.conflicts += total(&conflicts);
+        g += l;
+    }
 }
 
 #[inline(always)]
@@ -357,6 +601,110 @@ mod tests {
             want[agreeing] = 1;
             assert_eq!(st.agree, want, "{vote:?}");
             assert_eq!(st.conflicts, 1);
+        }
+    }
+
+    /// The rules' counting (one loop in registers for up to four models,
+    /// L1 scratch past that) gives the bits `add_chunk` gives on the same
+    /// parts written out with the merge's functions: every model count,
+    /// trims split inside a step, draws, kept-whole and dropped models,
+    /// lengths that leave a remainder, with and without the raw sums.
+    #[test]
+    fn rules_count_as_written_out_parts() {
+        use crate::merge::{rng::Stream, Bounds};
+        let mut s = 9u64;
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (s >> 33) as u32
+        };
+        for n in 1..=5 {
+            for len in [1, 17, 1024, 2500, 16_384 + 7] {
+                // bf16 patterns over a wide range of magnitudes (f64 sums
+                // that depend on their order), models a few units in the
+                // last place away (ties at any cut-off).
+                let base: Vec<u16> = (0..len)
+                    .map(|_| (((0x38 + next() % 24) << 8) | (next() & 0x80ff)) as u16)
+                    .collect();
+                let models: Vec<Vec<u16>> = (0..n)
+                    .map(|_| base.iter().map(|&b| b ^ (next() % 16) as u16).collect())
+                    .collect();
+                let refs: Vec<&[u16]> = models.iter().map(Vec::as_slice).collect();
+                let start = 12_345;
+                let trim_of = |i: usize| Bounds {
+                    split: [0, len / 3, len, 1030, len / 2][i % 5],
+                    before: 0x3b00_0000 + (i as u32) * 0x8_0000,
+                    after: 0x3b00_0001 + (i as u32) * 0x8_0000,
+                };
+                let sets: Vec<Vec<Keep>> = vec![
+                    (0..n).map(|i| Keep::Trim(trim_of(i))).collect(),
+                    (0..n)
+                        .map(|i| Keep::Draw {
+                            p: 0.2 + 0.15 * i as f32,
+                            stream: Stream::new(3, "t", i),
+                        })
+                        .collect(),
+                    // Draws beside a model kept whole and one dropped.
+                    (0..n)
+                        .map(|i| match i {
+                            0 => Keep::Trim(Bounds {
+                                split: len,
+                                before: 0,
+                                after: 0,
+                            }),
+                            1 => Keep::Trim(Bounds {
+                                split: 0,
+                                before: u32::MAX,
+                                after: u32::MAX,
+                            }),
+                            _ => Keep::Draw {
+                                p: 0.5,
+                                stream: Stream::new(4, "t", i),
+                            },
+                        })
+                        .collect(),
+                ];
+                for keeps in sets {
+                    let rules: Vec<Rule> = keeps
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &keep)| Rule {
+                            keep,
+                            scale: [1.0, 1.25, 0.5, 3.0, 1.0][i],
+                            weight: [1.0, -0.5, 2.0, 0.75, 1.5][i],
+                            tied: 0,
+                        })
+                        .collect();
+                    // The parts written out.
+                    let mut p = Parts::default();
+                    p.reset(n, len);
+                    let mut raw = vec![0f32; n * len];
+                    for i in 0..n {
+                        for j in 0..len {
+                            let d = refs[i][j].f32() - base[j].f32();
+                            let k = rules[i].keep.kept(d, j, start + j);
+                            raw[i * len + j] = d;
+                            p.kept[i * len + j] = k;
+                            p.weighted[i * len + j] = weigh(k, rules[i].scale, rules[i].weight);
+                        }
+                    }
+                    for with_raw in [false, true] {
+                        let mut want = Stats::new(n);
+                        add_chunk(&raw, &p, with_raw, &mut want);
+                        let mut got = Stats::new(n);
+                        let mut scratch = Scratch::default();
+                        add_rules(
+                            &refs,
+                            &base,
+                            start,
+                            &rules,
+                            with_raw,
+                            &mut scratch,
+                            &mut got,
+                        );
+                        assert_eq!(got, want, "n={n} len={len} {keeps:?} raw={with_raw}");
+                    }
+                }
+            }
         }
     }
 

@@ -1017,12 +1017,13 @@ pub fn draw(d: f32, stream: &Stream, index: usize, p: f32) -> f32 {
     f32::from_bits(d.to_bits() & keep)
 }
 
-/// A kept entry as the general path combines it: rescaled (unless the
-/// factor is 1) and weighted.
+/// A kept entry as the merge combines it: rescaled, then weighted. (A
+/// kept entry is a difference or zero, never a signalling NaN, so a
+/// factor of 1 leaves its bits alone: the general path used to skip that
+/// multiply, with the same results, and the fused loop never did.)
 #[inline(always)]
 pub fn weigh(kept: f32, scale: f32, weight: f32) -> f32 {
-    let x = if scale != 1.0 { kept * scale } else { kept };
-    x * weight
+    kept * scale * weight
 }
 
 impl Gta {
