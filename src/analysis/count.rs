@@ -1,7 +1,11 @@
-//! Turning one chunk's [`Parts`] into counts and sums.
+//! Turning one chunk's [`Parts`] (or [`Rule`]s) into counts and sums.
 //!
 //! Everything here is arithmetic over what the method's kernel handed out:
-//! which entries it keeps, and what it combines. The sign rule is the
+//! which entries it keeps, and what it combines. Parts written out are
+//! counted one L1-sized step at a time; rules are applied entry by entry
+//! with the merge's functions and counted by the same step (or, for up to
+//! four models, in one loop in registers that takes the same sums in the
+//! same order), so both give the same bits. The sign rule is the
 //! merge's: an entry agrees with the elected sign when it is `> 0` and the
 //! sum is `>= 0`, or `< 0` and the sum is `< 0` (a zero sum counts as `+`;
 //! zeros agree with nothing and oppose nothing; a NaN agrees with nothing

@@ -9,7 +9,8 @@
 //! tensor is streamed through the merge kernel the engine would run (same
 //! parameters, seed, tensor name and model order, so the same masks, DARE
 //! draws included), and the kernel hands out each model's part
-//! ([`crate::merge::Kernel::parts`]) where a merge would combine them.
+//! ([`crate::merge::Kernel::parts`], or the rules that make it,
+//! [`crate::merge::Kernel::rules`]) where a merge would combine them.
 //! Methods that trim nothing describe the raw task vectors.
 //!
 //! What the fields mean, per [`Selection`]:

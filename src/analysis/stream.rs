@@ -1,10 +1,21 @@
 //! One tensor's statistics, streamed from the files the way the engine
 //! merges it: the method's own kernel over chunks of whole rows (bf16 bit
 //! patterns straight from the files where the kernel takes them), its
-//! sample and statistics passes, then a last pass where the kernel hands
-//! out each model's part ([`Kernel::parts`]) instead of merging, and the
-//! parts are counted. Memory is a few chunk buffers per call, whatever
-//! the tensor's size.
+//! sample and statistics passes, then a last sweep where the kernel hands
+//! out each model's part of every chunk instead of merging, and the parts
+//! are counted: as rules ([`Kernel::rules`], a trim's bounds or DARE's
+//! draw) that the count applies entry by entry with the merge's own
+//! functions, or written out ([`Kernel::parts`]) for the other methods.
+//!
+//! Every sweep takes two workers where the kernel can be copied
+//! ([`Kernel::back`]): one from the first chunk on, one from the last back,
+//! until they meet (the second only when a worker is idle). Each piece of
+//! a chunk is counted on its own and the sums are added in index order, so
+//! the figures are the same bits whichever worker counted what, and the
+//! same as one worker's in order (the tests compare every way).
+//!
+//! Memory is a few chunk buffers per worker, whatever the tensor's size
+//! (small tensors are read once and held for all their sweeps).
 
 use super::{count, AnalysisError, RawSums, Result, Stats};
 use crate::engine::chunk_step;
