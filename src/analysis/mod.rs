@@ -9,7 +9,8 @@
 //! tensor is streamed through the merge kernel the engine would run (same
 //! parameters, seed, tensor name and model order, so the same masks, DARE
 //! draws included), and the kernel hands out each model's part
-//! ([`crate::merge::Kernel::parts`]) where a merge would combine them.
+//! ([`crate::merge::Kernel::parts`], or the rules that make it,
+//! [`crate::merge::Kernel::rules`]) where a merge would combine them.
 //! Methods that trim nothing describe the raw task vectors.
 //!
 //! What the fields mean, per [`Selection`]:
@@ -226,6 +227,21 @@ impl Stats {
         self.finish();
     }
 
+    /// Add the counts and raw sums of a part of this tensor (a chunk, the
+    /// same `n`), without deriving anything. The analysis adds its chunks'
+    /// sums in index order, so the totals do not depend on who counted
+    /// which chunk.
+    fn add_sums(&mut self, o: &Stats) {
+        self.conflicts += o.conflicts;
+        add(&mut self.agree, &o.agree);
+        add(&mut self.kept, &o.kept);
+        add(&mut self.nonzero, &o.nonzero);
+        addf(&mut self.kept_energy, &o.kept_energy);
+        for (ra, rb) in self.dots.iter_mut().zip(&o.dots) {
+            addf(ra, rb);
+        }
+    }
+
     /// Derive norms, cosines, energy shares and weights from the raw sums.
     fn finish(&mut self) {
         let n = self.n();
@@ -437,8 +453,9 @@ impl Analyzer {
             .with_max_len(1)
             .map(|&(name, key, params, _)| {
                 let sums = raw.get(&raw_key(inputs, name));
-                let r = stream::Source::new(reference, &inputs.models, name)
-                    .and_then(|src| stream::tensor_stats(src, method, params, sums, cancel));
+                let r = stream::Source::new(reference, &inputs.models, name).and_then(|src| {
+                    stream::tensor_stats(src, method, params, sums, cancel, stream::FAST)
+                });
                 (name, key, r)
             })
             .collect();
@@ -490,6 +507,7 @@ impl Analyzer {
                                     &tensors_params(tensors, key),
                                     None,
                                     cancel,
+                                    stream::FAST,
                                 )
                             });
                         match r {

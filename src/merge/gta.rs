@@ -29,7 +29,7 @@
 use super::rng::Stream;
 use super::select::{keep_count, Bounds, TopK};
 use super::util::{delta_into, l1, Params};
-use super::{Chunk, Kernel, Lane, MergeError, Method, Parts, Vote};
+use super::{Chunk, Keep, Kernel, Lane, MergeError, Method, Parts, Rule, Vote};
 
 /// How one model's task vector is sparsified.
 enum Sparse {
@@ -79,6 +79,52 @@ struct ModelState {
     scale: f32,
     l1_before: f64,
     l1_after: f64,
+    /// In a copy for the other end ([`Kernel::back`]): each block's L1
+    /// sums `(start, before, after)`, which [`Kernel::join_back`] adds in
+    /// index order, so the totals are the bits a sweep in order gives.
+    l1_blocks: Option<Vec<(usize, f64, f64)>>,
+}
+
+impl Sparse {
+    /// See [`Kernel::back`].
+    fn back(&mut self) -> Sparse {
+        match self {
+            Sparse::Keep => Sparse::Keep,
+            Sparse::Zero => Sparse::Zero,
+            Sparse::Magnitude(t) => Sparse::Magnitude(t.back()),
+            Sparse::Outliers { upper, outliers } => Sparse::Outliers {
+                upper: upper.back(),
+                outliers: outliers.back(),
+            },
+            Sparse::Random { p, stream } => Sparse::Random {
+                p: *p,
+                stream: *stream,
+            },
+            Sparse::Della { d, eps, stream } => Sparse::Della {
+                d: *d,
+                eps: *eps,
+                stream: *stream,
+            },
+        }
+    }
+
+    /// See [`Kernel::join_back`].
+    fn join(&mut self, back: Sparse) {
+        match (self, back) {
+            (Sparse::Magnitude(a), Sparse::Magnitude(b)) => a.join(b),
+            (
+                Sparse::Outliers { upper, outliers },
+                Sparse::Outliers {
+                    upper: bu,
+                    outliers: bo,
+                },
+            ) => {
+                upper.join(bu);
+                outliers.join(bo);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Per-chunk working memory, reused across chunks (O(chunk)).
@@ -140,12 +186,17 @@ pub struct Gta {
     l1_done: bool,
     pass: Pass,
     tmp: Vec<f32>,
+    /// A block's kept entries (bf16 L1 passes).
+    kept: Vec<f32>,
     div: Vec<f32>,
     sum: Vec<f32>,
     scratch: Scratch,
     /// Whether [`Gta::apply_fused`] may run (tests turn it off to check it
     /// against the general path).
     fused: bool,
+    /// A copy for the other end ([`Kernel::back`]): the blocks of a chunk
+    /// go from the last back too, as its selectors expect.
+    backwards: bool,
 }
 
 impl Gta {
@@ -226,6 +277,7 @@ impl Gta {
                 scale: 1.0,
                 l1_before: 0.0,
                 l1_after: 0.0,
+                l1_blocks: None,
             });
         }
         let need_l1 = rescale
@@ -241,10 +293,12 @@ impl Gta {
             l1_done: false,
             pass: Pass::Select,
             tmp: Vec::new(),
+            kept: Vec::new(),
             div: Vec::new(),
             sum: Vec::new(),
             scratch: Scratch::default(),
             fused: true,
+            backwards: false,
         })
     }
 
@@ -277,7 +331,7 @@ fn sparsify(st: &mut ModelState, vals: &mut [f32], start: usize, row_len: usize,
         Sparse::Random { p, stream } => {
             let p = *p;
             for (j, v) in vals.iter_mut().enumerate() {
-                *v = if stream.keep(start + j, p) { *v } else { 0.0 };
+                *v = draw(*v, stream, start + j, p);
             }
         }
         Sparse::Della { d, eps, stream } => della_mask(vals, start, row_len, *d, *eps, stream, sc),
@@ -365,10 +419,32 @@ impl Kernel for Gta {
             })
     }
     fn takes_bf16(&self) -> bool {
-        self.fused && self.fusable() && !self.need_l1
+        if !self.fused {
+            return false;
+        }
+        if !self.wants_pass() {
+            // The merge: the fused loop.
+            return self.fusable() && !self.need_l1;
+        }
+        // A pass: selections decided entry by entry (the selection pass
+        // only counts the magnitude trims' task vectors).
+        self.models.iter().all(|m| {
+            matches!(
+                m.sparse,
+                Sparse::Keep | Sparse::Zero | Sparse::Magnitude(_) | Sparse::Random { .. }
+            )
+        })
     }
     fn observe_bf16(&mut self, chunk: &Chunk<u16>) {
         let len = chunk.len();
+        if self.pass == Pass::L1 {
+            if self.backwards {
+                for_blocks_back(chunk, BLOCK, |c| self.l1_block(c));
+            } else {
+                for_blocks(chunk, BLOCK, |c| self.l1_block(c));
+            }
+            return;
+        }
         for (st, m) in self.models.iter_mut().zip(chunk.models) {
             if let (Sparse::Magnitude(t), Some(b)) = (&mut st.sparse, chunk.base) {
                 t.observe_diff(&m[..len], &b[..len], &mut self.tmp);
@@ -433,6 +509,60 @@ impl Kernel for Gta {
         }
         true
     }
+    fn rules(&mut self, chunk: &Chunk, rules: &mut Vec<Rule>) -> bool {
+        self.rules_lanes(chunk, rules)
+    }
+    fn rules_bf16(&mut self, chunk: &Chunk<u16>, rules: &mut Vec<Rule>) -> bool {
+        self.rules_lanes(chunk, rules)
+    }
+    fn back(&mut self) -> Option<Box<dyn Kernel>> {
+        let models = self
+            .models
+            .iter_mut()
+            .map(|m| ModelState {
+                weight: m.weight,
+                sparse: m.sparse.back(),
+                scale: m.scale,
+                l1_before: 0.0,
+                l1_after: 0.0,
+                l1_blocks: Some(Vec::new()),
+            })
+            .collect();
+        Some(Box::new(Gta {
+            models,
+            consensus: self.consensus,
+            normalize: self.normalize,
+            lambda: self.lambda,
+            need_l1: self.need_l1,
+            l1_done: self.l1_done,
+            pass: self.pass,
+            tmp: Vec::new(),
+            kept: Vec::new(),
+            div: Vec::new(),
+            sum: Vec::new(),
+            scratch: Scratch::default(),
+            fused: self.fused,
+            backwards: true,
+        }))
+    }
+    fn join_back(&mut self, back: Box<dyn Kernel>) {
+        let back: Box<dyn std::any::Any> = back;
+        let Ok(back) = back.downcast::<Gta>() else {
+            return;
+        };
+        for (a, b) in self.models.iter_mut().zip(back.models) {
+            a.sparse.join(b.sparse);
+            if let Some(mut blocks) = b.l1_blocks {
+                // The copy's blocks all follow this kernel's: in index
+                // order, they continue its sums as one sweep would.
+                blocks.sort_by_key(|x| x.0);
+                for (_, before, after) in blocks {
+                    a.l1_before += before;
+                    a.l1_after += after;
+                }
+            }
+        }
+    }
     fn begin_pass(&mut self) {
         self.pass = if self.selecting() {
             Pass::Select
@@ -442,7 +572,11 @@ impl Kernel for Gta {
     }
     fn observe(&mut self, chunk: &Chunk) {
         let block = self.block_len(chunk);
-        for_blocks(chunk, block, |c| self.observe_block(c));
+        if self.backwards {
+            for_blocks_back(chunk, block, |c| self.observe_block(c));
+        } else {
+            for_blocks(chunk, block, |c| self.observe_block(c));
+        }
     }
     fn apply(&mut self, chunk: &Chunk, out: &mut [f32]) {
         let block = self.block_len(chunk);
@@ -494,6 +628,47 @@ impl Gta {
         }
     }
 
+    /// One block of an L1 pass over bf16 inputs, for selections decided
+    /// entry by entry: each model's task vector and its selection formed
+    /// in one loop, then summed by [`l1`] as `observe_block` sums them.
+    fn l1_block(&mut self, chunk: &Chunk<u16>) {
+        let Some(base) = chunk.base else {
+            return;
+        };
+        let len = chunk.len();
+        let base = &base[..len];
+        let (d, k) = (&mut self.tmp, &mut self.kept);
+        d.resize(len, 0.0);
+        k.resize(len, 0.0);
+        for (st, m) in self.models.iter_mut().zip(chunk.models) {
+            let m = &m[..len];
+            match &mut st.sparse {
+                Sparse::Magnitude(t) => {
+                    let b = t.bounds_diff(len, m, base);
+                    let s = b.split.min(len);
+                    let (d0, d1) = d.split_at_mut(s);
+                    let (k0, k1) = k.split_at_mut(s);
+                    select_into(&m[..s], &base[..s], d0, k0, |_, x| trim(x, b.before));
+                    select_into(&m[s..], &base[s..], d1, k1, |_, x| trim(x, b.after));
+                }
+                Sparse::Random { p, stream } => {
+                    let (p, stream, start) = (*p, *stream, chunk.start);
+                    select_into(m, base, d, k, |j, x| draw(x, &stream, start + j, p));
+                }
+                Sparse::Zero => select_into(m, base, d, k, |_, _| 0.0),
+                _ => select_into(m, base, d, k, |_, x| x),
+            }
+            let (before, after) = (l1(&d[..len]), l1(&k[..len]));
+            match &mut st.l1_blocks {
+                Some(b) => b.push((chunk.start, before, after)),
+                None => {
+                    st.l1_before += before;
+                    st.l1_after += after;
+                }
+            }
+        }
+    }
+
     fn observe_block(&mut self, chunk: &Chunk) {
         let len = chunk.len();
         self.tmp.resize(len, 0.0);
@@ -518,7 +693,7 @@ impl Gta {
                     }
                 }
                 Pass::L1 => {
-                    st.l1_before += l1(&self.tmp[..len]);
+                    let before = l1(&self.tmp[..len]);
                     sparsify(
                         st,
                         &mut self.tmp[..len],
@@ -526,7 +701,14 @@ impl Gta {
                         chunk.row_len,
                         &mut self.scratch,
                     );
-                    st.l1_after += l1(&self.tmp[..len]);
+                    let after = l1(&self.tmp[..len]);
+                    match &mut st.l1_blocks {
+                        Some(b) => b.push((chunk.start, before, after)),
+                        None => {
+                            st.l1_before += before;
+                            st.l1_after += after;
+                        }
+                    }
                 }
             }
         }
@@ -548,10 +730,7 @@ impl Gta {
                 k[i * len..(i + 1) * len].copy_from_slice(buf);
             }
             let (s, w) = (st.scale, st.weight);
-            if s != 1.0 {
-                buf.iter_mut().for_each(|v| *v *= s);
-            }
-            buf.iter_mut().for_each(|v| *v *= w);
+            buf.iter_mut().for_each(|v| *v = weigh(*v, s, w));
         }
     }
 
@@ -787,8 +966,7 @@ fn combine_body<const N: usize, const CONSENSUS: bool, E: Lane>(f: &Fused<E>, ou
         let mut x = [0f32; N];
         for i in 0..N {
             let d = ms[i][j].f32() - b;
-            let keep = u32::from(d.to_bits() & 0x7fff_ffff >= th[i]).wrapping_neg();
-            x[i] = f32::from_bits(d.to_bits() & keep) * sc[i] * w[i];
+            x[i] = trim(d, th[i]) * sc[i] * w[i];
         }
         let mut v = 0f32;
         let den = if CONSENSUS {
@@ -822,6 +1000,122 @@ fn combine_body<const N: usize, const CONSENSUS: bool, E: Lane>(f: &Fused<E>, ou
     }
 }
 
+/// A magnitude trim of one entry: `d` when its magnitude bits are `th` or
+/// more, else +0 (a [`Bounds`] threshold: 0 keeps all, `u32::MAX` none).
+/// What `TopK`'s masks do, for loops that trim entry by entry.
+#[inline(always)]
+pub fn trim(d: f32, th: u32) -> f32 {
+    let keep = u32::from(d.to_bits() & 0x7fff_ffff >= th).wrapping_neg();
+    f32::from_bits(d.to_bits() & keep)
+}
+
+/// DARE's draw for the entry at flat index `index`: `d` when the stream's
+/// draw is under `p`, else +0.
+#[inline(always)]
+pub fn draw(d: f32, stream: &Stream, index: usize, p: f32) -> f32 {
+    let keep = u32::from(stream.keep(index, p)).wrapping_neg();
+    f32::from_bits(d.to_bits() & keep)
+}
+
+/// A kept entry as the merge combines it: rescaled, then weighted. (A
+/// kept entry is a difference or zero, never a signalling NaN, so a
+/// factor of 1 leaves its bits alone: the general path used to skip that
+/// multiply, with the same results, and the fused loop never did.)
+#[inline(always)]
+pub fn weigh(kept: f32, scale: f32, weight: f32) -> f32 {
+    kept * scale * weight
+}
+
+impl Gta {
+    /// See [`Kernel::rules`]: for selections decided entry by entry
+    /// (none, magnitude, DARE's draws).
+    fn rules_lanes<E: Lane>(&mut self, chunk: &Chunk<E>, rules: &mut Vec<Rule>) -> bool {
+        let n = self.models.len();
+        let Some(base) = chunk.base else {
+            return false;
+        };
+        let entrywise = self.models.iter().all(|m| {
+            matches!(
+                m.sparse,
+                Sparse::Keep | Sparse::Zero | Sparse::Magnitude(_) | Sparse::Random { .. }
+            )
+        });
+        if !entrywise || chunk.models.len() < n {
+            return false;
+        }
+        let len = chunk.len();
+        rules.clear();
+        for (st, m) in self.models.iter_mut().zip(chunk.models) {
+            let (keep, tied) = match &mut st.sparse {
+                Sparse::Magnitude(t) => (
+                    Keep::Trim(t.bounds_diff(len, &m[..len], &base[..len])),
+                    t.tied_at_cutoff(),
+                ),
+                Sparse::Random { p, stream } => (
+                    Keep::Draw {
+                        p: *p,
+                        stream: *stream,
+                    },
+                    0,
+                ),
+                Sparse::Zero => (
+                    Keep::Trim(Bounds {
+                        split: 0,
+                        before: u32::MAX,
+                        after: u32::MAX,
+                    }),
+                    0,
+                ),
+                _ => (
+                    Keep::Trim(Bounds {
+                        split: len,
+                        before: 0,
+                        after: 0,
+                    }),
+                    0,
+                ),
+            };
+            rules.push(Rule {
+                keep,
+                scale: st.scale,
+                weight: st.weight,
+                tied,
+            });
+        }
+        true
+    }
+}
+
+/// A task vector `m - b` into `d` and each entry as `keep` leaves it
+/// (given its index in the run) into `k`.
+#[inline(always)]
+fn select_into<E: Lane>(
+    m: &[E],
+    b: &[E],
+    d: &mut [f32],
+    k: &mut [f32],
+    keep: impl Fn(usize, f32) -> f32,
+) {
+    crate::simd::dispatch!(select_into_body(m, b, d, k, keep));
+}
+
+#[inline(always)]
+fn select_into_body<E: Lane>(
+    m: &[E],
+    b: &[E],
+    d: &mut [f32],
+    k: &mut [f32],
+    keep: impl Fn(usize, f32) -> f32,
+) {
+    let len = m.len().min(b.len()).min(d.len()).min(k.len());
+    let (m, b, d, k) = (&m[..len], &b[..len], &mut d[..len], &mut k[..len]);
+    for j in 0..len {
+        let x = m[j].f32() - b[j].f32();
+        d[j] = x;
+        k[j] = keep(j, x);
+    }
+}
+
 /// Cache-sized blocks; see [`Gta::block_len`].
 const BLOCK: usize = 16 * 1024;
 
@@ -842,6 +1136,25 @@ fn for_blocks<T>(chunk: &Chunk<T>, block: usize, mut f: impl FnMut(&Chunk<T>)) {
             models: &models,
         });
         at = end;
+    }
+}
+
+/// [`for_blocks`] from the last block back.
+fn for_blocks_back<T>(chunk: &Chunk<T>, block: usize, mut f: impl FnMut(&Chunk<T>)) {
+    let len = chunk.len();
+    let block = block.max(1);
+    let mut models: Vec<&[T]> = Vec::with_capacity(chunk.models.len());
+    for b in (0..len.div_ceil(block)).rev() {
+        let (at, end) = (b * block, ((b + 1) * block).min(len));
+        models.clear();
+        models.extend(chunk.models.iter().map(|m| &m[at..end]));
+        f(&Chunk {
+            start: chunk.start + at,
+            numel: chunk.numel,
+            row_len: chunk.row_len,
+            base: chunk.base.map(|b| &b[at..end]),
+            models: &models,
+        });
     }
 }
 
@@ -895,15 +1208,24 @@ mod tests {
         let f = |v: &[u16]| -> Vec<f32> { v.iter().map(|h| h.f32()).collect() };
         let (base32, models32): (Vec<f32>, Vec<Vec<f32>>) =
             (f(&base), models.iter().map(|m| f(m)).collect());
-        for method in [Method::Ties, Method::TaskArithmetic] {
-            let tp = params(1.1, (0..n).map(|i| (0.2 + 0.3 * i as f64, 0.25)));
+        // DARE and a rescaled TIES also take their L1 pass from bf16.
+        for (method, rescale) in [
+            (Method::Ties, false),
+            (Method::TaskArithmetic, false),
+            (Method::DareTies, true),
+            (Method::Ties, true),
+        ] {
+            let mut tp = params(1.1, (0..n).map(|i| (0.2 + 0.3 * i as f64, 0.25)));
+            tp.global
+                .set("rescale", crate::merge::ParamValue::Bool(rescale));
             let p = crate::merge::util::Params { method, p: &tp };
             let refs32: Vec<&[f32]> = models32.iter().map(Vec::as_slice).collect();
-            let mut k = Gta::new(method, &p, numel, n).expect("kernel");
-            let want = merge_slices(&mut k, Some(&base32), &refs32, 1000, 1 << 16);
+            let mut one = Gta::new(method, &p, numel, n).expect("kernel");
+            let want = merge_slices(&mut one, Some(&base32), &refs32, 1000, 1 << 16);
 
             let mut k = Gta::new(method, &p, numel, n).expect("kernel");
-            let step = 1 << 16;
+            // Whole rows, as `merge_slices` chunks.
+            let step = 65_000;
             let chunk = |start: usize, end: usize, ms: &mut Vec<Vec<u16>>| {
                 ms.clear();
                 ms.extend(models.iter().map(|m| m[start..end].to_vec()));
@@ -912,6 +1234,7 @@ mod tests {
             // Sampled as the engine does, so the bracketed selection (and
             // its bf16 compaction) runs.
             assert_eq!(k.wants_sample(), method == Method::Ties);
+            assert_eq!(k.wants_pass(), method == Method::Ties || rescale);
             if k.wants_sample() {
                 let ranges = crate::merge::sample_ranges(numel);
                 let pick = |v: &[f32]| -> Vec<f32> {
@@ -947,7 +1270,12 @@ mod tests {
                 }
                 k.end_pass();
             }
-            assert!(k.takes_bf16());
+            for (a, b) in k.models.iter().zip(&one.models) {
+                assert_eq!(a.l1_before.to_bits(), b.l1_before.to_bits(), "{method:?}");
+                assert_eq!(a.l1_after.to_bits(), b.l1_after.to_bits(), "{method:?}");
+            }
+            // The merge takes bf16 where its fused loop runs.
+            assert_eq!(k.takes_bf16(), !rescale);
             let mut got = vec![0f32; numel];
             let mut start = 0;
             while start < numel {
@@ -968,7 +1296,7 @@ mod tests {
                 .iter()
                 .zip(&want)
                 .all(|(x, y)| x.to_bits() == y.to_bits());
-            assert!(same, "{method:?}");
+            assert!(same, "{method:?} rescale {rescale}");
         }
     }
 
@@ -1007,6 +1335,134 @@ mod tests {
                 let (a, b) = (run(true), run(false));
                 let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
                 assert!(same, "{method:?} with {n} models");
+            }
+        }
+    }
+
+    /// Passes shared by two workers (this kernel from the first chunk on,
+    /// its [`Kernel::back`] copy from the last back, meeting anywhere)
+    /// leave the kernel as one sweep in order does: the same cut-offs and
+    /// L1 rescale factors, so the same merged bits. With heavy ties at the
+    /// cut-offs, and chunks of several blocks.
+    #[test]
+    fn passes_from_both_ends_merge_as_one_sweep() {
+        use crate::merge::{Chunk, Kernel};
+        let mut s = 13u64;
+        // Half on a coarse grid (ties at any cut-off), half continuous over
+        // a wide range (f64 sums that depend on their order).
+        let mut next = || {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+            if (s >> 20).is_multiple_of(2) {
+                ((s >> 33) % 17) as f32 * 0.25 - 2.0
+            } else {
+                let m = ((s >> 40) % (1 << 23)) as f32 / (1 << 23) as f32 + 1.0;
+                let e = ((s >> 25) % 24) as i32 - 20;
+                let v = m * 2f32.powi(e);
+                if (s >> 30).is_multiple_of(2) {
+                    v
+                } else {
+                    -v
+                }
+            }
+        };
+        let numel = (1 << 20) + 999;
+        let n = 3;
+        let base: Vec<f32> = (0..numel).map(|_| next() * 0.1).collect();
+        let models: Vec<Vec<f32>> = (0..n)
+            .map(|_| base.iter().map(|b| b + next()).collect())
+            .collect();
+        let refs: Vec<&[f32]> = models.iter().map(Vec::as_slice).collect();
+        // Whole 1000-long rows, as `merge_slices` chunks.
+        let step = 65_000;
+        let chunk = |start: usize| {
+            let end = (start + step).min(numel);
+            let ms: Vec<&[f32]> = refs.iter().map(|m| &m[start..end]).collect();
+            (end, ms)
+        };
+        for (method, rescale) in [
+            (Method::Ties, true),
+            (Method::DareTies, true),
+            (Method::BreadcrumbsTies, true),
+        ] {
+            let mut tp = params(1.0, (0..n).map(|i| (0.5 + i as f64, 0.3 + 0.2 * i as f64)));
+            tp.global
+                .set("rescale", crate::merge::ParamValue::Bool(rescale));
+            for m in &mut tp.models {
+                m.set("gamma", crate::merge::ParamValue::Float(0.05));
+            }
+            let p = crate::merge::util::Params { method, p: &tp };
+            let mut one = Gta::new(method, &p, numel, n).expect("kernel");
+            let want = merge_slices(&mut one, Some(&base), &refs, 1000, 1 << 16);
+            let count = numel.div_ceil(step);
+            for meet in [0, 3, count / 2, count] {
+                let mut k = Gta::new(method, &p, numel, n).expect("kernel");
+                if meet % 2 == 0 && k.wants_sample() {
+                    // Half the runs bracket their cut-offs from a sample.
+                    let ranges = crate::merge::sample_ranges(numel);
+                    let pick = |v: &[f32]| -> Vec<f32> {
+                        ranges.iter().flat_map(|r| v[r.clone()].to_vec()).collect()
+                    };
+                    let sm: Vec<Vec<f32>> = models.iter().map(|m| pick(m)).collect();
+                    let sr: Vec<&[f32]> = sm.iter().map(Vec::as_slice).collect();
+                    let sb = pick(&base);
+                    k.sample(&Chunk {
+                        start: 0,
+                        numel,
+                        row_len: 1000,
+                        base: Some(&sb),
+                        models: &sr,
+                    });
+                }
+                let starts: Vec<usize> = (0..numel).step_by(step).collect();
+                while k.wants_pass() {
+                    k.begin_pass();
+                    let mut b = k.back().expect("a copy");
+                    for &at in &starts[..meet] {
+                        let (end, ms) = chunk(at);
+                        k.observe(&Chunk {
+                            start: at,
+                            numel,
+                            row_len: 1000,
+                            base: Some(&base[at..end]),
+                            models: &ms,
+                        });
+                    }
+                    for &at in starts[meet..].iter().rev() {
+                        let (end, ms) = chunk(at);
+                        b.observe(&Chunk {
+                            start: at,
+                            numel,
+                            row_len: 1000,
+                            base: Some(&base[at..end]),
+                            models: &ms,
+                        });
+                    }
+                    k.join_back(b);
+                    k.end_pass();
+                }
+                let mut got = vec![0f32; numel];
+                for &at in &starts {
+                    let (end, ms) = chunk(at);
+                    let c = Chunk {
+                        start: at,
+                        numel,
+                        row_len: 1000,
+                        base: Some(&base[at..end]),
+                        models: &ms,
+                    };
+                    k.apply(&c, &mut got[at..end]);
+                }
+                let same = got
+                    .iter()
+                    .zip(&want)
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{method:?} meeting at chunk {meet}");
+                // The L1 sums themselves (the factor is rounded to f32,
+                // which hides most differences in their last bits).
+                for (a, b) in k.models.iter().zip(&one.models) {
+                    assert_eq!(a.l1_before.to_bits(), b.l1_before.to_bits(), "{method:?}");
+                    assert_eq!(a.l1_after.to_bits(), b.l1_after.to_bits(), "{method:?}");
+                }
             }
         }
     }

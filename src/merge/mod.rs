@@ -27,9 +27,10 @@ mod simple;
 mod sphere;
 mod util;
 
+pub use gta::{draw, trim, weigh};
 pub use method::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec, Selection};
 pub use params::{ParamMap, ParamValue, TensorParams};
-pub use select::TopK;
+pub use select::{Bounds, TopK};
 pub use util::dot;
 
 /// An input element as a kernel reads it: `f32`, or a bf16 bit pattern
@@ -87,7 +88,10 @@ impl<T> Chunk<'_, T> {
 }
 
 /// A method, instantiated for one tensor with its resolved parameters.
-pub trait Kernel: Send {
+///
+/// (`Any`, so that [`Kernel::join_back`] can take back the copy
+/// [`Kernel::back`] made.)
+pub trait Kernel: Send + std::any::Any {
     /// Whether another statistics pass over the whole tensor is needed
     /// before `apply`.
     fn wants_pass(&self) -> bool {
@@ -134,6 +138,72 @@ pub trait Kernel: Send {
     /// not combine per-model task vectors.
     fn parts(&mut self, _chunk: &Chunk, _parts: &mut Parts) -> bool {
         false
+    }
+    /// [`Kernel::parts`] as rules (see [`Rule`]), one per model, when the
+    /// kernel decides every entry on its own: the statistics then form
+    /// the parts entry by entry in registers (with [`trim`], [`draw`] and
+    /// [`weigh`], the functions `apply` uses) instead of reading them
+    /// back from memory. Called instead of `parts`, in the same sweep, so
+    /// the rules describe the same masks. Returns false (nothing done)
+    /// when the kernel has none for this chunk; `parts` then does it.
+    fn rules(&mut self, _chunk: &Chunk, _rules: &mut Vec<Rule>) -> bool {
+        false
+    }
+    /// [`Kernel::rules`] for a chunk of bf16 inputs (bit patterns).
+    fn rules_bf16(&mut self, _chunk: &Chunk<u16>, _rules: &mut Vec<Rule>) -> bool {
+        false
+    }
+    /// A copy of this kernel for the other end of the tensor, so that two
+    /// workers can share a statistics pass or the sweep of
+    /// [`Kernel::parts`]: this kernel takes whole chunks from the first one
+    /// on, the copy from the last one back, until they meet. The copy sees
+    /// the chunks of the pass under way (it starts with empty statistics),
+    /// or, after the passes, hands out the same parts for a chunk as this
+    /// kernel would in a sweep in order. `None` (the default) when the
+    /// kernel cannot share its sweeps.
+    fn back(&mut self) -> Option<Box<dyn Kernel>> {
+        None
+    }
+    /// Add what a copy from [`Kernel::back`] observed in this pass, before
+    /// `end_pass`: the statistics then are what one sweep in order gives,
+    /// bit for bit.
+    fn join_back(&mut self, _back: Box<dyn Kernel>) {}
+}
+
+/// How a kernel decides one model's part of every entry of a chunk (see
+/// [`Kernel::rules`]): entry `j` of the chunk (flat index `start + j`),
+/// with task-vector value `d`, is kept as `keep.kept(d, j, start + j)`
+/// and combined as [`weigh`]`(kept, scale, weight)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    pub keep: Keep,
+    /// The L1 rescale factor.
+    pub scale: f32,
+    /// The weight `apply` uses.
+    pub weight: f32,
+    /// Entries tied at a magnitude cut-off (see [`Parts::tied`]).
+    pub tied: u64,
+}
+
+/// Which entries a [`Rule`] keeps.
+#[derive(Clone, Copy, Debug)]
+pub enum Keep {
+    /// By magnitude: entries before `split` when their magnitude bits are
+    /// at least `before`, the others when at least `after` ([`trim`]).
+    Trim(Bounds),
+    /// DARE: when the stream's draw for the entry's flat index is under
+    /// `p` ([`draw`]).
+    Draw { p: f32, stream: rng::Stream },
+}
+
+impl Keep {
+    /// Entry `j` of the chunk (flat index `index`) as kept.
+    #[inline(always)]
+    pub fn kept(&self, d: f32, j: usize, index: usize) -> f32 {
+        match self {
+            Keep::Trim(b) => trim(d, if j < b.split { b.before } else { b.after }),
+            Keep::Draw { p, stream } => draw(d, stream, index, *p),
+        }
     }
 }
 

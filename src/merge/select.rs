@@ -29,8 +29,11 @@
 //! draws from evenly spread places), pass one skips the full histogram: the
 //! sample brackets the cut-off between two magnitudes, and the pass only
 //! counts the entries above the bracket (a compare that vectorises) and
-//! histograms the few inside it (the bracket's buckets, at most
-//! `MAX_BRACKET`, each get a low-bit table). A 16-bit histogram is a scattered
+//! keeps the magnitudes of the few inside it (the bracket's buckets, at most
+//! `MAX_BRACKET`): a list, appended to in order, of which only the cut-off
+//! bucket's entries are histogrammed once the pass is over (should the list
+//! grow past `KEYS_MAX`, it is counted into a low-bit table per bucket, as
+//! it goes). A 16-bit histogram is a scattered
 //! read-modify-write per entry, and on task vectors, where neighbours often
 //! share a bucket, each waits for the last: the bracketed pass is several
 //! times faster. Should the cut-off fall outside the bracket (a sample
@@ -59,9 +62,18 @@ const WINDOW: u32 = 5;
 /// Below this many entries a second pass is cheaper than the window tables.
 const WINDOW_MIN_NUMEL: usize = 1 << 20;
 
-/// Widest bracket, in high-16-bit buckets, that a sample may set (each
-/// bucket has a 256 KiB low-bit table, touched only where entries fall).
-const MAX_BRACKET: u32 = 16;
+/// Widest bracket, in high-16-bit buckets, that a sample may set (four
+/// standard deviations of the sampled quantile either side take up to
+/// about 24 on bf16 task vectors).
+const MAX_BRACKET: u32 = 32;
+
+/// Most magnitudes a bracket keeps listed (4 MiB of low bits); past that
+/// they go into a 256 KiB low-bit table per bucket, touched only where
+/// entries fall. (Small in unit tests, so that they take both ways.)
+#[cfg(not(test))]
+const KEYS_MAX: usize = 2 << 20;
+#[cfg(test)]
+const KEYS_MAX: usize = 1 << 12;
 
 /// Entries of a bracket table cleared together (see `Bracket::touched`).
 const SEGMENT: usize = 256;
@@ -121,6 +133,12 @@ pub struct TopK {
     keep_ties: u64,
     /// Tied entries seen so far in the current masking sweep.
     ties_seen: u64,
+    /// The masking sweep takes the chunks from the last to the first (a
+    /// copy made by [`TopK::back`]).
+    backwards: bool,
+    /// In a backwards sweep: tied entries in the chunks already masked
+    /// (all of them after the current one).
+    ties_after: u64,
     /// Whether pass one may predict the cut-off bucket (`k` known up front).
     predict: bool,
     /// First bucket of the window and its low-bit tables (`WINDOW` x 65 536),
@@ -130,12 +148,19 @@ pub struct TopK {
     bracket: Option<Box<Bracket>>,
 }
 
-/// Buckets `lo .. lo + width` around a predicted cut-off, with a low-bit
-/// table per bucket, and the count of entries in higher buckets.
+/// Buckets `lo .. lo + width` around a predicted cut-off: the magnitude
+/// bits of the entries inside them, and the count of entries in higher
+/// buckets.
 #[derive(Clone, Debug)]
 struct Bracket {
     lo: u32,
     width: u32,
+    /// Per bucket, the low 16 magnitude bits of its entries, not counted
+    /// into `tables` yet.
+    lows: Vec<Vec<u16>>,
+    /// Entries in `lows`.
+    listed: usize,
+    /// A low-bit table per bucket, once `keys` outgrew [`KEYS_MAX`].
     tables: Zeroed,
     /// Entries counted into each bucket's table.
     inside: [u64; MAX_BRACKET as usize],
@@ -288,6 +313,8 @@ impl TopK {
             tied: 0,
             keep_ties: 0,
             ties_seen: 0,
+            backwards: false,
+            ties_after: 0,
             predict: false,
             window: None,
             bracket: None,
@@ -335,14 +362,7 @@ impl TopK {
             hi = lo + MAX_BRACKET - 1;
         }
         let width = hi - lo + 1;
-        self.bracket = Some(Box::new(Bracket {
-            lo,
-            width,
-            tables: Zeroed::new(width as usize * BUCKETS),
-            inside: [0; MAX_BRACKET as usize],
-            touched: vec![0; (width as usize * BUCKETS / SEGMENT).div_ceil(64)],
-            above: 0,
-        }));
+        self.bracket = Some(Box::new(Bracket::new(lo, width)));
         self.stage = Stage::Bracket;
     }
 
@@ -398,6 +418,10 @@ impl TopK {
                 match &mut self.window {
                     Some((lo, tables)) => {
                         let lo = *lo;
+                        if tables.is_empty() {
+                            // A copy for the other end (see `back`).
+                            *tables = Zeroed::new(WINDOW as usize * BUCKETS);
+                        }
                         for &v in values {
                             let b = mag_bits(v);
                             c[(b >> 16) as usize] += 1;
@@ -481,19 +505,11 @@ impl TopK {
                     self.stage = Stage::High;
                     return;
                 };
-                let k = self.k as u64;
-                let mut acc = br.above;
-                for w in (0..br.width as usize).rev() {
-                    let table = &br.tables[w * BUCKETS..(w + 1) * BUCKETS];
-                    let here = br.inside[w];
-                    if acc < k && acc + here >= k {
-                        self.cut_hi = br.lo + w as u32;
-                        self.above_hi = acc;
-                        let low: Vec<u64> = table.iter().map(|&c| u64::from(c)).collect();
-                        self.finish(&low);
-                        return;
-                    }
-                    acc += here;
+                if let Some((cut, above, low)) = br.settle(self.k as u64) {
+                    self.cut_hi = cut;
+                    self.above_hi = above;
+                    self.finish(&low);
+                    return;
                 }
                 // The cut-off is outside the bracket: the full passes follow.
                 self.stage = Stage::High;
@@ -621,9 +637,79 @@ impl TopK {
         }
     }
 
-    /// Start a new masking sweep from the first chunk.
+    /// Start a new masking sweep from the first chunk (from the last one,
+    /// for a copy made by [`TopK::back`]).
     pub fn rewind(&mut self) {
         self.ties_seen = 0;
+        self.ties_after = 0;
+    }
+
+    /// A copy of this selector for the other end of the tensor, so that
+    /// two workers can share a pass or a masking sweep: this selector takes
+    /// chunks from the first one on, the copy from the last one back (each
+    /// chunk still in order inside), until they meet.
+    ///
+    /// During a pass the copy starts with empty counts and [`TopK::join`]
+    /// adds them back before [`TopK::end_pass`]: counts add up, so the
+    /// cut-off is the one a single sweep finds. (Predicting the window from
+    /// the first chunk is turned off here, for both: the copy never sees
+    /// that chunk.) Once the cut-off is known, the copy masks from the last
+    /// chunk back: from the number of entries tied at the cut-off and the
+    /// ties in the chunks it has masked, it knows how many precede each
+    /// chunk, so every chunk gets the mask a sweep in order gives it (the
+    /// lowest-index ties kept).
+    pub fn back(&mut self) -> TopK {
+        if self.window.is_none() {
+            self.predict = false;
+        }
+        TopK {
+            hist: Vec::new(),
+            count: Zeroed::default(),
+            since_flush: 0,
+            ties_seen: 0,
+            backwards: true,
+            ties_after: 0,
+            predict: false,
+            window: self.window.as_ref().map(|(lo, _)| (*lo, Zeroed::default())),
+            bracket: self
+                .bracket
+                .as_ref()
+                .map(|b| Box::new(Bracket::new(b.lo, b.width))),
+            ..*self
+        }
+    }
+
+    /// Add the counts of a copy made by [`TopK::back`] for the same pass
+    /// (call before [`TopK::end_pass`]). Nothing to add once the cut-off
+    /// is known.
+    pub fn join(&mut self, mut back: TopK) {
+        match self.stage {
+            Stage::Done => {}
+            Stage::Bracket => {
+                if let (Some(a), Some(b)) = (&mut self.bracket, &back.bracket) {
+                    a.add(b);
+                }
+            }
+            Stage::High | Stage::Low => {
+                if back.since_flush > 0 || !back.hist.is_empty() {
+                    back.flush();
+                    self.flush();
+                    for (h, b) in self.hist.iter_mut().zip(&back.hist) {
+                        *h += b;
+                    }
+                }
+                if let (Some((_, a)), Some((_, b))) = (&mut self.window, &back.window) {
+                    if !b.is_empty() {
+                        if a.is_empty() {
+                            *a = Zeroed::new(WINDOW as usize * BUCKETS);
+                        }
+                        for (x, y) in a.iter_mut().zip(b.iter()) {
+                            *x += y;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// For the next chunk (in order), where the kept ties run out: entries
@@ -674,6 +760,50 @@ impl TopK {
         split
     }
 
+    /// [`TopK::split_of`] for the next chunk of a backwards sweep (chunks
+    /// from the last to the first): the ties of the chunks after it are
+    /// known, so how many precede it is too.
+    fn split_back<E: Lane>(&mut self, values: &[E], minus: Option<&[E]>) -> usize {
+        let len = values.len().min(minus.map_or(usize::MAX, <[E]>::len));
+        let dropped = self.tied - self.keep_ties;
+        if self.ties_after >= dropped {
+            // The dropped ties (the highest indices) are all behind: every
+            // tie from here down to the first chunk is kept.
+            return len;
+        }
+        let c = self.count_ties(values, minus);
+        self.ties_after += c;
+        let before = self.tied.saturating_sub(self.ties_after);
+        if before >= self.keep_ties {
+            // The kept ties all come before this chunk.
+            return 0;
+        }
+        // The boundary is in this chunk (`before + c > keep_ties`, since
+        // the dropped ties were not all behind).
+        self.ties_seen = before;
+        self.split_of(values, minus)
+    }
+
+    /// Entries of a chunk (`values - minus`, when given) tied at the
+    /// cut-off.
+    fn count_ties<E: Lane>(&self, values: &[E], minus: Option<&[E]>) -> u64 {
+        const BLOCK: usize = 1024;
+        let thr = self.thr;
+        let len = values.len().min(minus.map_or(usize::MAX, <[E]>::len));
+        let mut c = 0u64;
+        let mut at = 0;
+        while at < len {
+            let end = (at + BLOCK).min(len);
+            let block = &values[at..end];
+            c += u64::from(match minus {
+                Some(b) => crate::simd::dispatch!(count_equal_diff(block, &b[at..end], thr)),
+                None => crate::simd::dispatch!(count_equal::<E>(block, thr)),
+            });
+            at = end;
+        }
+        c
+    }
+
     /// Whether the next chunks' masks still depend on counting ties (the
     /// kept ties have not all been seen yet in this sweep).
     pub fn ties_pending(&self) -> bool {
@@ -708,9 +838,15 @@ impl TopK {
                 after: u32::MAX,
             };
         }
-        let split = if self.ties_pending() {
-            let n = len.min(values.len());
-            self.split_of(&values[..n], minus.map(|b| &b[..n.min(b.len())]))
+        let n = len.min(values.len());
+        let (values, minus) = (&values[..n], minus.map(|b| &b[..n.min(b.len())]));
+        let split = if self.keep_ties >= self.tied {
+            // Every tie is kept: no need to count them.
+            len
+        } else if self.backwards {
+            self.split_back(values, minus)
+        } else if self.ties_pending() {
+            self.split_of(values, minus)
         } else {
             0
         };
@@ -772,13 +908,110 @@ impl Drop for Bracket {
 }
 
 impl Bracket {
+    fn new(lo: u32, width: u32) -> Bracket {
+        Bracket {
+            lo,
+            width,
+            lows: vec![Vec::new(); width as usize],
+            listed: 0,
+            tables: Zeroed::default(),
+            inside: [0; MAX_BRACKET as usize],
+            touched: Vec::new(),
+            above: 0,
+        }
+    }
+
+    /// Add the counts of another bracket over the same buckets (see
+    /// [`TopK::join`]).
+    fn add(&mut self, o: &Bracket) {
+        self.above += o.above;
+        for (a, b) in self.lows.iter_mut().zip(&o.lows) {
+            a.extend_from_slice(b);
+        }
+        self.listed += o.listed;
+        if self.listed > KEYS_MAX {
+            self.spill();
+        }
+        if o.tables.is_empty() {
+            return;
+        }
+        self.allocate();
+        // Only the segments it counted into.
+        for (wi, &word) in o.touched.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let seg = wi * 64 + bits.trailing_zeros() as usize;
+                let r = seg * SEGMENT..(seg + 1) * SEGMENT;
+                if let (Some(a), Some(b)) = (self.tables.get_mut(r.clone()), o.tables.get(r)) {
+                    for (x, y) in a.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                }
+                bits &= bits - 1;
+            }
+            if let Some(t) = self.touched.get_mut(wi) {
+                *t |= word;
+            }
+        }
+        for (a, b) in self.inside.iter_mut().zip(&o.inside) {
+            *a += b;
+        }
+    }
+
+    fn allocate(&mut self) {
+        if self.tables.is_empty() {
+            let len = self.width as usize * BUCKETS;
+            self.tables = Zeroed::new(len);
+            self.touched = vec![0; (len / SEGMENT).div_ceil(64)];
+        }
+    }
+
+    /// Count the listed entries into the tables.
+    fn spill(&mut self) {
+        self.allocate();
+        for (w, lows) in self.lows.iter_mut().enumerate() {
+            let Some(table) = self.tables.get_mut(w * BUCKETS..(w + 1) * BUCKETS) else {
+                continue;
+            };
+            for &l in lows.iter() {
+                table[usize::from(l)] += 1;
+                let seg = (w * BUCKETS + usize::from(l)) / SEGMENT;
+                self.touched[seg / 64] |= 1 << (seg % 64);
+            }
+            self.inside[w] += lows.len() as u64;
+            lows.clear();
+        }
+        self.listed = 0;
+    }
+
+    /// After the pass: the bucket holding the `k`-th largest magnitude, the
+    /// entries in higher buckets, and the low-bit histogram of the bucket;
+    /// `None` when the cut-off lies outside the bracket.
+    fn settle(&self, k: u64) -> Option<(u32, u64, Vec<u64>)> {
+        let width = self.width as usize;
+        let mut acc = self.above;
+        for w in (0..width).rev() {
+            let here = self.inside[w] + self.lows.get(w).map_or(0, Vec::len) as u64;
+            if acc < k && acc + here >= k {
+                let mut low: Vec<u64> = match self.tables.get(w * BUCKETS..(w + 1) * BUCKETS) {
+                    Some(t) => t.iter().map(|&c| u64::from(c)).collect(),
+                    None => vec![0; BUCKETS],
+                };
+                for &l in self.lows.get(w).into_iter().flatten() {
+                    low[usize::from(l)] += 1;
+                }
+                return Some((self.lo + w as u32, acc, low));
+            }
+            acc += here;
+        }
+        None
+    }
+
     /// Count a chunk: entries above the bracket are only counted, entries
-    /// inside it go to their bucket's low-bit table. Each block is first
-    /// compacted, branch-free, into the keys that fall inside (a store per
-    /// entry to consecutive addresses, which never waits on another), and
-    /// only those few are scattered into the tables. With `minus`, the
-    /// values are `values - minus` (a task vector from model and base),
-    /// formed on the way.
+    /// inside it are listed. Each block is compacted, branch-free, into the
+    /// keys that fall inside (a store per entry to consecutive addresses,
+    /// which never waits on another). With `minus`, the values are `values
+    /// - minus` (a task vector from model and base), formed on the way.
     fn observe<E: Lane>(&mut self, values: &[E], minus: Option<&[E]>) {
         const BLOCK: usize = 4096;
         let mut keys = [0u32; BLOCK];
@@ -788,14 +1021,14 @@ impl Bracket {
             self.above += above;
             for &b in &keys[..m] {
                 let w = (b >> 16).wrapping_sub(self.lo) as usize;
-                let at = w * BUCKETS + (b & 0xffff) as usize;
-                if let Some(c) = self.tables.get_mut(at) {
-                    *c += 1;
-                    self.inside[w] += 1;
-                    let seg = at / SEGMENT;
-                    self.touched[seg / 64] |= 1 << (seg % 64);
+                if let Some(l) = self.lows.get_mut(w) {
+                    l.push(b as u16);
                 }
             }
+            self.listed += m;
+        }
+        if self.listed > KEYS_MAX {
+            self.spill();
         }
     }
 }
@@ -1119,6 +1352,118 @@ mod tests {
                     }
                 }
                 assert!(via_bounds == want, "bounds k={k}");
+            }
+        }
+    }
+
+    /// Two workers, one from each end of the tensor, meeting at `meet`
+    /// (in chunks): the front selector takes chunks `0..meet` in order,
+    /// its copy from [`TopK::back`] chunks from the last back to `meet`.
+    /// Returns the keep mask, and the number of passes.
+    fn two_ended(t: &mut TopK, values: &[f32], chunk: usize, meet: usize) -> (Vec<bool>, usize) {
+        let chunks: Vec<&[f32]> = values.chunks(chunk).collect();
+        let meet = meet.min(chunks.len());
+        let mut passes = 0;
+        while t.wants_pass() {
+            let mut b = t.back();
+            for c in &chunks[..meet] {
+                t.observe(c);
+            }
+            for c in chunks[meet..].iter().rev() {
+                b.observe(c);
+            }
+            t.join(b);
+            t.end_pass();
+            passes += 1;
+        }
+        let mut keep = vec![false; values.len()];
+        let mut b = t.back();
+        let mut masks: Vec<Vec<bool>> = chunks.iter().map(|c| vec![false; c.len()]).collect();
+        for (c, m) in chunks.iter().zip(masks.iter_mut()).take(meet) {
+            t.keep_mask(c, m);
+        }
+        for (c, m) in chunks.iter().zip(masks.iter_mut()).skip(meet).rev() {
+            b.keep_mask(c, m);
+        }
+        for (k, m) in keep.chunks_mut(chunk).zip(&masks) {
+            k.copy_from_slice(m);
+        }
+        (keep, passes)
+    }
+
+    /// A selector shared by two workers from both ends finds the cut-off
+    /// a single sweep finds and masks every chunk as a sweep in order
+    /// does: the lowest-index ties kept. Every stage (a sample's bracket,
+    /// a bracket that misses, the predicted window, the plain two passes),
+    /// listed and spilled brackets, heavy ties, nothing or everything
+    /// kept, and either worker doing all the chunks.
+    #[test]
+    fn both_ends_select_and_mask_as_one_sweep() {
+        let mut s = 21u64;
+        let n = (1 << 20) + 3001;
+        // Heavy ties (a grid of values) and zeros.
+        let values: Vec<f32> = (0..n)
+            .map(|_| ((lcg(&mut s) % 801) as f32 - 400.0) * 1e-3)
+            .collect();
+        let good: Vec<f32> = values.iter().step_by(n / SAMPLE_LEN).copied().collect();
+        let bad: Vec<f32> = good.iter().map(|v| v * 1e-3).collect();
+        let chunk = 65_000;
+        let count = n.div_ceil(chunk);
+        for k in [0, 1, n / 20, n / 3, n / 2, n - 7, n] {
+            let want = reference(&values, k);
+            for (label, sample) in [("none", None), ("good", Some(&good)), ("bad", Some(&bad))] {
+                for meet in [0, 1, count / 3, count - 1, count] {
+                    let mut t = TopK::new(n, k);
+                    if let Some(sm) = sample {
+                        t.predict(sm);
+                    }
+                    let (got, _) = two_ended(&mut t, &values, chunk, meet);
+                    assert!(got == want, "k={k} sample={label} meet={meet}");
+                    let mut one = TopK::new(n, k);
+                    if let Some(sm) = sample {
+                        one.predict(sm);
+                    }
+                    select(&mut one, &values, chunk);
+                    assert_eq!(t.threshold(), one.threshold(), "k={k} {label} {meet}");
+                    assert_eq!(t.tied_at_cutoff(), one.tied_at_cutoff());
+                    assert_eq!(t.tied_kept(), one.tied_kept());
+                }
+            }
+        }
+    }
+
+    /// `bounds_diff` from a copy made by `back`, chunks taken from the last
+    /// back, describes the mask a sweep in order gives, with the tie
+    /// boundary inside a chunk and at its edges.
+    #[test]
+    fn bounds_from_the_back_match_a_sweep_in_order() {
+        let n = 10_000;
+        let base: Vec<f32> = (0..n).map(|i| (i % 7) as f32 * 0.5).collect();
+        let model: Vec<f32> = (0..n)
+            .map(|i| base[i] + ((i * 7919) % 9) as f32 - 4.0)
+            .collect();
+        let diff: Vec<f32> = model.iter().zip(&base).map(|(m, b)| m - b).collect();
+        for k in [1, 999, 2500, 5000, 9999] {
+            let want = reference(&diff, k);
+            for chunk in [100, 1024, 3333] {
+                let mut t = TopK::new(n, k);
+                select(&mut t, &diff, chunk);
+                let mut b = t.back();
+                let starts: Vec<usize> = (0..n).step_by(chunk).collect();
+                let mut got = vec![false; n];
+                for &at in starts.iter().rev() {
+                    let end = (at + chunk).min(n);
+                    let bd = b.bounds_diff(end - at, &model[at..end], &base[at..end]);
+                    for j in at..end {
+                        let lim = if j - at < bd.split {
+                            bd.before
+                        } else {
+                            bd.after
+                        };
+                        got[j] = mag_bits(diff[j]) >= lim;
+                    }
+                }
+                assert!(got == want, "k={k} chunk={chunk}");
             }
         }
     }
