@@ -453,51 +453,102 @@ fn analysis_worker(rx: Receiver<AnalysisReq>, reg: Registry, tx: Sender<Msg>) {
                 continue;
             }
         };
-        for (target, key) in &req.targets {
+        // The selected target first (with a preview if it is big), then
+        // every layer group in one parallel run (the gauges), then the
+        // tensors of expanded layers.
+        let (groups, singles): (Vec<_>, Vec<_>) = req
+            .targets
+            .iter()
+            .enumerate()
+            .partition(|(i, (t, _))| *i > 0 && matches!(t, Target::Group(_)));
+        let mut singles = singles.into_iter().map(|(_, x)| x);
+        if let Some(first) = singles.next() {
+            if !one(&mut analyzer, &inputs, &req, first, &tx) {
+                return;
+            }
+        }
+        if !groups.is_empty() && !req.cancel.load(Ordering::Relaxed) {
+            let targets: Vec<Target> = groups.iter().map(|(_, (t, _))| t.clone()).collect();
+            let all = catch_unwind(AssertUnwindSafe(|| {
+                analyzer.analyze_many(&inputs, &req.recipe, &targets, &req.cancel)
+            }));
+            let results: Vec<Result<_, JobError>> = match all {
+                Ok(Ok(v)) => v.into_iter().map(|r| r.map_err(job_error)).collect(),
+                Ok(Err(e)) => vec![Err(job_error(e)); targets.len()],
+                Err(p) => vec![Err(JobError::Internal(panic_text(p))); targets.len()],
+            };
             if req.cancel.load(Ordering::Relaxed) {
-                break;
+                continue;
             }
-            // Big tensors: a quick estimate from sampled rows first, so the
-            // histogram moves at once; the exact result follows.
-            if let Target::Tensor(name) = target {
-                let p = catch_unwind(AssertUnwindSafe(|| {
-                    analyzer.preview(&inputs, &req.recipe, name, &req.cancel)
-                }));
-                if let Ok(Ok(Some(s))) = p {
-                    if req.cancel.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let _ = tx.send(Msg::Preview {
-                        key: *key,
-                        target: target.clone(),
-                        stats: s,
-                    });
-                }
-            }
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                analyzer
-                    .analyze(&inputs, &req.recipe, target, &req.cancel)
-                    .map_err(|e| match e {
-                        AnalysisError::Cancelled => JobError::Cancelled,
-                        other => JobError::Input(other.to_string()),
-                    })
-            }))
-            .unwrap_or_else(|p| Err(JobError::Internal(panic_text(p))));
-            if req.cancel.load(Ordering::Relaxed) {
-                break;
-            }
-            if tx
-                .send(Msg::Analysis {
+            for ((_, (target, key)), result) in groups.iter().zip(results) {
+                let msg = Msg::Analysis {
                     key: *key,
                     target: target.clone(),
                     result,
-                })
-                .is_err()
-            {
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+            }
+        }
+        for x in singles {
+            if req.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            if !one(&mut analyzer, &inputs, &req, x, &tx) {
                 return;
             }
         }
     }
+}
+
+fn job_error(e: AnalysisError) -> JobError {
+    match e {
+        AnalysisError::Cancelled => JobError::Cancelled,
+        other => JobError::Input(other.to_string()),
+    }
+}
+
+/// One target's statistics (a sampled preview first for a big tensor),
+/// sent unless the request was cancelled meanwhile. False when nobody
+/// listens any more.
+fn one(
+    analyzer: &mut Analyzer,
+    inputs: &Inputs,
+    req: &AnalysisReq,
+    (target, key): &(Target, StatsKey),
+    tx: &Sender<Msg>,
+) -> bool {
+    if let Target::Tensor(name) = target {
+        let p = catch_unwind(AssertUnwindSafe(|| {
+            analyzer.preview(inputs, &req.recipe, name, &req.cancel)
+        }));
+        if let Ok(Ok(Some(s))) = p {
+            if req.cancel.load(Ordering::Relaxed) {
+                return true;
+            }
+            let _ = tx.send(Msg::Preview {
+                key: *key,
+                target: target.clone(),
+                stats: s,
+            });
+        }
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        analyzer
+            .analyze(inputs, &req.recipe, target, &req.cancel)
+            .map_err(job_error)
+    }))
+    .unwrap_or_else(|p| Err(JobError::Internal(panic_text(p))));
+    if req.cancel.load(Ordering::Relaxed) {
+        return true;
+    }
+    tx.send(Msg::Analysis {
+        key: *key,
+        target: target.clone(),
+        result,
+    })
+    .is_ok()
 }
 
 fn run_merge(
