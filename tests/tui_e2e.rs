@@ -287,7 +287,7 @@ fn quit_while_dirty_saves_over_the_recipe_keeping_comments() {
     tui.wait("the question", 10, |s| s.contains("Unsaved changes"));
     tui.send("\x1b");
     tui.wait("still open", 10, |s| !s.contains("Unsaved changes"));
-    assert!(tui.child.try_wait().unwrap().is_none());
+    assert!(tui.running());
     tui.send("q");
     tui.wait("the question", 10, |s| s.contains("Unsaved changes"));
     tui.send("s");

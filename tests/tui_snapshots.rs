@@ -376,3 +376,27 @@ fn zipit_depth_and_accuracy() {
     app.message = None;
     both("zipit_depth", &app);
 }
+
+/// Names are data: a model or tensor named with escape sequences draws as
+/// text, and no control character reaches the terminal (ratatui's buffer
+/// drops them; the workbench writes nothing to the terminal but through
+/// it, and this guards both).
+#[test]
+fn names_cannot_drive_the_terminal() {
+    let mut app = demo_app();
+    let evil = "\u{1b}]0;PWNED\u{7}\u{1b}[2J";
+    app.doc.slots[1].info.name = format!("ft{evil}");
+    app.doc.layers[1].tensors[0].name = format!("model.layers.0.{evil}.weight");
+    app.view.expanded.insert(1);
+    app.refresh();
+    app.message = Some((smelt::tui::state::Level::Error, format!("bad {evil}")));
+    for theme in [Theme::default(), Theme::mono()] {
+        let buf = buffer(&app, &theme, 120, 40);
+        let all: String = buf.content.iter().map(|c| c.symbol()).collect();
+        assert!(
+            !all.chars().any(char::is_control),
+            "a control character is drawn"
+        );
+        assert!(all.contains("PWNED"), "the name is shown, as text");
+    }
+}

@@ -7,15 +7,22 @@
 use portable_pty::{native_pty_system, CommandBuilder, PtySize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 pub struct Tui {
     pub parser: Arc<Mutex<vt100::Parser>>,
     /// Every byte smelt wrote to the terminal.
     pub raw: Arc<Mutex<Vec<u8>>>,
+    /// Signalled whenever output arrives (and when it ends).
+    seen: Arc<(Mutex<u64>, Condvar)>,
     writer: Box<dyn Write + Send>,
-    pub child: Box<dyn portable_pty::Child + Send + Sync>,
+    /// The exit code, once smelt has ended (a thread waits for it).
+    exited: crossbeam_channel::Receiver<u32>,
+    exit_code: Option<u32>,
+    killer: Box<dyn portable_pty::ChildKiller + Send + Sync>,
+    pid: i32,
+    reader: Option<std::thread::JoinHandle<()>>,
     master: Arc<Mutex<Box<dyn portable_pty::MasterPty + Send>>>,
 }
 
@@ -74,7 +81,7 @@ impl<'a> Spawn<'a> {
         for (k, v) in self.env {
             cmd.env(k, v);
         }
-        let child = pty.slave.spawn_command(cmd).expect("spawn smelt");
+        let mut child = pty.slave.spawn_command(cmd).expect("spawn smelt");
         drop(pty.slave);
         let mut reader = pty.master.try_clone_reader().expect("pty reader");
         let writer = pty.master.take_writer().expect("pty writer");
@@ -84,22 +91,46 @@ impl<'a> Spawn<'a> {
             0,
         )));
         let raw = Arc::new(Mutex::new(Vec::new()));
-        let (p, r) = (parser.clone(), raw.clone());
-        std::thread::spawn(move || {
+        let seen = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let (p, r, sn) = (parser.clone(), raw.clone(), seen.clone());
+        // Reads until smelt's side of the terminal closes (EOF or EIO).
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 {
-                    break;
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => 0,
+                    Ok(n) => n,
+                };
+                if n > 0 {
+                    p.lock().unwrap().process(&buf[..n]);
+                    r.lock().unwrap().extend_from_slice(&buf[..n]);
                 }
-                p.lock().unwrap().process(&buf[..n]);
-                r.lock().unwrap().extend_from_slice(&buf[..n]);
+                let (count, cv) = &*sn;
+                *count.lock().unwrap() += 1;
+                cv.notify_all();
+                if n == 0 {
+                    return;
+                }
+            }
+        });
+        let killer = child.clone_killer();
+        let pid = child.process_id().expect("a pid") as i32;
+        let (tx, exited) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            if let Ok(st) = child.wait() {
+                let _ = tx.send(st.exit_code());
             }
         });
         Tui {
             parser,
             raw,
+            seen,
             writer,
-            child,
+            exited,
+            exit_code: None,
+            killer,
+            pid,
+            reader: Some(reader),
             master: Arc::new(Mutex::new(pty.master)),
         }
     }
@@ -115,54 +146,58 @@ impl Tui {
         self.writer.flush().unwrap();
     }
 
-    /// Wait until `pred` holds for the screen, or fail showing it.
+    /// Wait until `pred` holds for the screen, or fail showing it: woken
+    /// by each piece of output, never by a clock (the limit only ends a
+    /// test that would otherwise hang).
     pub fn wait(&self, what: &str, secs: u64, pred: impl Fn(&str) -> bool) -> String {
-        let t = Instant::now();
+        let limit = Instant::now() + Duration::from_secs(secs);
+        let (count, cv) = &*self.seen;
+        let mut seen = count.lock().unwrap();
         loop {
             let s = self.screen();
             if pred(&s) {
                 return s;
             }
-            if t.elapsed() > Duration::from_secs(secs) {
+            let left = limit.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 panic!("timed out waiting for {what}; screen:\n{s}");
             }
-            std::thread::sleep(Duration::from_millis(20));
+            let before = *seen;
+            seen = cv
+                .wait_timeout_while(seen, left, |c| *c == before)
+                .unwrap()
+                .0;
         }
     }
 
-    /// Wait for the process to end; its exit code.
+    /// Wait for the process to end and for all it wrote to be read; its
+    /// exit code.
     pub fn wait_exit(&mut self, secs: u64) -> u32 {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                // Let the reader thread take the last bytes.
-                self.drain();
-                return st.exit_code();
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(secs),
-                "smelt did not exit; screen:\n{}",
-                self.screen()
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let code = match self.exit_code {
+            Some(c) => c,
+            None => match self.exited.recv_timeout(Duration::from_secs(secs)) {
+                Ok(c) => c,
+                Err(_) => panic!("smelt did not exit; screen:\n{}", self.screen()),
+            },
+        };
+        self.exit_code = Some(code);
+        // The reader ends when smelt's side of the terminal closes.
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
         }
+        code
     }
 
-    /// Wait until the output stops growing (after the process exited).
-    fn drain(&self) {
-        let mut last = usize::MAX;
-        for _ in 0..100 {
-            let n = self.raw.lock().unwrap().len();
-            if n == last {
-                return;
-            }
-            last = n;
-            std::thread::sleep(Duration::from_millis(20));
+    /// Whether smelt is still running.
+    pub fn running(&mut self) -> bool {
+        if self.exit_code.is_none() {
+            self.exit_code = self.exited.try_recv().ok();
         }
+        self.exit_code.is_none()
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.process_id().expect("a pid") as i32
+        self.pid
     }
 
     /// Send a signal to smelt.
@@ -194,9 +229,8 @@ impl Tui {
 /// A failed test must not leave smelt running.
 impl Drop for Tui {
     fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+        if self.running() {
+            let _ = self.killer.kill();
         }
     }
 }
