@@ -33,9 +33,10 @@ use ratatui::crossterm::event::{
     self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent,
 };
 use ratatui::crossterm::terminal::{
-    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+    disable_raw_mode, enable_raw_mode, BeginSynchronizedUpdate, EndSynchronizedUpdate,
+    EnterAlternateScreen, LeaveAlternateScreen,
 };
-use ratatui::crossterm::{cursor, execute};
+use ratatui::crossterm::{cursor, execute, queue};
 use ratatui::Terminal;
 use state::{App, Exit, Level};
 use std::io::{stdout, IsTerminal, Stdout, Write};
@@ -365,7 +366,12 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         };
         let since = last_draw.map_or(min_gap, |t| t.elapsed());
         if app.dirty && since >= min_gap {
+            // One frame is one synchronized update: terminals that know
+            // the mode show it whole (no tearing over a slow SSH link), and
+            // the others ignore it.
+            queue!(terminal.backend_mut(), BeginSynchronizedUpdate)?;
             terminal.draw(|f| view::draw(f, &app, &theme))?;
+            execute!(terminal.backend_mut(), EndSynchronizedUpdate)?;
             app.dirty = false;
             last_draw = Some(Instant::now());
         }

@@ -10,12 +10,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+/// What ends a frame: the end of a synchronized update (DEC mode 2026).
+const FRAME_END: &[u8] = b"\x1b[?2026l";
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
 pub struct Tui {
     pub parser: Arc<Mutex<vt100::Parser>>,
     /// Every byte smelt wrote to the terminal.
     pub raw: Arc<Mutex<Vec<u8>>>,
-    /// Signalled whenever output arrives (and when it ends).
+    /// Signalled at the end of every frame (and when output ends).
     seen: Arc<(Mutex<u64>, Condvar)>,
+    /// The screen as the last whole frame left it.
+    frame: Arc<Mutex<String>>,
     writer: Box<dyn Write + Send>,
     /// The exit code, once smelt has ended (a thread waits for it).
     exited: crossbeam_channel::Receiver<u32>,
@@ -92,22 +101,52 @@ impl<'a> Spawn<'a> {
         )));
         let raw = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new((Mutex::new(0u64), Condvar::new()));
-        let (p, r, sn) = (parser.clone(), raw.clone(), seen.clone());
+        let frame = Arc::new(Mutex::new(String::new()));
+        let (p, r, sn, fr) = (parser.clone(), raw.clone(), seen.clone(), frame.clone());
         // Reads until smelt's side of the terminal closes (EOF or EIO).
+        // smelt draws each frame as one synchronized update; the screen
+        // the tests look at is the one at the end of the last whole frame.
         let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
+            let mut pending: Vec<u8> = Vec::new();
             loop {
                 let n = match reader.read(&mut buf) {
                     Ok(0) | Err(_) => 0,
                     Ok(n) => n,
                 };
-                if n > 0 {
-                    p.lock().unwrap().process(&buf[..n]);
-                    r.lock().unwrap().extend_from_slice(&buf[..n]);
+                r.lock().unwrap().extend_from_slice(&buf[..n]);
+                pending.extend_from_slice(&buf[..n]);
+                let mut ended = n == 0;
+                while let Some(at) = find(&pending, FRAME_END) {
+                    let upto = at + FRAME_END.len();
+                    let mut parser = p.lock().unwrap();
+                    parser.process(&pending[..upto]);
+                    *fr.lock().unwrap() = parser.screen().contents();
+                    drop(parser);
+                    pending.drain(..upto);
+                    ended = true;
                 }
-                let (count, cv) = &*sn;
-                *count.lock().unwrap() += 1;
-                cv.notify_all();
+                if n == 0 {
+                    // The end: whatever came last (the restored terminal).
+                    let mut parser = p.lock().unwrap();
+                    parser.process(&pending);
+                    *fr.lock().unwrap() = parser.screen().contents();
+                    pending.clear();
+                } else {
+                    // Keep back only what could begin a marker.
+                    let keep = (1..FRAME_END.len())
+                        .rev()
+                        .find(|&k| pending.ends_with(&FRAME_END[..k]))
+                        .unwrap_or(0);
+                    let cut = pending.len() - keep;
+                    p.lock().unwrap().process(&pending[..cut]);
+                    pending.drain(..cut);
+                }
+                if ended {
+                    let (count, cv) = &*sn;
+                    *count.lock().unwrap() += 1;
+                    cv.notify_all();
+                }
                 if n == 0 {
                     return;
                 }
@@ -125,6 +164,7 @@ impl<'a> Spawn<'a> {
             parser,
             raw,
             seen,
+            frame,
             writer,
             exited,
             exit_code: None,
@@ -137,8 +177,9 @@ impl<'a> Spawn<'a> {
 }
 
 impl Tui {
+    /// The screen as the last whole frame left it.
     pub fn screen(&self) -> String {
-        self.parser.lock().unwrap().screen().contents()
+        self.frame.lock().unwrap().clone()
     }
 
     pub fn send(&mut self, s: &str) {
