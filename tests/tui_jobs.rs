@@ -513,3 +513,34 @@ fn no_accuracy_for_non_mlp_outputs() {
         }
     }
 }
+
+/// `.YML` is YAML wherever smelt looks: saved as mergekit YAML, loaded
+/// back as YAML.
+#[test]
+fn yaml_extensions_in_any_case_are_yaml() {
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let app = opened_app(&jobs);
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("x.YML");
+    jobs.handle(Effect::Save {
+        ticket: Ticket(1),
+        request: SaveRequest {
+            recipe: app.doc.to_recipe(),
+            path: path.clone(),
+            over: None,
+            force: false,
+            n_layers: app.doc.n_layers(),
+        },
+    });
+    let Msg::Saved { result, .. } = recv(&rx) else {
+        panic!()
+    };
+    let text = result.expect("saved").text;
+    assert!(text.contains("merge_method:"), "{text}");
+    let back = Recipe::load(&path).expect("read back as YAML");
+    let mut want = app.doc.to_recipe();
+    // The export names the dtype smelt writes (the base's, f32 here).
+    want.out_dtype = Some(smelt::model::Dtype::F32);
+    assert_eq!(back, want);
+}

@@ -227,10 +227,7 @@ fn recipe_for(inputs: &[PathBuf], base: Option<PathBuf>) -> Result<Recipe, CliEr
 }
 
 fn is_recipe(p: &Path) -> bool {
-    matches!(
-        p.extension().and_then(|e| e.to_str()),
-        Some("toml" | "yml" | "yaml")
-    )
+    smelt::recipe::is_recipe_path(p)
 }
 
 /// Width of the name column.

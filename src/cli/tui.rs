@@ -8,11 +8,7 @@ use std::path::Path;
 
 /// Whether a path names a recipe file rather than a model.
 fn is_recipe(p: &Path) -> bool {
-    p.is_file()
-        && matches!(
-            p.extension().and_then(|e| e.to_str()),
-            Some("toml" | "yml" | "yaml")
-        )
+    p.is_file() && smelt::recipe::is_recipe_path(p)
 }
 
 pub fn run(args: TuiArgs) -> CliResult {

@@ -20,6 +20,22 @@ mod util;
 
 pub use util::{dtype_name, parse_dtype};
 
+/// Whether a path names a mergekit YAML recipe (`.yml`, `.yaml`, any
+/// case): the one test every reader and writer of recipes uses.
+pub fn is_yaml_path(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"))
+}
+
+/// Whether a path names a recipe file (TOML or mergekit YAML, any case).
+pub fn is_recipe_path(p: &Path) -> bool {
+    is_yaml_path(p)
+        || p.extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+}
+
 pub use switch::{Added, Dropped, Switched, Table};
 
 use crate::merge::{Method, TensorParams};
@@ -310,10 +326,7 @@ impl Recipe {
         } else {
             dir
         };
-        let yaml = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"));
+        let yaml = is_yaml_path(path);
         let at = |line: usize, msg: String| RecipeError::At {
             path: path.to_path_buf(),
             line,

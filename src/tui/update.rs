@@ -913,5 +913,5 @@ pub fn default_out(app: &App) -> PathBuf {
 
 /// Whether the path looks like a recipe for mergekit (YAML) rather than TOML.
 pub fn is_yaml(p: &Path) -> bool {
-    matches!(p.extension().and_then(|e| e.to_str()), Some("yml" | "yaml"))
+    crate::recipe::is_yaml_path(p)
 }
