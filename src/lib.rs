@@ -15,6 +15,9 @@
 //! | [`mlp`], [`zip`], [`eval`] | small MLP checkpoints, ZipIt!/permutation merging, accuracy |
 //! | [`tui`] | the workbench |
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 pub mod analysis;
 pub mod engine;
 pub mod eval;
