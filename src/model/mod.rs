@@ -30,6 +30,7 @@ mod writer;
 pub use catalogue::{classify, Group, LayerGroup, LayerRef, TensorSummary};
 pub use compat::{Incompatible, Mismatch};
 pub use dtype::{from_f32, to_f32, Dtype};
+pub use header::{parse_header, HeaderEntry};
 pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
 
