@@ -41,7 +41,18 @@ pub use util::dot;
 /// Sealed: `f32` and `u16` are the only lanes. The vector loads in
 /// [`select`] read 16 lanes of 4 bytes (or of 2 bytes, for `BF16`) from a
 /// `&[E]`; a lane type of another size would make them read outside the
-/// slice, so no other crate may implement this trait.
+/// slice, so no other crate may implement this trait:
+///
+/// ```compile_fail,E0277
+/// #[derive(Clone, Copy)]
+/// struct Byte(u8);
+/// impl smelt::merge::Lane for Byte {
+///     const BF16: bool = false;
+///     fn f32(self) -> f32 {
+///         f32::from(self.0)
+///     }
+/// }
+/// ```
 pub trait Lane: sealed::Sealed + Copy + Send + Sync + 'static {
     /// Whether the element is a bf16 bit pattern (for loads that widen).
     const BF16: bool;
