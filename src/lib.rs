@@ -14,6 +14,10 @@
 //! | [`analysis`] | sign agreement and other interference statistics |
 //! | [`mlp`], [`zip`], [`eval`] | small MLP checkpoints, ZipIt!/permutation merging, accuracy |
 //! | [`tui`] | the workbench |
+//! | [`text`] | names and paths made safe to print |
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod analysis;
 pub mod engine;
@@ -25,6 +29,7 @@ pub mod model;
 pub mod plan;
 pub mod recipe;
 pub mod simd;
+pub mod text;
 pub mod tui;
 pub mod units;
 pub mod zip;

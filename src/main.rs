@@ -3,6 +3,9 @@
 //! the library; this file parses arguments and turns errors into messages
 //! and exit codes (2: bad input, 1: internal failure).
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod cli;
 
 use clap::{Parser, Subcommand, ValueEnum};

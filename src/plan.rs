@@ -198,7 +198,7 @@ impl Plan {
     pub fn output_bytes(&self) -> u64 {
         self.jobs
             .iter()
-            .map(|j| (j.out.shape.iter().product::<usize>() * j.out.dtype.size()) as u64)
+            .map(|j| j.out.dtype.nbytes(&j.out.shape).unwrap_or(0) as u64)
             .sum()
     }
 

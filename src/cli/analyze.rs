@@ -9,6 +9,7 @@ use smelt::analysis::{Analyzer, Inputs, Report, Selection, Skipped, Stats, Targe
 use smelt::merge::Method;
 use smelt::model::{Group, Model};
 use smelt::recipe::{Recipe, Value};
+use smelt::text::escape;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -195,7 +196,7 @@ pub fn run(
     }
     if json {
         let text = serde_json::to_string_pretty(&out).map_err(CliError::internal)?;
-        super::emit(&format!("{text}\n"))
+        super::emit(&format!("{}\n", smelt::text::json(&text)))
     } else {
         super::emit(&render(&out, &recipe))
     }
@@ -335,7 +336,7 @@ fn render(r: &Out, recipe: &Recipe) -> String {
     let mut out = format!(
         "{} task vectors against {} ({})\n",
         r.models.len(),
-        fit(&r.base.display().to_string(), 40),
+        fit(&smelt::text::path(&r.base), 40),
         r.method
     );
     out.push_str(&describe(recipe));
@@ -347,14 +348,14 @@ fn render(r: &Out, recipe: &Recipe) -> String {
     for g in &r.groups {
         out.push_str(&row(&g.group, &g.stats));
         for t in &g.tensors {
-            out.push_str(&row(&format!("  {}", t.name), &t.stats));
+            out.push_str(&row(&format!("  {}", escape(&t.name)), &t.stats));
         }
         skipped.extend(g.skipped.iter());
     }
     out.push_str(&row("total", &r.total));
     for s in &skipped {
-        out.push_str(&format!("skipped {}\n", fit(&s.tensor, 72)));
-        for line in wrap(&s.reason, 76) {
+        out.push_str(&format!("skipped {}\n", fit(&escape(&s.tensor), 72)));
+        for line in wrap(&escape(&s.reason), 76) {
             out.push_str(&format!("  {line}\n"));
         }
     }

@@ -101,7 +101,7 @@ fn print_progress(rx: &crossbeam_channel::Receiver<Event>, tty: bool) {
                 if tty {
                     let width = 30;
                     let filled = ((frac * width as f64) as usize).min(width);
-                    let name: String = tensor
+                    let name: String = smelt::text::escape(&tensor)
                         .chars()
                         .rev()
                         .take(32)

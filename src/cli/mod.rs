@@ -21,17 +21,23 @@ impl CliError {
     /// The input is at fault (exit 2).
     pub fn input(message: impl std::fmt::Display) -> CliError {
         CliError {
-            message: message.to_string(),
+            message: safe(message),
             code: 2,
         }
     }
     /// smelt is at fault (exit 1).
     pub fn internal(message: impl std::fmt::Display) -> CliError {
         CliError {
-            message: message.to_string(),
+            message: safe(message),
             code: 1,
         }
     }
+}
+
+/// A message for the terminal: whatever names and paths it holds, escaped
+/// (line breaks kept; escaping what is escaped already changes nothing).
+fn safe(message: impl std::fmt::Display) -> String {
+    smelt::text::escape_lines(&message.to_string()).into_owned()
 }
 
 impl From<smelt::model::ModelError> for CliError {
@@ -119,7 +125,7 @@ pub fn inspect(path: &Path, json: bool) -> CliResult {
     let report = smelt::model::inspect::Report::new(&model);
     if json {
         let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
-        emit(&format!("{text}\n"))
+        emit(&format!("{}\n", smelt::text::json(&text)))
     } else {
         emit(&report.render_text())
     }
@@ -162,7 +168,7 @@ pub fn recipe_check(path: &Path) -> CliResult {
     };
     emit(&format!(
         "{}: ok ({}, {} models, {what})\n",
-        path.display(),
+        smelt::text::path(path),
         recipe.method.name(),
         plan.models.len(),
     ))

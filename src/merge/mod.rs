@@ -37,10 +37,33 @@ pub use util::dot;
 /// (`u16`) that a kernel converts inside its own loop (see
 /// [`Kernel::takes_bf16`]). Converting on the fly saves writing and reading
 /// back an f32 copy of every input chunk.
-pub trait Lane: Copy + Send + Sync + 'static {
+///
+/// Sealed: `f32` and `u16` are the only lanes. The vector loads in
+/// [`select`] read 16 lanes of 4 bytes (or of 2 bytes, for `BF16`) from a
+/// `&[E]`; a lane type of another size would make them read outside the
+/// slice, so no other crate may implement this trait:
+///
+/// ```compile_fail,E0277
+/// #[derive(Clone, Copy)]
+/// struct Byte(u8);
+/// impl smelt::merge::Lane for Byte {
+///     const BF16: bool = false;
+///     fn f32(self) -> f32 {
+///         f32::from(self.0)
+///     }
+/// }
+/// ```
+pub trait Lane: sealed::Sealed + Copy + Send + Sync + 'static {
     /// Whether the element is a bf16 bit pattern (for loads that widen).
     const BF16: bool;
     fn f32(self) -> f32;
+}
+
+mod sealed {
+    /// Implemented only here, for the [`super::Lane`] types.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u16 {}
 }
 
 impl Lane for f32 {

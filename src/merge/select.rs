@@ -1058,13 +1058,25 @@ fn compact_any<E: Lane>(
 #[inline(always)]
 unsafe fn load16<E: Lane>(v: &[E], i: usize) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
-    let p = v.as_ptr().add(i);
-    if E::BF16 {
-        // bf16 bit patterns: widen to 32 bits, shift into the top half.
-        let h = _mm256_loadu_si256(p.cast());
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
-    } else {
-        _mm512_loadu_ps(p.cast())
+    // The loads below read 16 lanes of 2 bytes (bf16) or 4 bytes (f32);
+    // `Lane` is sealed to those two types, and this holds it at compile
+    // time for each one.
+    const {
+        assert!(std::mem::size_of::<E>() == if E::BF16 { 2 } else { 4 });
+    }
+    // SAFETY: the caller guarantees `i + 16 <= v.len()`, so the pointer
+    // and the 16 elements read from it (32 or 64 bytes, by the size check
+    // above) stay inside `v`; unaligned loads need no alignment; the caller
+    // guarantees AVX-512F.
+    unsafe {
+        let p = v.as_ptr().add(i);
+        if E::BF16 {
+            // bf16 bit patterns: widen to 32 bits, shift into the top half.
+            let h = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        } else {
+            _mm512_loadu_ps(p.cast())
+        }
     }
 }
 

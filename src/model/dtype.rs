@@ -19,83 +19,103 @@
 use super::{ModelError, Result};
 use half::{f16, slice::HalfFloatSliceExt};
 
-/// A safetensors element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub enum Dtype {
-    F64,
-    F32,
-    F16,
-    BF16,
-    I64,
-    I32,
-    I16,
-    I8,
-    U64,
-    U32,
-    U16,
-    U8,
-    Bool,
-    F8E4M3,
-    F8E5M2,
-}
-
-/// Every dtype, for parsing and tests.
-const ALL: [Dtype; 15] = [
-    Dtype::F64,
-    Dtype::F32,
-    Dtype::F16,
-    Dtype::BF16,
-    Dtype::I64,
-    Dtype::I32,
-    Dtype::I16,
-    Dtype::I8,
-    Dtype::U64,
-    Dtype::U32,
-    Dtype::U16,
-    Dtype::U8,
-    Dtype::Bool,
-    Dtype::F8E4M3,
-    Dtype::F8E5M2,
-];
+/// A safetensors element type: the `safetensors` crate's own list, so that
+/// every type a checkpoint may hold opens (the 8-, 6- and 4-bit float
+/// formats too). Four of them are converted and merged
+/// ([`Dtype::is_mergeable`]); every other one is copied through unchanged.
+///
+/// The constants name the types smelt's own code uses; any other comes from
+/// the crate's enum: `Dtype::from(safetensors::Dtype::F8_E8M0)`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Dtype(safetensors::Dtype);
 
 impl Dtype {
+    pub const F64: Dtype = Dtype(safetensors::Dtype::F64);
+    pub const F32: Dtype = Dtype(safetensors::Dtype::F32);
+    pub const F16: Dtype = Dtype(safetensors::Dtype::F16);
+    pub const BF16: Dtype = Dtype(safetensors::Dtype::BF16);
+    pub const I64: Dtype = Dtype(safetensors::Dtype::I64);
+    pub const I32: Dtype = Dtype(safetensors::Dtype::I32);
+    pub const I16: Dtype = Dtype(safetensors::Dtype::I16);
+    pub const I8: Dtype = Dtype(safetensors::Dtype::I8);
+    pub const U8: Dtype = Dtype(safetensors::Dtype::U8);
+    pub const BOOL: Dtype = Dtype(safetensors::Dtype::BOOL);
+
     /// The name safetensors headers use (`"BF16"`, `"F8_E4M3"`, ...).
     pub fn name(self) -> &'static str {
-        match self {
-            Dtype::F64 => "F64",
-            Dtype::F32 => "F32",
-            Dtype::F16 => "F16",
-            Dtype::BF16 => "BF16",
-            Dtype::I64 => "I64",
-            Dtype::I32 => "I32",
-            Dtype::I16 => "I16",
-            Dtype::I8 => "I8",
-            Dtype::U64 => "U64",
-            Dtype::U32 => "U32",
-            Dtype::U16 => "U16",
-            Dtype::U8 => "U8",
-            Dtype::Bool => "BOOL",
-            Dtype::F8E4M3 => "F8_E4M3",
-            Dtype::F8E5M2 => "F8_E5M2",
+        // The crate spells its types only through `Display` (and serde):
+        // each name is made once and kept, one per type.
+        use std::sync::{Mutex, OnceLock};
+        type Names = Vec<(safetensors::Dtype, &'static str)>;
+        static NAMES: OnceLock<Mutex<Names>> = OnceLock::new();
+        let mut names = NAMES
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&(_, n)) = names.iter().find(|(d, _)| *d == self.0) {
+            return n;
         }
+        let n: &'static str = Box::leak(self.0.to_string().into_boxed_str());
+        names.push((self.0, n));
+        n
     }
-    /// Parse a header dtype name; `None` if unknown.
+    /// Parse a header dtype name; `None` if the `safetensors` crate does
+    /// not know it.
     pub fn parse(s: &str) -> Option<Dtype> {
-        ALL.iter().copied().find(|d| d.name() == s)
+        use serde::de::{value::Error, Deserialize, IntoDeserializer};
+        let de: serde::de::value::StrDeserializer<'_, Error> = s.into_deserializer();
+        safetensors::Dtype::deserialize(de).ok().map(Dtype)
     }
-    /// Bytes per element.
+    /// Bits per element (4 for F4, 6 for the F6 types).
+    pub fn bits(self) -> usize {
+        self.0.bitsize()
+    }
+    /// Bytes per element, rounded up for the sub-byte types (F4, F6_*):
+    /// the size of a whole tensor is [`Dtype::nbytes`].
     pub fn size(self) -> usize {
-        match self {
-            Dtype::F64 | Dtype::I64 | Dtype::U64 => 8,
-            Dtype::F32 | Dtype::I32 | Dtype::U32 => 4,
-            Dtype::F16 | Dtype::BF16 | Dtype::I16 | Dtype::U16 => 2,
-            Dtype::I8 | Dtype::U8 | Dtype::Bool | Dtype::F8E4M3 | Dtype::F8E5M2 => 1,
-        }
+        self.bits().div_ceil(8)
+    }
+    /// Bytes of a tensor of this type and shape, as the `safetensors` crate
+    /// counts them; `None` when the count overflows or a sub-byte tensor
+    /// does not fill whole bytes.
+    pub fn nbytes(self, shape: &[usize]) -> Option<usize> {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        let bits = numel.checked_mul(self.bits())?;
+        bits.is_multiple_of(8).then_some(bits / 8)
     }
     /// Whether tensors of this type are merged (F64, F32, F16, BF16); all
     /// others are copied through unchanged.
     pub fn is_mergeable(self) -> bool {
         matches!(self, Dtype::F64 | Dtype::F32 | Dtype::F16 | Dtype::BF16)
+    }
+    /// The `safetensors` crate's value.
+    pub fn to_safetensors(self) -> safetensors::Dtype {
+        self.0
+    }
+}
+
+impl From<safetensors::Dtype> for Dtype {
+    fn from(d: safetensors::Dtype) -> Dtype {
+        Dtype(d)
+    }
+}
+
+impl From<Dtype> for safetensors::Dtype {
+    fn from(d: Dtype) -> safetensors::Dtype {
+        d.0
+    }
+}
+
+impl std::hash::Hash for Dtype {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(&self.0).hash(state);
+    }
+}
+
+impl std::fmt::Debug for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -300,13 +320,52 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for d in ALL {
+        use safetensors::Dtype as St;
+        let all = [
+            St::BOOL,
+            St::F4,
+            St::F6_E2M3,
+            St::F6_E3M2,
+            St::U8,
+            St::I8,
+            St::F8_E5M2,
+            St::F8_E4M3,
+            St::F8_E8M0,
+            St::I16,
+            St::U16,
+            St::F16,
+            St::BF16,
+            St::I32,
+            St::U32,
+            St::F32,
+            St::F64,
+            St::I64,
+            St::U64,
+        ];
+        for st in all {
+            let d = Dtype::from(st);
+            assert_eq!(d.name(), st.to_string());
             assert_eq!(Dtype::parse(d.name()), Some(d));
+            assert_eq!(d.bits(), st.bitsize());
         }
-        assert_eq!(Dtype::parse("F8_E4M3"), Some(Dtype::F8E4M3));
-        assert_eq!(Dtype::parse("BOOL"), Some(Dtype::Bool));
+        assert_eq!(Dtype::parse("F8_E4M3"), Some(Dtype::from(St::F8_E4M3)));
+        assert_eq!(Dtype::parse("BOOL"), Some(Dtype::BOOL));
         assert_eq!(Dtype::parse("bf16"), None);
         assert_eq!(Dtype::parse("C64"), None);
+        assert_eq!(format!("{:?}", Dtype::BF16), "BF16");
+    }
+
+    #[test]
+    fn sizes_of_sub_byte_types() {
+        let f4 = Dtype::from(safetensors::Dtype::F4);
+        assert_eq!(f4.nbytes(&[3, 2]), Some(3));
+        assert_eq!(f4.nbytes(&[3]), None, "1.5 bytes");
+        assert_eq!(f4.size(), 1);
+        let f6 = Dtype::from(safetensors::Dtype::F6_E3M2);
+        assert_eq!(f6.nbytes(&[4]), Some(3));
+        assert_eq!(Dtype::BF16.nbytes(&[2, 3]), Some(12));
+        assert_eq!(Dtype::F32.nbytes(&[usize::MAX, 2]), None);
+        assert_eq!(Dtype::F32.nbytes(&[]), Some(4));
     }
 
     /// Every float dtype, every alignment of the byte buffer, and lengths

@@ -2,9 +2,21 @@
 //! bytes of JSON mapping tensor names to `{dtype, shape, data_offsets}` (plus
 //! an optional `__metadata__` of string pairs), then the data section.
 //!
-//! Parsing validates everything a later read relies on, so that reading a
-//! tensor never needs to check again and a bad file fails at open, naming
-//! the file and the tensor.
+//! The `safetensors` crate decides what a valid header is: the JSON is
+//! parsed into its [`safetensors::tensor::Metadata`], which checks that the
+//! tensors tile the data section from its first byte, back to back, each
+//! exactly as long as its shape and dtype say, and then that the data
+//! section ends where the last tensor does (`read_metadata`'s last check,
+//! done here against the file's length, since only the header is read from
+//! disk). So smelt refuses every file the crate (and so mergekit, through
+//! Python's safetensors) refuses. On top of that smelt refuses shapes that
+//! torch cannot hold (a dimension or element count above `i64::MAX`), which
+//! the crate lets through when a dimension is 0.
+//!
+//! When the crate refuses a header, smelt's own checks find the tensor at
+//! fault and say what is wrong with it ([`explain`]); the crate's message
+//! is the fallback. Either way the error names the file and, where there is
+//! one, the tensor.
 
 use super::{Dtype, ModelError, Result};
 use serde_json::{Map, Value};
@@ -13,12 +25,15 @@ use std::path::Path;
 
 /// Headers larger than this are refused: real ones are kilobytes to a few
 /// megabytes, and the cap keeps a corrupt length from making us parse
-/// gigabytes (the safetensors library uses the same limit).
+/// gigabytes (the safetensors crate's limit).
 const MAX_HEADER: u64 = 100_000_000;
 
+/// The largest dimension, element count or byte size torch can hold.
+const TORCH_MAX: u128 = i64::MAX as u128;
+
 /// One validated header entry, offsets absolute within the file.
-#[derive(Debug)]
-pub(super) struct Entry {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeaderEntry {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
@@ -29,7 +44,8 @@ pub(super) struct Entry {
 /// A validated header.
 #[derive(Debug)]
 pub(super) struct Header {
-    pub entries: Vec<Entry>,
+    /// In file order (by data offset).
+    pub entries: Vec<HeaderEntry>,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -55,25 +71,18 @@ fn not_checkpoint(path: &Path, why: impl Into<String>) -> ModelError {
     }
 }
 
-/// Parse and validate the header of the safetensors file whose full
-/// contents are `file` (normally a memory map). `path` is for messages.
-///
-/// A file that cannot be a safetensors file at all (too short, a length
-/// prefix past its end, a header that is not a JSON object) is
-/// [`ModelError::NotCheckpoint`]; one that is a safetensors file with a bad
-/// entry is [`ModelError::Format`] or [`ModelError::Tensor`].
-pub(super) fn parse(path: &Path, file: &[u8]) -> Result<Header> {
-    let file_len = file.len() as u64;
-    if file_len < 8 {
+/// The JSON header's length, from the file's first 8 bytes (`None` when
+/// the file is shorter), checked against the file's length. Returns the
+/// length, which the caller then reads.
+pub(super) fn json_len(path: &Path, first8: Option<[u8; 8]>, file_len: u64) -> Result<usize> {
+    let Some(len_bytes) = first8 else {
         return Err(not_checkpoint(
             path,
             format!("only {file_len} bytes, shorter than the 8-byte header length"),
         ));
-    }
-    let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&file[..8]);
+    };
     let header_len = u64::from_le_bytes(len_bytes);
-    if header_len > file_len - 8 {
+    if header_len > file_len.saturating_sub(8) {
         // A plausible length over a short file is most likely a truncated
         // checkpoint; an absurd one (text read as a number) is no
         // checkpoint at all, and its value would only confuse.
@@ -97,100 +106,235 @@ pub(super) fn parse(path: &Path, file: &[u8]) -> Result<Header> {
             format!("header length {header_len} exceeds the {MAX_HEADER}-byte limit"),
         ));
     }
-    let data_start = 8 + header_len as usize;
-    let data_len = file.len() - data_start;
-    let json: Value = serde_json::from_slice(&file[8..data_start])
-        .map_err(|e| not_checkpoint(path, format!("header is not valid JSON ({e})")))?;
-    let Value::Object(obj) = json else {
-        return Err(not_checkpoint(path, "header is not a JSON object"));
-    };
+    usize::try_from(header_len).map_err(|_| not_checkpoint(path, "header length too large"))
+}
 
-    let mut metadata = BTreeMap::new();
-    let mut entries = Vec::with_capacity(obj.len());
-    for (name, v) in obj {
-        if name == "__metadata__" {
-            metadata = parse_metadata(path, v)?;
-            continue;
+/// Parse and validate the JSON header `json` of a file of `file_len`
+/// bytes (the 8-byte length, `json`, then the data section). `path` is for
+/// messages.
+///
+/// A header that cannot be a safetensors header at all (not JSON, not a
+/// JSON object) is [`ModelError::NotCheckpoint`]; one that is a safetensors
+/// header with a bad entry is [`ModelError::Tensor`] or
+/// [`ModelError::Format`].
+pub(super) fn parse(path: &Path, json: &[u8], file_len: u64) -> Result<Header> {
+    let data_len = file_len
+        .checked_sub(8 + json.len() as u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| not_checkpoint(path, "header length larger than the file"))?;
+    let meta = match crate_parse(json, data_len) {
+        Ok(meta) => meta,
+        Err(why) => {
+            return Err(explain(path, json, data_len).unwrap_or_else(|| {
+                format_err(path, format!("not a valid safetensors header: {why}"))
+            }))
         }
-        let e = parse_entry(path, &name, &v, data_len)?;
-        entries.push(Entry {
+    };
+    let data_start = 8 + json.len();
+    let names = meta.offset_keys();
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names {
+        let Some(info) = meta.info(&name) else {
+            continue;
+        };
+        let dtype = Dtype::from(info.dtype);
+        torch_limits(&info.shape).map_err(|msg| tensor_err(path, &name, msg))?;
+        let (start, end) = info.data_offsets;
+        entries.push(HeaderEntry {
+            dtype,
+            shape: info.shape.clone(),
+            start: data_start + start,
+            end: data_start + end,
             name,
-            dtype: e.0,
-            shape: e.1,
-            start: data_start + e.2,
-            end: data_start + e.3,
         });
     }
-    check_overlaps(path, &entries)?;
+    let metadata = meta
+        .metadata()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Ok(Header { entries, metadata })
 }
 
-fn parse_metadata(path: &Path, v: Value) -> Result<BTreeMap<String, String>> {
-    let Value::Object(m) = v else {
-        return Err(format_err(path, "`__metadata__` is not a JSON object"));
-    };
-    m.into_iter()
-        .map(|(k, v)| match v {
-            Value::String(s) => Ok((k, s)),
-            other => Err(format_err(
-                path,
-                format!("`__metadata__` value for `{k}` is not a string: {other}"),
-            )),
-        })
-        .collect()
+/// The `safetensors` crate's verdict on a header: its `Metadata` (which
+/// validates on construction), and `read_metadata`'s check that the data
+/// section ends with the last tensor. Errors are the crate's message.
+fn crate_parse(
+    json: &[u8],
+    data_len: usize,
+) -> std::result::Result<safetensors::tensor::Metadata, String> {
+    // As `SafeTensors::read_metadata`: UTF-8 first, then JSON.
+    let text = std::str::from_utf8(json).map_err(|e| format!("invalid UTF-8 in header: {e}"))?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if meta.data_len() != data_len {
+        return Err(safetensors::SafeTensorError::MetadataIncompleteBuffer.to_string());
+    }
+    Ok(meta)
 }
 
-/// Validate one entry; returns dtype, shape and data-relative offsets.
-fn parse_entry(
-    path: &Path,
-    name: &str,
-    v: &Value,
-    data_len: usize,
-) -> Result<(Dtype, Vec<usize>, usize, usize)> {
-    let err = |msg: String| tensor_err(path, name, msg);
-    let Value::Object(e) = v else {
-        return Err(err("header entry is not a JSON object".into()));
-    };
-    let dtype = match e.get("dtype") {
-        Some(Value::String(s)) => {
-            Dtype::parse(s).ok_or_else(|| err(format!("unknown or unsupported dtype `{s}`")))?
+/// A shape torch can hold: no dimension and no element count above
+/// `i64::MAX`. The count leaves out zero dimensions, so that a tensor with
+/// no elements cannot carry an absurd shape through (the crate counts
+/// `[0, 2^32, 2^32]` as 0 elements). A tensor with elements needs no byte
+/// check: the crate has made its bytes a part of the file.
+fn torch_limits(shape: &[usize]) -> std::result::Result<(), String> {
+    if let Some(d) = shape.iter().find(|&&d| d as u128 > TORCH_MAX) {
+        return Err(format!(
+            "shape {shape:?}: dimension {d} is larger than torch allows (2^63 - 1)"
+        ));
+    }
+    let mut numel: u128 = 1;
+    for &d in shape.iter().filter(|&&d| d > 0) {
+        numel *= d as u128;
+        if numel > TORCH_MAX {
+            return Err(format!(
+                "shape {shape:?} has more elements than torch allows (2^63 - 1)"
+            ));
         }
-        Some(other) => return Err(err(format!("dtype is not a string: {other}"))),
-        None => return Err(err("no `dtype`".into())),
+    }
+    Ok(())
+}
+
+/// Why the crate refused a header, in smelt's words: the first problem
+/// found, naming the tensor. `None` when smelt's checks find nothing (the
+/// caller then gives the crate's message).
+fn explain(path: &Path, json: &[u8], data_len: usize) -> Option<ModelError> {
+    let value: Value = match serde_json::from_slice(json) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(not_checkpoint(
+                path,
+                format!("header is not valid JSON ({e})"),
+            ))
+        }
     };
-    let shape = usize_array(e, "shape").map_err(&err)?;
-    let offsets = usize_array(e, "data_offsets").map_err(&err)?;
+    let Value::Object(obj) = value else {
+        return Some(not_checkpoint(path, "header is not a JSON object"));
+    };
+    let mut spans: Vec<(&str, usize, usize)> = Vec::with_capacity(obj.len());
+    for (name, v) in &obj {
+        if name == "__metadata__" {
+            if let Err(msg) = check_metadata(v) {
+                return Some(format_err(path, msg));
+            }
+            continue;
+        }
+        match check_entry(v, data_len) {
+            Ok((start, end)) => spans.push((name, start, end)),
+            Err(msg) => return Some(tensor_err(path, name, msg)),
+        }
+    }
+    // The tensors must tile the data section: sorted by offsets, each one
+    // starts where the one before ended, the first at 0, and the last ends
+    // with the file.
+    spans.sort_by_key(|&(_, s, e)| (s, e));
+    let mut pos = 0;
+    let mut prev: Option<(&str, usize, usize)> = None;
+    for &(name, s, e) in &spans {
+        if s < pos {
+            let (p, ps, pe) = prev.unwrap_or(("", 0, 0));
+            return Some(tensor_err(
+                path,
+                name,
+                format!("its data (data_offsets [{s}, {e}]) overlaps tensor `{p}` ([{ps}, {pe}])"),
+            ));
+        }
+        if s > pos {
+            let after = match prev {
+                Some((p, _, _)) => format!("after tensor `{p}`"),
+                None => "at the start of the data section".to_string(),
+            };
+            return Some(tensor_err(
+                path,
+                name,
+                format!(
+                    "data_offsets [{s}, {e}] leave a gap: bytes {pos}..{s} {after} belong to no tensor"
+                ),
+            ));
+        }
+        pos = e;
+        prev = Some((name, s, e));
+    }
+    if pos != data_len {
+        return Some(format_err(
+            path,
+            format!(
+                "{} bytes after the last tensor belong to no tensor (the tensors cover {pos} of the \
+                 data section's {data_len} bytes); a wrong header length or a file with bytes appended?",
+                data_len - pos
+            ),
+        ));
+    }
+    None
+}
+
+/// `__metadata__`: absent, null, or an object of strings.
+fn check_metadata(v: &Value) -> std::result::Result<(), String> {
+    match v {
+        Value::Null => Ok(()),
+        Value::Object(m) => match m.iter().find(|(_, v)| !v.is_string()) {
+            Some((k, other)) => Err(format!(
+                "`__metadata__` value for `{k}` is not a string: {other}"
+            )),
+            None => Ok(()),
+        },
+        _ => Err("`__metadata__` is not a JSON object".into()),
+    }
+}
+
+/// One entry on its own: its fields, and offsets that fit its shape and
+/// the data section. Returns its data-relative offsets.
+fn check_entry(v: &Value, data_len: usize) -> std::result::Result<(usize, usize), String> {
+    // serde also reads a struct from an array of its fields in order.
+    let field = |key: &str, i: usize| match v {
+        Value::Object(e) => e.get(key),
+        Value::Array(a) => a.get(i),
+        _ => None,
+    };
+    if !matches!(v, Value::Object(_) | Value::Array(_)) {
+        return Err("header entry is not a JSON object".into());
+    }
+    let dtype = match field("dtype", 0) {
+        Some(Value::String(s)) => Dtype::parse(s).ok_or_else(|| format!("unknown dtype `{s}`"))?,
+        Some(other) => return Err(format!("dtype is not a string: {other}")),
+        None => return Err("no `dtype`".into()),
+    };
+    let shape = usize_array(field("shape", 1), "shape")?;
+    let offsets = usize_array(field("data_offsets", 2), "data_offsets")?;
     let [start, end] = offsets[..] else {
-        return Err(err(format!(
+        return Err(format!(
             "`data_offsets` must be [start, end], got {} numbers",
             offsets.len()
-        )));
+        ));
     };
     if start > end {
-        return Err(err(format!(
-            "data_offsets [{start}, {end}]: start after end"
-        )));
+        return Err(format!("data_offsets [{start}, {end}]: start after end"));
     }
     if end > data_len {
-        return Err(err(format!(
+        return Err(format!(
             "data_offsets [{start}, {end}] run past the data section ({data_len} bytes)"
-        )));
+        ));
     }
-    let nbytes = shape
-        .iter()
-        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| err(format!("shape {shape:?} is too large")))?;
+    let Some(nbytes) = dtype.nbytes(&shape) else {
+        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        return Err(match numel.and_then(|n| n.checked_mul(dtype.bits())) {
+            Some(_) => format!("shape {shape:?} of {dtype} does not fill whole bytes"),
+            None => format!("shape {shape:?} is too large"),
+        });
+    };
     if nbytes != end - start {
-        return Err(err(format!(
+        return Err(format!(
             "shape {shape:?} of {dtype} needs {nbytes} bytes but data_offsets [{start}, {end}] hold {}",
             end - start
-        )));
+        ));
     }
-    Ok((dtype, shape, start, end))
+    Ok((start, end))
 }
 
-fn usize_array(e: &Map<String, Value>, key: &str) -> std::result::Result<Vec<usize>, String> {
-    let Some(Value::Array(a)) = e.get(key) else {
+fn usize_array(v: Option<&Value>, key: &str) -> std::result::Result<Vec<usize>, String> {
+    let Some(Value::Array(a)) = v else {
         return Err(format!("`{key}` missing or not an array"));
     };
     a.iter()
@@ -202,24 +346,13 @@ fn usize_array(e: &Map<String, Value>, key: &str) -> std::result::Result<Vec<usi
         .collect()
 }
 
-/// Tensors may not share bytes: a write through one would change another,
-/// and it is a sign of a corrupt header. Empty tensors overlap nothing.
-fn check_overlaps(path: &Path, entries: &[Entry]) -> Result<()> {
-    let mut order: Vec<&Entry> = entries.iter().filter(|e| e.end > e.start).collect();
-    order.sort_unstable_by_key(|e| (e.start, e.end));
-    for w in order.windows(2) {
-        if w[1].start < w[0].end {
-            return Err(tensor_err(
-                path,
-                &w[1].name,
-                format!(
-                    "data overlaps tensor `{}` (bytes {}..{} and {}..{} of the file)",
-                    w[0].name, w[1].start, w[1].end, w[0].start, w[0].end
-                ),
-            ));
-        }
-    }
-    Ok(())
+/// Parse the header of a whole safetensors file held in memory (for fuzzing
+/// and tests; [`super::Model::open`] reads only the header from disk).
+/// Returns the entries in file order, offsets absolute within `file`.
+pub fn parse_header(path: &Path, file: &[u8]) -> Result<Vec<HeaderEntry>> {
+    let first8 = file.get(..8).and_then(|b| b.try_into().ok());
+    let n = json_len(path, first8, file.len() as u64)?;
+    Ok(parse(path, &file[8..8 + n], file.len() as u64)?.entries)
 }
 
 /// A header entry to write: data offsets relative to the data section.

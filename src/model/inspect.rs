@@ -133,13 +133,16 @@ impl Report {
 
     /// A plain-text report that fits 80 columns: summary, shards, layer
     /// groups (runs of identical layers collapsed to one line), tensors.
+    ///
+    /// Every name from the files (paths, tensors, metadata, the config's
+    /// architecture) is escaped ([`crate::text::escape`]).
     pub fn render_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{}  ({})", self.name, self.path);
+        let _ = writeln!(s, "{}  ({})", esc(&self.name), esc(&self.path));
         let arch = self
             .architecture
             .as_deref()
-            .unwrap_or("unknown architecture");
+            .map_or("unknown architecture".into(), esc);
         let layers = match self.num_hidden_layers {
             Some(n) if n != self.catalogue_layers => {
                 format!("{n} layers in config, {} in tensors", self.catalogue_layers)
@@ -160,7 +163,7 @@ impl Report {
             let m: Vec<String> = self
                 .metadata
                 .iter()
-                .map(|(k, v)| format!("{k}={}", clip(v, 30)))
+                .map(|(k, v)| format!("{}={}", esc(k), clip(&esc(v), 30)))
                 .collect();
             let _ = writeln!(s, "metadata: {}", clip(&m.join(", "), 70));
         }
@@ -174,7 +177,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "{:<56} {:>10} {:>8}",
-                clip(&sh.file, 56),
+                clip(&esc(&sh.file), 56),
                 human(sh.bytes, "B"),
                 sh.tensors
             );
@@ -213,7 +216,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "{:<46} {:<7} {:<13} {:>8} {:>2}",
-                clip_left(&t.name, 46),
+                clip_left(&esc(&t.name), 46),
                 t.dtype,
                 clip(&shape, 13),
                 human(t.params, ""),
@@ -256,6 +259,10 @@ impl Report {
         }
         out
     }
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::text::escape(s)
 }
 
 /// `1234567` → `1.23M` (decimal units, as parameter counts are quoted).

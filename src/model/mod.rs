@@ -30,6 +30,7 @@ mod writer;
 pub use catalogue::{classify, Group, LayerGroup, LayerRef, TensorSummary};
 pub use compat::{Incompatible, Mismatch};
 pub use dtype::{from_f32, to_f32, Dtype};
+pub use header::{parse_header, HeaderEntry};
 pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
 
@@ -37,39 +38,51 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong reading or writing a checkpoint. Every
 /// variant names the file (and the tensor, where there is one).
+///
+/// The fields hold names and paths as they are; `Display` escapes them
+/// ([`crate::text`]), so that a message never carries a file's control
+/// characters to the terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", path_(path))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// The path is not a safetensors checkpoint at all (a README, a
-    /// folder without weights, a pickle): `why` says briefly what gave it
-    /// away.
-    #[error("{path}: not a safetensors checkpoint: {why}")]
+    /// folder without weights, a pickle, a named pipe): `why` says briefly
+    /// what gave it away.
+    #[error("{}: not a safetensors checkpoint: {}", path_(path), esc(why))]
     NotCheckpoint { path: PathBuf, why: String },
     /// The file is a safetensors file, but not a well-formed one.
-    #[error("{path}: {msg}")]
+    #[error("{}: {}", path_(path), esc(msg))]
     Format { path: PathBuf, msg: String },
     /// A tensor's header entry is wrong (offsets, shape, dtype).
-    #[error("{path}: tensor `{tensor}`: {msg}")]
+    #[error("{}: tensor `{}`: {}", path_(path), esc(tensor), esc(msg))]
     Tensor {
         path: PathBuf,
         tensor: String,
         msg: String,
     },
-    #[error("{path}: no such tensor `{tensor}`")]
+    #[error("{}: no such tensor `{}`", path_(path), esc(tensor))]
     MissingTensor { path: PathBuf, tensor: String },
     /// The output folder cannot be made where the user asked: its parent
     /// is missing, not a folder or not writable. Names the user's folder,
     /// never the scratch folder beside it.
-    #[error("cannot create {path}: {why}")]
+    #[error("cannot create {}: {}", path_(path), esc(why))]
     CannotCreate { path: PathBuf, why: String },
     /// Refusing to write: output exists, output inside an input, ...
-    #[error("{path}: {msg}")]
+    #[error("{}: {}", path_(path), esc(msg))]
     Output { path: PathBuf, msg: String },
+}
+
+fn path_(p: &std::path::Path) -> String {
+    crate::text::path(p)
+}
+
+fn esc(s: &str) -> crate::text::Escaped<'_> {
+    crate::text::Escaped(s)
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;

@@ -97,12 +97,15 @@ enum Layout {
 impl Model {
     pub fn open(path: &Path) -> Result<Model> {
         let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+        if !meta.is_dir() {
+            regular(path, &meta)?;
+        }
         let (layout, folder) = if meta.is_dir() {
             let index = path.join(INDEX_FILE);
             let single = path.join(SINGLE_FILE);
-            let layout = if index.is_file() {
+            let layout = if present(&index)? {
                 Layout::Sharded(index)
-            } else if single.is_file() {
+            } else if present(&single)? {
                 Layout::Single(single)
             } else {
                 return Err(ModelError::NotCheckpoint {
@@ -341,14 +344,18 @@ impl Loaded {
     /// Map and validate one shard. With `expected`, every listed tensor
     /// must be in it (the index said so).
     fn add_shard(&mut self, file: PathBuf, expected: Option<&[&str]>) -> Result<()> {
-        let f = File::open(&file).map_err(|e| io_err(&file, e))?;
+        let f = open_regular(&file)?;
+        let len = f.metadata().map_err(|e| io_err(&file, e))?.len();
+        let Header { entries, metadata } = read_header(&file, &f, len)?;
         // SAFETY: the map is read-only. Another process truncating or
         // rewriting the file while it is mapped could change or revoke the
         // bytes under us; that is the accepted contract of every mmap-based
         // checkpoint reader (safetensors, torch), and smelt itself never
         // writes into an input (the writer refuses outputs inside inputs).
         let map = unsafe { Mmap::map(&f) }.map_err(|e| io_err(&file, e))?;
-        let Header { entries, metadata } = header::parse(&file, &map)?;
+        if map.len() as u64 != len {
+            return Err(format_err(&file, "changed size while being opened"));
+        }
         let shard = self.shards.len();
         if let Some(expected) = expected {
             let present: std::collections::HashSet<&str> =
@@ -389,10 +396,101 @@ impl Loaded {
     }
 }
 
+/// Read and validate the header of the open shard `f` (`len` bytes long):
+/// only the header's bytes are read.
+fn read_header(path: &Path, f: &File, len: u64) -> Result<Header> {
+    let mut first8 = [0u8; 8];
+    let first8 = if len >= 8 {
+        f.read_exact_at(&mut first8, 0)
+            .map_err(|e| io_err(path, e))?;
+        Some(first8)
+    } else {
+        None
+    };
+    let n = header::json_len(path, first8, len)?;
+    let mut json = vec![0u8; n];
+    f.read_exact_at(&mut json, 8).map_err(|e| io_err(path, e))?;
+    header::parse(path, &json, len)
+}
+
+/// What kind of file a path is, when it is not a regular file or folder
+/// (`None` for those).
+fn odd_kind(meta: &std::fs::Metadata) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_file() || t.is_dir() {
+        None
+    } else if t.is_fifo() {
+        Some("a named pipe (FIFO)")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else {
+        Some("not a regular file")
+    }
+}
+
+/// Refuse anything but a regular file (or a folder): opening a FIFO for
+/// reading would wait for a writer forever, and a device has no end.
+fn regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    match odd_kind(meta) {
+        Some(kind) => Err(ModelError::NotCheckpoint {
+            path: path.to_path_buf(),
+            why: format!("{kind}, not a regular file"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether a regular file is at `path` (following links): `false` when
+/// nothing is there, an error when something other than a file is.
+fn present(path: &Path) -> Result<bool> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(false),
+        Ok(meta) => regular(path, &meta).map(|()| true),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Open a regular file for reading. Checked before opening (a FIFO is
+/// never opened), and the open does not block should the path have become
+/// a FIFO in between; the file is then checked again.
+fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+    regular(path, &meta)?;
+    if meta.is_dir() {
+        return Err(format_err(path, "is a folder, not a file"));
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    let meta = f.metadata().map_err(|e| io_err(path, e))?;
+    regular(path, &meta)?;
+    if meta.is_dir() {
+        return Err(format_err(path, "is a folder, not a file"));
+    }
+    Ok(f)
+}
+
+/// A whole small file (an index, a config), from a regular file only.
+fn read_small(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = open_regular(path)?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).map_err(|e| io_err(path, e))?;
+    Ok(out)
+}
+
 /// Read the index's `weight_map` and open every shard it names, in order of
 /// first appearance.
 fn load_sharded(index: &Path, loaded: &mut Loaded) -> Result<()> {
-    let text = std::fs::read(index).map_err(|e| io_err(index, e))?;
+    let text = read_small(index)?;
     // A file under the index's own name is a broken index; any other JSON
     // file (`config.json` named by mistake) is not a checkpoint at all.
     let bad = |msg: String| {
@@ -441,7 +539,7 @@ fn load_sharded(index: &Path, loaded: &mut Loaded) -> Result<()> {
             ));
         }
         let path = folder.join(rel);
-        if !path.is_file() {
+        if !present(&path)? {
             return Err(format_err(
                 index,
                 format!(
@@ -497,11 +595,12 @@ fn folder_hint(dir: &Path) -> String {
 
 /// Parse `config.json` when present; malformed JSON is an error naming it.
 fn read_config(path: &Path) -> Result<Option<serde_json::Value>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    match std::fs::metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path, e)),
-    };
+        Ok(_) => {}
+    }
+    let bytes = read_small(path)?;
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| format_err(path, format!("not valid JSON: {e}")))

@@ -232,9 +232,9 @@ impl Writer {
                 return Err(out_err(out, format!("tensor `{}` is listed twice", t.name)));
             }
             let n = t
-                .shape
-                .iter()
-                .try_fold(t.dtype.size() as u64, |a, &d| a.checked_mul(d as u64))
+                .dtype
+                .nbytes(&t.shape)
+                .map(|n| n as u64)
                 .ok_or_else(|| out_err(out, format!("tensor `{}`: shape too large", t.name)))?;
             sizes.push(n);
         }
