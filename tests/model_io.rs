@@ -933,9 +933,9 @@ fn write_small_round_trip() {
 
 /// The layout of a 7B Llama (291 tensors, bf16, about 13.5 GB) in 5 GB
 /// shards. The writer creates sparse files, so this costs no disk space;
-/// opening reads only the headers and must be quick.
+/// opening reads only the headers and finds every tensor.
 #[test]
-fn open_7b_layout_is_fast() {
+fn open_7b_layout() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("llama7b");
     let (h, i, v) = (4096, 11008, 32000);
@@ -966,17 +966,14 @@ fn open_7b_layout_is_fast() {
     assert_eq!(w.shard_names().len(), 3);
     w.finish().unwrap();
 
-    let start = std::time::Instant::now();
+    // How fast this is belongs in a benchmark, not here.
     let m = Model::open(&out).unwrap();
-    let took = start.elapsed();
-    eprintln!("opened 7B layout (291 tensors, 3 shards) in {took:?}");
     assert_eq!(m.tensors().len(), 291);
     assert_eq!(m.catalogue_layers(), 32);
     assert_eq!(m.num_params(), 6_738_415_616);
     assert_eq!(m.tensors()[0].name, "model.embed_tokens.weight");
     assert_eq!(m.tensors()[1].name, "model.layers.0.input_layernorm.weight");
     assert_eq!(m.tensors()[290].name, "model.norm.weight");
-    assert!(took.as_millis() < 500, "open took {took:?}");
 }
 
 #[test]
