@@ -140,8 +140,10 @@ fn main() -> anyhow::Result<()> {
     lines.push(report("digits-zip/digits-0-4", &a, &test));
     lines.push(report("digits-zip/digits-5-9", &b, &test));
     if write {
-        a.save(&root.join("digits-zip/digits-0-4"), true)?;
-        b.save(&root.join("digits-zip/digits-5-9"), true)?;
+        for (m, dir) in [(&a, "digits-zip/digits-0-4"), (&b, "digits-zip/digits-5-9")] {
+            clear(&root.join(dir))?;
+            m.save(&root.join(dir), false)?;
+        }
     }
 
     // 2. digits-tasks
@@ -172,7 +174,8 @@ fn main() -> anyhow::Result<()> {
     if write {
         // Trunk `layers.{0,1,2}.*` and head `heads.0.layers.0.*`, like the
         // fine-tunes: trunk names line up for task vectors, heads stay apart.
-        base.save(&root.join("digits-tasks/base"), true)?;
+        clear(&root.join("digits-tasks/base"))?;
+        base.save(&root.join("digits-tasks/base"), false)?;
     }
     let tasks: [(&str, Vec<u32>); 3] = [
         ("ft-0-2", vec![0, 1, 2]),
@@ -207,7 +210,8 @@ fn main() -> anyhow::Result<()> {
         };
         lines.push(report(&format!("digits-tasks/{name}"), &ft, &test));
         if write {
-            ft.save(&root.join(format!("digits-tasks/{name}")), true)?;
+            clear(&root.join(format!("digits-tasks/{name}")))?;
+            ft.save(&root.join(format!("digits-tasks/{name}")), false)?;
         }
     }
 
@@ -217,6 +221,32 @@ fn main() -> anyhow::Result<()> {
         llama::build(&root.join("llama-synthetic"))?;
     }
     println!("{}", lines.join("\n"));
+    Ok(())
+}
+
+/// Remove a sample folder this program wrote before, so it can be written
+/// again: `force` replaces only smelt merge outputs (folders with a
+/// smelt-recipe.toml), which samples are not. Only checkpoint files, as
+/// smelt names them, are removed; anything else stops the program.
+fn clear(out: &Path) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let mut files = Vec::new();
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        anyhow::ensure!(
+            e.file_type()?.is_file() && smelt::model::is_smelt_file(&name),
+            "{}: holds {name}, which this program does not write; not replacing it",
+            out.display()
+        );
+        files.push(e.path());
+    }
+    for f in files {
+        std::fs::remove_file(f)?;
+    }
+    std::fs::remove_dir(out)?;
     Ok(())
 }
 
@@ -235,9 +265,10 @@ fn write_folder(
             shape: s.clone(),
         })
         .collect();
+    clear(out)?;
     let opts = WriterOptions {
         shard_size,
-        force: true,
+        force: false,
         inputs: Vec::new(),
         metadata: vec![("format".into(), "pt".into())],
         sync: true,

@@ -30,18 +30,9 @@ pub const MAX_ROW_CHUNK: usize = 1 << 22;
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(100);
 
-/// Files copied from the base (config) model when present.
-const COPIED_FILES: &[&str] = &[
-    "generation_config.json",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-];
+/// Files copied from the base (config) model when present (the list lives
+/// with the writer, which accepts only files a merge writes).
+use crate::model::COPIED_FILES;
 
 /// What a running merge reports.
 #[derive(Clone, Debug)]

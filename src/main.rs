@@ -1,7 +1,8 @@
 //! The `smelt` command line: `smelt` (the workbench), `merge`, `inspect`,
 //! `analyze`, `eval`, `recipe`. Each subcommand is a thin front end over
 //! the library; this file parses arguments and turns errors into messages
-//! and exit codes (2: bad input, 1: internal failure).
+//! and exit codes (2: bad input, 1: smelt or the environment failed, such
+//! as a full disk or a read-only output; 128 + N: stopped by signal N).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
@@ -38,10 +39,15 @@ enum Cmd {
     Merge {
         /// The recipe file (.toml, or mergekit .yml/.yaml).
         recipe: PathBuf,
-        /// Output folder (must not exist unless --force).
+        /// Output folder (must not exist unless --force; never inside a
+        /// model's folder).
         #[arg(long, short)]
         out: PathBuf,
-        /// Replace an existing output folder.
+        /// Replace an existing output folder, if it is empty or a smelt
+        /// output: one holding smelt-recipe.toml and only files a merge
+        /// writes (shards, index, config.json, README.md, the recipe,
+        /// copied tokenizer files). Anything else is refused, naming the
+        /// other files; a file is never replaced.
         #[arg(long)]
         force: bool,
         /// Worker threads (default: every core).
@@ -174,10 +180,12 @@ enum RecipeCmd {
         recipe: PathBuf,
         #[arg(long, value_enum, default_value = "mergekit")]
         format: Format,
-        /// Output file (default: standard output, paths absolute).
+        /// Output file (default: standard output, paths absolute). Never
+        /// inside the folder of a model the recipe reads.
         #[arg(long, short)]
         out: Option<PathBuf>,
-        /// Write over an existing output file.
+        /// Write over an existing output file (still never one inside a
+        /// model's folder).
         #[arg(long)]
         force: bool,
     },

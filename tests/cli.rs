@@ -136,11 +136,20 @@ fn existing_output_is_refused_without_force_and_replaced_with_it() {
         std::fs::read_to_string(out.join("keep.txt")).unwrap_or_default(),
         "mine"
     );
+    // --force too: keep.txt is not a file a merge writes.
     let o = smelt(&["merge", r, "--out", "out", "--force"], dir.path());
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(out.join("model.safetensors").is_file());
-    assert!(!out.join("keep.txt").exists());
-    assert_eq!(listing(dir.path()), vec!["models", "out", "r.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("keep.txt"), "{}", text(&o));
+    assert_eq!(listing(&out), vec!["keep.txt"]);
+    // Into an empty folder, then over that smelt output: both fine.
+    std::fs::remove_file(out.join("keep.txt")).expect("rm");
+    for _ in 0..2 {
+        let o = smelt(&["merge", r, "--out", "out", "--force"], dir.path());
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(out.join("model.safetensors").is_file());
+        assert!(out.join("smelt-recipe.toml").is_file());
+        assert_eq!(listing(dir.path()), vec!["models", "out", "r.toml"]);
+    }
 }
 
 #[test]

@@ -55,8 +55,13 @@ fn plain_model_round_trips_with_plain_names() {
     assert_eq!(cfg["model_type"], "smelt-mlp");
     assert_eq!(cfg["input_scale"], 0.5);
     assert_eq!(cfg["heads"][0]["classes"], serde_json::json!([7, 8, 9]));
-    // Refuses to overwrite without force, succeeds with it.
+    // Refuses to overwrite without force; with force too, as it is not a
+    // smelt merge output (no smelt-recipe.toml). An empty folder is fine.
     assert!(m.save(&out, false).is_err());
+    let e = m.save(&out, true).unwrap_err().to_string();
+    assert!(e.contains("smelt-recipe.toml"), "{e}");
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::create_dir(&out).unwrap();
     m.save(&out, true).unwrap();
 }
 

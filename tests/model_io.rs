@@ -3,8 +3,8 @@
 //! writer never leaves partial output behind and protects its inputs.
 
 use smelt::model::{
-    write_small, Dtype, Model, ModelError, OutputTensor, Writer, WriterOptions, INDEX_FILE,
-    SINGLE_FILE,
+    write_small, Dtype, Model, ModelError, OutputLock, OutputTensor, Writer, WriterOptions,
+    INDEX_FILE, RECIPE_FILE, SINGLE_FILE,
 };
 use std::path::{Path, PathBuf};
 
@@ -480,7 +480,10 @@ fn assert_no_scratch(parent: &Path) {
     for e in std::fs::read_dir(parent).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         assert!(
-            !name.contains(".partial-") && !name.contains(".old-") && !name.contains(".tmp-"),
+            !name.contains(".partial-")
+                && !name.contains(".old-")
+                && !name.contains(".tmp-")
+                && !name.contains(".smelt-lock"),
             "scratch left behind: {name}"
         );
     }
@@ -683,21 +686,141 @@ fn existing_output_refused_without_force() {
     assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"old");
     assert_no_scratch(d.path());
 
-    // With force the old folder is replaced and nothing else is left.
-    let w = Writer::create(
-        &out,
-        t,
-        &WriterOptions {
-            force: true,
-            ..opts()
-        },
-    )
-    .unwrap();
+    // With force too: `keep` is not a file a merge writes.
+    let e = Writer::create(&out, t.clone(), &forced()).err().unwrap();
+    assert_names(&e, &["keep", "does not write"]);
+    assert_eq!(std::fs::read(out.join("keep")).unwrap(), b"old");
+    assert_no_scratch(d.path());
+
+    // A smelt output is replaced, and nothing else is left.
+    std::fs::remove_file(out.join("keep")).unwrap();
+    smelt_output(&out, 1.0);
+    let w = Writer::create(&out, t, &forced()).unwrap();
     w.write_f32(0, 0, &[5.0]).unwrap();
     w.finish().unwrap();
-    assert!(!out.join("keep").exists());
+    assert!(!out.join(RECIPE_FILE).exists());
     assert_eq!(Model::open(&out).unwrap().read_all_f32("w").unwrap(), [5.0]);
+    assert_eq!(listing(&out), vec![PathBuf::from(SINGLE_FILE)]);
     assert_no_scratch(d.path());
+}
+
+fn forced() -> WriterOptions {
+    WriterOptions {
+        force: true,
+        ..opts()
+    }
+}
+
+/// Write a smelt output at `out`: one tensor `w` = [`value`], with the
+/// recipe, config and model card a merge writes.
+fn smelt_output(out: &Path, value: f32) {
+    let w = Writer::create(out, vec![out_tensor("w", Dtype::F32, &[1])], &forced()).unwrap();
+    w.write_f32(0, 0, &[value]).unwrap();
+    w.add_file(RECIPE_FILE, b"method = \"linear\"\n").unwrap();
+    w.add_file("config.json", b"{}").unwrap();
+    w.add_file("README.md", b"# merged\n").unwrap();
+    w.finish().unwrap();
+}
+
+/// `--force` replaces an empty folder or one a smelt merge wrote, and
+/// refuses anything else, naming what is in the way; nothing is deleted.
+#[test]
+fn force_replaces_only_an_empty_folder_or_a_smelt_output() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let replace = |value: f32| -> Result<PathBuf, ModelError> {
+        let w = Writer::create(&out, t.clone(), &forced())?;
+        w.write_f32(0, 0, &[value]).unwrap();
+        w.finish()
+    };
+    // Empty: replaced.
+    std::fs::create_dir(&out).unwrap();
+    replace(1.0).unwrap();
+    assert_eq!(Model::open(&out).unwrap().read_all_f32("w").unwrap(), [1.0]);
+
+    // A smelt output the user added a thesis to: refused, naming it.
+    std::fs::remove_dir_all(&out).unwrap();
+    smelt_output(&out, 2.0);
+    std::fs::write(out.join("thesis.tex"), "\\begin{document}").unwrap();
+    std::fs::create_dir(out.join("notes")).unwrap();
+    let before = listing(d.path());
+    let e = replace(3.0).unwrap_err();
+    assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
+    assert_names(&e, &["thesis.tex", "notes/", "does not write"]);
+    assert_eq!(listing(d.path()), before);
+    assert_eq!(Model::open(&out).unwrap().read_all_f32("w").unwrap(), [2.0]);
+
+    // A model folder smelt did not write (no recipe): refused, although
+    // every file in it has a name a merge uses.
+    std::fs::remove_dir_all(&out).unwrap();
+    smelt_output(&out, 4.0);
+    std::fs::remove_file(out.join(RECIPE_FILE)).unwrap();
+    let before = listing(d.path());
+    let e = replace(5.0).unwrap_err();
+    assert_names(&e, &[RECIPE_FILE, "not a smelt output"]);
+    assert_eq!(listing(d.path()), before);
+
+    // A smelt file name that is not a regular file is foreign.
+    std::fs::remove_dir_all(&out).unwrap();
+    smelt_output(&out, 4.0);
+    std::fs::create_dir(out.join("tokenizer.json")).unwrap();
+    let e = replace(5.0).unwrap_err();
+    assert_names(&e, &["tokenizer.json/"]);
+
+    // A link to a folder: refused, the folder untouched.
+    std::fs::remove_dir_all(&out).unwrap();
+    let target = d.path().join("target");
+    smelt_output(&target, 6.0);
+    std::os::unix::fs::symlink(&target, &out).unwrap();
+    let e = replace(7.0).unwrap_err();
+    assert_names(&e, &["symbolic link"]);
+    assert_eq!(
+        Model::open(&target).unwrap().read_all_f32("w").unwrap(),
+        [6.0]
+    );
+    assert_no_scratch(d.path());
+}
+
+/// A file that appears in the old output while the merge runs is found by
+/// the check before publishing: the old output stays, whole.
+#[test]
+fn force_checks_again_before_replacing() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    smelt_output(&out, 1.0);
+    let w = Writer::create(&out, vec![out_tensor("w", Dtype::F32, &[1])], &forced()).unwrap();
+    w.write_f32(0, 0, &[2.0]).unwrap();
+    std::fs::write(out.join("eval.json"), "{}").unwrap();
+    let e = w.finish().unwrap_err();
+    assert_names(&e, &["eval.json"]);
+    assert_eq!(Model::open(&out).unwrap().read_all_f32("w").unwrap(), [1.0]);
+    assert!(out.join("eval.json").is_file());
+    assert_no_scratch(d.path());
+}
+
+/// The writer adds only files a merge writes, so a smelt output holds
+/// nothing `--force` would call foreign.
+#[test]
+fn only_smelt_side_files_are_added() {
+    let d = tempfile::tempdir().unwrap();
+    let w = Writer::create(
+        &d.path().join("o"),
+        vec![out_tensor("w", Dtype::F32, &[1])],
+        &opts(),
+    )
+    .unwrap();
+    for name in ["notes.txt", "eval.json", ".hidden"] {
+        let e = w.add_file(name, b"x").unwrap_err();
+        assert_names(&e, &[name, "not a file a smelt output holds"]);
+    }
+    for name in smelt::model::COPIED_FILES
+        .iter()
+        .chain(&["config.json", "README.md", RECIPE_FILE])
+    {
+        w.add_file(name, b"x").unwrap();
+        assert!(smelt::model::is_smelt_file(name), "{name}");
+    }
 }
 
 #[test]
@@ -810,9 +933,9 @@ fn write_small_round_trip() {
 
 /// The layout of a 7B Llama (291 tensors, bf16, about 13.5 GB) in 5 GB
 /// shards. The writer creates sparse files, so this costs no disk space;
-/// opening reads only the headers and must be quick.
+/// opening reads only the headers and finds every tensor.
 #[test]
-fn open_7b_layout_is_fast() {
+fn open_7b_layout() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("llama7b");
     let (h, i, v) = (4096, 11008, 32000);
@@ -843,17 +966,14 @@ fn open_7b_layout_is_fast() {
     assert_eq!(w.shard_names().len(), 3);
     w.finish().unwrap();
 
-    let start = std::time::Instant::now();
+    // How fast this is belongs in a benchmark, not here.
     let m = Model::open(&out).unwrap();
-    let took = start.elapsed();
-    eprintln!("opened 7B layout (291 tensors, 3 shards) in {took:?}");
     assert_eq!(m.tensors().len(), 291);
     assert_eq!(m.catalogue_layers(), 32);
     assert_eq!(m.num_params(), 6_738_415_616);
     assert_eq!(m.tensors()[0].name, "model.embed_tokens.weight");
     assert_eq!(m.tensors()[1].name, "model.layers.0.input_layernorm.weight");
     assert_eq!(m.tensors()[290].name, "model.norm.weight");
-    assert!(took.as_millis() < 500, "open took {took:?}");
 }
 
 #[test]
@@ -879,27 +999,156 @@ fn unnamed_outputs_refused() {
     }
 }
 
+/// `--force` never replaces a file by a folder.
 #[test]
-fn force_replaces_a_plain_file() {
+fn force_refuses_a_plain_file() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("o");
     std::fs::write(&out, "not a model").unwrap();
-    let w = Writer::create(
-        &out,
-        vec![out_tensor("w", Dtype::BF16, &[2])],
-        &WriterOptions {
-            force: true,
-            ..opts()
-        },
-    )
-    .unwrap();
-    w.write_f32(0, 0, &[1.5, -2.0]).unwrap();
-    w.finish().unwrap();
-    assert_eq!(
-        Model::open(&out).unwrap().read_all_f32("w").unwrap(),
-        [1.5, -2.0]
-    );
+    let e = Writer::create(&out, vec![out_tensor("w", Dtype::BF16, &[2])], &forced())
+        .err()
+        .unwrap();
+    assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
+    assert_names(&e, &["is a file", "--force replaces only"]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "not a model");
     assert_no_scratch(d.path());
+}
+
+/// An input named as a file protects the folder it is in, as an input
+/// named as a folder does.
+#[test]
+fn output_inside_the_folder_of_a_file_input_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let ft1 = d.path().join("ft1");
+    write_small(&ft1, &[("w".into(), vec![1], vec![1.0])], Dtype::F32, &[]).unwrap();
+    let before = listing(d.path());
+    let o = WriterOptions {
+        inputs: vec![ft1.join(SINGLE_FILE)],
+        ..forced()
+    };
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    for out in [ft1.join("newout"), d.path().join("ft1/./x/../newout")] {
+        let e = Writer::create(&out, t.clone(), &o).err().unwrap();
+        assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
+        assert_names(&e, &["inside the folder of input", "model.safetensors"]);
+    }
+    assert_eq!(listing(d.path()), before);
+    // Beside it is fine.
+    let w = Writer::create(&d.path().join("newout"), t, &o).unwrap();
+    w.write_f32(0, 0, &[1.0]).unwrap();
+    w.finish().unwrap();
+}
+
+// ------------------------------------------------------------------ locks
+
+/// A second writer to the same output fails at once, naming the first
+/// one's partial folder; with `force` too. Once the first is done, the
+/// output is free again, and no lock file is left.
+#[test]
+fn a_second_writer_to_the_same_output_is_refused_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let first = Writer::create(&out, t.clone(), &opts()).unwrap();
+    let partial = first.partial_path().canonicalize().unwrap();
+    std::fs::create_dir(d.path().join("x")).unwrap();
+    for o in [opts(), forced()] {
+        // Through another spelling of the same path, too.
+        let other = d.path().join("x/../o");
+        let e = Writer::create(&other, t.clone(), &o).err().unwrap();
+        assert!(matches!(e, ModelError::Busy { .. }), "{e:?}");
+        assert!(e.is_environment());
+        assert_names(&e, &["another smelt merge", &partial.display().to_string()]);
+    }
+    first.write_f32(0, 0, &[1.0]).unwrap();
+    first.finish().unwrap();
+    assert_no_scratch(d.path());
+    // Free again.
+    drop(Writer::create(&d.path().join("o2"), t, &opts()).unwrap());
+    assert_eq!(
+        listing(d.path()),
+        ["o", "o/model.safetensors", "x"].map(PathBuf::from)
+    );
+}
+
+/// The lock taken before planning (as `smelt merge` does) is the one the
+/// writer then uses; while held, no other writer can start, and releasing
+/// it removes the lock file.
+#[test]
+fn a_lock_taken_early_is_used_by_the_writer() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let t = vec![out_tensor("w", Dtype::F32, &[1])];
+    let lock = OutputLock::acquire(&out).unwrap();
+    assert_names(
+        &OutputLock::acquire(&out).unwrap_err(),
+        &["another smelt merge"],
+    );
+    let w = Writer::create(&out, t.clone(), &opts()).unwrap();
+    let e = Writer::create(&out, t.clone(), &opts()).err().unwrap();
+    assert!(matches!(e, ModelError::Busy { .. }), "{e:?}");
+    w.write_f32(0, 0, &[1.0]).unwrap();
+    w.add_file(RECIPE_FILE, b"").unwrap();
+    w.finish().unwrap();
+    // Still held by `lock` after the writer is done.
+    assert!(Writer::create(&out, t.clone(), &forced()).is_ok());
+    assert!(d.path().join("o.smelt-lock").is_file());
+    assert!(OutputLock::acquire(&out).is_err());
+    drop(lock);
+    assert!(!d.path().join("o.smelt-lock").exists());
+    assert!(OutputLock::acquire(&out).is_ok());
+}
+
+/// A lock file smelt did not write is neither used nor removed.
+#[test]
+fn a_foreign_lock_file_is_left_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    std::fs::write(d.path().join("o.smelt-lock"), "my notes").unwrap();
+    let e = OutputLock::acquire(&out).unwrap_err();
+    assert_names(&e, &["o.smelt-lock", "not a smelt lock file"]);
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("o.smelt-lock")).unwrap(),
+        "my notes"
+    );
+}
+
+/// A partial folder is stale when no process holds its lock, whatever its
+/// pid says: one held by a live merge (here: this test, as a merge in
+/// another PID namespace would, with a pid that means nothing here) is
+/// kept; one nobody holds is removed, but only the files a merge writes.
+#[test]
+fn stale_partial_folders_are_told_by_their_lock() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("o");
+    let live = d.path().join("o.partial-4194999-0");
+    let dead = d.path().join("o.partial-4194998-0");
+    let odd = d.path().join("o.partial-4194997-0");
+    for p in [&live, &dead, &odd] {
+        std::fs::create_dir(p).unwrap();
+        std::fs::write(p.join(SINGLE_FILE), "half a model").unwrap();
+        std::fs::write(p.join(".config.json.tmp-4194999-3"), "{").unwrap();
+    }
+    std::fs::write(odd.join("mine.txt"), "not smelt's").unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    held.try_lock().unwrap();
+
+    let w = Writer::create(&out, vec![out_tensor("w", Dtype::F32, &[1])], &opts()).unwrap();
+    w.write_f32(0, 0, &[1.0]).unwrap();
+    w.add_file(RECIPE_FILE, b"").unwrap();
+    w.finish().unwrap();
+    assert!(
+        live.join(SINGLE_FILE).is_file(),
+        "a live merge's folder was touched"
+    );
+    assert!(!dead.exists(), "a dead merge's folder was kept");
+    assert_eq!(listing(&odd), vec![PathBuf::from("mine.txt")]);
+
+    // Once its merge is gone, the next writer removes it.
+    drop(held);
+    let w = Writer::create(&out, vec![out_tensor("w", Dtype::F32, &[1])], &forced()).unwrap();
+    drop(w);
+    assert!(!live.exists());
 }
 
 /// A symlink into an input is seen through: the real location counts.

@@ -1,16 +1,58 @@
 //! `smelt merge`: run a recipe headless, with a progress bar on a terminal
 //! and plain lines otherwise, and a one-line summary at the end.
+//!
+//! The output's lock is taken before planning, so a second merge to the
+//! same output stops at once. SIGINT, SIGTERM and SIGHUP cancel the merge:
+//! the engine stops, its partial folder is removed, and smelt exits with
+//! 128 + the signal (130, 143, 129). A second signal while the first is
+//! being handled exits at once (the partial folder left behind is removed
+//! by the next merge to that output).
 
-use super::CliResult;
+use super::{CliError, CliResult};
 use smelt::engine::{self, Event, Options};
+use smelt::model::OutputLock;
 use smelt::plan::Plan;
 use smelt::recipe::Recipe;
 use smelt::units::bytes;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The signals that cancel a merge.
+const STOP_SIGNALS: [i32; 3] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+];
+
+/// Set `cancel` and record the signal on SIGINT, SIGTERM or SIGHUP; on a
+/// second one, exit at once with 128 + that signal.
+fn on_stop_signals(cancel: &Arc<AtomicBool>, which: &Arc<AtomicUsize>) {
+    for sig in STOP_SIGNALS {
+        // Registered first, so it sees the flag as the previous signal
+        // left it: only a repeated signal ends the process.
+        let _ =
+            signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(cancel));
+        let _ = signal_hook::flag::register_usize(sig, Arc::clone(which), sig as usize);
+        let _ = signal_hook::flag::register(sig, Arc::clone(cancel));
+    }
+}
+
+/// The error for a cancelled merge: exit 128 + the signal (SIGINT's 130
+/// when none was recorded).
+fn cancelled(signal: usize) -> CliError {
+    let (code, name) = match signal as i32 {
+        signal_hook::consts::SIGTERM => (143, "SIGTERM"),
+        signal_hook::consts::SIGHUP => (129, "SIGHUP"),
+        _ => (130, "interrupted"),
+    };
+    CliError {
+        message: format!("cancelled ({name}); nothing was written"),
+        code,
+    }
+}
 
 pub fn run(
     recipe_path: &Path,
@@ -21,8 +63,18 @@ pub fn run(
     quiet: bool,
     sync: bool,
 ) -> CliResult {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let signal = Arc::new(AtomicUsize::new(0));
+    on_stop_signals(&cancel, &signal);
     let recipe = Recipe::load(recipe_path)?;
+    // Where the output may go, then its lock: both before planning (which
+    // opens every model), so a refused or busy output costs nothing.
+    smelt::model::check_destination(&out, &smelt::plan::recipe_paths(&recipe), force)?;
+    let _lock = OutputLock::acquire(&out)?;
     let plan = Plan::build(&recipe).map_err(|e| super::named(recipe_path, e))?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(cancelled(signal.load(Ordering::Relaxed)));
+    }
     let opts = Options {
         out,
         force,
@@ -30,12 +82,6 @@ pub fn run(
         shard_size,
         sync,
     };
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        // Ctrl-C cancels: the engine stops and removes its partial output.
-        let cancel = Arc::clone(&cancel);
-        let _ = ctrlc::set_handler(move || cancel.store(true, Ordering::Relaxed));
-    }
     let (tx, rx) = crossbeam_channel::unbounded();
     let tty = std::io::stderr().is_terminal();
     let summary = std::thread::scope(|scope| {
@@ -48,6 +94,10 @@ pub fn run(
         drop(tx);
         let _ = printer.join();
         r
+    })
+    .map_err(|e| match e {
+        engine::EngineError::Cancelled => cancelled(signal.load(Ordering::Relaxed)),
+        e => e.into(),
     })?;
     super::emit(&format!(
         "merged {} tensors ({}): {} read, {} written in {:.2} s ({:.2} GB/s) -> {}\n",

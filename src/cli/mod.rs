@@ -1,6 +1,8 @@
 //! Subcommands. Each turns library errors into a [`CliError`] with an exit
-//! code: 2 when the input is at fault (a file, a recipe, a model), 1 when
-//! smelt is.
+//! code: 2 when the input is at fault (a file, a recipe, a model, an
+//! output that may not be written), 1 when smelt or the environment is (a
+//! full disk, a read-only output folder, an output another merge is
+//! writing), 128 + N when stopped by signal N.
 
 pub mod analyze;
 pub mod merge;
@@ -25,7 +27,7 @@ impl CliError {
             code: 2,
         }
     }
-    /// smelt is at fault (exit 1).
+    /// smelt or the environment is at fault (exit 1).
     pub fn internal(message: impl std::fmt::Display) -> CliError {
         CliError {
             message: safe(message),
@@ -42,7 +44,11 @@ fn safe(message: impl std::fmt::Display) -> String {
 
 impl From<smelt::model::ModelError> for CliError {
     fn from(e: smelt::model::ModelError) -> Self {
-        CliError::input(e)
+        if e.is_environment() {
+            CliError::internal(e)
+        } else {
+            CliError::input(e)
+        }
     }
 }
 impl From<smelt::recipe::RecipeError> for CliError {
@@ -59,7 +65,7 @@ impl From<smelt::engine::EngineError> for CliError {
     fn from(e: smelt::engine::EngineError) -> Self {
         use smelt::engine::EngineError as E;
         match e {
-            E::Model(m) => CliError::input(m),
+            E::Model(m) => m.into(),
             E::Merge(m) => CliError::input(m),
             E::Mlp(m) => CliError::input(m),
             E::Cancelled => CliError {
@@ -186,14 +192,33 @@ pub fn named(path: &Path, e: smelt::plan::PlanError) -> CliError {
     }
 }
 
-/// `smelt recipe export R [--format toml|mergekit] [--out F]`.
+/// `smelt recipe export R [--format toml|mergekit] [--out F]`. The file
+/// is written atomically; an existing one is replaced only with `force`,
+/// and never one inside a model's folder (that could be the model itself).
 pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>, force: bool) -> CliResult {
     let recipe = Recipe::load(path)?;
-    if let Some(o) = out.filter(|o| o.exists() && !force) {
-        return Err(CliError::input(format!(
-            "{} exists; --force writes over it",
-            o.display()
-        )));
+    if let Some(o) = out {
+        let models = smelt::plan::recipe_paths(&recipe);
+        if let Some(m) = smelt::model::inside_input(o, &models)? {
+            return Err(CliError::input(format!(
+                "{}: is inside the folder of model {}, which the recipe reads; \
+                 write the export somewhere else (--force does not change this)",
+                o.display(),
+                m.display()
+            )));
+        }
+        if o.symlink_metadata().is_ok() && !force {
+            return Err(CliError::input(format!(
+                "{} exists; --force writes over it",
+                o.display()
+            )));
+        }
+        if o.is_dir() {
+            return Err(CliError::input(format!(
+                "{} is a folder; --out names the file to write",
+                o.display()
+            )));
+        }
     }
     // Paths are written relative to where the text goes; on standard
     // output nobody knows where that is, so they are absolute.
@@ -210,8 +235,18 @@ pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>, force: boo
         recipe.to_toml(&dir)
     };
     match out {
-        Some(o) => smelt::fsutil::write_atomic(o, text.as_bytes())
-            .map_err(|e| CliError::input(format!("{}: {e}", o.display())))?,
+        Some(o) => smelt::fsutil::write_atomic(o, text.as_bytes()).map_err(|e| {
+            let message = format!(
+                "cannot write {}: {}",
+                o.display(),
+                smelt::fsutil::reason(&e)
+            );
+            if smelt::fsutil::is_environment_write(&e) {
+                CliError::internal(message)
+            } else {
+                CliError::input(message)
+            }
+        })?,
         None => emit(&text)?,
     }
     Ok(())

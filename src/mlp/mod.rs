@@ -321,7 +321,9 @@ impl MlpModel {
     }
 
     /// Write the checkpoint folder `out` (F32 tensors and `config.json`),
-    /// atomically; refuses to replace an existing folder unless `force`.
+    /// atomically; refuses to replace an existing folder unless `force`,
+    /// and then replaces only an empty folder or a smelt merge output (see
+    /// `model::WriterOptions::force`).
     pub fn save(&self, out: &Path, force: bool) -> Result<PathBuf> {
         self.save_as(out, force, Dtype::F32, &[])
     }

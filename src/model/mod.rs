@@ -31,6 +31,10 @@ pub use catalogue::{classify, Group, LayerGroup, LayerRef, TensorSummary};
 pub use compat::{Incompatible, Mismatch};
 pub use dtype::{from_f32, to_f32, Dtype};
 pub use header::{parse_header, HeaderEntry};
+pub use outpath::{
+    check_destination, inside_input, is_smelt_file, OutputLock, CARD_FILE, COPIED_FILES,
+    RECIPE_FILE,
+};
 pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
 
@@ -69,12 +73,42 @@ pub enum ModelError {
     MissingTensor { path: PathBuf, tensor: String },
     /// The output folder cannot be made where the user asked: its parent
     /// is missing, not a folder or not writable. Names the user's folder,
-    /// never the scratch folder beside it.
+    /// never the scratch folder beside it. `environment`: the parent exists
+    /// but cannot be written, or the disk is full (not the user's input).
     #[error("cannot create {}: {}", path_(path), esc(why))]
-    CannotCreate { path: PathBuf, why: String },
+    CannotCreate {
+        path: PathBuf,
+        why: String,
+        environment: bool,
+    },
     /// Refusing to write: output exists, output inside an input, ...
     #[error("{}: {}", path_(path), esc(msg))]
     Output { path: PathBuf, msg: String },
+    /// Writing the output failed (disk full, read-only, I/O error). `path`
+    /// is the file as it will be named in the output.
+    #[error("cannot write {}: {}", path_(path), crate::fsutil::reason(source))]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another merge is writing the same output right now.
+    #[error("{}: {}", path_(path), esc(msg))]
+    Busy { path: PathBuf, msg: String },
+}
+
+impl ModelError {
+    /// Whether the environment is at fault (a full disk, a read-only
+    /// folder, a failing device, an output in use) rather than the input:
+    /// the CLI exits 1 for these, 2 for the rest.
+    pub fn is_environment(&self) -> bool {
+        match self {
+            ModelError::Write { .. } | ModelError::Busy { .. } => true,
+            ModelError::CannotCreate { environment, .. } => *environment,
+            ModelError::Io { source, .. } => crate::fsutil::is_environment(source),
+            _ => false,
+        }
+    }
 }
 
 fn path_(p: &std::path::Path) -> String {

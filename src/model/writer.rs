@@ -10,14 +10,21 @@
 //! [`Writer::finish`] renames the completed folder into place, so an
 //! interrupted merge never leaves a half-written model where a good one is
 //! expected.
+//!
+//! While it runs, a writer holds the output's lock ([`OutputLock`]) and a
+//! lock on its partial folder; the rules for where an output may go and
+//! what `force` may replace are in `outpath`. Small files (index, config,
+//! model card, recipe, copied tokenizer files) go through
+//! [`crate::fsutil::write_atomic_with`].
 
 use super::header::{self, OutEntry};
 use super::outpath::{
-    check_destination, check_parent, create_failed, is_plain_name, remove_stale_partials, sibling,
-    sync_dir,
+    check_destination, check_parent, create_partial, foreign_names, is_plain_name, is_side_file,
+    remove_smelt_folder, remove_stale_partials, sibling, Claim, OutputLock,
 };
 use super::reader::{INDEX_FILE, SINGLE_FILE};
 use super::{dtype, Dtype, ModelError, Result};
+use crate::fsutil::{sync_dir, write_atomic_with};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -41,7 +48,8 @@ impl OutputTensor {
 pub struct WriterOptions {
     /// Maximum bytes per shard (default 5 GB, decimal as HF does).
     pub shard_size: u64,
-    /// Replace an existing output folder.
+    /// Replace an existing output folder, if it is empty or a smelt output
+    /// with nothing foreign in it (see `outpath`).
     pub force: bool,
     /// Folders the output must not be inside (the inputs).
     pub inputs: Vec<PathBuf>,
@@ -177,10 +185,24 @@ pub struct Writer {
     published: bool,
     /// Early writeback, with `sync`.
     flusher: Option<Flusher>,
+    /// The handle holding the lock on `partial` (none where the file
+    /// system has no locks): other merges leave a locked partial alone.
+    partial_lock: Option<File>,
+    /// The output's lock, held until the writer is gone.
+    _claim: Claim,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> ModelError {
     ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A failure writing the output file `path` (named as in the finished
+/// output): the environment's fault, not the input's.
+fn write_err(path: &Path, source: std::io::Error) -> ModelError {
+    ModelError::Write {
         path: path.to_path_buf(),
         source,
     }
@@ -239,11 +261,13 @@ impl Writer {
             sizes.push(n);
         }
         check_destination(out, &opts.inputs, opts.force)?;
-
         check_parent(out)?;
+        let claim = OutputLock::claim(out)?;
+        // Under the lock: the output may have been written meanwhile.
+        check_destination(out, &opts.inputs, opts.force)?;
         remove_stale_partials(out);
-        let partial = sibling(out, "partial");
-        std::fs::create_dir(&partial).map_err(|e| create_failed(out, &e))?;
+        let (partial, partial_lock) = create_partial(out)?;
+        claim.lock().note_partial(&partial);
         // From here on, an early return drops `w`, which removes `partial`.
         let mut w = Writer {
             out: out.to_path_buf(),
@@ -263,6 +287,8 @@ impl Writer {
             inputs: opts.inputs.clone(),
             published: false,
             flusher: None,
+            partial_lock,
+            _claim: claim,
         };
 
         let groups = assign_shards(&sizes, opts.shard_size);
@@ -290,15 +316,17 @@ impl Writer {
             }
             let name = shard_name(si, groups.len());
             let path = w.partial.join(&name);
+            let shown = w.out.join(&name);
             let file = File::options()
                 .read(true)
                 .write(true)
                 .create_new(true)
                 .open(&path)
-                .map_err(|e| io_err(&path, e))?;
+                .map_err(|e| write_err(&shown, e))?;
             file.set_len(head.len() as u64 + pos)
-                .map_err(|e| io_err(&path, e))?;
-            file.write_all_at(&head, 0).map_err(|e| io_err(&path, e))?;
+                .map_err(|e| write_err(&shown, e))?;
+            file.write_all_at(&head, 0)
+                .map_err(|e| write_err(&shown, e))?;
             w.shards.push(Shard { name, file });
         }
         w.tensors = tensors;
@@ -306,7 +334,7 @@ impl Writer {
             // A shard that cannot be duplicated is simply flushed at the end.
             let files = w.shards.iter().filter_map(|s| {
                 let f = s.file.try_clone().ok()?;
-                Some((w.partial.join(&s.name), f))
+                Some((w.out.join(&s.name), f))
             });
             w.flusher = Some(Flusher::start(files.collect()));
         }
@@ -365,7 +393,7 @@ impl Writer {
         shard
             .file
             .write_all_at(bytes, slot.offset + byte_offset)
-            .map_err(|e| io_err(&self.partial.join(&shard.name), e))?;
+            .map_err(|e| write_err(&self.out.join(&shard.name), e))?;
         if let Some(f) = &self.flusher {
             f.wrote(bytes.len() as u64);
         }
@@ -406,24 +434,44 @@ impl Writer {
         let slot = self.slot_for(index, byte_offset as u64, bytes.len() as u64)?;
         self.pwrite(slot, byte_offset as u64, bytes)
     }
-    /// Add a small file (config.json, README.md, the recipe) to the output.
-    /// `name` must be a plain file name and not clash with a shard or the
-    /// index.
+    /// Add a small file to the output: `config.json`, `README.md`,
+    /// `smelt-recipe.toml` or one of [`super::COPIED_FILES`] (only files a
+    /// merge writes, so that `force` can tell a smelt output from a folder
+    /// with the user's files in it).
     pub fn add_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
         self.check_extra_name(name)?;
-        let path = self.partial.join(name);
-        std::fs::write(&path, bytes).map_err(|e| io_err(&path, e))
+        write_atomic_with(&self.partial.join(name), self.sync, |f| f.write_all(bytes))
+            .map_err(|e| write_err(&self.out.join(name), e))
     }
-    /// Copy a file from an input folder into the output.
+    /// Copy a file from an input folder into the output (under the same
+    /// name, which must be one [`Writer::add_file`] accepts).
     pub fn copy_file(&self, from: &Path) -> Result<()> {
         let name = from
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| out_err(from, "not a file name"))?;
         self.check_extra_name(&name)?;
-        let to = self.partial.join(&name);
-        std::fs::copy(from, &to).map_err(|e| io_err(from, e))?;
-        Ok(())
+        let mut src = File::open(from).map_err(|e| io_err(from, e))?;
+        let mut read_failed = None;
+        write_atomic_with(&self.partial.join(&name), self.sync, |f| {
+            let mut buf = vec![0u8; WRITE_BUF];
+            loop {
+                let n = match std::io::Read::read(&mut src, &mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        read_failed = Some(e.kind());
+                        return Err(e);
+                    }
+                };
+                f.write_all(&buf[..n])?;
+            }
+        })
+        .map_err(|e| match read_failed {
+            Some(_) => io_err(from, e),
+            None => write_err(&self.out.join(&name), e),
+        })
     }
 
     fn check_extra_name(&self, name: &str) -> Result<()> {
@@ -437,6 +485,15 @@ impl Writer {
             return Err(out_err(
                 &self.out,
                 format!("`{name}` would overwrite the model's weights"),
+            ));
+        }
+        if !is_side_file(name) {
+            return Err(out_err(
+                &self.out,
+                format!(
+                    "`{name}` is not a file a smelt output holds (config.json, README.md, \
+                     smelt-recipe.toml, tokenizer and generation files)"
+                ),
             ));
         }
         Ok(())
@@ -470,31 +527,34 @@ impl Writer {
     }
 
     /// Sync, write `model.safetensors.index.json` when sharded, rename the
-    /// partial folder to the destination (replacing it under `force`).
+    /// partial folder to the destination (replacing it under `force`), and
+    /// (with `sync`) flush the parent folder so the rename is on disk.
     ///
     /// Under `force` the old output is first renamed aside, the new one
-    /// renamed into place, then the old one deleted, so at every moment one
-    /// complete model sits at the destination or beside it.
+    /// renamed into place, then the old one's smelt files deleted one by
+    /// one and its folder removed, so at every moment one complete model
+    /// sits at the destination or beside it, and a file that appeared in
+    /// the old output meanwhile is never deleted.
     pub fn finish(mut self) -> Result<PathBuf> {
         if let Some((path, e)) = self.flusher.as_mut().and_then(Flusher::stop) {
-            return Err(io_err(&path, e));
+            return Err(write_err(&path, e));
         }
         if self.sync {
             for s in &self.shards {
                 s.file
                     .sync_all()
-                    .map_err(|e| io_err(&self.partial.join(&s.name), e))?;
+                    .map_err(|e| write_err(&self.out.join(&s.name), e))?;
             }
         }
         if self.shards.len() > 1 {
-            let path = self.partial.join(INDEX_FILE);
-            let mut f = File::create(&path).map_err(|e| io_err(&path, e))?;
-            f.write_all(&self.index_json())
-                .and_then(|_| if self.sync { f.sync_all() } else { Ok(()) })
-                .map_err(|e| io_err(&path, e))?;
+            let index = self.index_json();
+            write_atomic_with(&self.partial.join(INDEX_FILE), self.sync, |f| {
+                f.write_all(&index)
+            })
+            .map_err(|e| write_err(&self.out.join(INDEX_FILE), e))?;
         }
         if self.sync {
-            sync_dir(&self.partial);
+            sync_dir(&self.partial).map_err(|e| write_err(&self.out, e))?;
         }
 
         // The destination may have appeared (or an input moved) since
@@ -502,35 +562,46 @@ impl Writer {
         check_destination(&self.out, &self.inputs, self.force)?;
         let out = self.out.clone();
         if out.symlink_metadata().is_ok() {
-            let old = sibling(&out, "old");
-            std::fs::rename(&out, &old).map_err(|e| io_err(&out, e))?;
+            let old = loop {
+                let o = sibling(&out, "old");
+                if o.symlink_metadata().is_err() {
+                    break o;
+                }
+            };
+            std::fs::rename(&out, &old).map_err(|e| write_err(&out, e))?;
             if let Err(e) = std::fs::rename(&self.partial, &out) {
                 // Put the previous output back; the partial folder is
                 // removed on drop.
                 let _ = std::fs::rename(&old, &out);
-                return Err(io_err(&out, e));
+                return Err(write_err(&out, e));
             }
             self.published = true;
-            let removed = if old.is_dir() {
-                std::fs::remove_dir_all(&old)
-            } else {
-                std::fs::remove_file(&old)
-            };
-            removed.map_err(|e| {
-                out_err(
+            if let Err(e) = remove_smelt_folder(&old) {
+                let left = foreign_names(&old);
+                let why = if left.is_empty() {
+                    crate::fsutil::reason(&e)
+                } else {
+                    format!("it holds files smelt did not write: {}", left.join(", "))
+                };
+                return Err(out_err(
                     &old,
                     format!(
-                        "the new output is in place at {}, but the replaced one could not be deleted: {e}",
+                        "the new output is in place at {}, but the replaced one, moved here, \
+                         was not deleted: {why}",
                         out.display()
                     ),
-                )
-            })?;
+                ));
+            }
         } else {
-            std::fs::rename(&self.partial, &out).map_err(|e| io_err(&out, e))?;
+            std::fs::rename(&self.partial, &out).map_err(|e| write_err(&out, e))?;
             self.published = true;
         }
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            sync_dir(parent);
+        if self.sync {
+            let parent = match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(p) => p,
+                None => Path::new("."),
+            };
+            sync_dir(parent).map_err(|e| write_err(&out, e))?;
         }
         Ok(out)
     }
@@ -538,9 +609,15 @@ impl Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        self.flusher = None;
         if !self.published {
-            let _ = std::fs::remove_dir_all(&self.partial);
+            // Only what the writer put there: anything else keeps the
+            // folder in place.
+            self.shards.clear();
+            let _ = remove_smelt_folder(&self.partial);
         }
+        // Unlocked only once the folder is gone (or published).
+        self.partial_lock = None;
     }
 }
 
@@ -597,9 +674,8 @@ pub fn write_small(
     }
     let head = header::build(&entries, metadata);
 
-    let tmp = sibling(&file, "tmp");
-    let result = (|| -> std::io::Result<()> {
-        let mut w = std::io::BufWriter::new(File::create(&tmp)?);
+    write_atomic_with(&file, true, |f| {
+        let mut w = std::io::BufWriter::new(f);
         w.write_all(&head)?;
         let mut buf = vec![0u8; WRITE_BUF];
         let per = WRITE_BUF / dtype.size();
@@ -610,18 +686,9 @@ pub fn write_small(
                 w.write_all(bytes)?;
             }
         }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &file)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&file, e));
-    }
-    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-        sync_dir(parent);
-    }
-    Ok(())
+        w.flush()
+    })
+    .map_err(|e| write_err(&file, e))
 }
 
 #[cfg(test)]

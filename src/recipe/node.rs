@@ -139,8 +139,158 @@ fn toml_value(v: &toml_edit::Value, lines: &LineIndex, fallback: usize) -> Node 
 
 // ---------------------------------------------------------------- YAML
 
+/// The deepest nesting a YAML recipe may have. A mergekit recipe nests a
+/// handful of levels (slices, sources, parameters, a gradient list); the
+/// YAML parser's time grows much faster than the text with deep flow
+/// nesting (`[[[[...]]]]` 100,000 levels deep took 26 s), so deeper text
+/// is refused before it is parsed.
+pub(crate) const MAX_YAML_DEPTH: usize = 64;
+
+/// The first line where `text` nests deeper than [`MAX_YAML_DEPTH`], in one
+/// pass over the text. The depth is counted generously: two levels per
+/// indentation level (a mapping and a sequence may share one), one per
+/// `- `/`? ` starting a line's content, one per open `[`/`{`. Quoted
+/// strings, comments and block scalars (`|`, `>`) are skipped, so brackets
+/// inside them do not count.
+fn yaml_too_deep(text: &str) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow = 0usize;
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    // Indentation of the line that opened a block scalar: more indented
+    // (or blank) lines after it are its text.
+    let mut block_scalar: Option<usize> = None;
+    for (i, line) in text.split('\n').enumerate() {
+        let line = line.strip_suffix('\r').unwrap_or(line).as_bytes();
+        let indent = line.iter().take_while(|&&c| c == b' ').count();
+        let body = &line[indent..];
+        let blank = body.iter().all(|c| c.is_ascii_whitespace());
+        if let Some(open) = block_scalar {
+            if blank || indent > open {
+                continue;
+            }
+            block_scalar = None;
+        }
+        if quote.is_none() && flow == 0 {
+            if blank || body[0] == b'#' {
+                continue;
+            }
+            while indents.last().is_some_and(|&top| top > indent) {
+                indents.pop();
+            }
+            if indents.last() != Some(&indent) {
+                indents.push(indent);
+            }
+        }
+        let base = 2 * indents.len();
+        // Indicators (`- `, `? `) before any other content on the line.
+        let mut leading = 0usize;
+        let mut content = false;
+        // Inside a plain (unquoted) scalar, where brackets and quotes are
+        // text.
+        let mut plain = false;
+        // The last structural byte (`\n`: the line's start): what may
+        // precede a flow collection, a quoted string or a plain scalar.
+        let mut prev = b'\n';
+        let mut end = body.len();
+        let mut j = 0;
+        while j < body.len() {
+            let c = body[j];
+            let next_blank = body.get(j + 1).is_none_or(|n| *n == b' ' || *n == b'\t');
+            let after_blank = j == 0 || matches!(body[j - 1], b' ' | b'\t');
+            match quote {
+                Some(b'"') => {
+                    if escaped {
+                        escaped = false;
+                    } else if c == b'\\' {
+                        escaped = true;
+                    } else if c == b'"' {
+                        quote = None;
+                        prev = c;
+                    }
+                }
+                Some(_) => {
+                    if c == b'\'' {
+                        if body.get(j + 1) == Some(&b'\'') {
+                            j += 1;
+                        } else {
+                            quote = None;
+                            prev = c;
+                        }
+                    }
+                }
+                None => {
+                    if c == b'#' && after_blank {
+                        end = j;
+                        break;
+                    }
+                    let plain_ends =
+                        (c == b':' && next_blank) || (flow > 0 && matches!(c, b',' | b']' | b'}'));
+                    if plain && !plain_ends {
+                        j += 1;
+                        continue;
+                    }
+                    plain = false;
+                    let starts_value =
+                        matches!(prev, b'\n' | b'[' | b'{' | b',' | b':' | b'-' | b'?');
+                    match c {
+                        b' ' | b'\t' => {}
+                        b'-' | b'?' if !content && flow == 0 && next_blank => {
+                            leading += 1;
+                            prev = c;
+                        }
+                        b'"' | b'\'' if starts_value => quote = Some(c),
+                        b'[' | b'{' if starts_value => {
+                            flow += 1;
+                            if base + leading + flow > MAX_YAML_DEPTH {
+                                return Some(i + 1);
+                            }
+                            prev = c;
+                        }
+                        b']' | b'}' if flow > 0 => {
+                            flow -= 1;
+                            prev = c;
+                        }
+                        b',' | b':' => prev = c,
+                        _ => plain = true,
+                    }
+                    if !matches!(c, b' ' | b'\t') && prev != b'-' && prev != b'?' {
+                        content = true;
+                    }
+                }
+            }
+            j += 1;
+        }
+        if base + leading > MAX_YAML_DEPTH {
+            return Some(i + 1);
+        }
+        if quote.is_none() && flow == 0 {
+            let code = String::from_utf8_lossy(&body[..end]);
+            let mut words = code.split_whitespace();
+            if let Some(last) = words.next_back() {
+                let rest = last.trim_start_matches(['|', '>']);
+                let indicator = rest.len() + 1 == last.len()
+                    && rest.bytes().all(|b| matches!(b, b'-' | b'+' | b'0'..=b'9'));
+                if indicator {
+                    block_scalar = Some(indent);
+                }
+            }
+        }
+    }
+    None
+}
+
 /// Parse YAML text; on a syntax error, the line and message.
 pub(crate) fn parse_yaml(text: &str) -> Result<Node, (usize, String)> {
+    if let Some(line) = yaml_too_deep(text) {
+        return Err((
+            line,
+            format!(
+                "nested more than {MAX_YAML_DEPTH} levels deep; a recipe needs only a few \
+                 (not parsed further)"
+            ),
+        ));
+    }
     let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| {
         let line = e.location().map_or(0, |l| l.line());
         let msg = e.to_string();
@@ -332,6 +482,53 @@ mod tests {
             panic!()
         };
         assert_eq!(e[0].1, 7);
+    }
+
+    /// Deep nesting in any YAML form is refused quickly at the line where
+    /// it passes the limit; recipes just under it, and brackets inside
+    /// strings, comments and block scalars, are not.
+    #[test]
+    fn yaml_nesting_limit() {
+        let n = 100_000;
+        let flow = format!(
+            "merge_method: linear\nmodels: {}{}\n",
+            "[".repeat(n),
+            "]".repeat(n)
+        );
+        let seqs = format!("merge_method: linear\nmodels:\n{}x\n", "- ".repeat(n));
+        let maps: String = (0..1000)
+            .map(|i| format!("{}a:\n", " ".repeat(i)))
+            .collect();
+        let maps = format!("merge_method: linear\nmodels:\n{maps}");
+        // Line 3 + k is at the (k + 1)th indentation level: two levels each.
+        let deepest_map = 3 + MAX_YAML_DEPTH / 2;
+        for (text, line) in [(&flow, 2), (&seqs, 3), (&maps, deepest_map)] {
+            let (at, msg) = parse_yaml(text).expect_err("refused");
+            assert_eq!(at, line, "{msg}");
+            assert!(msg.contains("nested more than 64 levels"), "{msg}");
+        }
+        // Just under the limit: parsed (the flow list sits at depth 2
+        // already: the root mapping's one indentation level).
+        let ok = format!(
+            "a: {}{}\n",
+            "[".repeat(MAX_YAML_DEPTH - 2),
+            "]".repeat(MAX_YAML_DEPTH - 2)
+        );
+        assert!(parse_yaml(&ok).is_ok());
+        let over = format!(
+            "a: {}{}\n",
+            "[".repeat(MAX_YAML_DEPTH - 1),
+            "]".repeat(MAX_YAML_DEPTH - 1)
+        );
+        assert!(parse_yaml(&over).is_err());
+        // Brackets that open nothing.
+        let deep = "[".repeat(200);
+        let quiet = format!(
+            "a: '{deep}'\nb: \"{deep}\"\nc: x{deep}\n# {deep}\nd: |\n  {deep}\n  {deep}\ne: 1 # {deep}\n"
+        );
+        let n = parse_yaml(&quiet).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(find(&n, "e").as_f64(), Some(1.0));
+        assert!(find(&n, "d").as_str().is_some_and(|s| s.starts_with(&deep)));
     }
 
     #[test]
