@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     recipe_path: &Path,
     out: PathBuf,
@@ -20,6 +21,7 @@ pub fn run(
     shard_size: u64,
     quiet: bool,
     sync: bool,
+    allow_nonfinite: bool,
 ) -> CliResult {
     let recipe = Recipe::load(recipe_path)?;
     let plan = Plan::build(&recipe).map_err(|e| super::named(recipe_path, e))?;
@@ -29,6 +31,7 @@ pub fn run(
         threads,
         shard_size,
         sync,
+        allow_nonfinite,
     };
     let cancel = Arc::new(AtomicBool::new(false));
     {

@@ -56,6 +56,7 @@ impl From<smelt::engine::EngineError> for CliError {
             E::Model(m) => CliError::input(m),
             E::Merge(m) => CliError::input(m),
             E::Mlp(m) => CliError::input(m),
+            e @ (E::NonFinite { .. } | E::Input(_)) => CliError::input(e),
             E::Cancelled => CliError {
                 message: "cancelled; nothing was written".into(),
                 code: 130,
