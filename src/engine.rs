@@ -80,6 +80,15 @@ pub struct Options {
     pub shard_size: u64,
     /// fsync the output before publishing it (see `WriterOptions::sync`).
     pub sync: bool,
+    /// Pass NaN and infinite input values through instead of refusing
+    /// them (see [`EngineError::NonFinite`] and "Non-finite values" in
+    /// docs/recipes.md): an output position is then non-finite exactly
+    /// where some input's is, and takes the first such input value in
+    /// model order, base first. Every other position is what the merge of
+    /// the same inputs gives with those positions set to zero in every
+    /// input (so sums such as norms, Gram matrices and L1 totals leave
+    /// them out).
+    pub allow_nonfinite: bool,
 }
 
 impl Options {
@@ -90,6 +99,7 @@ impl Options {
             threads: None,
             shard_size: 5_000_000_000,
             sync: true,
+            allow_nonfinite: false,
         }
     }
 }
@@ -105,6 +115,22 @@ pub enum EngineError {
     Mlp(#[from] crate::mlp::MlpError),
     #[error("cancelled")]
     Cancelled,
+    /// An input tensor holds NaN or infinite values (F64 values beyond the
+    /// f32 range count as infinite) and [`Options::allow_nonfinite`] is off
+    /// (zipit/permute refuse them always).
+    #[error("{}: tensor `{tensor}` has {} of {numel} values not finite ({nan} NaN, {inf} infinite){hint}", model.display(), nan + inf)]
+    NonFinite {
+        model: PathBuf,
+        tensor: String,
+        nan: usize,
+        inf: usize,
+        numel: usize,
+        /// How to go on, when there is a way.
+        hint: &'static str,
+    },
+    /// A run option the engine refuses (too many threads).
+    #[error("{0}")]
+    Input(String),
     #[error("{0}")]
     Other(String),
 }
@@ -119,6 +145,8 @@ struct Progress<'a> {
     tensors_done: AtomicUsize,
     current: Mutex<String>,
     cancel: &'a AtomicBool,
+    /// [`Options::allow_nonfinite`].
+    allow_nonfinite: bool,
 }
 
 impl Progress<'_> {
@@ -141,6 +169,7 @@ pub fn run(
     cancel: &AtomicBool,
 ) -> Result<Summary> {
     let started = Instant::now();
+    check_threads(opts.threads)?;
     if matches!(
         plan.recipe.method,
         merge::Method::Zipit | merge::Method::Permute
@@ -163,6 +192,7 @@ pub fn run(
         tensors_done: AtomicUsize::new(0),
         current: Mutex::new(String::new()),
         cancel,
+        allow_nonfinite: opts.allow_nonfinite,
     };
     // Largest jobs first, so the last job to finish is a small one.
     let mut order: Vec<usize> = (0..plan.jobs.len()).collect();
@@ -206,6 +236,25 @@ pub fn run(
     };
     let _ = progress.send(Event::Finished(summary.clone()));
     Ok(summary)
+}
+
+/// The most worker threads a run takes: four per core, at most 1024.
+/// More only add memory and switching (a run asked for 100000 made
+/// thousands of threads and could not be cancelled while it did).
+pub fn max_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_mul(4).min(1024)
+}
+
+/// Refuse a thread count above [`max_threads`].
+fn check_threads(threads: Option<usize>) -> Result<()> {
+    let cap = max_threads();
+    match threads {
+        Some(t) if t > cap => Err(EngineError::Input(format!(
+            "{t} threads is too many: at most {cap} (four per core, at most 1024); leave the count out to use one per core"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn writer_options(plan: &Plan, opts: &Options) -> WriterOptions {
@@ -305,7 +354,9 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                     .fetch_add((numel * job.in_bytes_per_elem) as u64, Ordering::Relaxed);
                 kernel.begin_pass();
                 job.stream(kernel.as_mut(), 0..numel, false, &mut held)?;
-                kernel.end_pass();
+                if !kernel.end_pass_or_cancel(state.cancel) {
+                    return Err(EngineError::Cancelled);
+                }
             }
             let parts = job.parts();
             if parts.len() > 1 && kernel.splittable() {
@@ -372,8 +423,41 @@ impl MergeJob<'_> {
                 at += r.len();
             }
         }
-        let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..total]).collect();
+        let mut screened: Vec<&mut [f32]> = bufs.iter_mut().map(|b| &mut b[..total]).collect();
+        self.screen(&mut screened, &mut Vec::new())?;
+        let views: Vec<&[f32]> = screened.into_iter().map(|b| &*b).collect();
         kernel.sample(&self.chunk(0, &views));
+        Ok(())
+    }
+
+    /// Non-finite input values, found as the inputs stream (every chunk of
+    /// every pass, and the sample): one place for every method. None (the
+    /// usual case) leaves `bufs` (one chunk per input, base first) alone.
+    /// Otherwise the merge is refused, or, with `allow_nonfinite`, each
+    /// position where some input is not finite is noted in `pass` with the
+    /// value the output takes there (the first such input value, base
+    /// first) and set to zero in every input, so the kernel sees finite
+    /// values only and its statistics leave those positions out of sums.
+    fn screen<E: Elem>(&self, bufs: &mut [&mut [E]], pass: &mut Vec<(usize, f32)>) -> Result<()> {
+        pass.clear();
+        let Some(first) = bufs.iter().position(|b| E::any_nonfinite(b)) else {
+            return Ok(());
+        };
+        if !self.state.allow_nonfinite {
+            let (m, t) = self.inputs[first];
+            return Err(refuse(m, t, self.state, HINT_ALLOW));
+        }
+        let len = bufs.first().map_or(0, |b| b.len());
+        for j in 0..len {
+            if let Some(v) = bufs.iter().map(|b| b[j]).find(|v| v.nonfinite()) {
+                pass.push((j, v.f32()));
+            }
+        }
+        for b in bufs.iter_mut() {
+            for &(j, _) in pass.iter() {
+                b[j] = E::ZERO;
+            }
+        }
         Ok(())
     }
 
@@ -401,6 +485,7 @@ impl MergeJob<'_> {
         let (out, bufs) = held.0.split_at_mut(1);
         let out = &mut out[0];
         let raw = self.all_bf16 && kernel.takes_bf16();
+        let mut pass: Vec<(usize, f32)> = Vec::new();
         let mut start = range.start;
         while start < range.end {
             self.state.check()?;
@@ -408,12 +493,14 @@ impl MergeJob<'_> {
             let len = end - start;
             if raw {
                 // The bit patterns, read into the same buffers.
-                let mut halves: Vec<&[u16]> = Vec::with_capacity(bufs.len());
+                let mut halves: Vec<&mut [u16]> = Vec::with_capacity(bufs.len());
                 for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
                     let h = &mut bytemuck::cast_slice_mut::<f32, u16>(&mut b[..])[..len];
                     m.read_raw(t, start * 2, bytemuck::cast_slice_mut(&mut h[..]))?;
                     halves.push(h);
                 }
+                self.screen(&mut halves, &mut pass)?;
+                let halves: Vec<&[u16]> = halves.into_iter().map(|h| &*h).collect();
                 let chunk = self.chunk(start, &halves);
                 if apply {
                     kernel.apply_bf16(&chunk, &mut out[..len]);
@@ -424,7 +511,10 @@ impl MergeJob<'_> {
                 for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
                     m.read_f32(t, start, &mut b[..len])?;
                 }
-                let views: Vec<&[f32]> = bufs.iter().map(|b| &b[..len]).collect();
+                let mut screened: Vec<&mut [f32]> =
+                    bufs.iter_mut().map(|b| &mut b[..len]).collect();
+                self.screen(&mut screened, &mut pass)?;
+                let views: Vec<&[f32]> = screened.into_iter().map(|b| &*b).collect();
                 let chunk = self.chunk(start, &views);
                 if apply {
                     kernel.apply(&chunk, &mut out[..len]);
@@ -433,6 +523,9 @@ impl MergeJob<'_> {
                 }
             }
             if apply {
+                for &(j, v) in &pass {
+                    out[j] = v;
+                }
                 self.writer.write_f32(self.index, start, &out[..len])?;
             }
             self.state
@@ -441,6 +534,119 @@ impl MergeJob<'_> {
             start = end;
         }
         Ok(())
+    }
+}
+
+/// What to do about refused non-finite values, when the flag would help.
+const HINT_ALLOW: &str = "; `smelt merge --allow-nonfinite` (engine::Options::allow_nonfinite) passes them through position by position";
+
+/// An input element as the engine screens it (f32, or bf16 bits).
+trait Elem: Copy {
+    const ZERO: Self;
+    fn nonfinite(self) -> bool;
+    fn f32(self) -> f32;
+    /// Whether any element is NaN or infinite: a max over the magnitude
+    /// bits, which vectorises and has no early exit.
+    fn any_nonfinite(x: &[Self]) -> bool;
+}
+
+impl Elem for f32 {
+    const ZERO: f32 = 0.0;
+    #[inline(always)]
+    fn nonfinite(self) -> bool {
+        !self.is_finite()
+    }
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+    fn any_nonfinite(x: &[f32]) -> bool {
+        x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff)) >= 0x7f80_0000
+    }
+}
+
+impl Elem for u16 {
+    const ZERO: u16 = 0;
+    #[inline(always)]
+    fn nonfinite(self) -> bool {
+        self & 0x7f80 == 0x7f80
+    }
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        f32::from_bits(u32::from(self) << 16)
+    }
+    fn any_nonfinite(x: &[u16]) -> bool {
+        x.iter().fold(0u16, |m, &h| m.max(h & 0x7fff)) >= 0x7f80
+    }
+}
+
+/// Whether little-endian `bytes` of `dtype` hold a NaN or an infinity
+/// (float dtypes the engine merges; others are never screened).
+fn raw_nonfinite(dtype: Dtype, bytes: &[u8]) -> bool {
+    match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .any(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) & 0x7f80_0000 == 0x7f80_0000),
+        Dtype::F64 => bytes.chunks_exact(8).any(|c| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            u64::from_le_bytes(w) & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000
+        }),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .any(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .any(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
+        _ => false,
+    }
+}
+
+/// NaN and infinite values (in f32, so F64 values beyond its range count
+/// as infinite) of a whole tensor, read a chunk at a time.
+fn count_nonfinite(
+    model: &Model,
+    t: &crate::model::TensorInfo,
+    cancel: &AtomicBool,
+) -> Result<(usize, usize)> {
+    let numel = t.numel();
+    let mut buf = vec![0f32; CHUNK_ELEMS.min(numel.max(1))];
+    let (mut nan, mut inf) = (0, 0);
+    let mut start = 0;
+    while start < numel {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(EngineError::Cancelled);
+        }
+        let end = (start + buf.len()).min(numel);
+        let b = &mut buf[..end - start];
+        model.read_f32(t, start, b)?;
+        if f32::any_nonfinite(b) {
+            nan += b.iter().filter(|v| v.is_nan()).count();
+            inf += b.iter().filter(|v| v.is_infinite()).count();
+        }
+        start = end;
+    }
+    Ok((nan, inf))
+}
+
+/// The error for a tensor found to hold non-finite values: counts them
+/// over the whole tensor (read again; this is the failing path).
+fn refuse(
+    model: &Model,
+    t: &crate::model::TensorInfo,
+    state: &Progress,
+    hint: &'static str,
+) -> EngineError {
+    match count_nonfinite(model, t, state.cancel) {
+        Ok((nan, inf)) => EngineError::NonFinite {
+            model: model.path().to_path_buf(),
+            tensor: t.name.clone(),
+            nan,
+            inf,
+            numel: t.numel(),
+            hint,
+        },
+        Err(e) => e,
     }
 }
 
@@ -505,6 +711,9 @@ fn copy_raw(
         let end = (off + step).min(total);
         let b = &mut buf[..end - off];
         model.read_raw(info, off, b)?;
+        if !state.allow_nonfinite && info.dtype.is_mergeable() && raw_nonfinite(info.dtype, b) {
+            return Err(refuse(model, info, state, HINT_ALLOW));
+        }
         writer.write_raw(index, off, b)?;
         state
             .bytes_done
@@ -532,8 +741,12 @@ fn copy_converted(
         let end = (start + step).min(numel);
         let b = &mut buf[..end - start];
         model.read_f32(info, start, b)?;
+        if !state.allow_nonfinite && f32::any_nonfinite(b) {
+            return Err(refuse(model, info, state, HINT_ALLOW));
+        }
         if scale != 1.0 {
-            for x in b.iter_mut() {
+            // A non-finite value passes through as it is.
+            for x in b.iter_mut().filter(|x| x.is_finite()) {
                 *x *= scale;
             }
         }

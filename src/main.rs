@@ -50,7 +50,8 @@ enum Cmd {
         /// other files; a file is never replaced.
         #[arg(long)]
         force: bool,
-        /// Worker threads (default: every core).
+        /// Worker threads (default: every core; at most four per core, and
+        /// at most 1024).
         #[arg(long)]
         threads: Option<usize>,
         /// Maximum shard size, e.g. 5GB, 500MB, 2GiB.
@@ -64,6 +65,11 @@ enum Cmd {
         /// just after the merge may lose it.
         #[arg(long)]
         no_sync: bool,
+        /// Pass NaN and infinite input values through, position by position,
+        /// instead of refusing them (see docs/recipes.md, "Non-finite
+        /// values").
+        #[arg(long)]
+        allow_nonfinite: bool,
     },
     /// Show a model's layers, tensors, shapes, dtypes and shards.
     Inspect {
@@ -233,7 +239,17 @@ fn main() -> ExitCode {
             shard_size,
             quiet,
             no_sync,
-        }) => cli::merge::run(&recipe, out, force, threads, shard_size, quiet, !no_sync),
+            allow_nonfinite,
+        }) => cli::merge::run(
+            &recipe,
+            out,
+            force,
+            threads,
+            shard_size,
+            quiet,
+            !no_sync,
+            allow_nonfinite,
+        ),
         Some(Cmd::Inspect { model, json }) => cli::inspect(&model, json),
         Some(Cmd::Analyze {
             inputs,

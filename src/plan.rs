@@ -6,7 +6,7 @@
 
 use crate::merge::{BaseRule, Method, TensorParams};
 use crate::model::{Group, Model, OutputTensor, TensorInfo};
-use crate::recipe::{ModelEntry, Recipe};
+use crate::recipe::{ModelEntry, Problem, Recipe};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,6 +73,13 @@ pub enum PlanError {
     Recipe(#[from] crate::recipe::RecipeError),
     #[error("{0}")]
     Mismatch(String),
+    /// Problems of the recipe, each at its recipe location (see
+    /// [`Problem`]; [`crate::recipe::locate`] finds their lines): what
+    /// [`Recipe::problems`] finds, the rules that need the models' layer
+    /// count, slice ranges past a model's layers, and parameter values
+    /// that the merge of some tensor would refuse.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Problems(Vec<Problem>),
 }
 
 type Result<T> = std::result::Result<T, PlanError>;
@@ -90,11 +97,9 @@ impl Plan {
     /// Build from models already open (the TUI keeps them open). Every path
     /// the recipe names must be among `models` (matched by path).
     pub fn with_models(recipe: &Recipe, models: Vec<Arc<Model>>) -> Result<Plan> {
-        let problems = recipe.check();
+        let problems = recipe.problems();
         if !problems.is_empty() {
-            return Err(PlanError::Recipe(crate::recipe::RecipeError::Invalid(
-                problems.join("; "),
-            )));
+            return Err(PlanError::Problems(problems));
         }
         let mut planner = Planner {
             recipe,
@@ -133,7 +138,12 @@ impl Plan {
                 .sources
                 .first()
                 .map(|s| s.model.clone())
-                .ok_or_else(|| PlanError::Mismatch("slice 1 has no sources".into()))?;
+                .ok_or_else(|| {
+                    PlanError::Problems(vec![Problem {
+                        at: "slices[0]".into(),
+                        msg: "a slice needs at least one source".into(),
+                    }])
+                })?;
             config_model = match &recipe.base {
                 Some(b) => planner.index_of(b)?,
                 None => planner.index_of(&first)?,
@@ -155,13 +165,28 @@ impl Plan {
             };
             let problems = recipe.problems_for_layers(n);
             if !problems.is_empty() {
-                return Err(PlanError::Recipe(crate::recipe::RecipeError::Invalid(
-                    problems
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )));
+                return Err(PlanError::Problems(problems));
+            }
+        }
+        // Every value as the merge will read it, tensor by tensor: what
+        // the merge of a tensor would refuse (a zero weight sum under
+        // `normalize` at some layer of a gradient, DELLA's epsilon past
+        // its density) is refused now, before anything is written.
+        for job in &planner.jobs {
+            if let JobKind::Merge {
+                method,
+                params,
+                sources,
+                ..
+            } = &job.kind
+            {
+                let numel: usize = job.out.shape.iter().product();
+                if let Err(e) = crate::merge::kernel(*method, params, numel, sources.len()) {
+                    return Err(PlanError::Problems(vec![Problem {
+                        at: "parameters".into(),
+                        msg: format!("tensor `{}`: {e}", job.out.name),
+                    }]));
+                }
             }
         }
         let head_config = planner.head_config.take();
@@ -518,29 +543,31 @@ impl Planner<'_> {
         if !recipe.overrides.is_empty() {
             // Overrides name output layers; a slice's parameters already
             // vary per layer through gradients, which is what mergekit has.
-            return Err(PlanError::Mismatch(
-                "per-layer overrides are not supported together with slices; use gradients in the slice's parameters".into(),
-            ));
+            return Err(PlanError::Problems(vec![Problem {
+                at: "overrides[0]".into(),
+                msg: "per-layer overrides are not supported together with slices; use gradients in the slice's parameters".into(),
+            }]));
         }
         let mut offset = 0usize;
         let n_slices = recipe.slices.len();
         for (si, slice) in recipe.slices.iter().enumerate() {
             let Some(first) = slice.sources.first() else {
-                return Err(PlanError::Mismatch(format!(
-                    "slice {} has no sources",
-                    si + 1
-                )));
+                return Err(PlanError::Problems(vec![Problem {
+                    at: format!("slices[{si}]"),
+                    msg: "a slice needs at least one source".into(),
+                }]));
             };
             let (a, b) = first.layer_range;
             let len = b.saturating_sub(a);
-            for s in &slice.sources {
+            for (j, s) in slice.sources.iter().enumerate() {
                 if s.layer_range.1.saturating_sub(s.layer_range.0) != len {
-                    return Err(PlanError::Mismatch(format!(
-                        "slice {}: layer ranges differ in length ({:?} vs {:?})",
-                        si + 1,
-                        first.layer_range,
-                        s.layer_range
-                    )));
+                    return Err(PlanError::Problems(vec![Problem {
+                        at: format!("slices[{si}].sources[{j}].layer_range"),
+                        msg: format!(
+                            "layer ranges differ in length ({:?} vs {:?})",
+                            first.layer_range, s.layer_range
+                        ),
+                    }]));
                 }
             }
             // The slice as a recipe of its own: its sources are the models,
@@ -589,14 +616,31 @@ impl Planner<'_> {
             let ref_first = inputs[ref_input].first_layer;
             let tensors: Vec<TensorInfo> = self.models[ref_model].tensors().to_vec();
             let model_layers = self.models[ref_model].num_layers();
+            // Every source's range must lie inside its own model.
+            for (j, (s, input)) in slice.sources.iter().zip(&inputs).enumerate() {
+                let layers = self.models[input.model].num_layers();
+                if s.layer_range.1 > layers {
+                    return Err(PlanError::Problems(vec![Problem {
+                        at: format!("slices[{si}].sources[{j}].layer_range"),
+                        msg: format!(
+                            "layer_range [{}, {}] is outside {} ({layers} layers: 0..{layers})",
+                            s.layer_range.0,
+                            s.layer_range.1,
+                            self.models[input.model].path().display(),
+                        ),
+                    }]));
+                }
+            }
             if ref_first + len > model_layers {
-                return Err(PlanError::Mismatch(format!(
-                    "slice {}: layer_range {:?} is outside {} ({} layers)",
-                    si + 1,
-                    (ref_first, ref_first + len),
-                    self.models[ref_model].path().display(),
-                    model_layers
-                )));
+                return Err(PlanError::Problems(vec![Problem {
+                    at: format!("slices[{si}]"),
+                    msg: format!(
+                        "layer_range {:?} is outside {} ({} layers)",
+                        (ref_first, ref_first + len),
+                        self.models[ref_model].path().display(),
+                        model_layers
+                    ),
+                }]));
             }
             for t in &tensors {
                 let (take, out_name, rel_layer) = match t.place.group {

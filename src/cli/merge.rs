@@ -54,6 +54,7 @@ fn cancelled(signal: usize) -> CliError {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     recipe_path: &Path,
     out: PathBuf,
@@ -62,6 +63,7 @@ pub fn run(
     shard_size: u64,
     quiet: bool,
     sync: bool,
+    allow_nonfinite: bool,
 ) -> CliResult {
     let cancel = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicUsize::new(0));
@@ -81,6 +83,7 @@ pub fn run(
         threads,
         shard_size,
         sync,
+        allow_nonfinite,
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let tty = std::io::stderr().is_terminal();

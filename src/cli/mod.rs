@@ -68,6 +68,7 @@ impl From<smelt::engine::EngineError> for CliError {
             E::Model(m) => m.into(),
             E::Merge(m) => CliError::input(m),
             E::Mlp(m) => CliError::input(m),
+            e @ (E::NonFinite { .. } | E::Input(_)) => CliError::input(e),
             E::Cancelled => CliError {
                 message: "cancelled; nothing was written".into(),
                 code: 130,
@@ -184,6 +185,17 @@ pub fn recipe_check(path: &Path) -> CliResult {
 /// be read is said to come from that recipe.
 pub fn named(path: &Path, e: smelt::plan::PlanError) -> CliError {
     match e {
+        // Each at its line, as `recipe check` reports what it finds itself.
+        smelt::plan::PlanError::Problems(problems) => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            CliError::input(
+                smelt::recipe::locate(&text, path, &problems)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\nsmelt: "),
+            )
+        }
         smelt::plan::PlanError::Model(m) => CliError::input(format!(
             "{}: a model it names cannot be read: {m}",
             path.display()

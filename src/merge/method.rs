@@ -128,6 +128,11 @@ const fn unit(mut p: ParamSpec) -> ParamSpec {
     p.range = Some((0.0, false, 1.0, true));
     p
 }
+/// Bounds `(lo, lo_inclusive, hi, hi_inclusive)`; `hi` may be infinite.
+const fn within(mut p: ParamSpec, lo: f64, lo_inc: bool, hi: f64, hi_inc: bool) -> ParamSpec {
+    p.range = Some((lo, lo_inc, hi, hi_inc));
+    p
+}
 const fn int(mut p: ParamSpec) -> ParamSpec {
     p.kind = ParamKind::Int;
     p
@@ -139,15 +144,28 @@ const DENSITY: ParamSpec = unit(f(
     Some(1.0),
     "fraction of the task vector kept when trimming",
 ));
-const GAMMA: ParamSpec = f(
-    "gamma",
-    Some(0.01),
-    "fraction of largest-magnitude entries removed as outliers",
+const GAMMA: ParamSpec = within(
+    f(
+        "gamma",
+        Some(0.01),
+        "fraction of largest-magnitude entries removed as outliers",
+    ),
+    0.0,
+    true,
+    1.0,
+    true,
 );
-const EPSILON: ParamSpec = f(
-    "epsilon",
-    Some(0.15),
-    "spread of keep probabilities around density",
+/// [0, 1); the check also keeps `density +/- epsilon` inside (0, 1).
+const EPSILON: ParamSpec = within(
+    f(
+        "epsilon",
+        Some(0.15),
+        "spread of keep probabilities around density",
+    ),
+    0.0,
+    true,
+    1.0,
+    false,
 );
 const LAMBDA: ParamSpec = f("lambda", Some(1.0), "scale of the merged task vector");
 const INT8: ParamSpec = b(
@@ -292,10 +310,16 @@ const SPECS: &[MethodSpec] = &[
         base: BaseRule::Required,
         min_models: 1,
         max_models: Some(1),
-        global: &[f(
-            "t",
-            None,
-            "interpolation factor: 0 is the base, 1 the other model",
+        global: &[within(
+            f(
+                "t",
+                None,
+                "interpolation factor: 0 is the base, 1 the other model",
+            ),
+            0.0,
+            true,
+            1.0,
+            true,
         )],
         per_model: &[],
         sign_election: false,
@@ -350,8 +374,20 @@ const SPECS: &[MethodSpec] = &[
         min_models: 1,
         max_models: None,
         global: &[
-            int(f("max_iter", Some(10.0), "iterations of the Karcher mean")),
-            f("tol", Some(1e-5), "convergence tolerance"),
+            within(
+                int(f("max_iter", Some(10.0), "iterations of the Karcher mean")),
+                0.0,
+                true,
+                f64::INFINITY,
+                false,
+            ),
+            within(
+                f("tol", Some(1e-5), "convergence tolerance"),
+                0.0,
+                true,
+                f64::INFINITY,
+                false,
+            ),
         ],
         // mergekit 0.1.5 weighs every model equally (no per-model weight).
         per_model: &[],
@@ -399,7 +435,13 @@ const SPECS: &[MethodSpec] = &[
         base: BaseRule::Required,
         min_models: 1,
         max_models: Some(1),
-        global: &[f("t", None, "similarity threshold")],
+        global: &[within(
+            f("t", None, "similarity threshold"),
+            0.0,
+            false,
+            f64::INFINITY,
+            false,
+        )],
         per_model: &[],
         sign_election: false,
         trims: false,

@@ -151,6 +151,15 @@ pub trait Kernel: Send + std::any::Any {
     /// See one chunk during a statistics pass (chunks arrive in order).
     fn observe(&mut self, _chunk: &Chunk) {}
     fn end_pass(&mut self) {}
+    /// [`Kernel::end_pass`] that gives up once `cancel` is set, for the
+    /// engine: a kernel whose end of pass can run long (Karcher's
+    /// iterations, as many as the recipe asks) polls the flag there.
+    /// Returns false when it gave up; the kernel must not be used after.
+    fn end_pass_or_cancel(&mut self, cancel: &std::sync::atomic::AtomicBool) -> bool {
+        let _ = cancel;
+        self.end_pass();
+        true
+    }
     /// Write the merged values of `chunk` into `out` (chunks arrive in order).
     fn apply(&mut self, chunk: &Chunk, out: &mut [f32]);
     /// Each model's part of this chunk's merge, for the statistics panels

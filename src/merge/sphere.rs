@@ -12,6 +12,10 @@
 //! from the statistics pass.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// A cancel flag nobody sets (solves outside the engine run to the end).
+static NEVER: AtomicBool = AtomicBool::new(false);
 
 use super::util::{combine, gram_accumulate, Params};
 use super::{Chunk, Kernel, MergeError, Method};
@@ -71,7 +75,14 @@ fn clamp1(x: f64) -> f64 {
 impl Solve {
     /// Coefficients of the output on the input vectors.
     fn coefficients(&self, g: &[f64], n: usize) -> Vec<f64> {
-        match self {
+        self.coefficients_or_cancel(g, n, &NEVER)
+            .unwrap_or_default()
+    }
+
+    /// [`Solve::coefficients`], `None` once `cancel` is set (polled by
+    /// the iterative solves).
+    fn coefficients_or_cancel(&self, g: &[f64], n: usize, cancel: &AtomicBool) -> Option<Vec<f64>> {
+        Some(match self {
             Solve::Slerp { t } => {
                 let t = *t;
                 let (n0, n1) = (g[0].sqrt(), g[3].sqrt());
@@ -80,7 +91,7 @@ impl Solve {
                 let b = if n1 > 1e-8 { n1 } else { 1.0 };
                 let dot = g[1] / (a * b);
                 if dot.abs() > 0.9995 || !dot.is_finite() {
-                    return vec![1.0 - t, t];
+                    return Some(vec![1.0 - t, t]);
                 }
                 let th = dot.acos();
                 let s = th.sin();
@@ -100,7 +111,7 @@ impl Solve {
                 }
             }
             Solve::Multislerp { weights, eps } => multislerp(g, n, weights, *eps),
-            Solve::Karcher { max_iter, tol } => karcher(g, n, *max_iter, *tol),
+            Solve::Karcher { max_iter, tol } => karcher(g, n, *max_iter, *tol, cancel)?,
             Solve::ModelStock => {
                 let mut acc = 0.0;
                 let mut pairs = 0usize;
@@ -116,7 +127,7 @@ impl Solve {
                 let t = nn * cos / (1.0 + (nn - 1.0) * cos);
                 vec![t / nn; n]
             }
-        }
+        })
     }
 }
 
@@ -159,9 +170,17 @@ fn multislerp(g: &[f64], n: usize, w: &[f64], eps: f64) -> Vec<f64> {
 
 /// mergekit's Karcher mean (equal weights), on coefficients of the raw
 /// inputs: the iterate `u = sum_j c_j x_j / |x_j|` stays in their span.
-fn karcher(g: &[f64], n: usize, max_iter: usize, tol: f64) -> Vec<f64> {
+/// `None` once `cancel` is set (polled every iteration: a recipe may ask
+/// for any number of them).
+fn karcher(
+    g: &[f64],
+    n: usize,
+    max_iter: usize,
+    tol: f64,
+    cancel: &AtomicBool,
+) -> Option<Vec<f64>> {
     if n == 1 {
-        return vec![1.0];
+        return Some(vec![1.0]);
     }
     let norms: Vec<f64> = (0..n).map(|i| g[i * n + i].max(0.0).sqrt()).collect();
     // Gram matrix of the unit vectors (zero vectors stay zero).
@@ -184,7 +203,7 @@ fn karcher(g: &[f64], n: usize, max_iter: usize, tol: f64) -> Vec<f64> {
     let alpha = 1.0 / n as f64;
     let valid: Vec<usize> = (0..n).filter(|&i| norms[i] > tol).collect();
     if valid.is_empty() {
-        return vec![0.0; n];
+        return Some(vec![0.0; n]);
     }
     let a = 1.0 / valid.len() as f64; // normalised equal alphas
     let mut c = vec![0.0; n];
@@ -199,6 +218,9 @@ fn karcher(g: &[f64], n: usize, max_iter: usize, tol: f64) -> Vec<f64> {
         c.iter_mut().for_each(|x| *x /= cn);
     }
     for _ in 0..max_iter {
+        if cancel.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut tan = vec![0.0; n];
         for &i in &valid {
             let dot = clamp1((0..n).map(|j| c[j] * unit(j, i)).sum::<f64>());
@@ -226,15 +248,17 @@ fn karcher(g: &[f64], n: usize, max_iter: usize, tol: f64) -> Vec<f64> {
         }
     }
     let scale: f64 = norms.iter().map(|&x| alpha * x).sum();
-    (0..n)
-        .map(|j| {
-            if norms[j] == 0.0 {
-                0.0
-            } else {
-                scale * c[j] / norms[j]
-            }
-        })
-        .collect()
+    Some(
+        (0..n)
+            .map(|j| {
+                if norms[j] == 0.0 {
+                    0.0
+                } else {
+                    scale * c[j] / norms[j]
+                }
+            })
+            .collect(),
+    )
 }
 
 impl GramKernel {
@@ -407,15 +431,17 @@ impl Kernel for GramKernel {
         self.scratch = scratch;
     }
     fn end_pass(&mut self) {
+        self.end_pass_or_cancel(&NEVER);
+    }
+    fn end_pass_or_cancel(&mut self, cancel: &AtomicBool) -> bool {
         self.passes_left = 0;
         if self.layout == Layout::Flat {
-            self.coef = self
-                .solve
-                .coefficients(&self.g, self.n)
-                .into_iter()
-                .map(|c| c as f32)
-                .collect();
+            let Some(coef) = self.solve.coefficients_or_cancel(&self.g, self.n, cancel) else {
+                return false;
+            };
+            self.coef = coef.into_iter().map(|c| c as f32).collect();
         }
+        true
     }
     fn apply(&mut self, chunk: &Chunk, out: &mut [f32]) {
         let n = self.n;

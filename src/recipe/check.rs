@@ -112,6 +112,19 @@ fn check_number(p: &ParamSpec, x: f64, at: &str, out: &mut Vec<Problem>) {
         );
         return;
     }
+    // The merge computes in f32: a value it cannot hold would turn every
+    // output it touches into an infinity (or NaN).
+    if x.abs() > f64::from(f32::MAX) {
+        push(
+            out,
+            at,
+            format!(
+                "`{}` = {x} is beyond what f32 holds (±3.4e38); the merge would write infinities",
+                p.name
+            ),
+        );
+        return;
+    }
     if p.kind == ParamKind::Int && x.fract() != 0.0 {
         push(
             out,
@@ -429,6 +442,11 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         }
     }
 
+    // Values that pass one by one but not together.
+    if r.slices.is_empty() {
+        check_combinations(r, &mut out);
+    }
+
     // Overrides.
     let zips = matches!(r.method, Method::Zipit | Method::Permute);
     for (i, o) in r.overrides.iter().enumerate() {
@@ -573,6 +591,84 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// A plain number for model `i`'s `name` (its own, else the method-wide
+/// one), with where it is set; `None` for gradients, filters or no value.
+fn model_number(r: &Recipe, i: usize, name: &str) -> Option<(f64, String)> {
+    match r.models[i].params.get(name) {
+        Some(Value::Number(x)) => Some((*x, format!("models[{i}].parameters.{name}"))),
+        Some(_) => None,
+        None => match r.params.get(name) {
+            Some(Value::Number(x)) => Some((*x, format!("parameters.{name}"))),
+            _ => None,
+        },
+    }
+}
+
+/// Rules between values of a whole-model recipe, where they are plain
+/// numbers (anything else the plan checks tensor by tensor, as the merge
+/// would): DELLA's `density +/- epsilon` inside (0, 1), and weights that
+/// `normalize` would divide by a zero sum.
+fn check_combinations(r: &Recipe, out: &mut Vec<Problem>) {
+    let spec = r.method.spec();
+    let default = |name: &str| {
+        spec.global
+            .iter()
+            .chain(spec.per_model)
+            .find(|p| p.name == name)
+            .and_then(|p| p.default)
+    };
+    if matches!(r.method, Method::Della | Method::DellaLinear) {
+        for i in 0..r.models.len() {
+            let density = model_number(r, i, "density")
+                .or_else(|| default("density").map(|d| (d.as_f64(), format!("models[{i}]"))));
+            let set_epsilon = model_number(r, i, "epsilon");
+            let epsilon = set_epsilon
+                .clone()
+                .or_else(|| default("epsilon").map(|e| (e.as_f64(), String::new())));
+            let (Some((d, d_at)), Some((e, e_at))) = (density, epsilon) else {
+                continue;
+            };
+            if d > 0.0 && d < 1.0 && (d + e >= 1.0 || d - e <= 0.0) {
+                // Point at the epsilon when the recipe sets one.
+                let at = if set_epsilon.is_some() { e_at } else { d_at };
+                push(
+                    out,
+                    at,
+                    format!(
+                        "model {i}: density {d} ± epsilon {e} must stay inside (0, 1) (DELLA keeps entries with probabilities density - epsilon to density + epsilon)"
+                    ),
+                );
+            }
+        }
+    }
+    let normalizer = match r.method {
+        Method::Linear => Some("normalize"),
+        Method::Multislerp => Some("normalize_weights"),
+        _ => None,
+    };
+    if let Some(flag) = normalizer {
+        let on = match r.params.get(flag) {
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => None,
+            None => default(flag).map(|v| v.as_bool()),
+        };
+        let weights: Option<Vec<f64>> = (0..r.models.len())
+            .map(|i| model_number(r, i, "weight").map(|(w, _)| w))
+            .collect();
+        if let (Some(true), Some(ws)) = (on, weights) {
+            if !ws.is_empty() && ws.iter().sum::<f64>() == 0.0 {
+                push(
+                    out,
+                    if r.params.contains_key("weight") { "parameters.weight" } else { "models" },
+                    format!(
+                        "the weights sum to 0, and `{flag}` divides by their sum; change a weight or set `{flag} = false`"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// The zip depth a recipe sets: `Some(k)` for k ≥ 0, `None` for -1 (every

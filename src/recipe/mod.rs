@@ -218,6 +218,44 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// Problems found after loading (the plan's, see
+/// [`crate::plan::PlanError::Problems`]) placed in the recipe file at
+/// `path` whose text is `text`: each becomes `path:line: at: msg`, at the
+/// line of its location (or of the nearest enclosing one, else of the
+/// method), as [`Recipe::parse_all`] reports its own.
+pub fn locate(text: &str, path: &Path, problems: &[Problem]) -> Vec<RecipeError> {
+    let yaml = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("yml") || e.eq_ignore_ascii_case("yaml"));
+    let dir = folder_of(path);
+    let mut diag = util::Diag::default();
+    let parsed = if yaml {
+        node::parse_yaml(text)
+    } else {
+        node::parse_toml(text)
+    };
+    if let Ok(root) = parsed {
+        if yaml {
+            mergekit::from_node(&root, dir, &mut diag);
+        } else {
+            toml::from_node(&root, dir, &mut diag);
+        }
+    }
+    let method_line = diag.line_of("method");
+    problems
+        .iter()
+        .map(|p| RecipeError::At {
+            path: path.to_path_buf(),
+            line: match diag.line_of(&p.at) {
+                0 => method_line,
+                l => l,
+            },
+            msg: p.to_string(),
+        })
+        .collect()
+}
+
 /// The folder of a recipe file (`.` for a bare name).
 fn folder_of(path: &Path) -> &Path {
     match path.parent() {

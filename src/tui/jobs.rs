@@ -574,6 +574,7 @@ fn run_merge(
         threads: None,
         shard_size: SHARD_SIZE,
         sync: true,
+        allow_nonfinite: false,
     };
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let start = Instant::now();

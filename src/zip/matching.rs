@@ -218,8 +218,15 @@ pub fn permute(corr: &[f64], sizes: &[usize]) -> Matching {
 
 /// Minimum-cost perfect assignment of an `n x n` cost matrix (row-major):
 /// returns the column of each row. Shortest augmenting paths with
-/// potentials (the Hungarian method in its O(n³) form).
+/// potentials (the Hungarian method in its O(n³) form). A non-finite
+/// cost counts as 0 (with NaN no column would ever be picked, and the
+/// search would never end; the engine refuses non-finite models before
+/// this, so it is a last guard).
 pub fn linear_assignment(cost: &[f64], n: usize) -> Vec<usize> {
+    let cost: Vec<f64> = cost
+        .iter()
+        .map(|&c| if c.is_finite() { c } else { 0.0 })
+        .collect();
     // 1-based arrays; p[j] is the row matched to column j (0 = none).
     let inf = f64::INFINITY;
     let mut u = vec![0.0; n + 1];
@@ -302,6 +309,20 @@ mod tests {
             best
         }
         rec(cost, n, 0, &mut vec![false; n])
+    }
+
+    #[test]
+    fn assignment_finishes_on_non_finite_costs() {
+        // With a NaN cost no column was ever picked and the search never
+        // ended; non-finite costs now count as 0.
+        let cost = [f64::NAN, 1.0, f64::INFINITY, f64::NAN];
+        let a = linear_assignment(&cost, 2);
+        assert_eq!(a.len(), 2);
+        assert_ne!(a[0], a[1]);
+        assert_eq!(
+            linear_assignment(&[0.0, f64::NAN, f64::NAN, 0.0], 2),
+            [0, 1]
+        );
     }
 
     #[test]
