@@ -280,7 +280,13 @@ fn main() -> ExitCode {
                 // Not eprintln!: it panics when stderr is gone (a hung-up
                 // terminal).
                 use std::io::Write;
-                let _ = writeln!(std::io::stderr(), "smelt: {}", e.message);
+                // Escaped here too (escaping is idempotent), so no message
+                // can carry a control sequence whatever built it.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "smelt: {}",
+                    smelt::text::escape_lines(&e.message)
+                );
             }
             ExitCode::from(e.code)
         }

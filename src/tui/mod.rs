@@ -408,7 +408,11 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     // keep them where the next session will say so.
     if matches!(app.exit, Some(Exit::Signal(_))) && app.modified() {
         if let Some(p) = recover(&app) {
-            let _ = writeln!(err, "smelt: unsaved changes kept in {}", p.display());
+            let _ = writeln!(
+                err,
+                "smelt: unsaved changes kept in {}",
+                crate::text::path(&p)
+            );
         }
     }
     if cancelling {
@@ -423,7 +427,8 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         }
     }
     if let Some((Level::Error, m)) = &app.message {
-        let _ = writeln!(err, "smelt: {m}");
+        // Names in it reach the terminal escaped, as everywhere.
+        let _ = writeln!(err, "smelt: {}", crate::text::escape_lines(m));
     }
     Ok(app.exit.unwrap_or(Exit::User))
 }
