@@ -538,7 +538,8 @@ impl MergeJob<'_> {
 }
 
 /// What to do about refused non-finite values, when the flag would help.
-const HINT_ALLOW: &str = "; `smelt merge --allow-nonfinite` (engine::Options::allow_nonfinite) passes them through position by position";
+const HINT_ALLOW: &str =
+    "; `smelt merge --allow-nonfinite` passes them through position by position";
 
 /// An input element as the engine screens it (f32, or bf16 bits).
 trait Elem: Copy {

@@ -1582,7 +1582,27 @@ fn save_and_run_refuse_folders_that_do_not_fit() {
         .error
         .as_deref()
         .unwrap()
-        .contains("inside the input model"));
+        .contains("inside the folder of the model"));
+    press(&mut app, KeyCode::Esc);
+    // A model named as a file protects its folder, for merges and saves:
+    // a recipe saved over a model's own files would destroy it.
+    std::fs::write(model.join("model.safetensors"), b"x").unwrap();
+    std::fs::write(model.join("config.json"), b"{}").unwrap();
+    app.doc.slots[1].info.path = model.join("model.safetensors");
+    app.refresh();
+    ch(&mut app, 'r');
+    ctrl(&mut app, 'u');
+    typ(&mut app, model.join("out").to_str().unwrap());
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    assert!(prompt(&app).input.error.is_some());
+    press(&mut app, KeyCode::Esc);
+    ch(&mut app, 's');
+    ctrl(&mut app, 'u');
+    typ(&mut app, model.join("config.json").to_str().unwrap());
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    let e = prompt(&app).input.error.clone().unwrap();
+    assert!(e.contains("inside the folder of the model"), "{e}");
+    assert_eq!(std::fs::read(model.join("config.json")).unwrap(), b"{}");
 }
 
 /// The bundled sample is never offered to be written over.

@@ -733,6 +733,10 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             });
         }
         Purpose::Save { then } => {
+            let inputs: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
+            if let Err(e) = inside_model(&path, &inputs, "save the recipe somewhere else") {
+                return fail(app, p, e);
+            }
             if path.is_dir() {
                 return fail(
                     app,
@@ -864,23 +868,22 @@ pub fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<(), String> {
             parent.display()
         ));
     }
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let at = canon(&parent);
-    for i in inputs {
-        let folder = if i.is_file() {
-            i.parent().map(Path::to_path_buf).unwrap_or_default()
-        } else {
-            i.clone()
-        };
-        if at.starts_with(canon(&folder)) {
-            return Err(format!(
-                "{} lies inside the input model {}: merge outputs go elsewhere",
-                out.display(),
-                folder.display()
-            ));
-        }
+    inside_model(out, inputs, "merge outputs go elsewhere")
+}
+
+/// Refuse `path` inside the folder of one of `inputs` (a model named as a
+/// file protects its folder too): writing there could replace the model
+/// itself. The rule is the engine's, [`crate::model::inside_input`].
+pub fn inside_model(path: &Path, inputs: &[PathBuf], what: &str) -> Result<(), String> {
+    match crate::model::inside_input(path, inputs) {
+        Ok(None) => Ok(()),
+        Ok(Some(m)) => Err(format!(
+            "{} lies inside the folder of the model {}: {what}",
+            crate::text::path(path),
+            crate::text::path(m)
+        )),
+        Err(e) => Err(e.to_string()),
     }
-    Ok(())
 }
 
 /// `r`: refuse with the list of problems, or ask for the output folder.
