@@ -13,7 +13,7 @@
 //! | [`plan`], [`engine`] | which inputs feed which output tensor; running that plan in bounded memory |
 //! | [`analysis`] | sign agreement and other interference statistics |
 //! | [`mlp`], [`zip`], [`eval`] | small MLP checkpoints, ZipIt!/permutation merging, accuracy |
-//! | [`tui`] | the workbench |
+//! | `tui` | the workbench (cargo feature `tui`, on by default) |
 //! | [`text`] | names and paths made safe to print |
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -30,6 +30,7 @@ pub mod plan;
 pub mod recipe;
 pub mod simd;
 pub mod text;
+#[cfg(feature = "tui")]
 pub mod tui;
 pub mod units;
 pub mod zip;

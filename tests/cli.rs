@@ -415,6 +415,7 @@ fn analyze_text_follows_the_method_in_80_columns() {
 
 /// Started from a pipe or a cron job, the workbench says it needs a
 /// terminal and where to go instead (exit 2), and touches no terminal.
+#[cfg(feature = "tui")]
 #[test]
 fn the_workbench_without_a_terminal_says_so() {
     let d = tempfile::tempdir().unwrap();

@@ -48,6 +48,7 @@ fn merge_refuses_a_theme() {
 /// `smelt --theme NAME` reaches the workbench: an unknown theme is its
 /// error (before any terminal is touched), not an unknown argument; also
 /// where colour is off, so a typo never passes unseen.
+#[cfg(feature = "tui")]
 #[test]
 fn theme_without_tui_reaches_the_workbench() {
     for envs in [&[][..], &[("NO_COLOR", "1")], &[("TERM", "dumb")]] {
@@ -59,4 +60,30 @@ fn theme_without_tui_reaches_the_workbench() {
             "{envs:?}: {text}"
         );
     }
+}
+
+/// A build without the `tui` feature parses the workbench's command and
+/// flags as any build does, and then says it has no workbench (exit 2)
+/// instead of an unknown-command error.
+#[cfg(not(feature = "tui"))]
+#[test]
+fn a_build_without_the_workbench_says_so() {
+    for args in [
+        &[][..],
+        &["tui"],
+        &["tui", "r.toml", "--theme", "light"],
+        &["--ascii"],
+    ] {
+        let o = smelt(args, &[]);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", out(&o));
+        let text = out(&o);
+        assert!(
+            text.contains("built without the workbench") && text.contains("smelt --help"),
+            "{args:?}: {text}"
+        );
+        assert!(o.stdout.is_empty(), "{args:?}: the message goes to stderr");
+    }
+    // Everything else still works.
+    let o = smelt(&["--help"], &[]);
+    assert!(o.status.success(), "{}", out(&o));
 }

@@ -4,6 +4,8 @@
 //! merging, quitting with unsaved changes, undo and redo across a method
 //! switch, the layouts at 80x23 and 40x12, and what each leaves behind.
 
+#![cfg(feature = "tui")]
+
 mod pty;
 
 use pty::*;

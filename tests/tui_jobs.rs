@@ -2,6 +2,8 @@
 //! opening, statistics (latest wins), saving TOML and mergekit YAML, a
 //! merge with progress events, ZipIt! accuracy.
 
+#![cfg(feature = "tui")]
+
 use crossbeam_channel::{unbounded, Receiver};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use smelt::model::{write_small, Dtype};

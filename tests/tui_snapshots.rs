@@ -6,6 +6,8 @@
 //! figures are checked as well as the text. Review changes with
 //! `cargo insta review`.
 
+#![cfg(feature = "tui")]
+
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::Modifier;

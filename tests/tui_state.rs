@@ -2,6 +2,8 @@
 //! terminal: every flow of the workbench as a user goes through it, down
 //! to the recipe it leaves.
 
+#![cfg(feature = "tui")]
+
 use ratatui::crossterm::event::{
     KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
 };

@@ -1,16 +1,35 @@
-//! `smelt` / `smelt tui`: open the workbench.
+//! `smelt` / `smelt tui`: open the workbench, or, in a build without the
+//! `tui` feature, say that there is none.
 
 use super::{CliError, CliResult};
 use crate::TuiArgs;
+#[cfg(feature = "tui")]
 use smelt::tui::state::Exit;
+#[cfg(feature = "tui")]
 use smelt::tui::{TuiError, TuiOptions};
+#[cfg(feature = "tui")]
 use std::path::Path;
 
+/// Why `smelt` / `smelt tui` cannot open anything in a build without the
+/// workbench, and what does work (exit 2, as for any command this
+/// binary cannot run).
+#[cfg(not(feature = "tui"))]
+pub fn run(_args: TuiArgs) -> CliResult {
+    Err(CliError::input(
+        "this smelt was built without the workbench (cargo feature `tui`); \
+         merge, inspect, analyze, eval and recipe work as usual (see smelt --help), \
+         and a build with default features has the workbench",
+    ))
+}
+
 /// Whether a path names a recipe file rather than a model.
+#[cfg(feature = "tui")]
 fn is_recipe(p: &Path) -> bool {
     p.is_file() && smelt::recipe::is_recipe_path(p)
 }
 
+/// Open the workbench on a recipe, on models, or on the bundled samples.
+#[cfg(feature = "tui")]
 pub fn run(args: TuiArgs) -> CliResult {
     let mut opts = TuiOptions {
         base: args.base,
@@ -29,6 +48,7 @@ pub fn run(args: TuiArgs) -> CliResult {
 /// The workbench's end as an exit: 0 when the user quits, 128 + the
 /// signal that ended it, 2 when what the user named (a recipe, a model,
 /// a theme, a missing terminal) is at fault, 1 when the terminal failed.
+#[cfg(feature = "tui")]
 fn exit_of(r: Result<Exit, TuiError>) -> CliResult {
     match r {
         Ok(Exit::User) => Ok(()),
@@ -42,7 +62,7 @@ fn exit_of(r: Result<Exit, TuiError>) -> CliResult {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "tui"))]
 mod tests {
     use super::*;
 
