@@ -6,7 +6,6 @@
 //! number.
 
 use crate::mlp::{MlpModel, Result, Samples};
-use std::fmt::Write as _;
 
 /// Accuracy of one head.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -138,33 +137,6 @@ pub fn evaluate_path(
 }
 
 impl EvalReport {
-    /// Plain-text rendering for the terminal.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "model: {}", self.model);
-        let _ = writeln!(s, "data:  {}", self.data);
-        for h in &self.heads {
-            let _ = writeln!(
-                s,
-                "head {:>2} {:<24} {:>6.2}%  ({}/{})",
-                h.head,
-                format!("classes {}", classes_label(&h.classes)),
-                100.0 * h.accuracy,
-                h.correct,
-                h.total
-            );
-        }
-        let _ = writeln!(
-            s,
-            "joint   {:<24} {:>6.2}%  ({}/{})",
-            "argmax over all heads",
-            100.0 * self.joint_accuracy,
-            self.joint_correct,
-            self.joint_total
-        );
-        s
-    }
-
     /// Mean of the per-head accuracies.
     pub fn mean_head_accuracy(&self) -> f64 {
         self.heads.iter().map(|h| h.accuracy).sum::<f64>() / self.heads.len().max(1) as f64

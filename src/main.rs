@@ -250,7 +250,7 @@ fn main() -> ExitCode {
             !no_sync,
             allow_nonfinite,
         ),
-        Some(Cmd::Inspect { model, json }) => cli::inspect(&model, json),
+        Some(Cmd::Inspect { model, json }) => cli::inspect::run(&model, json),
         Some(Cmd::Analyze {
             inputs,
             base,
@@ -259,7 +259,7 @@ fn main() -> ExitCode {
             layers_only,
             json,
         }) => cli::analyze::run(&inputs, base, method.as_deref(), density, layers_only, json),
-        Some(Cmd::Eval { model, data, json }) => cli::eval(&model, data.as_deref(), json),
+        Some(Cmd::Eval { model, data, json }) => cli::eval::run(&model, data.as_deref(), json),
         Some(Cmd::Recipe(RecipeCmd::Check { recipe })) => cli::recipe_check(&recipe),
         Some(Cmd::Recipe(RecipeCmd::Export {
             recipe,

@@ -62,19 +62,13 @@ fn fixture_values_match_raw_bytes() {
 }
 
 #[test]
-fn fixture_report_fits_80_columns() {
+fn fixture_report_counts_and_json() {
     let m = base();
     let r = Report::new(&m);
     assert_eq!(r.num_params, m.num_params());
     assert_eq!(r.num_hidden_layers, Some(4));
     assert_eq!(r.groups.len(), 6);
     assert_eq!(r.tensors.len(), 39);
-    let text = r.render_text();
-    for line in text.lines() {
-        assert!(line.chars().count() <= 80, "too wide: {line}");
-    }
-    assert!(text.contains("layers 0-3 (each)"), "{text}");
-    assert!(text.contains("LlamaForCausalLM"));
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["architecture"], "LlamaForCausalLM");
     assert_eq!(json["tensors"].as_array().unwrap().len(), 39);

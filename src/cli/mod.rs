@@ -5,10 +5,11 @@
 //! writing), 128 + N when stopped by signal N.
 
 pub mod analyze;
+pub mod eval;
+pub mod inspect;
 pub mod merge;
 pub mod tui;
 
-use smelt::model::Model;
 use smelt::recipe::Recipe;
 use std::path::Path;
 
@@ -124,29 +125,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         return Err(format!("`{s}`: a shard size must be at least one byte"));
     }
     Ok(bytes as u64)
-}
-
-/// `smelt inspect MODEL [--json]`.
-pub fn inspect(path: &Path, json: bool) -> CliResult {
-    let model = Model::open(path)?;
-    let report = smelt::model::inspect::Report::new(&model);
-    if json {
-        let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
-        emit(&format!("{}\n", smelt::text::json(&text)))
-    } else {
-        emit(&report.render_text())
-    }
-}
-
-/// `smelt eval MODEL [--data FILE] [--json]`.
-pub fn eval(path: &Path, data: Option<&Path>, json: bool) -> CliResult {
-    let report = smelt::eval::evaluate_path(path, data).map_err(CliError::input)?;
-    if json {
-        let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
-        emit(&format!("{text}\n"))
-    } else {
-        emit(&report.render())
-    }
 }
 
 /// `smelt recipe check R`: the recipe, then the plan against the models'
