@@ -97,7 +97,7 @@ impl Options {
             out: out.into(),
             force: false,
             threads: None,
-            shard_size: 5_000_000_000,
+            shard_size: crate::model::DEFAULT_SHARD_SIZE,
             sync: true,
             allow_nonfinite: false,
         }

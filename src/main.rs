@@ -55,7 +55,7 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
         /// Maximum shard size, e.g. 5GB, 500MB, 2GiB.
-        #[arg(long, default_value = "5GB", value_parser = cli::parse_size)]
+        #[arg(long, default_value = cli::DEFAULT_SHARD_SIZE, value_parser = cli::parse_size)]
         shard_size: u64,
         /// No progress output, only the summary.
         #[arg(long, short)]
@@ -316,6 +316,20 @@ mod tests {
     #[test]
     fn command_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// `merge` without `--shard-size` shards as the engine and the
+    /// workbench do by default.
+    #[test]
+    fn merge_shards_at_the_library_default() {
+        match parse(&["merge", "r.toml", "--out", "o"]).map(|c| c.cmd) {
+            Ok(Some(Cmd::Merge { shard_size, .. })) => {
+                assert_eq!(shard_size, smelt::model::DEFAULT_SHARD_SIZE);
+                let engine = smelt::engine::Options::new("o");
+                assert_eq!(shard_size, engine.shard_size);
+            }
+            _ => panic!("not a merge"),
+        }
     }
 
     #[test]

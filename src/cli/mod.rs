@@ -94,6 +94,11 @@ pub fn emit(text: &str) -> CliResult {
     }
 }
 
+/// `--shard-size`'s default as the user would type it: what [`parse_size`]
+/// reads as [`smelt::model::DEFAULT_SHARD_SIZE`] (a test holds the two
+/// together).
+pub const DEFAULT_SHARD_SIZE: &str = "5GB";
+
 /// Parse a size such as `5GB`, `500MB`, `2GiB`, `1000000` (bytes).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -240,4 +245,20 @@ pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>, force: boo
         None => emit(&text)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shard_size_default_is_the_library_s() {
+        assert_eq!(
+            parse_size(DEFAULT_SHARD_SIZE),
+            Ok(smelt::model::DEFAULT_SHARD_SIZE)
+        );
+        assert_eq!(parse_size("500MB"), Ok(500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 * 1024 * 1024 * 1024));
+        assert!(parse_size("0").is_err());
+    }
 }

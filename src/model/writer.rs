@@ -61,7 +61,10 @@ pub struct WriterOptions {
     pub sync: bool,
 }
 
-/// Hugging Face's default `max_shard_size` ("5GB", decimal).
+/// Hugging Face's default `max_shard_size` ("5GB", decimal): the one
+/// default of every front end (the CLI's `--shard-size`, the workbench,
+/// [`crate::engine::Options::new`]), so a recipe gives the same files
+/// whichever runs it.
 pub const DEFAULT_SHARD_SIZE: u64 = 5_000_000_000;
 
 impl Default for WriterOptions {

@@ -26,10 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-/// Shard size for merges started from the TUI; the CLI's default, so the
-/// same recipe gives the same files either way.
-pub const SHARD_SIZE: u64 = 5_000_000_000;
-
 /// Memory the statistics may keep between requests (task vectors of the
 /// selected tensor, for fast re-trims), bounded so browsing every tensor
 /// of a big model keeps the workbench small.
@@ -572,7 +568,9 @@ fn run_merge(
         out: out.to_path_buf(),
         force: false,
         threads: None,
-        shard_size: SHARD_SIZE,
+        // The CLI's default, so the same recipe gives the same files
+        // either way.
+        shard_size: crate::model::DEFAULT_SHARD_SIZE,
         sync: true,
         allow_nonfinite: false,
     };
