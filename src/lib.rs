@@ -3,7 +3,8 @@
 //! The library is the engine; the TUI and the CLI (in `main.rs`) are two
 //! front ends over the same API: build a [`recipe::Recipe`], turn it into a
 //! [`plan::Plan`], run it with [`engine::run`] and a progress sink and a
-//! cancel flag.
+//! cancel flag. `examples/library.rs` does exactly that in about thirty
+//! lines.
 //!
 //! | module | owns |
 //! |---|---|
