@@ -37,8 +37,11 @@ use crate::model::COPIED_FILES;
 /// What a running merge reports.
 #[derive(Clone, Debug)]
 pub enum Event {
+    /// The plan is checked and the output created; the work begins.
     Started {
+        /// Output tensors to write.
         tensors: usize,
+        /// Input bytes the run will read (may grow; see `Progress`).
         bytes_total: u64,
     },
     /// Periodic: bytes of input processed so far, and a tensor being worked
@@ -46,20 +49,31 @@ pub enum Event {
     /// then the merge) add that tensor's bytes to `bytes_total` when a pass
     /// starts, so the fraction keeps moving through every pass.
     Progress {
+        /// A tensor being worked on (one of several, with many threads).
         tensor: String,
+        /// Output tensors finished.
         tensors_done: usize,
+        /// Input bytes read so far.
         bytes_done: u64,
+        /// Input bytes to read, counting every pass started so far.
         bytes_total: u64,
     },
+    /// The output is published; the last event of a run that succeeded.
     Finished(Summary),
 }
 
+/// What a finished merge did: where, how much, how fast.
 #[derive(Clone, Debug)]
 pub struct Summary {
+    /// The published output folder.
     pub out: PathBuf,
+    /// Output tensors written.
     pub tensors: usize,
+    /// Bytes written (shards, index and the other files).
     pub bytes_written: u64,
+    /// Input bytes read, every pass counted.
     pub bytes_read: u64,
+    /// Wall-clock time of the run.
     pub elapsed: Duration,
 }
 
@@ -70,9 +84,14 @@ impl Summary {
     }
 }
 
+/// How to run a plan: where to write, whether to replace, threads, shards.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// The output folder: must not exist unless `force`, never inside an
+    /// input's folder.
     pub out: PathBuf,
+    /// Replace an existing output folder, if it is empty or a smelt output
+    /// (see `model::check_destination`).
     pub force: bool,
     /// Worker threads; `None` uses every core.
     pub threads: Option<usize>,
@@ -92,6 +111,9 @@ pub struct Options {
 }
 
 impl Options {
+    /// Write to `out` with the defaults every front end uses: no force, every
+    /// core, [`crate::model::DEFAULT_SHARD_SIZE`] shards, fsync, non-finite
+    /// values refused.
     pub fn new(out: impl Into<PathBuf>) -> Options {
         Options {
             out: out.into(),
@@ -104,15 +126,19 @@ impl Options {
     }
 }
 
+/// Why a run failed; nothing is published when it does.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// A model could not be read, or the output not written.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The method refuses the recipe's parameters for a tensor.
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
     /// MLP checkpoints that cannot be zipped (ZipIt!/permute).
     #[error(transparent)]
     Mlp(#[from] crate::mlp::MlpError),
+    /// The cancel flag was set; what was written is removed.
     #[error("cancelled")]
     Cancelled,
     /// An input tensor holds NaN or infinite values (F64 values beyond the
@@ -120,10 +146,15 @@ pub enum EngineError {
     /// (zipit/permute refuse them always).
     #[error("{}: tensor `{tensor}` has {} of {numel} values not finite ({nan} NaN, {inf} infinite){hint}", model.display(), nan + inf)]
     NonFinite {
+        /// The model whose tensor it is.
         model: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// NaN values in it.
         nan: usize,
+        /// Infinite values in it.
         inf: usize,
+        /// Values in it.
         numel: usize,
         /// How to go on, when there is a way.
         hint: &'static str,
@@ -131,6 +162,8 @@ pub enum EngineError {
     /// A run option the engine refuses (too many threads).
     #[error("{0}")]
     Input(String),
+    /// Something else failed: the worker threads could not start, a
+    /// config.json could not be written, or a bug.
     #[error("{0}")]
     Other(String),
 }

@@ -10,9 +10,13 @@ use crate::mlp::{MlpModel, Result, Samples};
 /// Accuracy of one head.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HeadAccuracy {
+    /// The head's index in the checkpoint.
     pub head: usize,
+    /// The labels it predicts, in its output order.
     pub classes: Vec<u32>,
+    /// Test samples of its classes it got right.
     pub correct: usize,
+    /// Test samples of its classes.
     pub total: usize,
     /// `correct / total`, 0 when there is no sample.
     pub accuracy: f64,
@@ -25,10 +29,13 @@ pub struct EvalReport {
     pub model: String,
     /// Where the data came from.
     pub data: String,
+    /// Accuracy of each head on its own classes.
     pub heads: Vec<HeadAccuracy>,
+    /// Samples the joint argmax got right.
     pub joint_correct: usize,
     /// Samples whose label some head covers.
     pub joint_total: usize,
+    /// `joint_correct / joint_total`, 0 when there is no sample.
     pub joint_accuracy: f64,
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub struct Source {
     /// Index into [`Plan::models`].
     pub model: usize,
+    /// The tensor's name in that model.
     pub tensor: String,
 }
 
@@ -24,20 +25,33 @@ pub struct Source {
 pub enum JobKind {
     /// Run `method` over the sources.
     Merge {
+        /// The method, for this tensor (slices may differ).
         method: Method,
+        /// The base model's tensor, when the method has a base.
         base: Option<Source>,
+        /// The other models' tensors, in recipe order.
         sources: Vec<Source>,
+        /// The method's parameters resolved for this tensor.
         params: TensorParams,
     },
     /// Copy through (non-float tensors, passthrough, MLP heads). A `scale`
     /// multiplies the values (passthrough's `scale` parameter); the copy
     /// converts when the output dtype differs from the source's.
-    Copy { source: Source, scale: Option<f32> },
+    Copy {
+        /// The tensor copied.
+        source: Source,
+        /// A factor applied to every value, if any.
+        scale: Option<f32>,
+    },
 }
 
+/// One output tensor and how it is made: the unit of work the engine
+/// hands to its threads.
 #[derive(Clone, Debug)]
 pub struct Job {
+    /// The tensor as it will be written.
     pub out: OutputTensor,
+    /// Merged or copied, from what.
     pub kind: JobKind,
 }
 
@@ -53,11 +67,13 @@ impl Job {
 
 /// A recipe checked against the models' headers, ready to run.
 pub struct Plan {
+    /// The recipe the plan was built from.
     pub recipe: Recipe,
     /// Every distinct model the recipe names, opened (headers only).
     pub models: Vec<Arc<Model>>,
     /// Index of the base (or first) model: its config and files are copied.
     pub config_model: usize,
+    /// One job per output tensor, in output order.
     pub jobs: Vec<Job>,
     /// Layers in the output (for `num_hidden_layers`).
     pub out_layers: usize,
@@ -65,12 +81,17 @@ pub struct Plan {
     pub config: Option<serde_json::Value>,
 }
 
+/// Why a recipe cannot be planned against its models.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
+    /// A model could not be opened or read.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The recipe itself is wrong.
     #[error(transparent)]
     Recipe(#[from] crate::recipe::RecipeError),
+    /// The models do not fit together (shapes, missing tensors, layer
+    /// counts).
     #[error("{0}")]
     Mismatch(String),
     /// Problems of the recipe, each at its recipe location (see
@@ -232,6 +253,7 @@ impl Plan {
         self.models.get(s.model)?.tensor(&s.tensor)
     }
 
+    /// The paths of [`Plan::models`], in order.
     pub fn model_paths(&self) -> Vec<PathBuf> {
         self.models.iter().map(|m| m.path().to_path_buf()).collect()
     }

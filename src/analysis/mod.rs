@@ -58,7 +58,9 @@ use std::sync::Arc;
 /// the reference model's name for it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
+    /// A whole layer group (embeddings, one layer, the final norm and head).
     Group(Group),
+    /// One tensor, named as in the reference model.
     Tensor(String),
 }
 
@@ -67,13 +69,16 @@ pub enum Target {
 /// parameters are matched by position).
 #[derive(Clone)]
 pub struct Inputs {
+    /// The model task vectors are measured from (the recipe's base).
     pub reference: Arc<Model>,
+    /// The models whose task vectors are compared, in the recipe's order.
     pub models: Vec<Arc<Model>>,
 }
 
 /// Statistics of a target, and the tensors left out of them.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Report {
+    /// The figures themselves.
     pub stats: Stats,
     /// Tensors of a group that could not be analysed; the statistics cover
     /// the others.
@@ -84,7 +89,9 @@ pub struct Report {
 /// A tensor left out of a group's statistics, and why.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
+    /// The tensor's name in the reference model.
     pub tensor: String,
+    /// Why it was left out (a missing tensor, another shape, not a float).
     pub reason: String,
 }
 
@@ -173,6 +180,8 @@ impl Stats {
         self.kept.len()
     }
 
+    /// Share of parameters whose kept task-vector entries disagree in sign:
+    /// the interference the merge has to resolve.
     pub fn conflict_share(&self) -> f64 {
         ratio(self.conflicts, self.params)
     }
@@ -302,37 +311,64 @@ fn addf(a: &mut [f64], b: &[f64]) {
     }
 }
 
+/// Why a statistics request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalysisError {
+    /// A model's files could not be read.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
     /// The method rejects this tensor's parameters.
     #[error(transparent)]
     Merge(#[from] crate::merge::MergeError),
+    /// The request was cancelled (a newer one replaced it).
     #[error("cancelled")]
     Cancelled,
     /// zipit and permute match features across whole checkpoints; they
     /// have no per-tensor task vectors to describe.
     #[error("{method} matches features across whole checkpoints: no task-vector statistics")]
-    NotPerTensor { method: &'static str },
+    NotPerTensor {
+        /// The method's name.
+        method: &'static str,
+    },
+    /// Only the reference was given.
     #[error("no models to compare with the reference")]
     NoModels,
     /// `Inputs::models` does not follow the recipe's models.
     #[error("the recipe has {recipe} models, the analysis was given {inputs}")]
-    Inputs { recipe: usize, inputs: usize },
+    Inputs {
+        /// Models in the recipe.
+        recipe: usize,
+        /// Models given to the analysis.
+        inputs: usize,
+    },
     #[error("{}: no tensor `{tensor}`", model.display())]
-    MissingTensor { model: PathBuf, tensor: String },
+    /// A model has no tensor of this name.
+    MissingTensor {
+        /// The model without it.
+        model: PathBuf,
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// A model's tensor differs in shape from the reference's.
     #[error("{}: tensor `{tensor}` has shape {shape:?}, the reference has {reference:?}", model.display())]
     Shape {
+        /// The model whose tensor differs.
         model: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// Its shape in that model.
         shape: Vec<usize>,
+        /// Its shape in the reference.
         reference: Vec<usize>,
     },
+    /// A tensor is not floating point (task vectors need arithmetic).
     #[error("{}: tensor `{tensor}` is {dtype}, not a float type", model.display())]
     NotFloat {
+        /// The model whose tensor it is.
         model: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// Its dtype's name.
         dtype: &'static str,
     },
 }

@@ -6,22 +6,43 @@ use super::ParamValue;
 /// A merge method.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Method {
+    /// Weighted average of the models (`linear`).
     Linear,
+    /// Base plus the weighted sum of task vectors (`task_arithmetic`).
     TaskArithmetic,
+    /// Trim each task vector by magnitude, elect a sign per parameter, merge
+    /// the agreeing entries (`ties`).
     Ties,
+    /// TIES with DARE's random drop and rescale instead of magnitude trim.
     DareTies,
+    /// Task arithmetic over DARE-dropped, rescaled task vectors.
     DareLinear,
+    /// Task arithmetic over task vectors without their smallest and largest
+    /// entries (`breadcrumbs`).
     Breadcrumbs,
+    /// Breadcrumbs trimming with TIES sign election.
     BreadcrumbsTies,
+    /// DELLA: drop probabilities ranked by magnitude, with sign election.
     Della,
+    /// DELLA's ranked drop without sign election.
     DellaLinear,
+    /// Spherical interpolation between two models (`slerp`).
     Slerp,
+    /// Slerp with per-model weights and optional task vectors (`nuslerp`).
     Nuslerp,
+    /// Spherical interpolation of several models (`multislerp`).
     Multislerp,
+    /// The Riemannian (Karcher) mean on the sphere (`karcher`).
     Karcher,
+    /// Interpolation towards the base by the fine-tunes' angles
+    /// (`model_stock`).
     ModelStock,
+    /// Variance-selected, sign-elected, weighted by squared task vectors
+    /// (`sce`).
     Sce,
+    /// Base entries replaced where a model is close to it (`nearswap`).
     Nearswap,
+    /// A single model's tensors copied unchanged (`passthrough`).
     Passthrough,
     /// ZipIt! feature matching (MLP checkpoints; see [`crate::zip`]).
     Zipit,
@@ -32,28 +53,38 @@ pub enum Method {
 /// What a method needs of `base_model`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BaseRule {
+    /// `base_model` must be given.
     Required,
+    /// `base_model` may be given.
     Optional,
+    /// `base_model` must not be given.
     None,
 }
 
+/// The type of a parameter's values (what the recipe must give).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamKind {
+    /// A real number.
     Float,
+    /// `true` or `false`.
     Bool,
+    /// A whole number.
     Int,
 }
 
 /// One parameter a method takes.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamSpec {
+    /// The name recipes use, as mergekit spells it.
     pub name: &'static str,
+    /// The type of its values.
     pub kind: ParamKind,
     /// `None` means required.
     pub default: Option<ParamValue>,
     /// Inclusive-exclusive bounds to validate against, where they exist:
     /// `(lo, lo_inclusive, hi, hi_inclusive)`.
     pub range: Option<(f64, bool, f64, bool)>,
+    /// One line on what it does, for help and the workbench.
     pub doc: &'static str,
 }
 
@@ -85,13 +116,19 @@ pub enum Selection {
 /// A method's shape: base rule, model counts, parameters.
 #[derive(Clone, Copy, Debug)]
 pub struct MethodSpec {
+    /// The method this describes.
     pub method: Method,
+    /// Its recipe name, as mergekit spells it.
     pub name: &'static str,
+    /// Whether it needs, allows or refuses `base_model`.
     pub base: BaseRule,
     /// Minimum and maximum number of non-base models.
     pub min_models: usize,
+    /// At most this many non-base models; `None`: any number.
     pub max_models: Option<usize>,
+    /// Parameters given once for the whole merge.
     pub global: &'static [ParamSpec],
+    /// Parameters given per model (weights, densities).
     pub per_model: &'static [ParamSpec],
     /// Whether the method elects a sign per parameter (TIES family).
     pub sign_election: bool,
@@ -99,6 +136,7 @@ pub struct MethodSpec {
     pub trims: bool,
     /// How it trims (`Selection::None` when `trims` is false).
     pub selection: Selection,
+    /// One line on what it does, for help and the workbench.
     pub doc: &'static str,
 }
 
@@ -510,16 +548,21 @@ const SPECS: &[MethodSpec] = &[
 ];
 
 impl Method {
+    /// Every method, in declaration order (what help and the workbench
+    /// list).
     pub fn all() -> impl Iterator<Item = Method> {
         SPECS.iter().map(|s| s.method)
     }
+    /// What the method takes and refuses.
     pub fn spec(self) -> &'static MethodSpec {
         // SPECS lists every variant; the position is the discriminant order.
         &SPECS[self as usize]
     }
+    /// The name recipes use (`ties`, `dare_linear`, ...).
     pub fn name(self) -> &'static str {
         self.spec().name
     }
+    /// The method whose recipe name this is, if any.
     pub fn from_name(name: &str) -> Option<Method> {
         SPECS.iter().find(|s| s.name == name).map(|s| s.method)
     }

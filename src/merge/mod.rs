@@ -56,6 +56,7 @@ pub use util::dot;
 pub trait Lane: sealed::Sealed + Copy + Send + Sync + 'static {
     /// Whether the element is a bf16 bit pattern (for loads that widen).
     const BF16: bool;
+    /// The value as f32 (bf16 widened, f32 as is).
     fn f32(self) -> f32;
 }
 
@@ -100,11 +101,13 @@ pub struct Chunk<'a, T = f32> {
 }
 
 impl<T> Chunk<'_, T> {
+    /// Entries per input in this chunk.
     pub fn len(&self) -> usize {
         self.models
             .first()
             .map_or(self.base.map_or(0, |b| b.len()), |m| m.len())
     }
+    /// Whether the chunk holds no entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -120,6 +123,7 @@ pub trait Kernel: Send + std::any::Any {
     fn wants_pass(&self) -> bool {
         false
     }
+    /// Start a statistics pass (called before its first `observe`).
     fn begin_pass(&mut self) {}
     /// Whether the kernel wants a sample of the tensor (see
     /// [`sample_ranges`]) before its first statistics pass. Selection
@@ -150,6 +154,7 @@ pub trait Kernel: Send + std::any::Any {
     fn apply_bf16(&mut self, _chunk: &Chunk<u16>, _out: &mut [f32]) {}
     /// See one chunk during a statistics pass (chunks arrive in order).
     fn observe(&mut self, _chunk: &Chunk) {}
+    /// Finish a statistics pass (after its last `observe`).
     fn end_pass(&mut self) {}
     /// [`Kernel::end_pass`] that gives up once `cancel` is set, for the
     /// engine: a kernel whose end of pass can run long (Karcher's
@@ -208,6 +213,7 @@ pub trait Kernel: Send + std::any::Any {
 /// and combined as [`weigh`]`(kept, scale, weight)`.
 #[derive(Clone, Copy, Debug)]
 pub struct Rule {
+    /// Which entries of the model's task vector are kept.
     pub keep: Keep,
     /// The L1 rescale factor.
     pub scale: f32,
@@ -225,7 +231,12 @@ pub enum Keep {
     Trim(Bounds),
     /// DARE: when the stream's draw for the entry's flat index is under
     /// `p` ([`draw`]).
-    Draw { p: f32, stream: rng::Stream },
+    Draw {
+        /// Keep probability.
+        p: f32,
+        /// The model's random stream in this tensor.
+        stream: rng::Stream,
+    },
 }
 
 impl Keep {
@@ -306,8 +317,14 @@ pub fn sample_ranges(numel: usize) -> Vec<std::ops::Range<usize>> {
 /// Errors in parameters that only show once values are resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
+    /// A parameter's resolved value is out of range or inconsistent.
     #[error("{method}: {msg}")]
-    Params { method: &'static str, msg: String },
+    Params {
+        /// The method's recipe name.
+        method: &'static str,
+        /// What is wrong, naming the parameter.
+        msg: String,
+    },
 }
 
 /// Build the kernel for `method` over one tensor of `numel` elements with

@@ -31,6 +31,8 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// The stream of `model` in `tensor` under `seed`: the same three give
+    /// the same draws on every run and thread count.
     pub fn new(seed: u64, tensor: &str, model: usize) -> Stream {
         let k = mix64(seed ^ 0x5eed_0000_0000_0000);
         let k = mix64(k ^ name_hash(tensor));

@@ -254,8 +254,11 @@ impl Drop for Zeroed {
 /// when they are `>= after`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
+    /// Entries before this index use `before`, the rest `after`.
     pub split: usize,
+    /// Least magnitude bits (f32 bits without the sign) kept before `split`.
     pub before: u32,
+    /// Least magnitude bits kept from `split` on.
     pub after: u32,
 }
 

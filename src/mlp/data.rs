@@ -23,6 +23,7 @@ pub enum Split {
     Train,
     /// Lines with `i % 5 == 0`.
     Test,
+    /// Every line.
     All,
 }
 
@@ -30,18 +31,24 @@ pub enum Split {
 /// (before a model's `input_scale`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Samples {
+    /// Features per sample.
     pub dim: usize,
+    /// The features, `len() x dim`, row-major.
     pub x: Vec<f32>,
+    /// The label of each sample.
     pub y: Vec<u32>,
 }
 
 impl Samples {
+    /// Number of samples.
     pub fn len(&self) -> usize {
         self.y.len()
     }
+    /// Whether there is no sample.
     pub fn is_empty(&self) -> bool {
         self.y.is_empty()
     }
+    /// The features of sample `i`.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.x[i * self.dim..(i + 1) * self.dim]
     }
@@ -66,6 +73,7 @@ impl Samples {
 pub struct Dataset {
     /// Where it came from (`<builtin digits>` for the embedded copy).
     pub source: PathBuf,
+    /// Features per sample.
     pub dim: usize,
     /// (line index, features, label) in file order.
     rows: Vec<(usize, Vec<f32>, u32)>,
@@ -163,6 +171,7 @@ impl Dataset {
     pub fn len(&self) -> usize {
         self.rows.len()
     }
+    /// Whether there is no sample.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }

@@ -45,23 +45,35 @@ pub const MODEL_TYPE: &str = "smelt-mlp";
 /// the file and, where there is one, the tensor or line.
 #[derive(Debug, thiserror::Error)]
 pub enum MlpError {
+    /// The checkpoint's files could not be read.
     #[error(transparent)]
     Model(#[from] ModelError),
     /// `config.json` missing or malformed.
     #[error("{path}: config.json: {msg}")]
-    Config { path: PathBuf, msg: String },
+    Config {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
     /// A tensor is missing, misnamed or has the wrong shape.
     #[error("{path}: tensor `{tensor}`: {msg}")]
     Tensor {
+        /// The checkpoint folder.
         path: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// What is wrong with it.
         msg: String,
     },
     /// A data file problem (line is 1-based; 0 when not about a line).
     #[error("{path}:{line}: {msg}")]
     Data {
+        /// The data file.
         path: PathBuf,
+        /// The 1-based line, 0 when not about a line.
         line: usize,
+        /// What is wrong.
         msg: String,
     },
     /// Models that cannot be combined or evaluated together.
@@ -69,18 +81,24 @@ pub enum MlpError {
     Incompatible(String),
 }
 
+/// An MLP result.
 pub type Result<T> = std::result::Result<T, MlpError>;
 
 /// One dense layer: `y = W x + b`, `W` stored row-major `[out, in]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
+    /// Inputs per row.
     pub n_in: usize,
+    /// Outputs per row.
     pub n_out: usize,
+    /// `n_out x n_in`, row-major.
     pub weight: Vec<f32>,
+    /// One per output.
     pub bias: Vec<f32>,
 }
 
 impl Layer {
+    /// A layer of zeros (to fill in by hand or by training).
     pub fn zeros(n_in: usize, n_out: usize) -> Layer {
         Layer {
             n_in,
@@ -114,16 +132,21 @@ impl Layer {
 /// each output stands for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Head {
+    /// The label each output of the last layer stands for.
     pub classes: Vec<u32>,
+    /// The head's layers, applied in order.
     pub layers: Vec<Layer>,
 }
 
 /// An MLP checkpoint in memory (small: a few hundred thousand parameters).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MlpModel {
+    /// Multiplies the raw features before the trunk (`input_scale` in
+    /// config.json), so data files keep their own units.
     pub input_scale: f32,
     /// Shared layers, ReLU after every one.
     pub trunk: Vec<Layer>,
+    /// The output heads, each over the trunk's last activations.
     pub heads: Vec<Head>,
 }
 

@@ -12,6 +12,7 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// A generator seeded with `seed` (same seed, same numbers).
     pub fn new(seed: u64) -> Rng {
         let mut z = seed;
         let mut next = || {
@@ -25,6 +26,7 @@ impl Rng {
             s: [next(), next(), next(), next()],
         }
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
@@ -75,8 +77,11 @@ pub fn init_layer(n_in: usize, n_out: usize, rng: &mut Rng) -> Layer {
 /// Training hyper-parameters.
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
+    /// Passes over the training samples.
     pub epochs: usize,
+    /// Samples per gradient step.
     pub batch: usize,
+    /// Adam's learning rate.
     pub lr: f32,
     /// Decoupled weight decay (AdamW), 0 for none.
     pub weight_decay: f32,

@@ -40,7 +40,9 @@ impl std::fmt::Display for Group {
 /// For pre/post tensors the block is the whole name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerRef {
+    /// Embeddings, a layer, or norm and head.
     pub group: Group,
+    /// The name inside the layer; the whole name for pre/post tensors.
     pub block: String,
     /// The name prefix up to and including the layer index
     /// (`"model.layers.3."`), empty for pre/post tensors. Passthrough slices
@@ -68,8 +70,11 @@ impl LayerRef {
 /// One tensor of a [`LayerGroup`]: what the workbench's layer table shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorSummary {
+    /// The tensor's full name.
     pub name: String,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Its dtype in the file.
     pub dtype: Dtype,
 }
 
@@ -77,6 +82,7 @@ pub struct TensorSummary {
 /// its parameter count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerGroup {
+    /// Which group.
     pub group: Group,
     /// Elements over all the group's tensors.
     pub params: u64,

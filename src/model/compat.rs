@@ -20,11 +20,18 @@ pub enum Mismatch {
     MissingFromModel,
     /// Both have it, with these shapes (the model's, then the other's).
     Shape {
+        /// Its shape in the model.
         model: Vec<usize>,
+        /// Its shape in the other.
         other: Vec<usize>,
     },
     /// One has it as a float (mergeable) type, the other not.
-    Dtype { model: Dtype, other: Dtype },
+    Dtype {
+        /// Its dtype in the model.
+        model: Dtype,
+        /// Its dtype in the other.
+        other: Dtype,
+    },
 }
 
 /// Two models that cannot be merged: the first tensor (in the models'
@@ -36,7 +43,9 @@ pub struct Incompatible {
     pub model: PathBuf,
     /// The path of the model it was checked against.
     pub other: PathBuf,
+    /// The first tensor that does not fit.
     pub tensor: String,
+    /// How it does not fit.
     pub mismatch: Mismatch,
 }
 

@@ -31,15 +31,25 @@ use half::{f16, slice::HalfFloatSliceExt};
 pub struct Dtype(safetensors::Dtype);
 
 impl Dtype {
+    /// 64-bit float.
     pub const F64: Dtype = Dtype(safetensors::Dtype::F64);
+    /// 32-bit float.
     pub const F32: Dtype = Dtype(safetensors::Dtype::F32);
+    /// 16-bit IEEE half float.
     pub const F16: Dtype = Dtype(safetensors::Dtype::F16);
+    /// bfloat16: f32's exponent, 8 bits of mantissa.
     pub const BF16: Dtype = Dtype(safetensors::Dtype::BF16);
+    /// 64-bit integer (copied through, never merged).
     pub const I64: Dtype = Dtype(safetensors::Dtype::I64);
+    /// 32-bit integer (copied through).
     pub const I32: Dtype = Dtype(safetensors::Dtype::I32);
+    /// 16-bit integer (copied through).
     pub const I16: Dtype = Dtype(safetensors::Dtype::I16);
+    /// 8-bit integer (copied through).
     pub const I8: Dtype = Dtype(safetensors::Dtype::I8);
+    /// 8-bit unsigned integer (copied through).
     pub const U8: Dtype = Dtype(safetensors::Dtype::U8);
+    /// Boolean (copied through).
     pub const BOOL: Dtype = Dtype(safetensors::Dtype::BOOL);
 
     /// The name safetensors headers use (`"BF16"`, `"F8_E4M3"`, ...).
@@ -216,11 +226,6 @@ where
     }
 }
 
-/// Convert `src` into little-endian bytes of `dtype` (round to nearest even).
-///
-/// Errors when `dtype` is not a float type or `out` is not exactly
-/// `src.len() * dtype.size()` bytes; both are programming errors in the
-/// caller, reported rather than panicking.
 /// f32 to bf16, rounding to nearest even, NaN kept NaN (quieted): the same
 /// results as `half`, written branch-free so it vectorises.
 fn f32_to_bf16(src: &[f32], out: &mut [u8]) {
@@ -246,6 +251,11 @@ fn f32_to_bf16(src: &[f32], out: &mut [u8]) {
     }
 }
 
+/// Convert `src` into little-endian bytes of `dtype` (round to nearest even).
+///
+/// Errors when `dtype` is not a float type or `out` is not exactly
+/// `src.len() * dtype.size()` bytes; both are programming errors in the
+/// caller, reported rather than panicking.
 pub fn from_f32(dtype: Dtype, src: &[f32], out: &mut [u8]) -> Result<()> {
     if !dtype.is_mergeable() {
         return Err(conversion_error(format!(

@@ -34,10 +34,15 @@ const TORCH_MAX: u128 = i64::MAX as u128;
 /// One validated header entry, offsets absolute within the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderEntry {
+    /// The tensor's name.
     pub name: String,
+    /// Its dtype.
     pub dtype: Dtype,
+    /// Its shape (empty for a scalar).
     pub shape: Vec<usize>,
+    /// First byte of its data in the file.
     pub start: usize,
+    /// One past its last byte.
     pub end: usize,
 }
 

@@ -10,39 +10,54 @@ use serde::Serialize;
 /// One shard file.
 #[derive(Clone, Debug, Serialize)]
 pub struct ShardRow {
+    /// The shard's file name.
     pub file: String,
+    /// Its size on disk, header included.
     pub bytes: u64,
+    /// Tensors stored in it.
     pub tensors: usize,
 }
 
 /// One group of the catalogue: `pre`, `layer N` or `post`.
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupRow {
+    /// `pre`, `layer N` or `post`.
     pub group: String,
     /// The layer index, for layer groups.
     pub layer: Option<usize>,
+    /// Tensors in the group.
     pub tensors: usize,
+    /// Their elements.
     pub params: u64,
+    /// Their bytes of data.
     pub bytes: u64,
 }
 
 /// One tensor.
 #[derive(Clone, Debug, Serialize)]
 pub struct TensorRow {
+    /// The tensor's name.
     pub name: String,
+    /// Its dtype's name (`F32`, `BF16`, ...).
     pub dtype: String,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Its elements.
     pub params: u64,
+    /// Its bytes of data.
     pub bytes: u64,
     /// Index into [`Report::shards`].
     pub shard: usize,
+    /// Its group's label, as in [`GroupRow::group`].
     pub group: String,
 }
 
 /// What `smelt inspect MODEL` shows.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The model's path as given.
     pub path: String,
+    /// The model's name (its folder's).
     pub name: String,
     /// `architectures[0]` of config.json.
     pub architecture: Option<String>,
@@ -50,16 +65,22 @@ pub struct Report {
     pub num_hidden_layers: Option<usize>,
     /// Layers found by the catalogue from tensor names.
     pub catalogue_layers: usize,
+    /// Elements over every tensor.
     pub num_params: u64,
     /// Bytes of tensor data (excluding headers).
     pub data_bytes: u64,
+    /// The safetensors `__metadata__` of the (first) shard.
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Every shard file.
     pub shards: Vec<ShardRow>,
+    /// The catalogue's groups, in model order.
     pub groups: Vec<GroupRow>,
+    /// Every tensor, in the model's order.
     pub tensors: Vec<TensorRow>,
 }
 
 impl Report {
+    /// The report of `model`, from its headers alone.
     pub fn new(model: &Model) -> Report {
         let sizes = model.shard_sizes();
         let mut shards: Vec<ShardRow> = model

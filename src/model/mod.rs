@@ -48,9 +48,12 @@ use std::path::PathBuf;
 /// characters to the terminal.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// A file or folder could not be read.
     #[error("{}: {source}", path_(path))]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -58,43 +61,77 @@ pub enum ModelError {
     /// folder without weights, a pickle, a named pipe): `why` says briefly
     /// what gave it away.
     #[error("{}: not a safetensors checkpoint: {}", path_(path), esc(why))]
-    NotCheckpoint { path: PathBuf, why: String },
+    NotCheckpoint {
+        /// The path given.
+        path: PathBuf,
+        /// What gave it away.
+        why: String,
+    },
     /// The file is a safetensors file, but not a well-formed one.
     #[error("{}: {}", path_(path), esc(msg))]
-    Format { path: PathBuf, msg: String },
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        msg: String,
+    },
     /// A tensor's header entry is wrong (offsets, shape, dtype).
     #[error("{}: tensor `{}`: {}", path_(path), esc(tensor), esc(msg))]
     Tensor {
+        /// The file.
         path: PathBuf,
+        /// The tensor's name.
         tensor: String,
+        /// What is wrong.
         msg: String,
     },
+    /// A tensor asked for by name is not in the model.
     #[error("{}: no such tensor `{}`", path_(path), esc(tensor))]
-    MissingTensor { path: PathBuf, tensor: String },
+    MissingTensor {
+        /// The model.
+        path: PathBuf,
+        /// The name asked for.
+        tensor: String,
+    },
     /// The output folder cannot be made where the user asked: its parent
     /// is missing, not a folder or not writable. Names the user's folder,
     /// never the scratch folder beside it. `environment`: the parent exists
     /// but cannot be written, or the disk is full (not the user's input).
     #[error("cannot create {}: {}", path_(path), esc(why))]
     CannotCreate {
+        /// The output folder asked for.
         path: PathBuf,
+        /// Why not.
         why: String,
+        /// Whether the environment is at fault (see above).
         environment: bool,
     },
     /// Refusing to write: output exists, output inside an input, ...
     #[error("{}: {}", path_(path), esc(msg))]
-    Output { path: PathBuf, msg: String },
+    Output {
+        /// The output folder or file.
+        path: PathBuf,
+        /// Why it may not be written.
+        msg: String,
+    },
     /// Writing the output failed (disk full, read-only, I/O error). `path`
     /// is the file as it will be named in the output.
     #[error("cannot write {}: {}", path_(path), crate::fsutil::reason(source))]
     Write {
+        /// The file, as named in the output.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// Another merge is writing the same output right now.
     #[error("{}: {}", path_(path), esc(msg))]
-    Busy { path: PathBuf, msg: String },
+    Busy {
+        /// The output folder.
+        path: PathBuf,
+        /// Who holds it, as far as known.
+        msg: String,
+    },
 }
 
 impl ModelError {
@@ -119,6 +156,7 @@ fn esc(s: &str) -> crate::text::Escaped<'_> {
     crate::text::Escaped(s)
 }
 
+/// A model result.
 pub type Result<T> = std::result::Result<T, ModelError>;
 
 /// Models are shared across rayon workers (`Arc<Model>`) and one writer is

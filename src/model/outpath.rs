@@ -171,8 +171,8 @@ pub fn inside_input<'a>(path: &Path, inputs: &'a [PathBuf]) -> Result<Option<&'a
 
 /// Check that `out` may be written: refuse an existing `out` without
 /// `force`, an `out` in an input's folder, and (under `force`) an existing
-/// `out` that holds an input or that [`replaceable`] refuses. Returns the
-/// resolved `out`.
+/// `out` that holds an input or that is not replaceable (empty, or a smelt
+/// output holding only what a merge writes). Returns the resolved `out`.
 pub fn check_destination(out: &Path, inputs: &[PathBuf], force: bool) -> Result<PathBuf> {
     let resolved = resolve(out)?;
     // `.`, `..` and `/` have no name of their own to rename to or beside.

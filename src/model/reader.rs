@@ -30,23 +30,29 @@ thread_local! {
 /// One tensor's header entry.
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
+    /// The tensor's name.
     pub name: String,
+    /// Its dtype.
     pub dtype: Dtype,
+    /// Its shape (empty for a scalar).
     pub shape: Vec<usize>,
     /// Index into [`Model::shard_paths`].
     pub shard: usize,
     /// Byte range of the data inside the shard's mmap (absolute, i.e. after
     /// the 8-byte length and the JSON header).
     pub start: usize,
+    /// One past the data's last byte.
     pub end: usize,
     /// Its layer/group.
     pub place: LayerRef,
 }
 
 impl TensorInfo {
+    /// Elements (1 for a scalar).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Bytes of data.
     pub fn nbytes(&self) -> usize {
         self.end - self.start
     }
@@ -95,6 +101,9 @@ enum Layout {
 }
 
 impl Model {
+    /// Open a checkpoint: a folder (one `model.safetensors` or shards with
+    /// an index) or one `.safetensors` file. Reads and validates the headers
+    /// only; the data is read later, in chunks, as a merge asks for it.
     pub fn open(path: &Path) -> Result<Model> {
         let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
         if !meta.is_dir() {
@@ -176,9 +185,11 @@ impl Model {
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
+    /// The tensor called `name`, if the model has it.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.by_name.get(name).map(|&i| &self.tensors[i])
     }
+    /// Every shard file, in the order [`TensorInfo::shard`] indexes.
     pub fn shard_paths(&self) -> &[PathBuf] {
         &self.shards
     }
@@ -233,6 +244,7 @@ impl Model {
         let n = get(c).or_else(|| get(c.get("text_config")?))?;
         usize::try_from(n).ok()
     }
+    /// Elements over every tensor.
     pub fn num_params(&self) -> u64 {
         self.tensors.iter().map(|t| t.numel() as u64).sum()
     }

@@ -33,17 +33,22 @@ use std::path::{Path, PathBuf};
 /// One tensor of the output, known before any data is written.
 #[derive(Clone, Debug)]
 pub struct OutputTensor {
+    /// The tensor's name in the output.
     pub name: String,
+    /// The dtype it is written as.
     pub dtype: Dtype,
+    /// Its shape.
     pub shape: Vec<usize>,
 }
 
 impl OutputTensor {
+    /// Elements (1 for a scalar).
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }
 
+/// How a [`Writer`] shards and publishes the output.
 #[derive(Clone, Debug)]
 pub struct WriterOptions {
     /// Maximum bytes per shard (default 5 GB, decimal as HF does).

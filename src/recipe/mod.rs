@@ -208,7 +208,9 @@ pub struct Recipe {
 /// `msg` is one sentence saying what is wrong and how to fix it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// Where: a path into the recipe, as listed above.
     pub at: String,
+    /// What is wrong and how to fix it.
     pub msg: String,
 }
 
@@ -267,9 +269,12 @@ fn folder_of(path: &Path) -> &Path {
 /// A recipe problem, with where it is.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
+    /// The recipe file could not be read.
     #[error("{path}: {source}")]
     Io {
+        /// The recipe file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -277,8 +282,11 @@ pub enum RecipeError {
     /// unknown).
     #[error("{path}:{line}: {msg}")]
     At {
+        /// The recipe file.
         path: PathBuf,
+        /// The 1-based line, 0 when unknown.
         line: usize,
+        /// What is wrong and how to fix it.
         msg: String,
     },
     /// A problem in a recipe not read from a file.

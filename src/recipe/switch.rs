@@ -54,8 +54,11 @@ impl Table {
 pub enum Dropped {
     /// A parameter the new method does not take.
     Param {
+        /// The table it was in.
         table: Table,
+        /// The parameter's name.
         name: String,
+        /// The value it had.
         value: Value,
     },
     /// The base (or a slice's base): the new method takes none.
@@ -70,16 +73,22 @@ pub enum Dropped {
 /// it and the recipe had none.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Added {
+    /// The table it went into.
     pub table: Table,
+    /// The parameter's name.
     pub name: String,
+    /// The value given (the method's default, or a neutral one).
     pub value: Value,
 }
 
 /// A recipe switched to another method, and what changed on the way.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Switched {
+    /// The recipe under the new method.
     pub recipe: Recipe,
+    /// What was taken out, for the user to see.
     pub dropped: Vec<Dropped>,
+    /// What was put in.
     pub added: Vec<Added>,
 }
 

@@ -12,6 +12,7 @@ pub struct CorrAccum {
 }
 
 impl CorrAccum {
+    /// An empty accumulator over `n` features.
     pub fn new(n: usize) -> CorrAccum {
         CorrAccum {
             n,

@@ -9,7 +9,10 @@
 /// merged feature has at least one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Matching {
+    /// Merged features.
     pub n_out: usize,
+    /// `assign[m][f]`: the merged feature that feature `f` of model `m`
+    /// goes to.
     pub assign: Vec<Vec<usize>>,
 }
 

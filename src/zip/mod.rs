@@ -49,7 +49,14 @@ use crate::mlp::{Head, Layer, MlpError, MlpModel, Result, Samples};
 pub enum ZipMethod {
     /// ZipIt! greedy matching; `alpha` repeated matching, `beta` same-model
     /// budget (see [`zipit`]).
-    Zipit { alpha: f64, beta: f64 },
+    Zipit {
+        /// Repeated matching: a merged group's correlations are scaled by
+        /// this (0: merged again only when nothing else is left).
+        alpha: f64,
+        /// Same-model budget: the share of a model's features that may be
+        /// merged within that model (0: cross-model merges first).
+        beta: f64,
+    },
     /// Exact one-to-one matching to model 0, then averaging.
     Permute,
     /// No matching: feature `i` of every model is merged with feature `i` of
@@ -60,8 +67,11 @@ pub enum ZipMethod {
 /// Per-layer α/β for ZipIt! (`None` keeps the method's value).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LayerOverride {
+    /// The trunk layer it applies to.
     pub layer: usize,
+    /// Repeated-matching share, if not the method's.
     pub alpha: Option<f64>,
+    /// Same-model budget, if not the method's.
     pub beta: Option<f64>,
 }
 
