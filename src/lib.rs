@@ -17,6 +17,7 @@
 //! | `tui` | the workbench (cargo feature `tui`, on by default) |
 //! | [`text`] | names and paths made safe to print |
 
+#![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

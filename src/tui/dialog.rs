@@ -75,6 +75,7 @@ fn key_span<'a>(theme: &Theme, k: &str) -> Span<'a> {
     )
 }
 
+/// Draw a yes/no question over the panels.
 pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Confirm) {
     let mut lines: Vec<Line> = Vec::new();
     let title;
@@ -179,6 +180,7 @@ fn boxed(
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
+/// Draw the recipe's problems (why `r` refused) over the panels.
 pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let mut lines = vec![Line::styled(
         format!(

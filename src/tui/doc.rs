@@ -19,12 +19,17 @@ use std::path::{Path, PathBuf};
 /// A loaded model, as the UI shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
+    /// The model's name (its folder's).
     pub name: String,
+    /// Its path as the recipe gives it.
     pub path: PathBuf,
     /// Most common dtype of its tensors (`"BF16"`).
     pub dtype: String,
+    /// Elements over every tensor.
     pub params: u64,
+    /// Shard files.
     pub shards: usize,
+    /// Layers the catalogue found.
     pub layers: usize,
 }
 
@@ -52,8 +57,11 @@ pub fn display_name(p: &Path) -> String {
 /// One tensor row under an expanded layer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorRow {
+    /// The tensor's full name.
     pub name: String,
+    /// Its shape.
     pub shape: Vec<usize>,
+    /// Its dtype's name.
     pub dtype: String,
 }
 
@@ -61,8 +69,11 @@ pub struct TensorRow {
 /// fit is refused).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerRow {
+    /// Which group.
     pub group: Group,
+    /// Elements over its tensors.
     pub params: u64,
+    /// Its tensors, shown when the group is expanded.
     pub tensors: Vec<TensorRow>,
 }
 
@@ -73,14 +84,18 @@ pub enum Role {
     /// no base it stays loaded as the *reference* of the statistics and is
     /// not merged (shown as `ref`), so switching back restores it.
     Base,
+    /// Merged into the output.
     Input,
     /// Loaded but left out of the recipe.
     Excluded,
 }
 
+/// A loaded model and what it does in the recipe.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Slot {
+    /// What the Models panel shows of it.
     pub info: ModelInfo,
+    /// Base, input or left out.
     pub role: Role,
     /// The model's own recipe values (weight, density, ...).
     pub params: BTreeMap<String, Value>,
@@ -90,12 +105,16 @@ pub struct Slot {
 /// Ordered as the Layers panel lists them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scope {
+    /// The embeddings (`pre`).
     Embeddings,
+    /// A numbered layer.
     Layer(usize),
+    /// The final norm and head (`post`).
     Head,
 }
 
 impl Scope {
+    /// The scope of a layer group.
     pub fn of(g: Group) -> Scope {
         match g {
             Group::Pre => Scope::Embeddings,
@@ -103,6 +122,7 @@ impl Scope {
             Group::Post => Scope::Head,
         }
     }
+    /// The layer group of a scope.
     pub fn group(self) -> Group {
         match self {
             Scope::Embeddings => Group::Pre,
@@ -123,11 +143,14 @@ impl std::fmt::Display for Scope {
 /// model).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LayerOverride {
+    /// Method-wide values for the scope.
     pub params: BTreeMap<String, Value>,
+    /// Per-model values for the scope, by model path.
     pub models: BTreeMap<PathBuf, BTreeMap<String, Value>>,
 }
 
 impl LayerOverride {
+    /// Whether the override sets nothing.
     pub fn is_empty(&self) -> bool {
         self.params.is_empty() && self.models.values().all(BTreeMap::is_empty)
     }
@@ -150,15 +173,20 @@ pub enum Place {
 /// comes back.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stashed {
+    /// Where it was.
     pub place: Place,
+    /// The parameter's name.
     pub name: String,
+    /// Its value.
     pub value: Value,
 }
 
 /// One value a method switch moved: its name and value as shown.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Moved {
+    /// The parameter's name.
     pub name: String,
+    /// Its value, formatted.
     pub value: String,
 }
 
@@ -210,23 +238,31 @@ pub const GLOBAL_ONLY: &[&str] = &["depth"];
 /// The edited recipe. See the module docs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Doc {
+    /// The merge method.
     pub method: Method,
+    /// The loaded models, base first.
     pub slots: Vec<Slot>,
     /// Recipe-wide values (`[parameters]`).
     pub global: BTreeMap<String, Value>,
+    /// Per-layer (and pre/post) values.
     pub overrides: BTreeMap<Scope, LayerOverride>,
     /// Recipe fields the workbench shows but does not edit.
     pub slices: Vec<Slice>,
     /// Summaries of the models the slices name (shown, not edited).
     pub slice_infos: Vec<ModelInfo>,
+    /// The output dtype (`None`: the base's).
     pub out_dtype: Option<Dtype>,
+    /// The seed of random methods.
     pub seed: Option<u64>,
+    /// Calibration data (zipit and permute).
     pub calibration: Option<PathBuf>,
     /// The models' layer groups.
     pub layers: Vec<LayerRow>,
     /// Values set aside by method switches.
     pub stash: Vec<Stashed>,
+    /// The seed a method switch set aside.
     pub stashed_seed: Option<u64>,
+    /// The calibration data a method switch set aside.
     pub stashed_calibration: Option<PathBuf>,
 }
 
@@ -318,6 +354,7 @@ impl Doc {
         }
     }
 
+    /// The base model's slot, if one is loaded as base.
     pub fn base_slot(&self) -> Option<usize> {
         self.slots.iter().position(|s| s.role == Role::Base)
     }
@@ -328,6 +365,7 @@ impl Doc {
             .filter(|_| self.method.spec().base != BaseRule::None)
     }
 
+    /// The slots merged as inputs, in order.
     pub fn input_slots(&self) -> Vec<usize> {
         (0..self.slots.len())
             .filter(|&i| self.slots[i].role == Role::Input)
@@ -351,6 +389,7 @@ impl Doc {
         self.slots.len() + self.slice_models().len()
     }
 
+    /// The slot of the model at `path`.
     pub fn slot_of(&self, path: &Path) -> Option<usize> {
         self.slots.iter().position(|s| s.info.path == path)
     }
@@ -496,6 +535,7 @@ impl Doc {
         v
     }
 
+    /// The value of `name` set exactly at `place` (no fallback).
     pub fn get(&self, place: &Place, name: &str) -> Option<&Value> {
         match place {
             Place::Global => self.global.get(name),
@@ -814,17 +854,24 @@ impl Doc {
 /// How a looked-up value was found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
+    /// From a layer override.
     Override,
+    /// From the model's own values.
     Model,
+    /// From the recipe's `[parameters]`.
     Recipe,
+    /// The method's default.
     Default,
     /// Required and not set.
     Missing,
 }
 
+/// A looked-up value and where it came from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Lookup {
+    /// The value, if any.
     pub value: Option<Value>,
+    /// Where it came from.
     pub from: Source,
 }
 
@@ -869,6 +916,7 @@ pub fn scopes_of(s: OverrideScope) -> Vec<Scope> {
     }
 }
 
+/// A method default as a recipe value.
 pub fn from_param(d: ParamValue) -> Value {
     match d {
         ParamValue::Bool(b) => Value::Bool(b),
@@ -901,6 +949,8 @@ pub fn fmt_short(v: &Value) -> String {
     }
 }
 
+/// A number in a few columns: up to three decimals, trailing zeros
+/// dropped, exponent notation when very small or very large.
 pub fn fmt_num(x: f64) -> String {
     if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
         format!("{x:.0e}")
@@ -916,9 +966,13 @@ pub fn fmt_num(x: f64) -> String {
 pub enum Spot {
     /// The method row (and problems about the recipe as a whole).
     Method,
+    /// The base model row.
     Base,
+    /// The seed row.
     Seed,
+    /// The calibration row.
     Calibration,
+    /// The slices row.
     Slices,
     /// The model list as a whole (counts).
     Models,
@@ -933,6 +987,7 @@ pub enum Spot {
 /// A problem of the recipe, placed on the workbench.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Issue {
+    /// Where the workbench shows it (several rows may).
     pub spots: Vec<Spot>,
     /// The recipe location and message, as `smelt recipe check` says it.
     pub text: String,

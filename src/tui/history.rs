@@ -8,6 +8,8 @@
 /// How many steps are kept (the issue asks for at least 100).
 pub const DEPTH: usize = 200;
 
+/// The undo and redo stacks of the edited recipe: each step is the
+/// state before an edit and what the edit was, at most [`DEPTH`] of them.
 #[derive(Clone, Debug)]
 pub struct History<T> {
     undo: Vec<(T, String)>,
@@ -57,12 +59,15 @@ impl<T> History<T> {
         }
     }
 
+    /// Steps that can be undone.
     pub fn can_undo(&self) -> usize {
         self.undo.len()
     }
+    /// Steps that can be redone.
     pub fn can_redo(&self) -> usize {
         self.redo.len()
     }
+    /// Forget every step (a new recipe was opened).
     pub fn clear(&mut self) {
         self.undo.clear();
         self.redo.clear();

@@ -24,9 +24,13 @@ pub struct Candidate {
     pub loaded: bool,
 }
 
+/// The one text-input component: prompts for paths and values, with
+/// Tab completion of paths.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextInput {
+    /// The prompt's title.
     pub title: String,
+    /// The text typed so far.
     pub text: String,
     /// Cursor position in chars.
     pub cursor: usize,
@@ -47,11 +51,14 @@ pub struct TextInput {
 pub enum InputEvent {
     /// Still editing (the text may have changed).
     Edited,
+    /// Enter: take the text.
     Submit,
+    /// Esc: leave the prompt.
     Cancel,
 }
 
 impl TextInput {
+    /// A prompt titled `title`, holding `text` with the cursor at its end.
     pub fn new(title: impl Into<String>, text: impl Into<String>) -> TextInput {
         let text = text.into();
         TextInput {
@@ -78,16 +85,19 @@ impl TextInput {
         t
     }
 
+    /// The same prompt with a line of help under the text.
     pub fn with_hint(mut self, hint: impl Into<String>) -> TextInput {
         self.hint = hint.into();
         self
     }
 
+    /// The same prompt showing what is wrong with its text.
     pub fn with_error(mut self, e: impl Into<String>) -> TextInput {
         self.error = Some(e.into());
         self
     }
 
+    /// Apply a key: edit, move, complete, submit or cancel.
     pub fn on_key(&mut self, k: KeyEvent) -> InputEvent {
         let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
         let before = self.text.clone();
@@ -160,6 +170,7 @@ impl TextInput {
         expand_home(self.text.trim())
     }
 
+    /// Draw the prompt as a dialog in `area`.
     pub fn draw(&self, f: &mut Frame, theme: &Theme, ascii: bool, area: Rect) {
         let shown_c = self.completions.len().min(8);
         let extra = if shown_c == 0 { 0 } else { 1 + shown_c as u16 };

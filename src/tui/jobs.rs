@@ -73,6 +73,7 @@ fn input(e: impl std::fmt::Display) -> JobError {
 }
 
 impl Jobs {
+    /// Jobs whose results go to `tx` as messages.
     pub fn new(tx: Sender<Msg>) -> Jobs {
         let models: Registry = Arc::default();
         let (analysis_tx, analysis_rx) = unbounded();

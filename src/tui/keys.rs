@@ -6,39 +6,67 @@
 use super::state::Panel;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+/// What a key asks for, whatever panel has the focus (the panel decides
+/// what it means there).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// `?` / F1: the help.
     Help,
+    /// `q` / Ctrl-C: quit (asking first if work could be lost).
     Quit,
+    /// Tab: the next panel.
     NextPanel,
+    /// Shift-Tab: the previous panel.
     PrevPanel,
+    /// ↑ / `k`.
     Up,
+    /// ↓ / `j`.
     Down,
+    /// Page Up.
     PageUp,
+    /// Page Down.
     PageDown,
+    /// Home / `g`: the first row.
     Home,
+    /// End / `G`: the last row.
     End,
+    /// ← / `-` / `h`: decrease the value under the cursor.
     Dec,
+    /// → / `+` / `l`: increase the value under the cursor.
     Inc,
+    /// Enter: edit, expand or choose.
     Enter,
     /// Space: toggle a boolean.
     Toggle,
+    /// `m`: the next merge method (the recipe is translated).
     NextMethod,
+    /// `r`: run the merge (asks for the output folder).
     Run,
+    /// `c`: cancel the running merge.
     Cancel,
+    /// `s`: save the recipe.
     Save,
+    /// `o`: open a recipe or models.
     Open,
+    /// Ctrl-L: redraw the screen.
     Redraw,
+    /// `a`: add a model by path.
     AddModel,
     /// `x`: remove the selected model.
     RemoveModel,
     /// Backspace / Delete: remove the value (or overrides) under the cursor.
     Clear,
+    /// `b`: make the selected model the base.
     SetBase,
+    /// `e`: exclude the selected model from the recipe, or include it again.
     Exclude,
+    /// `v`: mark the first layer of a range.
     RangeMark,
+    /// `z`: how many layers ZipIt! zips into the shared trunk.
     ZipDepth,
+    /// `u`: undo the last recipe edit.
     Undo,
+    /// Ctrl-R: redo.
     Redo,
 }
 

@@ -8,9 +8,13 @@
 use super::state::{App, Panel};
 use ratatui::layout::{Constraint, Layout, Rect};
 
+/// Width the full layout needs.
 pub const FULL_W: u16 = 80;
+/// Height the full layout needs (an 80x24 tmux window minus its bar).
 pub const FULL_H: u16 = 23;
+/// Width below which nothing but "too small" is drawn.
 pub const MIN_W: u16 = 40;
+/// Height below which nothing but "too small" is drawn.
 pub const MIN_H: u16 = 12;
 
 /// Whether a terminal of this size gets the compact layout.
@@ -18,18 +22,26 @@ pub fn compact((w, h): (u16, u16)) -> bool {
     (w < FULL_W || h < FULL_H) && !too_small((w, h))
 }
 
+/// Whether a terminal of this size is too small to draw the workbench.
 pub fn too_small((w, h): (u16, u16)) -> bool {
     w < MIN_W || h < MIN_H
 }
 
 /// Panel rectangles of the full layout.
 pub struct Areas {
+    /// The title bar.
     pub title: Rect,
+    /// The Models panel.
     pub models: Rect,
+    /// The Layers panel.
     pub layers: Rect,
+    /// The Parameters panel.
     pub params: Rect,
+    /// The Sign agreement panel.
     pub agreement: Rect,
+    /// The Status panel.
     pub status: Rect,
+    /// The key hints at the bottom.
     pub footer: Rect,
 }
 
@@ -88,12 +100,17 @@ pub fn areas(app: &App, area: Rect) -> Areas {
 
 /// The compact layout: title, the focused panel, a status line, footer.
 pub struct Compact {
+    /// The title bar.
     pub title: Rect,
+    /// The focused panel.
     pub panel: Rect,
+    /// The status line.
     pub status: Rect,
+    /// The key hints at the bottom.
     pub footer: Rect,
 }
 
+/// The compact layout of `area`.
 pub fn compact_areas(area: Rect) -> Compact {
     let [title, panel, status, footer] = Layout::vertical([
         Constraint::Length(1),

@@ -53,6 +53,7 @@ pub struct TuiOptions {
     pub recipe: Option<PathBuf>,
     /// Models to open (`smelt tui MODEL...`); ignored when `recipe` is set.
     pub models: Vec<PathBuf>,
+    /// The base model, when opening models (`--base`).
     pub base: Option<PathBuf>,
     /// `--theme NAME|PATH`.
     pub theme: Option<String>,

@@ -49,9 +49,13 @@ impl std::fmt::Display for JobError {
 /// The panels, in Tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Panel {
+    /// The models of the recipe, base first.
     Models,
+    /// Layer groups and their tensors, with their conflict gauges.
     Layers,
+    /// The method and its parameters at the selected layers.
     Params,
+    /// Sign agreement and the other statistics of the selection.
     Agreement,
     /// Focusable only in the compact layout (in the full one it is always
     /// on screen).
@@ -59,12 +63,14 @@ pub enum Panel {
 }
 
 impl Panel {
+    /// Tab order in the full layout.
     pub const FULL: [Panel; 4] = [
         Panel::Models,
         Panel::Layers,
         Panel::Params,
         Panel::Agreement,
     ];
+    /// Tab order in the compact layout (status too).
     pub const COMPACT: [Panel; 5] = [
         Panel::Models,
         Panel::Layers,
@@ -72,6 +78,7 @@ impl Panel {
         Panel::Agreement,
         Panel::Status,
     ];
+    /// The panel's title.
     pub fn name(self) -> &'static str {
         match self {
             Panel::Models => "Models",
@@ -88,13 +95,16 @@ impl Panel {
 pub enum LayerLine {
     /// The whole model: edits go to the recipe's own values.
     All,
+    /// A layer group, by index into the catalogue's groups.
     Group(usize),
+    /// A tensor: its group, then its index in the group.
     Tensor(usize, usize),
 }
 
 /// One row of the Parameters panel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ParamRow {
+    /// The merge method.
     Method,
     /// The recipe's `seed` (random methods, or wherever one is set).
     Seed,
@@ -103,10 +113,14 @@ pub enum ParamRow {
     Global(String),
     /// One model's value.
     Model {
+        /// The model's position in the recipe.
         slot: usize,
+        /// The parameter's name.
         name: String,
     },
+    /// The output dtype (`dtype`).
     OutDtype,
+    /// The calibration data (zipit and permute).
     Calibration,
     /// The recipe's slices (read from its file; removable, not editable).
     Slices,
@@ -115,12 +129,17 @@ pub enum ParamRow {
 /// The typed view state of every panel.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct View {
+    /// The focused panel (`None`: the default, Layers).
     pub focus: Option<Panel>,
+    /// Selected row of the Models panel.
     pub model_cursor: usize,
+    /// Selected row of the Layers panel.
     pub layer_cursor: usize,
+    /// Selected row of the Parameters panel.
     pub param_cursor: usize,
     /// First layer of a range selection (`v`), by layer index.
     pub range_anchor: Option<usize>,
+    /// Layer groups whose tensors are listed.
     pub expanded: BTreeSet<usize>,
     /// Lines of the Sign agreement panel scrolled past (`↑`/`↓` there).
     pub agreement_scroll: usize,
@@ -136,7 +155,9 @@ pub struct StatsKey(pub u64);
 /// Statistics held for a target, with the key they were computed under.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Held {
+    /// What they were computed from.
     pub key: StatsKey,
+    /// The statistics, or why there are none.
     pub result: Result<Report, JobError>,
 }
 
@@ -148,14 +169,20 @@ pub struct Ticket(pub u64);
 /// The latest ticket of each job kind.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Tickets {
+    /// The last ticket issued.
     pub next: u64,
+    /// Latest recipe opening.
     pub open: Option<Ticket>,
+    /// Latest model added.
     pub add: Option<Ticket>,
+    /// Latest save.
     pub save: Option<Ticket>,
+    /// Latest merge.
     pub merge: Option<Ticket>,
 }
 
 impl Tickets {
+    /// A new ticket, later than every one before.
     pub fn issue(&mut self) -> Ticket {
         self.next += 1;
         Ticket(self.next)
@@ -165,11 +192,17 @@ impl Tickets {
 /// Merge progress as the engine reports it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Progress {
+    /// Output tensors in all.
     pub tensors: usize,
+    /// Output tensors written.
     pub tensors_done: usize,
+    /// Input bytes read.
     pub bytes_done: u64,
+    /// Input bytes to read (grows with passes; see `engine::Event`).
     pub bytes_total: u64,
+    /// A tensor being worked on.
     pub current: String,
+    /// Time since the merge started.
     pub elapsed: Duration,
 }
 
@@ -189,25 +222,42 @@ impl Progress {
 /// with its recipe once the recipe changes.
 #[derive(Clone, Debug)]
 pub enum MergeState {
+    /// No merge started yet.
     Idle,
+    /// A merge is running.
     Running {
+        /// Its job's ticket.
         ticket: Ticket,
+        /// Its output folder.
         out: PathBuf,
+        /// The recipe it runs.
         recipe: Recipe,
+        /// How far it is.
         progress: Progress,
+        /// Cancel was asked; waiting for the engine to stop.
         cancelling: bool,
     },
+    /// The merge finished and published its output.
     Done {
+        /// What the engine reports.
         summary: Summary,
+        /// The recipe it ran.
         recipe: Recipe,
     },
+    /// The merge failed; nothing was published.
     Failed {
+        /// The output folder it was to write.
         out: PathBuf,
+        /// Why it failed.
         error: String,
+        /// The recipe it ran.
         recipe: Recipe,
     },
+    /// The merge was cancelled; nothing was published.
     Cancelled {
+        /// The output folder it was to write.
         out: PathBuf,
+        /// The recipe it ran.
         recipe: Recipe,
     },
 }
@@ -217,6 +267,7 @@ pub enum MergeState {
 pub struct Accuracy {
     /// The merge output the report is about.
     pub out: PathBuf,
+    /// The merged model's accuracy, or why there is none.
     pub merged: Result<EvalReport, JobError>,
     /// Each input model (by name) evaluated alone.
     pub inputs: Vec<(String, Result<EvalReport, JobError>)>,
@@ -225,39 +276,52 @@ pub struct Accuracy {
 /// Evaluation after a merge (MLP outputs only).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AccuracyState {
+    /// No evaluation (not an MLP merge, or none yet).
     None,
     /// Evaluating the output in this folder.
     Running(PathBuf),
+    /// The figures, merged and inputs.
     Done(Accuracy),
 }
 
 /// What to do once the user has dealt with unsaved changes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Then {
+    /// Quit the workbench.
     Quit,
+    /// Open the recipe or models asked for.
     Open,
 }
 
 /// What a prompt is for.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Purpose {
+    /// Where to write the merge.
     OutputFolder,
     /// Save the recipe; then continue with `then`.
     Save {
+        /// What to do after the save.
         then: Option<Then>,
     },
+    /// A recipe or models to open.
     Open,
+    /// A model to add to the recipe.
     AddModel,
     /// A new value for a Parameters row, at the scopes it was opened at.
     Value {
+        /// The row being edited.
         row: ParamRow,
+        /// The layers or tensors the value applies to (`None`: recipe-wide).
         scopes: Option<Vec<Scope>>,
     },
 }
 
+/// The open text prompt and what it is for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prompt {
+    /// The text being typed.
     pub input: TextInput,
+    /// What the text is for.
     pub purpose: Purpose,
 }
 
@@ -273,41 +337,56 @@ pub enum Overwrite {
     RewritesYaml,
 }
 
+/// A question the user answers with y or n.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Confirm {
     /// Leaving (quit, or opening another recipe) with unsaved changes or a
     /// running merge. Drawn from the live state, so it follows a merge
     /// that ends while it is open.
-    Leave { then: Then },
+    Leave {
+        /// What to do after leaving.
+        then: Then,
+    },
     /// Writing over a file: y writes, anything else goes back to the
     /// prompt with the path kept.
     Overwrite {
+        /// The file that would be written over.
         path: PathBuf,
+        /// Why this is asked.
         why: Overwrite,
+        /// What to do after the save.
         then: Option<Then>,
     },
 }
 
+/// A dialog over the panels; it takes every key until closed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Modal {
     /// The help, scrolled down by this many lines.
     Help(usize),
+    /// A text prompt.
     Prompt(Prompt),
+    /// A yes/no question.
     Confirm(Confirm),
     /// `r` refused: the recipe's problems.
     Problems,
 }
 
+/// How serious a status-line message is (its colour).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Level {
+    /// Something done or worth knowing.
     Info,
+    /// Something the user should look at.
     Warn,
+    /// Something failed.
     Error,
 }
 
 /// Why the workbench ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
+    /// The user quit.
     User,
     /// SIGHUP, SIGTERM...: the process exits with 128 + the signal.
     Signal(i32),
@@ -316,8 +395,11 @@ pub enum Exit {
 /// The whole UI state.
 #[derive(Clone, Debug)]
 pub struct App {
+    /// The recipe being edited (what undo restores).
     pub doc: Doc,
+    /// Undo and redo.
     pub history: History<Doc>,
+    /// Cursors, focus, expanded groups.
     pub view: View,
     /// Problems of the current recipe (refreshed after every edit).
     pub problems: Vec<Issue>,
@@ -328,9 +410,13 @@ pub struct App {
     /// Sampled estimates for big tensors, shown until the exact result for
     /// the same key arrives.
     pub previews: HashMap<Target, (StatsKey, Stats)>,
+    /// The background merge.
     pub merge: MergeState,
+    /// Accuracy after an MLP merge.
     pub accuracy: AccuracyState,
+    /// The open dialog, if any.
     pub modal: Option<Modal>,
+    /// The status line's message.
     pub message: Option<(Level, String)>,
     /// Where the recipe was opened from or last saved to.
     pub recipe_path: Option<PathBuf>,
@@ -345,6 +431,7 @@ pub struct App {
     /// The text of the recipe file as read or written (to keep its comments
     /// on save, and to notice it changed on disk).
     pub saved_text: Option<String>,
+    /// The latest ticket of each job kind.
     pub tickets: Tickets,
     /// What to do after the save now running succeeds.
     pub after_save: Option<Then>,
@@ -352,16 +439,21 @@ pub struct App {
     pub data_dir: PathBuf,
     /// Folder that default output paths are made in.
     pub work_dir: PathBuf,
+    /// Draw with ASCII only.
     pub ascii: bool,
     /// Terminal size, for layout-dependent keys and mouse hits.
     pub size: (u16, u16),
+    /// Something changed since the last frame (redraw).
     pub dirty: bool,
+    /// Set when the workbench should end, and how.
     pub exit: Option<Exit>,
     /// Keys computed for the current `gen` (drawing asks for them often).
     key_memo: std::cell::RefCell<(u64, HashMap<Target, StatsKey>)>,
 }
 
 impl App {
+    /// A workbench with an empty recipe, saving recipes into `data_dir` and
+    /// proposing outputs in `work_dir`.
     pub fn new(data_dir: PathBuf, work_dir: PathBuf) -> App {
         let mut app = App {
             doc: Doc::default(),
@@ -397,6 +489,7 @@ impl App {
         app
     }
 
+    /// The focused panel (Layers when none was chosen).
     pub fn focus(&self) -> Panel {
         self.view.focus.unwrap_or(Panel::Layers)
     }
@@ -448,6 +541,7 @@ impl App {
         self.dirty = true;
     }
 
+    /// Show `msg` on the status line.
     pub fn say(&mut self, level: Level, msg: impl Into<String>) {
         self.message = Some((level, msg.into()));
         self.dirty = true;
@@ -462,6 +556,7 @@ impl App {
         }
     }
 
+    /// Whether a merge is running.
     pub fn merge_running(&self) -> bool {
         matches!(self.merge, MergeState::Running { .. })
     }
@@ -480,6 +575,7 @@ impl App {
         v
     }
 
+    /// The Layers panel's selected row.
     pub fn current_line(&self) -> LayerLine {
         self.layer_lines()
             .get(self.view.layer_cursor)
@@ -604,6 +700,7 @@ impl App {
         }
     }
 
+    /// The spec of the parameter a row edits, if it edits one.
     pub fn param_spec(&self, row: &ParamRow) -> Option<&'static ParamSpec> {
         let (name, _) = App::row_param(row)?;
         self.doc.spec_of(name)
@@ -637,6 +734,7 @@ impl App {
 
     // ------------------------------------------------------------ problems
 
+    /// The recipe's problems at `spot`.
     pub fn problems_at(&self, spot: &Spot) -> impl Iterator<Item = &Issue> {
         let spot = spot.clone();
         self.problems
@@ -644,6 +742,7 @@ impl App {
             .filter(move |i| i.spots.contains(&spot))
     }
 
+    /// Whether the recipe has a problem at `spot`.
     pub fn has_problem(&self, spot: &Spot) -> bool {
         self.problems_at(spot).next().is_some()
     }
@@ -696,6 +795,8 @@ impl App {
         }
     }
 
+    /// The key of `t`'s statistics under the current recipe (memoised per
+    /// edit).
     pub fn stats_key(&self, t: &Target) -> StatsKey {
         let mut memo = self.key_memo.borrow_mut();
         if memo.0 != self.gen || memo.1.is_empty() {
@@ -791,6 +892,7 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The key of `t` under this recipe snapshot, over `layers`.
     pub fn key(&self, t: &Target, layers: &[LayerRow]) -> StatsKey {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         let r = &self.recipe;

@@ -184,6 +184,7 @@ pub struct SgrWriter<W: std::io::Write> {
 const MAX_ESCAPE: usize = 256;
 
 impl<W: std::io::Write> SgrWriter<W> {
+    /// Wrap `inner`, rewriting colours for `support`.
     pub fn new(inner: W, support: ColorSupport) -> SgrWriter<W> {
         SgrWriter {
             inner,
@@ -191,6 +192,7 @@ impl<W: std::io::Write> SgrWriter<W> {
             pending: Vec::new(),
         }
     }
+    /// The wrapped writer.
     pub fn get_ref(&self) -> &W {
         &self.inner
     }
@@ -351,21 +353,38 @@ fn ansi_index(c: Color) -> Option<u8> {
 /// Resolved colours for every role the views use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Theme {
+    /// The theme's name (built-in, or the file it came from).
     pub name: String,
+    /// Ordinary text.
     pub text: Color,
+    /// Secondary text: hints, stale figures.
     pub dim: Color,
+    /// Panel titles.
     pub title: Color,
+    /// Borders of panels without the focus.
     pub border: Color,
+    /// The border of the focused panel.
     pub focus: Color,
+    /// Emphasis: the base model, key names.
     pub accent: Color,
+    /// Selected row's text.
     pub selection_fg: Color,
+    /// Selected row's background.
     pub selection_bg: Color,
+    /// Good news: agreement, a finished merge.
     pub good: Color,
+    /// Warnings.
     pub warn: Color,
+    /// Errors and conflicts.
     pub bad: Color,
+    /// Histogram bars.
     pub bar: Color,
+    /// The bar of entries agreeing with the elected sign.
     pub bar_elected: Color,
+    /// Conflict gauges in the Layers panel.
     pub gauge: Color,
+    /// Marks of layers whose values override the recipe's, and of a
+    /// range selection (`override` in theme files).
     pub over: Color,
     /// Named colours to use instead, by role, on terminals of 16 colours,
     /// where the nearest named colour to an RGB one may not be readable
@@ -568,9 +587,11 @@ impl Theme {
         Ok(theme.downgraded(support))
     }
 
+    /// Ordinary text.
     pub fn text(&self) -> Style {
         Style::default().fg(self.text)
     }
+    /// Secondary text.
     pub fn dim(&self) -> Style {
         Style::default().fg(self.dim)
     }
@@ -585,6 +606,7 @@ impl Theme {
             s.fg(self.selection_bg).bg(self.selection_fg)
         }
     }
+    /// Text in colour `c`.
     pub fn fg(&self, c: Color) -> Style {
         Style::default().fg(c)
     }

@@ -26,7 +26,9 @@ pub use super::state::JobError;
 /// Everything that can happen to the UI.
 #[derive(Debug)]
 pub enum Msg {
+    /// A key press.
     Key(KeyEvent),
+    /// A mouse event (only with `--mouse`).
     Mouse(MouseEvent),
     /// The terminal's new width and height.
     Resize(u16, u16),
@@ -34,51 +36,79 @@ pub enum Msg {
     Signal(i32),
     /// A statistics result, with the key of the inputs it came from.
     Analysis {
+        /// What it was computed from.
         key: StatsKey,
+        /// What it is about.
         target: Target,
+        /// The statistics, or why there are none.
         result: Result<Report, JobError>,
     },
     /// A quick estimate from sampled rows of a big tensor.
     Preview {
+        /// What it was computed from.
         key: StatsKey,
+        /// What it is about.
         target: Target,
+        /// The estimate.
         stats: Stats,
     },
     /// An engine event from the merge, with time since it started.
     Merge {
+        /// The merge's ticket.
         ticket: Ticket,
+        /// What the engine said.
         event: Event,
+        /// Time since the merge started.
         elapsed: Duration,
     },
+    /// The merge ended: its summary, or why it failed.
     MergeDone {
+        /// The merge's ticket.
         ticket: Ticket,
+        /// What the engine returned.
         result: Result<Summary, JobError>,
     },
+    /// A recipe or models were opened (or not).
     Opened {
+        /// The opening's ticket.
         ticket: Ticket,
+        /// What was opened.
         path: PathBuf,
+        /// The recipe and its models, or why not.
         result: Result<Loaded, JobError>,
     },
+    /// A model was added (or not).
     ModelAdded {
+        /// The job's ticket.
         ticket: Ticket,
+        /// The model's path.
         path: PathBuf,
+        /// Its summary and layer groups, or why not.
         result: Result<(ModelInfo, Vec<LayerRow>), JobError>,
     },
+    /// A recipe was saved (or not).
     Saved {
+        /// The save's ticket.
         ticket: Ticket,
+        /// Where it went.
         path: PathBuf,
+        /// What was written, or why not.
         result: Result<SavedFile, JobError>,
     },
     /// What planning the recipe against its models found (the checks that
     /// need the models' headers: shapes, missing tensors, model kinds), for
     /// the recipe of edit `gen`.
     Checked {
+        /// The edit the check is about.
         gen: u64,
+        /// The first problem found, if any.
         problem: Option<String>,
     },
     /// Accuracy of the merge written to `out` (`None`: not an MLP).
     Accuracy {
+        /// The folder evaluated.
         out: PathBuf,
+        /// The figures, when the output is an MLP.
         result: Option<Accuracy>,
     },
 }
@@ -86,25 +116,33 @@ pub enum Msg {
 /// An opened recipe and its models.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The recipe, paths resolved.
     pub recipe: Recipe,
+    /// Where it was read from (`None`: models opened without a recipe).
     pub path: Option<PathBuf>,
     /// The file's text, when read from one.
     pub text: Option<String>,
+    /// A summary of each model, in recipe order.
     pub infos: Vec<ModelInfo>,
+    /// The models' layer groups.
     pub layers: Vec<LayerRow>,
 }
 
 /// A recipe as written.
 #[derive(Debug, Clone)]
 pub struct SavedFile {
+    /// The recipe as saved.
     pub recipe: Recipe,
+    /// The file's text as written.
     pub text: String,
 }
 
 /// How a save writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SaveRequest {
+    /// The recipe to save.
     pub recipe: Recipe,
+    /// Where to write it (`.toml`, or mergekit `.yml`/`.yaml`).
     pub path: PathBuf,
     /// The file's text as last read or written, when saving over it: its
     /// comments and layout are kept (TOML), and if the file on disk no
@@ -122,40 +160,61 @@ pub enum Effect {
     /// Compute statistics for `targets` (in order) under `recipe`, task
     /// vectors taken against `reference`; replaces any analysis running.
     Analyze {
+        /// The recipe as it stands.
         recipe: Recipe,
+        /// The model task vectors are taken against.
         reference: PathBuf,
+        /// The targets, each with the key its result will carry.
         targets: Vec<(Target, StatsKey)>,
     },
+    /// Run `recipe` into `out` on a background thread.
     StartMerge {
+        /// The merge's ticket.
         ticket: Ticket,
+        /// The recipe to run.
         recipe: Recipe,
+        /// The output folder.
         out: PathBuf,
     },
+    /// Set the running merge's cancel flag.
     CancelMerge,
+    /// Save a recipe on a background thread.
     Save {
+        /// The save's ticket.
         ticket: Ticket,
+        /// What and where.
         request: SaveRequest,
     },
+    /// Open a recipe or models on a background thread.
     Open {
+        /// The opening's ticket.
         ticket: Ticket,
+        /// What to open.
         path: PathBuf,
     },
     /// Open a model and check it fits `fits` (a loaded model).
     AddModel {
+        /// The job's ticket.
         ticket: Ticket,
+        /// The model to add.
         path: PathBuf,
+        /// A loaded model it must fit, if any.
         fits: Option<PathBuf>,
     },
     /// Plan `recipe` against its models' headers (edit `gen`): the checks
     /// `smelt recipe check` runs beyond the recipe itself.
     Check {
+        /// The edit it is for.
         gen: u64,
+        /// The recipe then.
         recipe: Recipe,
     },
     /// Evaluate the merge output in `out` if it is an MLP, beside each
     /// input (path, name) evaluated alone.
     Evaluate {
+        /// The output folder.
         out: PathBuf,
+        /// Each input's path and name.
         inputs: Vec<(PathBuf, String)>,
     },
     /// Clear and repaint the whole terminal (Ctrl-L).

@@ -14,6 +14,7 @@ use ratatui::symbols::border;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders};
 
+/// Panel borders with `--ascii`.
 pub const ASCII_BORDER: border::Set = border::Set {
     top_left: "+",
     top_right: "+",
@@ -24,6 +25,7 @@ pub const ASCII_BORDER: border::Set = border::Set {
     horizontal_top: "-",
     horizontal_bottom: "-",
 };
+/// The focused panel's border with `--ascii`.
 pub const ASCII_FOCUS: border::Set = border::Set {
     top_left: "#",
     top_right: "#",
@@ -38,14 +40,22 @@ pub const ASCII_FOCUS: border::Set = border::Set {
 /// The glyphs of the marks, Unicode or ASCII.
 #[derive(Clone, Copy, Debug)]
 pub struct Marks {
+    /// Marks text cut to fit.
     pub cut: &'static str,
+    /// Marks figures computed for earlier values (being recomputed).
     pub stale: &'static str,
+    /// Marks what a gradient or filter resolves to at the selected layer
+    /// or tensor.
     pub resolved: &'static str,
+    /// Marks a row with a recipe problem.
     pub problem: &'static str,
+    /// Marks tensors left out of a group's statistics.
     pub skipped: &'static str,
+    /// Marks the selected row.
     pub cursor: &'static str,
 }
 
+/// The marks in Unicode.
 pub const UNICODE: Marks = Marks {
     cut: "…",
     stale: "°",
@@ -54,6 +64,7 @@ pub const UNICODE: Marks = Marks {
     skipped: "†",
     cursor: "▶",
 };
+/// The marks in ASCII (`--ascii`).
 pub const ASCII: Marks = Marks {
     cut: "~",
     stale: "'",
@@ -63,6 +74,7 @@ pub const ASCII: Marks = Marks {
     cursor: ">",
 };
 
+/// The marks for `--ascii` or not.
 pub fn marks(ascii: bool) -> Marks {
     if ascii {
         ASCII

@@ -58,6 +58,7 @@ pub fn selection_note(method: Method, w: usize) -> String {
     }
 }
 
+/// Draw the Sign agreement panel.
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let target = app.current_target();
     let what = match &target {

@@ -12,6 +12,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+/// Draw the title bar: method, base, inputs, recipe, unsaved mark.
 pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     let sep = if app.ascii { " | " } else { " │ " };
     let m = marks(app.ascii);
@@ -101,6 +102,7 @@ pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     f.render_widget(Paragraph::new(Line::from(left)), r);
 }
 
+/// Draw the key hints of the focused panel.
 pub fn draw_footer(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
     // A message longer than the line is cut with the cut mark (the whole
     // text is in the Status panel or the dialog that follows).

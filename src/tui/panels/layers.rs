@@ -16,6 +16,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+/// Apply a key's action to the Layers panel.
 pub fn on_action(app: &mut App, a: Action) {
     match a {
         Action::Enter | Action::Toggle => expand(app),
@@ -309,6 +310,7 @@ fn gauge_spans<'a>(app: &App, theme: &Theme, t: &Target, w: usize, worst: bool) 
     }
 }
 
+/// Draw the Layers panel.
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let doc = &app.doc;
     let title = match app.view.range_anchor.zip(app.edit_scopes()) {

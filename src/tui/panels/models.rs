@@ -14,6 +14,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+/// Apply a key's action to the Models panel.
 pub fn on_action(app: &mut App, a: Action) {
     let i = app.view.model_cursor;
     let Some(slot) = app.doc.slots.get(i) else {
@@ -123,6 +124,8 @@ pub fn added(app: &mut App, info: ModelInfo, layers: Vec<LayerRow>) {
     app.say(Level::Info, format!("added {name} as {what} · u undoes"));
 }
 
+/// A model's role as the Models panel labels it, four columns wide
+/// (`ref` for a base the method does not take).
 pub fn role_label(app: &App, r: Role) -> &'static str {
     match r {
         Role::Base if app.doc.method.spec().base == BaseRule::None => "ref ",
@@ -132,6 +135,7 @@ pub fn role_label(app: &App, r: Role) -> &'static str {
     }
 }
 
+/// Draw the Models panel.
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let n = app.doc.model_rows();
     let title = if app.has_problem(&Spot::Models) || app.has_problem(&Spot::Base) {

@@ -18,6 +18,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+/// Apply a key's action to the Parameters panel.
 pub fn on_action(app: &mut App, a: Action) {
     let rows = app.param_rows();
     let Some(row) = rows.get(app.view.param_cursor).cloned() else {
@@ -393,6 +394,7 @@ fn describe_edit(app: &App, row: &ParamRow, scopes: &[Option<Scope>]) -> String 
     }
 }
 
+/// Draw the Parameters panel.
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let scope = app.shown_scope();
     let on_tensor = matches!(app.current_line(), LayerLine::Tensor(..));

@@ -68,6 +68,7 @@ fn earlier(app: &App, r: &crate::recipe::Recipe) -> bool {
     *r != app.doc.to_recipe()
 }
 
+/// Draw the Status panel: the merge, its progress, accuracy, messages.
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let block = panel(theme, app.ascii, "Status".into(), focused, r.width);
     let inner = block.inner(r);
