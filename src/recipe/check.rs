@@ -4,7 +4,7 @@
 //! (`models[1].parameters.density`), which the loaders map to a line.
 
 use super::util::unknown_key_msg;
-use super::{OverrideScope, Problem, Recipe, Value};
+use super::{OverrideScope, Problem, Recipe, Slice, Value};
 use crate::merge::{BaseRule, Method, MethodSpec, ParamKind, ParamSpec};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -237,11 +237,35 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
     let mut out = Vec::new();
     let gnames = global_names(spec);
     let mnames = model_names(spec);
+    check_base(r, spec, &mut out);
+    check_inputs(r, spec, &gnames, &mnames, &mut out);
+    check_tables(r, spec, &gnames, &mnames, &mut out);
+    check_required(r, spec, &mut out);
+    // Values that pass one by one but not together.
+    if r.slices.is_empty() {
+        check_combinations(r, &mut out);
+    }
+    check_overrides(r, spec, &gnames, &mnames, &mut out);
+    check_seed(r, spec, &mut out);
+    check_calibration(r, spec, &mut out);
+    check_slice_bases(r, spec, &mut out);
+    if zips(r) {
+        check_zip_params(r, spec, &mut out);
+    }
+    out
+}
 
-    // Base.
+/// Whether the method matches features across whole MLPs (zipit,
+/// permute), which changes what overrides and parameters may hold.
+fn zips(r: &Recipe) -> bool {
+    matches!(r.method, Method::Zipit | Method::Permute)
+}
+
+/// The base: required, refused, or named twice.
+fn check_base(r: &Recipe, spec: &MethodSpec, out: &mut Vec<Problem>) {
     match (spec.base, &r.base) {
         (BaseRule::Required, None) if r.slices.iter().all(|s| s.base.is_none()) => push(
-            &mut out,
+            out,
             "method",
             format!(
                 "{} needs a base model: set `base` (mergekit: `base_model`)",
@@ -249,7 +273,7 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
             ),
         ),
         (BaseRule::None, Some(_)) => push(
-            &mut out,
+            out,
             "base",
             format!(
                 "{} takes no base model; list it with the other models instead",
@@ -262,19 +286,27 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         for (i, m) in r.models.iter().enumerate() {
             if same(&m.path, b) {
                 push(
-                    &mut out,
+                    out,
                     format!("models[{i}].path"),
                     "this is the base model; name it only as `base`".to_string(),
                 );
             }
         }
     }
+}
 
-    // Inputs: whole models, or slices.
+/// The inputs: how many whole models, or each slice.
+fn check_inputs(
+    r: &Recipe,
+    spec: &MethodSpec,
+    gnames: &[&'static str],
+    mnames: &[&'static str],
+    out: &mut Vec<Problem>,
+) {
     if r.slices.is_empty() {
         if let Some(msg) = count_problem(spec, r.base.is_some(), r.models.len()) {
             push(
-                &mut out,
+                out,
                 if r.models.is_empty() {
                     "method"
                 } else {
@@ -286,101 +318,121 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
     } else {
         if !r.models.is_empty() {
             push(
-                &mut out,
+                out,
                 "slices",
                 "a recipe has either [[models]] or [[slices]], not both".to_string(),
             );
         }
         for (i, s) in r.slices.iter().enumerate() {
-            let at = format!("slices[{i}]");
-            // Without a base rule, a slice's `base` is no base (and is
-            // refused below): every source counts.
-            let base = s
-                .base
-                .as_ref()
-                .or(r.base.as_ref())
-                .filter(|_| spec.base != BaseRule::None);
-            let others = s
-                .sources
-                .iter()
-                .filter(|src| base.is_none_or(|b| !same(&src.model, b)))
-                .count();
-            if spec.base == BaseRule::Required && base.is_none() {
-                push(
-                    &mut out,
-                    &at,
-                    format!("{} needs a base model for this slice", spec.name),
-                );
-            }
-            if s.sources.is_empty() {
-                push(
-                    &mut out,
-                    &at,
-                    "a slice needs at least one source".to_string(),
-                );
-            } else if let Some(msg) = count_problem(spec, base.is_some(), others) {
-                push(&mut out, &at, msg);
-            }
-            let len = s
-                .sources
-                .first()
-                .map(|s| s.layer_range.1.saturating_sub(s.layer_range.0));
-            for (j, src) in s.sources.iter().enumerate() {
-                let sat = format!("{at}.sources[{j}]");
-                let (a, b) = src.layer_range;
-                if a >= b {
-                    push(
-                        &mut out,
-                        format!("{sat}.layer_range"),
-                        format!("layer_range [{a}, {b}] is empty (it is half-open: [start, end))"),
-                    );
-                } else if Some(b - a) != len {
-                    push(
-                        &mut out,
-                        format!("{sat}.layer_range"),
-                        "every source of a slice must span the same number of layers".to_string(),
-                    );
-                }
-                check_table(
-                    spec,
-                    &src.params,
-                    &format!("{sat}.parameters"),
-                    &mnames,
-                    true,
-                    &mut out,
-                );
-            }
-            check_table(
-                spec,
-                &s.params,
-                &format!("{at}.parameters"),
-                &gnames,
-                false,
-                &mut out,
-            );
+            check_slice(r, spec, i, s, gnames, mnames, out);
         }
     }
+}
 
-    // Parameters.
-    check_table(spec, &r.params, "parameters", &gnames, false, &mut out);
+/// One slice: its base, its sources' count and layer ranges, its and its
+/// sources' parameter tables.
+fn check_slice(
+    r: &Recipe,
+    spec: &MethodSpec,
+    i: usize,
+    s: &Slice,
+    gnames: &[&'static str],
+    mnames: &[&'static str],
+    out: &mut Vec<Problem>,
+) {
+    let at = format!("slices[{i}]");
+    // Without a base rule, a slice's `base` is no base (and is
+    // refused by `check_slice_bases`): every source counts.
+    let base = s
+        .base
+        .as_ref()
+        .or(r.base.as_ref())
+        .filter(|_| spec.base != BaseRule::None);
+    let others = s
+        .sources
+        .iter()
+        .filter(|src| base.is_none_or(|b| !same(&src.model, b)))
+        .count();
+    if spec.base == BaseRule::Required && base.is_none() {
+        push(
+            out,
+            &at,
+            format!("{} needs a base model for this slice", spec.name),
+        );
+    }
+    if s.sources.is_empty() {
+        push(out, &at, "a slice needs at least one source".to_string());
+    } else if let Some(msg) = count_problem(spec, base.is_some(), others) {
+        push(out, &at, msg);
+    }
+    let len = s
+        .sources
+        .first()
+        .map(|s| s.layer_range.1.saturating_sub(s.layer_range.0));
+    for (j, src) in s.sources.iter().enumerate() {
+        let sat = format!("{at}.sources[{j}]");
+        let (a, b) = src.layer_range;
+        if a >= b {
+            push(
+                out,
+                format!("{sat}.layer_range"),
+                format!("layer_range [{a}, {b}] is empty (it is half-open: [start, end))"),
+            );
+        } else if Some(b - a) != len {
+            push(
+                out,
+                format!("{sat}.layer_range"),
+                "every source of a slice must span the same number of layers".to_string(),
+            );
+        }
+        check_table(
+            spec,
+            &src.params,
+            &format!("{sat}.parameters"),
+            mnames,
+            true,
+            out,
+        );
+    }
+    check_table(
+        spec,
+        &s.params,
+        &format!("{at}.parameters"),
+        gnames,
+        false,
+        out,
+    );
+}
+
+/// The recipe's own and each model's parameter table.
+fn check_tables(
+    r: &Recipe,
+    spec: &MethodSpec,
+    gnames: &[&'static str],
+    mnames: &[&'static str],
+    out: &mut Vec<Problem>,
+) {
+    check_table(spec, &r.params, "parameters", gnames, false, out);
     for (i, m) in r.models.iter().enumerate() {
         check_table(
             spec,
             &m.params,
             &format!("models[{i}].parameters"),
-            &mnames,
+            mnames,
             true,
-            &mut out,
+            out,
         );
     }
+}
 
-    // Required parameters.
+/// Parameters without a default: set somewhere that covers every tensor.
+fn check_required(r: &Recipe, spec: &MethodSpec, out: &mut Vec<Problem>) {
     for p in spec.global.iter().filter(|p| p.default.is_none()) {
         let anywhere = total(r.params.get(p.name))
             || (!r.slices.is_empty() && r.slices.iter().all(|s| total(s.params.get(p.name))));
         if !anywhere {
             push(
-                &mut out,
+                out,
                 "parameters",
                 format!(
                     "{} needs `{}` under `parameters` ({})",
@@ -398,7 +450,7 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
                 if !total(m.params.get(p.name)) {
                     if m.params.contains_key(p.name) {
                         push(
-                            &mut out,
+                            out,
                             format!("models[{i}].parameters.{}", p.name),
                             format!(
                                 "`{}` has no catch-all entry (one without `filter`), so tensors no filter matches have no value",
@@ -407,7 +459,7 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
                         );
                     } else {
                         push(
-                            &mut out,
+                            out,
                             format!("models[{i}]"),
                             format!(
                                 "{} needs `{}` for every model ({})",
@@ -429,7 +481,7 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
                     }
                     if !total(src.params.get(p.name)) {
                         push(
-                            &mut out,
+                            out,
                             format!("slices[{i}].sources[{j}]"),
                             format!(
                                 "{} needs `{}` for every model ({})",
@@ -441,20 +493,22 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
             }
         }
     }
+}
 
-    // Values that pass one by one but not together.
-    if r.slices.is_empty() {
-        check_combinations(r, &mut out);
-    }
-
-    // Overrides.
-    let zips = matches!(r.method, Method::Zipit | Method::Permute);
+/// Each override: its layers, its tables, the models it names.
+fn check_overrides(
+    r: &Recipe,
+    spec: &MethodSpec,
+    gnames: &[&'static str],
+    mnames: &[&'static str],
+    out: &mut Vec<Problem>,
+) {
     for (i, o) in r.overrides.iter().enumerate() {
         let at = format!("overrides[{i}]");
         if let OverrideScope::Layers(a, b) = o.scope {
             if a > b {
                 push(
-                    &mut out,
+                    out,
                     format!("{at}.layers"),
                     format!("layers [{a}, {b}]: the first is after the last"),
                 );
@@ -462,7 +516,7 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
         }
         if !r.slices.is_empty() {
             push(
-                &mut out,
+                out,
                 &at,
                 "overrides are not supported together with slices; use gradients or filters in the slices' parameters".to_string(),
             );
@@ -471,15 +525,15 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
             spec,
             &o.params,
             &format!("{at}.parameters"),
-            &gnames,
+            gnames,
             false,
-            &mut out,
+            out,
         );
         for (m, p) in &o.models {
             let mat = format!("{at}.models.{m}");
             if *m >= r.models.len() {
                 push(
-                    &mut out,
+                    out,
                     &mat,
                     format!(
                         "model {m} does not exist: [[models]] has {} (indices start at 0)",
@@ -487,17 +541,19 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
                     ),
                 );
             }
-            check_table(spec, p, &mat, &mnames, true, &mut out);
+            check_table(spec, p, &mat, mnames, true, out);
         }
-        if zips {
-            check_zip_override(r, i, &mut out);
+        if zips(r) {
+            check_zip_override(r, i, out);
         }
     }
+}
 
-    // Seed: read only by the methods that draw random numbers.
+/// A seed is read only by the methods that draw random numbers.
+fn check_seed(r: &Recipe, spec: &MethodSpec, out: &mut Vec<Problem>) {
     if r.seed.is_some() && !r.method.draws_random() {
         push(
-            &mut out,
+            out,
             "seed",
             format!(
                 "{} draws no random numbers; remove `seed` (only dare_ties, dare_linear, della and della_linear use one)",
@@ -505,13 +561,14 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
             ),
         );
     }
+}
 
-    // Calibration data.
-    // zipit/permute without `calibration` match features on the bundled
-    // digits training split.
-    if r.calibration.is_some() && !zips {
+/// Calibration data is read only by zipit and permute (which, without
+/// it, match features on the bundled digits training split).
+fn check_calibration(r: &Recipe, spec: &MethodSpec, out: &mut Vec<Problem>) {
+    if r.calibration.is_some() && !zips(r) {
         push(
-            &mut out,
+            out,
             "calibration",
             format!(
                 "`calibration` is used only by zipit and permute, not {}",
@@ -519,13 +576,16 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
             ),
         );
     }
+}
 
-    // Slices: what the planner does not read.
+/// What the planner does not read of slices: a base the method refuses,
+/// parameters on a source that is the slice's base.
+fn check_slice_bases(r: &Recipe, spec: &MethodSpec, out: &mut Vec<Problem>) {
     for (i, s) in r.slices.iter().enumerate() {
         let at = format!("slices[{i}]");
         if spec.base == BaseRule::None && s.base.is_some() {
             push(
-                &mut out,
+                out,
                 format!("{at}.base"),
                 format!(
                     "{} takes no base model; remove this slice's `base`",
@@ -538,7 +598,7 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
                 for (j, src) in s.sources.iter().enumerate() {
                     if same(&src.model, b) && !src.params.is_empty() {
                         push(
-                            &mut out,
+                            out,
                             format!("{at}.sources[{j}].parameters"),
                             "this source is the slice's base, which takes no parameters; remove them".to_string(),
                         );
@@ -547,50 +607,49 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
             }
         }
     }
-    if zips {
-        if !r.slices.is_empty() {
+}
+
+/// zipit and permute: no slices, and one number for each parameter.
+fn check_zip_params(r: &Recipe, spec: &MethodSpec, out: &mut Vec<Problem>) {
+    if !r.slices.is_empty() {
+        push(
+            out,
+            "slices",
+            format!(
+                "{} merges whole models; slices are not supported",
+                spec.name
+            ),
+        );
+    }
+    // The engine reads one value of each for the whole merge.
+    for (name, v) in &r.params {
+        let here = format!("parameters.{name}");
+        let reported = out.iter().any(|p| p.at == here);
+        if !matches!(v, Value::Number(_)) && find(spec, name).is_some() && !reported {
             push(
-                &mut out,
-                "slices",
+                out,
+                here,
                 format!(
-                    "{} merges whole models; slices are not supported",
-                    spec.name
+                    "{} takes one number for `{name}`{}",
+                    spec.name,
+                    if name == "depth" {
+                        ""
+                    } else {
+                        "; per-layer values go in [[overrides]]"
+                    }
                 ),
             );
         }
-        // The engine reads one value of each for the whole merge.
-        for (name, v) in &r.params {
-            let here = format!("parameters.{name}");
-            let reported = out.iter().any(|p| p.at == here);
-            if !matches!(v, Value::Number(_)) && find(spec, name).is_some() && !reported {
-                push(
-                    &mut out,
-                    here,
-                    format!(
-                        "{} takes one number for `{name}`{}",
-                        spec.name,
-                        if name == "depth" {
-                            ""
-                        } else {
-                            "; per-layer values go in [[overrides]]"
-                        }
-                    ),
-                );
-            }
-        }
-        if let Some(Value::Number(d)) = r.params.get("depth") {
-            if *d < -1.0 {
-                push(
-                    &mut out,
-                    "parameters.depth",
-                    format!(
-                        "`depth` = {d}: give a number of layers ≥ 0, or -1 for every hidden layer"
-                    ),
-                );
-            }
+    }
+    if let Some(Value::Number(d)) = r.params.get("depth") {
+        if *d < -1.0 {
+            push(
+                out,
+                "parameters.depth",
+                format!("`depth` = {d}: give a number of layers ≥ 0, or -1 for every hidden layer"),
+            );
         }
     }
-    out
 }
 
 /// A plain number for model `i`'s `name` (its own, else the method-wide

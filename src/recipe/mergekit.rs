@@ -24,7 +24,7 @@ use super::util::{
 };
 use super::{check::same, ModelEntry, Recipe, RecipeError, Slice, Value};
 use crate::merge::{BaseRule, Method, ParamKind, ParamValue};
-use crate::model::Group;
+use crate::model::{Dtype, Group};
 use serde_yaml_ng::{Mapping, Value as Y};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -71,107 +71,25 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
             "parameters" => r.params = parse_params(v, "parameters", diag),
             "out_dtype" => {
                 diag.mark("out_dtype", *line);
-                if let Some(s) = v.as_str() {
-                    match parse_dtype(s) {
-                        Ok(d) => r.out_dtype = Some(d),
-                        Err(m) => diag.err(v.line, m),
-                    }
-                } else if !matches!(v.kind, Kind::Null) {
-                    diag.err(v.line, "`out_dtype` must be a string");
-                }
+                r.out_dtype = out_dtype(v, diag);
             }
             "dtype" | "tokenizer_source" | "tokenizer" | "chat_template" | "name" => {}
             "modules" => diag.err(
                 *line,
                 "`modules` (multi-module merges) is not supported by smelt",
             ),
-            "smelt" => {
-                for (k, l, x) in entries(v, "smelt", diag) {
-                    match k.as_str() {
-                        "seed" => {
-                            diag.mark("seed", *l);
-                            r.seed = uint(x, "seed", diag);
-                        }
-                        "calibration" => {
-                            diag.mark("calibration", *l);
-                            r.calibration =
-                                string(x, "calibration", diag).map(|s| resolve_path(dir, &s));
-                        }
-                        other => diag.err(*l, unknown_key_msg("key in `smelt`", other, SMELT_KEYS)),
-                    }
-                }
-            }
+            "smelt" => smelt_table(v, dir, &mut r, diag),
             "models" => {
                 diag.mark("models", *line);
                 for (j, m) in list(v, "models", diag).iter().enumerate() {
-                    let mut entry = ModelEntry {
-                        path: PathBuf::new(),
-                        params: BTreeMap::new(),
-                    };
-                    let mut found = false;
-                    // Parse into a scratch diag keyed by the YAML index; the
-                    // lines are re-keyed once the base is taken out.
-                    let at = format!("models#{j}");
-                    for (k, l, x) in entries(m, &format!("models[{j}]"), diag) {
-                        diag.mark(&format!("{at}.{k}"), *l);
-                        match k.as_str() {
-                            "model" => {
-                                if let Some(s) = string(x, "model", diag) {
-                                    entry.path = resolve_path(dir, &s);
-                                    found = true;
-                                }
-                            }
-                            "parameters" => {
-                                entry.params = parse_params(x, &format!("{at}.parameters"), diag)
-                            }
-                            other => diag.err(
-                                *l,
-                                unknown_key_msg("key in a `models` entry", other, MODEL_KEYS),
-                            ),
-                        }
-                    }
-                    if found {
-                        models.push((entry, m.line, at));
-                    } else {
-                        diag.err(m.line, format!("models[{j}]: needs `model`"));
+                    if let Some(entry) = model_entry(j, m, dir, diag) {
+                        models.push(entry);
                     }
                 }
             }
             "slices" => {
-                for (i, s) in list(v, "slices", diag).iter().enumerate() {
-                    let at = format!("slices[{i}]");
-                    diag.mark(&at, s.line);
-                    let mut slice = Slice {
-                        sources: Vec::new(),
-                        base: None,
-                        params: BTreeMap::new(),
-                    };
-                    for (k, l, x) in entries(s, &at, diag) {
-                        match k.as_str() {
-                            "base_model" => {
-                                diag.mark(&format!("{at}.base"), *l);
-                                slice.base =
-                                    string(x, "base_model", diag).map(|p| resolve_path(dir, &p));
-                            }
-                            "parameters" => {
-                                slice.params = parse_params(x, &format!("{at}.parameters"), diag)
-                            }
-                            "residual_weight" => {}
-                            "sources" => {
-                                diag.mark(&format!("{at}.sources"), *l);
-                                for (j, src) in list(x, "sources", diag).iter().enumerate() {
-                                    let sat = format!("{at}.sources[{j}]");
-                                    if let Some(ss) = source(src, &sat, dir, "model", diag) {
-                                        slice.sources.push(ss);
-                                    }
-                                }
-                            }
-                            other => {
-                                diag.err(*l, unknown_key_msg("key in a slice", other, SLICE_KEYS))
-                            }
-                        }
-                    }
-                    r.slices.push(slice);
+                for (i, sl) in list(v, "slices", diag).iter().enumerate() {
+                    r.slices.push(slice(i, sl, dir, diag));
                 }
             }
             other => diag.err(*line, unknown_key_msg("mergekit key", other, TOP_KEYS)),
@@ -183,10 +101,126 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
     let m = method_v?;
     r.method = m;
 
+    place_models(&mut r, models, base_line, diag);
+    Some(r)
+}
+
+/// `out_dtype`: a dtype name, or null for none.
+fn out_dtype(v: &Node, diag: &mut Diag) -> Option<Dtype> {
+    if let Some(s) = v.as_str() {
+        match parse_dtype(s) {
+            Ok(d) => return Some(d),
+            Err(m) => diag.err(v.line, m),
+        }
+    } else if !matches!(v.kind, Kind::Null) {
+        diag.err(v.line, "`out_dtype` must be a string");
+    }
+    None
+}
+
+/// smelt's own table (`smelt: {seed, calibration}`), which mergekit
+/// ignores.
+fn smelt_table(v: &Node, dir: &Path, r: &mut Recipe, diag: &mut Diag) {
+    for (k, l, x) in entries(v, "smelt", diag) {
+        match k.as_str() {
+            "seed" => {
+                diag.mark("seed", *l);
+                r.seed = uint(x, "seed", diag);
+            }
+            "calibration" => {
+                diag.mark("calibration", *l);
+                r.calibration = string(x, "calibration", diag).map(|s| resolve_path(dir, &s));
+            }
+            other => diag.err(*l, unknown_key_msg("key in `smelt`", other, SMELT_KEYS)),
+        }
+    }
+}
+
+/// Entry `j` of `models`, with its line and its scratch location key
+/// (`models#j`), or `None` (reported) when it names no model.
+fn model_entry(
+    j: usize,
+    m: &Node,
+    dir: &Path,
+    diag: &mut Diag,
+) -> Option<(ModelEntry, usize, String)> {
+    let mut entry = ModelEntry {
+        path: PathBuf::new(),
+        params: BTreeMap::new(),
+    };
+    let mut found = false;
+    // Parse into a scratch diag keyed by the YAML index; the
+    // lines are re-keyed once the base is taken out.
+    let at = format!("models#{j}");
+    for (k, l, x) in entries(m, &format!("models[{j}]"), diag) {
+        diag.mark(&format!("{at}.{k}"), *l);
+        match k.as_str() {
+            "model" => {
+                if let Some(s) = string(x, "model", diag) {
+                    entry.path = resolve_path(dir, &s);
+                    found = true;
+                }
+            }
+            "parameters" => entry.params = parse_params(x, &format!("{at}.parameters"), diag),
+            other => diag.err(
+                *l,
+                unknown_key_msg("key in a `models` entry", other, MODEL_KEYS),
+            ),
+        }
+    }
+    if found {
+        Some((entry, m.line, at))
+    } else {
+        diag.err(m.line, format!("models[{j}]: needs `model`"));
+        None
+    }
+}
+
+/// Slice `i` of `slices`.
+fn slice(i: usize, node: &Node, dir: &Path, diag: &mut Diag) -> Slice {
+    let at = format!("slices[{i}]");
+    diag.mark(&at, node.line);
+    let mut slice = Slice {
+        sources: Vec::new(),
+        base: None,
+        params: BTreeMap::new(),
+    };
+    for (k, l, x) in entries(node, &at, diag) {
+        match k.as_str() {
+            "base_model" => {
+                diag.mark(&format!("{at}.base"), *l);
+                slice.base = string(x, "base_model", diag).map(|p| resolve_path(dir, &p));
+            }
+            "parameters" => slice.params = parse_params(x, &format!("{at}.parameters"), diag),
+            "residual_weight" => {}
+            "sources" => {
+                diag.mark(&format!("{at}.sources"), *l);
+                for (j, src) in list(x, "sources", diag).iter().enumerate() {
+                    let sat = format!("{at}.sources[{j}]");
+                    if let Some(ss) = source(src, &sat, dir, "model", diag) {
+                        slice.sources.push(ss);
+                    }
+                }
+            }
+            other => diag.err(*l, unknown_key_msg("key in a slice", other, SLICE_KEYS)),
+        }
+    }
+    slice
+}
+
+/// Put the parsed model entries into `r`: the base taken out of them
+/// (or, for a method without a base, added to them), each location
+/// re-keyed from its YAML index to its index in the recipe.
+fn place_models(
+    r: &mut Recipe,
+    mut models: Vec<(ModelEntry, usize, String)>,
+    base_line: usize,
+    diag: &mut Diag,
+) {
     // mergekit lists the base among `models` or not, as the author likes;
     // smelt keeps it only as `base`. Methods without a base treat
     // `base_model` as one more input, as mergekit does.
-    let base_rule = m.spec().base;
+    let base_rule = r.method.spec().base;
     if let Some(b) = r.base.clone() {
         if base_rule == BaseRule::None {
             if !models.iter().any(|(e, _, _)| same(&e.path, &b)) {
@@ -221,7 +255,6 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
         }
         r.models.push(entry);
     }
-    Some(r)
 }
 
 // ---------------------------------------------------------------- writing
@@ -598,13 +631,11 @@ fn filters_of(r: &Recipe, name: &str, slot: Slot) -> Vec<String> {
     fs
 }
 
-/// Fold overrides into values mergekit can read: every parameter an
-/// override touches becomes, in its table, a value that gives every tensor
-/// of `layout` what the recipe resolves for it (see [`encode`]).
-fn fold_overrides(r: &Recipe, layout: &Layout) -> Recipe {
+/// Every (table, parameter) some override sets: a method-wide name set
+/// by an override touches every model's value of it when the method
+/// takes it per model. Sorted, each once.
+fn touched_by_overrides(r: &Recipe) -> Vec<(Slot, &str)> {
     let spec = r.method.spec();
-    let mut out = r.clone();
-    out.overrides.clear();
     let mut touched: Vec<(Slot, &str)> = Vec::new();
     for o in &r.overrides {
         for name in o.params.keys() {
@@ -621,6 +652,17 @@ fn fold_overrides(r: &Recipe, layout: &Layout) -> Recipe {
     }
     touched.sort_unstable();
     touched.dedup();
+    touched
+}
+
+/// Fold overrides into values mergekit can read: every parameter an
+/// override touches becomes, in its table, a value that gives every tensor
+/// of `layout` what the recipe resolves for it (see [`encode`]).
+fn fold_overrides(r: &Recipe, layout: &Layout) -> Recipe {
+    let spec = r.method.spec();
+    let mut out = r.clone();
+    out.overrides.clear();
+    let touched = touched_by_overrides(r);
     let ts = tensors(layout);
     let resolved: Vec<crate::merge::TensorParams> = ts
         .iter()
