@@ -13,13 +13,21 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// `smelt --help`'s description: what `smelt` alone does in this build.
+#[cfg(feature = "tui")]
+const LONG_ABOUT: &str = "A terminal workbench for merging neural-network checkpoints.\n\n\
+                          With no command, opens the workbench on the bundled sample models.";
+#[cfg(not(feature = "tui"))]
+const LONG_ABOUT: &str = "A terminal workbench for merging neural-network checkpoints.\n\n\
+                          This build is without the workbench (cargo feature `tui`): \
+                          `smelt` alone and `smelt tui` only say so.";
+
 #[derive(Parser)]
 #[command(
     name = "smelt",
     version,
     about = "A terminal workbench for merging neural-network checkpoints",
-    long_about = "A terminal workbench for merging neural-network checkpoints.\n\n\
-                  With no command, opens the workbench on the bundled sample models.",
+    long_about = LONG_ABOUT,
     // `smelt --theme light [tui ...]` opens the workbench; before another
     // command the workbench flags would be ignored, so they are refused
     // there (see `main`).

@@ -83,7 +83,8 @@ fn a_build_without_the_workbench_says_so() {
         );
         assert!(o.stdout.is_empty(), "{args:?}: the message goes to stderr");
     }
-    // Everything else still works.
+    // Everything else still works, and the help says what this build is.
     let o = smelt(&["--help"], &[]);
     assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains("without the workbench"), "{}", out(&o));
 }
