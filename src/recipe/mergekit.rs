@@ -463,18 +463,14 @@ fn module_of(name: &str) -> &str {
         .unwrap_or(name)
 }
 
-/// A value giving `want[k]` for tensor `ts[k]` under mergekit's rules
-/// (filters by substring, first match; lists across the layers; pre/post
-/// tensors at the list's first value). `known` are filters the recipe
-/// already uses, tried first as names for groups of tensors.
-fn encode(
+/// The layer tensors' wanted values as columns over the layers (at
+/// least `n` rows), one per block, blocks with equal columns grouped: the
+/// block names of each group and their shared column.
+fn layer_columns(
     ts: &[Tensor],
     want: &[Option<ParamValue>],
     n: usize,
-    known: &[String],
-    discrete: bool,
-) -> Value {
-    // Layer tensors: one column per block, blocks with equal columns grouped.
+) -> Vec<(Vec<String>, Vec<Option<ParamValue>>)> {
     let rows = n.max(
         ts.iter()
             .filter_map(|t| match t.group {
@@ -503,6 +499,61 @@ fn encode(
             None => groups.push((vec![b], col)),
         }
     }
+    groups
+}
+
+/// Entries of their own for the pre/post tensors that `so_far` (read, as
+/// mergekit reads a list for them, at its first value) would give another
+/// value than they want: by module name when the module holds only
+/// tensors wanting the same value, else by the tensor's name.
+fn pre_post_entries(
+    ts: &[Tensor],
+    want: &[Option<ParamValue>],
+    so_far: &Value,
+) -> Vec<(Option<String>, Value)> {
+    let mut front: Vec<(Option<String>, Value)> = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for (t, w) in ts.iter().zip(want) {
+        if matches!(t.group, Group::Layer(_)) || done.contains(&t.name) {
+            continue;
+        }
+        let Some(w) = *w else { continue };
+        if super::resolve::evaluate(so_far, t.name, 0.0) == Some(w) {
+            continue;
+        }
+        // The module's name when it names only tensors that want the
+        // same value; else the tensor's own.
+        let module = module_of(t.name);
+        let shared: Vec<usize> = (0..ts.len())
+            .filter(|&k| ts[k].name.contains(module))
+            .collect();
+        let filter = if shared
+            .iter()
+            .all(|&k| !matches!(ts[k].group, Group::Layer(_)) && want[k] == Some(w))
+        {
+            done.extend(shared.iter().map(|&k| ts[k].name));
+            module
+        } else {
+            done.push(t.name);
+            t.name
+        };
+        front.push((Some(filter.to_string()), scalar_value(w)));
+    }
+    front
+}
+
+/// A value giving `want[k]` for tensor `ts[k]` under mergekit's rules
+/// (filters by substring, first match; lists across the layers; pre/post
+/// tensors at the list's first value). `known` are filters the recipe
+/// already uses, tried first as names for groups of tensors.
+fn encode(
+    ts: &[Tensor],
+    want: &[Option<ParamValue>],
+    n: usize,
+    known: &[String],
+    discrete: bool,
+) -> Value {
+    let groups = layer_columns(ts, want, n);
     // The most common column is the catch-all.
     let catch = (0..groups.len()).max_by_key(|&g| (groups[g].0.len(), std::cmp::Reverse(g)));
     let prefix_of = |l: usize| {
@@ -568,34 +619,7 @@ fn encode(
         e.push((None, catch_all.clone()));
         Value::Filtered(e)
     };
-    let mut front: Vec<(Option<String>, Value)> = Vec::new();
-    let mut done: Vec<&str> = Vec::new();
-    for (t, w) in ts.iter().zip(want) {
-        if matches!(t.group, Group::Layer(_)) || done.contains(&t.name) {
-            continue;
-        }
-        let Some(w) = *w else { continue };
-        if super::resolve::evaluate(&so_far, t.name, 0.0) == Some(w) {
-            continue;
-        }
-        // The module's name when it names only tensors that want the
-        // same value; else the tensor's own.
-        let module = module_of(t.name);
-        let shared: Vec<usize> = (0..ts.len())
-            .filter(|&k| ts[k].name.contains(module))
-            .collect();
-        let filter = if shared
-            .iter()
-            .all(|&k| !matches!(ts[k].group, Group::Layer(_)) && want[k] == Some(w))
-        {
-            done.extend(shared.iter().map(|&k| ts[k].name));
-            module
-        } else {
-            done.push(t.name);
-            t.name
-        };
-        front.push((Some(filter.to_string()), scalar_value(w)));
-    }
+    let mut front = pre_post_entries(ts, want, &so_far);
     front.extend(entries);
     if front.is_empty() {
         catch_all
