@@ -346,6 +346,18 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
             let mut kernel = new_kernel()?;
             let mut held = Buffers::take(job.inputs.len() + 1, job.step);
             if kernel.wants_sample() {
+                // The sample reads small pieces from all over the tensor,
+                // and the passes read all of it: on a cold page cache,
+                // have the kernel read the tensor in large requests now,
+                // rather than wait on each piece. (Not for huge tensors:
+                // there the pieces cost little beside the tensor, and
+                // asking for gigabytes at once made the first pass wait
+                // for the inputs one after another.)
+                if job.inputs.iter().all(|(_, t)| t.nbytes() <= WILL_NEED_MAX) {
+                    for (m, t) in &job.inputs {
+                        m.will_need(t, 0, t.nbytes());
+                    }
+                }
                 job.sample(kernel.as_mut(), &mut held)?;
             }
             // A big tensor's passes and merge shared by the idle workers,
@@ -408,6 +420,10 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
 /// Elements per part when a tensor is split across workers (see
 /// [`MergeJob::parts`]).
 const SPLIT_PART: usize = 1 << 22;
+
+/// Largest input tensor (bytes) read ahead before its sample (see
+/// [`Model::will_need`]).
+const WILL_NEED_MAX: usize = 128 << 20;
 
 /// Fewest elements per range when a kernel's passes are shared (see
 /// [`MergeJob::ranges`]).
