@@ -115,6 +115,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if flag("--huge") {
         let family = root.join("llama1b");
         if !family.join("ft2").exists() {
+            // 8.8 GB of inputs and 2.2 GB of output: refuse rather than
+            // fill a shared disk.
+            let free = free_gb(&root);
+            if free < 14.0 {
+                return Err(format!(
+                    "--huge needs about 14 GB free in {} ({free:.1} GB free)",
+                    root.display()
+                )
+                .into());
+            }
             eprintln!(
                 "writing the 1.1B-parameter family to {} ...",
                 family.display()
@@ -125,6 +135,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         bench_family(&family, &root, cold, runs)?;
     }
     Ok(())
+}
+
+/// Free space (GB) of the file system holding `dir`, from `df` (0 when
+/// it cannot tell).
+fn free_gb(dir: &Path) -> f64 {
+    std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(dir)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            let kb: f64 = text
+                .lines()
+                .nth(1)?
+                .split_whitespace()
+                .nth(3)?
+                .parse()
+                .ok()?;
+            Some(kb * 1024.0 / 1e9)
+        })
+        .unwrap_or(0.0)
 }
 
 /// Whether this process may drop the page cache (root, and the file is
