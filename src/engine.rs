@@ -379,17 +379,58 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
             let mut kernel = new_kernel()?;
             let mut held = Buffers::take(job.inputs.len() + 1, job.step);
             if kernel.wants_sample() {
+                // The sample reads small pieces from all over the tensor,
+                // and the passes read all of it: on a cold page cache,
+                // have the kernel read the tensor in large requests now,
+                // rather than wait on each piece. (Not for huge tensors:
+                // there the pieces cost little beside the tensor, and
+                // asking for gigabytes at once made the first pass wait
+                // for the inputs one after another.)
+                if job.inputs.iter().all(|(_, t)| t.nbytes() <= WILL_NEED_MAX) {
+                    for (m, t) in &job.inputs {
+                        m.will_need(t, 0, t.nbytes());
+                    }
+                }
                 job.sample(kernel.as_mut(), &mut held)?;
             }
+            // A big tensor's passes and merge shared by the idle workers,
+            // one range each, when the kernel can (TIES's selection).
+            let ranges = job.ranges();
             while kernel.wants_pass() {
                 state
                     .bytes_total
                     .fetch_add((numel * job.in_bytes_per_elem) as u64, Ordering::Relaxed);
                 kernel.begin_pass();
+                if let Some(copies) = kernel.split_pass(ranges.len()) {
+                    use rayon::prelude::*;
+                    let copies = copies
+                        .into_par_iter()
+                        .zip(ranges.clone())
+                        .map(|(mut k, r)| {
+                            let mut held = Buffers::take(job.inputs.len() + 1, job.step);
+                            job.stream(k.as_mut(), r, false, &mut held)?;
+                            Ok(k)
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    kernel.end_split_pass(copies);
+                    state.check()?;
+                    continue;
+                }
                 job.stream(kernel.as_mut(), 0..numel, false, &mut held)?;
                 if !kernel.end_pass_or_cancel(state.cancel) {
                     return Err(EngineError::Cancelled);
                 }
+            }
+            if let Some(copies) = kernel.split_apply(ranges.len()) {
+                drop(held);
+                use rayon::prelude::*;
+                return copies
+                    .into_par_iter()
+                    .zip(ranges)
+                    .try_for_each(|(mut k, r)| {
+                        let mut held = Buffers::take(job.inputs.len() + 1, job.step);
+                        job.stream(k.as_mut(), r, true, &mut held)
+                    });
             }
             let parts = job.parts();
             if parts.len() > 1 && kernel.splittable() {
@@ -412,6 +453,14 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
 /// Elements per part when a tensor is split across workers (see
 /// [`MergeJob::parts`]).
 const SPLIT_PART: usize = 1 << 22;
+
+/// Largest input tensor (bytes) read ahead before its sample (see
+/// [`Model::will_need`]).
+const WILL_NEED_MAX: usize = 128 << 20;
+
+/// Fewest elements per range when a kernel's passes are shared (see
+/// [`MergeJob::ranges`]).
+const RANGE_MIN: usize = 1 << 20;
 
 /// One merged tensor being streamed: its inputs (base first, when there is
 /// one) and where its output goes.
@@ -436,6 +485,21 @@ impl MergeJob<'_> {
     /// at least [`SPLIT_PART`] elements each; one range for small tensors.
     fn parts(&self) -> Vec<std::ops::Range<usize>> {
         let per = SPLIT_PART.div_ceil(self.step).max(1) * self.step;
+        (0..self.numel.div_ceil(per))
+            .map(|p| p * per..((p + 1) * per).min(self.numel))
+            .collect()
+    }
+
+    /// Ranges for sharing a kernel's passes and merge across workers (see
+    /// [`merge::Kernel::split_pass`]): one per worker thread, whole chunks,
+    /// at least [`RANGE_MIN`] elements each; one range for small tensors
+    /// or a single thread. Each range holds count tables until the pass
+    /// ends, so there are no more of them than workers.
+    fn ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let workers = rayon::current_num_threads()
+            .min(self.numel / RANGE_MIN)
+            .max(1);
+        let per = self.numel.div_ceil(workers).div_ceil(self.step).max(1) * self.step;
         (0..self.numel.div_ceil(per))
             .map(|p| p * per..((p + 1) * per).min(self.numel))
             .collect()

@@ -148,3 +148,36 @@ fn a_tensor_split_across_workers_merges_to_the_same_bytes() {
         assert_merged(&got, method, &merge_params(&plan), &data, has_base);
     }
 }
+
+/// 4.4M tied elements: TIES's and breadcrumbs' selection passes and
+/// merge are shared by ranges across workers (each range masked from the
+/// ties before it); at every worker count the bytes are those of one
+/// sweep in order.
+#[test]
+fn a_selection_split_across_workers_merges_to_the_same_bytes() {
+    const BIG_ROWS: usize = 4400;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (paths, data) = family_of(dir.path(), BIG_ROWS, 4);
+    for method in [Method::Ties, Method::Breadcrumbs] {
+        let mut recipe = Recipe::new(method, Some(paths[0].clone()), paths[1..].to_vec());
+        for (i, m) in recipe.models.iter_mut().enumerate() {
+            m.params
+                .insert("weight".into(), Value::Number(0.4 + 0.1 * i as f64));
+            m.params
+                .insert("density".into(), Value::Number(0.2 + 0.15 * i as f64));
+            if method == Method::Breadcrumbs {
+                m.params.insert("gamma".into(), Value::Number(0.01));
+            }
+        }
+        let plan = Plan::build(&recipe).expect("plan");
+        for threads in [1, 2, 3, 4] {
+            let out = dir.path().join(format!("out-{}-{threads}", method.name()));
+            let mut opts = Options::new(&out);
+            opts.threads = Some(threads);
+            let (tx, _rx) = crossbeam_channel::unbounded();
+            engine::run(&plan, &opts, &tx, &AtomicBool::new(false)).expect("merge");
+            let got = Model::open(&out).expect("open output");
+            assert_merged(&got, method, &merge_params(&plan), &data, true);
+        }
+    }
+}

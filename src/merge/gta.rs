@@ -88,13 +88,19 @@ struct ModelState {
 impl Sparse {
     /// See [`Kernel::back`].
     fn back(&mut self) -> Sparse {
+        self.copy(&mut |t| t.back())
+    }
+
+    /// A copy whose selectors are `f` of these (in [`Sparse::selectors`]
+    /// order).
+    fn copy(&mut self, f: &mut impl FnMut(&mut TopK) -> TopK) -> Sparse {
         match self {
             Sparse::Keep => Sparse::Keep,
             Sparse::Zero => Sparse::Zero,
-            Sparse::Magnitude(t) => Sparse::Magnitude(t.back()),
+            Sparse::Magnitude(t) => Sparse::Magnitude(f(t)),
             Sparse::Outliers { upper, outliers } => Sparse::Outliers {
-                upper: upper.back(),
-                outliers: outliers.back(),
+                upper: f(upper),
+                outliers: f(outliers),
             },
             Sparse::Random { p, stream } => Sparse::Random {
                 p: *p,
@@ -105,6 +111,15 @@ impl Sparse {
                 eps: *eps,
                 stream: *stream,
             },
+        }
+    }
+
+    /// The selectors, by value (in [`Sparse::selectors`] order).
+    fn into_selectors(self) -> Vec<TopK> {
+        match self {
+            Sparse::Magnitude(t) => vec![t],
+            Sparse::Outliers { upper, outliers } => vec![upper, outliers],
+            _ => Vec::new(),
         }
     }
 
@@ -197,6 +212,10 @@ pub struct Gta {
     /// A copy for the other end ([`Kernel::back`]): the blocks of a chunk
     /// go from the last back too, as its selectors expect.
     backwards: bool,
+    /// Per selector (models in order, [`Sparse::selectors`] order inside),
+    /// the entries tied at its cut-off in each range of the split pass
+    /// that settled it ([`Kernel::split_pass`]).
+    range_ties: Vec<Option<Vec<u64>>>,
 }
 
 impl Gta {
@@ -299,6 +318,7 @@ impl Gta {
             scratch: Scratch::default(),
             fused: true,
             backwards: false,
+            range_ties: Vec::new(),
         })
     }
 
@@ -543,7 +563,98 @@ impl Kernel for Gta {
             scratch: Scratch::default(),
             fused: self.fused,
             backwards: true,
+            range_ties: Vec::new(),
         }))
+    }
+    fn split_pass(&mut self, n: usize) -> Option<Vec<Box<dyn Kernel>>> {
+        // The L1 pass sums in index order and masks as it goes: it stays
+        // one sweep.
+        if n < 2 || self.need_l1 || self.pass != Pass::Select || !self.selecting() {
+            return None;
+        }
+        Some(
+            (0..n)
+                .map(|_| Box::new(self.copy_with(&mut TopK::fork)) as Box<dyn Kernel>)
+                .collect(),
+        )
+    }
+    fn end_split_pass(&mut self, ranges: Vec<Box<dyn Kernel>>) {
+        let n = ranges.len();
+        // Each range's selectors, regrouped per selector.
+        let mut per: Vec<Vec<TopK>> = Vec::new();
+        for r in ranges {
+            let r: Box<dyn std::any::Any> = r;
+            let Ok(r) = r.downcast::<Gta>() else {
+                continue;
+            };
+            let all = r.models.into_iter().flat_map(|m| m.sparse.into_selectors());
+            for (s, t) in all.enumerate() {
+                if per.len() <= s {
+                    per.push(Vec::with_capacity(n));
+                }
+                per[s].push(t);
+            }
+        }
+        let mut s = 0;
+        for st in &mut self.models {
+            for t in st.sparse.selectors() {
+                if self.range_ties.len() <= s {
+                    self.range_ties.push(None);
+                }
+                let mut none = Vec::new();
+                let forks = per.get_mut(s).unwrap_or(&mut none);
+                if forks.len() == n {
+                    if let Some(ties) = t.end_pass_ranges(forks) {
+                        self.range_ties[s] = Some(ties);
+                    }
+                } else {
+                    t.end_pass();
+                }
+                s += 1;
+            }
+        }
+    }
+    fn split_apply(&mut self, n: usize) -> Option<Vec<Box<dyn Kernel>>> {
+        // (Without selectors, `splittable` covers it.)
+        if n < 2 || self.need_l1 || self.wants_pass() || self.range_ties.is_empty() {
+            return None;
+        }
+        // Where each range's masking starts: the ties of the ranges before
+        // it, per selector. A selector whose ties were not counted by
+        // range has none (it keeps nothing or everything) or stays whole.
+        let mut starts: Vec<Vec<u64>> = Vec::new();
+        let mut s = 0;
+        for st in &mut self.models {
+            for t in st.sparse.selectors() {
+                let before = match self.range_ties.get(s).and_then(Option::as_ref) {
+                    Some(ties) if ties.len() == n => ties
+                        .iter()
+                        .scan(0u64, |acc, &c| {
+                            let at = *acc;
+                            *acc += c;
+                            Some(at)
+                        })
+                        .collect(),
+                    _ if t.tied_at_cutoff() == 0 => vec![0; n],
+                    _ => return None,
+                };
+                starts.push(before);
+                s += 1;
+            }
+        }
+        Some(
+            (0..n)
+                .map(|r| {
+                    let mut s = 0;
+                    let k = self.copy_with(&mut |t: &mut TopK| {
+                        let c = t.starting_at(starts[s][r]);
+                        s += 1;
+                        c
+                    });
+                    Box::new(k) as Box<dyn Kernel>
+                })
+                .collect(),
+        )
     }
     fn join_back(&mut self, back: Box<dyn Kernel>) {
         let back: Box<dyn std::any::Any> = back;
@@ -612,6 +723,40 @@ impl Kernel for Gta {
 }
 
 impl Gta {
+    /// A forward copy (same parameters, scale and pass) whose selectors
+    /// are `f` of these, in selector order.
+    fn copy_with(&mut self, f: &mut impl FnMut(&mut TopK) -> TopK) -> Gta {
+        let models = self
+            .models
+            .iter_mut()
+            .map(|m| ModelState {
+                weight: m.weight,
+                sparse: m.sparse.copy(f),
+                scale: m.scale,
+                l1_before: 0.0,
+                l1_after: 0.0,
+                l1_blocks: None,
+            })
+            .collect();
+        Gta {
+            models,
+            consensus: self.consensus,
+            normalize: self.normalize,
+            lambda: self.lambda,
+            need_l1: self.need_l1,
+            l1_done: self.l1_done,
+            pass: self.pass,
+            tmp: Vec::new(),
+            kept: Vec::new(),
+            div: Vec::new(),
+            sum: Vec::new(),
+            scratch: Scratch::default(),
+            fused: self.fused,
+            backwards: false,
+            range_ties: Vec::new(),
+        }
+    }
+
     /// Elements per block: the chunk is processed in blocks small enough
     /// for the cache, so the several sweeps over each block's task vectors
     /// hit L2 instead of memory. DELLA ranks whole rows, so it takes the

@@ -205,6 +205,27 @@ pub trait Kernel: Send + std::any::Any {
     /// `end_pass`: the statistics then are what one sweep in order gives,
     /// bit for bit.
     fn join_back(&mut self, _back: Box<dyn Kernel>) {}
+    /// Copies of this kernel for a statistics pass shared by `n` workers,
+    /// one per range of consecutive whole chunks (in index order); each
+    /// starts with empty statistics and sees its range's chunks in order.
+    /// Call after `begin_pass`, and [`Kernel::end_split_pass`] instead of
+    /// `end_pass`. `None` (the default) when the kernel cannot share the
+    /// pass.
+    fn split_pass(&mut self, _n: usize) -> Option<Vec<Box<dyn Kernel>>> {
+        None
+    }
+    /// End a pass the copies from [`Kernel::split_pass`] made (in range
+    /// order): the statistics are what one sweep in order gives, bit for
+    /// bit.
+    fn end_split_pass(&mut self, _ranges: Vec<Box<dyn Kernel>>) {}
+    /// After the passes, kernels that merge the same `n` ranges as the
+    /// last [`Kernel::split_pass`], each its range's chunks in order, with
+    /// the outputs one kernel gives over the whole tensor. `None` when the
+    /// kernel cannot (the passes did not run split, or it has no such
+    /// copies).
+    fn split_apply(&mut self, _n: usize) -> Option<Vec<Box<dyn Kernel>>> {
+        None
+    }
 }
 
 /// How a kernel decides one model's part of every entry of a chunk (see

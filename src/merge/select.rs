@@ -686,6 +686,12 @@ impl TopK {
     /// (call before [`TopK::end_pass`]). Nothing to add once the cut-off
     /// is known.
     pub fn join(&mut self, mut back: TopK) {
+        self.join_counts(&mut back);
+    }
+
+    /// [`TopK::join`] without taking the copy (which keeps its counts, for
+    /// [`TopK::ties_in`]).
+    fn join_counts(&mut self, back: &mut TopK) {
         match self.stage {
             Stage::Done => {}
             Stage::Bracket => {
@@ -712,6 +718,86 @@ impl TopK {
                     }
                 }
             }
+        }
+    }
+
+    /// A copy of this selector for one of several consecutive ranges of
+    /// the tensor, so that workers can share a pass: each copy sees the
+    /// chunks of its range in order, starting with empty counts, and
+    /// [`TopK::end_pass_ranges`] adds them up (counts add up, so the
+    /// cut-off is the one a single sweep finds). Predicting the window from
+    /// the first chunk is turned off, as for [`TopK::back`].
+    pub fn fork(&mut self) -> TopK {
+        let mut t = self.back();
+        t.backwards = false;
+        t
+    }
+
+    /// End a pass whose chunks the copies `ranges` (from [`TopK::fork`],
+    /// one per range, in index order) saw instead of this selector. When
+    /// the pass settles the cut-off, returns each range's entries tied at
+    /// it (read from the range's own count tables): the tie rule keeps the
+    /// lowest indices, so a range's masking starts from the ties of the
+    /// ranges before it (see [`TopK::starting_at`]). `None` when the
+    /// cut-off was already known or another pass is needed.
+    pub fn end_pass_ranges(&mut self, ranges: &mut [TopK]) -> Option<Vec<u64>> {
+        if self.stage == Stage::Done {
+            return None;
+        }
+        for r in ranges.iter_mut() {
+            self.join_counts(r);
+        }
+        self.end_pass();
+        if self.stage != Stage::Done {
+            return None;
+        }
+        Some(ranges.iter().map(|r| r.ties_in(self.thr)).collect())
+    }
+
+    /// Entries of this copy's range whose magnitude bits are `thr`, from
+    /// the counts of the pass it took part in (the pass that settled
+    /// `thr`, so its tables hold `thr`'s bucket).
+    fn ties_in(&self, thr: u32) -> u64 {
+        let (hi, lo) = (thr >> 16, (thr & 0xffff) as usize);
+        match self.stage {
+            Stage::Done => 0,
+            Stage::Bracket => self.bracket.as_ref().map_or(0, |b| b.count_at(hi, lo)),
+            Stage::High => match &self.window {
+                Some((w_lo, tables)) => {
+                    let w = hi.wrapping_sub(*w_lo);
+                    if w < WINDOW {
+                        tables
+                            .get(w as usize * BUCKETS + lo)
+                            .map_or(0, |&c| u64::from(c))
+                    } else {
+                        0
+                    }
+                }
+                None => 0,
+            },
+            Stage::Low => {
+                self.hist.get(lo).copied().unwrap_or(0)
+                    + self.count.get(lo).map_or(0, |&c| u64::from(c))
+            }
+        }
+    }
+
+    /// A copy of this selector (the cut-off known) that masks one range of
+    /// the tensor, its chunks in order, given the entries tied at the
+    /// cut-off in the ranges before it: every chunk gets the mask a sweep
+    /// of the whole tensor in order gives it.
+    pub fn starting_at(&self, ties_before: u64) -> TopK {
+        TopK {
+            hist: Vec::new(),
+            count: Zeroed::default(),
+            since_flush: 0,
+            ties_seen: ties_before,
+            backwards: false,
+            ties_after: 0,
+            predict: false,
+            window: None,
+            bracket: None,
+            ..*self
         }
     }
 
@@ -959,6 +1045,25 @@ impl Bracket {
         for (a, b) in self.inside.iter_mut().zip(&o.inside) {
             *a += b;
         }
+    }
+
+    /// Entries of high bucket `hi` whose low 16 bits are `lo`, listed or
+    /// counted (0 outside the bracket).
+    fn count_at(&self, hi: u32, lo: usize) -> u64 {
+        let w = hi.wrapping_sub(self.lo);
+        if w >= self.width {
+            return 0;
+        }
+        let w = w as usize;
+        let listed = self
+            .lows
+            .get(w)
+            .map_or(0, |l| l.iter().filter(|&&x| usize::from(x) == lo).count());
+        let counted = self
+            .tables
+            .get(w * BUCKETS + lo)
+            .map_or(0, |&c| u64::from(c));
+        listed as u64 + counted
     }
 
     fn allocate(&mut self) {
@@ -1442,6 +1547,76 @@ mod tests {
                     assert_eq!(t.threshold(), one.threshold(), "k={k} {label} {meet}");
                     assert_eq!(t.tied_at_cutoff(), one.tied_at_cutoff());
                     assert_eq!(t.tied_kept(), one.tied_kept());
+                }
+            }
+        }
+    }
+
+    /// Workers sharing the passes by ranges ([`TopK::fork`]) and masking
+    /// each range from the ties before it ([`TopK::starting_at`]) keep
+    /// exactly what one sweep keeps: heavy ties (few distinct magnitudes),
+    /// every stage (a sample's bracket, listed or spilled, a bracket that
+    /// misses, the plain two passes), nothing or everything kept, ranges
+    /// of uneven length and empty ones, at several worker counts.
+    #[test]
+    fn ranges_select_and_mask_as_one_sweep() {
+        let mut s = 33u64;
+        let n = (1 << 20) + 4321;
+        let values: Vec<f32> = (0..n)
+            .map(|_| ((lcg(&mut s) % 61) as f32 - 30.0) * 0.125)
+            .collect();
+        let good: Vec<f32> = values.iter().step_by(n / SAMPLE_LEN).copied().collect();
+        let bad: Vec<f32> = good.iter().map(|v| v * 1e-3).collect();
+        let chunk = 50_000;
+        let chunks: Vec<&[f32]> = values.chunks(chunk).collect();
+        for k in [0, 1, n / 20, n / 3, n / 2, n - 3, n] {
+            let want = reference(&values, k);
+            for (label, sample) in [("none", None), ("good", Some(&good)), ("bad", Some(&bad))] {
+                let mut one = TopK::new(n, k);
+                if let Some(sm) = sample {
+                    one.predict(sm);
+                }
+                select(&mut one, &values, chunk);
+                for workers in [1usize, 2, 3, 5, 8, 40] {
+                    // Uneven ranges of whole chunks (the last ones may be
+                    // empty).
+                    let per = chunks.len().div_ceil(workers).max(1);
+                    let ranges: Vec<&[&[f32]]> = (0..workers)
+                        .map(|w| {
+                            &chunks[(w * per).min(chunks.len())..((w + 1) * per).min(chunks.len())]
+                        })
+                        .collect();
+                    let mut t = TopK::new(n, k);
+                    if let Some(sm) = sample {
+                        t.predict(sm);
+                    }
+                    let mut ties = vec![0u64; workers];
+                    while t.wants_pass() {
+                        let mut forks: Vec<TopK> = (0..workers).map(|_| t.fork()).collect();
+                        for (f, r) in forks.iter_mut().zip(&ranges) {
+                            r.iter().for_each(|c| f.observe(c));
+                        }
+                        if let Some(v) = t.end_pass_ranges(&mut forks) {
+                            ties = v;
+                        }
+                    }
+                    let at = format!("k={k} sample={label} workers={workers}");
+                    assert_eq!(t.threshold(), one.threshold(), "{at}");
+                    assert_eq!(t.tied_at_cutoff(), one.tied_at_cutoff(), "{at}");
+                    assert_eq!(t.tied_kept(), one.tied_kept(), "{at}");
+                    assert_eq!(ties.iter().sum::<u64>(), t.tied_at_cutoff(), "{at}");
+                    let mut got = Vec::with_capacity(n);
+                    let mut before = 0;
+                    for (r, &tied) in ranges.iter().zip(&ties) {
+                        let mut m = t.starting_at(before);
+                        for c in r.iter() {
+                            let mut keep = vec![false; c.len()];
+                            m.keep_mask(c, &mut keep);
+                            got.extend(keep);
+                        }
+                        before += tied;
+                    }
+                    assert!(got == want, "{at}");
                 }
             }
         }

@@ -328,6 +328,21 @@ impl Model {
         file.read_exact_at(buf, (t.start + offset) as u64)
             .map_err(|e| io_err(path, e))
     }
+    /// Tell the kernel that bytes `[offset, offset + len)` of tensor `t`'s
+    /// data will be read soon (`POSIX_FADV_WILLNEED`): on a cold page
+    /// cache it starts reading them in large requests in the background.
+    /// Only a hint: errors are ignored, and nothing happens on systems
+    /// without it.
+    pub fn will_need(&self, t: &TensorInfo, offset: usize, len: usize) {
+        let Some(file) = self.files.get(t.shard) else {
+            return;
+        };
+        let start = t.start.saturating_add(offset).min(t.end);
+        let len = len.min(t.end - start);
+        if len > 0 {
+            will_need(file, start, len);
+        }
+    }
     /// A whole tensor as f32 (for small models and tests).
     pub fn read_all_f32(&self, name: &str) -> Result<Vec<f32>> {
         let t = self.tensor(name).ok_or_else(|| ModelError::MissingTensor {
@@ -407,6 +422,24 @@ impl Loaded {
         Ok(())
     }
 }
+
+/// `posix_fadvise(POSIX_FADV_WILLNEED)` on `f`'s bytes `[offset, offset
+/// + len)`; its result is ignored.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn will_need(f: &File, offset: usize, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: posix_fadvise takes a descriptor and integers and touches
+    // no memory of ours; the descriptor belongs to `f`, borrowed for the
+    // call, so it is open. The call changes no data, only what the kernel
+    // caches.
+    let _ = unsafe { libc::posix_fadvise(f.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED) };
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn will_need(_f: &File, _offset: usize, _len: usize) {}
 
 /// Read and validate the header of the open shard `f` (`len` bytes long):
 /// only the header's bytes are read.
