@@ -42,7 +42,8 @@ mod matching;
 pub use corr::CorrAccum;
 pub use matching::{linear_assignment, permute, zipit, Matching};
 
-use crate::mlp::{Head, Layer, MlpError, MlpModel, Result, Samples};
+use crate::mlp::{into_vec, Head, Layer, MlpError, MlpModel, Result, Samples};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 
 /// How features are matched.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -160,51 +161,86 @@ fn layer_statistics(models: &[MlpModel], depth: usize, calib: &Samples) -> Resul
         .map(|w| CorrAccum::new(w.iter().sum()))
         .collect();
     const BATCH: usize = 256;
-    let mut start = 0;
-    while start < calib.len() {
+    for start in (0..calib.len()).step_by(BATCH) {
         let n = BATCH.min(calib.len() - start);
-        let x: Vec<f32> = calib.x[start * calib.dim..(start + n) * calib.dim]
-            .iter()
-            .map(|v| v * s0)
-            .collect();
-        let mut hs: Vec<Vec<f32>> = vec![x; chains.len()];
-        for l in 0..depth {
+        let x = ArrayView2::from_shape(
+            (n, calib.dim),
+            &calib.x[start * calib.dim..(start + n) * calib.dim],
+        )
+        .expect("n x dim calibration values")
+        .mapv(|v| v * s0);
+        let mut hs: Vec<Array2<f32>> = vec![x; chains.len()];
+        for (l, acc) in acc.iter_mut().enumerate() {
             for (h, (c, _)) in hs.iter_mut().zip(&chains) {
-                *h = c[l].forward(h, n, true);
+                *h = c[l].forward_batch(h.view(), true);
             }
-            let total: usize = widths[l].iter().sum();
-            let mut joint = vec![0.0f32; n * total];
-            for r in 0..n {
-                let mut off = 0;
-                for (h, &w) in hs.iter().zip(&widths[l]) {
-                    joint[r * total + off..r * total + off + w]
-                        .copy_from_slice(&h[r * w..(r + 1) * w]);
-                    off += w;
-                }
-            }
-            acc[l].add(&joint, n);
+            let views: Vec<ArrayView2<'_, f32>> = hs.iter().map(|h| h.view()).collect();
+            let joint = ndarray::concatenate(Axis(1), &views).expect("equal batch rows");
+            acc.add_batch(joint.view());
         }
-        start += n;
     }
     Ok(acc)
 }
 
-/// `a` (`n x k`) times `b` (`k x m`), row-major.
-fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * m];
-    for i in 0..n {
-        let row = &mut out[i * m..(i + 1) * m];
-        for t in 0..k {
-            let av = a[i * k + t];
-            if av == 0.0 {
-                continue;
-            }
-            for (o, bv) in row.iter_mut().zip(&b[t * m..(t + 1) * m]) {
-                *o += av * bv;
-            }
+/// A merge or unmerge matrix of one model: one non-zero per feature `f` of
+/// that model, at merged feature `index[f]`, worth `value[f]`. As a merge
+/// matrix (`n_out x d`) that is one non-zero per column; as an unmerge
+/// matrix (`d x n_out`), one per row. Applied as gathers, never as a dense
+/// product.
+#[derive(Clone, Debug)]
+struct OnePerFeature {
+    n_out: usize,
+    index: Vec<usize>,
+    value: Vec<f32>,
+}
+
+impl OnePerFeature {
+    /// `M W` for `W` `[d, k]`: merged row `c` sums `value[f] W[f, :]` over
+    /// the features `f` that go to `c`.
+    fn merge_rows(&self, w: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros((self.n_out, w.ncols()));
+        for (f, (&c, &v)) in self.index.iter().zip(&self.value).enumerate() {
+            out.row_mut(c).scaled_add(v, &w.row(f));
         }
+        out
     }
-    out
+
+    /// `W U` for `W` `[r, d]`: merged column `c` sums `W[:, f] value[f]`
+    /// over the features `f` that read `c`.
+    fn unmerge_cols(&self, w: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros((w.nrows(), self.n_out));
+        for (f, (&c, &v)) in self.index.iter().zip(&self.value).enumerate() {
+            out.column_mut(c).scaled_add(v, &w.column(f));
+        }
+        out
+    }
+}
+
+/// Model `m`'s merge matrix of `matching` with its features in units of
+/// `scale` (see [`Matching::merge_matrix_scaled`]).
+fn merge_of(matching: &Matching, m: usize, scale: Option<&[f32]>) -> OnePerFeature {
+    let sizes = matching.cluster_sizes();
+    let a = &matching.assign[m];
+    OnePerFeature {
+        n_out: matching.n_out,
+        index: a.clone(),
+        value: a
+            .iter()
+            .enumerate()
+            .map(|(f, &c)| 1.0 / (sizes[c] as f32 * scale.map_or(1.0, |s| s[f])))
+            .collect(),
+    }
+}
+
+/// Model `m`'s plain unmerge matrix (see
+/// [`Matching::unmerge_matrix_scaled`]).
+fn unmerge_of(matching: &Matching, m: usize, scale: Option<&[f32]>) -> OnePerFeature {
+    let a = &matching.assign[m];
+    OnePerFeature {
+        n_out: matching.n_out,
+        index: a.clone(),
+        value: (0..a.len()).map(|f| scale.map_or(1.0, |s| s[f])).collect(),
+    }
 }
 
 /// Merge single-head MLPs by feature matching.
@@ -320,29 +356,29 @@ pub fn zip_merge_with_stats(
             .push(single_model_features(&matching));
         let n_out = matching.n_out;
         let n_in = prev.as_ref().map_or(chains[0].0[0].n_in, |p| p.0);
-        let mut merged = Layer::zeros(n_in, n_out);
+        let mut weight = Array2::<f32>::zeros((n_out, n_in));
+        let mut bias = Array2::<f32>::zeros((n_out, 1));
         for (m, (c, _)) in chains.iter().enumerate() {
             let layer = &c[l];
-            let (w, bias) = match &prev {
-                Some((np, un)) => (
-                    matmul(&layer.weight, &un[m].matrix, layer.n_out, layer.n_in, *np),
+            let (w, b) = match &prev {
+                Some((_, un)) => (
+                    un[m].matrix.unmerge_cols(layer.weight_view()),
                     with_offset(layer, &un[m].offset),
                 ),
-                None => (layer.weight.clone(), layer.bias.clone()),
+                None => (layer.weight_view().to_owned(), layer.bias.clone()),
             };
             let off: usize = sizes[..m].iter().sum();
             let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
-            let mm = matching.merge_matrix_scaled(m, sc);
-            let mw = matmul(&mm, &w, n_out, layer.n_out, n_in);
-            let mb = matmul(&mm, &bias, n_out, layer.n_out, 1);
-            for (d, s) in merged.weight.iter_mut().zip(&mw) {
-                *d += s;
-            }
-            for (d, s) in merged.bias.iter_mut().zip(&mb) {
-                *d += s;
-            }
+            let mm = merge_of(&matching, m, sc);
+            weight += &mm.merge_rows(w.view());
+            bias += &mm.merge_rows(column(&b));
         }
-        trunk.push(merged);
+        trunk.push(Layer {
+            n_in,
+            n_out,
+            weight: into_vec(weight),
+            bias: into_vec(bias),
+        });
         // Data-driven methods read features back by least squares; plain
         // averaging stays the data-free baseline.
         let fit = !accs.is_empty() && !matches!(method, ZipMethod::Average);
@@ -356,7 +392,7 @@ pub fn zip_merge_with_stats(
                         let off: usize = sizes[..m].iter().sum();
                         let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
                         Unmerge {
-                            matrix: matching.unmerge_matrix_scaled(m, sc),
+                            matrix: unmerge_of(&matching, m, sc),
                             offset: vec![0.0; sizes[m]],
                         }
                     })
@@ -369,7 +405,7 @@ pub fn zip_merge_with_stats(
         let mut layers: Vec<Layer> = c[depth..].to_vec();
         if let (Some((np, un)), Some(first)) = (&prev, layers.first_mut()) {
             first.bias = with_offset(first, &un[m].offset);
-            first.weight = matmul(&first.weight, &un[m].matrix, first.n_out, first.n_in, *np);
+            first.weight = into_vec(un[m].matrix.unmerge_cols(first.weight_view()));
             first.n_in = *np;
         }
         heads.push(Head {
@@ -392,15 +428,20 @@ pub fn zip_merge_with_stats(
 #[derive(Clone, Debug)]
 struct Unmerge {
     /// `d_m x n_out`, one non-zero per row.
-    matrix: Vec<f32>,
+    matrix: OnePerFeature,
     offset: Vec<f32>,
 }
 
 /// The layer's bias once its input is read back with `offset` added:
 /// `W (x + o) + b = W x + (b + W o)`.
 fn with_offset(layer: &Layer, offset: &[f32]) -> Vec<f32> {
-    let extra = matmul(&layer.weight, offset, layer.n_out, layer.n_in, 1);
+    let extra = layer.weight_view().dot(&ArrayView1::from(offset));
     layer.bias.iter().zip(&extra).map(|(b, e)| b + e).collect()
+}
+
+/// `v` as a one-column matrix.
+fn column(v: &[f32]) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((v.len(), 1), v).expect("a column")
 }
 
 /// Least-squares read-back of each feature from its merged feature.
@@ -452,7 +493,11 @@ fn fitted_unmerge(
     let mut off = 0;
     for (m, a) in matching.assign.iter().enumerate() {
         let d = sizes[m];
-        let mut matrix = vec![0.0f32; d * n_out];
+        let mut matrix = OnePerFeature {
+            n_out,
+            index: a.clone(),
+            value: vec![0.0; d],
+        };
         let mut offset = vec![0.0f32; d];
         for (f, &c) in a.iter().enumerate() {
             let g = off + f;
@@ -469,7 +514,7 @@ fn fitted_unmerge(
             } else {
                 (f64::from(scales[g]), 0.0)
             };
-            matrix[f * n_out + c] = slope as f32;
+            matrix.value[f] = slope as f32;
             offset[f] = icpt as f32;
         }
         out.push(Unmerge { matrix, offset });
