@@ -274,6 +274,52 @@ pub fn zip_merge_with_stats(
         )));
     }
     let (s0, chains) = chains(models)?;
+    let depth = checked_depth(models, depth, overrides)?;
+    let layers = LayerStats::gather(models, method, depth, calib)?;
+    let mut stats = ZipStats::default();
+    let mut trunk = Vec::new();
+    // How each model reads the previous merged layer back (none for the
+    // input).
+    let mut prev: Option<Vec<Unmerge>> = None;
+    for l in 0..depth {
+        let sizes: Vec<usize> = chains.iter().map(|(c, _)| c[l].n_out).collect();
+        let matching = match_layer(method, l, &sizes, layers.corr(l), overrides)?;
+        if let Some(corr) = layers.corr(l) {
+            stats
+                .mean_match_corr
+                .push(mean_member_corr(&matching, corr, &sizes));
+        }
+        stats
+            .single_model_features
+            .push(single_model_features(&matching));
+        trunk.push(merge_layer(
+            &chains,
+            l,
+            &matching,
+            &sizes,
+            layers.scales(l),
+            prev.as_deref(),
+        ));
+        prev = Some(read_back(method, &matching, &sizes, &layers, l));
+    }
+    let heads = attach_heads(&chains, depth, prev.as_deref());
+    Ok((
+        MlpModel {
+            input_scale: s0,
+            trunk,
+            heads,
+        },
+        stats,
+    ))
+}
+
+/// The depth to zip to (`None`: every hidden layer), once it and the
+/// per-layer overrides are checked against the models.
+fn checked_depth(
+    models: &[MlpModel],
+    depth: Option<usize>,
+    overrides: &[LayerOverride],
+) -> Result<usize> {
     let max = max_depth(models);
     let depth = depth.unwrap_or(max);
     if depth > max {
@@ -290,17 +336,39 @@ pub fn zip_merge_with_stats(
             )));
         }
     }
-    let needs_data = !matches!(method, ZipMethod::Average) && depth > 0;
-    if needs_data && calib.is_empty() {
-        return Err(MlpError::Incompatible("zip: no calibration samples".into()));
-    }
-    let accs = if needs_data {
-        layer_statistics(models, depth, calib)?
-    } else {
-        Vec::new()
-    };
-    let (corrs, scales): (Vec<Vec<f64>>, Vec<Vec<f32>>) = if needs_data {
-        accs.iter()
+    Ok(depth)
+}
+
+/// Per zipped layer: the accumulated statistics, the joint correlation
+/// matrix and each feature's unit (its standard deviation, 1 for a dead
+/// feature). Empty for plain averaging, which looks at no data.
+struct LayerStats {
+    accs: Vec<CorrAccum>,
+    corrs: Vec<Vec<f64>>,
+    scales: Vec<Vec<f32>>,
+}
+
+impl LayerStats {
+    fn gather(
+        models: &[MlpModel],
+        method: ZipMethod,
+        depth: usize,
+        calib: &Samples,
+    ) -> Result<LayerStats> {
+        let needs_data = !matches!(method, ZipMethod::Average) && depth > 0;
+        if !needs_data {
+            return Ok(LayerStats {
+                accs: Vec::new(),
+                corrs: Vec::new(),
+                scales: Vec::new(),
+            });
+        }
+        if calib.is_empty() {
+            return Err(MlpError::Incompatible("zip: no calibration samples".into()));
+        }
+        let accs = layer_statistics(models, depth, calib)?;
+        let (corrs, scales) = accs
+            .iter()
             .map(|a| {
                 let scale = a
                     .stds()
@@ -309,118 +377,146 @@ pub fn zip_merge_with_stats(
                     .collect();
                 (a.correlation(), scale)
             })
-            .unzip()
-    } else {
-        (Vec::new(), Vec::new())
-    };
+            .unzip();
+        Ok(LayerStats {
+            accs,
+            corrs,
+            scales,
+        })
+    }
 
-    let n_models = chains.len();
-    let mut stats = ZipStats::default();
-    let mut trunk = Vec::new();
-    // Previous layer's unmerge per model (`d_m x n_prev`) and the offset
-    // added to its read-back features, none for the input.
-    let mut prev: Option<(usize, Vec<Unmerge>)> = None;
-    for l in 0..depth {
-        let sizes: Vec<usize> = chains.iter().map(|(c, _)| c[l].n_out).collect();
-        let matching = match method {
-            ZipMethod::Zipit { alpha, beta } => {
-                let o = overrides.iter().find(|o| o.layer == l);
-                let a = o.and_then(|o| o.alpha).unwrap_or(alpha);
-                let b = o.and_then(|o| o.beta).unwrap_or(beta);
-                let n_out = sizes.iter().copied().max().unwrap_or(0);
-                zipit(&corrs[l], &sizes, n_out, a, b)
-            }
-            ZipMethod::Permute | ZipMethod::Average => {
-                if sizes.iter().any(|&s| s != sizes[0]) {
-                    return Err(MlpError::Incompatible(format!(
-                        "zip: layer {l} widths differ {sizes:?}; permute and averaging need equal widths (zipit does not)"
-                    )));
-                }
-                if matches!(method, ZipMethod::Permute) {
-                    permute(&corrs[l], &sizes)
-                } else {
-                    Matching {
-                        n_out: sizes[0],
-                        assign: vec![(0..sizes[0]).collect(); n_models],
-                    }
-                }
-            }
-        };
-        if !corrs.is_empty() {
-            stats
-                .mean_match_corr
-                .push(mean_member_corr(&matching, &corrs[l], &sizes));
+    fn corr(&self, l: usize) -> Option<&[f64]> {
+        self.corrs.get(l).map(Vec::as_slice)
+    }
+
+    fn scales(&self, l: usize) -> Option<&[f32]> {
+        self.scales.get(l).map(Vec::as_slice)
+    }
+}
+
+/// Which features of layer `l` merge, by `method` (with `overrides`' α/β
+/// for ZipIt!). `corr` is there for every method but plain averaging.
+fn match_layer(
+    method: ZipMethod,
+    l: usize,
+    sizes: &[usize],
+    corr: Option<&[f64]>,
+    overrides: &[LayerOverride],
+) -> Result<Matching> {
+    let corr = || corr.expect("correlations are gathered for data-driven methods");
+    match method {
+        ZipMethod::Zipit { alpha, beta } => {
+            let o = overrides.iter().find(|o| o.layer == l);
+            let a = o.and_then(|o| o.alpha).unwrap_or(alpha);
+            let b = o.and_then(|o| o.beta).unwrap_or(beta);
+            let n_out = sizes.iter().copied().max().unwrap_or(0);
+            Ok(zipit(corr(), sizes, n_out, a, b))
         }
-        stats
-            .single_model_features
-            .push(single_model_features(&matching));
-        let n_out = matching.n_out;
-        let n_in = prev.as_ref().map_or(chains[0].0[0].n_in, |p| p.0);
-        let mut weight = Array2::<f32>::zeros((n_out, n_in));
-        let mut bias = Array2::<f32>::zeros((n_out, 1));
-        for (m, (c, _)) in chains.iter().enumerate() {
-            let layer = &c[l];
-            let (w, b) = match &prev {
-                Some((_, un)) => (
-                    un[m].matrix.unmerge_cols(layer.weight_view()),
-                    with_offset(layer, &un[m].offset),
-                ),
-                None => (layer.weight_view().to_owned(), layer.bias.clone()),
-            };
-            let off: usize = sizes[..m].iter().sum();
-            let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
-            let mm = merge_of(&matching, m, sc);
-            weight += &mm.merge_rows(w.view());
-            bias += &mm.merge_rows(column(&b));
-        }
-        trunk.push(Layer {
-            n_in,
-            n_out,
-            weight: into_vec(weight),
-            bias: into_vec(bias),
-        });
-        // Data-driven methods read features back by least squares; plain
-        // averaging stays the data-free baseline.
-        let fit = !accs.is_empty() && !matches!(method, ZipMethod::Average);
-        prev = Some((
-            n_out,
-            if fit {
-                fitted_unmerge(&matching, &accs[l], &sizes, &scales[l])
+        ZipMethod::Permute | ZipMethod::Average => {
+            if sizes.iter().any(|&s| s != sizes[0]) {
+                return Err(MlpError::Incompatible(format!(
+                    "zip: layer {l} widths differ {sizes:?}; permute and averaging need equal widths (zipit does not)"
+                )));
+            }
+            Ok(if matches!(method, ZipMethod::Permute) {
+                permute(corr(), sizes)
             } else {
-                (0..n_models)
-                    .map(|m| {
-                        let off: usize = sizes[..m].iter().sum();
-                        let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
-                        Unmerge {
-                            matrix: unmerge_of(&matching, m, sc),
-                            offset: vec![0.0; sizes[m]],
-                        }
-                    })
-                    .collect()
-            },
-        ));
-    }
-    let mut heads = Vec::new();
-    for (m, (c, classes)) in chains.iter().enumerate() {
-        let mut layers: Vec<Layer> = c[depth..].to_vec();
-        if let (Some((np, un)), Some(first)) = (&prev, layers.first_mut()) {
-            first.bias = with_offset(first, &un[m].offset);
-            first.weight = into_vec(un[m].matrix.unmerge_cols(first.weight_view()));
-            first.n_in = *np;
+                Matching {
+                    n_out: sizes[0],
+                    assign: vec![(0..sizes[0]).collect(); sizes.len()],
+                }
+            })
         }
-        heads.push(Head {
-            classes: classes.clone(),
-            layers,
-        });
     }
-    Ok((
-        MlpModel {
-            input_scale: s0,
-            trunk,
-            heads,
-        },
-        stats,
-    ))
+}
+
+/// The merged layer `l`: `W = sum_m M_m W_m U_m'`,
+/// `b = sum_m M_m (b_m + W_m o_m')`, with `prev` the previous layer's
+/// read-back per model (`U_m'`, `o_m'`; none for the input).
+fn merge_layer(
+    chains: &[Chain],
+    l: usize,
+    matching: &Matching,
+    sizes: &[usize],
+    scales: Option<&[f32]>,
+    prev: Option<&[Unmerge]>,
+) -> Layer {
+    let n_out = matching.n_out;
+    let n_in = prev.map_or(chains[0].0[0].n_in, |p| p[0].matrix.n_out);
+    let mut weight = Array2::<f32>::zeros((n_out, n_in));
+    let mut bias = Array2::<f32>::zeros((n_out, 1));
+    let mut off = 0;
+    for (m, (c, _)) in chains.iter().enumerate() {
+        let layer = &c[l];
+        let (w, b) = match prev {
+            Some(un) => (
+                un[m].matrix.unmerge_cols(layer.weight_view()),
+                with_offset(layer, &un[m].offset),
+            ),
+            None => (layer.weight_view().to_owned(), layer.bias.clone()),
+        };
+        let mm = merge_of(matching, m, scales.map(|s| &s[off..off + sizes[m]]));
+        weight += &mm.merge_rows(w.view());
+        bias += &mm.merge_rows(column(&b));
+        off += sizes[m];
+    }
+    Layer {
+        n_in,
+        n_out,
+        weight: into_vec(weight),
+        bias: into_vec(bias),
+    }
+}
+
+/// How each model reads merged layer `l` back: by least squares for the
+/// data-driven methods, plainly (each member at its own scale) for plain
+/// averaging, which stays the data-free baseline.
+fn read_back(
+    method: ZipMethod,
+    matching: &Matching,
+    sizes: &[usize],
+    layers: &LayerStats,
+    l: usize,
+) -> Vec<Unmerge> {
+    if let (Some(acc), Some(scales), false) = (
+        layers.accs.get(l),
+        layers.scales(l),
+        matches!(method, ZipMethod::Average),
+    ) {
+        return fitted_unmerge(matching, acc, sizes, scales);
+    }
+    let mut off = 0;
+    (0..sizes.len())
+        .map(|m| {
+            let sc = layers.scales(l).map(|s| &s[off..off + sizes[m]]);
+            off += sizes[m];
+            Unmerge {
+                matrix: unmerge_of(matching, m, sc),
+                offset: vec![0.0; sizes[m]],
+            }
+        })
+        .collect()
+}
+
+/// Each model's layers past the trunk, as its own head; the first of them
+/// reads the trunk's last merged layer back through `prev`.
+fn attach_heads(chains: &[Chain], depth: usize, prev: Option<&[Unmerge]>) -> Vec<Head> {
+    chains
+        .iter()
+        .enumerate()
+        .map(|(m, (c, classes))| {
+            let mut layers: Vec<Layer> = c[depth..].to_vec();
+            if let (Some(un), Some(first)) = (prev, layers.first_mut()) {
+                first.bias = with_offset(first, &un[m].offset);
+                first.weight = into_vec(un[m].matrix.unmerge_cols(first.weight_view()));
+                first.n_in = un[m].matrix.n_out;
+            }
+            Head {
+                classes: classes.clone(),
+                layers,
+            }
+        })
+        .collect()
 }
 
 /// How one model reads its features back from the merged ones:
