@@ -28,11 +28,13 @@
 
 mod data;
 mod layout;
+mod rng;
 mod train;
 
 pub use data::{Dataset, Samples, Split};
 pub use layout::{head_layout, HeadLayout, HeadTensor};
-pub use train::{init_layer, train_chain, Rng, TrainConfig};
+pub use rng::{splitmix64, Rng};
+pub use train::{init_layer, train_chain, TrainConfig};
 
 use crate::model::{Dtype, Model, ModelError, OutputTensor, Writer, WriterOptions};
 use ndarray::linalg::general_mat_mul;
