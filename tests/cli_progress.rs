@@ -124,9 +124,9 @@ fn the_bar_fits_80_columns_redraws_in_place_and_never_goes_back() {
     for b in &bars {
         assert!(b.starts_with('['), "{b:?}");
         let b = b.trim_end();
-        // Shortened at whole segments, from the middle.
+        // Shortened at whole segments: `…` then `.`, the last segments kept.
         assert!(
-            b.contains("model.….") && b.ends_with(".weight"),
+            b.contains("….") && b.ends_with(".weight"),
             "shortened name: {b:?}"
         );
         let pct: f64 = b

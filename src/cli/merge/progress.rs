@@ -47,25 +47,27 @@ impl Monotonic {
     }
 }
 
-/// `name` in at most `max` columns: whole when it fits, else the first
-/// segment, `…`, and the longest run of whole last segments that fits
-/// (`model.….mlp.up_proj.weight`); else `…` and whole last segments; else
-/// the end of the last segment after `…`.
+/// `name` in at most `max` columns: whole when it fits; else as many whole
+/// last segments as fit after `…`, led by the first segment when that fits
+/// too (`model.….mlp.up_proj.weight`, `….mlp.up_proj.weight`); else the end
+/// of the name after `…`.
 pub(super) fn shorten(name: &str, max: usize) -> String {
     if width(name) <= max {
         return name.to_string();
     }
     let segs: Vec<&str> = name.split('.').collect();
     let tail = |k: usize| segs[segs.len() - k..].join(".");
-    // The first segment, then as many last segments as fit (some left out).
-    for k in (1..segs.len().saturating_sub(1)).rev() {
-        let s = format!("{}.{CUT}.{}", segs[0], tail(k));
-        if width(&s) <= max {
-            return s;
-        }
-    }
+    // The most last segments first (some always left out), with the first
+    // segment in front when it fits.
     for k in (1..segs.len()).rev() {
-        let s = format!("{CUT}.{}", tail(k));
+        let tail = tail(k);
+        if k + 1 < segs.len() {
+            let s = format!("{}.{CUT}.{tail}", segs[0]);
+            if width(&s) <= max {
+                return s;
+            }
+        }
+        let s = format!("{CUT}.{tail}");
         if width(&s) <= max {
             return s;
         }
@@ -266,9 +268,11 @@ mod tests {
         let n = "model.layers.31.self_attn.q_proj.weight";
         assert_eq!(shorten(n, 60), n);
         assert_eq!(shorten(n, width(n)), n);
-        assert_eq!(shorten(n, 38), "model.….31.self_attn.q_proj.weight");
-        assert_eq!(shorten(n, 33), "model.….self_attn.q_proj.weight");
-        assert_eq!(shorten(n, 25), "model.….q_proj.weight");
+        assert_eq!(shorten(n, 38), "….layers.31.self_attn.q_proj.weight");
+        assert_eq!(shorten(n, 34), "model.….31.self_attn.q_proj.weight");
+        assert_eq!(shorten(n, 28), "….31.self_attn.q_proj.weight");
+        assert_eq!(shorten(n, 27), "….self_attn.q_proj.weight");
+        assert_eq!(shorten(n, 21), "model.….q_proj.weight");
         assert_eq!(shorten(n, 14), "model.….weight");
         assert_eq!(shorten(n, 13), "….weight");
         assert_eq!(shorten(n, 6), "…eight");
@@ -308,7 +312,7 @@ mod tests {
         // At 80 columns a long name is shortened, not cut mid-word.
         let (bar, text) = layout(80, 0.5, 3, 40, 20.0, &long);
         assert_eq!(bar, 19);
-        assert!(text.ends_with("  model.….down_proj.weight"), "{text}");
+        assert!(text.ends_with("  ….mlp.down_proj.weight"), "{text}");
         assert!(text.starts_with(" 50.0% 3/40 tensors  ETA 20s  "), "{text}");
     }
 
