@@ -17,15 +17,8 @@ const COLS: usize = 1000;
 
 /// Values that are exact in bf16, with many repeats (ties at the cut-off).
 fn values(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed;
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) % 97) as f32 / 64.0 - 0.75
-        })
-        .collect()
+    let mut rng = smelt::mlp::Rng::new(seed);
+    (0..n).map(|_| rng.below(97) as f32 / 64.0 - 0.75).collect()
 }
 
 fn family(dir: &Path) -> (Vec<PathBuf>, Vec<Vec<f32>>) {

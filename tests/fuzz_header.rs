@@ -15,16 +15,13 @@
 use smelt::model::{parse_header, Model, ModelError};
 use std::path::Path;
 
-/// splitmix64: small, seeded, the same everywhere.
+/// The shared splitmix64 stream (`smelt::mlp::splitmix64`), with the
+/// picks these cases need.
 struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        smelt::mlp::splitmix64(&mut self.0)
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize

@@ -3,22 +3,16 @@
 //! and reproducibility rather than element by element.
 
 use smelt::merge::{self, Method, ParamMap, ParamValue, TensorParams};
+use smelt::mlp::Rng;
 
 const N: usize = 200_000;
 
-fn lcg(s: &mut u64) -> f32 {
-    *s = s
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-}
-
 /// A task vector with no zeros: magnitudes spread over (0.01, 1].
 fn task_vector(seed: u64) -> Vec<f32> {
-    let mut s = seed;
+    let mut rng = Rng::new(seed);
     (0..N)
         .map(|_| {
-            let v = lcg(&mut s);
+            let v = rng.range_f32(-1.0, 1.0);
             if v.abs() < 0.01 {
                 0.5
             } else {

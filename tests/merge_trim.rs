@@ -2,21 +2,15 @@
 //! like bf16 task vectors.
 
 use smelt::merge::{self, Method, ParamMap, ParamValue, TensorParams};
-
-fn lcg(s: &mut u64) -> u64 {
-    *s = s
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    *s >> 33
-}
+use smelt::mlp::Rng;
 
 /// Task-vector values with few distinct magnitudes (many ties), both signs.
 fn tied_vector(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
+    let mut rng = Rng::new(seed);
     (0..n)
         .map(|_| {
-            let m = (lcg(&mut s) % 12) as f32 * 0.125;
-            if lcg(&mut s).is_multiple_of(2) {
+            let m = rng.below(12) as f32 * 0.125;
+            if rng.below(2) == 0 {
                 m
             } else {
                 -m

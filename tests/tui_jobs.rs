@@ -89,17 +89,9 @@ fn big_family(dir: &Path) -> Vec<PathBuf> {
     let cols = 4096;
     let mut out = Vec::new();
     for (i, name) in ["base", "a", "b", "c"].iter().enumerate() {
-        let mut s = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1) | 1;
-        let mut noise = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-                })
-                .collect()
-        };
+        let mut rng = smelt::mlp::Rng::new(i as u64 + 1);
+        let mut noise =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.range_f32(-0.5, 0.5)).collect() };
         let p = dir.join(name);
         write_small(
             &p,

@@ -8,17 +8,18 @@
 //! being handled exits at once (the partial folder left behind is removed
 //! by the next merge to that output).
 
+mod progress;
+
 use super::{CliError, CliResult};
-use smelt::engine::{self, Event, Options};
+use smelt::engine::{self, Options};
 use smelt::model::OutputLock;
 use smelt::plan::Plan;
 use smelt::recipe::Recipe;
 use smelt::units::bytes;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// The signals that cancel a merge.
 const STOP_SIGNALS: [i32; 3] = [
@@ -90,7 +91,7 @@ pub fn run(
     let summary = std::thread::scope(|scope| {
         let printer = scope.spawn(move || {
             if !quiet {
-                print_progress(&rx, tty);
+                progress::print(&rx, tty);
             }
         });
         let r = engine::run(&plan, &opts, &tx, &cancel);
@@ -112,83 +113,4 @@ pub fn run(
         summary.gb_per_s(),
         summary.out.display()
     ))
-}
-
-/// Draw progress until the channel closes: a redrawn bar on a terminal, a
-/// line every few seconds otherwise (logs stay readable).
-fn print_progress(rx: &crossbeam_channel::Receiver<Event>, tty: bool) {
-    let start = Instant::now();
-    let mut last_line = Instant::now();
-    let mut err = std::io::stderr();
-    for ev in rx.iter() {
-        match ev {
-            Event::Started {
-                tensors,
-                bytes_total,
-            } => {
-                if !tty {
-                    let _ = writeln!(
-                        err,
-                        "merging {tensors} tensors, {} to read",
-                        bytes(bytes_total)
-                    );
-                }
-            }
-            Event::Progress {
-                tensor,
-                tensors_done,
-                bytes_done,
-                bytes_total,
-            } => {
-                let frac = if bytes_total == 0 {
-                    1.0
-                } else {
-                    bytes_done as f64 / bytes_total as f64
-                };
-                let elapsed = start.elapsed().as_secs_f64();
-                let eta = if frac > 0.0 {
-                    elapsed * (1.0 - frac) / frac
-                } else {
-                    0.0
-                };
-                if tty {
-                    let width = 30;
-                    let filled = ((frac * width as f64) as usize).min(width);
-                    let name: String = smelt::text::escape(&tensor)
-                        .chars()
-                        .rev()
-                        .take(32)
-                        .collect::<Vec<_>>()
-                        .into_iter()
-                        .rev()
-                        .collect();
-                    let _ = write!(
-                        err,
-                        "\r\x1b[K[{}{}] {:>5.1}% {:>4} tensors  ETA {:>4.0}s  {}",
-                        "#".repeat(filled),
-                        "-".repeat(width - filled),
-                        frac * 100.0,
-                        tensors_done,
-                        eta,
-                        name
-                    );
-                    let _ = err.flush();
-                } else if last_line.elapsed() >= Duration::from_secs(2) {
-                    last_line = Instant::now();
-                    let _ = writeln!(
-                        err,
-                        "{:5.1}%  {tensors_done} tensors  {}/{}  ETA {eta:.0}s",
-                        frac * 100.0,
-                        bytes(bytes_done),
-                        bytes(bytes_total)
-                    );
-                }
-            }
-            Event::Finished(_) => {}
-        }
-    }
-    if tty {
-        let _ = write!(err, "\r\x1b[K");
-        let _ = err.flush();
-    }
 }

@@ -28,13 +28,17 @@
 
 mod data;
 mod layout;
+mod rng;
 mod train;
 
 pub use data::{Dataset, Samples, Split};
 pub use layout::{head_layout, HeadLayout, HeadTensor};
-pub use train::{init_layer, train_chain, Rng, TrainConfig};
+pub use rng::{splitmix64, Rng};
+pub use train::{init_layer, train_chain, TrainConfig};
 
 use crate::model::{Dtype, Model, ModelError, OutputTensor, Writer, WriterOptions};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{Array, Array2, ArrayView1, ArrayView2};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -108,24 +112,46 @@ impl Layer {
         }
     }
 
+    /// The weight as an `[out, in]` view.
+    pub fn weight_view(&self) -> ArrayView2<'_, f32> {
+        ArrayView2::from_shape((self.n_out, self.n_in), &self.weight)
+            .expect("a layer's weight holds n_out x n_in values")
+    }
+
     /// `y[b, o] = sum_i x[b, i] W[o, i] + bias[o]` for a batch of `n` rows,
     /// ReLU applied when `relu`.
     pub fn forward(&self, x: &[f32], n: usize, relu: bool) -> Vec<f32> {
-        let mut y = vec![0.0f32; n * self.n_out];
-        for b in 0..n {
-            let xb = &x[b * self.n_in..(b + 1) * self.n_in];
-            let yb = &mut y[b * self.n_out..(b + 1) * self.n_out];
-            for (o, yo) in yb.iter_mut().enumerate() {
-                let w = &self.weight[o * self.n_in..(o + 1) * self.n_in];
-                let mut s = self.bias[o];
-                for (wi, xi) in w.iter().zip(xb) {
-                    s += wi * xi;
-                }
-                *yo = if relu && s < 0.0 { 0.0 } else { s };
-            }
+        let x = ArrayView2::from_shape((n, self.n_in), x).expect("x holds n x n_in values");
+        into_vec(self.forward_batch(x, relu))
+    }
+
+    /// [`Layer::forward`] on a batch `[n, in]`: `x Wᵀ + b`, then ReLU when
+    /// `relu` (a NaN stays NaN).
+    pub fn forward_batch(&self, x: ArrayView2<'_, f32>, relu: bool) -> Array2<f32> {
+        let bias = ArrayView1::from(&self.bias[..]);
+        let mut y = bias
+            .broadcast((x.nrows(), self.n_out))
+            .expect("one bias per output")
+            .to_owned();
+        general_mat_mul(1.0, &x, &self.weight_view().t(), 1.0, &mut y);
+        if relu {
+            y.mapv_inplace(|v| if v < 0.0 { 0.0 } else { v });
         }
         y
     }
+}
+
+/// The values of `a` in row-major order.
+pub(crate) fn into_vec<D: ndarray::Dimension>(a: Array<f32, D>) -> Vec<f32> {
+    let len = a.len();
+    if a.is_standard_layout() {
+        // Contiguous from the logical first element.
+        let (mut v, offset) = a.into_raw_vec_and_offset();
+        v.drain(..offset.unwrap_or(0).min(v.len()));
+        v.truncate(len);
+        return v;
+    }
+    a.iter().copied().collect()
 }
 
 /// One output head: its layers (ReLU after all but the last) and the label

@@ -42,7 +42,8 @@ mod matching;
 pub use corr::CorrAccum;
 pub use matching::{linear_assignment, permute, zipit, Matching};
 
-use crate::mlp::{Head, Layer, MlpError, MlpModel, Result, Samples};
+use crate::mlp::{into_vec, Head, Layer, MlpError, MlpModel, Result, Samples};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 
 /// How features are matched.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -170,51 +171,86 @@ fn layer_statistics(models: &[MlpModel], depth: usize, calib: &Samples) -> Resul
         .map(|w| CorrAccum::new(w.iter().sum()))
         .collect();
     const BATCH: usize = 256;
-    let mut start = 0;
-    while start < calib.len() {
+    for start in (0..calib.len()).step_by(BATCH) {
         let n = BATCH.min(calib.len() - start);
-        let x: Vec<f32> = calib.x[start * calib.dim..(start + n) * calib.dim]
-            .iter()
-            .map(|v| v * s0)
-            .collect();
-        let mut hs: Vec<Vec<f32>> = vec![x; chains.len()];
-        for l in 0..depth {
+        let x = ArrayView2::from_shape(
+            (n, calib.dim),
+            &calib.x[start * calib.dim..(start + n) * calib.dim],
+        )
+        .expect("n x dim calibration values")
+        .mapv(|v| v * s0);
+        let mut hs: Vec<Array2<f32>> = vec![x; chains.len()];
+        for (l, acc) in acc.iter_mut().enumerate() {
             for (h, (c, _)) in hs.iter_mut().zip(&chains) {
-                *h = c[l].forward(h, n, true);
+                *h = c[l].forward_batch(h.view(), true);
             }
-            let total: usize = widths[l].iter().sum();
-            let mut joint = vec![0.0f32; n * total];
-            for r in 0..n {
-                let mut off = 0;
-                for (h, &w) in hs.iter().zip(&widths[l]) {
-                    joint[r * total + off..r * total + off + w]
-                        .copy_from_slice(&h[r * w..(r + 1) * w]);
-                    off += w;
-                }
-            }
-            acc[l].add(&joint, n);
+            let views: Vec<ArrayView2<'_, f32>> = hs.iter().map(|h| h.view()).collect();
+            let joint = ndarray::concatenate(Axis(1), &views).expect("equal batch rows");
+            acc.add_batch(joint.view());
         }
-        start += n;
     }
     Ok(acc)
 }
 
-/// `a` (`n x k`) times `b` (`k x m`), row-major.
-fn matmul(a: &[f32], b: &[f32], n: usize, k: usize, m: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; n * m];
-    for i in 0..n {
-        let row = &mut out[i * m..(i + 1) * m];
-        for t in 0..k {
-            let av = a[i * k + t];
-            if av == 0.0 {
-                continue;
-            }
-            for (o, bv) in row.iter_mut().zip(&b[t * m..(t + 1) * m]) {
-                *o += av * bv;
-            }
+/// A merge or unmerge matrix of one model: one non-zero per feature `f` of
+/// that model, at merged feature `index[f]`, worth `value[f]`. As a merge
+/// matrix (`n_out x d`) that is one non-zero per column; as an unmerge
+/// matrix (`d x n_out`), one per row. Applied as gathers, never as a dense
+/// product.
+#[derive(Clone, Debug)]
+struct OnePerFeature {
+    n_out: usize,
+    index: Vec<usize>,
+    value: Vec<f32>,
+}
+
+impl OnePerFeature {
+    /// `M W` for `W` `[d, k]`: merged row `c` sums `value[f] W[f, :]` over
+    /// the features `f` that go to `c`.
+    fn merge_rows(&self, w: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros((self.n_out, w.ncols()));
+        for (f, (&c, &v)) in self.index.iter().zip(&self.value).enumerate() {
+            out.row_mut(c).scaled_add(v, &w.row(f));
         }
+        out
     }
-    out
+
+    /// `W U` for `W` `[r, d]`: merged column `c` sums `W[:, f] value[f]`
+    /// over the features `f` that read `c`.
+    fn unmerge_cols(&self, w: ArrayView2<'_, f32>) -> Array2<f32> {
+        let mut out = Array2::zeros((w.nrows(), self.n_out));
+        for (f, (&c, &v)) in self.index.iter().zip(&self.value).enumerate() {
+            out.column_mut(c).scaled_add(v, &w.column(f));
+        }
+        out
+    }
+}
+
+/// Model `m`'s merge matrix of `matching` with its features in units of
+/// `scale` (see [`Matching::merge_matrix_scaled`]).
+fn merge_of(matching: &Matching, m: usize, scale: Option<&[f32]>) -> OnePerFeature {
+    let sizes = matching.cluster_sizes();
+    let a = &matching.assign[m];
+    OnePerFeature {
+        n_out: matching.n_out,
+        index: a.clone(),
+        value: a
+            .iter()
+            .enumerate()
+            .map(|(f, &c)| 1.0 / (sizes[c] as f32 * scale.map_or(1.0, |s| s[f])))
+            .collect(),
+    }
+}
+
+/// Model `m`'s plain unmerge matrix (see
+/// [`Matching::unmerge_matrix_scaled`]).
+fn unmerge_of(matching: &Matching, m: usize, scale: Option<&[f32]>) -> OnePerFeature {
+    let a = &matching.assign[m];
+    OnePerFeature {
+        n_out: matching.n_out,
+        index: a.clone(),
+        value: (0..a.len()).map(|f| scale.map_or(1.0, |s| s[f])).collect(),
+    }
 }
 
 /// Merge single-head MLPs by feature matching.
@@ -248,6 +284,52 @@ pub fn zip_merge_with_stats(
         )));
     }
     let (s0, chains) = chains(models)?;
+    let depth = checked_depth(models, depth, overrides)?;
+    let layers = LayerStats::gather(models, method, depth, calib)?;
+    let mut stats = ZipStats::default();
+    let mut trunk = Vec::new();
+    // How each model reads the previous merged layer back (none for the
+    // input).
+    let mut prev: Option<Vec<Unmerge>> = None;
+    for l in 0..depth {
+        let sizes: Vec<usize> = chains.iter().map(|(c, _)| c[l].n_out).collect();
+        let matching = match_layer(method, l, &sizes, layers.corr(l), overrides)?;
+        if let Some(corr) = layers.corr(l) {
+            stats
+                .mean_match_corr
+                .push(mean_member_corr(&matching, corr, &sizes));
+        }
+        stats
+            .single_model_features
+            .push(single_model_features(&matching));
+        trunk.push(merge_layer(
+            &chains,
+            l,
+            &matching,
+            &sizes,
+            layers.scales(l),
+            prev.as_deref(),
+        ));
+        prev = Some(read_back(method, &matching, &sizes, &layers, l));
+    }
+    let heads = attach_heads(&chains, depth, prev.as_deref());
+    Ok((
+        MlpModel {
+            input_scale: s0,
+            trunk,
+            heads,
+        },
+        stats,
+    ))
+}
+
+/// The depth to zip to (`None`: every hidden layer), once it and the
+/// per-layer overrides are checked against the models.
+fn checked_depth(
+    models: &[MlpModel],
+    depth: Option<usize>,
+    overrides: &[LayerOverride],
+) -> Result<usize> {
     let max = max_depth(models);
     let depth = depth.unwrap_or(max);
     if depth > max {
@@ -264,17 +346,39 @@ pub fn zip_merge_with_stats(
             )));
         }
     }
-    let needs_data = !matches!(method, ZipMethod::Average) && depth > 0;
-    if needs_data && calib.is_empty() {
-        return Err(MlpError::Incompatible("zip: no calibration samples".into()));
-    }
-    let accs = if needs_data {
-        layer_statistics(models, depth, calib)?
-    } else {
-        Vec::new()
-    };
-    let (corrs, scales): (Vec<Vec<f64>>, Vec<Vec<f32>>) = if needs_data {
-        accs.iter()
+    Ok(depth)
+}
+
+/// Per zipped layer: the accumulated statistics, the joint correlation
+/// matrix and each feature's unit (its standard deviation, 1 for a dead
+/// feature). Empty for plain averaging, which looks at no data.
+struct LayerStats {
+    accs: Vec<CorrAccum>,
+    corrs: Vec<Vec<f64>>,
+    scales: Vec<Vec<f32>>,
+}
+
+impl LayerStats {
+    fn gather(
+        models: &[MlpModel],
+        method: ZipMethod,
+        depth: usize,
+        calib: &Samples,
+    ) -> Result<LayerStats> {
+        let needs_data = !matches!(method, ZipMethod::Average) && depth > 0;
+        if !needs_data {
+            return Ok(LayerStats {
+                accs: Vec::new(),
+                corrs: Vec::new(),
+                scales: Vec::new(),
+            });
+        }
+        if calib.is_empty() {
+            return Err(MlpError::Incompatible("zip: no calibration samples".into()));
+        }
+        let accs = layer_statistics(models, depth, calib)?;
+        let (corrs, scales) = accs
+            .iter()
             .map(|a| {
                 let scale = a
                     .stds()
@@ -283,118 +387,146 @@ pub fn zip_merge_with_stats(
                     .collect();
                 (a.correlation(), scale)
             })
-            .unzip()
-    } else {
-        (Vec::new(), Vec::new())
-    };
+            .unzip();
+        Ok(LayerStats {
+            accs,
+            corrs,
+            scales,
+        })
+    }
 
-    let n_models = chains.len();
-    let mut stats = ZipStats::default();
-    let mut trunk = Vec::new();
-    // Previous layer's unmerge per model (`d_m x n_prev`) and the offset
-    // added to its read-back features, none for the input.
-    let mut prev: Option<(usize, Vec<Unmerge>)> = None;
-    for l in 0..depth {
-        let sizes: Vec<usize> = chains.iter().map(|(c, _)| c[l].n_out).collect();
-        let matching = match method {
-            ZipMethod::Zipit { alpha, beta } => {
-                let o = overrides.iter().find(|o| o.layer == l);
-                let a = o.and_then(|o| o.alpha).unwrap_or(alpha);
-                let b = o.and_then(|o| o.beta).unwrap_or(beta);
-                let n_out = sizes.iter().copied().max().unwrap_or(0);
-                zipit(&corrs[l], &sizes, n_out, a, b)
-            }
-            ZipMethod::Permute | ZipMethod::Average => {
-                if sizes.iter().any(|&s| s != sizes[0]) {
-                    return Err(MlpError::Incompatible(format!(
-                        "zip: layer {l} widths differ {sizes:?}; permute and averaging need equal widths (zipit does not)"
-                    )));
-                }
-                if matches!(method, ZipMethod::Permute) {
-                    permute(&corrs[l], &sizes)
-                } else {
-                    Matching {
-                        n_out: sizes[0],
-                        assign: vec![(0..sizes[0]).collect(); n_models],
-                    }
-                }
-            }
-        };
-        if !corrs.is_empty() {
-            stats
-                .mean_match_corr
-                .push(mean_member_corr(&matching, &corrs[l], &sizes));
+    fn corr(&self, l: usize) -> Option<&[f64]> {
+        self.corrs.get(l).map(Vec::as_slice)
+    }
+
+    fn scales(&self, l: usize) -> Option<&[f32]> {
+        self.scales.get(l).map(Vec::as_slice)
+    }
+}
+
+/// Which features of layer `l` merge, by `method` (with `overrides`' α/β
+/// for ZipIt!). `corr` is there for every method but plain averaging.
+fn match_layer(
+    method: ZipMethod,
+    l: usize,
+    sizes: &[usize],
+    corr: Option<&[f64]>,
+    overrides: &[LayerOverride],
+) -> Result<Matching> {
+    let corr = || corr.expect("correlations are gathered for data-driven methods");
+    match method {
+        ZipMethod::Zipit { alpha, beta } => {
+            let o = overrides.iter().find(|o| o.layer == l);
+            let a = o.and_then(|o| o.alpha).unwrap_or(alpha);
+            let b = o.and_then(|o| o.beta).unwrap_or(beta);
+            let n_out = sizes.iter().copied().max().unwrap_or(0);
+            Ok(zipit(corr(), sizes, n_out, a, b))
         }
-        stats
-            .single_model_features
-            .push(single_model_features(&matching));
-        let n_out = matching.n_out;
-        let n_in = prev.as_ref().map_or(chains[0].0[0].n_in, |p| p.0);
-        let mut merged = Layer::zeros(n_in, n_out);
-        for (m, (c, _)) in chains.iter().enumerate() {
-            let layer = &c[l];
-            let (w, bias) = match &prev {
-                Some((np, un)) => (
-                    matmul(&layer.weight, &un[m].matrix, layer.n_out, layer.n_in, *np),
-                    with_offset(layer, &un[m].offset),
-                ),
-                None => (layer.weight.clone(), layer.bias.clone()),
-            };
-            let off: usize = sizes[..m].iter().sum();
-            let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
-            let mm = matching.merge_matrix_scaled(m, sc);
-            let mw = matmul(&mm, &w, n_out, layer.n_out, n_in);
-            let mb = matmul(&mm, &bias, n_out, layer.n_out, 1);
-            for (d, s) in merged.weight.iter_mut().zip(&mw) {
-                *d += s;
+        ZipMethod::Permute | ZipMethod::Average => {
+            if sizes.iter().any(|&s| s != sizes[0]) {
+                return Err(MlpError::Incompatible(format!(
+                    "zip: layer {l} widths differ {sizes:?}; permute and averaging need equal widths (zipit does not)"
+                )));
             }
-            for (d, s) in merged.bias.iter_mut().zip(&mb) {
-                *d += s;
-            }
-        }
-        trunk.push(merged);
-        // Data-driven methods read features back by least squares; plain
-        // averaging stays the data-free baseline.
-        let fit = !accs.is_empty() && !matches!(method, ZipMethod::Average);
-        prev = Some((
-            n_out,
-            if fit {
-                fitted_unmerge(&matching, &accs[l], &sizes, &scales[l])
+            Ok(if matches!(method, ZipMethod::Permute) {
+                permute(corr(), sizes)
             } else {
-                (0..n_models)
-                    .map(|m| {
-                        let off: usize = sizes[..m].iter().sum();
-                        let sc = (!scales.is_empty()).then(|| &scales[l][off..off + sizes[m]]);
-                        Unmerge {
-                            matrix: matching.unmerge_matrix_scaled(m, sc),
-                            offset: vec![0.0; sizes[m]],
-                        }
-                    })
-                    .collect()
-            },
-        ));
-    }
-    let mut heads = Vec::new();
-    for (m, (c, classes)) in chains.iter().enumerate() {
-        let mut layers: Vec<Layer> = c[depth..].to_vec();
-        if let (Some((np, un)), Some(first)) = (&prev, layers.first_mut()) {
-            first.bias = with_offset(first, &un[m].offset);
-            first.weight = matmul(&first.weight, &un[m].matrix, first.n_out, first.n_in, *np);
-            first.n_in = *np;
+                Matching {
+                    n_out: sizes[0],
+                    assign: vec![(0..sizes[0]).collect(); sizes.len()],
+                }
+            })
         }
-        heads.push(Head {
-            classes: classes.clone(),
-            layers,
-        });
     }
-    Ok((
-        MlpModel {
-            input_scale: s0,
-            trunk,
-            heads,
-        },
-        stats,
-    ))
+}
+
+/// The merged layer `l`: `W = sum_m M_m W_m U_m'`,
+/// `b = sum_m M_m (b_m + W_m o_m')`, with `prev` the previous layer's
+/// read-back per model (`U_m'`, `o_m'`; none for the input).
+fn merge_layer(
+    chains: &[Chain],
+    l: usize,
+    matching: &Matching,
+    sizes: &[usize],
+    scales: Option<&[f32]>,
+    prev: Option<&[Unmerge]>,
+) -> Layer {
+    let n_out = matching.n_out;
+    let n_in = prev.map_or(chains[0].0[0].n_in, |p| p[0].matrix.n_out);
+    let mut weight = Array2::<f32>::zeros((n_out, n_in));
+    let mut bias = Array2::<f32>::zeros((n_out, 1));
+    let mut off = 0;
+    for (m, (c, _)) in chains.iter().enumerate() {
+        let layer = &c[l];
+        let (w, b) = match prev {
+            Some(un) => (
+                un[m].matrix.unmerge_cols(layer.weight_view()),
+                with_offset(layer, &un[m].offset),
+            ),
+            None => (layer.weight_view().to_owned(), layer.bias.clone()),
+        };
+        let mm = merge_of(matching, m, scales.map(|s| &s[off..off + sizes[m]]));
+        weight += &mm.merge_rows(w.view());
+        bias += &mm.merge_rows(column(&b));
+        off += sizes[m];
+    }
+    Layer {
+        n_in,
+        n_out,
+        weight: into_vec(weight),
+        bias: into_vec(bias),
+    }
+}
+
+/// How each model reads merged layer `l` back: by least squares for the
+/// data-driven methods, plainly (each member at its own scale) for plain
+/// averaging, which stays the data-free baseline.
+fn read_back(
+    method: ZipMethod,
+    matching: &Matching,
+    sizes: &[usize],
+    layers: &LayerStats,
+    l: usize,
+) -> Vec<Unmerge> {
+    if let (Some(acc), Some(scales), false) = (
+        layers.accs.get(l),
+        layers.scales(l),
+        matches!(method, ZipMethod::Average),
+    ) {
+        return fitted_unmerge(matching, acc, sizes, scales);
+    }
+    let mut off = 0;
+    (0..sizes.len())
+        .map(|m| {
+            let sc = layers.scales(l).map(|s| &s[off..off + sizes[m]]);
+            off += sizes[m];
+            Unmerge {
+                matrix: unmerge_of(matching, m, sc),
+                offset: vec![0.0; sizes[m]],
+            }
+        })
+        .collect()
+}
+
+/// Each model's layers past the trunk, as its own head; the first of them
+/// reads the trunk's last merged layer back through `prev`.
+fn attach_heads(chains: &[Chain], depth: usize, prev: Option<&[Unmerge]>) -> Vec<Head> {
+    chains
+        .iter()
+        .enumerate()
+        .map(|(m, (c, classes))| {
+            let mut layers: Vec<Layer> = c[depth..].to_vec();
+            if let (Some(un), Some(first)) = (prev, layers.first_mut()) {
+                first.bias = with_offset(first, &un[m].offset);
+                first.weight = into_vec(un[m].matrix.unmerge_cols(first.weight_view()));
+                first.n_in = un[m].matrix.n_out;
+            }
+            Head {
+                classes: classes.clone(),
+                layers,
+            }
+        })
+        .collect()
 }
 
 /// How one model reads its features back from the merged ones:
@@ -402,15 +534,20 @@ pub fn zip_merge_with_stats(
 #[derive(Clone, Debug)]
 struct Unmerge {
     /// `d_m x n_out`, one non-zero per row.
-    matrix: Vec<f32>,
+    matrix: OnePerFeature,
     offset: Vec<f32>,
 }
 
 /// The layer's bias once its input is read back with `offset` added:
 /// `W (x + o) + b = W x + (b + W o)`.
 fn with_offset(layer: &Layer, offset: &[f32]) -> Vec<f32> {
-    let extra = matmul(&layer.weight, offset, layer.n_out, layer.n_in, 1);
+    let extra = layer.weight_view().dot(&ArrayView1::from(offset));
     layer.bias.iter().zip(&extra).map(|(b, e)| b + e).collect()
+}
+
+/// `v` as a one-column matrix.
+fn column(v: &[f32]) -> ArrayView2<'_, f32> {
+    ArrayView2::from_shape((v.len(), 1), v).expect("a column")
 }
 
 /// Least-squares read-back of each feature from its merged feature.
@@ -462,7 +599,11 @@ fn fitted_unmerge(
     let mut off = 0;
     for (m, a) in matching.assign.iter().enumerate() {
         let d = sizes[m];
-        let mut matrix = vec![0.0f32; d * n_out];
+        let mut matrix = OnePerFeature {
+            n_out,
+            index: a.clone(),
+            value: vec![0.0; d],
+        };
         let mut offset = vec![0.0f32; d];
         for (f, &c) in a.iter().enumerate() {
             let g = off + f;
@@ -479,7 +620,7 @@ fn fitted_unmerge(
             } else {
                 (f64::from(scales[g]), 0.0)
             };
-            matrix[f * n_out + c] = slope as f32;
+            matrix.value[f] = slope as f32;
             offset[f] = icpt as f32;
         }
         out.push(Unmerge { matrix, offset });

@@ -142,7 +142,9 @@ impl<'a> Spawn<'a> {
                     p.lock().unwrap().process(&pending[..cut]);
                     pending.drain(..cut);
                 }
-                if ended {
+                // Every read wakes the waiters: `wait` looks at whole
+                // frames, `wait_raw` at the bytes so far.
+                if ended || n > 0 {
                     let (count, cv) = &*sn;
                     *count.lock().unwrap() += 1;
                     cv.notify_all();
@@ -202,6 +204,28 @@ impl Tui {
             let left = limit.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 panic!("timed out waiting for {what}; screen:\n{s}");
+            }
+            let before = *seen;
+            seen = cv
+                .wait_timeout_while(seen, left, |c| *c == before)
+                .unwrap()
+                .0;
+        }
+    }
+
+    /// Like [`Tui::wait`], for programs that draw no frames (the merge
+    /// progress bar): `pred` looks at every byte written so far.
+    pub fn wait_raw(&self, what: &str, secs: u64, pred: impl Fn(&[u8]) -> bool) {
+        let limit = Instant::now() + Duration::from_secs(secs);
+        let (count, cv) = &*self.seen;
+        let mut seen = count.lock().unwrap();
+        loop {
+            if pred(&self.raw.lock().unwrap()) {
+                return;
+            }
+            let left = limit.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("timed out waiting for {what}; output:\n{}", self.raw_text());
             }
             let before = *seen;
             seen = cv
