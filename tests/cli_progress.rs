@@ -6,36 +6,7 @@
 //! output, never by a clock), then cancels it.
 
 mod pty;
-
-use std::path::Path;
-
-/// A model of `tensors` f32 tensors of 2048 x 2048 (16 MiB each) with long
-/// names, whose data is a hole made by `set_len`.
-fn sparse_model(dir: &Path, tensors: usize) {
-    use std::io::Write;
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let (rows, cols) = (2048u64, 2048u64);
-    let n = rows * cols * 4;
-    let entries: Vec<String> = (0..tensors as u64)
-        .map(|i| {
-            format!(
-                "\"model.layers.{i}.block_sparse_moe.experts.{i}.feed_forward_network.gate_up_projection.weight\":{{\"dtype\":\"F32\",\"shape\":[{rows},{cols}],\"data_offsets\":[{},{}]}}",
-                i * n,
-                (i + 1) * n
-            )
-        })
-        .collect();
-    let mut header = format!("{{{}}}", entries.join(","));
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut f = std::fs::File::create(dir.join("model.safetensors")).expect("create");
-    f.write_all(&(header.len() as u64).to_le_bytes())
-        .expect("write");
-    f.write_all(header.as_bytes()).expect("write");
-    f.set_len(8 + header.len() as u64 + tensors as u64 * n)
-        .expect("set_len");
-}
+mod sparse;
 
 const RECIPE: &str = r#"method = "task_arithmetic"
 base = "big/base"
@@ -86,7 +57,9 @@ fn columns(s: &str) -> usize {
 fn the_bar_fits_80_columns_redraws_in_place_and_never_goes_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     for m in ["base", "ft0", "ft1"] {
-        sparse_model(&dir.path().join("big").join(m), 64);
+        sparse::sparse_model(&dir.path().join("big").join(m), 64, (2048, 2048), |i| {
+            format!("model.layers.{i}.block_sparse_moe.experts.{i}.feed_forward_network.gate_up_projection.weight")
+        });
     }
     std::fs::write(dir.path().join("r.toml"), RECIPE).expect("recipe");
     let data = tempfile::tempdir().expect("data dir");

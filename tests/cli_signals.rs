@@ -4,37 +4,11 @@
 //! the merge under way (a line on stderr, no sleeping), then acts, so the
 //! merge is always still running when it is interrupted.
 
+mod sparse;
+
 use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
-
-/// A model of `tensors` f32 tensors of 16384 x 16384 (1 GiB each) whose
-/// data is a hole made by `set_len`.
-fn sparse_model(dir: &Path, tensors: usize) {
-    use std::io::Write;
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let (rows, cols) = (16384u64, 16384u64);
-    let n = rows * cols * 4;
-    let entries: Vec<String> = (0..tensors as u64)
-        .map(|i| {
-            format!(
-                "\"model.layers.{i}.mlp.up_proj.weight\":{{\"dtype\":\"F32\",\"shape\":[{rows},{cols}],\"data_offsets\":[{},{}]}}",
-                i * n,
-                (i + 1) * n
-            )
-        })
-        .collect();
-    let mut header = format!("{{{}}}", entries.join(","));
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut f = std::fs::File::create(dir.join("model.safetensors")).expect("create");
-    f.write_all(&(header.len() as u64).to_le_bytes())
-        .expect("write");
-    f.write_all(header.as_bytes()).expect("write");
-    f.set_len(8 + header.len() as u64 + tensors as u64 * n)
-        .expect("set_len");
-}
 
 const RECIPE: &str = r#"method = "task_arithmetic"
 base = "big/base"
@@ -52,7 +26,12 @@ parameters = { weight = 0.5 }
 fn big_merge_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     for m in ["base", "ft0", "ft1"] {
-        sparse_model(&dir.path().join("big").join(m), 4);
+        sparse::sparse_model(
+            &dir.path().join("big").join(m),
+            4,
+            sparse::GIB,
+            sparse::up_proj,
+        );
     }
     std::fs::write(dir.path().join("r.toml"), RECIPE).expect("recipe");
     dir

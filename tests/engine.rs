@@ -4,6 +4,8 @@
 //! interrupted merges are of inputs far too big to finish before the
 //! interruption that their first progress report triggers.
 
+mod sparse;
+
 use smelt::engine::{self, EngineError, Event, Options};
 use smelt::merge::Method;
 use smelt::model::{write_small, Dtype};
@@ -55,43 +57,13 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
-/// A model of `tensors` f32 tensors of 16384 x 16384 (1 GiB each) whose
-/// data is a hole (`set_len`): instant to make and free of disk, yet
-/// seconds of work to merge, so a cancel or a signal sent when the merge
-/// reports it has started always finds it running.
-fn sparse_model(dir: &Path, tensors: usize) {
-    use std::io::Write;
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let (rows, cols) = (16384u64, 16384u64);
-    let n = rows * cols * 4;
-    let entries: Vec<String> = (0..tensors as u64)
-        .map(|i| {
-            format!(
-                "\"model.layers.{i}.mlp.up_proj.weight\":{{\"dtype\":\"F32\",\"shape\":[{rows},{cols}],\"data_offsets\":[{},{}]}}",
-                i * n,
-                (i + 1) * n
-            )
-        })
-        .collect();
-    let mut header = format!("{{{}}}", entries.join(","));
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut f = std::fs::File::create(dir.join("model.safetensors")).expect("create");
-    f.write_all(&(header.len() as u64).to_le_bytes())
-        .expect("write");
-    f.write_all(header.as_bytes()).expect("write");
-    f.set_len(8 + header.len() as u64 + tensors as u64 * n)
-        .expect("set_len");
-}
-
-/// A base and two fine-tunes of [`sparse_model`]s.
+/// A base and two fine-tunes of [`sparse::sparse_model`]s.
 fn sparse_family(dir: &Path, tensors: usize) -> Vec<PathBuf> {
     ["base", "ft0", "ft1"]
         .iter()
         .map(|m| {
             let p = dir.join(m);
-            sparse_model(&p, tensors);
+            sparse::sparse_model(&p, tensors, sparse::GIB, sparse::up_proj);
             p
         })
         .collect()

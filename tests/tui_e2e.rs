@@ -7,6 +7,7 @@
 #![cfg(feature = "tui")]
 
 mod pty;
+mod sparse;
 
 use pty::*;
 use std::path::Path;
@@ -453,28 +454,6 @@ fn colours_follow_the_terminal() {
     }
 }
 
-/// A model of two 1 GiB f32 tensors whose data is a hole in a sparse file:
-/// instant to make, takes no disk, and a merge of three of them takes
-/// many seconds, so a signal surely arrives mid-merge.
-fn sparse_model(dir: &Path) {
-    use std::io::Write;
-    std::fs::create_dir_all(dir).unwrap();
-    let (rows, cols) = (16384usize, 16384usize);
-    let n = (rows * cols * 4) as u64;
-    let mut header = format!(
-        "{{\"model.layers.0.mlp.up_proj.weight\":{{\"dtype\":\"F32\",\"shape\":[{rows},{cols}],\"data_offsets\":[0,{n}]}},\
-         \"model.layers.1.mlp.up_proj.weight\":{{\"dtype\":\"F32\",\"shape\":[{rows},{cols}],\"data_offsets\":[{n},{}]}}}}",
-        2 * n
-    );
-    while header.len() % 8 != 0 {
-        header.push(' ');
-    }
-    let mut f = std::fs::File::create(dir.join("model.safetensors")).unwrap();
-    f.write_all(&(header.len() as u64).to_le_bytes()).unwrap();
-    f.write_all(header.as_bytes()).unwrap();
-    f.set_len(8 + header.len() as u64 + 2 * n).unwrap();
-}
-
 /// SIGHUP (the SSH connection drops) or SIGTERM during a merge: the merge
 /// is cancelled, its partial folder removed, the terminal put back, and
 /// the exit code is 128 + the signal.
@@ -482,7 +461,7 @@ fn signal_during_a_merge(sig: i32) {
     let tmp = tempfile::tempdir().unwrap();
     let fam = tmp.path().join("fam");
     for m in ["a", "b", "c"] {
-        sparse_model(&fam.join(m));
+        sparse::sparse_model(&fam.join(m), 2, sparse::GIB, sparse::up_proj);
     }
     let paths: Vec<String> = ["a", "b", "c"]
         .iter()
