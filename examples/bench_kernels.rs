@@ -12,10 +12,8 @@ fn main() {
     let mut gen = || {
         (0..n)
             .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
+                let r = smelt::mlp::splitmix64(&mut s);
+                ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.02
             })
             .collect::<Vec<f32>>()
     };

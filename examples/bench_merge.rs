@@ -483,14 +483,14 @@ fn write_family(
     Ok(())
 }
 
+/// 64 random bits for element `i` of tensor `t` of model `m`: one
+/// splitmix64 step (the shared `smelt::mlp::splitmix64`) from a state made
+/// of the three, so any element can be made on any thread.
 fn hash(i: u64, t: u64, m: u64) -> u64 {
     let mut z = i
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(t.wrapping_mul(0xD1B5_4A32_D192_ED03))
         .wrapping_add(m.wrapping_mul(0x8CB9_2BA7_2F3D_8DD7));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    smelt::mlp::splitmix64(&mut z)
 }
 
 /// A cheap approximately normal variate from 64 random bits (sum of four

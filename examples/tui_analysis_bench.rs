@@ -44,15 +44,14 @@ const COLS: usize = 11008;
 /// What the workbench gives its analyzer (`ANALYSIS_CACHE_BYTES`).
 const CACHE_BYTES: usize = 96 << 20;
 
-/// Deterministic heavy-tailed noise (xorshift; cubes of uniforms).
+/// Deterministic heavy-tailed noise (the shared splitmix64 stream; cubes
+/// of uniforms).
 fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut s = seed;
     (0..n)
         .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
+            let r = smelt::mlp::splitmix64(&mut s);
+            let u = (r >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
             u * u * u * scale
         })
         .collect()

@@ -72,11 +72,9 @@ fn a_tensor_that_differs_in_shape_is_skipped_and_named() {
     }
 }
 
-fn lcg(s: &mut u64) -> f32 {
-    *s = s
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    ((*s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+/// Uniform in [-1, 1) from the shared splitmix64 stream.
+fn uniform(s: &mut u64) -> f32 {
+    ((smelt::mlp::splitmix64(s) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
 /// A family with one tensor big enough for a preview (4096 x 1024, bf16)
@@ -85,8 +83,8 @@ fn big_family(dir: &Path) -> Recipe {
     let mut s = 7u64;
     let big = "model.layers.0.mlp.up_proj.weight";
     let (rows, cols) = (4096, 1024);
-    let base: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut s) * 0.05).collect();
-    let small: Vec<f32> = (0..256).map(|_| lcg(&mut s) * 0.05).collect();
+    let base: Vec<f32> = (0..rows * cols).map(|_| uniform(&mut s) * 0.05).collect();
+    let small: Vec<f32> = (0..256).map(|_| uniform(&mut s) * 0.05).collect();
     let write = |name: &str, big_v: Vec<f32>, small_v: Vec<f32>| {
         write_small(
             &dir.join(name),
@@ -112,9 +110,9 @@ fn big_family(dir: &Path) -> Recipe {
     for i in 0..3 {
         let b = base
             .iter()
-            .map(|x| x + lcg(&mut s) * lcg(&mut s).abs() * 0.01)
+            .map(|x| x + uniform(&mut s) * uniform(&mut s).abs() * 0.01)
             .collect();
-        let m = small.iter().map(|x| x + lcg(&mut s) * 0.01).collect();
+        let m = small.iter().map(|x| x + uniform(&mut s) * 0.01).collect();
         write(&format!("ft{i}"), b, m);
     }
     let mut r = Recipe::new(

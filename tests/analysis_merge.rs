@@ -20,11 +20,9 @@ const TENSORS: [(&str, [usize; 2]); 2] = [
 ];
 const N: usize = 3;
 
-fn lcg(s: &mut u64) -> u64 {
-    *s = s
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    *s >> 33
+/// 31 random bits from the shared splitmix64 stream.
+fn bits(s: &mut u64) -> u64 {
+    smelt::mlp::splitmix64(s) >> 33
 }
 
 /// Base values in [-1, 1); deltas either zero, a multiple of 1/16 (ties)
@@ -37,13 +35,13 @@ fn family(dir: &Path) -> Inputs {
     for (name, shape) in TENSORS {
         let numel = shape[0] * shape[1];
         let b: Vec<f32> = (0..numel)
-            .map(|_| (lcg(&mut s) % 2000) as f32 / 1000.0 - 1.0)
+            .map(|_| (bits(&mut s) % 2000) as f32 / 1000.0 - 1.0)
             .collect();
         for m in models.iter_mut() {
             let v: Vec<f32> = b
                 .iter()
                 .map(|&x| {
-                    let r = lcg(&mut s);
+                    let r = bits(&mut s);
                     let mag = match r % 10 {
                         0 => 0.0,
                         1..=4 => (1 + (r >> 8) % 6) as f32 / 16.0,

@@ -190,13 +190,8 @@ fn not_toml_is_an_error() {
 /// back with the checks): whatever the recipe becomes, the text read back
 /// is that recipe, and the header comment survives.
 fn edited(seed: u64) -> Recipe {
-    let mut g = seed | 1;
-    let mut next = |n: u64| {
-        g ^= g << 13;
-        g ^= g >> 7;
-        g ^= g << 17;
-        g % n
-    };
+    let mut g = seed;
+    let mut next = |n: u64| smelt::mlp::splitmix64(&mut g) % n;
     let methods: Vec<Method> = Method::all()
         .filter(|m| !matches!(m, Method::Zipit | Method::Permute | Method::Passthrough))
         .collect();
