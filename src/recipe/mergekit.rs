@@ -732,6 +732,20 @@ fn show(v: Option<ParamValue>) -> String {
 /// read back), one line per value: parameter, model, layer or tensor,
 /// value now and after export.
 fn differences(a: &Recipe, b: &Recipe, layout: Option<&Layout>) -> Vec<String> {
+    let mut out = top_level_differences(a, b);
+    match layout {
+        // Without overrides the tables are written as they are: they must
+        // read back equal.
+        None => table_differences(a, b, &mut out),
+        // With them, every tensor must resolve the same.
+        Some(layout) => tensor_differences(a, b, layout, &mut out),
+    }
+    out
+}
+
+/// What differs outside the parameter tables: method, base, models,
+/// slices, out_dtype, seed, calibration, overrides.
+fn top_level_differences(a: &Recipe, b: &Recipe) -> Vec<String> {
     let mut out = Vec::new();
     // Paths are written relative to where the text goes: compare the files
     // they name, whatever folder they were resolved against.
@@ -797,66 +811,67 @@ fn differences(a: &Recipe, b: &Recipe, layout: Option<&Layout>) -> Vec<String> {
     if !b.overrides.is_empty() {
         out.push("overrides: mergekit has none".into());
     }
-    match layout {
-        // Without overrides the tables are written as they are: they must
-        // read back equal.
-        None => {
-            for (k, v) in &a.params {
-                if b.params.get(k) != Some(v) {
-                    out.push(format!("parameters.{k}: changed by the export"));
-                }
-            }
-            for k in b.params.keys().filter(|k| !a.params.contains_key(*k)) {
-                out.push(format!("parameters.{k}: added by the export"));
-            }
-            for (i, (x, y)) in a.models.iter().zip(&b.models).enumerate() {
-                if x.params != y.params {
-                    out.push(format!("models[{i}].parameters: changed by the export"));
-                }
-            }
+    out
+}
+
+/// The recipe-wide and per-model tables, compared as written.
+fn table_differences(a: &Recipe, b: &Recipe, out: &mut Vec<String>) {
+    for (k, v) in &a.params {
+        if b.params.get(k) != Some(v) {
+            out.push(format!("parameters.{k}: changed by the export"));
         }
-        // With them, every tensor must resolve the same.
-        Some(layout) => {
-            // (what, group) -> (tensors, first tensor, now, after)
-            let mut lost: Vec<(String, Group, usize, String, String, String)> = Vec::new();
-            for t in tensors(layout) {
-                let x = a.resolve_impl(t.name, t.group, layout.n_layers);
-                let y = b.resolve_impl(t.name, t.group, layout.n_layers);
-                let spec = a.method.spec();
-                let mut slots: Vec<(Slot, &str)> =
-                    spec.global.iter().map(|p| (Slot::Global, p.name)).collect();
-                for i in 0..a.models.len().max(b.models.len()) {
-                    slots.extend(spec.per_model.iter().map(|p| (Slot::Model(i), p.name)));
-                }
-                for (slot, name) in slots {
-                    let (vx, vy) = (slot.get(&x, name), slot.get(&y, name));
-                    if vx == vy {
-                        continue;
-                    }
-                    let what = slot.at(name);
-                    let (now, after) = (show(vx), show(vy));
-                    match lost
-                        .iter_mut()
-                        .find(|l| l.0 == what && l.1 == t.group && l.4 == now && l.5 == after)
-                    {
-                        Some(l) => l.2 += 1,
-                        None => lost.push((what, t.group, 1, t.name.to_string(), now, after)),
-                    }
-                }
+    }
+    for k in b.params.keys().filter(|k| !a.params.contains_key(*k)) {
+        out.push(format!("parameters.{k}: added by the export"));
+    }
+    for (i, (x, y)) in a.models.iter().zip(&b.models).enumerate() {
+        if x.params != y.params {
+            out.push(format!("models[{i}].parameters: changed by the export"));
+        }
+    }
+}
+
+/// Every value as each tensor of `layout` resolves it, now and after the
+/// export; one line per value, group and change, naming the first tensor
+/// and how many more.
+fn tensor_differences(a: &Recipe, b: &Recipe, layout: &Layout, out: &mut Vec<String>) {
+    // (what, group) -> (tensors, first tensor, now, after)
+    let mut lost: Vec<(String, Group, usize, String, String, String)> = Vec::new();
+    for t in tensors(layout) {
+        let x = a.resolve_impl(t.name, t.group, layout.n_layers);
+        let y = b.resolve_impl(t.name, t.group, layout.n_layers);
+        let spec = a.method.spec();
+        let mut slots: Vec<(Slot, &str)> =
+            spec.global.iter().map(|p| (Slot::Global, p.name)).collect();
+        for i in 0..a.models.len().max(b.models.len()) {
+            slots.extend(spec.per_model.iter().map(|p| (Slot::Model(i), p.name)));
+        }
+        for (slot, name) in slots {
+            let (vx, vy) = (slot.get(&x, name), slot.get(&y, name));
+            if vx == vy {
+                continue;
             }
-            for (what, group, count, first, now, after) in lost {
-                let more = if count > 1 {
-                    format!(" and {} more", count - 1)
-                } else {
-                    String::new()
-                };
-                out.push(format!(
-                    "{what} at {group} (`{first}`{more}): {now} now, {after} after export"
-                ));
+            let what = slot.at(name);
+            let (now, after) = (show(vx), show(vy));
+            match lost
+                .iter_mut()
+                .find(|l| l.0 == what && l.1 == t.group && l.4 == now && l.5 == after)
+            {
+                Some(l) => l.2 += 1,
+                None => lost.push((what, t.group, 1, t.name.to_string(), now, after)),
             }
         }
     }
-    out
+    for (what, group, count, first, now, after) in lost {
+        let more = if count > 1 {
+            format!(" and {} more", count - 1)
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{what} at {group} (`{first}`{more}): {now} now, {after} after export"
+        ));
+    }
 }
 
 /// Read exported text as `smelt` reads a YAML file in `dir`, without the
