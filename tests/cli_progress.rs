@@ -8,18 +8,6 @@
 mod pty;
 mod sparse;
 
-const RECIPE: &str = r#"method = "task_arithmetic"
-base = "big/base"
-
-[[models]]
-path = "big/ft0"
-parameters = { weight = 0.5 }
-
-[[models]]
-path = "big/ft1"
-parameters = { weight = 0.5 }
-"#;
-
 /// The text a terminal shows for `raw`, split where the cursor goes back
 /// to the start of a line (`\r`, `\n`), with escape sequences removed.
 fn drawn_lines(raw: &str) -> Vec<String> {
@@ -55,13 +43,9 @@ fn columns(s: &str) -> usize {
 
 #[test]
 fn the_bar_fits_80_columns_redraws_in_place_and_never_goes_back() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for m in ["base", "ft0", "ft1"] {
-        sparse::sparse_model(&dir.path().join("big").join(m), 64, (2048, 2048), |i| {
-            format!("model.layers.{i}.block_sparse_moe.experts.{i}.feed_forward_network.gate_up_projection.weight")
-        });
-    }
-    std::fs::write(dir.path().join("r.toml"), RECIPE).expect("recipe");
+    let dir = sparse::merge_dir(64, (2048, 2048), |i| {
+        format!("model.layers.{i}.block_sparse_moe.experts.{i}.feed_forward_network.gate_up_projection.weight")
+    });
     let data = tempfile::tempdir().expect("data dir");
     let mut t = pty::Spawn::new(
         &["merge", "r.toml", "--out", "out"],

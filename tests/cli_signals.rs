@@ -10,31 +10,11 @@ use std::io::BufRead;
 use std::path::Path;
 use std::process::{Child, ChildStderr, Command, Stdio};
 
-const RECIPE: &str = r#"method = "task_arithmetic"
-base = "big/base"
-
-[[models]]
-path = "big/ft0"
-parameters = { weight = 0.5 }
-
-[[models]]
-path = "big/ft1"
-parameters = { weight = 0.5 }
-"#;
+use sparse::RECIPE;
 
 /// A temp folder with three big sparse models and `r.toml` over them.
 fn big_merge_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for m in ["base", "ft0", "ft1"] {
-        sparse::sparse_model(
-            &dir.path().join("big").join(m),
-            4,
-            sparse::GIB,
-            sparse::up_proj,
-        );
-    }
-    std::fs::write(dir.path().join("r.toml"), RECIPE).expect("recipe");
-    dir
+    sparse::merge_dir(4, sparse::GIB, sparse::up_proj)
 }
 
 fn listing(dir: &Path) -> Vec<String> {

@@ -57,16 +57,9 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
-/// A base and two fine-tunes of [`sparse::sparse_model`]s.
+/// A base and two fine-tunes of 1 GiB sparse tensors.
 fn sparse_family(dir: &Path, tensors: usize) -> Vec<PathBuf> {
-    ["base", "ft0", "ft1"]
-        .iter()
-        .map(|m| {
-            let p = dir.join(m);
-            sparse::sparse_model(&p, tensors, sparse::GIB, sparse::up_proj);
-            p
-        })
-        .collect()
+    sparse::family(dir, tensors, sparse::GIB, sparse::up_proj)
 }
 
 /// Cancelling when the merge reports it has started stops it and leaves

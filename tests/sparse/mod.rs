@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A 1 GiB f32 tensor shape (16384 x 16384).
 pub const GIB: (u64, u64) = (16384, 16384);
@@ -43,4 +43,46 @@ pub fn sparse_model(dir: &Path, tensors: usize, shape: (u64, u64), name: impl Fn
 /// `model.layers.{i}.mlp.up_proj.weight`: Llama-style names.
 pub fn up_proj(i: u64) -> String {
     format!("model.layers.{i}.mlp.up_proj.weight")
+}
+
+/// A base and two fine-tunes (`dir/{base,ft0,ft1}`) of [`sparse_model`]s.
+pub fn family(
+    dir: &Path,
+    tensors: usize,
+    shape: (u64, u64),
+    name: impl Fn(u64) -> String,
+) -> Vec<PathBuf> {
+    ["base", "ft0", "ft1"]
+        .iter()
+        .map(|m| {
+            let p = dir.join(m);
+            sparse_model(&p, tensors, shape, &name);
+            p
+        })
+        .collect()
+}
+
+/// Task arithmetic over the family in `big/`, as `r.toml` holds it.
+pub const RECIPE: &str = r#"method = "task_arithmetic"
+base = "big/base"
+
+[[models]]
+path = "big/ft0"
+parameters = { weight = 0.5 }
+
+[[models]]
+path = "big/ft1"
+parameters = { weight = 0.5 }
+"#;
+
+/// A temp folder with a [`family`] in `big/` and [`RECIPE`] as `r.toml`.
+pub fn merge_dir(
+    tensors: usize,
+    shape: (u64, u64),
+    name: impl Fn(u64) -> String,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    family(&dir.path().join("big"), tensors, shape, name);
+    std::fs::write(dir.path().join("r.toml"), RECIPE).expect("recipe");
+    dir
 }
