@@ -4,33 +4,13 @@
 //! with its recipe line, and `smelt merge` refuses it before writing
 //! anything.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn smelt(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smelt"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run smelt")
-}
+use common::smelt;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit")
-}
-
-/// A temp folder with a copy of the fixture models (4 layers each) in
-/// `models/`.
+/// A temp folder with the fixture models (4 layers each) in `models/`.
 fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for m in ["base", "ft0", "ft1"] {
-        let to = dir.path().join("models").join(m);
-        std::fs::create_dir_all(&to).expect("mkdir");
-        for f in ["model.safetensors", "config.json"] {
-            std::fs::copy(fixtures().join("models").join(m).join(f), to.join(f)).expect("copy");
-        }
-    }
-    dir
+    common::fixture_models(&["base", "ft0", "ft1"])
 }
 
 /// `recipe check` and `merge` both refuse `text` (saved as `file`) with

@@ -2,28 +2,12 @@
 //! input is refused with a message naming the culprit and nothing left
 //! behind.
 
+mod common;
+
+use common::{fixtures, smelt, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn smelt(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smelt"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run smelt")
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::process::Command;
 
 /// A scratch copy of the fixture models, plus a recipe over them.
 fn scratch(recipe_toml: &str) -> (tempfile::TempDir, PathBuf) {

@@ -2,16 +2,12 @@
 //! the user meant: the message names the user's path and says what is
 //! wrong with it, and the exit code is 2 (bad input).
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn smelt(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smelt"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run smelt")
-}
+use common::smelt;
+
+use std::path::Path;
+use std::process::Output;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

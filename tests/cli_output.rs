@@ -3,29 +3,13 @@
 //! deleted, bad input exits 2 naming the path, an environment failure (a
 //! read-only folder, a full disk) exits 1 naming the path.
 
+mod common;
+
+use common::{fixtures, smelt, text};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn smelt(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smelt"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run smelt")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit")
-}
 
 /// A scratch copy of the fixture models, plus `r.toml` over them.
 fn scratch(recipe_toml: &str) -> tempfile::TempDir {

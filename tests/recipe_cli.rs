@@ -2,41 +2,16 @@
 //! (and only from where it belongs), and mergekit export is exact or
 //! refused.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn smelt(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_smelt"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run smelt")
-}
+use common::{fixtures, smelt, text};
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use std::path::Path;
+use std::process::Command;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit")
-}
-
-/// A temp folder with `models/` pointing at the fixture models (copied:
-/// the merge writes nothing there, but tests must not share files).
+/// A temp folder with the fixture models in `models/`.
 fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for m in ["base", "ft0", "ft1", "ft2"] {
-        let to = dir.path().join("models").join(m);
-        std::fs::create_dir_all(&to).expect("mkdir");
-        for f in ["model.safetensors", "config.json"] {
-            std::fs::copy(fixtures().join("models").join(m).join(f), to.join(f)).expect("copy");
-        }
-    }
-    dir
+    common::fixture_models(&["base", "ft0", "ft1", "ft2"])
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

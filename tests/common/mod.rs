@@ -1,6 +1,50 @@
-//! Helpers shared by the parity tests.
+//! Helpers shared by the integration tests: the `smelt` binary, the
+//! mergekit fixtures, tied magnitudes for the parity tests.
+
+// Each test binary uses part of this module.
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Run the `smelt` binary with `args` in `cwd`.
+pub fn smelt(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run smelt")
+}
+
+/// stdout then stderr, as text.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The mergekit fixtures (tiny models, recipes, mergekit's outputs).
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit")
+}
+
+/// A temp folder with a copy of the fixture models `names` (4 layers each)
+/// in `models/`: the merge writes nothing there, but tests must not share
+/// files.
+pub fn fixture_models(names: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for m in names {
+        let to = dir.path().join("models").join(m);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for f in ["model.safetensors", "config.json"] {
+            std::fs::copy(fixtures().join("models").join(m).join(f), to.join(f)).expect("copy");
+        }
+    }
+    dir
+}
 
 /// Positions where some model's task vector has a non-zero magnitude that
 /// also occurs elsewhere in the same tensor.
