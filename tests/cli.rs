@@ -7,7 +7,6 @@ mod common;
 use common::{fixtures, smelt, text};
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// A scratch copy of the fixture models, plus a recipe over them.
 fn scratch(recipe_toml: &str) -> (tempfile::TempDir, PathBuf) {
@@ -404,7 +403,7 @@ fn analyze_text_follows_the_method_in_80_columns() {
 fn the_workbench_without_a_terminal_says_so() {
     let d = tempfile::tempdir().unwrap();
     for args in [&[][..], &["tui"][..], &["--theme", "light"][..]] {
-        let o = Command::new(env!("CARGO_BIN_EXE_smelt"))
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_smelt"))
             .args(args)
             .current_dir(d.path())
             .stdin(std::process::Stdio::null())
