@@ -4,7 +4,7 @@
 //! Same seed and data, same bytes.
 
 use super::{into_vec, Layer, Rng, Samples};
-use ndarray::{Array2, ArrayView1, ArrayViewMut1, Axis, Zip};
+use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1, Zip};
 
 /// A layer with He-normal weights (std `sqrt(2 / n_in)`) and zero bias.
 pub fn init_layer(n_in: usize, n_out: usize, rng: &mut Rng) -> Layer {
@@ -111,6 +111,48 @@ fn softmax_xent(z: &Array2<f32>, target: impl Iterator<Item = usize>) -> (Array2
     (grad, total)
 }
 
+/// One layer's gradients from `grad` (dL/dy, `[n, out]`) and its input `x`
+/// (`[n, in]`): dL/dW = gradᵀ x, dL/db = the column sums of grad, and, when
+/// `want_x`, dL/dx = grad W through the ReLU that made `x`.
+///
+/// Every sum runs over samples (for W and b) or outputs (for x) in index
+/// order, one `scaled_add` at a time, not through a blocked matrix product:
+/// the committed sample models are reproduced bit for bit from this order
+/// on any CPU, where a blocked product's order follows the kernel that
+/// matrixmultiply picks at run time. The layers are small, so this costs
+/// little.
+fn backward(
+    grad: &Array2<f32>,
+    x: &Array2<f32>,
+    layer: &Layer,
+    want_x: bool,
+) -> (Array2<f32>, Array1<f32>, Option<Array2<f32>>) {
+    let w = layer.weight_view();
+    let mut gw = Array2::<f32>::zeros((layer.n_out, layer.n_in));
+    let mut gb = Array1::<f32>::zeros(layer.n_out);
+    let mut gx = want_x.then(|| Array2::<f32>::zeros(x.raw_dim()));
+    for (b, (gr, xr)) in grad.rows().into_iter().zip(x.rows()).enumerate() {
+        for (o, &g) in gr.iter().enumerate() {
+            if g == 0.0 {
+                continue;
+            }
+            gb[o] += g;
+            gw.row_mut(o).scaled_add(g, &xr);
+            if let Some(gx) = gx.as_mut() {
+                gx.row_mut(b).scaled_add(g, &w.row(o));
+            }
+        }
+    }
+    if let Some(gx) = gx.as_mut() {
+        Zip::from(gx).and(x).for_each(|d, &a| {
+            if a <= 0.0 {
+                *d = 0.0;
+            }
+        });
+    }
+    (gw, gb, gx)
+}
+
 /// Train a chain of layers (ReLU after all but the last) as a classifier:
 /// output `j` stands for `classes[j]`; samples with other labels are
 /// skipped. Inputs are multiplied by `input_scale`. Returns the mean loss of
@@ -167,19 +209,7 @@ pub fn train_chain(
             };
             for j in (0..n_layers).rev() {
                 let input = &acts[j];
-                // dL/dW = gradᵀ x, dL/db = column sums of grad.
-                let gw = grad.t().dot(input);
-                let gb = grad.sum_axis(Axis(0));
-                // dL/dx = grad W, through the ReLU that made x.
-                let gx = (j > cfg.freeze_below).then(|| {
-                    let mut gx = grad.dot(&layers[j].weight_view());
-                    Zip::from(&mut gx).and(input).for_each(|d, &a| {
-                        if a <= 0.0 {
-                            *d = 0.0;
-                        }
-                    });
-                    gx
-                });
+                let (gw, gb, gx) = backward(&grad, input, &layers[j], j > cfg.freeze_below);
                 if j >= cfg.freeze_below {
                     let l = &mut layers[j];
                     let [ow, ob] = &mut opt[j];
