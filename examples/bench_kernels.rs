@@ -29,7 +29,7 @@ fn main() {
             continue;
         }
         let k = match method {
-            Method::Slerp | Method::Nearswap | Method::Passthrough => 1,
+            Method::Slerp | Method::Nearswap | Method::Passthrough | Method::ArceeFusion => 1,
             Method::Nuslerp => 2,
             _ => 3,
         };

@@ -92,6 +92,11 @@ fn recipe(method: Method, dir: &Path) -> Recipe {
     if method == Method::Sce {
         r.params.insert("select_topk".into(), Value::Number(0.4));
     }
+    if matches!(method, Method::Ram | Method::RamplusTl) {
+        // Past the ties at 1/16, so some of each task vector counts as
+        // unchanged.
+        r.params.insert("epsilon".into(), Value::Number(0.1));
+    }
     r
 }
 
@@ -132,6 +137,17 @@ fn merge_masks(
                     .zip(models[i].iter().zip(&base))
                     .map(|(&s, (m, b))| s && m - b != 0.0)
                     .collect()
+            })
+            .collect();
+    }
+    if matches!(method, Method::Ram | Method::RamplusTl) {
+        // RAM has no weights: merged alone, a model's output moves from
+        // the base exactly where its change counts (past epsilon).
+        return (0..N)
+            .map(|i| {
+                let mut k = merge::kernel(method, params, numel, 1).unwrap();
+                let out = merge::merge_slices(k.as_mut(), Some(&base), &refs[i..=i], row, 1 << 16);
+                out.iter().zip(&base).map(|(o, b)| o - b != 0.0).collect()
             })
             .collect();
     }
@@ -202,6 +218,7 @@ fn kept_and_conflicts_equal_what_each_merge_keeps() {
                 | Method::Slerp
                 | Method::Nearswap
                 | Method::Passthrough
+                | Method::ArceeFusion
         )
     }) {
         let r = recipe(method, d.path());
@@ -232,6 +249,44 @@ fn kept_and_conflicts_equal_what_each_merge_keeps() {
                 );
             }
         }
+    }
+}
+
+/// arcee_fusion takes one model: the analysis counts as kept exactly the
+/// entries the merge fuses (where its output leaves the base).
+#[test]
+fn arcee_fusion_counts_the_fused_entries() {
+    let d = tempfile::tempdir().unwrap();
+    let all = family(d.path());
+    let inputs = Inputs {
+        reference: all.reference.clone(),
+        models: vec![all.models[0].clone()],
+    };
+    let r = Recipe::new(
+        Method::ArceeFusion,
+        Some(d.path().join("base")),
+        vec![d.path().join("ft0")],
+    );
+    let cancel = AtomicBool::new(false);
+    let mut an = Analyzer::new(1 << 20);
+    for (name, shape) in TENSORS {
+        let s = an
+            .analyze(&inputs, &r, &Target::Tensor(name.into()), &cancel)
+            .unwrap()
+            .stats;
+        assert_eq!(s.selection, Selection::Importance);
+        let base = read(&inputs.reference, name);
+        let model = read(&inputs.models[0], name);
+        let params = r.resolve(name, Group::Layer(0), 1);
+        let mut k = merge::kernel(Method::ArceeFusion, &params, base.len(), 1).unwrap();
+        let out = merge::merge_slices(k.as_mut(), Some(&base), &[&model], shape[1], 1 << 16);
+        let fused = out.iter().zip(&base).filter(|(o, b)| *o != *b).count() as u64;
+        assert_eq!(s.kept, vec![fused], "{name}");
+        // median + 1.5 IQR keeps the outliers: a small share.
+        assert!(
+            fused > 0 && (fused as usize) < base.len() / 4,
+            "{name}: {fused}"
+        );
     }
 }
 

@@ -39,7 +39,7 @@ fn value(input: usize, i: usize) -> f32 {
 /// `numel`-element tensor generated chunk by chunk into reused buffers.
 fn peak_bytes(method: Method, numel: usize) -> usize {
     let n = match method {
-        Method::Slerp | Method::Nearswap | Method::Passthrough => 1,
+        Method::Slerp | Method::Nearswap | Method::Passthrough | Method::ArceeFusion => 1,
         Method::Nuslerp => 2,
         _ => 3,
     };

@@ -50,7 +50,7 @@ fn has_base(m: Method) -> bool {
 
 fn model_count(m: Method, want: usize) -> usize {
     match m {
-        Method::Slerp | Method::Nearswap | Method::Passthrough => 1,
+        Method::Slerp | Method::Nearswap | Method::Passthrough | Method::ArceeFusion => 1,
         Method::Nuslerp => 2,
         Method::ModelStock | Method::Multislerp => want.max(2),
         _ => want,

@@ -323,6 +323,8 @@ fn describe(recipe: &Recipe) -> String {
         Selection::Outliers => "kept: the `density` share under the top `gamma` outliers",
         Selection::RankedRandom => "kept: DELLA's draws, density +/- epsilon by rank in row",
         Selection::Variance => "kept: positions of highest variance (select_topk), SCE weights",
+        Selection::Importance => "kept: changes whose |change| x row KL reaches median + 1.5 IQR",
+        Selection::Epsilon => "kept: changes past `epsilon`; ones several models make are averaged",
     };
     let sign = if spec.sign_election {
         "sign: elected per parameter; opposing entries are dropped"

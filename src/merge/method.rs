@@ -44,6 +44,15 @@ pub enum Method {
     Nearswap,
     /// A single model's tensors copied unchanged (`passthrough`).
     Passthrough,
+    /// The fine-tune's changes where their importance (|Δ| times the row's
+    /// KL divergence) is an outlier (`arcee_fusion`).
+    ArceeFusion,
+    /// Reinforced Agent Merging: changes one model makes are kept whole,
+    /// changes several make are averaged (`ram`).
+    Ram,
+    /// RAM with each model's unique changes scaled up by how much it
+    /// shares with the others, per tensor (`ramplus_tl`).
+    RamplusTl,
     /// ZipIt! feature matching (MLP checkpoints; see [`crate::zip`]).
     Zipit,
     /// Permutation matching and averaging (MLP checkpoints).
@@ -111,6 +120,12 @@ pub enum Selection {
     /// Positions of highest variance across the models (SCE's
     /// `select_topk`), the same for every model.
     Variance,
+    /// Entries whose importance (|Δ| times the KL divergence of the row's
+    /// softmax from the base's) reaches median + 1.5 IQR (arcee_fusion).
+    Importance,
+    /// Entries whose magnitude exceeds `epsilon` (RAM): an entry only one
+    /// model changes is kept whole, one several change is averaged.
+    Epsilon,
 }
 
 /// A method's shape: base rule, model counts, parameters.
@@ -203,6 +218,18 @@ const EPSILON: ParamSpec = within(
     0.0,
     true,
     1.0,
+    false,
+);
+/// RAM's threshold: a task-vector entry counts as changed above it.
+const RAM_EPSILON: ParamSpec = within(
+    f(
+        "epsilon",
+        Some(1e-5),
+        "magnitude above which an entry counts as changed",
+    ),
+    0.0,
+    true,
+    f64::INFINITY,
     false,
 );
 const LAMBDA: ParamSpec = f("lambda", Some(1.0), "scale of the merged task vector");
@@ -500,6 +527,61 @@ const SPECS: &[MethodSpec] = &[
         doc: "copy tensors unchanged (with slices: frankenmerges)",
     },
     MethodSpec {
+        method: Method::ArceeFusion,
+        name: "arcee_fusion",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: Some(1),
+        global: &[],
+        per_model: &[],
+        sign_election: false,
+        trims: true,
+        selection: Selection::Importance,
+        doc: "fuse the changes whose importance (|change| x row KL) is an outlier",
+    },
+    MethodSpec {
+        method: Method::Ram,
+        name: "ram",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: &[RAM_EPSILON],
+        per_model: &[],
+        sign_election: false,
+        trims: true,
+        selection: Selection::Epsilon,
+        doc: "keep changes one model makes, average changes several make",
+    },
+    MethodSpec {
+        method: Method::RamplusTl,
+        name: "ramplus_tl",
+        base: BaseRule::Required,
+        min_models: 1,
+        max_models: None,
+        global: &[
+            within(
+                f("r", Some(0.1), "how much shared changes boost unique ones"),
+                0.0,
+                true,
+                f64::INFINITY,
+                false,
+            ),
+            within(
+                f("alpha", Some(0.2), "cap on the shared-to-unique ratio"),
+                0.0,
+                true,
+                f64::INFINITY,
+                false,
+            ),
+            RAM_EPSILON,
+        ],
+        per_model: &[],
+        sign_election: false,
+        trims: true,
+        selection: Selection::Epsilon,
+        doc: "RAM with unique changes scaled by how much each model shares",
+    },
+    MethodSpec {
         method: Method::Zipit,
         name: "zipit",
         base: BaseRule::None,
@@ -584,6 +666,9 @@ impl Method {
             | Method::Sce
             | Method::Nearswap
             | Method::Passthrough
+            | Method::ArceeFusion
+            | Method::Ram
+            | Method::RamplusTl
             | Method::Zipit
             | Method::Permute => false,
         }

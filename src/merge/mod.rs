@@ -4,6 +4,7 @@
 //! Files: `gta` (task arithmetic, TIES, DARE, breadcrumbs, DELLA), `sphere`
 //! (slerp, nuslerp, multislerp, karcher, model_stock: Gram-matrix pass, then
 //! a linear combination), `sce`, `simple` (linear, nearswap, passthrough),
+//! `fusion` (arcee_fusion), `ram` (ram, ramplus_tl),
 //! [`select`] (exact streaming top-k, also used by the analysis panels),
 //! [`rng`] (counter-based draws: same seed, same bytes, whatever the
 //! chunking or thread count). Semantics follow mergekit 0.1.5; deliberate
@@ -17,9 +18,11 @@
 //! does not grow with tensor size. Statistics that need the whole tensor
 //! (top-k thresholds, norms, cosines) come from the observe passes.
 
+mod fusion;
 mod gta;
 mod method;
 mod params;
+mod ram;
 pub mod rng;
 mod sce;
 pub mod select;
@@ -396,6 +399,9 @@ pub fn kernel(
             Box::new(simple::Nearswap::new(&p)?)
         }
         Method::Passthrough => Box::new(simple::Passthrough::new(&p, n_models)?),
+        Method::ArceeFusion => Box::new(fusion::Fusion::new(&p, numel, n_models)?),
+        Method::Ram => Box::new(ram::Ram::new(&p, n_models, false)?),
+        Method::RamplusTl => Box::new(ram::Ram::new(&p, n_models, true)?),
         Method::Zipit | Method::Permute => {
             return Err(p.error(
                 "matches features across whole MLP checkpoints; it is run by the zip module, \

@@ -44,6 +44,11 @@ pub fn selection_note(method: Method, w: usize) -> String {
         Selection::Outliers => ("kept: magnitudes past gamma", "two-tailed trim"),
         Selection::RankedRandom => ("kept: draws ranked by magnitude", "ranked drop"),
         Selection::Variance => ("kept: highest variance", "variance pick"),
+        Selection::Importance => ("kept: changes of outlier importance", "importance pick"),
+        Selection::Epsilon => (
+            "kept: changes past epsilon, shared ones averaged",
+            "epsilon pick",
+        ),
     };
     let (sign_long, sign_short) = if spec.sign_election {
         ("signs elected", "elects signs")
