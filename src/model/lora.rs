@@ -353,44 +353,54 @@ impl Adapter {
         let end = start + out.len();
         let (r0, r1) = (start / cols, (end - 1) / cols + 1);
         let nrows = r1 - r0;
+        // Both orientations as delta[r, c] = Σk coef[r, k] · basis[k, c],
+        // for the window's rows r only.
+        let mut coef = vec![0f32; nrows * rank];
+        let mut basis = vec![0f32; rank * cols];
         if !d.transposed {
-            // delta[r, c] = Σk B[r, k] · A[k, c]: the window's rows of B,
-            // all of A.
-            let mut a = vec![0f32; rank * cols];
-            self.weights.read_f32(&d.a, 0, &mut a)?;
-            let mut b = vec![0f32; nrows * rank];
-            self.weights.read_f32(&d.b, r0 * rank, &mut b)?;
-            for (i, o) in out.iter_mut().enumerate() {
-                let flat = start + i;
-                let (r, c) = (flat / cols - r0, flat % cols);
-                let brow = &b[r * rank..(r + 1) * rank];
-                let mut acc = 0f32;
-                for (k, bk) in brow.iter().enumerate() {
-                    acc += bk * a[k * cols + c];
-                }
-                *o += acc * d.scale;
-            }
+            // coef = the window's rows of B, basis = A.
+            self.weights.read_f32(&d.b, r0 * rank, &mut coef)?;
+            self.weights.read_f32(&d.a, 0, &mut basis)?;
         } else {
-            // delta[r, c] = Σk A[k, r] · B[c, k]: the window's columns of
-            // A (rank pieces), all of B.
+            // delta[r, c] = Σk A[k, r] · B[c, k]: coef = the window's
+            // columns of A (rank pieces), basis = Bᵀ.
             let rows = t.shape[0];
-            let mut a = vec![0f32; rank * nrows];
+            let mut piece = vec![0f32; nrows];
             for k in 0..rank {
-                self.weights
-                    .read_f32(&d.a, k * rows + r0, &mut a[k * nrows..(k + 1) * nrows])?;
+                self.weights.read_f32(&d.a, k * rows + r0, &mut piece)?;
+                for (r, v) in piece.iter().enumerate() {
+                    coef[r * rank + k] = *v;
+                }
             }
             let mut b = vec![0f32; cols * rank];
             self.weights.read_f32(&d.b, 0, &mut b)?;
-            for (i, o) in out.iter_mut().enumerate() {
-                let flat = start + i;
-                let (r, c) = (flat / cols - r0, flat % cols);
-                let brow = &b[c * rank..(c + 1) * rank];
-                let mut acc = 0f32;
-                for (k, bk) in brow.iter().enumerate() {
-                    acc += a[k * nrows + r] * bk;
+            for (c, row) in b.chunks_exact(rank).enumerate() {
+                for (k, v) in row.iter().enumerate() {
+                    basis[k * cols + c] = *v;
                 }
-                *o += acc * d.scale;
             }
+        }
+        // Row by row: each element sums its rank products in k order (as
+        // a dot product would), the sum then scaled and added.
+        let mut acc = vec![0f32; cols];
+        let mut at = 0;
+        while at < out.len() {
+            let flat = start + at;
+            let (r, c0) = (flat / cols, flat % cols);
+            let n = (cols - c0).min(out.len() - at);
+            let acc = &mut acc[..n];
+            acc.fill(0.0);
+            let cr = &coef[(r - r0) * rank..(r - r0 + 1) * rank];
+            for (k, &ck) in cr.iter().enumerate() {
+                let row = &basis[k * cols + c0..k * cols + c0 + n];
+                for (x, &y) in acc.iter_mut().zip(row) {
+                    *x += ck * y;
+                }
+            }
+            for (o, x) in out[at..at + n].iter_mut().zip(acc.iter()) {
+                *o += x * d.scale;
+            }
+            at += n;
         }
         Ok(())
     }
