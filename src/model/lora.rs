@@ -681,3 +681,42 @@ pub fn join_reference(model: &Path, adapter: &Path) -> PathBuf {
     s.push(adapter.as_os_str());
     PathBuf::from(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_split_at_one_plus() {
+        assert_eq!(split_reference("m+a"), Some(("m", "a")));
+        assert_eq!(
+            split_reference("../models/base+../adapters/x"),
+            Some(("../models/base", "../adapters/x"))
+        );
+        assert_eq!(split_reference("plain"), None);
+        assert_eq!(split_reference("a+b+c"), None);
+        assert_eq!(split_reference("+a"), None);
+        assert_eq!(split_reference("m+"), None);
+    }
+
+    #[test]
+    fn patterns_match_like_peft() {
+        let pats = vec![
+            ("o_proj".to_string(), 2usize),
+            ("layers.1.mlp.gate_proj".to_string(), 3),
+        ];
+        let find = |m: &str| Settings::lookup(&pats, m);
+        assert_eq!(find("model.layers.0.self_attn.o_proj"), Some(2));
+        assert_eq!(find("o_proj"), Some(2));
+        // A suffix that is not a whole dotted component does not match.
+        assert_eq!(find("model.layers.0.self_attn.xo_proj"), None);
+        assert_eq!(find("model.layers.1.mlp.gate_proj"), Some(3));
+        assert_eq!(find("model.layers.11.mlp.gate_proj"), None);
+        // The key is a regex, as in PEFT.
+        let re = vec![("layers\\.[01]\\.self_attn\\.q_proj".to_string(), 5usize)];
+        assert_eq!(
+            Settings::lookup(&re, "model.layers.1.self_attn.q_proj"),
+            Some(5)
+        );
+    }
+}
