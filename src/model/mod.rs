@@ -16,7 +16,8 @@
 //!
 //! Module layout: `header` (the safetensors header, parsed and built),
 //! `dtype` (conversion), `catalogue`, `compat` (can two models merge),
-//! `reader`, `writer`, `outpath` (output location rules), `inspect`.
+//! `reader`, `writer`, `outpath` (output location rules), `inspect`,
+//! `lora` (PEFT adapters applied while reading: `model+adapter`).
 
 mod catalogue;
 mod compat;
