@@ -253,9 +253,10 @@ impl Plan {
         self.models.get(s.model)?.tensor(&s.tensor)
     }
 
-    /// The paths of [`Plan::models`], in order.
+    /// The paths of [`Plan::models`], in order (a `model+adapter` gives
+    /// both of its paths).
     pub fn model_paths(&self) -> Vec<PathBuf> {
-        self.models.iter().map(|m| m.path().to_path_buf()).collect()
+        self.models.iter().flat_map(|m| m.source_paths()).collect()
     }
 }
 

@@ -1656,3 +1656,24 @@ fn a_layer_with_every_tensor_left_out_says_so() {
     assert!(!s.contains("conflict 0.0%"), "{s}");
     assert!(s.contains("left out†"), "{s}");
 }
+
+#[test]
+fn adding_model_plus_adapter_is_accepted_when_both_halves_exist() {
+    let d = tempfile::tempdir().unwrap();
+    let (m, a) = (d.path().join("ft-new"), d.path().join("lora"));
+    std::fs::create_dir(&m).unwrap();
+    let mut app = demo_app();
+    let both = format!("{}+{}", m.display(), a.display());
+    // The adapter folder is missing: refused, no job started.
+    ch(&mut app, 'a');
+    ctrl(&mut app, 'u');
+    typ(&mut app, &both);
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    std::fs::create_dir(&a).unwrap();
+    ctrl(&mut app, 'u');
+    typ(&mut app, &both);
+    match &press(&mut app, KeyCode::Enter)[..] {
+        [Effect::AddModel { path, .. }] => assert_eq!(path, &std::path::PathBuf::from(&both)),
+        other => panic!("{other:?}"),
+    }
+}

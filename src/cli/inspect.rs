@@ -2,13 +2,23 @@
 //! for people, or as JSON for scripts.
 
 use super::{emit, CliError, CliResult};
-use smelt::model::inspect::{GroupRow, Report, ShardRow};
+use smelt::model::inspect::{AdapterReport, GroupRow, Report, ShardRow};
 use smelt::model::Model;
 use std::fmt::Write;
 use std::path::Path;
 
 /// `smelt inspect MODEL [--json]`.
 pub fn run(path: &Path, json: bool) -> CliResult {
+    if smelt::model::lora::is_adapter(path) {
+        let adapter = smelt::model::Adapter::open(path)?;
+        let report = AdapterReport::new(&adapter);
+        return if json {
+            let text = serde_json::to_string_pretty(&report).map_err(CliError::internal)?;
+            emit(&format!("{}\n", smelt::text::json(&text)))
+        } else {
+            emit(&render_adapter(&report))
+        };
+    }
     let model = Model::open(path)?;
     let report = Report::new(&model);
     if json {
@@ -109,6 +119,71 @@ pub fn render(r: &Report) -> String {
             clip(&shape, 13),
             human(t.params, ""),
             t.shard
+        );
+    }
+    s
+}
+
+/// A LoRA adapter's report: its settings, then every tensor it changes
+/// with the rank, alpha and scale in effect there.
+pub fn render_adapter(r: &AdapterReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "LoRA adapter  ({})", esc(&r.path));
+    let _ = writeln!(
+        s,
+        "r {}, lora_alpha {}, {} scaling{}",
+        r.rank,
+        r.alpha,
+        if r.rslora {
+            "rsLoRA (alpha/sqrt(r))"
+        } else {
+            "alpha/r"
+        },
+        if r.fan_in_fan_out {
+            ", fan_in_fan_out"
+        } else {
+            ""
+        }
+    );
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.iter()
+                .map(|x| esc(x).into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let _ = writeln!(s, "target_modules: {}", clip(&list(&r.target_modules), 64));
+    let _ = writeln!(
+        s,
+        "modules_to_save: {}",
+        clip(&list(&r.modules_to_save), 63)
+    );
+    let _ = writeln!(
+        s,
+        "\n{:<50} {:<12} {:>4} {:>6} {:>7}",
+        "tensor", "kind", "rank", "alpha", "scale"
+    );
+    for t in &r.targets {
+        let (rank, alpha, scale) = if t.kind == "replace" {
+            ("-".into(), "-".into(), "-".into())
+        } else {
+            (
+                t.rank.to_string(),
+                format!("{}", t.alpha),
+                format!("{:.4}", t.scale),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "{:<50} {:<12} {:>4} {:>6} {:>7}",
+            clip_left(&esc(&t.tensor), 50),
+            t.kind,
+            rank,
+            alpha,
+            scale
         );
     }
     s

@@ -151,3 +151,65 @@ impl Report {
         }
     }
 }
+
+/// One tensor a LoRA adapter changes.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterTargetRow {
+    /// The model tensor's name.
+    pub tensor: String,
+    /// `lora`, `replace` (`modules_to_save`) or `replace+lora`.
+    pub kind: String,
+    /// The delta's rank (0 for a replacement).
+    pub rank: usize,
+    /// `lora_alpha` in effect (0 for a replacement).
+    pub alpha: f64,
+    /// The scale applied to `B·A` (0 for a replacement).
+    pub scale: f64,
+}
+
+/// What `smelt inspect ADAPTER` shows for a PEFT LoRA folder.
+#[derive(Clone, Debug, Serialize)]
+pub struct AdapterReport {
+    /// The adapter folder as given.
+    pub path: String,
+    /// `r` of adapter_config.json.
+    pub rank: usize,
+    /// `lora_alpha` of adapter_config.json.
+    pub alpha: f64,
+    /// `use_rslora`.
+    pub rslora: bool,
+    /// `fan_in_fan_out`.
+    pub fan_in_fan_out: bool,
+    /// `target_modules`.
+    pub target_modules: Vec<String>,
+    /// `modules_to_save`.
+    pub modules_to_save: Vec<String>,
+    /// Every model tensor changed, by name.
+    pub targets: Vec<AdapterTargetRow>,
+}
+
+impl AdapterReport {
+    /// The report of an opened adapter (headers only).
+    pub fn new(a: &super::Adapter) -> AdapterReport {
+        AdapterReport {
+            path: a.path().display().to_string(),
+            rank: a.rank(),
+            alpha: a.alpha(),
+            rslora: a.rslora(),
+            fan_in_fan_out: a.fan_in_fan_out(),
+            target_modules: a.target_modules().to_vec(),
+            modules_to_save: a.modules_to_save().to_vec(),
+            targets: a
+                .targets()
+                .into_iter()
+                .map(|t| AdapterTargetRow {
+                    tensor: t.tensor,
+                    kind: t.kind.to_string(),
+                    rank: t.rank,
+                    alpha: t.alpha,
+                    scale: t.scale,
+                })
+                .collect(),
+        }
+    }
+}

@@ -16,13 +16,15 @@
 //!
 //! Module layout: `header` (the safetensors header, parsed and built),
 //! `dtype` (conversion), `catalogue`, `compat` (can two models merge),
-//! `reader`, `writer`, `outpath` (output location rules), `inspect`.
+//! `reader`, `writer`, `outpath` (output location rules), `inspect`,
+//! `lora` (PEFT adapters applied while reading: `model+adapter`).
 
 mod catalogue;
 mod compat;
 mod dtype;
 mod header;
 pub mod inspect;
+pub mod lora;
 mod outpath;
 mod reader;
 mod writer;
@@ -31,6 +33,7 @@ pub use catalogue::{classify, Group, LayerGroup, LayerRef, TensorSummary};
 pub use compat::{Incompatible, Mismatch};
 pub use dtype::{from_f32, to_f32, Dtype};
 pub use header::{parse_header, HeaderEntry};
+pub use lora::Adapter;
 pub use outpath::{
     check_destination, inside_input, is_smelt_file, OutputLock, CARD_FILE, COPIED_FILES,
     RECIPE_FILE,

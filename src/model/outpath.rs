@@ -156,14 +156,27 @@ fn input_folder(resolved: &Path) -> PathBuf {
     }
 }
 
+/// The paths an input is read from: itself, or for `model+adapter` (a
+/// path that does not exist, with one `+`) both halves.
+fn input_parts(input: &Path) -> Vec<PathBuf> {
+    if !input.exists() {
+        if let Some((m, a)) = super::lora::split_reference(&input.to_string_lossy()) {
+            return vec![PathBuf::from(m), PathBuf::from(a)];
+        }
+    }
+    vec![input.to_path_buf()]
+}
+
 /// The first of `inputs` whose folder holds `path` (or is `path`), after
 /// resolving both. A model named as a file protects the folder it is in,
 /// just as a model named as a folder does.
 pub fn inside_input<'a>(path: &Path, inputs: &'a [PathBuf]) -> Result<Option<&'a Path>> {
     let resolved = resolve(path)?;
     for input in inputs {
-        if resolved.starts_with(input_folder(&resolve(input)?)) {
-            return Ok(Some(input));
+        for part in input_parts(input) {
+            if resolved.starts_with(input_folder(&resolve(&part)?)) {
+                return Ok(Some(input));
+            }
         }
     }
     Ok(None)
@@ -186,7 +199,8 @@ pub fn check_destination(out: &Path, inputs: &[PathBuf], force: bool) -> Result<
             "already exists; choose another output or pass --force to replace it",
         ));
     }
-    for input in inputs {
+    let parts: Vec<PathBuf> = inputs.iter().flat_map(|i| input_parts(i)).collect();
+    for input in &parts {
         let inp = resolve(input)?;
         let folder = input_folder(&inp);
         if resolved.starts_with(&folder) {

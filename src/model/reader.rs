@@ -13,6 +13,7 @@
 //! and for [`Model::raw`].
 
 use super::header::{self, Header};
+use super::lora::{self, Adapter};
 use super::{classify, dtype, Dtype, Group, LayerRef, ModelError, Result};
 use memmap2::Mmap;
 use std::cell::RefCell;
@@ -78,6 +79,11 @@ pub struct Model {
     by_name: HashMap<String, usize>,
     config: Option<serde_json::Value>,
     metadata: BTreeMap<String, String>,
+    /// A LoRA adapter applied while reading (`model+adapter`): the tensors
+    /// it changes are virtual, computed per read window.
+    adapter: Option<Box<Adapter>>,
+    /// The model half of `path` (`path` itself without an adapter).
+    model_path: PathBuf,
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> ModelError {
@@ -105,7 +111,27 @@ impl Model {
     /// an index) or one `.safetensors` file. Reads and validates the headers
     /// only; the data is read later, in chunks, as a merge asks for it.
     pub fn open(path: &Path) -> Result<Model> {
-        let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            // `model+adapter` (mergekit's syntax), unless a path of that
+            // very name exists (checked just above: it does not).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let text = path.to_string_lossy();
+                if let Some((m, a)) = lora::split_reference(&text) {
+                    return Model::open_with_adapter(&lora::locate(m), &lora::locate(a));
+                }
+                if text.matches('+').count() > 1 {
+                    return Err(ModelError::NotCheckpoint {
+                        path: path.to_path_buf(),
+                        why: "does not exist, and has more than one `+` \
+                              (a LoRA is written MODEL+ADAPTER)"
+                            .into(),
+                    });
+                }
+                return Err(io_err(path, e));
+            }
+            Err(e) => return Err(io_err(path, e)),
+        };
         if !meta.is_dir() {
             regular(path, &meta)?;
         }
@@ -171,7 +197,42 @@ impl Model {
             by_name,
             config,
             metadata,
+            adapter: None,
+            model_path: path.to_path_buf(),
         })
+    }
+    /// This model with `adapter` applied while reading: checks that every
+    /// tensor the adapter changes exists here with a fitting shape.
+    pub fn with_adapter(mut self, adapter: Adapter) -> Result<Model> {
+        if self.adapter.is_some() {
+            return Err(ModelError::NotCheckpoint {
+                path: self.path.clone(),
+                why: "already has a LoRA adapter; one adapter per model".into(),
+            });
+        }
+        adapter.check(&self)?;
+        self.path = lora::join_reference(&self.model_path, adapter.path());
+        self.name = format!("{}+{}", self.name, display_name(adapter.path()));
+        self.adapter = Some(Box::new(adapter));
+        Ok(self)
+    }
+    /// The LoRA adapter applied to this model (`model+adapter`), if any.
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_deref()
+    }
+    /// The model's own path: [`Model::path`] without `+adapter`.
+    pub fn model_path(&self) -> &Path {
+        &self.model_path
+    }
+    /// The files and folders this model is read from: the model's path,
+    /// and the adapter folder when there is one (for keeping outputs out
+    /// of inputs).
+    pub fn source_paths(&self) -> Vec<PathBuf> {
+        let mut v = vec![self.model_path.clone()];
+        if let Some(a) = &self.adapter {
+            v.push(a.path().to_path_buf());
+        }
+        v
     }
     /// The path given to `open`.
     pub fn path(&self) -> &Path {
@@ -249,8 +310,13 @@ impl Model {
         self.tensors.iter().map(|t| t.numel() as u64).sum()
     }
     /// The mapped bytes of a tensor. `t` must come from this model; a
-    /// foreign `TensorInfo` whose range does not fit gives an empty slice.
+    /// foreign `TensorInfo` whose range does not fit gives an empty slice,
+    /// and so does a tensor a LoRA adapter changes (it has no stored bytes:
+    /// use [`Model::read_raw`] or [`Model::read_f32`], which apply it).
     pub fn raw(&self, t: &TensorInfo) -> &[u8] {
+        if self.patch(t).is_some() {
+            return &[];
+        }
         self.maps
             .get(t.shard)
             .and_then(|m| m.get(t.start..t.end))
@@ -258,7 +324,44 @@ impl Model {
     }
     /// Elements `[start, start + out.len())` of tensor `t` (flat, row-major)
     /// converted to f32. Errors for non-mergeable dtypes.
+    ///
+    /// A tensor a LoRA adapter changes is computed here, for the window
+    /// only: base (or replacement) plus `scale · B·A`, rounded to the
+    /// tensor's dtype as a merged-and-saved model would hold it.
     pub fn read_f32(&self, t: &TensorInfo, start: usize, out: &mut [f32]) -> Result<()> {
+        let (Some(a), Some(p)) = (self.adapter.as_deref(), self.patch(t)) else {
+            return self.read_f32_stored(t, start, out);
+        };
+        if start.checked_add(out.len()).is_none_or(|e| e > t.numel()) {
+            return Err(ModelError::Tensor {
+                path: self.path.clone(),
+                tensor: t.name.clone(),
+                msg: format!(
+                    "read of elements {start}..+{} past its {} elements",
+                    out.len(),
+                    t.numel()
+                ),
+            });
+        }
+        a.apply(t, p, start, out, |o| self.read_f32_stored(t, start, o))?;
+        if t.dtype != Dtype::F32 {
+            // Round to the stored dtype, a bounded piece at a time.
+            const PIECE: usize = 1 << 16;
+            let mut bytes = vec![0u8; out.len().min(PIECE) * t.dtype.size()];
+            for piece in out.chunks_mut(PIECE) {
+                let b = &mut bytes[..piece.len() * t.dtype.size()];
+                dtype::from_f32(t.dtype, piece, b)?;
+                dtype::to_f32(t.dtype, b, piece);
+            }
+        }
+        Ok(())
+    }
+    /// The adapter's patch for `t`, when an adapter changes it.
+    fn patch(&self, t: &TensorInfo) -> Option<&lora::Patch> {
+        self.adapter.as_deref()?.patch(&t.name)
+    }
+    /// [`Model::read_f32`] of the stored bytes, without any adapter.
+    fn read_f32_stored(&self, t: &TensorInfo, start: usize, out: &mut [f32]) -> Result<()> {
         let path = self.shards.get(t.shard).map_or(&self.path, |p| p);
         let err = |msg: String| ModelError::Tensor {
             path: path.clone(),
@@ -285,7 +388,7 @@ impl Model {
         let (lo, hi) = (start * size, end * size);
         if t.dtype == Dtype::F32 && cfg!(target_endian = "little") {
             // The bytes are the values: read straight into `out`.
-            return self.read_raw(t, lo, bytemuck::cast_slice_mut(out));
+            return self.read_raw_stored(t, lo, bytemuck::cast_slice_mut(out));
         }
         // Through a per-thread scratch, a bounded piece at a time, so that a
         // whole-tensor read does not leave a tensor-sized buffer behind.
@@ -301,15 +404,42 @@ impl Model {
             let per = PIECE / size;
             for (i, dst) in out.chunks_mut(per).enumerate() {
                 let bytes = &mut all[..dst.len() * size];
-                self.read_raw(t, lo + i * per * size, bytes)?;
+                self.read_raw_stored(t, lo + i * per * size, bytes)?;
                 dtype::to_f32(t.dtype, bytes, dst);
             }
             Ok(())
         })
     }
     /// Bytes `[offset, offset + buf.len())` of tensor `t`'s data, read from
-    /// its shard with positioned reads.
+    /// its shard with positioned reads. For a tensor a LoRA adapter
+    /// changes, the bytes of the adapted values in the tensor's dtype.
     pub fn read_raw(&self, t: &TensorInfo, offset: usize, buf: &mut [u8]) -> Result<()> {
+        if self.patch(t).is_none() {
+            return self.read_raw_stored(t, offset, buf);
+        }
+        let size = t.dtype.size();
+        let end = offset.checked_add(buf.len()).filter(|&e| e <= t.nbytes());
+        let Some(end) = end else {
+            return Err(ModelError::Tensor {
+                path: self.path.clone(),
+                tensor: t.name.clone(),
+                msg: format!("read of bytes {offset}..+{} outside the tensor", buf.len()),
+            });
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let (e0, e1) = (offset / size, end.div_ceil(size));
+        let mut vals = vec![0f32; e1 - e0];
+        self.read_f32(t, e0, &mut vals)?;
+        let mut bytes = vec![0u8; vals.len() * size];
+        dtype::from_f32(t.dtype, &vals, &mut bytes)?;
+        let skip = offset - e0 * size;
+        buf.copy_from_slice(&bytes[skip..skip + buf.len()]);
+        Ok(())
+    }
+    /// [`Model::read_raw`] of the stored bytes, without any adapter.
+    fn read_raw_stored(&self, t: &TensorInfo, offset: usize, buf: &mut [u8]) -> Result<()> {
         let path = self.shards.get(t.shard).map_or(&self.path, |p| p);
         // The range must lie inside the tensor, and the tensor inside this
         // model's shard (a foreign `TensorInfo` could point anywhere).
@@ -334,6 +464,9 @@ impl Model {
     /// Only a hint: errors are ignored, and nothing happens on systems
     /// without it.
     pub fn will_need(&self, t: &TensorInfo, offset: usize, len: usize) {
+        if self.patch(t).is_some_and(|p| p.replace.is_some()) {
+            return;
+        }
         let Some(file) = self.files.get(t.shard) else {
             return;
         };

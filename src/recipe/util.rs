@@ -233,8 +233,23 @@ pub(crate) fn clean(path: &Path) -> PathBuf {
 }
 
 /// A path written in a recipe in folder `dir`, as the program sees it.
+///
+/// `model+adapter` (a LoRA, mergekit's syntax) resolves each half on its
+/// own and keeps the `+` between them, unless the whole text names an
+/// existing path (a folder may have a `+` in its name).
 pub(crate) fn resolve_path(dir: &Path, written: &str) -> PathBuf {
-    let p = Path::new(written);
+    if let Some((m, a)) = crate::model::lora::split_reference(written) {
+        if !resolve_one(dir, written).exists() {
+            return crate::model::lora::join_reference(&resolve_one(dir, m), &resolve_one(dir, a));
+        }
+    }
+    resolve_one(dir, written)
+}
+
+/// One model reference (no `+adapter`) written in a recipe in folder `dir`.
+fn resolve_one(dir: &Path, written: &str) -> PathBuf {
+    let p = crate::model::lora::locate(written);
+    let p = p.as_path();
     if p.is_absolute() {
         clean(p)
     } else {
@@ -257,6 +272,21 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
 /// Falls back to the absolute path when the two share no root (Windows
 /// drives).
 pub(crate) fn relative_to(path: &Path, dir: &Path) -> String {
+    // `model+adapter`: each half relative on its own, the `+` kept.
+    if !path.exists() {
+        if let Some((m, a)) = crate::model::lora::split_reference(&path.to_string_lossy()) {
+            return format!(
+                "{}+{}",
+                relative_one(Path::new(m), dir),
+                relative_one(Path::new(a), dir)
+            );
+        }
+    }
+    relative_one(path, dir)
+}
+
+/// [`relative_to`] of one path (no `+adapter`).
+fn relative_one(path: &Path, dir: &Path) -> String {
     let p = absolute(path);
     let d = absolute(dir);
     let pc: Vec<_> = p.components().collect();

@@ -853,7 +853,11 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             fx.push(Effect::Open { ticket, path });
         }
         Purpose::AddModel => {
-            if !path.exists() {
+            // `model+adapter` (a LoRA): both halves must exist.
+            let adapted = !path.exists()
+                && crate::model::lora::split_reference(&path.to_string_lossy())
+                    .is_some_and(|(m, a)| Path::new(m).exists() && Path::new(a).exists());
+            if !path.exists() && !adapted {
                 return fail(
                     app,
                     p,
