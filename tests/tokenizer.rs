@@ -173,3 +173,195 @@ fn explicit_tokens_and_padding_match_mergekit() {
 fn sliced_slerp_with_base_vocabulary_matches_mergekit() {
     check("slerp_base");
 }
+
+/// A recipe of the fixture models from YAML text (paths relative to the
+/// recipes folder), or its problems.
+fn parse(yaml: &str) -> Result<Recipe, String> {
+    let path = fixtures().join("recipes/inline.yml");
+    Recipe::parse_all(yaml, &path).map_err(|errs| {
+        errs.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+#[test]
+fn tokenizer_keys_survive_toml_and_mergekit_export() {
+    use smelt::recipe::{TokenRef, TokenSource, VocabSource};
+    let path = fixtures().join("recipes/tokens.yml");
+    let r = Recipe::load(&path).expect("loads");
+    let t = r.tokenizer.as_ref().expect("tokenizer block kept");
+    assert_eq!(t.source, VocabSource::Union);
+    assert_eq!(t.pad_to_multiple_of, Some(16));
+    let names: Vec<&str> = t.tokens.iter().map(|x| x.token.as_str()).collect();
+    assert_eq!(names, ["<|im_start|>", "<|im_end|>", "w", "zz", "<tool>"]);
+    assert!(matches!(
+        &t.tokens[0].source,
+        Some(TokenSource::ModelToken { token: TokenRef::Text(s), .. }) if s == "<s>"
+    ));
+    assert_eq!(t.tokens[2].source, Some(TokenSource::Zero));
+    assert!(t.tokens[2].force && t.tokens[3].force && !t.tokens[1].force);
+    assert!(matches!(
+        &t.tokens[4].source,
+        Some(TokenSource::ModelToken {
+            token: TokenRef::Id(5),
+            ..
+        })
+    ));
+    assert!(r
+        .chat_template
+        .as_deref()
+        .is_some_and(|c| c.contains("m['content']")));
+
+    let dir = fixtures().join("recipes");
+    // TOML and back.
+    let toml = r.to_toml(&dir);
+    assert!(toml.contains("[tokenizer]"), "{toml}");
+    let back = Recipe::parse_all(&toml, &dir.join("x.toml")).expect("TOML reads back");
+    assert_eq!(back.tokenizer, r.tokenizer);
+    assert_eq!(back.chat_template, r.chat_template);
+    // mergekit YAML and back.
+    let yaml = r.to_mergekit_yaml(&dir).expect("exports");
+    assert!(
+        yaml.contains("tokenizer:") && yaml.contains("chat_template:"),
+        "{yaml}"
+    );
+    let back = parse(&yaml).expect("YAML reads back");
+    assert_eq!(back.tokenizer, r.tokenizer);
+    assert_eq!(back.chat_template, r.chat_template);
+
+    // `tokenizer_source` stays `tokenizer_source`; `model:PATH` is a path.
+    let r = parse(
+        "merge_method: linear\nmodels:\n  - model: ../inputs/a\n    parameters: {weight: 0.5}\n  - model: ../inputs/b\n    parameters: {weight: 0.5}\ntokenizer_source: model:../inputs/c\n",
+    )
+    .expect("parses");
+    let t = r.tokenizer.as_ref().expect("kept");
+    assert!(!t.block);
+    assert!(matches!(&t.source, VocabSource::Model(p) if p.ends_with("inputs/c")));
+    let yaml = r.to_mergekit_yaml(&dir).expect("exports");
+    assert!(yaml.contains("tokenizer_source: ../inputs/c"), "{yaml}");
+}
+
+#[test]
+fn tokenizer_settings_that_cannot_work_are_refused() {
+    let head = "merge_method: linear\nmodels:\n  - model: ../inputs/a\n    parameters: {weight: 0.5}\n  - model: ../inputs/b\n    parameters: {weight: 0.5}\n";
+    let both = parse(&format!(
+        "{head}tokenizer_source: union\ntokenizer:\n  source: base\n"
+    ))
+    .expect_err("both keys");
+    assert!(
+        both.contains("`tokenizer_source` and `tokenizer` are both set"),
+        "{both}"
+    );
+
+    let chat = parse(&format!("{head}chat_template: chatmlx\n")).expect_err("unknown template");
+    assert!(
+        chat.contains("chatmlx") && chat.contains("chatml"),
+        "{chat}"
+    );
+
+    let stranger = parse(&format!(
+        "{head}tokenizer:\n  source: union\n  tokens:\n    zz:\n      source: ../inputs/c\n"
+    ))
+    .expect_err("token source outside the recipe");
+    assert!(
+        stranger.contains("zz") && stranger.contains("not one of the recipe's models"),
+        "{stranger}"
+    );
+
+    let kind = parse(&format!(
+        "{head}tokenizer:\n  tokens:\n    zz:\n      source: {{kind: nothing}}\n"
+    ))
+    .expect_err("unknown kind");
+    assert!(kind.contains("model_token or zero"), "{kind}");
+
+    let key = parse(&format!("{head}tokenizer:\n  pad_to_multiple: 8\n")).expect_err("typo");
+    assert!(key.contains("pad_to_multiple_of"), "{key}");
+}
+
+#[test]
+fn extended_vocabulary_without_tokenizer_source_names_tensor_and_key() {
+    // b's embeddings have 42 rows (two added tokens), a's 40.
+    let r = parse("merge_method: linear\nmodels:\n  - model: ../inputs/a\n    parameters: {weight: 0.5}\n  - model: ../inputs/b\n    parameters: {weight: 0.5}\n")
+        .expect("parses");
+    let err = match Plan::build(&r) {
+        Ok(_) => panic!("differing vocabularies must be refused"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("embed_tokens.weight") || err.contains("lm_head.weight"),
+        "{err}"
+    );
+    assert!(err.contains("tokenizer_source"), "{err}");
+
+    // With `tokenizer_source: base` the same models merge, into a's 40 rows.
+    let r = parse(
+        "merge_method: linear\nmodels:\n  - model: ../inputs/a\n    parameters: {weight: 0.5}\n  - model: ../inputs/b\n    parameters: {weight: 0.5}\ntokenizer_source: base\n",
+    )
+    .expect("parses");
+    let plan = Plan::build(&r).expect("plans");
+    let embed = plan
+        .jobs
+        .iter()
+        .find(|j| j.out.name == "model.embed_tokens.weight")
+        .expect("embeddings planned");
+    assert_eq!(embed.out.shape, vec![40, 16]);
+    assert_eq!(plan.config.as_ref().expect("config")["vocab_size"], 40);
+}
+
+#[test]
+fn chat_template_alone_is_written_with_the_config_models_tokenizer() {
+    let r = parse(
+        "merge_method: linear\nmodels:\n  - model: ../inputs/a\n    parameters: {weight: 0.5}\n  - model: ../inputs/c\n    parameters: {weight: 0.5}\nchat_template: chatml\n",
+    )
+    .expect("parses");
+    let (_dir, out) = merge(&r);
+    let t = std::fs::read_to_string(out.join("chat_template.jinja")).expect("template written");
+    assert!(
+        t.starts_with("{% for message in messages %}{{'<|im_start|>'"),
+        "{t}"
+    );
+    assert_eq!(
+        vocab(&json(&out.join("tokenizer.json"))),
+        vocab(&json(&fixtures().join("inputs/a/tokenizer.json")))
+    );
+    // Without any tokenizer key the config model's files are copied as
+    // they are: a has no template, so none is written.
+    let r = parse("merge_method: linear\nmodels:\n  - model: ../inputs/a\n    parameters: {weight: 0.5}\n  - model: ../inputs/c\n    parameters: {weight: 0.5}\n")
+        .expect("parses");
+    let (_dir, out) = merge(&r);
+    assert!(!out.join("chat_template.jinja").exists());
+    assert_eq!(
+        std::fs::read(out.join("tokenizer.json")).expect("copied"),
+        std::fs::read(fixtures().join("inputs/a/tokenizer.json")).expect("input")
+    );
+}
+
+#[test]
+fn inputs_are_not_modified() {
+    let before: Vec<(PathBuf, Vec<u8>)> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|m| {
+            let d = fixtures().join("inputs").join(m);
+            std::fs::read_dir(&d)
+                .expect("dir")
+                .map(|e| {
+                    let p = e.expect("entry").path();
+                    let b = std::fs::read(&p).expect("read");
+                    (p, b)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let r = Recipe::load(&fixtures().join("recipes/tokens.yml")).expect("loads");
+    let _ = merge(&r);
+    for (p, b) in before {
+        assert_eq!(
+            std::fs::read(&p).expect("read"),
+            b,
+            "{} changed",
+            p.display()
+        );
+    }
+}
