@@ -444,12 +444,13 @@ impl Vocabulary {
                 let mut added_all: Vec<Value> = Vec::new();
                 let mut added_seen: std::collections::HashSet<String> = Default::default();
                 let mut regular: Vec<String> = Vec::new();
+                let mut regular_seen: std::collections::HashSet<String> = Default::default();
                 for &i in &order {
                     let Some(t) = &toks[i] else { continue };
                     let mut by_id: Vec<(&String, &usize)> = t.vocab.iter().collect();
                     by_id.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
                     for (tok, &id) in by_id {
-                        if id < t.vocab_size && !regular.contains(tok) {
+                        if id < t.vocab_size && regular_seen.insert(tok.clone()) {
                             regular.push(tok.clone());
                         }
                     }
@@ -506,7 +507,7 @@ impl Vocabulary {
                 explicit.insert(i, (ts.source.clone(), ts.force));
             }
         }
-        let files = out.files(&base_tok, spec, chat, &toks)?;
+        let files = out.files(chat, &toks)?;
         Ok(Vocabulary {
             tokens,
             rows,
@@ -748,12 +749,9 @@ impl OutTokenizer {
     /// the source has one) and chat_template.jinja (when there is one).
     fn files(
         &self,
-        base: &ModelTokenizer,
-        spec: &TokenizerSpec,
         chat: Option<&str>,
         toks: &[Option<ModelTokenizer>],
     ) -> Result<Vec<(String, Vec<u8>)>> {
-        let _ = spec;
         let mut files = Vec::new();
         let text = serde_json::to_string_pretty(&self.json)
             .map_err(|e| TokenizerError::Invalid(format!("tokenizer.json: {e}")))?;
@@ -765,7 +763,7 @@ impl OutTokenizer {
         // transformers 5 writes no added_tokens_decoder; drop a stale one,
         // which would disagree with the tokens just appended.
         cfg.remove("added_tokens_decoder");
-        let template = chat_template(chat, base, toks)?;
+        let template = chat_template(chat, toks)?;
         // The template goes to chat_template.jinja, as transformers 5 saves
         // it; a source's own template is kept there too.
         cfg.remove("chat_template");
@@ -790,10 +788,8 @@ impl OutTokenizer {
 /// `auto` finds none.
 pub fn chat_template(
     chat: Option<&str>,
-    base: &ModelTokenizer,
     toks: &[Option<ModelTokenizer>],
 ) -> Result<Option<String>> {
-    let _ = base;
     let Some(c) = chat else { return Ok(None) };
     if c == "auto" {
         let mut counts: Vec<(String, usize)> = Vec::new();
@@ -846,7 +842,5 @@ pub fn template_only_files(
         .iter()
         .map(|m| ModelTokenizer::load(&folder(m)).ok())
         .collect();
-    let out = OutTokenizer::from(&base);
-    let spec = TokenizerSpec::source(VocabSource::Base);
-    out.files(&base, &spec, Some(chat), &toks)
+    OutTokenizer::from(&base).files(Some(chat), &toks)
 }
