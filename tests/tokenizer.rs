@@ -365,3 +365,25 @@ fn inputs_are_not_modified() {
         );
     }
 }
+
+#[test]
+fn saving_over_a_toml_recipe_keeps_the_tokenizer_settings() {
+    let dir = fixtures().join("recipes");
+    let r = Recipe::load(&dir.join("tokens.yml")).expect("loads");
+    let original = r.to_toml(&dir);
+    // An edit elsewhere, saved over the original text.
+    let mut edited = r.clone();
+    edited.models[0]
+        .params
+        .insert("weight".into(), smelt::recipe::Value::Number(0.25));
+    let text = edited
+        .to_toml_preserving(&original, &dir)
+        .expect("saves over");
+    let back = Recipe::parse_all(&text, &dir.join("x.toml")).expect("reads back");
+    assert_eq!(back.tokenizer, r.tokenizer);
+    assert_eq!(back.chat_template, r.chat_template);
+    assert_eq!(
+        back.models[0].params.get("weight"),
+        Some(&smelt::recipe::Value::Number(0.25))
+    );
+}
