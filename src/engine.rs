@@ -343,6 +343,10 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
     match &job.kind {
         JobKind::Copy { source, scale } => {
             let (model, info) = lookup(plan, source)?;
+            if let Some(fills) = &job.vocab {
+                let gather = Gather::new(vec![(model, info)], fills, &job.out.shape, state)?;
+                return copy_gathered(&gather, job, scale.unwrap_or(1.0), index, writer, state);
+            }
             if scale.is_none() && info.dtype == job.out.dtype {
                 copy_raw(model, info, index, writer, state)
             } else {
@@ -362,9 +366,15 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                 .collect::<Result<_>>()?;
             let numel: usize = job.out.shape.iter().product();
             let row_len = job.out.shape.last().copied().unwrap_or(1).max(1);
+            let gather = match &job.vocab {
+                Some(fills) => Some(Gather::new(inputs.clone(), fills, &job.out.shape, state)?),
+                None => None,
+            };
             let job = MergeJob {
                 all_bf16: cfg!(target_endian = "little")
+                    && gather.is_none()
                     && inputs.iter().all(|(_, t)| t.dtype == Dtype::BF16),
+                gather,
                 in_bytes_per_elem: inputs.iter().map(|(_, t)| t.dtype.size()).sum(),
                 inputs,
                 has_base: base.is_some(),
@@ -466,6 +476,8 @@ const RANGE_MIN: usize = 1 << 20;
 /// one) and where its output goes.
 struct MergeJob<'a> {
     inputs: Vec<(&'a Model, &'a crate::model::TensorInfo)>,
+    /// Rows permuted into the output vocabulary (see [`Gather`]).
+    gather: Option<Gather<'a>>,
     has_base: bool,
     /// Every input is bf16 (little-endian host): kernels that take bit
     /// patterns get them.
@@ -513,10 +525,10 @@ impl MergeJob<'_> {
             return Ok(());
         }
         let bufs = &mut held.0[1..];
-        for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
+        for (k, b) in bufs.iter_mut().enumerate().take(self.inputs.len()) {
             let mut at = 0;
             for r in &ranges {
-                m.read_f32(t, r.start, &mut b[at..at + r.len()])?;
+                self.read(k, r.start, &mut b[at..at + r.len()])?;
                 at += r.len();
             }
         }
@@ -556,6 +568,18 @@ impl MergeJob<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Input `k`'s values from element `start` on, permuted into the
+    /// output vocabulary when the job has a [`Gather`].
+    fn read(&self, k: usize, start: usize, buf: &mut [f32]) -> Result<()> {
+        match &self.gather {
+            Some(g) => g.read(k, start, buf),
+            None => {
+                let (m, t) = self.inputs[k];
+                Ok(m.read_f32(t, start, buf)?)
+            }
+        }
     }
 
     /// A chunk over per-input views (base first when there is one).
@@ -605,8 +629,8 @@ impl MergeJob<'_> {
                     kernel.observe_bf16(&chunk);
                 }
             } else {
-                for ((m, t), b) in self.inputs.iter().zip(bufs.iter_mut()) {
-                    m.read_f32(t, start, &mut b[..len])?;
+                for (k, b) in bufs.iter_mut().enumerate().take(self.inputs.len()) {
+                    self.read(k, start, &mut b[..len])?;
                 }
                 let mut screened: Vec<&mut [f32]> =
                     bufs.iter_mut().map(|b| &mut b[..len]).collect();
@@ -632,6 +656,139 @@ impl MergeJob<'_> {
         }
         Ok(())
     }
+}
+
+/// A vocabulary tensor's inputs, each permuted into the output vocabulary
+/// row by row as it is read (see [`crate::tokenizer::Fill`]): memory is a
+/// chunk per input, as for any tensor, plus one row per input for the
+/// padding rows' mean.
+struct Gather<'a> {
+    inputs: Vec<(&'a Model, &'a crate::model::TensorInfo)>,
+    fills: &'a [Vec<crate::tokenizer::Fill>],
+    /// Elements per row (every axis but the first).
+    row_len: usize,
+    /// Per input, the mean of its permuted vocabulary rows, when it has
+    /// padding rows.
+    means: Vec<Vec<f32>>,
+}
+
+impl<'a> Gather<'a> {
+    fn new(
+        inputs: Vec<(&'a Model, &'a crate::model::TensorInfo)>,
+        fills: &'a [Vec<crate::tokenizer::Fill>],
+        shape: &[usize],
+        state: &Progress,
+    ) -> Result<Gather<'a>> {
+        use crate::tokenizer::Fill;
+        let row_len = shape.iter().skip(1).product::<usize>().max(1);
+        let mut g = Gather {
+            inputs,
+            fills,
+            row_len,
+            means: Vec::new(),
+        };
+        let mut means = Vec::new();
+        for (k, f) in fills.iter().enumerate() {
+            let Some(n) = f.iter().position(|x| *x == Fill::PadMean) else {
+                means.push(Vec::new());
+                continue;
+            };
+            // mergekit: the mean over the vocabulary rows, per column.
+            let mut sum = vec![0f64; row_len];
+            let mut row = vec![0f32; row_len];
+            for r in 0..n {
+                state.check()?;
+                g.read(k, r * row_len, &mut row)?;
+                for (s, x) in sum.iter_mut().zip(&row) {
+                    *s += f64::from(*x);
+                }
+            }
+            means.push(sum.iter().map(|s| (s / n.max(1) as f64) as f32).collect());
+        }
+        g.means = means;
+        Ok(g)
+    }
+
+    /// Input `k`'s permuted values from element `start` on.
+    fn read(&self, k: usize, start: usize, buf: &mut [f32]) -> Result<()> {
+        use crate::tokenizer::Fill;
+        let rl = self.row_len;
+        let end = start + buf.len();
+        let (mut pos, mut at) = (start, 0);
+        while pos < end {
+            let (row, col) = (pos / rl, pos % rl);
+            let seg = (rl - col).min(end - pos);
+            let out = &mut buf[at..at + seg];
+            match self.fills[k].get(row).unwrap_or(&Fill::Zero) {
+                Fill::Row { input, row: r } => {
+                    let (m, t) = self.inputs[*input];
+                    m.read_f32(t, r * rl + col, out)?;
+                }
+                Fill::Zero => out.fill(0.0),
+                Fill::Mean(rows) => {
+                    // Summed from zero in order, then divided (as mergekit).
+                    out.fill(0.0);
+                    let mut tmp = vec![0f32; seg];
+                    for (input, r) in rows {
+                        let (m, t) = self.inputs[*input];
+                        m.read_f32(t, r * rl + col, &mut tmp)?;
+                        for (o, x) in out.iter_mut().zip(&tmp) {
+                            *o += *x;
+                        }
+                    }
+                    let n = rows.len().max(1) as f32;
+                    for o in out.iter_mut() {
+                        *o /= n;
+                    }
+                }
+                Fill::PadMean => match self.means.get(k) {
+                    Some(m) if m.len() == rl => out.copy_from_slice(&m[col..col + seg]),
+                    // Only while the means themselves are computed.
+                    _ => out.fill(0.0),
+                },
+            }
+            pos += seg;
+            at += seg;
+        }
+        Ok(())
+    }
+}
+
+/// Copy (passthrough, with its scale) a vocabulary tensor permuted into
+/// the output vocabulary.
+fn copy_gathered(
+    gather: &Gather,
+    job: &Job,
+    scale: f32,
+    index: usize,
+    writer: &Writer,
+    state: &Progress,
+) -> Result<()> {
+    let numel: usize = job.out.shape.iter().product();
+    let step = chunk_step(numel, gather.row_len);
+    let mut buf = vec![0f32; step];
+    let mut start = 0;
+    while start < numel {
+        state.check()?;
+        let end = (start + step).min(numel);
+        let b = &mut buf[..end - start];
+        gather.read(0, start, b)?;
+        if !state.allow_nonfinite && f32::any_nonfinite(b) {
+            let (m, t) = gather.inputs[0];
+            return Err(refuse(m, t, state, HINT_ALLOW));
+        }
+        if scale != 1.0 {
+            for x in b.iter_mut().filter(|x| x.is_finite()) {
+                *x *= scale;
+            }
+        }
+        writer.write_f32(index, start, b)?;
+        state
+            .bytes_done
+            .fetch_add(((end - start) * 4) as u64, Ordering::Relaxed);
+        start = end;
+    }
+    Ok(())
 }
 
 /// What to do about refused non-finite values, when the flag would help.
@@ -890,10 +1047,18 @@ fn write_side_files(
     let cfg_model = &plan.models[plan.config_model];
     let folder = model_folder(cfg_model.model_path());
     for name in COPIED_FILES {
+        // Tokenizer files made for the recipe's tokenizer settings replace
+        // the config model's.
+        if !plan.tokenizer_files.is_empty() && crate::tokenizer::is_tokenizer_file(name) {
+            continue;
+        }
         let p = folder.join(name);
         if p.is_file() {
             writer.copy_file(&p)?;
         }
+    }
+    for (name, bytes) in &plan.tokenizer_files {
+        writer.add_file(name, bytes)?;
     }
     // The saved recipe lives inside the output folder, so its paths are
     // relative to that folder.

@@ -32,6 +32,7 @@ pub mod plan;
 pub mod recipe;
 pub mod simd;
 pub mod text;
+pub mod tokenizer;
 #[cfg(feature = "tui")]
 pub mod tui;
 pub mod units;

@@ -53,6 +53,11 @@ pub struct Job {
     pub out: OutputTensor,
     /// Merged or copied, from what.
     pub kind: JobKind,
+    /// For a vocabulary tensor under a recipe's tokenizer settings: per
+    /// input ([`Job::inputs`] order), where each row of its tensor,
+    /// permuted into the output vocabulary, comes from. `None`: inputs
+    /// are read as they are.
+    pub vocab: Option<Arc<Vec<Vec<crate::tokenizer::Fill>>>>,
 }
 
 impl Job {
@@ -79,6 +84,10 @@ pub struct Plan {
     pub out_layers: usize,
     /// The output's `config.json`, when the config model has one.
     pub config: Option<serde_json::Value>,
+    /// Tokenizer files written instead of the config model's (the recipe
+    /// sets `tokenizer_source`, `tokenizer` or `chat_template`); empty:
+    /// the config model's are copied.
+    pub tokenizer_files: Vec<(String, Vec<u8>)>,
 }
 
 /// Why a recipe cannot be planned against its models.
@@ -101,6 +110,9 @@ pub enum PlanError {
     /// that the merge of some tensor would refuse.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Problems(Vec<Problem>),
+    /// The tokenizers cannot be combined as the recipe asks.
+    #[error(transparent)]
+    Tokenizer(#[from] crate::tokenizer::TokenizerError),
 }
 
 type Result<T> = std::result::Result<T, PlanError>;
@@ -128,7 +140,25 @@ impl Plan {
             jobs: Vec::new(),
             seen: BTreeMap::new(),
             head_config: None,
+            vocab: None,
         };
+        if let Some(spec) = &recipe.tokenizer {
+            let paths: Vec<PathBuf> = planner
+                .models
+                .iter()
+                .map(|m| m.path().to_path_buf())
+                .collect();
+            let base = match &recipe.base {
+                Some(b) => Some(planner.index_of(b)?),
+                None => None,
+            };
+            planner.vocab = Some(crate::tokenizer::Vocabulary::build(
+                spec,
+                &paths,
+                base,
+                recipe.chat_template.as_deref(),
+            )?);
+        }
         let out_layers;
         let config_model;
         if matches!(recipe.method, Method::Zipit | Method::Permute) {
@@ -211,14 +241,35 @@ impl Plan {
             }
         }
         let head_config = planner.head_config.take();
+        let vocab_rows = planner.vocab.as_ref().map(|v| v.rows);
         let config = planner.models[config_model].config().cloned().map(|mut c| {
             if let Some(obj) = c.as_object_mut() {
                 if obj.contains_key("num_hidden_layers") || !recipe.slices.is_empty() {
                     obj.insert("num_hidden_layers".into(), serde_json::json!(out_layers));
                 }
+                // The output vocabulary's size, padding included (mergekit).
+                if let Some(rows) = vocab_rows {
+                    obj.insert("vocab_size".into(), serde_json::json!(rows));
+                }
             }
             c
         });
+        let tokenizer_files = match (&planner.vocab, &recipe.chat_template) {
+            (Some(v), _) => v.files.clone(),
+            (None, Some(chat)) => {
+                let paths: Vec<PathBuf> = planner
+                    .models
+                    .iter()
+                    .map(|m| m.path().to_path_buf())
+                    .collect();
+                crate::tokenizer::template_only_files(
+                    planner.models[config_model].path(),
+                    &paths,
+                    chat,
+                )?
+            }
+            (None, None) => Vec::new(),
+        };
         let config = head_config.or(config);
         Ok(Plan {
             recipe: recipe.clone(),
@@ -227,6 +278,7 @@ impl Plan {
             jobs: planner.jobs,
             out_layers,
             config,
+            tokenizer_files,
         })
     }
 
@@ -312,6 +364,8 @@ struct Planner<'a> {
     seen: BTreeMap<String, ()>,
     /// The output config of a multi-head MLP merge.
     head_config: Option<serde_json::Value>,
+    /// The output vocabulary, under tokenizer settings.
+    vocab: Option<crate::tokenizer::Vocabulary>,
 }
 
 /// One input of a (possibly sliced) merge.
@@ -421,6 +475,7 @@ impl Planner<'_> {
                         source,
                         scale: None,
                     },
+                    vocab: None,
                 })?;
             }
             self.head_config = Some(l.config);
@@ -444,6 +499,16 @@ impl Planner<'_> {
         let method = recipe.method;
         let spec = method.spec();
         let src_name = |inp: &Input| -> String { rename_layer(&t.name, t, inp.first_layer) };
+        // A vocabulary tensor under tokenizer settings: rows permuted into
+        // the output vocabulary, so only the other axes must agree.
+        let permuted = self.vocab.is_some()
+            && crate::tokenizer::is_vocab_tensor(&t.name)
+            && !t.shape.is_empty()
+            && t.dtype.is_mergeable();
+        let mut shape = t.shape.clone();
+        if let (true, Some(v)) = (permuted, &self.vocab) {
+            shape[0] = v.rows;
+        }
         let out = OutputTensor {
             name: out_name.to_string(),
             dtype: if t.dtype.is_mergeable() {
@@ -451,7 +516,7 @@ impl Planner<'_> {
             } else {
                 t.dtype
             },
-            shape: t.shape.clone(),
+            shape,
         };
         // Check every input has the tensor with the same shape.
         let check = |model: usize, name: &str| -> Result<Source> {
@@ -463,9 +528,25 @@ impl Planner<'_> {
                     self.models_path_hint(t)
                 )));
             };
-            if info.shape != t.shape {
+            let agree = if permuted {
+                info.shape.len() == t.shape.len() && info.shape[1..] == t.shape[1..]
+            } else {
+                info.shape == t.shape
+            };
+            if !agree {
+                // Rows alone differ in a vocabulary tensor: the
+                // vocabularies differ, which tokenizer settings handle.
+                let hint = if !permuted
+                    && crate::tokenizer::is_vocab_tensor(name)
+                    && info.shape.len() == t.shape.len()
+                    && info.shape.get(1..) == t.shape.get(1..)
+                {
+                    "; the models' vocabularies differ: set `tokenizer_source` (base or union) in the recipe to merge them into one vocabulary"
+                } else {
+                    ""
+                };
                 return Err(PlanError::Mismatch(format!(
-                    "{}: tensor `{name}` has shape {:?}, but {:?} was expected",
+                    "{}: tensor `{name}` has shape {:?}, but {:?} was expected{hint}",
                     m.path().display(),
                     info.shape,
                     t.shape
@@ -501,6 +582,41 @@ impl Planner<'_> {
                 models_params.push(p.clone());
             }
         }
+        let vocab = match (permuted, &self.vocab) {
+            (true, Some(v)) => {
+                let inputs: Vec<&Source> = base_src.iter().chain(sources.iter()).collect();
+                // Passthrough copies its first model: only it takes part.
+                let inputs = if method == Method::Passthrough {
+                    inputs
+                        .into_iter()
+                        .skip(usize::from(base_src.is_some()))
+                        .take(1)
+                        .collect()
+                } else {
+                    inputs
+                };
+                let participants: Vec<usize> = inputs.iter().map(|s| s.model).collect();
+                let rows: Vec<usize> = inputs
+                    .iter()
+                    .map(|s| {
+                        self.models[s.model]
+                            .tensor(&s.tensor)
+                            .map_or(0, |i| i.shape[0])
+                    })
+                    .collect();
+                let recipe_base = match &recipe.base {
+                    Some(b) => self.index_of(b).ok(),
+                    None => None,
+                };
+                Some(Arc::new(v.fills(
+                    &t.name,
+                    &participants,
+                    recipe_base,
+                    &rows,
+                )?))
+            }
+            _ => None,
+        };
         let kind = if !t.dtype.is_mergeable() {
             let source = match (&base_src, sources.first()) {
                 (Some(b), _) => b.clone(),
@@ -548,7 +664,7 @@ impl Planner<'_> {
                 },
             }
         };
-        self.push(Job { out, kind })
+        self.push(Job { out, kind, vocab })
     }
 
     fn models_path_hint(&self, t: &TensorInfo) -> String {

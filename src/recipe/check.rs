@@ -252,6 +252,7 @@ pub(crate) fn check(r: &Recipe) -> Vec<Problem> {
     if zips(r) {
         check_zip_params(r, spec, &mut out);
     }
+    out.extend(super::vocab::problems(r));
     out
 }
 

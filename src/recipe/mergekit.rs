@@ -6,8 +6,10 @@
 //!   `slices[].base_model`, `slices[].parameters`, `out_dtype`: kept.
 //! - `dtype` (the compute dtype): ignored; smelt always computes in f32 and
 //!   writes `dtype: float32` on export so mergekit computes the same way.
-//! - `tokenizer_source`, `tokenizer`, `chat_template`: ignored; smelt merges
-//!   tensors only and copies the config model's tokenizer files unchanged.
+//! - `tokenizer_source`, `tokenizer` (`source`, `tokens`,
+//!   `pad_to_multiple_of`), `chat_template`: kept (see [`crate::tokenizer`]);
+//!   `model:PATH` is read as PATH and written as PATH, as mergekit 0.1.5
+//!   reads it.
 //! - `slices[].residual_weight`: ignored; mergekit itself never reads it.
 //! - `name`: ignored (a label in multi-document mergekit files).
 //! - `modules`: rejected (multi-module merges are not supported).
@@ -73,7 +75,23 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
                 diag.mark("out_dtype", *line);
                 r.out_dtype = out_dtype(v, diag);
             }
-            "dtype" | "tokenizer_source" | "tokenizer" | "chat_template" | "name" => {}
+            "tokenizer_source" => super::toml::set_tokenizer(
+                &mut r,
+                super::vocab::read_source(v, dir, diag),
+                *line,
+                diag,
+            ),
+            "tokenizer" => super::toml::set_tokenizer(
+                &mut r,
+                super::vocab::read_block(v, dir, diag),
+                *line,
+                diag,
+            ),
+            "chat_template" => {
+                diag.mark("chat_template", *line);
+                r.chat_template = super::vocab::read_chat_template(v, diag)
+            }
+            "dtype" | "name" => {}
             "modules" => diag.err(
                 *line,
                 "`modules` (multi-module merges) is not supported by smelt",
@@ -808,6 +826,12 @@ fn top_level_differences(a: &Recipe, b: &Recipe) -> Vec<String> {
     if !same_opt(&a.calibration, &b.calibration) {
         out.push("calibration: changed by the export".into());
     }
+    if a.tokenizer != b.tokenizer {
+        out.push("tokenizer: changed by the export".into());
+    }
+    if a.chat_template != b.chat_template {
+        out.push("chat_template: changed by the export".into());
+    }
     if !b.overrides.is_empty() {
         out.push("overrides: mergekit has none".into());
     }
@@ -1069,6 +1093,12 @@ fn emit(r: &Recipe, dir: &Path) -> Result<String, RecipeError> {
     if let Some(d) = r.out_dtype.and_then(dtype_name) {
         top.insert("out_dtype".into(), Y::String(d.into()));
     }
+    super::vocab::to_yaml(
+        r.tokenizer.as_ref(),
+        r.chat_template.as_deref(),
+        dir,
+        &mut top,
+    );
     let mut ext = Mapping::new();
     if let Some(seed) = r.seed {
         ext.insert("seed".into(), Y::Number(seed.into()));

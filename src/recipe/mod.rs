@@ -17,6 +17,9 @@ mod resolve;
 mod switch;
 mod toml;
 mod util;
+mod vocab;
+
+pub use vocab::{TokenRef, TokenSource, TokenSpec, TokenizerSpec, VocabSource};
 
 pub use util::{dtype_name, parse_dtype};
 
@@ -186,6 +189,14 @@ pub struct Recipe {
     pub seed: Option<u64>,
     /// Calibration data for zipit/permute (CSV of the digits format).
     pub calibration: Option<PathBuf>,
+    /// mergekit's `tokenizer_source` / `tokenizer:` block: the output
+    /// vocabulary, and embedding rows permuted into it (see
+    /// [`crate::tokenizer`]). `None`: the config model's tokenizer files
+    /// are copied and every model must have the same vocabulary.
+    pub tokenizer: Option<TokenizerSpec>,
+    /// mergekit's `chat_template`: `auto`, a built-in name or a Jinja
+    /// template, written with the output's tokenizer.
+    pub chat_template: Option<String>,
 }
 
 /// One problem [`Recipe::problems`] finds: where it is and what.
@@ -313,6 +324,8 @@ impl Recipe {
             out_dtype: None,
             seed: None,
             calibration: None,
+            tokenizer: None,
+            chat_template: None,
         }
     }
 

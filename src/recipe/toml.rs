@@ -55,6 +55,9 @@ pub(crate) const TOP_KEYS: &[&str] = &[
     "seed",
     "out_dtype",
     "calibration",
+    "tokenizer_source",
+    "tokenizer",
+    "chat_template",
     "parameters",
     "models",
     "slices",
@@ -163,6 +166,27 @@ pub(crate) fn method(node: &Node, key: &str, diag: &mut Diag) -> Option<Method> 
     }
 }
 
+/// Set the tokenizer settings, refusing both `tokenizer_source` and a
+/// `tokenizer` table (as mergekit does).
+pub(crate) fn set_tokenizer(
+    r: &mut Recipe,
+    spec: Option<super::TokenizerSpec>,
+    line: usize,
+    diag: &mut Diag,
+) {
+    if spec.is_some() && r.tokenizer.is_some() {
+        diag.err(
+            line,
+            "`tokenizer_source` and `tokenizer` are both set: keep one (`tokenizer.source` replaces `tokenizer_source`)",
+        );
+        return;
+    }
+    if spec.is_some() {
+        diag.mark("tokenizer", line);
+    }
+    r.tokenizer = spec;
+}
+
 /// Build a recipe from a parsed native document; paths resolved against
 /// `dir`. `None` when something essential (the method) is missing.
 pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Recipe> {
@@ -189,6 +213,13 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
             "calibration" => {
                 r.calibration = string(v, "calibration", diag).map(|s| resolve_path(dir, &s))
             }
+            "tokenizer_source" => {
+                set_tokenizer(&mut r, super::vocab::read_source(v, dir, diag), *line, diag)
+            }
+            "tokenizer" => {
+                set_tokenizer(&mut r, super::vocab::read_block(v, dir, diag), *line, diag)
+            }
+            "chat_template" => r.chat_template = super::vocab::read_chat_template(v, diag),
             "parameters" => r.params = parse_params(v, "parameters", diag),
             "models" => {
                 for (i, m) in list(v, "models", diag).iter().enumerate() {
@@ -545,6 +576,11 @@ pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
     if let Some(c) = &r.calibration {
         let _ = writeln!(out, "calibration = {}", path(c));
     }
+    out.push_str(&super::vocab::toml_top(
+        r.tokenizer.as_ref(),
+        r.chat_template.as_deref(),
+        dir,
+    ));
     if !r.params.is_empty() {
         out.push('\n');
         params(&mut out, "parameters", &r.params);
@@ -579,5 +615,6 @@ pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
             params(&mut out, "overrides.models.parameters", p);
         }
     }
+    out.push_str(&super::vocab::toml_block(r.tokenizer.as_ref(), dir));
     out
 }

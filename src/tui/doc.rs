@@ -256,6 +256,10 @@ pub struct Doc {
     pub seed: Option<u64>,
     /// Calibration data (zipit and permute).
     pub calibration: Option<PathBuf>,
+    /// The recipe's tokenizer settings (kept as loaded, not edited here).
+    pub tokenizer: Option<crate::recipe::TokenizerSpec>,
+    /// The recipe's chat template (kept as loaded, not edited here).
+    pub chat_template: Option<String>,
     /// The models' layer groups.
     pub layers: Vec<LayerRow>,
     /// Values set aside by method switches.
@@ -278,6 +282,8 @@ impl Default for Doc {
             out_dtype: None,
             seed: None,
             calibration: None,
+            tokenizer: None,
+            chat_template: None,
             layers: Vec::new(),
             stash: Vec::new(),
             stashed_seed: None,
@@ -347,6 +353,8 @@ impl Doc {
             out_dtype: recipe.out_dtype,
             seed: recipe.seed,
             calibration: recipe.calibration.clone(),
+            tokenizer: recipe.tokenizer.clone(),
+            chat_template: recipe.chat_template.clone(),
             layers,
             stash: Vec::new(),
             stashed_seed: None,
@@ -415,6 +423,8 @@ impl Doc {
         r.out_dtype = self.out_dtype;
         r.seed = self.seed;
         r.calibration = self.calibration.clone();
+        r.tokenizer = self.tokenizer.clone();
+        r.chat_template = self.chat_template.clone();
         // Per-scope entries, per-model values mapped to recipe indices,
         // consecutive layers with identical values coalesced into ranges.
         let index_of = |p: &PathBuf| members.iter().position(|&i| &self.slots[i].info.path == p);
