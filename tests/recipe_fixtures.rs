@@ -221,3 +221,30 @@ fn seed_comes_from_the_recipe() {
     r.seed = Some(42);
     assert_eq!(r.resolve(MLP, Group::Layer(0), 4).seed, 42);
 }
+
+/// mergekit writes the output in `dtype` when `out_dtype` is absent; so
+/// does smelt (it computes in f32 either way).
+#[test]
+fn dtype_sets_the_output_dtype_when_out_dtype_is_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        Recipe::load(&p).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let head = "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1}\n";
+    let r = write("a.yml", &format!("{head}dtype: bfloat16\n"));
+    assert_eq!(r.out_dtype, Some(smelt::model::Dtype::BF16));
+    let r = write("b.yml", &format!("{head}dtype: bfloat16\nout_dtype: float16\n"));
+    assert_eq!(r.out_dtype, Some(smelt::model::Dtype::F16));
+    let r = write("c.yml", head);
+    assert_eq!(r.out_dtype, None);
+    let e = Recipe::load(&{
+        let p = dir.path().join("d.yml");
+        std::fs::write(&p, format!("{head}dtype: [1]\n")).unwrap();
+        p
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("`dtype` must be a string"), "{e}");
+}

@@ -55,6 +55,7 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
     let mut r = Recipe::new(Method::Linear, None, Vec::new());
     let mut method_v = None;
     let mut saw_method = false;
+    let mut compute_dtype = None;
     let mut base_line = 0;
     // Model entries with the line of each, before the base is taken out.
     let mut models: Vec<(ModelEntry, usize, String)> = Vec::new();
@@ -73,7 +74,7 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
             "parameters" => r.params = parse_params(v, "parameters", diag),
             "out_dtype" => {
                 diag.mark("out_dtype", *line);
-                r.out_dtype = out_dtype(v, diag);
+                r.out_dtype = out_dtype(v, "out_dtype", diag);
             }
             "tokenizer_source" => super::toml::set_tokenizer(
                 &mut r,
@@ -91,7 +92,14 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
                 diag.mark("chat_template", *line);
                 r.chat_template = super::vocab::read_chat_template(v, diag)
             }
-            "dtype" | "name" => {}
+            // mergekit's compute dtype. smelt always computes in f32 (see
+            // README, "Coming from mergekit"); what the key also decides
+            // in mergekit, the output dtype when `out_dtype` is absent, it
+            // decides here too.
+            "dtype" => {
+                compute_dtype = out_dtype(v, "dtype", diag);
+            }
+            "name" => {}
             "modules" => diag.err(
                 *line,
                 "`modules` (multi-module merges) is not supported by smelt",
@@ -113,6 +121,9 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
             other => diag.err(*line, unknown_key_msg("mergekit key", other, TOP_KEYS)),
         }
     }
+    if r.out_dtype.is_none() {
+        r.out_dtype = compute_dtype;
+    }
     if !saw_method {
         diag.err(1, "missing `merge_method`");
     }
@@ -124,14 +135,14 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
 }
 
 /// `out_dtype`: a dtype name, or null for none.
-fn out_dtype(v: &Node, diag: &mut Diag) -> Option<Dtype> {
+fn out_dtype(v: &Node, key: &str, diag: &mut Diag) -> Option<Dtype> {
     if let Some(s) = v.as_str() {
         match parse_dtype(s) {
             Ok(d) => return Some(d),
             Err(m) => diag.err(v.line, m),
         }
     } else if !matches!(v.kind, Kind::Null) {
-        diag.err(v.line, "`out_dtype` must be a string");
+        diag.err(v.line, format!("`{key}` must be a string"));
     }
     None
 }
@@ -1088,9 +1099,11 @@ fn emit(r: &Recipe, dir: &Path) -> Result<String, RecipeError> {
     if !r.params.is_empty() {
         top.insert("parameters".into(), params(r.method, &r.params));
     }
-    // smelt computes in f32; ask mergekit to do the same.
-    top.insert("dtype".into(), Y::String("float32".into()));
+    // smelt computes in f32; ask mergekit to do the same. mergekit then
+    // writes f32 unless `out_dtype` says otherwise, so `dtype` goes only
+    // with an `out_dtype` (without one, both write the inputs' dtype).
     if let Some(d) = r.out_dtype.and_then(dtype_name) {
+        top.insert("dtype".into(), Y::String("float32".into()));
         top.insert("out_dtype".into(), Y::String(d.into()));
     }
     super::vocab::to_yaml(
