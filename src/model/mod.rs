@@ -16,7 +16,8 @@
 //!
 //! Module layout: `header` (the safetensors header, parsed and built),
 //! `dtype` (conversion), `catalogue`, `compat` (can two models merge),
-//! `reader`, `writer`, `outpath` (output location rules), `inspect`.
+//! `reader`, `torch` (PyTorch `.bin` checkpoints, read safely), `writer`,
+//! `outpath` (output location rules), `inspect`.
 
 mod catalogue;
 mod compat;
@@ -25,6 +26,7 @@ mod header;
 pub mod inspect;
 mod outpath;
 mod reader;
+mod torch;
 mod writer;
 
 pub use catalogue::{classify, Group, LayerGroup, LayerRef, TensorSummary};
@@ -35,7 +37,10 @@ pub use outpath::{
     check_destination, inside_input, is_smelt_file, OutputLock, CARD_FILE, COPIED_FILES,
     RECIPE_FILE,
 };
-pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+pub use reader::{
+    Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE, TORCH_FILE, TORCH_INDEX_FILE,
+};
+pub use torch::parse as parse_torch;
 pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
 
 use std::path::PathBuf;
