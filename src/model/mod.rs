@@ -16,8 +16,9 @@
 //!
 //! Module layout: `header` (the safetensors header, parsed and built),
 //! `dtype` (conversion), `catalogue`, `compat` (can two models merge),
-//! `reader`, `writer`, `outpath` (output location rules), `inspect`,
-//! `lora` (PEFT adapters applied while reading: `model+adapter`).
+//! `reader`, `torch` (PyTorch `.bin` checkpoints, read safely), `writer`,
+//! `outpath` (output location rules), `inspect`, `lora` (PEFT adapters
+//! applied while reading: `model+adapter`).
 
 mod catalogue;
 mod compat;
@@ -27,6 +28,7 @@ pub mod inspect;
 pub mod lora;
 mod outpath;
 mod reader;
+mod torch;
 mod writer;
 
 pub use catalogue::{classify, Group, LayerGroup, LayerRef, TensorSummary};
@@ -38,7 +40,10 @@ pub use outpath::{
     check_destination, inside_input, is_smelt_file, OutputLock, CARD_FILE, COPIED_FILES,
     RECIPE_FILE,
 };
-pub use reader::{Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+pub use reader::{
+    Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE, TORCH_FILE, TORCH_INDEX_FILE,
+};
+pub use torch::parse as parse_torch;
 pub use writer::{write_small, OutputTensor, Writer, WriterOptions, DEFAULT_SHARD_SIZE};
 
 use std::path::PathBuf;

@@ -63,6 +63,10 @@ impl TensorInfo {
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// The shard index in a sharded model folder.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The single-file PyTorch checkpoint in a model folder.
+pub const TORCH_FILE: &str = "pytorch_model.bin";
+/// The shard index of a sharded PyTorch checkpoint.
+pub const TORCH_INDEX_FILE: &str = "pytorch_model.bin.index.json";
 /// The model configuration next to the weights.
 pub const CONFIG_FILE: &str = "config.json";
 
@@ -138,10 +142,16 @@ impl Model {
         let (layout, folder) = if meta.is_dir() {
             let index = path.join(INDEX_FILE);
             let single = path.join(SINGLE_FILE);
+            // mergekit's order: safetensors first, then PyTorch `.bin`.
+            let (torch_index, torch) = (path.join(TORCH_INDEX_FILE), path.join(TORCH_FILE));
             let layout = if present(&index)? {
                 Layout::Sharded(index)
             } else if present(&single)? {
                 Layout::Single(single)
+            } else if present(&torch_index)? {
+                Layout::Sharded(torch_index)
+            } else if present(&torch)? {
+                Layout::Single(torch)
             } else {
                 return Err(ModelError::NotCheckpoint {
                     path: path.to_path_buf(),
@@ -158,7 +168,10 @@ impl Model {
             // hold unrelated files.
             let folder = path
                 .parent()
-                .filter(|_| path.file_name().is_some_and(|n| n == SINGLE_FILE))
+                .filter(|_| {
+                    path.file_name()
+                        .is_some_and(|n| n == SINGLE_FILE || n == TORCH_FILE)
+                })
                 .map(Path::to_path_buf);
             (Layout::Single(path.to_path_buf()), folder)
         };
@@ -506,7 +519,15 @@ impl Loaded {
     fn add_shard(&mut self, file: PathBuf, expected: Option<&[&str]>) -> Result<()> {
         let f = open_regular(&file)?;
         let len = f.metadata().map_err(|e| io_err(&file, e))?.len();
-        let Header { entries, metadata } = read_header(&file, &f, len)?;
+        let torch = super::torch::is_torch_name(&file);
+        let Header { entries, metadata } = if torch {
+            Header {
+                entries: Vec::new(),
+                metadata: BTreeMap::new(),
+            }
+        } else {
+            read_header(&file, &f, len)?
+        };
         // SAFETY: the map is read-only. Another process truncating or
         // rewriting the file while it is mapped could change or revoke the
         // bytes under us; that is the accepted contract of every mmap-based
@@ -516,6 +537,13 @@ impl Loaded {
         if map.len() as u64 != len {
             return Err(format_err(&file, "changed size while being opened"));
         }
+        // A PyTorch checkpoint's tensors come from its zip directory and
+        // pickle, read through the map (only those parts are touched).
+        let entries = if torch {
+            super::torch::parse(&file, &map)?
+        } else {
+            entries
+        };
         let shard = self.shards.len();
         if let Some(expected) = expected {
             let present: std::collections::HashSet<&str> =
@@ -735,7 +763,9 @@ fn load_sharded(index: &Path, loaded: &mut Loaded) -> Result<()> {
 /// holds instead: `.safetensors` files under other names (open one of
 /// them), or subfolders that are checkpoints (open one of those).
 fn folder_hint(dir: &Path) -> String {
-    let missing = format!("no {SINGLE_FILE} or {INDEX_FILE} in this folder");
+    let missing = format!(
+        "no {SINGLE_FILE}, {INDEX_FILE}, {TORCH_FILE} or {TORCH_INDEX_FILE} in this folder"
+    );
     let Ok(entries) = std::fs::read_dir(dir) else {
         return missing;
     };
@@ -745,7 +775,11 @@ fn folder_hint(dir: &Path) -> String {
         let name = e.file_name().to_string_lossy().into_owned();
         if p.is_file() && name.ends_with(".safetensors") {
             files.push(name);
-        } else if p.is_dir() && (p.join(SINGLE_FILE).is_file() || p.join(INDEX_FILE).is_file()) {
+        } else if p.is_dir()
+            && [SINGLE_FILE, INDEX_FILE, TORCH_FILE, TORCH_INDEX_FILE]
+                .iter()
+                .any(|f| p.join(f).is_file())
+        {
             models.push(name);
         }
     }
@@ -787,9 +821,11 @@ fn read_config(path: &Path) -> Result<Option<serde_json::Value>> {
 /// The folder name for a folder, the file stem for a file (the folder name
 /// when the file is the conventional `model.safetensors` or an index).
 fn display_name(path: &Path) -> String {
-    let is_generic = path
-        .file_name()
-        .is_some_and(|n| n == SINGLE_FILE || n == INDEX_FILE);
+    let is_generic = path.file_name().is_some_and(|n| {
+        [SINGLE_FILE, INDEX_FILE, TORCH_FILE, TORCH_INDEX_FILE]
+            .iter()
+            .any(|g| n == *g)
+    });
     let named = if path.is_dir() || is_generic {
         let p = if is_generic {
             path.parent()
