@@ -5,6 +5,7 @@
 //! single byte is written.
 
 use crate::merge::{BaseRule, Method, TensorParams};
+use crate::model::arch::{self, LayerOrigin};
 use crate::model::{Group, Model, OutputTensor, TensorInfo};
 use crate::recipe::{ModelEntry, Problem, Recipe};
 use std::collections::BTreeMap;
@@ -128,6 +129,7 @@ impl Plan {
             jobs: Vec::new(),
             seen: BTreeMap::new(),
             head_config: None,
+            origins: Vec::new(),
         };
         let out_layers;
         let config_model;
@@ -211,14 +213,30 @@ impl Plan {
             }
         }
         let head_config = planner.head_config.take();
-        let config = planner.models[config_model].config().cloned().map(|mut c| {
-            if let Some(obj) = c.as_object_mut() {
-                if obj.contains_key("num_hidden_layers") || !recipe.slices.is_empty() {
-                    obj.insert("num_hidden_layers".into(), serde_json::json!(out_layers));
-                }
+        // Whole-model merges keep the config as it is; slices set the layer
+        // count under the architecture's own key and slice its per-layer
+        // lists (`model::arch`).
+        let config_src = planner.models[config_model].config();
+        let config = match config_src {
+            Some(c) if !recipe.slices.is_empty() => {
+                let origins: Vec<LayerOrigin<'_>> = planner
+                    .origins
+                    .iter()
+                    .map(|&(m, layer)| LayerOrigin {
+                        config: planner.models[m].config(),
+                        layer,
+                    })
+                    .collect();
+                let out = arch::sliced_config(c, &origins).map_err(|e| {
+                    PlanError::Mismatch(format!(
+                        "{}: {e}",
+                        planner.models[config_model].path().display()
+                    ))
+                })?;
+                Some(out)
             }
-            c
-        });
+            other => other.cloned(),
+        };
         let config = head_config.or(config);
         Ok(Plan {
             recipe: recipe.clone(),
@@ -311,6 +329,10 @@ struct Planner<'a> {
     seen: BTreeMap<String, ()>,
     /// The output config of a multi-head MLP merge.
     head_config: Option<serde_json::Value>,
+    /// Slices: for each output layer, the model and layer it comes from
+    /// (the slice's reference source), for the output config's per-layer
+    /// lists.
+    origins: Vec<(usize, usize)>,
 }
 
 /// One input of a (possibly sliced) merge.
@@ -695,6 +717,8 @@ impl Planner<'_> {
                 let params = sub.resolve(&t.name, group, len);
                 self.plan_tensor(&sub, t, &out_name, base, &shifted, &rows, params)?;
             }
+            self.origins
+                .extend((ref_first..ref_first + len).map(|l| (ref_model, l)));
             offset += len;
         }
         Ok(offset)
