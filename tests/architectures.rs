@@ -314,3 +314,43 @@ fn head_and_pre_norm_come_from_the_right_slice() {
         );
     }
 }
+
+/// A two-tower model whose towers differ in depth: slices would take the
+/// same layers of both, so a passthrough is refused (exit 2), naming the
+/// model and both counts, and nothing is written.
+#[test]
+fn towers_of_different_depth_are_refused_for_slices() {
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("two-tower");
+    let t = |n: &str| (n.to_string(), vec![2], vec![0.5f32, 1.0]);
+    let tensors = vec![
+        t("text_model.embeddings.token_embedding.weight"),
+        t("text_model.encoder.layers.0.mlp.fc1.weight"),
+        t("text_model.encoder.layers.1.mlp.fc1.weight"),
+        t("text_model.encoder.layers.2.mlp.fc1.weight"),
+        t("vision_model.encoder.layers.0.mlp.fc1.weight"),
+        t("vision_model.encoder.layers.1.mlp.fc1.weight"),
+        t("text_model.final_layer_norm.weight"),
+    ];
+    smelt::model::write_small(&m, &tensors, smelt::model::Dtype::F32, &[]).unwrap();
+    let cfg = serde_json::json!({"model_type": "clip", "architectures": ["CLIPModel"],
+        "text_config": {"num_hidden_layers": 3}, "vision_config": {"num_hidden_layers": 2}});
+    std::fs::write(m.join("config.json"), cfg.to_string()).unwrap();
+    let yaml = "merge_method: passthrough\nslices:\n  - sources:\n      - {model: two-tower, layer_range: [0, 2]}\n  \
+                - sources:\n      - {model: two-tower, layer_range: [1, 3]}\n";
+    std::fs::write(d.path().join("r.yml"), yaml).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .args(["merge", "--quiet", "--out", "out", "r.yml"])
+        .current_dir(d.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("two-tower"), "{err}");
+    assert!(
+        err.contains("text_config.num_hidden_layers = 3")
+            && err.contains("vision_config.num_hidden_layers = 2"),
+        "{err}"
+    );
+    assert!(!d.path().join("out").exists());
+}
