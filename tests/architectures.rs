@@ -354,3 +354,140 @@ fn towers_of_different_depth_are_refused_for_slices() {
     );
     assert!(!d.path().join("out").exists());
 }
+
+/// Every non-layer tensor of every fixture is where the architecture puts
+/// it: for the ten mergekit defines, its `pre_weights` / `post_weights`
+/// (`mergekit/_data/architectures/*.json`, restricted to the tensors the
+/// fixtures have); for ViT and CLIP, which mergekit leaves to inference,
+/// transformers' module order (embeddings and CLIP's `pre_layrnorm` before
+/// the encoder; final norms, pooler, projections and `logit_scale` after).
+#[test]
+fn non_layer_tensors_are_placed_as_the_architectures_say() {
+    const PLACES: &[(&str, &[&str], &[&str])] = &[
+        (
+            "llama",
+            &["model.embed_tokens.weight"],
+            &["model.norm.weight", "lm_head.weight"],
+        ),
+        (
+            "mistral",
+            &["model.embed_tokens.weight"],
+            &["model.norm.weight", "lm_head.weight"],
+        ),
+        (
+            "qwen2",
+            &["model.embed_tokens.weight"],
+            &["model.norm.weight", "lm_head.weight"],
+        ),
+        (
+            "qwen3",
+            &["model.embed_tokens.weight"],
+            &["model.norm.weight", "lm_head.weight"],
+        ),
+        (
+            "gemma2",
+            &["model.embed_tokens.weight"],
+            &["model.norm.weight", "lm_head.weight"],
+        ),
+        (
+            "phi3",
+            &["model.embed_tokens.weight"],
+            &["lm_head.weight", "model.norm.weight"],
+        ),
+        (
+            "mixtral",
+            &["model.embed_tokens.weight"],
+            &["model.norm.weight", "lm_head.weight"],
+        ),
+        (
+            "gpt2",
+            &["transformer.wte.weight", "transformer.wpe.weight"],
+            &["transformer.ln_f.weight", "transformer.ln_f.bias"],
+        ),
+        (
+            "gpt_neox",
+            &["gpt_neox.embed_in.weight"],
+            &[
+                "gpt_neox.final_layer_norm.bias",
+                "gpt_neox.final_layer_norm.weight",
+                "embed_out.weight",
+            ],
+        ),
+        (
+            "bert",
+            &[
+                "embeddings.position_embeddings.weight",
+                "embeddings.token_type_embeddings.weight",
+                "embeddings.word_embeddings.weight",
+                "embeddings.LayerNorm.bias",
+                "embeddings.LayerNorm.weight",
+            ],
+            &["pooler.dense.weight", "pooler.dense.bias"],
+        ),
+        (
+            "vit",
+            &[
+                "embeddings.cls_token",
+                "embeddings.patch_embeddings.projection.bias",
+                "embeddings.patch_embeddings.projection.weight",
+                "embeddings.position_embeddings",
+            ],
+            &[
+                "layernorm.bias",
+                "layernorm.weight",
+                "pooler.dense.bias",
+                "pooler.dense.weight",
+            ],
+        ),
+        (
+            "clip",
+            &[
+                "text_model.embeddings.position_embedding.weight",
+                "text_model.embeddings.token_embedding.weight",
+                "vision_model.embeddings.class_embedding",
+                "vision_model.embeddings.patch_embedding.weight",
+                "vision_model.embeddings.position_embedding.weight",
+                "vision_model.pre_layrnorm.bias",
+                "vision_model.pre_layrnorm.weight",
+            ],
+            &[
+                "logit_scale",
+                "text_model.final_layer_norm.bias",
+                "text_model.final_layer_norm.weight",
+                "text_projection.weight",
+                "vision_model.post_layernorm.bias",
+                "vision_model.post_layernorm.weight",
+                "visual_projection.weight",
+            ],
+        ),
+    ];
+    assert_eq!(PLACES.len(), ARCHS.len());
+    for (arch, pre, post) in PLACES {
+        let m = Model::open(&fixture(arch, "a")).unwrap();
+        let mut non_layer: Vec<&str> = m
+            .tensors()
+            .iter()
+            .filter(|t| !matches!(t.place.group, Group::Layer(_)))
+            .map(|t| t.name.as_str())
+            .collect();
+        non_layer.sort();
+        let mut listed: Vec<&str> = pre.iter().chain(post.iter()).copied().collect();
+        listed.sort();
+        // GPT-2 ties its head to `wte`: the file has no `lm_head.weight`.
+        assert_eq!(non_layer, listed, "{arch}: non-layer tensors");
+        for name in *pre {
+            assert_eq!(
+                m.tensor(name).unwrap().place.group,
+                Group::Pre,
+                "{arch}: {name}"
+            );
+        }
+        for name in *post {
+            assert_eq!(
+                m.tensor(name).unwrap().place.group,
+                Group::Post,
+                "{arch}: {name}"
+            );
+        }
+    }
+}
