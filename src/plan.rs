@@ -76,9 +76,11 @@ pub struct Plan {
     pub config_model: usize,
     /// One job per output tensor, in output order.
     pub jobs: Vec<Job>,
-    /// Layers in the output (for `num_hidden_layers`).
+    /// Layers in the output (the config's layer count, see `model::arch`).
     pub out_layers: usize,
-    /// The output's `config.json`, when the config model has one.
+    /// The output's `config.json`, when the config model has one: as it is
+    /// for whole-model merges; for slices, with the layer count and the
+    /// per-layer lists of the output's layers (`model::arch::sliced_config`).
     pub config: Option<serde_json::Value>,
 }
 
