@@ -5,6 +5,7 @@
 //! single byte is written.
 
 use crate::merge::{BaseRule, Method, TensorParams};
+use crate::model::arch::{self, LayerOrigin};
 use crate::model::{Group, Model, OutputTensor, TensorInfo};
 use crate::recipe::{ModelEntry, Problem, Recipe};
 use std::collections::BTreeMap;
@@ -80,9 +81,11 @@ pub struct Plan {
     pub config_model: usize,
     /// One job per output tensor, in output order.
     pub jobs: Vec<Job>,
-    /// Layers in the output (for `num_hidden_layers`).
+    /// Layers in the output (the config's layer count, see `model::arch`).
     pub out_layers: usize,
-    /// The output's `config.json`, when the config model has one.
+    /// The output's `config.json`, when the config model has one: as it is
+    /// for whole-model merges; for slices, with the layer count and the
+    /// per-layer lists of the output's layers (`model::arch::sliced_config`).
     pub config: Option<serde_json::Value>,
     /// Tokenizer files written instead of the config model's (the recipe
     /// sets `tokenizer_source`, `tokenizer` or `chat_template`); empty:
@@ -141,6 +144,7 @@ impl Plan {
             seen: BTreeMap::new(),
             head_config: None,
             vocab: None,
+            origins: Vec::new(),
         };
         if let Some(spec) = &recipe.tokenizer {
             let paths: Vec<PathBuf> = planner
@@ -241,16 +245,35 @@ impl Plan {
             }
         }
         let head_config = planner.head_config.take();
+        // Whole-model merges keep the config as it is; slices set the layer
+        // count under the architecture's own key and slice its per-layer
+        // lists (`model::arch`).
+        let config_src = planner.models[config_model].config();
+        let config = match config_src {
+            Some(c) if !recipe.slices.is_empty() => {
+                let origins: Vec<LayerOrigin<'_>> = planner
+                    .origins
+                    .iter()
+                    .map(|&(m, layer)| LayerOrigin {
+                        config: planner.models[m].config(),
+                        layer,
+                    })
+                    .collect();
+                let out = arch::sliced_config(c, &origins).map_err(|e| {
+                    PlanError::Mismatch(format!(
+                        "{}: {e}",
+                        planner.models[config_model].path().display()
+                    ))
+                })?;
+                Some(out)
+            }
+            other => other.cloned(),
+        };
+        // The output vocabulary's size, padding included (mergekit).
         let vocab_rows = planner.vocab.as_ref().map(|v| v.rows);
-        let config = planner.models[config_model].config().cloned().map(|mut c| {
-            if let Some(obj) = c.as_object_mut() {
-                if obj.contains_key("num_hidden_layers") || !recipe.slices.is_empty() {
-                    obj.insert("num_hidden_layers".into(), serde_json::json!(out_layers));
-                }
-                // The output vocabulary's size, padding included (mergekit).
-                if let Some(rows) = vocab_rows {
-                    obj.insert("vocab_size".into(), serde_json::json!(rows));
-                }
+        let config = config.map(|mut c| {
+            if let (Some(rows), Some(obj)) = (vocab_rows, c.as_object_mut()) {
+                obj.insert("vocab_size".into(), serde_json::json!(rows));
             }
             c
         });
@@ -366,6 +389,10 @@ struct Planner<'a> {
     head_config: Option<serde_json::Value>,
     /// The output vocabulary, under tokenizer settings.
     vocab: Option<crate::tokenizer::Vocabulary>,
+    /// Slices: for each output layer, the model and layer it comes from
+    /// (the slice's reference source), for the output config's per-layer
+    /// lists.
+    origins: Vec<(usize, usize)>,
 }
 
 /// One input of a (possibly sliced) merge.
@@ -812,6 +839,8 @@ impl Planner<'_> {
                 let params = sub.resolve(&t.name, group, len);
                 self.plan_tensor(&sub, t, &out_name, base, &shifted, &rows, params)?;
             }
+            self.origins
+                .extend((ref_first..ref_first + len).map(|l| (ref_model, l)));
             offset += len;
         }
         Ok(offset)

@@ -174,10 +174,35 @@ fn parse_index(s: &str) -> Option<usize> {
 }
 
 /// Whether a layer-less tensor comes before the layers: embeddings of any
-/// kind (token, position, token-type, patch) and rotary tables.
+/// kind (token, position, token-type, patch, class), rotary and position
+/// tables, and norms applied before the first layer (CLIP's
+/// `pre_layrnorm`). GPT-NeoX's `embed_out` is its output head, so it is not
+/// an embedding. Checked against the `pre_weights` / `post_weights` of
+/// mergekit's architecture definitions (its `_data/architectures/*.json`);
+/// the one layout this rule cannot express is old Phi-1's, which numbers
+/// its embedding and head as layers.
 fn is_pre(segs: &[&str]) -> bool {
-    segs.iter()
-        .any(|s| s.contains("embed") || matches!(*s, "wte" | "wpe" | "rotary_emb" | "embeddings"))
+    if segs
+        .iter()
+        .any(|s| matches!(*s, "embed_out" | "output_embeddings"))
+    {
+        return false;
+    }
+    segs.iter().any(|s| {
+        s.contains("embed")
+            || matches!(
+                *s,
+                "wte"
+                    | "wpe"
+                    | "rotary_emb"
+                    | "rotary_pos_emb"
+                    | "relative_pe"
+                    | "embeddings"
+                    | "pre_layrnorm"
+                    | "pre_layernorm"
+                    | "ln_pre"
+            )
+    })
 }
 
 #[cfg(test)]
@@ -227,6 +252,12 @@ mod tests {
             "transformer.wpe.weight",
             "bert.embeddings.LayerNorm.weight",
             "embeddings.word_embeddings.weight",
+            "gpt_neox.embed_in.weight",
+            "vision_model.pre_layrnorm.weight",
+            "vision_model.embeddings.class_embedding",
+            "embeddings.cls_token",
+            "transformer.rotary_pos_emb.inv_freq",
+            "transformer.relative_pe.slopes",
         ] {
             assert_eq!(classify(pre).group, Group::Pre, "{pre}");
             assert_eq!(classify(pre).prefix, "");
@@ -240,6 +271,11 @@ mod tests {
             "classifier.weight",
             "heads.0.layers.1.weight",
             "model.heads.2.layers.0.bias",
+            "embed_out.weight",
+            "gpt_neox.final_layer_norm.weight",
+            "vision_model.post_layernorm.bias",
+            "visual_projection.weight",
+            "logit_scale",
         ] {
             assert_eq!(classify(post).group, Group::Post, "{post}");
             assert_eq!(classify(post).prefix, "");

@@ -14,12 +14,14 @@
 //! - [`Model::check_compatible`] says whether two models can be merged,
 //!   naming the first tensor that does not fit.
 //!
-//! Module layout: `header` (the safetensors header, parsed and built),
+//! Module layout: `arch` (config layouts: layer-count keys, per-layer
+//! lists, towers), `header` (the safetensors header, parsed and built),
 //! `dtype` (conversion), `catalogue`, `compat` (can two models merge),
 //! `reader`, `torch` (PyTorch `.bin` checkpoints, read safely), `writer`,
 //! `outpath` (output location rules), `inspect`, `lora` (PEFT adapters
 //! applied while reading: `model+adapter`).
 
+pub mod arch;
 mod catalogue;
 mod compat;
 mod dtype;

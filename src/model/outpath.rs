@@ -58,6 +58,9 @@ pub const COPIED_FILES: &[&str] = &[
     "vocab.json",
     "merges.txt",
     "chat_template.jinja",
+    // BERT's WordPiece vocabulary; vision models' image preprocessing.
+    "vocab.txt",
+    "preprocessor_config.json",
 ];
 
 /// Whether a file named `name` in an output folder is one a smelt merge

@@ -306,17 +306,11 @@ impl Model {
             .max()
             .unwrap_or(0)
     }
-    /// The layer count config.json states, if any (`num_hidden_layers`,
-    /// `n_layer` or `num_layers`, at the top or in `text_config`).
+    /// The layer count config.json states, if any: the architecture's own
+    /// key (`n_layer` for GPT-2, `num_hidden_layers`, `num_layers`,
+    /// `n_layers`), at the top or in `text_config` (see [`super::arch`]).
     pub fn config_layers(&self) -> Option<usize> {
-        let c = self.config.as_ref()?;
-        let get = |v: &serde_json::Value| {
-            ["num_hidden_layers", "n_layer", "num_layers"]
-                .iter()
-                .find_map(|k| v.get(*k)?.as_u64())
-        };
-        let n = get(c).or_else(|| get(c.get("text_config")?))?;
-        usize::try_from(n).ok()
+        super::arch::layer_count(self.config.as_ref()?)
     }
     /// Elements over every tensor.
     pub fn num_params(&self) -> u64 {
