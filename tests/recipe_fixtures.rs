@@ -235,7 +235,10 @@ fn dtype_sets_the_output_dtype_when_out_dtype_is_absent() {
     let head = "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1}\n";
     let r = write("a.yml", &format!("{head}dtype: bfloat16\n"));
     assert_eq!(r.out_dtype, Some(smelt::model::Dtype::BF16));
-    let r = write("b.yml", &format!("{head}dtype: bfloat16\nout_dtype: float16\n"));
+    let r = write(
+        "b.yml",
+        &format!("{head}dtype: bfloat16\nout_dtype: float16\n"),
+    );
     assert_eq!(r.out_dtype, Some(smelt::model::Dtype::F16));
     let r = write("c.yml", head);
     assert_eq!(r.out_dtype, None);
