@@ -888,7 +888,7 @@ fn write_side_files(
         writer.add_file("config.json", format!("{text}\n").as_bytes())?;
     }
     let cfg_model = &plan.models[plan.config_model];
-    let folder = model_folder(cfg_model.path());
+    let folder = model_folder(cfg_model.local_path());
     for name in COPIED_FILES {
         let p = folder.join(name);
         if p.is_file() {

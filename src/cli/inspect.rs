@@ -9,6 +9,7 @@ use std::path::Path;
 
 /// `smelt inspect MODEL [--json]`.
 pub fn run(path: &Path, json: bool) -> CliResult {
+    super::fetch::hub_model(path, false)?;
     let model = Model::open(path)?;
     let report = Report::new(&model);
     if json {

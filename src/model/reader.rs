@@ -70,6 +70,8 @@ pub const CONFIG_FILE: &str = "config.json";
 /// and validates headers and maps the files; no tensor data is read.
 pub struct Model {
     path: PathBuf,
+    /// Where the files are: `path`, or a hub name's cached snapshot.
+    local: PathBuf,
     name: String,
     shards: Vec<PathBuf>,
     files: Vec<File>,
@@ -104,7 +106,18 @@ impl Model {
     /// Open a checkpoint: a folder (one `model.safetensors` or shards with
     /// an index) or one `.safetensors` file. Reads and validates the headers
     /// only; the data is read later, in chunks, as a merge asks for it.
+    ///
+    /// A relative path that does not exist and reads as a hub name
+    /// (`org/name[@revision]`) is opened from the local Hugging Face cache
+    /// (never downloaded: see [`super::source`]); [`Model::path`] stays the
+    /// name, [`Model::local_path`] is the snapshot folder.
     pub fn open(path: &Path) -> Result<Model> {
+        if let Some(snapshot) = super::source::for_open(path)? {
+            let mut m = Model::open(&snapshot)?;
+            m.path = path.to_path_buf();
+            m.name = display_name(path);
+            return Ok(m);
+        }
         let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
         if !meta.is_dir() {
             regular(path, &meta)?;
@@ -164,6 +177,7 @@ impl Model {
         Ok(Model {
             name: display_name(path),
             path: path.to_path_buf(),
+            local: path.to_path_buf(),
             shards,
             files,
             maps,
@@ -176,6 +190,11 @@ impl Model {
     /// The path given to `open`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// Where the model's files are: the path given to `open`, or for a hub
+    /// name the snapshot folder in the Hugging Face cache.
+    pub fn local_path(&self) -> &Path {
+        &self.local
     }
     /// A short display name (folder or file stem).
     pub fn name(&self) -> &str {

@@ -233,12 +233,24 @@ pub(crate) fn clean(path: &Path) -> PathBuf {
 }
 
 /// A path written in a recipe in folder `dir`, as the program sees it.
+///
+/// A relative path that does not exist in `dir` and reads as a hub name
+/// (`org/name[@revision]`) stays that name, as written: the model comes
+/// from the Hugging Face cache ([`crate::model::source`]). A folder of that
+/// name beside the recipe wins, as in mergekit.
 pub(crate) fn resolve_path(dir: &Path, written: &str) -> PathBuf {
     let p = Path::new(written);
     if p.is_absolute() {
         clean(p)
     } else {
-        clean(&dir.join(p))
+        let local = clean(&dir.join(p));
+        let is_hub = local.symlink_metadata().is_err()
+            && crate::model::source::HubName::parse(written).is_some();
+        if is_hub {
+            PathBuf::from(written)
+        } else {
+            local
+        }
     }
 }
 
@@ -256,7 +268,12 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
 /// `path` written relative to folder `dir` (for saving a recipe there).
 /// Falls back to the absolute path when the two share no root (Windows
 /// drives).
+///
+/// A hub name ([`crate::model::source::hub_name`]) is written as it is.
 pub(crate) fn relative_to(path: &Path, dir: &Path) -> String {
+    if let Some(name) = crate::model::source::hub_name(path) {
+        return name.to_string();
+    }
     let p = absolute(path);
     let d = absolute(dir);
     let pc: Vec<_> = p.components().collect();

@@ -701,10 +701,13 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
             super::input::TextInput::path("Open recipe (.toml, .yml)", text, Vec::new())
                 .with_hint("Enter opens it")
         }
-        Purpose::AddModel => {
-            super::input::TextInput::path("Add model (folder or .safetensors)", text, loaded)
-                .with_hint("Enter adds it")
-        }
+        Purpose::AddModel => super::input::TextInput::path(
+            "Add model (folder, .safetensors, or hub org/name)",
+            text,
+            loaded,
+        )
+        .with_hint("Enter adds it")
+        .with_hub_cache(crate::model::source::cache_dir()),
         Purpose::Value { row, scopes } => {
             let what = app.row_label(row);
             let at = match scopes.as_deref() {
@@ -853,12 +856,19 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             fx.push(Effect::Open { ticket, path });
         }
         Purpose::AddModel => {
+            // A hub name is added from the Hugging Face cache; one not
+            // there is refused with the command that fetches it (the
+            // workbench does not download).
             if !path.exists() {
-                return fail(
-                    app,
-                    p,
-                    format!("{}: no such file or folder", path.display()),
-                );
+                use crate::model::source;
+                let msg = match source::hub_name(&path) {
+                    Some(name) if source::cached(&name).is_some() => None,
+                    Some(name) => Some(source::not_cached(&name).to_string()),
+                    None => Some(format!("{}: no such file or folder", path.display())),
+                };
+                if let Some(msg) = msg {
+                    return fail(app, p, msg);
+                }
             }
             if let Some(s) = app
                 .doc
