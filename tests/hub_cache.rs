@@ -263,6 +263,40 @@ fn recipes_keep_hub_names() {
     assert!(err.contains("smelt download org/nothere"), "{err}");
 }
 
+/// A missing model inside a local folder (`models/gone` where `models/`
+/// exists) is a missing path, not a hub name: the error says so, and no
+/// download is tried (there is no hub here, and it is not offline).
+#[test]
+fn a_missing_model_in_a_local_folder_is_not_a_hub_name() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("models/base")).unwrap();
+    std::fs::write(
+        d.path().join("models/base/model.safetensors"),
+        tiny_model(1, 0.0),
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("r.yml"),
+        "merge_method: linear\nmodels:\n  - model: models/base\n    parameters:\n      \
+         weight: 0.5\n  - model: models/gone\n    parameters:\n      weight: 0.5\n",
+    )
+    .unwrap();
+    let vars = [("HF_ENDPOINT", "http://127.0.0.1:9")];
+    for args in [
+        &["recipe", "check", "r.yml"][..],
+        &["merge", "r.yml", "--out", "o"],
+    ] {
+        let o = smelt(args, d.path(), d.path(), &vars);
+        let (_, err) = out(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("models/gone: No such file"), "{err}");
+        assert!(
+            !err.contains("Hugging Face") && !err.contains("127.0.0.1"),
+            "{err}"
+        );
+    }
+}
+
 /// The workbench's add-model prompt completes `org/name` from the cache
 /// listing, like folders.
 #[cfg(feature = "tui")]

@@ -93,7 +93,8 @@ fn fetch(name: &HubName, quiet: bool) -> Result<PathBuf, CliError> {
 /// cache (local paths and cached names cost nothing).
 pub fn hub_models(paths: &[PathBuf], quiet: bool) -> CliResult {
     for p in paths {
-        if let Some(name) = source::hub_name(p) {
+        let name = p.to_str().and_then(|s| source::hub_name_in(None, s));
+        if let Some(name) = name {
             fetch(&name, quiet)?;
         }
     }

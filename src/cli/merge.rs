@@ -71,16 +71,16 @@ pub fn run(
     // costs nothing.
     let inputs = smelt::plan::recipe_paths(&recipe);
     smelt::model::check_destination(&out, &inputs, force)?;
-    // Hub models not in the cache are downloaded first, before the stop
+    // The output's lock before downloading or planning (which opens every
+    // model), so a busy output costs nothing more.
+    let _lock = OutputLock::acquire(&out)?;
+    // Hub models not in the cache are downloaded next, before the stop
     // signals are taken over: Ctrl-C ends a download at once, and the
     // next run resumes the partial file.
     super::fetch::hub_models(&inputs, quiet)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicUsize::new(0));
     on_stop_signals(&cancel, &signal);
-    // The output's lock before planning (which opens every model), so a
-    // busy output costs nothing more.
-    let _lock = OutputLock::acquire(&out)?;
     let plan = Plan::build(&recipe).map_err(|e| super::named(recipe_path, e))?;
     if cancel.load(Ordering::Relaxed) {
         return Err(cancelled(signal.load(Ordering::Relaxed)));

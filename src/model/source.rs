@@ -109,14 +109,34 @@ fn part_ok(s: &str) -> bool {
         && !s.contains("..")
 }
 
-/// The hub name `path` stands for: a relative path that does not exist
-/// here and reads as `org/name[@revision]`. An existing path is always
-/// itself (a local folder of the same name wins, as in mergekit).
+/// The hub name `path` stands for, relative to the current folder (as
+/// [`super::Model::open`] and the recipe writers see a model's path): see
+/// [`hub_name_in`].
 pub fn hub_name(path: &Path) -> Option<HubName> {
-    if path.is_absolute() || path.symlink_metadata().is_ok() {
+    hub_name_in(None, path.to_str()?)
+}
+
+/// The hub name a reference `written` in folder `base` (the current folder
+/// when `None`) stands for: a relative path that reads as
+/// `org/name[@revision]`, where neither `org/name...` nor the folder `org`
+/// exists. An existing path is always itself (a local folder of the same
+/// name wins, as in mergekit); and where `org` is a local folder
+/// (`models/base`), the name is a path to a missing model there, not a
+/// hub name, so that a mistyped local path says so instead of going to the
+/// hub.
+pub fn hub_name_in(base: Option<&Path>, written: &str) -> Option<HubName> {
+    let p = Path::new(written);
+    if p.is_absolute() {
         return None;
     }
-    HubName::parse(path.to_str()?)
+    let name = HubName::parse(written)?;
+    let at = |q: &Path| match base {
+        Some(b) => b.join(q),
+        None => q.to_path_buf(),
+    };
+    let org = name.repo.split('/').next().unwrap_or_default();
+    let local = at(p).symlink_metadata().is_ok() || at(Path::new(org)).symlink_metadata().is_ok();
+    (!local).then_some(name)
 }
 
 fn env(name: &str) -> Option<String> {
@@ -405,9 +425,9 @@ pub fn locate_with(
     if local.symlink_metadata().is_ok() {
         return Ok(local);
     }
-    match (p.is_relative(), HubName::parse(reference)) {
-        (true, Some(name)) => fetch(&name, progress),
-        _ => Err(ModelError::Io {
+    match hub_name_in(base_dir, reference) {
+        Some(name) => fetch(&name, progress),
+        None => Err(ModelError::Io {
             path: local,
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         }),

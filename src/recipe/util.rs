@@ -236,17 +236,16 @@ pub(crate) fn clean(path: &Path) -> PathBuf {
 ///
 /// A relative path that does not exist in `dir` and reads as a hub name
 /// (`org/name[@revision]`) stays that name, as written: the model comes
-/// from the Hugging Face cache ([`crate::model::source`]). A folder of that
-/// name beside the recipe wins, as in mergekit.
+/// from the Hugging Face cache ([`crate::model::source::hub_name_in`]). A
+/// folder of that name beside the recipe wins, as in mergekit, and so
+/// does a folder `org` there (a missing model in a local folder).
 pub(crate) fn resolve_path(dir: &Path, written: &str) -> PathBuf {
     let p = Path::new(written);
     if p.is_absolute() {
         clean(p)
     } else {
         let local = clean(&dir.join(p));
-        let is_hub = local.symlink_metadata().is_err()
-            && crate::model::source::HubName::parse(written).is_some();
-        if is_hub {
+        if crate::model::source::hub_name_in(Some(dir), written).is_some() {
             PathBuf::from(written)
         } else {
             local
@@ -267,7 +266,8 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
 
 /// `path` written relative to folder `dir` (for saving a recipe there).
 /// Falls back to the absolute path when the two share no root (Windows
-/// drives).
+/// drives). A missing path whose relative form reads as a hub name is
+/// written `./org/name`, so that it reads back as the same path.
 ///
 /// A hub name ([`crate::model::source::hub_name`]) is written as it is.
 pub(crate) fn relative_to(path: &Path, dir: &Path) -> String {
@@ -294,7 +294,15 @@ pub(crate) fn relative_to(path: &Path, dir: &Path) -> String {
     if rel.as_os_str().is_empty() {
         return ".".to_string();
     }
-    slash(&rel)
+    let written = slash(&rel);
+    // A local path that is not there (yet) and reads as a hub name would
+    // come back as a hub name: `./` keeps it a path.
+    if p.symlink_metadata().is_err()
+        && crate::model::source::hub_name_in(Some(&d), &written).is_some()
+    {
+        return format!("./{written}");
+    }
+    written
 }
 
 /// Forward slashes in recipes on every platform, so they travel.

@@ -861,7 +861,7 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             // workbench does not download).
             if !path.exists() {
                 use crate::model::source;
-                let msg = match source::hub_name(&path) {
+                let msg = match source::hub_name_in(None, &path.to_string_lossy()) {
                     Some(name) if source::cached(&name).is_some() => None,
                     Some(name) => Some(source::not_cached(&name).to_string()),
                     None => Some(format!("{}: no such file or folder", path.display())),
