@@ -44,9 +44,9 @@ pub struct TextInput {
     pub loaded: Vec<PathBuf>,
     /// A line of help under the text (what Enter does).
     pub hint: String,
-    /// A Hugging Face hub cache whose `org/name` entries Tab also
-    /// completes (the add-model prompt).
-    pub hub_cache: Option<PathBuf>,
+    /// Whether Tab also completes the `org/name` entries of the Hugging
+    /// Face cache (the add-model prompt).
+    pub hub_names: bool,
 }
 
 /// What a key did to the prompt.
@@ -73,7 +73,7 @@ impl TextInput {
             paths: false,
             loaded: Vec::new(),
             hint: String::new(),
-            hub_cache: None,
+            hub_names: false,
         }
     }
 
@@ -89,9 +89,10 @@ impl TextInput {
         t
     }
 
-    /// The same prompt completing hub names found in the cache `cache` too.
-    pub fn with_hub_cache(mut self, cache: PathBuf) -> TextInput {
-        self.hub_cache = Some(cache);
+    /// The same prompt completing the hub names found in the Hugging Face
+    /// cache too.
+    pub fn with_hub_names(mut self) -> TextInput {
+        self.hub_names = true;
         self
     }
 
@@ -133,11 +134,11 @@ impl TextInput {
                 self.cursor = at;
             }
             KeyCode::Tab if self.paths => {
-                let hub = self
-                    .hub_cache
-                    .as_deref()
-                    .map(crate::model::source::cached_names)
-                    .unwrap_or_default();
+                let hub = if self.hub_names {
+                    crate::model::source::cached_names(&crate::model::source::cache_dir())
+                } else {
+                    Vec::new()
+                };
                 let (text, cands) = complete_path_or_hub(&self.text, &hub);
                 self.cursor = text.chars().count();
                 self.text = text;

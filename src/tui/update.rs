@@ -707,7 +707,7 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
             loaded,
         )
         .with_hint("Enter adds it")
-        .with_hub_cache(crate::model::source::cache_dir()),
+        .with_hub_names(),
         Purpose::Value { row, scopes } => {
             let what = app.row_label(row);
             let at = match scopes.as_deref() {
