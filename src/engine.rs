@@ -1045,7 +1045,7 @@ fn write_side_files(
         writer.add_file("config.json", format!("{text}\n").as_bytes())?;
     }
     let cfg_model = &plan.models[plan.config_model];
-    let folder = model_folder(cfg_model.model_path());
+    let folder = model_folder(cfg_model.local_path());
     for name in COPIED_FILES {
         // Tokenizer files made for the recipe's tokenizer settings replace
         // the config model's.

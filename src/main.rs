@@ -120,6 +120,16 @@ enum Cmd {
     /// Check or convert recipes.
     #[command(subcommand)]
     Recipe(RecipeCmd),
+    /// Fetch a hub model (org/name or org/name@revision) into the Hugging
+    /// Face cache: only the files a merge reads, resuming a partial
+    /// download. Prints the snapshot folder.
+    Download {
+        /// org/name or org/name@revision.
+        model: String,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
 }
 
 /// How the workbench looks and takes input: accepted by `smelt` alone and
@@ -268,6 +278,7 @@ fn main() -> ExitCode {
             json,
         }) => cli::analyze::run(&inputs, base, method.as_deref(), density, layers_only, json),
         Some(Cmd::Eval { model, data, json }) => cli::eval::run(&model, data.as_deref(), json),
+        Some(Cmd::Download { model, quiet }) => cli::fetch::download(&model, quiet),
         Some(Cmd::Recipe(RecipeCmd::Check { recipe })) => cli::recipe_check(&recipe),
         Some(Cmd::Recipe(RecipeCmd::Export {
             recipe,

@@ -199,8 +199,10 @@ fn written_paths_are_relative_to_the_destination() {
     assert!(toml.contains("base = \"../models/base\""), "{toml}");
     assert!(toml.contains("path = \"../models/ft0\""), "{toml}");
     let yaml = r.to_mergekit_yaml(Path::new("/w")).unwrap();
-    assert!(yaml.contains("base_model: models/base"), "{yaml}");
-    assert!(yaml.contains("model: models/ft0"), "{yaml}");
+    // `models/base` would read back as a hub name (org `models`) when no
+    // such folder exists: a missing local path is written `./models/base`.
+    assert!(yaml.contains("base_model: ./models/base"), "{yaml}");
+    assert!(yaml.contains("model: ./models/ft0"), "{yaml}");
 }
 
 #[test]

@@ -55,6 +55,7 @@ pub fn run(
 ) -> CliResult {
     let from_file = matches!(inputs, [one] if is_recipe(one));
     let mut recipe = recipe_for(inputs, base)?;
+    super::fetch::hub_models(&smelt::plan::recipe_paths(&recipe), false)?;
     if let Some(name) = method {
         recipe.method = Method::from_name(name).ok_or_else(|| {
             let all: Vec<&str> = Method::all().map(Method::name).collect();

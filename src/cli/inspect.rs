@@ -9,6 +9,7 @@ use std::path::Path;
 
 /// `smelt inspect MODEL [--json]`.
 pub fn run(path: &Path, json: bool) -> CliResult {
+    super::fetch::hub_model(path, false)?;
     if smelt::model::lora::is_adapter(path) {
         let adapter = smelt::model::Adapter::open(path)?;
         let report = AdapterReport::new(&adapter);

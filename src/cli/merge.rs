@@ -66,14 +66,21 @@ pub fn run(
     sync: bool,
     allow_nonfinite: bool,
 ) -> CliResult {
+    let recipe = Recipe::load(recipe_path)?;
+    // Where the output may go, before anything slow, so a refused output
+    // costs nothing.
+    let inputs = smelt::plan::recipe_paths(&recipe);
+    smelt::model::check_destination(&out, &inputs, force)?;
+    // The output's lock before downloading or planning (which opens every
+    // model), so a busy output costs nothing more.
+    let _lock = OutputLock::acquire(&out)?;
+    // Hub models not in the cache are downloaded next, before the stop
+    // signals are taken over: Ctrl-C ends a download at once, and the
+    // next run resumes the partial file.
+    super::fetch::hub_models(&inputs, quiet)?;
     let cancel = Arc::new(AtomicBool::new(false));
     let signal = Arc::new(AtomicUsize::new(0));
     on_stop_signals(&cancel, &signal);
-    let recipe = Recipe::load(recipe_path)?;
-    // Where the output may go, then its lock: both before planning (which
-    // opens every model), so a refused or busy output costs nothing.
-    smelt::model::check_destination(&out, &smelt::plan::recipe_paths(&recipe), force)?;
-    let _lock = OutputLock::acquire(&out)?;
     let plan = Plan::build(&recipe).map_err(|e| super::named(recipe_path, e))?;
     if cancel.load(Ordering::Relaxed) {
         return Err(cancelled(signal.load(Ordering::Relaxed)));

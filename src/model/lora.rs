@@ -60,11 +60,13 @@ pub fn split_reference(reference: &str) -> Option<(&str, &str)> {
     Some((model, adapter))
 }
 
-/// Turn one half of a reference, as written, into a local path. Here a
-/// plain local path; hub names (resolved from the Hugging Face cache) are
-/// meant to come through this one function too.
-pub fn locate(written: &str) -> PathBuf {
-    PathBuf::from(written)
+/// One half of a reference, as written, as a local folder: the path
+/// itself, or for a hub name (`org/name[@rev]`) its snapshot folder in the
+/// Hugging Face cache ([`super::source`]); a hub name not cached is an
+/// error naming it and the cache.
+pub fn locate(written: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(written);
+    Ok(super::source::for_open(&p)?.unwrap_or(p))
 }
 
 /// Whether `path` is a PEFT adapter folder (has `adapter_config.json`).

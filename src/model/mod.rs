@@ -19,7 +19,8 @@
 //! `dtype` (conversion), `catalogue`, `compat` (can two models merge),
 //! `reader`, `torch` (PyTorch `.bin` checkpoints, read safely), `writer`,
 //! `outpath` (output location rules), `inspect`, `lora` (PEFT adapters
-//! applied while reading: `model+adapter`).
+//! applied while reading: `model+adapter`), `source` (model references:
+//! local paths and hub names, the Hugging Face cache, downloads).
 
 pub mod arch;
 mod catalogue;
@@ -30,6 +31,7 @@ pub mod inspect;
 pub mod lora;
 mod outpath;
 mod reader;
+pub mod source;
 mod torch;
 mod writer;
 
@@ -134,6 +136,33 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
+    /// A hub name that is neither a local path nor in the local Hugging
+    /// Face cache, and was not downloaded (offline, or a command that only
+    /// reads the cache). Names the repository folder looked in.
+    #[error(
+        "{}: not a local folder, and not in the Hugging Face cache (looked in {}){}",
+        esc(model),
+        path_(searched),
+        not_cached_hint(model, *offline)
+    )]
+    NotCached {
+        /// The hub name as written (`org/name@rev`).
+        model: String,
+        /// The cache folder of that repository.
+        searched: PathBuf,
+        /// Whether `HF_HUB_OFFLINE` was set.
+        offline: bool,
+    },
+    /// Finding or downloading a hub model failed.
+    #[error("{}: {}", esc(model), esc(msg))]
+    Hub {
+        /// The hub name as written.
+        model: String,
+        /// What went wrong.
+        msg: String,
+        /// The network or the disk is at fault, not the name.
+        environment: bool,
+    },
     /// Another merge is writing the same output right now.
     #[error("{}: {}", path_(path), esc(msg))]
     Busy {
@@ -152,6 +181,8 @@ impl ModelError {
         match self {
             ModelError::Write { .. } | ModelError::Busy { .. } => true,
             ModelError::CannotCreate { environment, .. } => *environment,
+            ModelError::Hub { environment, .. } => *environment,
+            ModelError::NotCached { offline, .. } => *offline,
             ModelError::Io { source, .. } => crate::fsutil::is_environment(source),
             _ => false,
         }
@@ -160,6 +191,17 @@ impl ModelError {
 
 fn path_(p: &std::path::Path) -> String {
     crate::text::path(p)
+}
+
+fn not_cached_hint(model: &str, offline: bool) -> String {
+    if offline {
+        "; HF_HUB_OFFLINE is set, so it was not downloaded".to_string()
+    } else {
+        format!(
+            "; `smelt download {}` fetches it (`smelt merge` does too)",
+            esc(model)
+        )
+    }
 }
 
 fn esc(s: &str) -> crate::text::Escaped<'_> {

@@ -75,6 +75,8 @@ pub const CONFIG_FILE: &str = "config.json";
 /// and validates headers and maps the files; no tensor data is read.
 pub struct Model {
     path: PathBuf,
+    /// Where the files are: `path`, or a hub name's cached snapshot.
+    local: PathBuf,
     name: String,
     shards: Vec<PathBuf>,
     files: Vec<File>,
@@ -114,7 +116,18 @@ impl Model {
     /// Open a checkpoint: a folder (one `model.safetensors` or shards with
     /// an index) or one `.safetensors` file. Reads and validates the headers
     /// only; the data is read later, in chunks, as a merge asks for it.
+    ///
+    /// A relative path that does not exist and reads as a hub name
+    /// (`org/name[@revision]`) is opened from the local Hugging Face cache
+    /// (never downloaded: see [`super::source`]); [`Model::path`] stays the
+    /// name, [`Model::local_path`] is the snapshot folder.
     pub fn open(path: &Path) -> Result<Model> {
+        if let Some(snapshot) = super::source::for_open(path)? {
+            let mut m = Model::open(&snapshot)?;
+            m.path = path.to_path_buf();
+            m.name = display_name(path);
+            return Ok(m);
+        }
         let meta = match std::fs::metadata(path) {
             Ok(meta) => meta,
             // `model+adapter` (mergekit's syntax), unless a path of that
@@ -122,7 +135,7 @@ impl Model {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let text = path.to_string_lossy();
                 if let Some((m, a)) = lora::split_reference(&text) {
-                    return Model::open_with_adapter(&lora::locate(m), &lora::locate(a));
+                    return Model::open_with_adapter(Path::new(m), &lora::locate(a)?);
                 }
                 if text.matches('+').count() > 1 {
                     return Err(ModelError::NotCheckpoint {
@@ -203,6 +216,7 @@ impl Model {
         Ok(Model {
             name: display_name(path),
             path: path.to_path_buf(),
+            local: path.to_path_buf(),
             shards,
             files,
             maps,
@@ -250,6 +264,11 @@ impl Model {
     /// The path given to `open`.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// Where the model's files are: the path given to `open`, or for a hub
+    /// name the snapshot folder in the Hugging Face cache.
+    pub fn local_path(&self) -> &Path {
+        &self.local
     }
     /// A short display name (folder or file stem).
     pub fn name(&self) -> &str {

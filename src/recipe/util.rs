@@ -237,6 +237,12 @@ pub(crate) fn clean(path: &Path) -> PathBuf {
 /// `model+adapter` (a LoRA, mergekit's syntax) resolves each half on its
 /// own and keeps the `+` between them, unless the whole text names an
 /// existing path (a folder may have a `+` in its name).
+///
+/// A relative path that does not exist in `dir` and reads as a hub name
+/// (`org/name[@revision]`) stays that name, as written: the model comes
+/// from the Hugging Face cache ([`crate::model::source::hub_name_in`]). A
+/// folder of that name beside the recipe wins, as in mergekit, and so
+/// does a folder `org` there (a missing model in a local folder).
 pub(crate) fn resolve_path(dir: &Path, written: &str) -> PathBuf {
     if let Some((m, a)) = crate::model::lora::split_reference(written) {
         if !resolve_one(dir, written).exists() {
@@ -248,12 +254,16 @@ pub(crate) fn resolve_path(dir: &Path, written: &str) -> PathBuf {
 
 /// One model reference (no `+adapter`) written in a recipe in folder `dir`.
 fn resolve_one(dir: &Path, written: &str) -> PathBuf {
-    let p = crate::model::lora::locate(written);
-    let p = p.as_path();
+    let p = Path::new(written);
     if p.is_absolute() {
         clean(p)
     } else {
-        clean(&dir.join(p))
+        let local = clean(&dir.join(p));
+        if crate::model::source::hub_name_in(Some(dir), written).is_some() {
+            PathBuf::from(written)
+        } else {
+            local
+        }
     }
 }
 
@@ -270,7 +280,10 @@ pub(crate) fn absolute(p: &Path) -> PathBuf {
 
 /// `path` written relative to folder `dir` (for saving a recipe there).
 /// Falls back to the absolute path when the two share no root (Windows
-/// drives).
+/// drives). A missing path whose relative form reads as a hub name is
+/// written `./org/name`, so that it reads back as the same path.
+///
+/// A hub name ([`crate::model::source::hub_name`]) is written as it is.
 pub(crate) fn relative_to(path: &Path, dir: &Path) -> String {
     // `model+adapter`: each half relative on its own, the `+` kept.
     if !path.exists() {
@@ -287,6 +300,9 @@ pub(crate) fn relative_to(path: &Path, dir: &Path) -> String {
 
 /// [`relative_to`] of one path (no `+adapter`).
 fn relative_one(path: &Path, dir: &Path) -> String {
+    if let Some(name) = crate::model::source::hub_name(path) {
+        return name.to_string();
+    }
     let p = absolute(path);
     let d = absolute(dir);
     let pc: Vec<_> = p.components().collect();
@@ -307,7 +323,15 @@ fn relative_one(path: &Path, dir: &Path) -> String {
     if rel.as_os_str().is_empty() {
         return ".".to_string();
     }
-    slash(&rel)
+    let written = slash(&rel);
+    // A local path that is not there (yet) and reads as a hub name would
+    // come back as a hub name: `./` keeps it a path.
+    if p.symlink_metadata().is_err()
+        && crate::model::source::hub_name_in(Some(&d), &written).is_some()
+    {
+        return format!("./{written}");
+    }
+    written
 }
 
 /// Forward slashes in recipes on every platform, so they travel.

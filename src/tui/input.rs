@@ -44,6 +44,9 @@ pub struct TextInput {
     pub loaded: Vec<PathBuf>,
     /// A line of help under the text (what Enter does).
     pub hint: String,
+    /// Whether Tab also completes the `org/name` entries of the Hugging
+    /// Face cache (the add-model prompt).
+    pub hub_names: bool,
 }
 
 /// What a key did to the prompt.
@@ -70,6 +73,7 @@ impl TextInput {
             paths: false,
             loaded: Vec::new(),
             hint: String::new(),
+            hub_names: false,
         }
     }
 
@@ -83,6 +87,13 @@ impl TextInput {
         t.paths = true;
         t.loaded = loaded;
         t
+    }
+
+    /// The same prompt completing the hub names found in the Hugging Face
+    /// cache too.
+    pub fn with_hub_names(mut self) -> TextInput {
+        self.hub_names = true;
+        self
     }
 
     /// The same prompt with a line of help under the text.
@@ -123,7 +134,12 @@ impl TextInput {
                 self.cursor = at;
             }
             KeyCode::Tab if self.paths => {
-                let (text, cands) = complete_path(&self.text);
+                let hub = if self.hub_names {
+                    crate::model::source::cached_names(&crate::model::source::cache_dir())
+                } else {
+                    Vec::new()
+                };
+                let (text, cands) = complete_path_or_hub(&self.text, &hub);
                 self.cursor = text.chars().count();
                 self.text = text;
                 self.completions = cands
@@ -279,6 +295,55 @@ pub fn expand_home(text: &str) -> PathBuf {
 /// starts with it (folders get a trailing `/`), and the candidates' names
 /// when there is more than one.
 pub fn complete_path(text: &str) -> (String, Vec<String>) {
+    complete_path_or_hub(text, &[])
+}
+
+/// [`complete_path`], with the hub names `hub` (`org/name`) as if they
+/// were folders `org/name/` (without the trailing `/`: a hub name is
+/// complete as it is). A local entry and a hub name that complete the
+/// same way are one candidate.
+pub fn complete_path_or_hub(text: &str, hub: &[String]) -> (String, Vec<String>) {
+    let (completed, mut names) = list_dir(text);
+    // Hub names complete only a plain `org` or `org/name` prefix.
+    let depth = text.matches('/').count();
+    let plain = !text.starts_with(['/', '.', '~']) && depth <= 1;
+    if plain {
+        for h in hub {
+            let Some((org, name)) = h.split_once('/') else {
+                continue;
+            };
+            let cand = if depth == 0 {
+                org.starts_with(text).then(|| format!("{org}/"))
+            } else {
+                let (o, prefix) = text.split_once('/').unwrap_or((text, ""));
+                (o == org && name.starts_with(prefix)).then(|| name.to_string())
+            };
+            if let Some(c) = cand.filter(|c| !names.contains(c)) {
+                names.push(c);
+            }
+        }
+        names.sort();
+    }
+    if names.is_empty() {
+        return (completed, names);
+    }
+    let mut common = names[0].clone();
+    for n in &names[1..] {
+        let l = common
+            .chars()
+            .zip(n.chars())
+            .take_while(|(a, b)| a == b)
+            .count();
+        common = common.chars().take(l).collect();
+    }
+    let completed = format!("{}{common}", dir_part(text));
+    (completed, if names.len() > 1 { names } else { Vec::new() })
+}
+
+/// The entries of the folder `text` is in that start with its last part
+/// (folders with a trailing `/`), sorted; `text` itself when there is no
+/// such folder.
+fn list_dir(text: &str) -> (String, Vec<String>) {
     let path = expand_home(text);
     let (dir, prefix) = if text.ends_with('/') || text.is_empty() {
         (
@@ -320,18 +385,5 @@ pub fn complete_path(text: &str) -> (String, Vec<String>) {
         })
         .collect();
     names.sort();
-    if names.is_empty() {
-        return (text.to_string(), names);
-    }
-    let mut common = names[0].clone();
-    for n in &names[1..] {
-        let l = common
-            .chars()
-            .zip(n.chars())
-            .take_while(|(a, b)| a == b)
-            .count();
-        common = common.chars().take(l).collect();
-    }
-    let completed = format!("{}{common}", dir_part(text));
-    (completed, if names.len() > 1 { names } else { Vec::new() })
+    (text.to_string(), names)
 }

@@ -701,10 +701,13 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
             super::input::TextInput::path("Open recipe (.toml, .yml)", text, Vec::new())
                 .with_hint("Enter opens it")
         }
-        Purpose::AddModel => {
-            super::input::TextInput::path("Add model (folder or .safetensors)", text, loaded)
-                .with_hint("Enter adds it")
-        }
+        Purpose::AddModel => super::input::TextInput::path(
+            "Add model (folder, .safetensors, or hub org/name)",
+            text,
+            loaded,
+        )
+        .with_hint("Enter adds it")
+        .with_hub_names(),
         Purpose::Value { row, scopes } => {
             let what = app.row_label(row);
             let at = match scopes.as_deref() {
@@ -853,16 +856,29 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             fx.push(Effect::Open { ticket, path });
         }
         Purpose::AddModel => {
-            // `model+adapter` (a LoRA): both halves must exist.
-            let adapted = !path.exists()
-                && crate::model::lora::split_reference(&path.to_string_lossy())
-                    .is_some_and(|(m, a)| Path::new(m).exists() && Path::new(a).exists());
-            if !path.exists() && !adapted {
-                return fail(
-                    app,
-                    p,
-                    format!("{}: no such file or folder", path.display()),
-                );
+            // A hub name is added from the Hugging Face cache; one not
+            // there is refused with the command that fetches it (the
+            // workbench does not download). `model+adapter` (a LoRA): both
+            // halves must be there, each a path or a cached hub name.
+            if !path.exists() {
+                use crate::model::source;
+                let text = path.to_string_lossy();
+                let present = |s: &str| {
+                    Path::new(s).exists()
+                        || source::hub_name_in(None, s)
+                            .is_some_and(|n| source::cached(&n).is_some())
+                };
+                let adapted = crate::model::lora::split_reference(&text)
+                    .is_some_and(|(m, a)| present(m) && present(a));
+                let msg = match source::hub_name_in(None, &text) {
+                    _ if adapted => None,
+                    Some(name) if source::cached(&name).is_some() => None,
+                    Some(name) => Some(source::not_cached(&name).to_string()),
+                    None => Some(format!("{}: no such file or folder", path.display())),
+                };
+                if let Some(msg) = msg {
+                    return fail(app, p, msg);
+                }
             }
             if let Some(s) = app
                 .doc
