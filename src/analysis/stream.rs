@@ -661,9 +661,13 @@ pub(super) fn tensor_stats(
     let count = Count {
         numel,
         row_len,
-        // The parts in cache-sized pieces (DELLA ranks whole rows: whole
-        // chunks for it).
-        piece: if method.spec().selection == Selection::RankedRandom {
+        // The parts in cache-sized pieces (DELLA ranks whole rows, and
+        // arcee_fusion's importance needs each row's KL: whole chunks for
+        // them).
+        piece: if matches!(
+            method.spec().selection,
+            Selection::RankedRandom | Selection::Importance
+        ) {
             step
         } else {
             PIECE
