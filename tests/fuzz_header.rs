@@ -15,24 +15,8 @@
 use smelt::model::{parse_header, Model, ModelError};
 use std::path::Path;
 
-/// The shared splitmix64 stream (`smelt::mlp::splitmix64`), with the
-/// picks these cases need.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        smelt::mlp::splitmix64(&mut self.0)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+mod common;
+use common::Rng;
 
 const DTYPES: [(&str, usize); 19] = [
     ("BOOL", 8),

@@ -19,21 +19,8 @@ use std::sync::atomic::AtomicBool;
 
 const CASES: usize = 500;
 
-/// The shared splitmix64 stream (`smelt::mlp::splitmix64`), with the
-/// picks these cases need.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        smelt::mlp::splitmix64(&mut self.0)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+mod common;
+use common::Rng;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit")

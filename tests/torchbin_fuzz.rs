@@ -16,19 +16,8 @@ use smelt::model::parse_torch;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        smelt::mlp::splitmix64(&mut self.0)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-}
+mod common;
+use common::Rng;
 
 fn fixtures() -> Vec<Vec<u8>> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchbin");

@@ -67,3 +67,26 @@ pub fn tied_positions(models: &[&[f32]], base: Option<&[f32]>) -> Vec<bool> {
     }
     tied
 }
+
+/// The shared splitmix64 stream (`smelt::mlp::splitmix64`), with the picks
+/// the fuzzing tests need (`fuzz_header`, `fuzz_recipe`, `torchbin_fuzz`).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 bits.
+    pub fn next(&mut self) -> u64 {
+        smelt::mlp::splitmix64(&mut self.0)
+    }
+    /// Uniform-ish in `[0, n)` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    /// One of `xs` (not empty).
+    pub fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+        &xs[self.below(xs.len())]
+    }
+}
