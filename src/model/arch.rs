@@ -104,6 +104,21 @@ fn count_locations(config: &Value) -> Vec<(Option<&'static str>, String)> {
     Vec::new()
 }
 
+/// List `k` of tower `t` in the config of the model layer `o` comes from,
+/// else the output config's own (`own`, the same tower).
+fn source_list<'v>(
+    o: &LayerOrigin<'v>,
+    t: Option<&str>,
+    own: &'v Value,
+    k: &str,
+) -> Option<&'v Vec<Value>> {
+    o.config
+        .and_then(|c| tower(c, t))
+        .and_then(|c| c.get(k))
+        .and_then(Value::as_array)
+        .or_else(|| own.get(k).and_then(Value::as_array))
+}
+
 fn tower<'v>(config: &'v Value, t: Option<&str>) -> Option<&'v Value> {
     match t {
         None => Some(config),
@@ -185,12 +200,7 @@ pub fn sliced_config(config: &Value, origins: &[LayerOrigin<'_>]) -> Result<Valu
             }
             let mut new = Vec::with_capacity(origins.len());
             for o in origins {
-                let src = o
-                    .config
-                    .and_then(|c| tower(c, t))
-                    .and_then(|c| c.get(k))
-                    .and_then(Value::as_array)
-                    .or_else(|| own.get(k).and_then(Value::as_array));
+                let src = source_list(o, t, &own, k);
                 let Some(v) = src.and_then(|l| l.get(o.layer)) else {
                     return Err(format!(
                         "config.json: `{}` has no entry for layer {} (it must list every layer)",
@@ -208,12 +218,7 @@ pub fn sliced_config(config: &Value, origins: &[LayerOrigin<'_>]) -> Result<Valu
             }
             let mut new = Vec::new();
             for (j, o) in origins.iter().enumerate() {
-                let src = o
-                    .config
-                    .and_then(|c| tower(c, t))
-                    .and_then(|c| c.get(k))
-                    .and_then(Value::as_array)
-                    .or_else(|| own.get(k).and_then(Value::as_array));
+                let src = source_list(o, t, &own, k);
                 let listed =
                     src.is_some_and(|l| l.iter().any(|x| x.as_u64() == Some(o.layer as u64)));
                 if listed {
