@@ -14,6 +14,7 @@
 //! | [`plan`], [`engine`] | which inputs feed which output tensor; running that plan in bounded memory |
 //! | [`analysis`] | sign agreement and other interference statistics |
 //! | [`mlp`], [`zip`], [`eval`] | small MLP checkpoints, ZipIt!/permutation merging, accuracy |
+//! | [`extract`] | LoRA extraction: a PEFT adapter from a fine-tune and its base (SVD per module) |
 //! | `tui` | the workbench (cargo feature `tui`, on by default) |
 //! | [`text`] | names and paths made safe to print |
 
@@ -24,6 +25,7 @@
 pub mod analysis;
 pub mod engine;
 pub mod eval;
+pub mod extract;
 pub mod fsutil;
 pub mod merge;
 pub mod mlp;

@@ -120,6 +120,9 @@ enum Cmd {
     /// Check or convert recipes.
     #[command(subcommand)]
     Recipe(RecipeCmd),
+    /// Write a PEFT LoRA adapter approximating a fine-tune (a rank-r SVD of
+    /// fine-tune − base per linear module), as mergekit-extract-lora does.
+    ExtractLora(cli::extract::Args),
     /// Fetch a hub model (org/name or org/name@revision) into the Hugging
     /// Face cache: only the files a merge reads, resuming a partial
     /// download. Prints the snapshot folder.
@@ -278,6 +281,7 @@ fn main() -> ExitCode {
             json,
         }) => cli::analyze::run(&inputs, base, method.as_deref(), density, layers_only, json),
         Some(Cmd::Eval { model, data, json }) => cli::eval::run(&model, data.as_deref(), json),
+        Some(Cmd::ExtractLora(a)) => a.run(),
         Some(Cmd::Download { model, quiet }) => cli::fetch::download(&model, quiet),
         Some(Cmd::Recipe(RecipeCmd::Check { recipe })) => cli::recipe_check(&recipe),
         Some(Cmd::Recipe(RecipeCmd::Export {

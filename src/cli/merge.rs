@@ -30,7 +30,7 @@ const STOP_SIGNALS: [i32; 3] = [
 
 /// Set `cancel` and record the signal on SIGINT, SIGTERM or SIGHUP; on a
 /// second one, exit at once with 128 + that signal.
-fn on_stop_signals(cancel: &Arc<AtomicBool>, which: &Arc<AtomicUsize>) {
+pub(super) fn on_stop_signals(cancel: &Arc<AtomicBool>, which: &Arc<AtomicUsize>) {
     for sig in STOP_SIGNALS {
         // Registered first, so it sees the flag as the previous signal
         // left it: only a repeated signal ends the process.
@@ -43,7 +43,7 @@ fn on_stop_signals(cancel: &Arc<AtomicBool>, which: &Arc<AtomicUsize>) {
 
 /// The error for a cancelled merge: exit 128 + the signal (SIGINT's 130
 /// when none was recorded).
-fn cancelled(signal: usize) -> CliError {
+pub(super) fn cancelled(signal: usize) -> CliError {
     let (code, name) = match signal as i32 {
         signal_hook::consts::SIGTERM => (143, "SIGTERM"),
         signal_hook::consts::SIGHUP => (129, "SIGHUP"),

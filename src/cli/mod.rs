@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod eval;
+pub mod extract;
 pub mod fetch;
 pub mod inspect;
 pub mod merge;

@@ -44,6 +44,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 /// one).
 pub const RECIPE_FILE: &str = "smelt-recipe.toml";
 
+/// The record `smelt extract-lora` leaves in the adapter folder it writes
+/// (what was extracted, how, and the reconstruction errors). Like
+/// [`RECIPE_FILE`], it marks the folder as smelt's for `--force`.
+pub const EXTRACT_FILE: &str = "smelt-extract.json";
+
 /// The model card a merge writes.
 pub const CARD_FILE: &str = "README.md";
 
@@ -66,12 +71,21 @@ pub const COPIED_FILES: &[&str] = &[
 /// Whether a file named `name` in an output folder is one a smelt merge
 /// writes: a shard, the index, or a side file (see the module docs).
 pub fn is_smelt_file(name: &str) -> bool {
-    name == SINGLE_FILE || name == INDEX_FILE || is_shard_name(name) || is_side_file(name)
+    name == SINGLE_FILE
+        || name == INDEX_FILE
+        || is_shard_name(name)
+        || is_side_file(name)
+        || name == super::lora::ADAPTER_WEIGHTS
 }
 
 /// The small files [`super::Writer::add_file`] and `copy_file` may add.
 pub(super) fn is_side_file(name: &str) -> bool {
-    name == CONFIG_FILE || name == CARD_FILE || name == RECIPE_FILE || COPIED_FILES.contains(&name)
+    name == CONFIG_FILE
+        || name == CARD_FILE
+        || name == RECIPE_FILE
+        || name == EXTRACT_FILE
+        || name == super::lora::ADAPTER_CONFIG
+        || COPIED_FILES.contains(&name)
 }
 
 /// `model-00001-of-00003.safetensors` (at least five digits each).
@@ -266,7 +280,9 @@ fn replaceable(out: &Path, meta: &std::fs::Metadata) -> Result<()> {
         let name = e.file_name();
         let regular = e.file_type().is_ok_and(|t| t.is_file());
         match name.to_str() {
-            Some(n) if regular && is_smelt_file(n) => marked |= n == RECIPE_FILE,
+            Some(n) if regular && is_smelt_file(n) => {
+                marked |= n == RECIPE_FILE || n == EXTRACT_FILE
+            }
             _ => {
                 let mut n = name.to_string_lossy().into_owned();
                 if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -243,9 +243,15 @@ fn assign_shards(sizes: &[u64], shard_size: u64) -> Vec<Vec<usize>> {
 }
 
 /// `model-00001-of-00003.safetensors`, as transformers names shards.
+#[cfg(test)]
 fn shard_name(i: usize, n: usize) -> String {
+    shard_name_as(i, n, SINGLE_FILE)
+}
+
+/// [`shard_name`], with `single` as the name of an output of one file.
+fn shard_name_as(i: usize, n: usize, single: &str) -> String {
     if n == 1 {
-        SINGLE_FILE.to_string()
+        single.to_string()
     } else {
         format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
     }
@@ -255,6 +261,29 @@ impl Writer {
     /// Check the destination, create the partial folder and the shard files
     /// at their final sizes with their headers.
     pub fn create(out: &Path, tensors: Vec<OutputTensor>, opts: &WriterOptions) -> Result<Writer> {
+        Self::create_as(out, tensors, opts, SINGLE_FILE)
+    }
+
+    /// [`Writer::create`] for a PEFT adapter folder: the tensors go into one
+    /// file, `adapter_model.safetensors` (`opts.shard_size` is not used).
+    pub fn create_adapter(
+        out: &Path,
+        tensors: Vec<OutputTensor>,
+        opts: &WriterOptions,
+    ) -> Result<Writer> {
+        let one_file = WriterOptions {
+            shard_size: u64::MAX,
+            ..opts.clone()
+        };
+        Self::create_as(out, tensors, &one_file, super::lora::ADAPTER_WEIGHTS)
+    }
+
+    fn create_as(
+        out: &Path,
+        tensors: Vec<OutputTensor>,
+        opts: &WriterOptions,
+        single: &str,
+    ) -> Result<Writer> {
         let mut sizes = Vec::with_capacity(tensors.len());
         let mut names = std::collections::HashSet::new();
         for t in &tensors {
@@ -322,7 +351,7 @@ impl Writer {
                     nbytes: e.end - e.start,
                 };
             }
-            let name = shard_name(si, groups.len());
+            let name = shard_name_as(si, groups.len(), single);
             let path = w.partial.join(&name);
             let shown = w.out.join(&name);
             let file = File::options()
