@@ -129,7 +129,7 @@ pub struct Args {
     #[arg(long, default_value_t = 128)]
     max_rank: usize,
     /// Drop singular values at or below this.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     sv_epsilon: f64,
     /// Split the singular values evenly between A and B (the default).
     #[arg(long, overrides_with = "no_distribute_scale")]
