@@ -182,6 +182,10 @@ fn matches_mergekit_extract_lora() {
                 "--sv-epsilon" => o.sv_epsilon = it.next().unwrap().parse().unwrap(),
                 "--no-distribute-scale" => o.distribute_scale = false,
                 "--embed-lora" => o.embed_lora = true,
+                "--save-module" => o.modules_to_save.push(it.next().unwrap().to_string()),
+                "-e" => o.exclude.push(it.next().unwrap().to_string()),
+                "-i" => o.include.push(it.next().unwrap().to_string()),
+                "--skip-undecomposable" => o.skip_undecomposable = true,
                 other => panic!("{case}: option {other} not handled by this test"),
             }
         }
@@ -561,4 +565,37 @@ fn cancel_writes_nothing() {
     assert!(matches!(r, Err(ExtractError::Cancelled)), "{r:?}");
     assert!(!out.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// `--save-module` saves a module whole (mergekit 0.1.5 fails on it
+/// whenever embeddings are added too, so there is no golden): its tensors
+/// come back exactly, and it is not factored.
+#[test]
+fn save_module_keeps_a_module_whole() {
+    let m = bf16_models();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a");
+    let mut o = Options::new(
+        m.join("ft1").to_str().unwrap(),
+        m.join("base").to_str().unwrap(),
+        &out,
+    );
+    o.max_rank = 2;
+    o.modules_to_save = vec!["q_proj".into()];
+    o.sync = false;
+    let r = quiet(&o).unwrap();
+    assert!(r.modules.iter().all(|m| !m.name.ends_with("q_proj")));
+    assert_eq!(r.modules.len(), 24);
+    assert_eq!(r.modules_to_save[0], "q_proj");
+    let joined = format!("{}+{}", m.join("base").display(), out.display());
+    let applied = Model::open(Path::new(&joined)).unwrap();
+    let ft = Model::open(&m.join("ft1")).unwrap();
+    for l in 0..4 {
+        let name = format!("model.layers.{l}.self_attn.q_proj.weight");
+        assert!(r.saved.contains(&name));
+        assert_eq!(
+            applied.read_all_f32(&name).unwrap(),
+            ft.read_all_f32(&name).unwrap()
+        );
+    }
 }
