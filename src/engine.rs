@@ -8,6 +8,8 @@
 //! rather than through their maps, so peak memory depends on the number of
 //! threads and models, not on model or tensor size.
 
+pub mod multi;
+
 use crate::merge::{self, Chunk};
 use crate::model::{Dtype, Model, Writer, WriterOptions};
 use crate::plan::{Job, JobKind, Plan};

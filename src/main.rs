@@ -78,6 +78,12 @@ enum Cmd {
         /// values").
         #[arg(long)]
         allow_nonfinite: bool,
+        /// In a multi-document (mergekit-multi) file: the document to
+        /// build into --out (default: the one no other document reads);
+        /// the ones it needs are built first, into OUT.smelt-work/NAME,
+        /// removed at the end.
+        #[arg(long, value_name = "NAME")]
+        doc: Option<String>,
     },
     /// Show a model's layers, tensors, shapes, dtypes and shards.
     Inspect {
@@ -261,6 +267,7 @@ fn main() -> ExitCode {
             quiet,
             no_sync,
             allow_nonfinite,
+            doc,
         }) => cli::merge::run(
             &recipe,
             out,
@@ -270,6 +277,7 @@ fn main() -> ExitCode {
             quiet,
             !no_sync,
             allow_nonfinite,
+            doc.as_deref(),
         ),
         Some(Cmd::Inspect { model, json }) => cli::inspect::run(&model, json),
         Some(Cmd::Analyze {

@@ -8,6 +8,8 @@
 //! being handled exits at once (the partial folder left behind is removed
 //! by the next merge to that output).
 
+mod multi;
+pub(crate) use multi::{plan_error, problems};
 mod progress;
 
 use super::{CliError, CliResult};
@@ -65,7 +67,27 @@ pub fn run(
     quiet: bool,
     sync: bool,
     allow_nonfinite: bool,
+    doc: Option<&str>,
 ) -> CliResult {
+    // A multi-document (mergekit-multi) file runs document by document.
+    if let Some(m) = smelt::recipe::MultiRecipe::load(recipe_path).map_err(multi::problems)? {
+        let opts = Options {
+            out,
+            force,
+            threads,
+            shard_size,
+            sync,
+            allow_nonfinite,
+        };
+        return multi::run(&m, doc, opts, quiet);
+    }
+    if let Some(d) = doc {
+        return Err(CliError::input(format!(
+            "{}: --doc {d}: the file has one document; --doc chooses among the \
+             documents of a multi-document file",
+            recipe_path.display()
+        )));
+    }
     let recipe = Recipe::load(recipe_path)?;
     // Where the output may go, before anything slow, so a refused output
     // costs nothing.

@@ -137,6 +137,9 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// `smelt recipe check R`: the recipe, then the plan against the models'
 /// headers (shapes, missing tensors), without merging.
 pub fn recipe_check(path: &Path) -> CliResult {
+    if let Some(m) = smelt::recipe::MultiRecipe::load(path).map_err(merge::problems)? {
+        return recipe_check_multi(&m);
+    }
     // Every problem at once, each with its line.
     let recipe = Recipe::load_all(path).map_err(|errors| {
         CliError::input(
@@ -163,6 +166,65 @@ pub fn recipe_check(path: &Path) -> CliResult {
         smelt::text::path(path),
         recipe.method.name(),
         plan.models.len(),
+    ))
+}
+
+/// `smelt recipe check` on a multi-document file: the graph (checked when
+/// read), then each document: planned against its models' headers when it
+/// reads no other document's output (those do not exist before a run).
+fn recipe_check_multi(m: &smelt::recipe::MultiRecipe) -> CliResult {
+    let mut report = String::new();
+    let finals = m.finals();
+    for (i, d) in m.documents.iter().enumerate() {
+        let what = if d.needs.is_empty() {
+            let plan =
+                smelt::plan::Plan::build(&d.recipe).map_err(|e| merge::plan_error(m, i, e))?;
+            format!(
+                "{} output tensors, {} to read",
+                plan.jobs.len(),
+                smelt::units::bytes(plan.input_bytes())
+            )
+        } else {
+            format!(
+                "reads {}",
+                d.needs
+                    .iter()
+                    .map(|&j| format!("`{}`", m.label(j)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        report.push_str(&format!(
+            "  line {}: `{}`: {}, {}{}\n",
+            d.line,
+            smelt::text::escape_lines(m.label(i)),
+            d.recipe.method.name(),
+            what,
+            if finals.len() == 1 && finals[0] == i {
+                " (final)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let order = match m.final_document(None) {
+        Ok(t) => format!(
+            "order: {}",
+            m.order_for(t)
+                .iter()
+                .map(|&i| smelt::text::escape_lines(m.label(i)).into_owned())
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        ),
+        Err(_) => format!(
+            "{} documents are read by no other; `smelt merge` needs --doc NAME",
+            finals.len()
+        ),
+    };
+    emit(&format!(
+        "{}: ok ({} documents; {order})\n{report}",
+        smelt::text::path(&m.path),
+        m.documents.len(),
     ))
 }
 
@@ -193,6 +255,18 @@ pub fn named(path: &Path, e: smelt::plan::PlanError) -> CliError {
 /// is written atomically; an existing one is replaced only with `force`,
 /// and never one inside a model's folder (that could be the model itself).
 pub fn recipe_export(path: &Path, mergekit: bool, out: Option<&Path>, force: bool) -> CliResult {
+    if let Some(m) = smelt::recipe::MultiRecipe::load(path).map_err(merge::problems)? {
+        return Err(CliError::input(format!(
+            "{}: has {} documents (a mergekit-multi file), and an export holds one recipe; \
+             its documents are: {}",
+            path.display(),
+            m.documents.len(),
+            (0..m.documents.len())
+                .map(|i| format!("`{}` (line {})", m.label(i), m.documents[i].line))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
     let recipe = Recipe::load(path)?;
     if let Some(o) = out {
         let models = smelt::plan::recipe_paths(&recipe);

@@ -11,7 +11,8 @@
 //!   `model:PATH` is read as PATH and written as PATH, as mergekit 0.1.5
 //!   reads it.
 //! - `slices[].residual_weight`: ignored; mergekit itself never reads it.
-//! - `name`: ignored (a label in multi-document mergekit files).
+//! - `name`: ignored here; in a multi-document file it names the document
+//!   (see [`super::multi`]).
 //! - `modules`: rejected (multi-module merges are not supported).
 //! - `smelt`: smelt's own extension, `{seed, calibration}`; pydantic (and so
 //!   mergekit) ignores keys it does not know, so exported files stay valid.

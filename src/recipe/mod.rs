@@ -11,6 +11,7 @@
 
 mod check;
 mod mergekit;
+pub mod multi;
 mod node;
 mod preserve;
 mod resolve;
@@ -38,6 +39,8 @@ pub fn is_recipe_path(p: &Path) -> bool {
             .and_then(|e| e.to_str())
             .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
 }
+
+pub use multi::MultiRecipe;
 
 pub use switch::{Added, Dropped, Switched, Table};
 
@@ -391,6 +394,15 @@ impl Recipe {
             line,
             msg,
         };
+        if yaml && multi::is_multi(text) {
+            let second = multi::split_documents(text)[1].0;
+            return Err(vec![at(
+                second,
+                "a second document: this is a multi-document (mergekit-multi) file, which \
+                 `smelt merge` and `smelt recipe check` read; here one recipe is needed"
+                    .to_string(),
+            )]);
+        }
         let parsed = if yaml {
             node::parse_yaml(text)
         } else {
