@@ -9,6 +9,7 @@ pub mod eval;
 pub mod fetch;
 pub mod inspect;
 pub mod merge;
+pub mod moe;
 pub mod tui;
 
 use smelt::recipe::Recipe;

@@ -44,6 +44,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 /// one).
 pub const RECIPE_FILE: &str = "smelt-recipe.toml";
 
+/// The recipe `smelt moe` saves in its output folder (mergekit-moe's
+/// name for it). Like [`RECIPE_FILE`], it marks the folder as smelt's.
+pub const MOE_RECIPE_FILE: &str = "mergekit_moe_config.yml";
+
 /// The model card a merge writes.
 pub const CARD_FILE: &str = "README.md";
 
@@ -71,7 +75,11 @@ pub fn is_smelt_file(name: &str) -> bool {
 
 /// The small files [`super::Writer::add_file`] and `copy_file` may add.
 pub(super) fn is_side_file(name: &str) -> bool {
-    name == CONFIG_FILE || name == CARD_FILE || name == RECIPE_FILE || COPIED_FILES.contains(&name)
+    name == CONFIG_FILE
+        || name == CARD_FILE
+        || name == RECIPE_FILE
+        || name == MOE_RECIPE_FILE
+        || COPIED_FILES.contains(&name)
 }
 
 /// `model-00001-of-00003.safetensors` (at least five digits each).
@@ -266,7 +274,9 @@ fn replaceable(out: &Path, meta: &std::fs::Metadata) -> Result<()> {
         let name = e.file_name();
         let regular = e.file_type().is_ok_and(|t| t.is_file());
         match name.to_str() {
-            Some(n) if regular && is_smelt_file(n) => marked |= n == RECIPE_FILE,
+            Some(n) if regular && is_smelt_file(n) => {
+                marked |= n == RECIPE_FILE || n == MOE_RECIPE_FILE
+            }
             _ => {
                 let mut n = name.to_string_lossy().into_owned();
                 if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -11,12 +11,12 @@
 
 mod check;
 mod mergekit;
-mod node;
+pub(crate) mod node;
 mod preserve;
 mod resolve;
 mod switch;
 mod toml;
-mod util;
+pub(crate) mod util;
 mod vocab;
 
 pub use vocab::{TokenRef, TokenSource, TokenSpec, TokenizerSpec, VocabSource};
