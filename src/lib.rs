@@ -30,6 +30,7 @@ pub mod fsutil;
 pub mod merge;
 pub mod mlp;
 pub mod model;
+pub mod moe;
 pub mod plan;
 pub mod recipe;
 pub mod simd;

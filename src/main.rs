@@ -43,6 +43,35 @@ struct Cli {
 enum Cmd {
     /// Open the workbench on a recipe, or on models.
     Tui(TuiCmd),
+    /// Build a mixture-of-experts model from a mergekit-moe recipe.
+    Moe {
+        /// The mergekit-moe YAML recipe.
+        recipe: PathBuf,
+        /// Output folder (must not exist unless --force).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Replace an existing output folder, if it is empty or a smelt
+        /// output.
+        #[arg(long)]
+        force: bool,
+        /// Seed of random gates (gate_mode random, uniform_random) and of
+        /// noise_scale. The values differ from mergekit's (torch's RNG).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Maximum shard size, e.g. 5GB, 500MB, 2GiB.
+        #[arg(long, default_value = cli::DEFAULT_SHARD_SIZE, value_parser = cli::parse_size)]
+        shard_size: u64,
+        /// No progress output, only the summary.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Do not flush the output to disk (no fsync).
+        #[arg(long)]
+        no_sync: bool,
+        /// Build even when every expert is the same model (as mergekit-moe's
+        /// flag of that name).
+        #[arg(long)]
+        i_understand_this_is_not_useful_without_training: bool,
+    },
     /// Run a recipe (TOML, or mergekit YAML) and write the merged model.
     Merge {
         /// The recipe file (.toml, or mergekit .yml/.yaml).
@@ -279,6 +308,25 @@ fn main() -> ExitCode {
             allow_nonfinite,
             doc.as_deref(),
         ),
+        Some(Cmd::Moe {
+            recipe,
+            out,
+            force,
+            seed,
+            shard_size,
+            quiet,
+            no_sync,
+            i_understand_this_is_not_useful_without_training,
+        }) => cli::moe::run(cli::moe::Args {
+            recipe,
+            out,
+            force,
+            seed,
+            shard_size,
+            quiet,
+            sync: !no_sync,
+            allow_all_same: i_understand_this_is_not_useful_without_training,
+        }),
         Some(Cmd::Inspect { model, json }) => cli::inspect::run(&model, json),
         Some(Cmd::Analyze {
             inputs,

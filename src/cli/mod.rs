@@ -10,6 +10,7 @@ pub mod extract;
 pub mod fetch;
 pub mod inspect;
 pub mod merge;
+pub mod moe;
 pub mod tui;
 
 use smelt::recipe::Recipe;

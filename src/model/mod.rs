@@ -42,7 +42,7 @@ pub use header::{parse_header, HeaderEntry};
 pub use lora::Adapter;
 pub use outpath::{
     check_destination, inside_input, is_smelt_file, OutputLock, CARD_FILE, COPIED_FILES,
-    EXTRACT_FILE, RECIPE_FILE,
+    EXTRACT_FILE, MOE_RECIPE_FILE, RECIPE_FILE,
 };
 pub use reader::{
     Model, TensorInfo, CONFIG_FILE, INDEX_FILE, SINGLE_FILE, TORCH_FILE, TORCH_INDEX_FILE,

@@ -49,6 +49,10 @@ pub const RECIPE_FILE: &str = "smelt-recipe.toml";
 /// [`RECIPE_FILE`], it marks the folder as smelt's for `--force`.
 pub const EXTRACT_FILE: &str = "smelt-extract.json";
 
+/// The recipe `smelt moe` saves in its output folder (mergekit-moe's
+/// name for it). Like [`RECIPE_FILE`], it marks the folder as smelt's.
+pub const MOE_RECIPE_FILE: &str = "mergekit_moe_config.yml";
+
 /// The model card a merge writes.
 pub const CARD_FILE: &str = "README.md";
 
@@ -85,6 +89,7 @@ pub(super) fn is_side_file(name: &str) -> bool {
         || name == RECIPE_FILE
         || name == EXTRACT_FILE
         || name == super::lora::ADAPTER_CONFIG
+        || name == MOE_RECIPE_FILE
         || COPIED_FILES.contains(&name)
 }
 
@@ -281,7 +286,7 @@ fn replaceable(out: &Path, meta: &std::fs::Metadata) -> Result<()> {
         let regular = e.file_type().is_ok_and(|t| t.is_file());
         match name.to_str() {
             Some(n) if regular && is_smelt_file(n) => {
-                marked |= n == RECIPE_FILE || n == EXTRACT_FILE
+                marked |= n == RECIPE_FILE || n == EXTRACT_FILE || n == MOE_RECIPE_FILE
             }
             _ => {
                 let mut n = name.to_string_lossy().into_owned();

@@ -12,12 +12,12 @@
 mod check;
 mod mergekit;
 pub mod multi;
-mod node;
+pub(crate) mod node;
 mod preserve;
 mod resolve;
 mod switch;
 mod toml;
-mod util;
+pub(crate) mod util;
 mod vocab;
 
 pub use vocab::{TokenRef, TokenSource, TokenSpec, TokenizerSpec, VocabSource};
