@@ -11,10 +11,11 @@
 //! | [`model`] | safetensors folders: headers, chunked reads, dtype conversion, layer catalogue, atomic sharded writing |
 //! | [`merge`] | one streaming kernel per method, pure math over `&[f32]` chunks, exact top-k selection |
 //! | [`recipe`] | the recipe type, TOML and mergekit YAML, parameter values, validation |
-//! | [`plan`], [`engine`] | which inputs feed which output tensor; running that plan in bounded memory |
+//! | [`plan`], [`engine`] | which inputs feed which output tensor; running that plan in bounded memory (and multi-document recipes in dependency order) |
 //! | [`analysis`] | sign agreement and other interference statistics |
 //! | [`mlp`], [`zip`], [`eval`] | small MLP checkpoints, ZipIt!/permutation merging, accuracy |
 //! | [`extract`] | LoRA extraction: a PEFT adapter from a fine-tune and its base (SVD per module) |
+//! | [`moe`] | mixture-of-experts assembly from dense models (mergekit-moe recipes) |
 //! | `tui` | the workbench (cargo feature `tui`, on by default) |
 //! | [`text`] | names and paths made safe to print |
 
