@@ -76,7 +76,6 @@ pub fn split_documents(text: &str) -> Vec<(usize, Range<usize>)> {
     let mut start = 0usize;
     let mut start_line = 1usize;
     let mut pos = 0usize;
-    let mut line_no = 1usize;
     let push = |range: Range<usize>, line: usize, out: &mut Vec<(usize, Range<usize>)>| {
         let body = &text[range.clone()];
         let empty = body.lines().all(|l| {
@@ -87,7 +86,7 @@ pub fn split_documents(text: &str) -> Vec<(usize, Range<usize>)> {
             out.push((line, range));
         }
     };
-    for l in text.split_inclusive('\n') {
+    for (line_no, l) in (1usize..).zip(text.split_inclusive('\n')) {
         let marker = |m: &str| {
             l.strip_prefix(m)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
@@ -103,7 +102,6 @@ pub fn split_documents(text: &str) -> Vec<(usize, Range<usize>)> {
             start_line = if marker("---") { line_no } else { line_no + 1 };
         }
         pos += l.len();
-        line_no += 1;
     }
     push(start..text.len(), start_line, &mut out);
     out
@@ -361,7 +359,7 @@ impl MultiRecipe {
                     refs.push(references(&root));
                     documents.push(Document {
                         name,
-                        line: line,
+                        line,
                         name_line,
                         recipe,
                         needs: Vec::new(),
@@ -376,7 +374,7 @@ impl MultiRecipe {
                     refs.push(references(&root));
                     documents.push(Document {
                         name,
-                        line: line,
+                        line,
                         name_line,
                         recipe: Recipe::new(crate::merge::Method::Linear, None, Vec::new()),
                         needs: Vec::new(),
