@@ -678,11 +678,12 @@ mod tests {
         let t = "# head\n---\na: 1\n---   # two\nb: 2\n...\n---\nc: |\n  ---x\n";
         let d = split_documents(t);
         assert_eq!(d.len(), 3);
-        assert_eq!(&t[d[0].1.clone()], "a: 1\n");
-        assert_eq!(d[0].0, 3);
+        // Each range starts right after its `---`, on the marker's line.
+        assert_eq!(&t[d[0].1.clone()], "\na: 1\n");
+        assert_eq!(d[0].0, 2);
         assert_eq!(d[1].0, 4);
-        assert!(t[d[1].1.clone()].contains("b: 2"));
-        assert_eq!(&t[d[2].1.clone()], "c: |\n  ---x\n");
+        assert_eq!(&t[d[1].1.clone()], "   # two\nb: 2\n");
+        assert_eq!(&t[d[2].1.clone()], "\nc: |\n  ---x\n");
         assert!(!is_multi("---\na: 1\n"));
         assert!(!is_multi("a: 1\n---\n# only a comment\n"));
         assert!(is_multi("a: 1\n---\nb: 2\n"));
