@@ -250,11 +250,11 @@ pub fn done(app: &mut App, ticket: Ticket, result: Result<Report, JobError>) {
             app.say(
                 Level::Info,
                 format!(
-                    "LoRA done: relative error {:.6}, r {}, {} modules{warn} -> {}",
+                    "LoRA done, relative error {:.6} -> {} (r {}, {} modules{warn})",
                     r.error,
+                    r.out.display(),
                     r.rank,
                     r.modules.len(),
-                    r.out.display()
                 ),
             );
         }
