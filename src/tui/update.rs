@@ -268,7 +268,9 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             // Leave now: a running merge is cancelled (its partial folder
             // removed) by the event loop before the process exits.
             fx.push(Effect::CancelMerge);
-            fx.push(Effect::CancelExtract);
+            if app.extract_running() {
+                fx.push(Effect::CancelExtract);
+            }
             app.exit = Some(Exit::Signal(sig));
         }
         Msg::Analysis {
