@@ -105,6 +105,15 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
                 }
                 _ => {}
             }
+            if let (Some(j), Then::Quit) = (&app.extract, then) {
+                lines.push(Line::styled(
+                    format!(
+                        "The LoRA extraction into {} is running: quitting cancels it.",
+                        j.out.display()
+                    ),
+                    theme.fg(theme.warn),
+                ));
+            }
             lines.push(Line::raw(""));
             if app.modified() {
                 lines.push(Line::from(vec![

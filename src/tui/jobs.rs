@@ -53,6 +53,7 @@ pub struct Jobs {
     analysis_error: String,
     analysis_cancel: Arc<AtomicBool>,
     merge_cancel: Option<Arc<AtomicBool>>,
+    extract_cancel: Option<Arc<AtomicBool>>,
     evals: EvalCache,
 }
 
@@ -93,6 +94,7 @@ impl Jobs {
             analysis_error,
             analysis_cancel: Arc::new(AtomicBool::new(false)),
             merge_cancel: None,
+            extract_cancel: None,
             evals: EvalCache::default(),
         }
     }
@@ -151,6 +153,27 @@ impl Jobs {
             }
             Effect::CancelMerge => {
                 if let Some(c) = &self.merge_cancel {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+            Effect::StartExtract {
+                ticket,
+                model,
+                base,
+                out,
+                rank,
+            } => {
+                let cancel = Arc::new(AtomicBool::new(false));
+                self.extract_cancel = Some(cancel.clone());
+                let tx = self.tx.clone();
+                self.job(
+                    "smelt-extract",
+                    move || run_extract(&model, &base, &out, rank, &tx, ticket, &cancel),
+                    move |result| Msg::ExtractDone { ticket, result },
+                );
+            }
+            Effect::CancelExtract => {
+                if let Some(c) = &self.extract_cancel {
                     c.store(true, Ordering::Relaxed);
                 }
             }
@@ -607,6 +630,39 @@ fn run_merge(
             }),
             Err(p) => Err(JobError::Internal(panic_text(p))),
         }
+    })
+}
+
+/// Extract a LoRA with the CLI's defaults but the rank, forwarding its
+/// progress with the elapsed time (the UI keeps no clock).
+fn run_extract(
+    model: &Path,
+    base: &Path,
+    out: &Path,
+    rank: usize,
+    tx: &Sender<Msg>,
+    ticket: Ticket,
+    cancel: &AtomicBool,
+) -> Result<crate::extract::Report, JobError> {
+    use crate::extract::{self, ExtractError};
+    let mut o = extract::Options::new(
+        model.to_string_lossy(),
+        base.to_string_lossy(),
+        out.to_path_buf(),
+    );
+    o.max_rank = rank;
+    let start = Instant::now();
+    let mut progress = |event: extract::Event| {
+        let _ = tx.send(Msg::Extract {
+            ticket,
+            event,
+            elapsed: start.elapsed(),
+        });
+    };
+    extract::run(&o, &mut progress, cancel).map_err(|e| match e {
+        ExtractError::Cancelled => JobError::Cancelled,
+        e if e.is_environment() => JobError::Internal(e.to_string()),
+        e => input(e),
     })
 }
 

@@ -54,6 +54,8 @@ pub enum Action {
     AddModel,
     /// `x`: remove the selected model.
     RemoveModel,
+    /// `L`: extract a LoRA from the selected model against the base.
+    ExtractLora,
     /// Backspace / Delete: remove the value (or overrides) under the cursor.
     Clear,
     /// `b`: make the selected model the base.
@@ -101,6 +103,7 @@ pub fn action(k: &KeyEvent) -> Option<Action> {
         KeyCode::Char('o') => Action::Open,
         KeyCode::Char('a') => Action::AddModel,
         KeyCode::Char('x') => Action::RemoveModel,
+        KeyCode::Char('L') => Action::ExtractLora,
         KeyCode::Delete | KeyCode::Backspace => Action::Clear,
         KeyCode::Char('b') => Action::SetBase,
         KeyCode::Char('e') => Action::Exclude,
@@ -119,7 +122,7 @@ pub const GLOBAL: &[(&str, &str)] = &[
     ("u  Ctrl-R", "undo / redo any recipe edit"),
     ("m", "next merge method (the recipe is translated)"),
     ("r", "run the merge (asks for the output folder)"),
-    ("c", "cancel the running merge"),
+    ("c", "cancel the running merge or LoRA extraction"),
     (
         "s  o",
         "save the recipe (.toml; .yml for mergekit) / open one",
@@ -137,6 +140,7 @@ pub fn panel_keys(p: Panel) -> &'static [(&'static str, &'static str)] {
             ("e", "exclude"),
             ("x", "remove"),
             ("a", "add"),
+            ("L", "LoRA"),
         ],
         Panel::Layers => &[
             ("←→", "density"),
@@ -164,6 +168,10 @@ pub fn panel_help(p: Panel) -> &'static [(&'static str, &'static str)] {
             ("b", "make the selected model the base"),
             ("e", "exclude it from the recipe, or include it again"),
             ("x", "remove it (u brings it back)"),
+            (
+                "L",
+                "extract a LoRA of it against the base (asks rank and folder)",
+            ),
         ],
         Panel::Layers => &[
             ("←→", "every input's density at the selected row or range"),

@@ -20,6 +20,7 @@ pub mod input;
 pub mod jobs;
 pub mod keys;
 pub mod layout;
+pub mod lora;
 pub mod panels;
 pub mod state;
 pub mod theme;
@@ -360,7 +361,7 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         }
         // During a merge, progress arrives constantly: cap at ~10 fps.
         // Otherwise draw as soon as something changed.
-        let min_gap = if app.merge_running() {
+        let min_gap = if app.merge_running() || app.extract_running() {
             Duration::from_millis(100)
         } else {
             Duration::from_millis(15)
@@ -402,6 +403,10 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     if cancelling {
         jobs.handle(Effect::CancelMerge);
     }
+    let extracting = app.extract_running();
+    if extracting {
+        jobs.handle(Effect::CancelExtract);
+    }
     drop(terminal);
     restore_terminal();
     let mut err = std::io::stderr();
@@ -423,6 +428,18 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match rx.recv_timeout(left) {
                 Ok(Msg::MergeDone { .. }) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    if extracting {
+        // Likewise for a LoRA extraction (it never writes a partial folder
+        // over anything; this lets it remove its own).
+        let _ = writeln!(err, "smelt: cancelling the LoRA extraction...");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(Msg::ExtractDone { .. }) | Err(_) => break,
                 Ok(_) => {}
             }
         }

@@ -179,6 +179,8 @@ pub struct Tickets {
     pub save: Option<Ticket>,
     /// Latest merge.
     pub merge: Option<Ticket>,
+    /// Latest LoRA extraction.
+    pub extract: Option<Ticket>,
 }
 
 impl Tickets {
@@ -262,6 +264,39 @@ pub enum MergeState {
     },
 }
 
+/// A LoRA extraction running in the background (`L` on Models), as the
+/// status panel shows it. Its end is reported on the status line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExtractJob {
+    /// Its job's ticket.
+    pub ticket: Ticket,
+    /// The fine-tune's name.
+    pub model: String,
+    /// The adapter folder it writes.
+    pub out: PathBuf,
+    /// Modules factored so far.
+    pub done: usize,
+    /// Modules to factor (0 until the models are open).
+    pub total: usize,
+    /// The module last factored, or what is happening.
+    pub current: String,
+    /// Time since it started.
+    pub elapsed: Duration,
+    /// Cancel was asked; waiting for the extraction to stop.
+    pub cancelling: bool,
+}
+
+impl ExtractJob {
+    /// The share of the modules factored, in [0, 1].
+    pub fn fraction(&self) -> f64 {
+        if self.total > 0 {
+            (self.done as f64 / self.total as f64).min(1.0)
+        } else {
+            0.0
+        }
+    }
+}
+
 /// Accuracy of a merged MLP beside each input's own, on the test split.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Accuracy {
@@ -307,6 +342,18 @@ pub enum Purpose {
     Open,
     /// A model to add to the recipe.
     AddModel,
+    /// The rank of a LoRA to extract from `model` (against the base).
+    ExtractRank {
+        /// The fine-tune.
+        model: PathBuf,
+    },
+    /// The folder to write a LoRA of `model` at `rank` into.
+    ExtractOut {
+        /// The fine-tune.
+        model: PathBuf,
+        /// The largest rank of any module.
+        rank: usize,
+    },
     /// A new value for a Parameters row, at the scopes it was opened at.
     Value {
         /// The row being edited.
@@ -414,6 +461,8 @@ pub struct App {
     pub merge: MergeState,
     /// Accuracy after an MLP merge.
     pub accuracy: AccuracyState,
+    /// The LoRA extraction running, if any.
+    pub extract: Option<ExtractJob>,
     /// The open dialog, if any.
     pub modal: Option<Modal>,
     /// The status line's message.
@@ -468,6 +517,7 @@ impl App {
             previews: HashMap::new(),
             merge: MergeState::Idle,
             accuracy: AccuracyState::None,
+            extract: None,
             modal: None,
             message: None,
             recipe_path: None,
@@ -559,6 +609,11 @@ impl App {
     /// Whether a merge is running.
     pub fn merge_running(&self) -> bool {
         matches!(self.merge, MergeState::Running { .. })
+    }
+
+    /// Whether a LoRA extraction is running.
+    pub fn extract_running(&self) -> bool {
+        self.extract.is_some()
     }
 
     // ------------------------------------------------------------ layers

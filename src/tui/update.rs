@@ -68,6 +68,22 @@ pub enum Msg {
         /// What the engine returned.
         result: Result<Summary, JobError>,
     },
+    /// A LoRA extraction's progress, with time since it started.
+    Extract {
+        /// The extraction's ticket.
+        ticket: Ticket,
+        /// What the extraction said.
+        event: crate::extract::Event,
+        /// Time since it started.
+        elapsed: Duration,
+    },
+    /// A LoRA extraction ended: its report, or why it failed.
+    ExtractDone {
+        /// The extraction's ticket.
+        ticket: Ticket,
+        /// What the extraction returned.
+        result: Result<crate::extract::Report, JobError>,
+    },
     /// A recipe or models were opened (or not).
     Opened {
         /// The opening's ticket.
@@ -178,6 +194,22 @@ pub enum Effect {
     },
     /// Set the running merge's cancel flag.
     CancelMerge,
+    /// Extract a LoRA of `model` against `base` into `out` on a
+    /// background thread (the CLI's defaults but the rank).
+    StartExtract {
+        /// The extraction's ticket.
+        ticket: Ticket,
+        /// The fine-tune.
+        model: PathBuf,
+        /// Its base.
+        base: PathBuf,
+        /// The adapter folder to write.
+        out: PathBuf,
+        /// The largest rank of any module.
+        rank: usize,
+    },
+    /// Set the running extraction's cancel flag.
+    CancelExtract,
     /// Save a recipe on a background thread.
     Save {
         /// The save's ticket.
@@ -236,6 +268,9 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             // Leave now: a running merge is cancelled (its partial folder
             // removed) by the event loop before the process exits.
             fx.push(Effect::CancelMerge);
+            if app.extract_running() {
+                fx.push(Effect::CancelExtract);
+            }
             app.exit = Some(Exit::Signal(sig));
         }
         Msg::Analysis {
@@ -265,6 +300,12 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             elapsed,
         } => on_merge_event(app, ticket, event, elapsed),
         Msg::MergeDone { ticket, result } => merge_done(app, ticket, result, &mut fx),
+        Msg::Extract {
+            ticket,
+            event,
+            elapsed,
+        } => super::lora::on_event(app, ticket, event, elapsed),
+        Msg::ExtractDone { ticket, result } => super::lora::done(app, ticket, result),
         Msg::Opened {
             ticket,
             path,
@@ -567,15 +608,20 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
         Action::NextMethod => panels::params::switch_method(app, app.doc.method.next()),
         Action::Run => run(app),
         Action::Cancel => {
-            if let MergeState::Running { cancelling, .. } = &mut app.merge {
+            if let Some(j) = &mut app.extract {
+                j.cancelling = true;
+                fx.push(Effect::CancelExtract);
+                app.say(Level::Info, "cancelling the LoRA extraction...");
+            } else if let MergeState::Running { cancelling, .. } = &mut app.merge {
                 *cancelling = true;
                 fx.push(Effect::CancelMerge);
                 app.say(Level::Info, "cancelling...");
             } else {
-                app.say(Level::Info, "no merge is running");
+                app.say(Level::Info, "no merge or extraction is running");
             }
         }
         Action::Save => open_save(app, None),
+        Action::ExtractLora => super::lora::ask_rank(app),
         Action::Redraw => fx.push(Effect::Repaint),
         Action::AddModel => {
             let d = app
@@ -631,7 +677,7 @@ fn undo(app: &mut App, back: bool) {
 /// `q`, Ctrl-C, `o`: ask first when there are unsaved changes or a merge
 /// is running.
 fn leave(app: &mut App, then: Then, fx: &mut Vec<Effect>) {
-    let running = then == Then::Quit && app.merge_running();
+    let running = then == Then::Quit && (app.merge_running() || app.extract_running());
     if app.modified() || running {
         app.modal = Some(Modal::Confirm(Confirm::Leave { then }));
     } else {
@@ -645,6 +691,9 @@ pub fn proceed(app: &mut App, then: Then, fx: &mut Vec<Effect>) {
         Then::Quit => {
             if app.merge_running() {
                 fx.push(Effect::CancelMerge);
+            }
+            if app.extract_running() {
+                fx.push(Effect::CancelExtract);
             }
             app.exit = Some(Exit::User);
         }
@@ -708,6 +757,20 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
         )
         .with_hint("Enter adds it")
         .with_hub_names(),
+        Purpose::ExtractRank { model } => super::input::TextInput::new(
+            format!(
+                "LoRA of {}: rank (largest of any module)",
+                display_name(model)
+            ),
+            text,
+        )
+        .with_hint("Enter asks for the output folder"),
+        Purpose::ExtractOut { rank, .. } => super::input::TextInput::path(
+            format!("Write the rank-{rank} LoRA into folder"),
+            text,
+            Vec::new(),
+        )
+        .with_hint("Enter extracts into this new folder"),
         Purpose::Value { row, scopes } => {
             let what = app.row_label(row);
             let at = match scopes.as_deref() {
@@ -769,6 +832,16 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             match panels::params::set_typed(app, &row, scopes.as_deref(), &text) {
                 Ok(()) => {}
                 Err(e) => fail(app, p, e),
+            }
+        }
+        Purpose::ExtractRank { model } => {
+            if let Err(e) = super::lora::submit_rank(app, model, &text) {
+                fail(app, p, e);
+            }
+        }
+        Purpose::ExtractOut { model, rank } => {
+            if let Err(e) = super::lora::submit_out(app, model, rank, path, fx) {
+                fail(app, p, e);
             }
         }
         Purpose::OutputFolder => {
@@ -969,6 +1042,11 @@ pub fn inside_model(path: &Path, inputs: &[PathBuf], what: &str) -> Result<(), S
 fn run(app: &mut App) {
     if app.merge_running() {
         app.say(Level::Warn, "a merge is already running (c cancels it)");
+    } else if app.extract_running() {
+        app.say(
+            Level::Warn,
+            "a LoRA extraction is running: wait for it, or c cancels it",
+        );
     } else if !app.problems.is_empty() {
         app.modal = Some(Modal::Problems);
     } else {

@@ -18,6 +18,9 @@ fn fmt_dur(d: std::time::Duration) -> String {
 
 /// Lines the panel's content takes at inner width `w`.
 pub fn lines_needed(app: &App, w: usize) -> usize {
+    if app.extract.is_some() {
+        return 3;
+    }
     match &app.merge {
         MergeState::Idle => 1 + app.problems.len(),
         MergeState::Cancelled { .. } => 2,
@@ -31,6 +34,16 @@ pub fn lines_needed(app: &App, w: usize) -> usize {
 
 /// The one-line summary the compact layout shows.
 pub fn one_line(app: &App) -> String {
+    if let Some(j) = &app.extract {
+        return format!(
+            "{} {:.0}% {}/{} → {}",
+            if j.cancelling { "cancelling" } else { "LoRA" },
+            j.fraction() * 100.0,
+            j.done,
+            j.total,
+            j.out.display()
+        );
+    }
     match &app.merge {
         MergeState::Running {
             progress: p,
@@ -76,6 +89,10 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let w = inner.width as usize;
     let m = marks(app.ascii);
     let mut out = Vec::new();
+    if let Some(j) = &app.extract {
+        f.render_widget(Paragraph::new(extract_lines(app, j, theme, w)), inner);
+        return;
+    }
     let tag = |recipe: &crate::recipe::Recipe| {
         if earlier(app, recipe) {
             " (earlier recipe)"
@@ -228,6 +245,49 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         }
     }
     f.render_widget(Paragraph::new(out).wrap(Wrap { trim: false }), inner);
+}
+
+/// A running LoRA extraction: the bar, the module, time and the folder.
+fn extract_lines<'a>(app: &App, j: &ExtractJob, theme: &Theme, w: usize) -> Vec<Line<'a>> {
+    let frac = j.fraction();
+    let pct = format!(" {:>3.0}% {}/{}", frac * 100.0, j.done, j.total);
+    let (fill, rest) = bar(frac, w.saturating_sub(pct.chars().count()), app.ascii);
+    let lead = if j.cancelling {
+        "cancelling · ".to_string()
+    } else {
+        format!("LoRA of {} · ", j.model)
+    };
+    let head = format!("{} · c cancels · ", fmt_dur(j.elapsed));
+    let room = w.saturating_sub(head.chars().count());
+    vec![
+        Line::from(vec![
+            Span::styled(fill, theme.fg(theme.gauge)),
+            Span::styled(rest, theme.dim()),
+            Span::styled(pct, theme.text().add_modifier(Modifier::BOLD)),
+        ]),
+        Line::from(vec![
+            Span::styled(lead.clone(), theme.fg(theme.warn)),
+            Span::styled(
+                pad(
+                    &j.current,
+                    w.saturating_sub(lead.chars().count()),
+                    app.ascii,
+                ),
+                theme.text(),
+            ),
+        ]),
+        Line::styled(
+            pad(
+                &format!(
+                    "{head}{}",
+                    tail(&j.out.display().to_string(), room, app.ascii)
+                ),
+                w,
+                app.ascii,
+            ),
+            theme.dim(),
+        ),
+    ]
 }
 
 /// Accuracy of the merged MLP beside each input's own, as a table whose
