@@ -11,7 +11,7 @@
 //! never written over: the prompt refuses it, as the merge prompt does.
 
 use super::state::*;
-use super::update::{inside_model, prompt_for, Effect};
+use super::update::{check_new_folder, prompt_for, Effect};
 use crate::extract::{Event, Report};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -146,24 +146,7 @@ pub fn submit_out(
         .base_slot()
         .map(|b| app.doc.slots[b].info.path.clone())
         .ok_or("no base model any more (b makes the selected model the base)")?;
-    if out.exists() {
-        return Err(format!(
-            "{} exists; pick a new folder (an adapter is never written over)",
-            out.display()
-        ));
-    }
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !parent.is_dir() {
-        return Err(format!(
-            "cannot create {}: its parent folder {} does not exist",
-            out.display(),
-            parent.display()
-        ));
-    }
-    inside_model(
+    check_new_folder(
         &out,
         &[model.clone(), base.clone()],
         "adapters go elsewhere",

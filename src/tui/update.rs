@@ -1006,6 +1006,13 @@ pub fn same_model(a: &Path, b: &Path) -> bool {
 /// Why a merge cannot go into `out`, named so the user can act: it
 /// exists, its parent does not, or it lies inside one of the `inputs`.
 pub fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<(), String> {
+    check_new_folder(out, inputs, "merge outputs go elsewhere")
+}
+
+/// Why a new output folder `out` cannot be made (the rules of
+/// [`check_output`]); `what` ends the message when it lies inside one of
+/// the `inputs`.
+pub fn check_new_folder(out: &Path, inputs: &[PathBuf], what: &str) -> Result<(), String> {
     if out.exists() {
         return Err(format!("{} exists; pick a new folder", out.display()));
     }
@@ -1020,7 +1027,7 @@ pub fn check_output(out: &Path, inputs: &[PathBuf]) -> Result<(), String> {
             parent.display()
         ));
     }
-    inside_model(out, inputs, "merge outputs go elsewhere")
+    inside_model(out, inputs, what)
 }
 
 /// Refuse `path` inside the folder of one of `inputs` (a model named as a
