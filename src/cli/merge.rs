@@ -8,7 +8,7 @@
 //! being handled exits at once (the partial folder left behind is removed
 //! by the next merge to that output).
 
-mod multi;
+pub(crate) mod multi;
 pub(crate) use multi::{plan_error, problems};
 mod progress;
 

@@ -142,15 +142,7 @@ pub fn recipe_check(path: &Path) -> CliResult {
         return recipe_check_multi(&m);
     }
     // Every problem at once, each with its line.
-    let recipe = Recipe::load_all(path).map_err(|errors| {
-        CliError::input(
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\nsmelt: "),
-        )
-    })?;
+    let recipe = Recipe::load_all(path).map_err(merge::multi::problems)?;
     let plan = smelt::plan::Plan::build(&recipe).map_err(|e| named(path, e))?;
     let what = if plan.jobs.is_empty() {
         "whole MLPs, features matched on calibration data".to_string()
