@@ -215,6 +215,7 @@ fn open_save_as_toml_and_yaml_and_reopen() {
                 over: None,
                 force: false,
                 n_layers: app.doc.n_layers(),
+                multi: None,
             },
         });
         let Msg::Saved {
@@ -241,6 +242,7 @@ fn open_save_as_toml_and_yaml_and_reopen() {
             over: None,
             force: false,
             n_layers: 4,
+            multi: None,
         },
     });
     let Msg::Saved { result: Err(e), .. } = recv(&rx) else {
@@ -278,6 +280,7 @@ fn saving_over_the_opened_recipe_keeps_comments_and_notices_changes() {
                 over: Some(text.clone()),
                 force,
                 n_layers: 4,
+                multi: None,
             },
         });
         match recv(&rx) {
@@ -348,6 +351,7 @@ fn merge_reports_progress_and_a_summary() {
         ticket: Ticket(77),
         recipe: app.doc.to_recipe(),
         out: out.clone(),
+        force: false,
     });
     let err = loop {
         if let Msg::MergeDone { result, .. } = recv(&rx) {
@@ -370,6 +374,7 @@ fn a_cancelled_merge_is_cancelled_not_failed_and_leaves_nothing() {
         ticket: Ticket(5),
         recipe,
         out: out.clone(),
+        force: false,
     });
     jobs.handle(Effect::CancelMerge);
     let r = loop {
@@ -525,6 +530,7 @@ fn yaml_extensions_in_any_case_are_yaml() {
             over: None,
             force: false,
             n_layers: app.doc.n_layers(),
+            multi: None,
         },
     });
     let Msg::Saved { result, .. } = recv(&rx) else {

@@ -89,6 +89,27 @@ pub fn default_work(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The working folder the workbench keeps a multi-document file's built
+/// documents in: `STEM.smelt-work` beside the file (`chain.yml` →
+/// `chain.smelt-work/NAME`). Unlike a `smelt merge` run's, it is kept:
+/// the next documents are tuned against those outputs.
+pub fn file_work(file: &Path) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .map_or_else(|| "recipe".into(), |s| s.to_string_lossy().into_owned());
+    crate::recipe::folder_of(file).join(format!("{stem}.smelt-work"))
+}
+
+/// The recipe a smelt output in `out` was built from (its
+/// `smelt-recipe.toml`, paths as the engine resolved them) and when that
+/// file was written; `None` when `out` holds no readable one.
+pub fn built_from(out: &Path) -> Option<(crate::recipe::Recipe, std::time::SystemTime)> {
+    let file = out.join(crate::model::RECIPE_FILE);
+    let when = std::fs::metadata(&file).and_then(|m| m.modified()).ok()?;
+    let recipe = crate::recipe::Recipe::load(&file).ok()?;
+    Some((recipe, when))
+}
+
 /// Removes, when dropped, the intermediates written and the working folder
 /// if this run made it (and it is empty then).
 struct Cleanup {

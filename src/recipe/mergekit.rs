@@ -1128,6 +1128,13 @@ fn emit(r: &Recipe, dir: &Path) -> Result<String, RecipeError> {
     Ok(text)
 }
 
+/// A string as a YAML scalar (plain where YAML reads it back as the same
+/// string, else quoted).
+pub(crate) fn yaml_string(s: &str) -> String {
+    scalar(&Y::String(s.to_string()))
+        .unwrap_or_else(|_| serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}")))
+}
+
 /// One scalar as YAML (quoted by serde_yaml_ng where needed; JSON quoting,
 /// which YAML reads too, if that would span lines).
 fn scalar(v: &Y) -> Result<String, RecipeError> {

@@ -273,7 +273,7 @@ pub fn locate(text: &str, path: &Path, problems: &[Problem]) -> Vec<RecipeError>
 }
 
 /// The folder of a recipe file (`.` for a bare name).
-fn folder_of(path: &Path) -> &Path {
+pub(crate) fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -28,7 +28,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// One document of a multi-document file.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Document {
     /// Its `name`; `None` for the (one) unnamed final merge.
     pub name: Option<String>,
@@ -50,7 +50,7 @@ pub struct Document {
 }
 
 /// A multi-document recipe file (two or more documents).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MultiRecipe {
     /// The file it was read from.
     pub path: PathBuf,
@@ -230,6 +230,53 @@ fn bad_name(name: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// `r` with every model path that is a `from` of `map` (alone or as the
+/// model of `MODEL+adapter`) replaced by its `to`.
+fn map_models(r: &Recipe, map: &[(PathBuf, PathBuf)]) -> Recipe {
+    let swap = |p: &mut PathBuf| {
+        for (from, to) in map {
+            if p == from {
+                p.clone_from(to);
+                return;
+            }
+            if let Some((m, a)) = p.to_str().and_then(crate::model::lora::split_reference) {
+                if Path::new(m) == from {
+                    *p = crate::model::lora::join_reference(to, Path::new(a));
+                    return;
+                }
+            }
+        }
+    };
+    let mut r = r.clone();
+    if let Some(b) = &mut r.base {
+        swap(b);
+    }
+    for m in &mut r.models {
+        swap(&mut m.path);
+    }
+    for s in &mut r.slices {
+        if let Some(b) = &mut s.base {
+            swap(b);
+        }
+        for src in &mut s.sources {
+            swap(&mut src.model);
+        }
+    }
+    if let Some(t) = &mut r.tokenizer {
+        if let VocabSource::Model(p) = &mut t.source {
+            swap(p);
+        }
+        for tok in &mut t.tokens {
+            match &mut tok.source {
+                Some(TokenSource::Model(p)) => swap(p),
+                Some(TokenSource::ModelToken { model, .. }) => swap(model),
+                _ => {}
+            }
+        }
+    }
+    r
 }
 
 /// The model part of a reference (`NAME+adapter` → `NAME`).
@@ -566,6 +613,17 @@ impl MultiRecipe {
                 stack.extend(self.documents[i].needs.iter().copied());
             }
         }
+        self.order_of(&wanted)
+    }
+
+    /// Every document, each after the ones it reads (among those ready,
+    /// the earliest in the file first).
+    pub fn order_all(&self) -> Vec<usize> {
+        self.order_of(&vec![true; self.documents.len()])
+    }
+
+    /// The `wanted` documents in run order.
+    fn order_of(&self, wanted: &[bool]) -> Vec<usize> {
         let mut done = vec![false; self.documents.len()];
         let mut out = Vec::new();
         // The graph is acyclic (checked when read): each pass adds one.
@@ -600,48 +658,79 @@ impl MultiRecipe {
             .iter()
             .map(|&j| (resolve_path(dir, self.label(j)), self.work_path(j, work)))
             .collect();
-        let swap = |p: &mut PathBuf| {
-            for (from, to) in &map {
-                if p == from {
-                    p.clone_from(to);
-                    return;
-                }
-                if let Some((m, a)) = p.to_str().and_then(crate::model::lora::split_reference) {
-                    if Path::new(m) == from {
-                        *p = crate::model::lora::join_reference(to, Path::new(a));
-                        return;
-                    }
-                }
+        map_models(&self.documents[i].recipe, &map)
+    }
+
+    /// The inverse of [`MultiRecipe::recipe_for`]: a recipe (document
+    /// `i`'s, edited) whose references to other documents are their
+    /// outputs in `work`, with those references back as the documents'
+    /// names (paths resolved against the file's folder, as
+    /// [`Document::recipe`] holds them).
+    pub fn file_form(&self, i: usize, recipe: &Recipe, work: &Path) -> Recipe {
+        let dir = super::folder_of(&self.path);
+        let map: Vec<(PathBuf, PathBuf)> = (0..self.documents.len())
+            .filter(|&j| j != i && self.documents[j].name.is_some())
+            .map(|j| (self.work_path(j, work), resolve_path(dir, self.label(j))))
+            .collect();
+        map_models(recipe, &map)
+    }
+
+    /// The file's text with each document of `edits` (index, recipe as
+    /// [`MultiRecipe::recipe_for`] gives it, edited) written anew as
+    /// mergekit YAML, its `name` first; every other document, the
+    /// separators and the comments between them are kept byte for byte.
+    /// The tensor layout mergekit's YAML needs (per-layer values) is read
+    /// from the edited recipe's models, the built outputs in `work` among
+    /// them. The text is read back before it is returned: a document that
+    /// would not load, or a graph that no longer holds, is an error.
+    pub fn with_documents(
+        &self,
+        edits: &[(usize, Recipe)],
+        work: &Path,
+    ) -> Result<String, Vec<RecipeError>> {
+        let dir = super::folder_of(&self.path);
+        let mut parts: Vec<(Range<usize>, String)> = Vec::new();
+        for (i, run_form) in edits {
+            let d = &self.documents[*i];
+            let file_form = self.file_form(*i, run_form, work);
+            let layout = super::mergekit::layout_of(run_form).map_err(|e| vec![e])?;
+            let yaml = super::mergekit::write(&file_form, dir, Some(&layout)).map_err(|e| {
+                vec![RecipeError::At {
+                    path: self.path.clone(),
+                    line: d.line,
+                    msg: format!("document `{}`: {e}", self.label(*i)),
+                }]
+            })?;
+            let mut body = match &d.name {
+                // The name as YAML writes a plain or quoted string.
+                Some(n) => format!("name: {}\n{yaml}", super::mergekit::yaml_string(n)),
+                None => yaml,
+            };
+            if !body.ends_with('\n') {
+                body.push('\n');
             }
-        };
-        let mut r = self.documents[i].recipe.clone();
-        if let Some(b) = &mut r.base {
-            swap(b);
+            if self.text[..d.range.start].ends_with("---") {
+                body.insert(0, '\n');
+            }
+            parts.push((d.range.clone(), body));
         }
-        for m in &mut r.models {
-            swap(&mut m.path);
+        parts.sort_by_key(|(r, _)| r.start);
+        let mut out = String::with_capacity(self.text.len());
+        let mut pos = 0;
+        for (r, body) in parts {
+            out.push_str(&self.text[pos..r.start]);
+            out.push_str(&body);
+            pos = r.end;
         }
-        for s in &mut r.slices {
-            if let Some(b) = &mut s.base {
-                swap(b);
-            }
-            for src in &mut s.sources {
-                swap(&mut src.model);
-            }
+        out.push_str(&self.text[pos..]);
+        match MultiRecipe::parse(&out, &self.path)? {
+            Some(m) if m.documents.len() == self.documents.len() => Ok(out),
+            _ => Err(vec![RecipeError::Invalid(format!(
+                "{}: the documents written would not read back as the same {} documents; nothing was written",
+                self.path.display(),
+                self.documents.len()
+            ))]),
         }
-        if let Some(t) = &mut r.tokenizer {
-            if let VocabSource::Model(p) = &mut t.source {
-                swap(p);
-            }
-            for tok in &mut t.tokens {
-                match &mut tok.source {
-                    Some(TokenSource::Model(p)) => swap(p),
-                    Some(TokenSource::ModelToken { model, .. }) => swap(model),
-                    _ => {}
-                }
-            }
-        }
-        r
     }
 
     /// Document `i`'s text alone, with blank lines before it so that line

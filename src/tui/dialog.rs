@@ -56,6 +56,13 @@ pub fn on_key(app: &mut App, c: Confirm, k: KeyEvent, fx: &mut Vec<Effect>) {
                 }
             }
         }
+        Confirm::Build { target, steps } => {
+            if key == Some('y') || k.code == KeyCode::Enter {
+                super::multi::start_builds(app, target, steps, fx);
+            } else {
+                app.say(Level::Info, "nothing built; still on this document");
+            }
+        }
         Confirm::Overwrite { path, why, then } => {
             if key == Some('y') {
                 save(app, path, then, why == Overwrite::ChangedOnDisk, fx);
@@ -139,6 +146,19 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
                 ]));
             }
         }
+        Confirm::Build { target, steps } => {
+            title = "Build first?";
+            lines.extend(super::multi::build_lines(app, theme, *target, steps));
+            lines.push(Line::raw(""));
+            lines.push(Line::from(vec![
+                key_span(theme, "y"),
+                Span::styled(" or ", theme.text()),
+                key_span(theme, "Enter"),
+                Span::styled(" builds them (c cancels) · ", theme.text()),
+                key_span(theme, "Esc"),
+                Span::styled(" stays", theme.text()),
+            ]));
+        }
         Confirm::Overwrite { path, why, .. } => {
             title = "Overwrite?";
             lines.push(Line::styled(
@@ -166,7 +186,7 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
 
 /// `lines` in a centred modal box at most `max_w` wide, as tall as they
 /// wrap to.
-fn boxed(
+pub(crate) fn boxed(
     f: &mut Frame,
     app: &App,
     theme: &Theme,

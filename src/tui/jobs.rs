@@ -140,14 +140,29 @@ impl Jobs {
                 ticket,
                 recipe,
                 out,
+                force,
             } => {
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.merge_cancel = Some(cancel.clone());
                 let reg = self.models.clone();
+                let evals = self.evals.clone();
                 let tx = self.tx.clone();
                 self.job(
                     "smelt-merge",
-                    move || run_merge(&recipe, &out, &reg, &tx, ticket, &cancel),
+                    move || {
+                        let r = run_merge(&recipe, &out, force, &reg, &tx, ticket, &cancel);
+                        // A model opened from `out` before (a document
+                        // rebuilt) is another model now.
+                        if r.is_ok() {
+                            if let Ok(mut m) = reg.lock() {
+                                m.remove(&out);
+                            }
+                            if let Ok(mut e) = evals.lock() {
+                                e.remove(&out);
+                            }
+                        }
+                        r
+                    },
                     move |result| Msg::MergeDone { ticket, result },
                 );
             }
@@ -198,6 +213,22 @@ impl Jobs {
                     move |result| Msg::Opened {
                         ticket,
                         path: path.clone(),
+                        result,
+                    },
+                );
+            }
+            Effect::OpenDocument {
+                ticket,
+                index,
+                recipe,
+            } => {
+                let reg = self.models.clone();
+                self.job(
+                    "smelt-open",
+                    move || load(recipe, None, None, &reg),
+                    move |result| Msg::DocumentOpened {
+                        ticket,
+                        index,
                         result,
                     },
                 );
@@ -309,6 +340,12 @@ impl Jobs {
     ) -> Result<Loaded, JobError> {
         guarded(|| load(recipe, path, text, &self.models))
     }
+
+    /// Open the recipe file `path`, read as `text`, synchronously
+    /// (startup); every problem found on a line of its own.
+    pub fn open_now(&self, path: &Path, text: String) -> Result<Loaded, JobError> {
+        guarded(|| open_text(path, text, &self.models, "\n"))
+    }
 }
 
 fn open_model(path: &Path, reg: &Registry) -> Result<Arc<Model>, JobError> {
@@ -346,14 +383,35 @@ fn recipe_paths(recipe: &Recipe) -> Vec<PathBuf> {
 fn open_recipe(path: &Path, reg: &Registry) -> Result<Loaded, JobError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
-    let recipe = Recipe::parse_all(&text, path).map_err(|errs| {
+    open_text(path, text, reg, "; ")
+}
+
+/// Open the recipe file `path` whose text is `text`: one recipe, or a
+/// multi-document file on the document [`super::multi::initial_document`]
+/// picks. Every problem found goes into one message, joined by `sep`.
+fn open_text(path: &Path, text: String, reg: &Registry, sep: &str) -> Result<Loaded, JobError> {
+    let all = |errs: Vec<crate::recipe::RecipeError>| {
         input(
             errs.iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
-                .join("; "),
+                .join(sep),
         )
-    })?;
+    };
+    if let Some(m) = crate::recipe::MultiRecipe::parse(&text, path).map_err(all)? {
+        let work = crate::engine::multi::file_work(path);
+        let j = super::multi::initial_document(&m, &work);
+        let mut l = load(
+            m.recipe_for(j, &work),
+            Some(path.to_path_buf()),
+            Some(text),
+            reg,
+        )?;
+        l.multi = Some(m);
+        l.document = Some(j);
+        return Ok(l);
+    }
+    let recipe = Recipe::parse_all(&text, path).map_err(all)?;
     load(recipe, Some(path.to_path_buf()), Some(text), reg)
 }
 
@@ -385,6 +443,8 @@ fn load(
         text,
         infos,
         layers,
+        multi: None,
+        document: None,
     })
 }
 
@@ -574,6 +634,7 @@ fn one(
 fn run_merge(
     recipe: &Recipe,
     out: &Path,
+    force: bool,
     reg: &Registry,
     tx: &Sender<Msg>,
     ticket: Ticket,
@@ -590,7 +651,7 @@ fn run_merge(
     let plan = Plan::with_models(recipe, models).map_err(input)?;
     let opts = engine::Options {
         out: out.to_path_buf(),
-        force: false,
+        force,
         threads: None,
         // The CLI's default, so the same recipe gives the same files
         // either way.
@@ -717,7 +778,16 @@ fn save(req: &SaveRequest) -> Result<SavedFile, JobError> {
             _ => {}
         }
     }
-    let text = if is_yaml(path) {
+    let text = if let Some(m) = &req.multi {
+        m.file.with_documents(&m.edits, &m.work).map_err(|errs| {
+            input(
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?
+    } else if is_yaml(path) {
         req.recipe.to_mergekit_yaml(&dir).map_err(input)?
     } else {
         match &req.over {

@@ -68,6 +68,8 @@ pub enum Action {
     ZipDepth,
     /// `u`: undo the last recipe edit.
     Undo,
+    /// `d`: pick a document of a multi-document file.
+    Documents,
     /// Ctrl-R: redo.
     Redo,
 }
@@ -110,6 +112,7 @@ pub fn action(k: &KeyEvent) -> Option<Action> {
         KeyCode::Char('v') => Action::RangeMark,
         KeyCode::Char('z') => Action::ZipDepth,
         KeyCode::Char('u') => Action::Undo,
+        KeyCode::Char('d') => Action::Documents,
         _ => return None,
     })
 }
@@ -128,6 +131,10 @@ pub const GLOBAL: &[(&str, &str)] = &[
         "save the recipe (.toml; .yml for mergekit) / open one",
     ),
     ("a", "add a model by path (Tab completes)"),
+    (
+        "d",
+        "documents of a multi-document file: pick one, build them",
+    ),
     ("Ctrl-L", "redraw the screen"),
 ];
 

@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod keys;
 pub mod layout;
 pub mod lora;
+pub mod multi;
 pub mod panels;
 pub mod state;
 pub mod theme;
@@ -214,6 +215,20 @@ fn recover(app: &App) -> Option<PathBuf> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // A multi-document file: each edited document as a recipe of its own
+    // (`STEM-NAME-SECS.toml`), its references to other documents being
+    // their built outputs.
+    if let Some(m) = &app.multi {
+        let mut first = None;
+        for (k, r) in multi::edits(app) {
+            let name = m.file.label(k).replace(' ', "-");
+            let path = dir.join(format!("{stem}-{name}-{secs}.toml"));
+            if crate::fsutil::write_atomic(&path, r.to_toml(&dir).as_bytes()).is_ok() {
+                first.get_or_insert(path);
+            }
+        }
+        return first;
+    }
     let path = dir.join(format!("{stem}-{secs}.toml"));
     let text = app.doc.to_recipe().to_toml(&dir);
     crate::fsutil::write_atomic(&path, text.as_bytes()).ok()?;
@@ -250,10 +265,8 @@ fn read_recipe(p: &Path) -> Result<(crate::recipe::Recipe, String), String> {
 /// The first state: the recipe, the models, or the sample models.
 fn initial(opts: &TuiOptions, jobs: &jobs::Jobs) -> Result<update::Loaded, String> {
     if let Some(p) = &opts.recipe {
-        let (r, text) = read_recipe(p)?;
-        return jobs
-            .load_now(r, Some(p.clone()), Some(text))
-            .map_err(|e| e.to_string());
+        let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        return jobs.open_now(p, text).map_err(|e| e.to_string());
     }
     if !opts.models.is_empty() {
         let r = crate::recipe::Recipe::for_models(opts.models.clone(), opts.base.clone());

@@ -404,6 +404,14 @@ pub enum Confirm {
         /// What to do after the save.
         then: Option<Then>,
     },
+    /// Showing a document of a multi-document file needs other documents
+    /// built first: y builds `steps` in order, then shows `target`.
+    Build {
+        /// The document to show.
+        target: usize,
+        /// The documents to build, in order.
+        steps: Vec<usize>,
+    },
 }
 
 /// A dialog over the panels; it takes every key until closed.
@@ -417,6 +425,8 @@ pub enum Modal {
     Confirm(Confirm),
     /// `r` refused: the recipe's problems.
     Problems,
+    /// `d`: the documents of a multi-document file, the cursor on this one.
+    Documents(usize),
 }
 
 /// How serious a status-line message is (its colour).
@@ -496,6 +506,8 @@ pub struct App {
     pub dirty: bool,
     /// Set when the workbench should end, and how.
     pub exit: Option<Exit>,
+    /// The multi-document file open, if one is.
+    pub multi: Option<super::multi::MultiDoc>,
     /// Keys computed for the current `gen` (drawing asks for them often).
     key_memo: std::cell::RefCell<(u64, HashMap<Target, StatsKey>)>,
 }
@@ -533,6 +545,7 @@ impl App {
             size: (80, 24),
             dirty: true,
             exit: None,
+            multi: None,
             key_memo: Default::default(),
         };
         app.refresh();
@@ -599,6 +612,9 @@ impl App {
 
     /// Whether the recipe differs from the one last opened or saved.
     pub fn modified(&self) -> bool {
+        if super::multi::others_edited(self) {
+            return true;
+        }
         match &self.saved {
             Some(r) => *r != self.doc.to_recipe(),
             // Never opened or saved: modified once it holds anything.

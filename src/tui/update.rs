@@ -93,6 +93,15 @@ pub enum Msg {
         /// The recipe and its models, or why not.
         result: Result<Loaded, JobError>,
     },
+    /// A document of the multi-document file open was opened (or not).
+    DocumentOpened {
+        /// The opening's ticket.
+        ticket: Ticket,
+        /// The document.
+        index: usize,
+        /// Its recipe and models, or why not.
+        result: Result<Loaded, JobError>,
+    },
     /// A model was added (or not).
     ModelAdded {
         /// The job's ticket.
@@ -142,6 +151,11 @@ pub struct Loaded {
     pub infos: Vec<ModelInfo>,
     /// The models' layer groups.
     pub layers: Vec<LayerRow>,
+    /// A multi-document file opened anew: the file (`recipe` is one of
+    /// its documents, [`Loaded::document`]).
+    pub multi: Option<crate::recipe::MultiRecipe>,
+    /// The document of a multi-document file `recipe` is.
+    pub document: Option<usize>,
 }
 
 /// A recipe as written.
@@ -168,6 +182,20 @@ pub struct SaveRequest {
     pub force: bool,
     /// The layer count, for mergekit YAML.
     pub n_layers: usize,
+    /// Saving a multi-document file: the whole file, with these edits.
+    pub multi: Option<MultiSave>,
+}
+
+/// A multi-document file to write: `file` with `edits` (index, recipe as
+/// run, references into `work`) written in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MultiSave {
+    /// The file as last read or saved.
+    pub file: crate::recipe::MultiRecipe,
+    /// Where its documents are built.
+    pub work: PathBuf,
+    /// The edited documents.
+    pub edits: Vec<(usize, Recipe)>,
 }
 
 /// Work for the outside world.
@@ -191,6 +219,9 @@ pub enum Effect {
         recipe: Recipe,
         /// The output folder.
         out: PathBuf,
+        /// Replace `out` when it holds an earlier smelt output (a
+        /// multi-document file's document rebuilt in its working folder).
+        force: bool,
     },
     /// Set the running merge's cancel flag.
     CancelMerge,
@@ -223,6 +254,17 @@ pub enum Effect {
         ticket: Ticket,
         /// What to open.
         path: PathBuf,
+    },
+    /// Open the models of document `index` of the multi-document file
+    /// open, whose recipe (references into its working folder) is
+    /// `recipe`.
+    OpenDocument {
+        /// The opening's ticket.
+        ticket: Ticket,
+        /// The document.
+        index: usize,
+        /// Its recipe as run.
+        recipe: Recipe,
     },
     /// Open a model and check it fits `fits` (a loaded model).
     AddModel {
@@ -320,6 +362,20 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                 Err(e) => reopen(app, Purpose::Open, &path, &e),
             }
         }
+        Msg::DocumentOpened {
+            ticket,
+            index,
+            result,
+        } => {
+            if app.tickets.open != Some(ticket) {
+                return fx;
+            }
+            app.tickets.open = None;
+            match result {
+                Ok(l) => super::multi::opened_document(app, index, l),
+                Err(e) => app.say(Level::Error, format!("cannot show the document: {e}")),
+            }
+        }
         Msg::ModelAdded {
             ticket,
             path,
@@ -348,8 +404,12 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                 Ok(s) => {
                     app.say(Level::Info, format!("recipe saved to {}", path.display()));
                     app.sample = false;
+                    if app.multi.is_some() {
+                        super::multi::saved(app, &path, &s.text);
+                    } else {
+                        app.saved = Some(s.recipe);
+                    }
                     app.recipe_path = Some(path);
-                    app.saved = Some(s.recipe);
                     app.saved_text = Some(s.text);
                     app.dirty = true;
                     if let Some(t) = then {
@@ -412,10 +472,23 @@ pub fn opened(app: &mut App, l: Loaded) {
     app.sample = false;
     app.recipe_path = l.path.clone();
     app.saved_text = l.text;
+    app.multi = l
+        .multi
+        .map(|m| super::multi::MultiDoc::new(m, l.document.unwrap_or(0)));
     let what = l
         .path
         .map_or_else(|| "models".to_string(), |p| p.display().to_string());
-    app.say(Level::Info, format!("opened {what}"));
+    match &app.multi {
+        Some(m) => {
+            let msg = format!(
+                "opened {what}: {} documents, showing `{}` (d picks another)",
+                m.file.documents.len(),
+                m.file.label(m.current)
+            );
+            app.say(Level::Info, msg);
+        }
+        None => app.say(Level::Info, format!("opened {what}")),
+    }
 }
 
 /// The statistics request for everything missing or stale, if any.
@@ -545,6 +618,8 @@ fn merge_done(
             }
         }
     };
+    let ok = matches!(app.merge, MergeState::Done { .. });
+    super::multi::merge_ended(app, ok, fx);
     app.dirty = true;
 }
 
@@ -570,6 +645,10 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
             return;
         }
         Some(Modal::Problems) => return,
+        Some(Modal::Documents(cursor)) => {
+            super::multi::on_picker_key(app, cursor, k, fx);
+            return;
+        }
         Some(Modal::Confirm(c)) => {
             dialog::on_key(app, c, k, fx);
             return;
@@ -622,6 +701,7 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
         }
         Action::Save => open_save(app, None),
         Action::ExtractLora => super::lora::ask_rank(app),
+        Action::Documents => super::multi::open_picker(app),
         Action::Redraw => fx.push(Effect::Repaint),
         Action::AddModel => {
             let d = app
@@ -846,28 +926,43 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
         }
         Purpose::OutputFolder => {
             let inputs: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
-            if let Err(e) = check_output(&path, &inputs) {
+            // A named document is rebuilt over its earlier build in the
+            // working folder (the engine replaces only smelt's outputs).
+            let own = super::multi::is_own_output(app, &path);
+            let checked = if own {
+                inside_model(&path, &inputs, "merge outputs go elsewhere")
+            } else {
+                check_output(&path, &inputs)
+            };
+            if let Err(e) = checked {
                 return fail(app, p, e);
             }
-            let ticket = app.tickets.issue();
-            app.tickets.merge = Some(ticket);
-            let recipe = app.doc.to_recipe();
-            app.merge = MergeState::Running {
-                ticket,
-                out: path.clone(),
-                recipe: recipe.clone(),
-                progress: Progress::default(),
-                cancelling: false,
+            if own {
+                if let Some(w) = path.parent() {
+                    if let Err(e) = std::fs::create_dir_all(w) {
+                        return fail(
+                            app,
+                            p,
+                            format!(
+                                "cannot create {}: {}",
+                                w.display(),
+                                crate::fsutil::reason(&e)
+                            ),
+                        );
+                    }
+                }
+            }
+            let recipe = match &app.multi {
+                Some(m) => super::multi::run_recipe(app, m.current),
+                None => app.doc.to_recipe(),
             };
-            app.accuracy = AccuracyState::None;
             app.say(Level::Info, format!("merging into {}", path.display()));
-            fx.push(Effect::StartMerge {
-                ticket,
-                recipe,
-                out: path,
-            });
+            start_merge(app, recipe, path, own, fx);
         }
         Purpose::Save { then } => {
+            if let Err(e) = multi_save_path(app, &path) {
+                return fail(app, p, e);
+            }
             let inputs: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
             if let Err(e) = inside_model(&path, &inputs, "save the recipe somewhere else") {
                 return fail(app, p, e);
@@ -904,11 +999,20 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
                 }));
                 return;
             }
-            // YAML is written afresh: say that the file's comments go.
-            let commented = app
-                .saved_text
-                .as_deref()
-                .is_some_and(|t| t.lines().any(|l| l.trim_start().starts_with('#')));
+            // YAML is written afresh: say that the file's comments go
+            // (a multi-document file's: those of the edited documents).
+            let commented = match &app.multi {
+                Some(m) => super::multi::edits(app).iter().any(|(k, _)| {
+                    m.file
+                        .document_text(*k)
+                        .lines()
+                        .any(|l| l.trim_start().starts_with('#'))
+                }),
+                None => app
+                    .saved_text
+                    .as_deref()
+                    .is_some_and(|t| t.lines().any(|l| l.trim_start().starts_with('#'))),
+            };
             if over_opened && is_yaml(&path) && commented {
                 app.modal = Some(Modal::Confirm(Confirm::Overwrite {
                     path,
@@ -993,7 +1097,59 @@ pub fn save(app: &mut App, path: PathBuf, then: Option<Then>, force: bool, fx: &
             over,
             force,
             n_layers: app.doc.n_layers(),
+            multi: app.multi.as_ref().map(|m| MultiSave {
+                file: m.file.clone(),
+                work: m.work.clone(),
+                edits: super::multi::edits(app),
+            }),
         },
+    });
+}
+
+/// Why a multi-document file cannot be saved to `path`: it is saved
+/// whole, as YAML, in its own folder (the documents' relative paths stay
+/// as written).
+fn multi_save_path(app: &App, path: &Path) -> Result<(), String> {
+    let Some(m) = &app.multi else {
+        return Ok(());
+    };
+    if !is_yaml(path) {
+        return Err(format!(
+            "{} documents are saved together, as mergekit YAML: name a .yml file",
+            m.file.documents.len()
+        ));
+    }
+    let folder = |p: &Path| {
+        std::fs::canonicalize(crate::recipe::folder_of(p))
+            .unwrap_or_else(|_| crate::recipe::folder_of(p).to_path_buf())
+    };
+    if folder(path) != folder(&m.file.path) {
+        return Err(format!(
+            "a multi-document file is saved in its own folder ({}): its documents' relative paths stay as written",
+            crate::recipe::folder_of(&m.file.path).display()
+        ));
+    }
+    Ok(())
+}
+
+/// Start a merge of `recipe` into `out` (`force`: replacing an earlier
+/// smelt output there) as the one background merge.
+pub fn start_merge(app: &mut App, recipe: Recipe, out: PathBuf, force: bool, fx: &mut Vec<Effect>) {
+    let ticket = app.tickets.issue();
+    app.tickets.merge = Some(ticket);
+    app.merge = MergeState::Running {
+        ticket,
+        out: out.clone(),
+        recipe: recipe.clone(),
+        progress: Progress::default(),
+        cancelling: false,
+    };
+    app.accuracy = AccuracyState::None;
+    fx.push(Effect::StartMerge {
+        ticket,
+        recipe,
+        out,
+        force,
     });
 }
 
@@ -1057,7 +1213,7 @@ fn run(app: &mut App) {
     } else if !app.problems.is_empty() {
         app.modal = Some(Modal::Problems);
     } else {
-        let d = default_out(app);
+        let d = super::multi::default_out(app).unwrap_or_else(|| default_out(app));
         app.modal = Some(Modal::Prompt(prompt_for(
             app,
             Purpose::OutputFolder,

@@ -82,6 +82,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme) {
         Some(Modal::Help(top)) => dialog::draw_help(f, app, theme, area, *top),
         Some(Modal::Confirm(c)) => dialog::draw_confirm(f, app, theme, area, c),
         Some(Modal::Problems) => dialog::draw_problems(f, app, theme, area),
+        Some(Modal::Documents(c)) => super::multi::draw_picker(f, app, theme, area, *c),
         Some(Modal::Prompt(p)) => p.input.draw(f, theme, app.ascii, area),
         None => {}
     }

@@ -59,6 +59,22 @@ pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             theme.fg(theme.accent).add_modifier(Modifier::BOLD),
         ),
     ];
+    // Which document of a multi-document file: always shown (cut if
+    // need be), edits in one apply to it alone.
+    if let Some(d) = super::super::multi::title(app) {
+        let room = width.saturating_sub(len(&left) + sep.len() + len(&right) + 1);
+        let shown: String = if d.chars().count() <= room {
+            d
+        } else {
+            let cut: String = d.chars().take(room.saturating_sub(1)).collect();
+            format!("{cut}{}", m.cut)
+        };
+        left.push(Span::styled(sep, theme.dim()));
+        left.push(Span::styled(
+            shown,
+            theme.fg(theme.accent).add_modifier(Modifier::BOLD),
+        ));
+    }
     // Optional parts, most useful first, each only if it fits.
     let help = " ? help";
     let mut optional: Vec<String> = Vec::new();

@@ -78,7 +78,12 @@ pub fn one_line(app: &App) -> String {
 
 /// Whether a merge's recipe is no longer the one being edited.
 fn earlier(app: &App, r: &crate::recipe::Recipe) -> bool {
-    *r != app.doc.to_recipe()
+    match &app.multi {
+        // A document of a multi-document file runs as it stands in the
+        // file unless edited (see `multi::run_recipe`).
+        Some(m) => *r != crate::tui::multi::run_recipe(app, m.current),
+        None => *r != app.doc.to_recipe(),
+    }
 }
 
 /// Draw the Status panel: the merge, its progress, accuracy, messages.

@@ -1,0 +1,389 @@
+//! A multi-document (mergekit-multi) file in the workbench, through the
+//! job layer on the tiny f32 fixture models: it opens on a document it can
+//! show, `d` picks another, what a document reads is built first (in
+//! order, into the working folder beside the file, the same tensors as a
+//! headless run), edits stay with their document, `r` rebuilds a named
+//! document in place (what reads it goes out of date), and `s` writes the
+//! whole file, other documents byte for byte.
+
+#![cfg(feature = "tui")]
+
+use crossbeam_channel::{unbounded, Receiver};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use smelt::model::Model;
+use smelt::recipe::MultiRecipe;
+use smelt::tui::jobs::Jobs;
+use smelt::tui::multi::{statuses, Status};
+use smelt::tui::state::{App, Confirm, Level, Modal, Panel, Purpose};
+use smelt::tui::update::{update, Effect, Msg};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn key(app: &mut App, c: KeyCode) -> Vec<Effect> {
+    update(app, Msg::Key(KeyEvent::new(c, KeyModifiers::NONE)))
+}
+
+/// The three-document fixture (final merge, `mixed`, `tied`; `mixed`
+/// reads `tied`, the final merge reads `mixed`) with absolute model
+/// paths, written into `dir`.
+fn chain(dir: &Path) -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/multi");
+    let models = here.join("../mergekit/models");
+    let text = std::fs::read_to_string(here.join("chain.yml"))
+        .unwrap()
+        .replace("../mergekit/models", models.to_str().unwrap());
+    let p = dir.join("chain.yml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The workbench opened on `file` as `smelt tui FILE` opens it.
+fn open(jobs: &Jobs, file: &Path) -> App {
+    let mut app = App::new(dir_of(file).join("data"), dir_of(file));
+    let l = jobs
+        .open_now(file, std::fs::read_to_string(file).unwrap())
+        .expect("the file opens");
+    smelt::tui::update::opened(&mut app, l);
+    app
+}
+
+fn dir_of(p: &Path) -> PathBuf {
+    p.parent().unwrap().to_path_buf()
+}
+
+fn message(app: &App) -> (Level, String) {
+    app.message.clone().expect("a status line message")
+}
+
+fn current(app: &App) -> (usize, String) {
+    let m = app.multi.as_ref().expect("a multi-document file is open");
+    (m.current, m.file.label(m.current).to_string())
+}
+
+/// Hand `fx` to the jobs and feed every message back until `done` holds
+/// (each message's effects handed on too).
+fn drive(
+    app: &mut App,
+    jobs: &mut Jobs,
+    rx: &Receiver<Msg>,
+    fx: Vec<Effect>,
+    done: impl Fn(&App) -> bool,
+) {
+    for e in fx {
+        jobs.handle(e);
+    }
+    while !done(app) {
+        let m = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a message from a job");
+        for e in update(app, m) {
+            jobs.handle(e);
+        }
+    }
+}
+
+fn statuses_now(app: &App) -> Vec<Status> {
+    let m = app.multi.as_ref().unwrap();
+    statuses(&m.file, &m.work, &|k| smelt::tui::multi::run_recipe(app, k))
+}
+
+/// Every tensor of two models equal.
+fn same_tensors(a: &Path, b: &Path) {
+    let (a, b) = (Model::open(a).unwrap(), Model::open(b).unwrap());
+    assert_eq!(a.tensors().len(), b.tensors().len());
+    for t in a.tensors() {
+        assert_eq!(
+            a.read_all_f32(&t.name).unwrap(),
+            b.read_all_f32(&t.name).unwrap(),
+            "{}",
+            t.name
+        );
+    }
+}
+
+#[test]
+fn a_multi_document_file_opens_on_a_document_it_can_show() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let (tx, _rx) = unbounded();
+    let jobs = Jobs::new(tx);
+    let app = open(&jobs, &file);
+    // Nothing is built: the final merge cannot be shown, `tied` (which
+    // reads no other document, and runs first) is.
+    assert_eq!(current(&app).1, "tied");
+    assert_eq!(app.doc.method.name(), "ties");
+    let (level, msg) = message(&app);
+    assert_eq!(level, Level::Info);
+    assert!(msg.contains("3 documents, showing `tied`"), "{msg}");
+    assert_eq!(
+        app.multi.as_ref().unwrap().work,
+        d.path().join("chain.smelt-work")
+    );
+    assert_eq!(
+        statuses_now(&app),
+        vec![Status::Final, Status::Missing, Status::Missing]
+    );
+    assert!(!app.modified());
+}
+
+#[test]
+fn showing_a_later_document_builds_what_it_reads_first() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &file);
+    let work = d.path().join("chain.smelt-work");
+
+    key(&mut app, KeyCode::Char('d'));
+    assert_eq!(app.modal, Some(Modal::Documents(2)));
+    key(&mut app, KeyCode::Home);
+    key(&mut app, KeyCode::Enter);
+    // The final merge reads `mixed`, which reads `tied`: both, in order.
+    assert_eq!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Build {
+            target: 0,
+            steps: vec![2, 1]
+        }))
+    );
+    // Esc builds nothing.
+    key(&mut app, KeyCode::Esc);
+    assert!(app.modal.is_none());
+    assert!(!work.exists());
+    assert_eq!(current(&app).1, "tied");
+
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('1'));
+    let fx = key(&mut app, KeyCode::Char('y'));
+    match fx.as_slice() {
+        [Effect::StartMerge { out, force, .. }] => {
+            assert_eq!(out, &work.join("tied"));
+            assert!(force);
+        }
+        other => panic!("expected the first build: {other:?}"),
+    }
+    drive(&mut app, &mut jobs, &rx, fx, |a| current(a).0 == 0);
+    assert_eq!(app.doc.method.name(), "slerp");
+    let st = statuses_now(&app);
+    assert!(matches!(st[1], Status::Built(_)), "{st:?}");
+    assert!(matches!(st[2], Status::Built(_)), "{st:?}");
+    // The final merge's models are `mixed`'s output and ft2.
+    let paths: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
+    assert!(paths.contains(&work.join("mixed")), "{paths:?}");
+
+    // The builds are what a headless run builds.
+    let m = MultiRecipe::load(&file).unwrap().unwrap();
+    let mixed = m.find("mixed").unwrap();
+    let out = d.path().join("headless");
+    let opts = smelt::engine::Options {
+        out: out.clone(),
+        force: false,
+        threads: None,
+        shard_size: smelt::model::DEFAULT_SHARD_SIZE,
+        sync: false,
+        allow_nonfinite: false,
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    smelt::engine::multi::run(
+        &m,
+        mixed,
+        &d.path().join("headless.work"),
+        &opts,
+        &|_| {},
+        &cancel,
+    )
+    .unwrap();
+    same_tensors(&work.join("mixed"), &out);
+
+    // Back to `tied`: its state comes back at once (no job).
+    key(&mut app, KeyCode::Char('d'));
+    let fx = key(&mut app, KeyCode::Char('3'));
+    assert!(
+        fx.iter().all(|e| !matches!(e, Effect::OpenDocument { .. })),
+        "{fx:?}"
+    );
+    assert_eq!(current(&app).1, "tied");
+    assert!(!app.modified());
+
+    // `r` on a named document offers its place in the working folder and
+    // builds over the earlier build; `mixed`, built before it, is then
+    // out of date.
+    let fx = key(&mut app, KeyCode::Char('r'));
+    assert!(fx.is_empty());
+    match &app.modal {
+        Some(Modal::Prompt(p)) => {
+            assert_eq!(p.purpose, Purpose::OutputFolder);
+            assert_eq!(PathBuf::from(&p.input.text), work.join("tied"));
+        }
+        other => panic!("no output prompt: {other:?}"),
+    }
+    let fx = key(&mut app, KeyCode::Enter);
+    assert!(
+        matches!(fx.as_slice(), [Effect::StartMerge { force: true, .. }]),
+        "{fx:?}"
+    );
+    drive(&mut app, &mut jobs, &rx, fx, |a| !a.merge_running());
+    assert!(
+        message(&app).1.contains("merge written to"),
+        "{:?}",
+        app.message
+    );
+    let st = statuses_now(&app);
+    assert!(matches!(st[2], Status::Built(_)), "{st:?}");
+    assert_eq!(st[1], Status::Stale("`tied` was built after it".into()));
+
+    // So showing the final merge rebuilds `mixed` alone first.
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('1'));
+    assert_eq!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Build {
+            target: 0,
+            steps: vec![1]
+        }))
+    );
+}
+
+#[test]
+fn edits_stay_with_their_document_and_save_writes_the_whole_file() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let before = std::fs::read_to_string(&file).unwrap();
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &file);
+    let original = MultiRecipe::load(&file).unwrap().unwrap();
+
+    // Edit `tied`: ft0's weight, on the Models panel.
+    app.view.focus = Some(Panel::Models);
+    let ft0 = app
+        .doc
+        .slots
+        .iter()
+        .position(|s| s.info.name == "ft0")
+        .unwrap();
+    app.view.model_cursor = ft0;
+    key(&mut app, KeyCode::Right);
+    assert!(app.modified());
+    let edited = smelt::tui::multi::run_recipe(&app, 2);
+    assert_ne!(
+        edited,
+        original.recipe_for(2, &d.path().join("chain.smelt-work"))
+    );
+
+    // Build `tied` as edited, show `mixed`, and come back: the edit is
+    // still there, and `mixed` does not count as edited.
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('2'));
+    let fx = key(&mut app, KeyCode::Char('y'));
+    drive(&mut app, &mut jobs, &rx, fx, |a| current(a).0 == 1);
+    assert_eq!(app.doc.method.name(), "task_arithmetic");
+    assert!(app.modified(), "`tied`'s edit is unsaved");
+    key(&mut app, KeyCode::Char('d'));
+    match &app.modal {
+        Some(Modal::Documents(1)) => {}
+        other => panic!("no picker: {other:?}"),
+    }
+    key(&mut app, KeyCode::Char('3'));
+    assert_eq!(current(&app).1, "tied");
+    assert_eq!(smelt::tui::multi::run_recipe(&app, 2), edited);
+    // Undo history is the document's own.
+    assert!(app.history.can_undo() > 0);
+
+    // A multi-document file is saved whole, as YAML, in its folder.
+    key(&mut app, KeyCode::Char('s'));
+    let retype = |app: &mut App, s: &str| {
+        update(
+            app,
+            Msg::Key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)),
+        );
+        for c in s.chars() {
+            key(app, KeyCode::Char(c));
+        }
+        key(app, KeyCode::Enter)
+    };
+    retype(&mut app, d.path().join("chain.toml").to_str().unwrap());
+    match &app.modal {
+        Some(Modal::Prompt(p)) => {
+            let e = p.input.error.clone().unwrap_or_default();
+            assert!(e.contains("saved together, as mergekit YAML"), "{e}");
+        }
+        other => panic!("the prompt should stay open: {other:?}"),
+    }
+    let elsewhere = d.path().join("sub");
+    std::fs::create_dir(&elsewhere).unwrap();
+    retype(&mut app, elsewhere.join("c.yml").to_str().unwrap());
+    match &app.modal {
+        Some(Modal::Prompt(p)) => {
+            let e = p.input.error.clone().unwrap_or_default();
+            assert!(e.contains("in its own folder"), "{e}");
+        }
+        other => panic!("the prompt should stay open: {other:?}"),
+    }
+    let fx = retype(&mut app, file.to_str().unwrap());
+    assert!(
+        matches!(fx.as_slice(), [Effect::Save { .. }]),
+        "{fx:?} {:?}",
+        app.modal
+    );
+    drive(&mut app, &mut jobs, &rx, fx, |a| a.tickets.save.is_none());
+    assert!(
+        message(&app).1.contains("recipe saved"),
+        "{:?}",
+        app.message
+    );
+    assert!(!app.modified());
+
+    // The other documents and what separates them are as they were; the
+    // edited one reads back as edited, its name kept.
+    let after = std::fs::read_to_string(&file).unwrap();
+    let m = MultiRecipe::load(&file).unwrap().unwrap();
+    assert_eq!(m.documents.len(), 3);
+    for k in [0, 1] {
+        assert_eq!(
+            m.document_text(k),
+            original.document_text(k),
+            "document {k}"
+        );
+    }
+    let cut = |t: &str| t[..t.rfind("\n---\n").unwrap()].to_string();
+    assert_eq!(cut(&after), cut(&before));
+    assert_eq!(m.documents[2].name.as_deref(), Some("tied"));
+    let work = d.path().join("chain.smelt-work");
+    assert_eq!(m.recipe_for(2, &work), edited);
+    // And the build of the edited `tied` is current against the file.
+    let st = statuses(&m, &work, &|k| m.recipe_for(k, &work));
+    assert!(matches!(st[2], Status::Built(_)), "{st:?}");
+}
+
+mod pty;
+
+/// The real binary at 80x24 on the file: the title names the document, `d`
+/// lists the three with what each reads, Enter on the final merge asks to
+/// build the two it needs.
+#[test]
+fn pty_pick_a_document() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let args = ["tui", file.to_str().unwrap()];
+    let mut tui = pty::Spawn::new(&args, d.path(), &d.path().join("data")).start();
+    tui.wait("the first frame", 30, |s| s.contains("doc 3/3 tied"));
+    tui.send("d");
+    let s = tui.wait("the picker", 10, |s| s.contains("Documents"));
+    assert!(s.contains("final merge"), "{s}");
+    assert!(s.contains("reads tied"), "{s}");
+    assert!(s.contains("not built"), "{s}");
+    tui.send("1");
+    tui.wait("the build question", 10, |s| s.contains("Build first?"));
+    tui.send("y");
+    tui.wait("the final merge shown", 120, |s| {
+        s.contains("doc 1/3 final merge")
+    });
+    assert!(d
+        .path()
+        .join("chain.smelt-work/mixed/model.safetensors")
+        .is_file());
+    tui.send("q");
+    assert_eq!(tui.wait_exit(10), 0);
+}
