@@ -689,7 +689,7 @@ impl MultiRecipe {
         work: &Path,
     ) -> Result<String, Vec<RecipeError>> {
         let dir = super::folder_of(&self.path);
-        let mut parts: Vec<(Range<usize>, String)> = Vec::new();
+        let mut parts: Vec<(usize, String)> = Vec::new();
         for (i, run_form) in edits {
             let d = &self.documents[*i];
             let file_form = self.file_form(*i, run_form, work);
@@ -701,28 +701,14 @@ impl MultiRecipe {
                     msg: format!("document `{}`: {e}", self.label(*i)),
                 }]
             })?;
-            let mut body = match &d.name {
+            let body = match &d.name {
                 // The name as YAML writes a plain or quoted string.
                 Some(n) => format!("name: {}\n{yaml}", super::mergekit::yaml_string(n)),
                 None => yaml,
             };
-            if !body.ends_with('\n') {
-                body.push('\n');
-            }
-            if self.text[..d.range.start].ends_with("---") {
-                body.insert(0, '\n');
-            }
-            parts.push((d.range.clone(), body));
+            parts.push((*i, body));
         }
-        parts.sort_by_key(|(r, _)| r.start);
-        let mut out = String::with_capacity(self.text.len());
-        let mut pos = 0;
-        for (r, body) in parts {
-            out.push_str(&self.text[pos..r.start]);
-            out.push_str(&body);
-            pos = r.end;
-        }
-        out.push_str(&self.text[pos..]);
+        let out = self.replace_documents(&parts);
         match MultiRecipe::parse(&out, &self.path)? {
             Some(m) if m.documents.len() == self.documents.len() => Ok(out),
             _ => Err(vec![RecipeError::Invalid(format!(
@@ -744,17 +730,38 @@ impl MultiRecipe {
     /// of one document); every other document, the separators and any
     /// comments between them are kept as they are.
     pub fn replace_document(&self, i: usize, new: &str) -> String {
-        let r = &self.documents[i].range;
-        let mut body = new.to_string();
-        if !body.ends_with('\n') {
-            body.push('\n');
+        self.replace_documents(&[(i, new.to_string())])
+    }
+
+    /// [`MultiRecipe::replace_document`] for several documents at once
+    /// (index, new text), each index at most once.
+    pub fn replace_documents(&self, new: &[(usize, String)]) -> String {
+        let mut parts: Vec<(&Range<usize>, String)> = new
+            .iter()
+            .map(|(i, text)| {
+                let r = &self.documents[*i].range;
+                let mut body = text.clone();
+                if !body.ends_with('\n') {
+                    body.push('\n');
+                }
+                // A document that followed `---` on the marker line starts
+                // on a line of its own now.
+                if self.text[..r.start].ends_with("---") {
+                    body.insert(0, '\n');
+                }
+                (r, body)
+            })
+            .collect();
+        parts.sort_by_key(|(r, _)| r.start);
+        let mut out = String::with_capacity(self.text.len());
+        let mut pos = 0;
+        for (r, body) in parts {
+            out.push_str(&self.text[pos..r.start]);
+            out.push_str(&body);
+            pos = r.end;
         }
-        // A document that followed `---` on the marker line starts on a
-        // line of its own now.
-        if self.text[..r.start].ends_with("---") {
-            body.insert(0, '\n');
-        }
-        format!("{}{}{}", &self.text[..r.start], body, &self.text[r.end..])
+        out.push_str(&self.text[pos..]);
+        out
     }
 }
 

@@ -375,8 +375,8 @@ fn switch(app: &mut App, j: usize, fx: &mut Vec<Effect>) {
             ..View::default()
         };
         app.refresh();
+        // The update loop asks for checks and statistics (a new `gen`).
         app.say(Level::Info, format!("showing `{label}`"));
-        fx.extend(super::update::check_request(app));
     } else {
         let recipe = m.file.recipe_for(j, &m.work);
         let msg = format!("opening `{}`...", m.file.label(j));
