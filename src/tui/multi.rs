@@ -356,14 +356,7 @@ fn switch(app: &mut App, j: usize, fx: &mut Vec<Effect>) {
         return;
     };
     if let Some(s) = m.stash[j].take() {
-        let cur = m.current;
-        m.stash[cur] = Some(Stashed {
-            doc: std::mem::take(&mut app.doc),
-            history: std::mem::take(&mut app.history),
-            saved: app.saved.take(),
-        });
-        m.current = j;
-        let label = m.file.label(j).to_string();
+        let label = leave_for(app, j);
         app.doc = s.doc;
         app.history = s.history;
         app.saved = s.saved;
@@ -394,8 +387,19 @@ fn switch(app: &mut App, j: usize, fx: &mut Vec<Effect>) {
 /// A document opened in the background: keep the one shown in the stash,
 /// show `j`.
 pub fn opened_document(app: &mut App, j: usize, l: super::update::Loaded) {
-    let Some(m) = &mut app.multi else {
+    if app.multi.is_none() {
         return;
+    }
+    let label = leave_for(app, j);
+    app.load(&l.recipe, &l.infos, l.layers);
+    app.say(Level::Info, format!("showing `{label}`"));
+}
+
+/// Keep the document shown (its recipe, history and baseline) in the
+/// stash and make `j` the current one; `j`'s label.
+fn leave_for(app: &mut App, j: usize) -> String {
+    let Some(m) = &mut app.multi else {
+        return String::new();
     };
     let cur = m.current;
     m.stash[cur] = Some(Stashed {
@@ -404,9 +408,7 @@ pub fn opened_document(app: &mut App, j: usize, l: super::update::Loaded) {
         saved: app.saved.take(),
     });
     m.current = j;
-    let label = m.file.label(j).to_string();
-    app.load(&l.recipe, &l.infos, l.layers);
-    app.say(Level::Info, format!("showing `{label}`"));
+    m.file.label(j).to_string()
 }
 
 /// `y` in the build question: build `steps` in order, then show `target`.

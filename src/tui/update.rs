@@ -353,10 +353,9 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             path,
             result,
         } => {
-            if app.tickets.open != Some(ticket) {
+            if !latest_open(app, ticket) {
                 return fx;
             }
-            app.tickets.open = None;
             match result {
                 Ok(l) => opened(app, l),
                 Err(e) => reopen(app, Purpose::Open, &path, &e),
@@ -367,10 +366,9 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
             index,
             result,
         } => {
-            if app.tickets.open != Some(ticket) {
+            if !latest_open(app, ticket) {
                 return fx;
             }
-            app.tickets.open = None;
             match result {
                 Ok(l) => super::multi::opened_document(app, index, l),
                 Err(e) => app.say(Level::Error, format!("cannot show the document: {e}")),
@@ -456,6 +454,16 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
     // Whatever happened may show: drawing is rate-limited by the loop.
     app.dirty = true;
     fx
+}
+
+/// Whether `ticket` is the latest opening's (which is then no longer
+/// waited for); an older one's result is dropped.
+fn latest_open(app: &mut App, ticket: Ticket) -> bool {
+    let latest = app.tickets.open == Some(ticket);
+    if latest {
+        app.tickets.open = None;
+    }
+    latest
 }
 
 /// Plan the recipe against its models, once the recipe itself is sound.
