@@ -171,6 +171,8 @@ fn showing_a_later_document_builds_what_it_reads_first() {
     // The final merge's models are `mixed`'s output and ft2.
     let paths: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
     assert!(paths.contains(&work.join("mixed")), "{paths:?}");
+    // Opened again, the file shows its final merge at once.
+    assert_eq!(current(&open(&jobs, &file)).1, "final merge");
 
     // The builds are what a headless run builds.
     let m = MultiRecipe::load(&file).unwrap().unwrap();
