@@ -69,16 +69,16 @@ pub fn run(
     allow_nonfinite: bool,
     doc: Option<&str>,
 ) -> CliResult {
+    let opts = Options {
+        out,
+        force,
+        threads,
+        shard_size,
+        sync,
+        allow_nonfinite,
+    };
     // A multi-document (mergekit-multi) file runs document by document.
     if let Some(m) = smelt::recipe::MultiRecipe::load(recipe_path).map_err(multi::problems)? {
-        let opts = Options {
-            out,
-            force,
-            threads,
-            shard_size,
-            sync,
-            allow_nonfinite,
-        };
         return multi::run(&m, doc, opts, quiet);
     }
     if let Some(d) = doc {
@@ -92,10 +92,10 @@ pub fn run(
     // Where the output may go, before anything slow, so a refused output
     // costs nothing.
     let inputs = smelt::plan::recipe_paths(&recipe);
-    smelt::model::check_destination(&out, &inputs, force)?;
+    smelt::model::check_destination(&opts.out, &inputs, force)?;
     // The output's lock before downloading or planning (which opens every
     // model), so a busy output costs nothing more.
-    let _lock = OutputLock::acquire(&out)?;
+    let _lock = OutputLock::acquire(&opts.out)?;
     // Hub models not in the cache are downloaded next, before the stop
     // signals are taken over: Ctrl-C ends a download at once, and the
     // next run resumes the partial file.
@@ -107,14 +107,6 @@ pub fn run(
     if cancel.load(Ordering::Relaxed) {
         return Err(cancelled(signal.load(Ordering::Relaxed)));
     }
-    let opts = Options {
-        out,
-        force,
-        threads,
-        shard_size,
-        sync,
-        allow_nonfinite,
-    };
     let (tx, rx) = crossbeam_channel::unbounded();
     let tty = std::io::stderr().is_terminal();
     let summary = std::thread::scope(|scope| {
