@@ -173,6 +173,15 @@ fn showing_a_later_document_builds_what_it_reads_first() {
     assert!(paths.contains(&work.join("mixed")), "{paths:?}");
     // Opened again, the file shows its final merge at once.
     assert_eq!(current(&open(&jobs, &file)).1, "final merge");
+    // `r` on the final merge offers a new folder named after the file.
+    key(&mut app, KeyCode::Char('r'));
+    match &app.modal {
+        Some(Modal::Prompt(p)) => {
+            assert_eq!(PathBuf::from(&p.input.text), d.path().join("chain-slerp"))
+        }
+        other => panic!("no output prompt: {other:?}"),
+    }
+    key(&mut app, KeyCode::Esc);
 
     // The builds are what a headless run builds.
     let m = MultiRecipe::load(&file).unwrap().unwrap();

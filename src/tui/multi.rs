@@ -490,21 +490,31 @@ pub fn merge_ended(app: &mut App, ok: bool, fx: &mut Vec<Effect>) {
     }
 }
 
-/// The output folder `r` offers for the shown document: its place in the
-/// working folder when it is named (the documents that read it read it
-/// there), `None` for the final one.
+/// The output folder `r` offers for the shown document of a
+/// multi-document file: a named one's place in the working folder (the
+/// documents that read it read it there); for the final merge, a new
+/// folder named after the file (`chain.yml` → `chain-slerp`).
 pub fn default_out(app: &App) -> Option<PathBuf> {
     let m = app.multi.as_ref()?;
-    m.file.documents[m.current]
-        .name
-        .as_ref()
-        .map(|_| m.file.work_path(m.current, &m.work))
+    Some(match m.file.documents[m.current].name {
+        Some(_) => m.file.work_path(m.current, &m.work),
+        None => {
+            let stem = m
+                .file
+                .path
+                .file_stem()
+                .map_or_else(|| "merge".into(), |s| s.to_string_lossy().into_owned());
+            super::update::numbered(&app.work_dir, &format!("{stem}-{}", app.doc.method.name()))
+        }
+    })
 }
 
 /// Whether `out` is the shown document's own place in the working folder
 /// (built over when it holds an earlier build of it).
 pub fn is_own_output(app: &App, out: &std::path::Path) -> bool {
-    default_out(app).is_some_and(|d| d == out)
+    app.multi.as_ref().is_some_and(|m| {
+        m.file.documents[m.current].name.is_some() && m.file.work_path(m.current, &m.work) == out
+    })
 }
 
 /// The title bar's part: `doc 2/3 mixed`.

@@ -1232,11 +1232,18 @@ fn run(app: &mut App) {
 
 /// `<work_dir>/<family>-<method>`, numbered if that exists.
 pub fn default_out(app: &App) -> PathBuf {
-    let stem = format!("{}-{}", app.family(), app.doc.method.name());
-    let mut p = app.work_dir.join(&stem);
+    numbered(
+        &app.work_dir,
+        &format!("{}-{}", app.family(), app.doc.method.name()),
+    )
+}
+
+/// `dir/stem`, or `dir/stem-2`, `-3`... the first that does not exist.
+pub fn numbered(dir: &Path, stem: &str) -> PathBuf {
+    let mut p = dir.join(stem);
     let mut i = 2;
     while p.exists() {
-        p = app.work_dir.join(format!("{stem}-{i}"));
+        p = dir.join(format!("{stem}-{i}"));
         i += 1;
     }
     p
