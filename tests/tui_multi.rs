@@ -398,3 +398,47 @@ fn pty_pick_a_document() {
     tui.send("q");
     assert_eq!(tui.wait_exit(10), 0);
 }
+
+/// A build that is cancelled (or fails) stops the queue: nothing after it
+/// is built, the document asked for is not shown, and the status line
+/// says both.
+#[test]
+fn a_cancelled_build_stops_the_queue() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let (tx, _rx) = unbounded();
+    let jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &file);
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('1'));
+    let fx = key(&mut app, KeyCode::Char('y'));
+    let [Effect::StartMerge { ticket, .. }] = fx.as_slice() else {
+        panic!("expected the first build: {fx:?}");
+    };
+    // `d` while it runs is refused.
+    key(&mut app, KeyCode::Char('d'));
+    let fx = key(&mut app, KeyCode::Char('2'));
+    assert!(fx.is_empty(), "{fx:?}");
+    assert!(
+        message(&app).1.contains("a job is running"),
+        "{:?}",
+        app.message
+    );
+    let fx = update(
+        &mut app,
+        Msg::MergeDone {
+            ticket: *ticket,
+            result: Err(smelt::tui::state::JobError::Cancelled),
+        },
+    );
+    assert!(
+        fx.iter().all(|e| !matches!(e, Effect::StartMerge { .. })),
+        "{fx:?}"
+    );
+    let msg = message(&app).1;
+    assert!(msg.contains("merge cancelled"), "{msg}");
+    assert!(msg.contains("`final merge` not opened"), "{msg}");
+    let m = app.multi.as_ref().unwrap();
+    assert!(m.queue.is_empty() && m.then.is_none());
+    assert_eq!(current(&app).1, "tied");
+}
