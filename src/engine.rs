@@ -242,17 +242,38 @@ pub fn run(
         scope.spawn(|| report(&state, &done_rx, progress));
         let r: Result<()> = pool.install(|| {
             use rayon::prelude::*;
-            // One job per task: jobs differ in size by orders of magnitude, and
-            // two big ones must not share a leaf of the split.
-            order.par_iter().with_max_len(1).try_for_each(|&i| {
-                state.check()?;
-                let job = &plan.jobs[i];
-                if let Ok(mut cur) = state.current.lock() {
-                    cur.clone_from(&job.out.name);
+            // One queue in `order`, each worker taking the next job when
+            // it is free (jobs differ in size by orders of magnitude). So
+            // the job after the running ones is known: its inputs are read
+            // ahead (`will_need`), and on a cold page cache the disk works
+            // while the workers compute. A worker out of jobs is idle, and
+            // helps with a big tensor's split passes.
+            let workers = rayon::current_num_threads().max(1);
+            let next = AtomicUsize::new(0);
+            let failed = AtomicBool::new(false);
+            (0..workers).into_par_iter().try_for_each(|_| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&i) = order.get(k) else {
+                    return Ok(());
+                };
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(());
                 }
-                run_job(plan, job, i, &writer, &state)?;
+                if let Some(&ahead) = order.get(k + workers) {
+                    read_ahead(plan, &plan.jobs[ahead]);
+                }
+                let r = state.check().and_then(|()| {
+                    let job = &plan.jobs[i];
+                    if let Ok(mut cur) = state.current.lock() {
+                        cur.clone_from(&job.out.name);
+                    }
+                    run_job(plan, job, i, &writer, &state)
+                });
+                if let Err(e) = r {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
                 state.tensors_done.fetch_add(1, Ordering::Relaxed);
-                Ok(())
             })
         });
         drop(done_tx);
@@ -466,9 +487,22 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
 /// [`MergeJob::parts`]).
 const SPLIT_PART: usize = 1 << 22;
 
-/// Largest input tensor (bytes) read ahead before its sample (see
-/// [`Model::will_need`]).
+/// Largest input tensor (bytes) read ahead before its sample, or while
+/// the jobs before it run (see [`Model::will_need`]).
 const WILL_NEED_MAX: usize = 128 << 20;
+
+/// Ask the kernel to read `job`'s inputs into the page cache in the
+/// background ([`Model::will_need`]), each up to [`WILL_NEED_MAX`]: the job
+/// starts once a worker is free, its inputs there by then. A hint only.
+fn read_ahead(plan: &Plan, job: &Job) {
+    for s in job.inputs() {
+        if let Ok((m, t)) = lookup(plan, s) {
+            if t.nbytes() <= WILL_NEED_MAX {
+                m.will_need(t, 0, t.nbytes());
+            }
+        }
+    }
+}
 
 /// Fewest elements per range when a kernel's passes are shared (see
 /// [`MergeJob::ranges`]).
