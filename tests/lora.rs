@@ -99,6 +99,21 @@ fn parity_passthrough_base_plus_adapter() {
     parity("alone");
 }
 
+/// `lora_bias`: each adapted layer's bias gets `scale · lora_B.bias`, as
+/// PEFT's `merge_and_unload` gives it (the reference is PEFT's own merge:
+/// mergekit 0.1.5 drops every bias of a Llama, see `make_bias.py`).
+#[test]
+fn parity_lora_bias_with_peft() {
+    parity("bias");
+    // And the biases did move: the adapter is not a no-op here.
+    let base = load(&fixtures().join("models/base-bias"));
+    let merged = load(&fixtures().join("outputs/bias"));
+    let b = "model.layers.0.self_attn.q_proj.bias";
+    assert_ne!(base[b].2, merged[b].2);
+    let k = "model.layers.0.self_attn.k_proj.bias";
+    assert_eq!(base[k].2, merged[k].2, "k_proj is not adapted");
+}
+
 #[test]
 fn parity_rslora_with_rank_and_alpha_patterns() {
     parity("rslora");
@@ -412,6 +427,41 @@ fn shape_mismatch_and_unsupported_settings_are_refused() {
             "{key}: {e}"
         );
     }
+}
+
+/// A LoRA bias is applied only as `lora_bias: true` says (without it PEFT
+/// leaves the tensor unread: refused, not guessed), and only to a model
+/// that has that bias.
+#[test]
+fn lora_bias_needs_the_setting_and_a_bias_to_add_to() {
+    let d = tempfile::tempdir().unwrap();
+    let src = fixtures().join("adapters/lora-bias");
+    let off = d.path().join("off");
+    std::fs::create_dir(&off).unwrap();
+    let cfg = std::fs::read_to_string(src.join("adapter_config.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    v["lora_bias"] = serde_json::Value::Bool(false);
+    std::fs::write(off.join("adapter_config.json"), v.to_string()).unwrap();
+    std::fs::copy(
+        src.join("adapter_model.safetensors"),
+        off.join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let e = Adapter::open(&off).err().expect("refused").to_string();
+    assert!(
+        e.contains("lora_B.bias") && e.contains("lora_bias: true"),
+        "{e}"
+    );
+
+    // The bias-free Llama has no biases to add to.
+    let e = Model::open_with_adapter(&fixtures().join("models/base"), &src)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("lora_B.bias") && e.contains("does not have") && e.contains("LoRA bias"),
+        "{e}"
+    );
 }
 
 /// `a+b` that exists on disk is a path, not a model and an adapter.

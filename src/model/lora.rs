@@ -24,14 +24,18 @@
 //!   `<module>.base_layer.weight` (PEFT saves an adapted embedding's base
 //!   weight): replaces the model's tensor `<name>` whole; a LoRA delta on
 //!   the same module is added on top.
+//! - `base_model.model.<module>.lora_B.bias` (`out`), with `lora_bias:
+//!   true`: a delta `scale · b` for `<module>.bias`, as PEFT's merge adds
+//!   it (without `lora_bias`, PEFT would leave such a tensor unread, so it
+//!   is refused rather than guessed at).
 //! - scale = `lora_alpha / r`, or `lora_alpha / sqrt(r)` with `use_rslora`;
 //!   `rank_pattern` and `alpha_pattern` override `r` and `lora_alpha` for
 //!   the modules whose names they match (PEFT's rule: the first key `k`
 //!   for which the regex `(.*\.)?(k)$` matches the whole module name).
 //!
 //! Settings that would change the result and are not implemented (DoRA,
-//! LoRA biases, layer replication, other PEFT types, ...) are refused with
-//! the key named; none is ignored.
+//! layer replication, other PEFT types, ...) are refused with the key
+//! named; none is ignored.
 
 use super::reader::{Model, TensorInfo};
 use super::{ModelError, Result};
@@ -81,6 +85,17 @@ pub(crate) struct Patch {
     pub(crate) replace: Option<TensorInfo>,
     /// A low-rank delta added on top.
     pub(crate) delta: Option<Delta>,
+    /// A bias delta (`lora_B.bias`) added on top.
+    pub(crate) shift: Option<Shift>,
+}
+
+/// A bias delta `scale · b` (PEFT's `lora_bias`).
+#[derive(Clone, Debug)]
+pub(crate) struct Shift {
+    /// `lora_B.bias`: `out`.
+    pub(crate) b: TensorInfo,
+    /// The module's scale (as its weight delta's).
+    pub(crate) scale: f32,
 }
 
 /// A low-rank delta `scale · B·A` (or its transpose).
@@ -120,6 +135,7 @@ struct Settings {
     alpha_pattern: Vec<(String, f64)>,
     target_modules: Vec<String>,
     modules_to_save: Vec<String>,
+    lora_bias: bool,
 }
 
 /// A row of [`Adapter::targets`]: one changed tensor.
@@ -127,8 +143,8 @@ struct Settings {
 pub struct Target {
     /// The model tensor's name (`model.layers.0.self_attn.q_proj.weight`).
     pub tensor: String,
-    /// `lora` (low-rank delta), `replace` (`modules_to_save`), or
-    /// `replace+lora`.
+    /// `lora` (low-rank delta), `replace` (`modules_to_save`),
+    /// `replace+lora`, or `bias` (a `lora_B.bias` delta).
     pub kind: &'static str,
     /// The delta's rank (0 for a pure replacement).
     pub rank: usize,
@@ -233,15 +249,17 @@ impl Adapter {
         self.patches
             .iter()
             .map(|(name, p)| {
-                let kind = match (&p.replace, &p.delta) {
-                    (Some(_), Some(_)) => "replace+lora",
-                    (Some(_), None) => "replace",
+                let kind = match (&p.replace, &p.delta, &p.shift) {
+                    (Some(_), Some(_), _) => "replace+lora",
+                    (Some(_), None, _) => "replace",
+                    (None, None, Some(_)) => "bias",
                     _ => "lora",
                 };
                 let (rank, alpha, scale) = p
                     .delta
                     .as_ref()
                     .map_or((0, 0.0, 0.0), |d| (d.rank, d.alpha, f64::from(d.scale)));
+                let scale = p.shift.as_ref().map_or(scale, |b| f64::from(b.scale));
                 Target {
                     tensor: name.clone(),
                     kind,
@@ -264,13 +282,20 @@ impl Adapter {
                     .as_ref()
                     .map(|d| &d.a.name)
                     .or(p.replace.as_ref().map(|r| &r.name))
+                    .or(p.shift.as_ref().map(|b| &b.b.name))
                     .cloned()
                     .unwrap_or_default();
+                // PEFT's words for a bias without a bias to add it to.
+                let why = if p.shift.is_some() {
+                    " (PEFT cannot merge a LoRA bias into a layer without one either)"
+                } else {
+                    ""
+                };
                 return Err(ModelError::Tensor {
                     path: wpath.to_path_buf(),
                     tensor: from,
                     msg: format!(
-                        "targets `{name}`, which the model {} does not have",
+                        "targets `{name}`, which the model {} does not have{why}",
                         model.path().display()
                     ),
                 });
@@ -291,6 +316,14 @@ impl Adapter {
                     return Err(err(format!(
                         "adapter tensor `{}` has shape {:?}, the model's {:?}",
                         r.name, r.shape, t.shape
+                    )));
+                }
+            }
+            if let Some(b) = &p.shift {
+                if b.b.shape != t.shape {
+                    return Err(err(format!(
+                        "LoRA bias `{}` has shape {:?}, the model's bias {:?}",
+                        b.b.name, b.b.shape, t.shape
                     )));
                 }
             }
@@ -343,6 +376,13 @@ impl Adapter {
         match &p.replace {
             Some(r) => self.weights.read_f32(r, start, out)?,
             None => base(out)?,
+        }
+        if let Some(b) = &p.shift {
+            let mut add = vec![0f32; out.len()];
+            self.weights.read_f32(&b.b, start, &mut add)?;
+            for (o, x) in out.iter_mut().zip(&add) {
+                *o += x * b.scale;
+            }
         }
         let Some(d) = &p.delta else {
             return Ok(());
@@ -424,7 +464,7 @@ impl Settings {
         }
         // Keys that change the merged weights and are not implemented:
         // refused rather than ignored.
-        let refuse_true = ["use_dora", "lora_bias", "use_qalora", "use_bdlora"];
+        let refuse_true = ["use_dora", "use_qalora", "use_bdlora"];
         for k in refuse_true {
             if key(k).and_then(|v| v.as_bool()) == Some(true) {
                 return Err(bad(path, format!("`{k}: true` is not supported")));
@@ -520,6 +560,7 @@ impl Settings {
             alpha_pattern: pattern("alpha_pattern")?,
             target_modules: strings("target_modules"),
             modules_to_save: strings("modules_to_save"),
+            lora_bias: flag("lora_bias"),
         })
     }
 
@@ -541,6 +582,7 @@ fn pair_up(wpath: &Path, weights: &Model, s: &Settings) -> Result<BTreeMap<Strin
         b: Option<TensorInfo>,
         embedding: bool,
         replace: Option<TensorInfo>,
+        bias: Option<TensorInfo>,
     }
     let mut parts: BTreeMap<String, Parts> = BTreeMap::new();
     let err = |t: &TensorInfo, msg: String| ModelError::Tensor {
@@ -575,6 +617,18 @@ fn pair_up(wpath: &Path, weights: &Model, s: &Settings) -> Result<BTreeMap<Strin
         if found {
             continue;
         }
+        if let Some(module) = rest.strip_suffix(".lora_B.bias") {
+            if !s.lora_bias {
+                return Err(err(
+                    t,
+                    "is a LoRA bias, but adapter_config.json does not set `lora_bias: true` \
+                     (PEFT would leave it unread)"
+                        .into(),
+                ));
+            }
+            parts.entry(format!("{module}.bias")).or_default().bias = Some(t.clone());
+            continue;
+        }
         if [
             ".lora_A.",
             ".lora_B.",
@@ -606,7 +660,38 @@ fn pair_up(wpath: &Path, weights: &Model, s: &Settings) -> Result<BTreeMap<Strin
         p.replace = Some(t.clone());
     }
     let mut out = BTreeMap::new();
+    // The scale of a module's delta (PEFT keeps it as a Python float and
+    // multiplies an f32 tensor by it: torch rounds it to f32 first).
+    let scale_of = |module: &str| {
+        let rank = Settings::lookup(&s.rank_pattern, module).unwrap_or(s.r);
+        let alpha = Settings::lookup(&s.alpha_pattern, module).unwrap_or(s.alpha);
+        let scale = if s.rslora {
+            alpha / (rank as f64).sqrt()
+        } else {
+            alpha / rank as f64
+        };
+        (rank, alpha, scale)
+    };
     for (name, p) in parts {
+        let shift = match p.bias {
+            Some(b) => {
+                if !b.dtype.is_mergeable() || b.shape.len() != 1 {
+                    return Err(err(
+                        &b,
+                        format!(
+                            "a LoRA bias must be a float vector; this is {} {:?}",
+                            b.dtype, b.shape
+                        ),
+                    ));
+                }
+                let module = name.strip_suffix(".bias").unwrap_or(&name);
+                Some(Shift {
+                    b,
+                    scale: scale_of(module).2 as f32,
+                })
+            }
+            None => None,
+        };
         let delta = match (p.a, p.b) {
             (None, None) => None,
             (Some(a), Some(b)) => {
@@ -623,7 +708,7 @@ fn pair_up(wpath: &Path, weights: &Model, s: &Settings) -> Result<BTreeMap<Strin
                     ));
                 }
                 let module = name.strip_suffix(".weight").unwrap_or(&name);
-                let rank = Settings::lookup(&s.rank_pattern, module).unwrap_or(s.r);
+                let (rank, alpha, scale) = scale_of(module);
                 if rank != a.shape[0] {
                     return Err(err(
                         &a,
@@ -633,12 +718,6 @@ fn pair_up(wpath: &Path, weights: &Model, s: &Settings) -> Result<BTreeMap<Strin
                         ),
                     ));
                 }
-                let alpha = Settings::lookup(&s.alpha_pattern, module).unwrap_or(s.alpha);
-                let scale = if s.rslora {
-                    alpha / (rank as f64).sqrt()
-                } else {
-                    alpha / rank as f64
-                };
                 Some(Delta {
                     transposed: p.embedding || s.fan_in_fan_out,
                     a,
@@ -659,6 +738,7 @@ fn pair_up(wpath: &Path, weights: &Model, s: &Settings) -> Result<BTreeMap<Strin
             Patch {
                 replace: p.replace,
                 delta,
+                shift,
             },
         );
     }
