@@ -493,3 +493,69 @@ fn cancelled_build_writes_nothing() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `noise_scale`: seeded normal noise of that standard deviation on the
+/// expert's MLP tensors (mergekit's `randn_like(t) * noise_scale`): the
+/// same seed gives the same bytes, another seed other noise, and the
+/// expert without it is copied exactly.
+#[test]
+fn noise_scale_adds_seeded_noise_of_that_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = write_recipe(
+        tmp.path(),
+        "base_model: ARCH/llama/a
+gate_mode: random
+experts:
+  - source_model: ARCH/llama/a
+  - source_model: ARCH/llama/b
+    noise_scale: 0.01
+",
+    );
+    let (x, y, z) = (
+        tmp.path().join("x"),
+        tmp.path().join("y"),
+        tmp.path().join("z"),
+    );
+    build(&r, &x, 1).unwrap();
+    build(&r, &y, 1).unwrap();
+    build(&r, &z, 2).unwrap();
+    let read = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
+    assert_eq!(read(&x), read(&y));
+    let l = "model.layers.1";
+    let a = Model::open(&arch_model("llama", "a")).unwrap();
+    let b = Model::open(&arch_model("llama", "b")).unwrap();
+    let ga = a
+        .read_all_f32(&format!("{l}.mlp.gate_proj.weight"))
+        .unwrap();
+    let gb = b
+        .read_all_f32(&format!("{l}.mlp.gate_proj.weight"))
+        .unwrap();
+    let n = ga.len();
+    let fused = |p: &Path| {
+        Model::open(p)
+            .unwrap()
+            .read_all_f32(&format!("{l}.mlp.experts.gate_up_proj"))
+            .unwrap()
+    };
+    let (fx, fz) = (fused(&x), fused(&z));
+    // Expert a: exact. Expert b: b plus noise.
+    assert_eq!(&fx[..n], &ga[..]);
+    let noise: Vec<f64> = fx[2 * n..3 * n]
+        .iter()
+        .zip(&gb)
+        .map(|(o, w)| f64::from(o - w))
+        .collect();
+    let mean = noise.iter().sum::<f64>() / noise.len() as f64;
+    let sd = (noise.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / noise.len() as f64).sqrt();
+    assert!(noise.len() >= 256, "{}", noise.len());
+    assert!(
+        mean.abs() < 0.003 && (sd - 0.01).abs() < 0.002,
+        "mean {mean} sd {sd}"
+    );
+    assert_ne!(
+        &fx[2 * n..3 * n],
+        &fz[2 * n..3 * n],
+        "another seed, other noise"
+    );
+    assert_eq!(&fz[..n], &ga[..]);
+}
