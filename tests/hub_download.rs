@@ -20,6 +20,7 @@ fn repo(files: &[(&str, Vec<u8>)]) -> Repo {
             .map(|(n, b)| (n.to_string(), b.clone()))
             .collect(),
         token: None,
+        stall: false,
     }
 }
 
@@ -322,4 +323,30 @@ fn merge_fetches_hub_models_first() {
             "tokenizer.json"
         ]
     );
+}
+
+/// A hub that takes the request and never answers: after the stall time
+/// (`SMELT_HUB_TIMEOUT`, 1 s here) the download is given up with an
+/// error that says so and how to resume, exit 1 (the network's fault), and
+/// nothing is left in the snapshot.
+#[test]
+fn a_stalled_hub_is_given_up_with_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let cache = d.path().join("cache");
+    let mut r = repo(&[
+        ("config.json", tiny_config(1)),
+        ("model.safetensors", tiny_model(1, 0.0)),
+    ]);
+    r.stall = true;
+    let hub = one("org/slow", r);
+    let mut v = vars(&hub, &cache);
+    v.push(("SMELT_HUB_TIMEOUT", "1"));
+    let o = smelt(&["download", "org/slow"], d.path(), d.path(), &v);
+    let (_, err) = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("org/slow") && err.contains("stalled") && err.contains("SMELT_HUB_TIMEOUT"),
+        "{err}"
+    );
+    assert!(!cache.join("models--org--slow/snapshots").exists());
 }

@@ -447,6 +447,98 @@ pub fn fetch(name: &HubName, progress: &mut dyn DownloadProgress) -> Result<Path
     if is_offline() {
         return Err(not_cached(name));
     }
+    // hf-hub's HTTP client (ureq 2, as hf-hub 0.4 builds it) has no read
+    // timeout and hf-hub offers no way to set one, so a connection that
+    // stops answering would hang the download forever. The download runs
+    // on a thread of its own; this one relays its progress and gives up
+    // when nothing at all has come for the stall time (the thread is left
+    // to the process's end; the partial file resumes on the next run).
+    let stall = stall_time();
+    let (tx, rx) = crossbeam_channel::unbounded::<Step>();
+    let who = name.clone();
+    let worker = std::thread::Builder::new()
+        .name("smelt-download".into())
+        .spawn(move || {
+            let mut relay = Relay(tx.clone());
+            let r = download(&who, cache, &mut relay);
+            let _ = tx.send(Step::Done(Box::new(r)));
+        })
+        .map_err(|e| hub_msg(name, format!("cannot start the download: {e}"), true))?;
+    loop {
+        match rx.recv_timeout(stall) {
+            Ok(Step::File(f, size)) => progress.file(&f, size),
+            Ok(Step::Advance(n)) => progress.advance(n),
+            Ok(Step::Alive) => {}
+            Ok(Step::Done(r)) => {
+                let _ = worker.join();
+                return *r;
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                return Err(hub_msg(
+                    name,
+                    format!(
+                        "no data from {} for {} s: the connection stalled; run again (a \
+                         partial download resumes; SMELT_HUB_TIMEOUT sets the wait in seconds)",
+                        endpoint(),
+                        stall.as_secs()
+                    ),
+                    true,
+                ));
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return Err(hub_msg(
+                    name,
+                    "the download stopped without a result (a bug)".into(),
+                    true,
+                ));
+            }
+        }
+    }
+}
+
+/// How long a download may go without any data before it is given up:
+/// `SMELT_HUB_TIMEOUT` seconds (at least 1), else 60.
+fn stall_time() -> std::time::Duration {
+    let secs = env("SMELT_HUB_TIMEOUT")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s >= 1)
+        .unwrap_or(60);
+    std::time::Duration::from_secs(secs)
+}
+
+/// What the download thread reports.
+enum Step {
+    /// A file starts: its name and size.
+    File(String, u64),
+    /// More bytes of it are on disk.
+    Advance(u64),
+    /// A request was answered (the hub is alive).
+    Alive,
+    /// The download's result.
+    Done(Box<Result<PathBuf>>),
+}
+
+/// The download thread's progress, sent to the waiting thread.
+struct Relay(crossbeam_channel::Sender<Step>);
+
+impl DownloadProgress for Relay {
+    fn file(&mut self, name: &str, size: u64) {
+        let _ = self.0.send(Step::File(name.to_string(), size));
+    }
+    fn advance(&mut self, bytes: u64) {
+        let _ = self.0.send(Step::Advance(bytes));
+    }
+}
+
+impl Relay {
+    fn alive(&self) {
+        let _ = self.0.send(Step::Alive);
+    }
+}
+
+/// [`fetch`]'s work: the repository's file list, then every needed file
+/// not in the snapshot yet, into `cache`.
+fn download(name: &HubName, cache: PathBuf, progress: &mut Relay) -> Result<PathBuf> {
     let endpoint = endpoint();
     let fail = |e: hf_hub::api::sync::ApiError| hub_error(name, &endpoint, e);
     let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(cache.clone()))
@@ -462,6 +554,7 @@ pub fn fetch(name: &HubName, progress: &mut dyn DownloadProgress) -> Result<Path
         name.revision().to_string(),
     ));
     let info = repo.info().map_err(fail)?;
+    progress.alive();
     let files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let mut wanted = needed_files(&files).map_err(|msg| hub_msg(name, msg, false))?;
     if !is_plain_name(&info.sha) {
@@ -484,6 +577,7 @@ pub fn fetch(name: &HubName, progress: &mut dyn DownloadProgress) -> Result<Path
             let got = repo
                 .download_with_progress(&f, Adapter(&mut *progress))
                 .map_err(fail)?;
+            progress.alive();
             if got != at {
                 return Err(hub_msg(
                     name,

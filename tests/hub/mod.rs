@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -156,6 +156,9 @@ pub struct Repo {
     pub files: BTreeMap<String, Vec<u8>>,
     /// When set, requests without `Authorization: Bearer <token>` get 401.
     pub token: Option<String>,
+    /// When set, requests about it are read and never answered: the
+    /// connection stays open, silent, until the client closes it.
+    pub stall: bool,
 }
 
 /// A mock hub on 127.0.0.1: the repository API and `resolve` downloads
@@ -248,6 +251,11 @@ fn answer(
         let Some(repo) = repos.get(&format!("{}/{}", parts[2], parts[3])) else {
             return reply(conn, "404 Not Found", &[], b"{}");
         };
+        if repo.stall {
+            // Until the client hangs up (its process ends).
+            let mut rest = Vec::new();
+            return reader.read_to_end(&mut rest).map(|_| ());
+        }
         if repo.token.is_some() && auth != repo.token.as_ref().map(|t| format!("Bearer {t}")) {
             return reply(conn, "401 Unauthorized", &[], b"{}");
         }
