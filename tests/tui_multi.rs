@@ -442,3 +442,98 @@ fn a_cancelled_build_stops_the_queue() {
     assert!(m.queue.is_empty() && m.then.is_none());
     assert_eq!(current(&app).1, "tied");
 }
+
+/// What stops a build is said before anything is built: a model that is
+/// not there (naming the document and its line), and a working folder that
+/// holds someone else's files (for `d` and for `r`).
+#[test]
+fn problems_are_found_before_building() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let text = std::fs::read_to_string(&file).unwrap();
+    let bad = d.path().join("bad.yml");
+    std::fs::write(&bad, text.replace("models/ft2", "models/ft9")).unwrap();
+    let (tx, _rx) = unbounded();
+    let jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &bad);
+    key(&mut app, KeyCode::Char('d'));
+    let fx = key(&mut app, KeyCode::Char('1'));
+    assert!(fx.is_empty(), "{fx:?}");
+    assert!(app.modal.is_none(), "{:?}", app.modal);
+    let (level, msg) = message(&app);
+    assert_eq!(level, Level::Error);
+    assert!(
+        msg.contains("`final merge` (line") && msg.contains("ft9") && msg.contains("not there"),
+        "{msg}"
+    );
+    assert!(!d.path().join("bad.smelt-work").exists(), "nothing built");
+
+    // Someone's own files where `tied` would be built.
+    let mut app = open(&jobs, &file);
+    let mine = d.path().join("chain.smelt-work/tied");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('2'));
+    let msg = message(&app).1;
+    assert!(msg.contains("smelt did not write"), "{msg}");
+    let fx = key(&mut app, KeyCode::Char('r'));
+    assert!(fx.is_empty());
+    let fx = key(&mut app, KeyCode::Enter);
+    assert!(fx.is_empty(), "{fx:?}");
+    match &app.modal {
+        Some(Modal::Prompt(p)) => {
+            let e = p.input.error.clone().unwrap_or_default();
+            assert!(e.contains("smelt did not write"), "{e}");
+        }
+        other => panic!("the prompt should stay open: {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+/// The graph as the recipes stand: `mixed` with `tied` removed reads no
+/// document, so the picker says so and showing the final merge rebuilds
+/// `mixed` alone.
+#[test]
+fn an_edit_that_drops_an_input_changes_what_is_built() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &file);
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('2'));
+    let fx = key(&mut app, KeyCode::Char('y'));
+    drive(&mut app, &mut jobs, &rx, fx, |a| current(a).0 == 1);
+    let work = d.path().join("chain.smelt-work");
+    let m = app.multi.as_ref().unwrap().file.clone();
+    assert_eq!(
+        smelt::tui::multi::needs_of(&m, &work, &smelt::tui::multi::run_recipe(&app, 1)),
+        vec![2]
+    );
+    app.view.focus = Some(Panel::Models);
+    app.view.model_cursor = app
+        .doc
+        .slots
+        .iter()
+        .position(|s| s.info.path == work.join("tied"))
+        .expect("tied's output is a model of mixed");
+    key(&mut app, KeyCode::Char('x'));
+    assert!(
+        smelt::tui::multi::needs_of(&m, &work, &smelt::tui::multi::run_recipe(&app, 1)).is_empty()
+    );
+    // Remove the build of `tied`: it is no longer needed.
+    std::fs::remove_dir_all(work.join("tied")).unwrap();
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('1'));
+    assert_eq!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Build {
+            target: 0,
+            steps: vec![1]
+        }))
+    );
+}

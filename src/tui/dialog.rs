@@ -154,7 +154,14 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
                 key_span(theme, "y"),
                 Span::styled(" or ", theme.text()),
                 key_span(theme, "Enter"),
-                Span::styled(" builds them (c cancels) · ", theme.text()),
+                Span::styled(
+                    if steps.len() == 1 {
+                        " builds it (c cancels) · "
+                    } else {
+                        " builds them (c cancels) · "
+                    },
+                    theme.text(),
+                ),
                 key_span(theme, "Esc"),
                 Span::styled(" stays", theme.text()),
             ]));

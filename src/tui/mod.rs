@@ -203,10 +203,13 @@ pub fn recovery_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("recovered")
 }
 
-/// Write the recipe being edited to the recovery folder; its path.
-fn recover(app: &App) -> Option<PathBuf> {
+/// Write the recipe being edited to the recovery folder (of a
+/// multi-document file, each edited document); the files written.
+fn recover(app: &App) -> Vec<PathBuf> {
     let dir = recovery_dir(&app.data_dir);
-    std::fs::create_dir_all(&dir).ok()?;
+    if std::fs::create_dir_all(&dir).is_err() {
+        return Vec::new();
+    }
     let stem = app
         .recipe_path
         .as_deref()
@@ -219,20 +222,22 @@ fn recover(app: &App) -> Option<PathBuf> {
     // (`STEM-NAME-SECS.toml`), its references to other documents being
     // their built outputs.
     if let Some(m) = &app.multi {
-        let mut first = None;
+        let mut written = Vec::new();
         for (k, r) in multi::edits(app) {
             let name = m.file.label(k).replace(' ', "-");
             let path = dir.join(format!("{stem}-{name}-{secs}.toml"));
             if crate::fsutil::write_atomic(&path, r.to_toml(&dir).as_bytes()).is_ok() {
-                first.get_or_insert(path);
+                written.push(path);
             }
         }
-        return first;
+        return written;
     }
     let path = dir.join(format!("{stem}-{secs}.toml"));
     let text = app.doc.to_recipe().to_toml(&dir);
-    crate::fsutil::write_atomic(&path, text.as_bytes()).ok()?;
-    Some(path)
+    match crate::fsutil::write_atomic(&path, text.as_bytes()) {
+        Ok(()) => vec![path],
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Recipes kept from sessions that ended by a signal.
@@ -426,7 +431,7 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     // Ended by a signal (the SSH connection dropped) with unsaved changes:
     // keep them where the next session will say so.
     if matches!(app.exit, Some(Exit::Signal(_))) && app.modified() {
-        if let Some(p) = recover(&app) {
+        for p in recover(&app) {
             let _ = writeln!(
                 err,
                 "smelt: unsaved changes kept in {}",

@@ -127,6 +127,49 @@ pub fn run_recipe(app: &App, k: usize) -> Recipe {
     edited.unwrap_or_else(|| m.file.recipe_for(k, &m.work))
 }
 
+/// The documents a recipe (as run) reads: those whose output in `work`
+/// is one of its models (as `MODEL` or `MODEL+adapter`). Edits can drop a
+/// reference, so this is the graph as it stands, not as written.
+pub fn needs_of(file: &MultiRecipe, work: &std::path::Path, recipe: &Recipe) -> Vec<usize> {
+    let paths = crate::plan::recipe_paths(recipe);
+    (0..file.documents.len())
+        .filter(|&j| file.documents[j].name.is_some())
+        .filter(|&j| {
+            let out = file.work_path(j, work);
+            paths.iter().any(|p| {
+                let model = p
+                    .to_str()
+                    .and_then(crate::model::lora::split_reference)
+                    .map_or(p.as_path(), |(m, _)| std::path::Path::new(m));
+                model == out
+            })
+        })
+        .collect()
+}
+
+/// Every document `target` reads as the recipes stand (directly or not),
+/// in run order, `target` last.
+pub fn order_now(
+    file: &MultiRecipe,
+    work: &std::path::Path,
+    run: &dyn Fn(usize) -> Recipe,
+    target: usize,
+) -> Vec<usize> {
+    let mut wanted = vec![false; file.documents.len()];
+    let mut stack = vec![target];
+    while let Some(i) = stack.pop() {
+        if !wanted[i] {
+            wanted[i] = true;
+            stack.extend(needs_of(file, work, &run(i)));
+        }
+    }
+    // The file's order holds for any part of its graph.
+    file.order_all()
+        .into_iter()
+        .filter(|&i| wanted[i])
+        .collect()
+}
+
 /// Every document's [`Status`], given how each would run.
 pub fn statuses(
     file: &MultiRecipe,
@@ -149,7 +192,7 @@ pub fn statuses(
                     Some((r, _)) if r != run(k) => Status::Stale("its recipe changed".into()),
                     Some((_, t)) => {
                         let mut s = Status::Built(t);
-                        for &j in &file.documents[k].needs {
+                        for j in needs_of(file, work, &run(k)) {
                             match &memo[j] {
                                 Some(Status::Built(tj)) if *tj <= t => {}
                                 Some(Status::Built(_)) => {
@@ -312,7 +355,8 @@ pub fn select(app: &mut App, j: usize, fx: &mut Vec<Effect>) {
     }
     let st = app_statuses(app);
     let m = app.multi.as_ref().expect("checked above");
-    let order = m.file.order_for(j);
+    let run = |k: usize| run_recipe(app, k);
+    let order = order_now(&m.file, &m.work, &run, j);
     let build: Vec<usize> = order[..order.len() - 1]
         .iter()
         .copied()
@@ -323,7 +367,7 @@ pub fn select(app: &mut App, j: usize, fx: &mut Vec<Effect>) {
         app.say(
             Level::Error,
             format!(
-                "`{}` reads `{}`, whose folder {} is not a smelt output: move it away first",
+                "to show `{}`, `{}` must be built into {}, which holds files smelt did not write: move them away first",
                 m.file.label(j),
                 m.file.label(k),
                 out.display()
@@ -331,13 +375,49 @@ pub fn select(app: &mut App, j: usize, fx: &mut Vec<Effect>) {
         );
         return;
     }
+    // A model that is not there fails the build of its document or the
+    // opening of `j`: say so now, before anything is built.
+    for &k in &order {
+        let r = run(k);
+        let outs: Vec<PathBuf> = (0..m.file.documents.len())
+            .map(|i| m.file.work_path(i, &m.work))
+            .collect();
+        for p in crate::plan::recipe_paths(&r) {
+            let model = p
+                .to_str()
+                .and_then(crate::model::lora::split_reference)
+                .map_or(p.clone(), |(m, _)| PathBuf::from(m));
+            if outs.contains(&model) {
+                continue;
+            }
+            let present = model.exists()
+                || crate::model::source::hub_name_in(None, &model.to_string_lossy())
+                    .is_some_and(|n| crate::model::source::cached(&n).is_some());
+            if !present {
+                app.say(
+                    Level::Error,
+                    format!(
+                        "document `{}` (line {}) names {}, which is not there: fix the file first",
+                        m.file.label(k),
+                        m.file.documents[k].line,
+                        model.display()
+                    ),
+                );
+                return;
+            }
+        }
+    }
     if build.is_empty() {
         switch(app, j, fx);
     } else {
         // What is built after a rebuilt document is rebuilt too.
         let mut all = build;
         for &k in &order[..order.len() - 1] {
-            if !all.contains(&k) && m.file.documents[k].needs.iter().any(|n| all.contains(n)) {
+            if !all.contains(&k)
+                && needs_of(&m.file, &m.work, &run(k))
+                    .iter()
+                    .any(|n| all.contains(n))
+            {
                 all.push(k);
             }
         }
@@ -517,6 +597,16 @@ pub fn is_own_output(app: &App, out: &std::path::Path) -> bool {
     })
 }
 
+/// The label of the document other than the shown one that a merge of
+/// `recipe` built (the Status panel names it), if any.
+pub fn document_of(app: &App, recipe: &Recipe) -> Option<String> {
+    let m = app.multi.as_ref()?;
+    (0..m.file.documents.len())
+        .filter(|&k| k != m.current)
+        .find(|&k| run_recipe(app, k) == *recipe)
+        .map(|k| m.file.label(k).to_string())
+}
+
 /// The title bar's part: `doc 2/3 mixed`.
 pub fn title(app: &App) -> Option<String> {
     let m = app.multi.as_ref()?;
@@ -535,6 +625,8 @@ pub fn draw_picker(f: &mut Frame, app: &App, theme: &Theme, area: Rect, cursor: 
     };
     let st = app_statuses(app);
     let edited: Vec<usize> = edits(app).into_iter().map(|(k, _)| k).collect();
+    // The box's inner width (as `boxed` makes it).
+    let inner_w = area.width.saturating_sub(4).min(90).saturating_sub(2) as usize;
     let name_w = (0..m.file.documents.len())
         .map(|k| m.file.label(k).chars().count())
         .max()
@@ -545,6 +637,7 @@ pub fn draw_picker(f: &mut Frame, app: &App, theme: &Theme, area: Rect, cursor: 
         .documents
         .iter()
         .map(|d| d.recipe.method.name().len())
+        .chain((0..m.file.documents.len()).map(|k| run_recipe(app, k).method.name().len()))
         .max()
         .unwrap_or(0);
     let mut lines: Vec<Line> = vec![Line::styled(
@@ -555,31 +648,40 @@ pub fn draw_picker(f: &mut Frame, app: &App, theme: &Theme, area: Rect, cursor: 
         ),
         theme.dim(),
     )];
-    for (k, d) in m.file.documents.iter().enumerate() {
+    for (k, status) in st.iter().enumerate() {
         let here = if k == m.current { "*" } else { " " };
-        let reads = if d.needs.is_empty() {
+        // As the document stands: an edit may drop an input or switch
+        // the method.
+        let r = run_recipe(app, k);
+        let needs = needs_of(&m.file, &m.work, &r);
+        let reads = if needs.is_empty() {
             String::new()
         } else {
             format!(
                 " · reads {}",
-                d.needs
+                needs
                     .iter()
                     .map(|&n| m.file.label(n))
                     .collect::<Vec<_>>()
                     .join(", ")
             )
         };
-        let mark = if edited.contains(&k) { " [edited]" } else { "" };
+        let mark = if edited.contains(&k) { "+" } else { " " };
         let text = format!(
-            "{}{} {:<name_w$} {:<method_w$} {}{}{}",
+            "{}{here}{mark} {:<name_w$} {:<method_w$} {}{}",
             k + 1,
-            here,
             m.file.label(k),
-            d.recipe.method.name(),
-            st[k].word(),
+            r.method.name(),
+            status.word(),
             reads,
-            mark
         );
+        // One line per document, cut rather than wrapped.
+        let text = if text.chars().count() > inner_w {
+            let cut: String = text.chars().take(inner_w.saturating_sub(1)).collect();
+            format!("{cut}{}", super::widgets::marks(app.ascii).cut)
+        } else {
+            text
+        };
         let style = if k == cursor {
             theme.text().add_modifier(Modifier::REVERSED)
         } else {
@@ -590,7 +692,7 @@ pub fn draw_picker(f: &mut Frame, app: &App, theme: &Theme, area: Rect, cursor: 
     lines.push(Line::raw(""));
     lines.push(Line::from(vec![
         Span::styled("Enter", theme.fg(theme.accent).add_modifier(Modifier::BOLD)),
-        Span::styled(" or 1-9 shows it · * is shown · ", theme.text()),
+        Span::styled(" or 1-9 shows it · * shown · + edited · ", theme.text()),
         Span::styled("Esc", theme.fg(theme.accent).add_modifier(Modifier::BOLD)),
         Span::styled(" stays", theme.text()),
     ]));
@@ -605,8 +707,9 @@ pub fn build_lines<'a>(app: &App, theme: &Theme, target: usize, steps: &[usize])
     let st = app_statuses(app);
     let mut lines = vec![Line::styled(
         format!(
-            "`{}` reads other documents' outputs. To show it, smelt first builds, in order, into {}:",
+            "`{}` is shown on the outputs of the documents it reads. First smelt builds {}, in order, into {}:",
             m.file.label(target),
+            if steps.len() == 1 { "this one" } else { "these" },
             m.work.display()
         ),
         theme.text(),

@@ -937,7 +937,15 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             // A named document is rebuilt over its earlier build in the
             // working folder (the engine replaces only smelt's outputs).
             let own = super::multi::is_own_output(app, &path);
-            let checked = if own {
+            let foreign = own
+                && crate::engine::multi::built_from(&path).is_none()
+                && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
+            let checked = if foreign {
+                Err(format!(
+                    "{} holds files smelt did not write: move them away, or pick another folder",
+                    path.display()
+                ))
+            } else if own {
                 inside_model(&path, &inputs, "merge outputs go elsewhere")
             } else {
                 check_output(&path, &inputs)
@@ -1222,11 +1230,13 @@ fn run(app: &mut App) {
         app.modal = Some(Modal::Problems);
     } else {
         let d = super::multi::default_out(app).unwrap_or_else(|| default_out(app));
-        app.modal = Some(Modal::Prompt(prompt_for(
-            app,
-            Purpose::OutputFolder,
-            d.display().to_string(),
-        )));
+        let mut p = prompt_for(app, Purpose::OutputFolder, d.display().to_string());
+        if super::multi::is_own_output(app, &d) && d.exists() {
+            p.input = p
+                .input
+                .with_hint("Enter builds this document again over its earlier build");
+        }
+        app.modal = Some(Modal::Prompt(p));
     }
 }
 

@@ -98,11 +98,15 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         f.render_widget(Paragraph::new(extract_lines(app, j, theme, w)), inner);
         return;
     }
-    let tag = |recipe: &crate::recipe::Recipe| {
+    let tag = |recipe: &crate::recipe::Recipe| -> String {
+        // A multi-document file: a merge of another document is named.
+        if let Some(other) = crate::tui::multi::document_of(app, recipe) {
+            return format!(" (document `{other}`)");
+        }
         if earlier(app, recipe) {
-            " (earlier recipe)"
+            " (earlier recipe)".into()
         } else {
-            ""
+            String::new()
         }
     };
     match &app.merge {
