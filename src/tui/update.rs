@@ -829,7 +829,10 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
                 .with_hint("Enter merges into this new folder")
         }
         Purpose::Save { .. } => super::input::TextInput::path(
-            "Save recipe to (.toml, or .yml for mergekit)",
+            match &app.multi {
+                Some(_) => "Save every document to (.yml, in the file's folder)",
+                None => "Save recipe to (.toml, or .yml for mergekit)",
+            },
             text,
             Vec::new(),
         )
