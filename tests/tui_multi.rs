@@ -37,6 +37,17 @@ fn chain(dir: &Path) -> PathBuf {
     p
 }
 
+/// A temporary folder holding the chain, the job layer (its messages on
+/// the receiver) and the workbench opened on the chain.
+fn setup() -> (tempfile::TempDir, PathBuf, Jobs, Receiver<Msg>, App) {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let (tx, rx) = unbounded();
+    let jobs = Jobs::new(tx);
+    let app = open(&jobs, &file);
+    (d, file, jobs, rx, app)
+}
+
 /// The workbench opened on `file` as `smelt tui FILE` opens it.
 fn open(jobs: &Jobs, file: &Path) -> App {
     let mut app = App::new(dir_of(file).join("data"), dir_of(file));
@@ -103,11 +114,7 @@ fn same_tensors(a: &Path, b: &Path) {
 
 #[test]
 fn a_multi_document_file_opens_on_a_document_it_can_show() {
-    let d = tempfile::tempdir().unwrap();
-    let file = chain(d.path());
-    let (tx, _rx) = unbounded();
-    let jobs = Jobs::new(tx);
-    let app = open(&jobs, &file);
+    let (d, _file, _jobs, _rx, app) = setup();
     // Nothing is built: the final merge cannot be shown, `tied` (which
     // reads no other document, and runs first) is.
     assert_eq!(current(&app).1, "tied");
@@ -128,11 +135,7 @@ fn a_multi_document_file_opens_on_a_document_it_can_show() {
 
 #[test]
 fn showing_a_later_document_builds_what_it_reads_first() {
-    let d = tempfile::tempdir().unwrap();
-    let file = chain(d.path());
-    let (tx, rx) = unbounded();
-    let mut jobs = Jobs::new(tx);
-    let mut app = open(&jobs, &file);
+    let (d, file, mut jobs, rx, mut app) = setup();
     let work = d.path().join("chain.smelt-work");
 
     key(&mut app, KeyCode::Char('d'));
@@ -404,11 +407,7 @@ fn pty_pick_a_document() {
 /// says both.
 #[test]
 fn a_cancelled_build_stops_the_queue() {
-    let d = tempfile::tempdir().unwrap();
-    let file = chain(d.path());
-    let (tx, _rx) = unbounded();
-    let jobs = Jobs::new(tx);
-    let mut app = open(&jobs, &file);
+    let (_d, _file, _jobs, _rx, mut app) = setup();
     key(&mut app, KeyCode::Char('d'));
     key(&mut app, KeyCode::Char('1'));
     let fx = key(&mut app, KeyCode::Char('y'));
@@ -499,11 +498,7 @@ fn problems_are_found_before_building() {
 /// `mixed` alone.
 #[test]
 fn an_edit_that_drops_an_input_changes_what_is_built() {
-    let d = tempfile::tempdir().unwrap();
-    let file = chain(d.path());
-    let (tx, rx) = unbounded();
-    let mut jobs = Jobs::new(tx);
-    let mut app = open(&jobs, &file);
+    let (d, _file, mut jobs, rx, mut app) = setup();
     key(&mut app, KeyCode::Char('d'));
     key(&mut app, KeyCode::Char('2'));
     let fx = key(&mut app, KeyCode::Char('y'));
