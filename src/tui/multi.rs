@@ -131,20 +131,21 @@ pub fn run_recipe(app: &App, k: usize) -> Recipe {
 /// is one of its models (as `MODEL` or `MODEL+adapter`). Edits can drop a
 /// reference, so this is the graph as it stands, not as written.
 pub fn needs_of(file: &MultiRecipe, work: &std::path::Path, recipe: &Recipe) -> Vec<usize> {
-    let paths = crate::plan::recipe_paths(recipe);
+    let models: Vec<PathBuf> = crate::plan::recipe_paths(recipe)
+        .iter()
+        .map(|p| model_of(p))
+        .collect();
     (0..file.documents.len())
         .filter(|&j| file.documents[j].name.is_some())
-        .filter(|&j| {
-            let out = file.work_path(j, work);
-            paths.iter().any(|p| {
-                let model = p
-                    .to_str()
-                    .and_then(crate::model::lora::split_reference)
-                    .map_or(p.as_path(), |(m, _)| std::path::Path::new(m));
-                model == out
-            })
-        })
+        .filter(|&j| models.contains(&file.work_path(j, work)))
         .collect()
+}
+
+/// The model of a recipe path (`MODEL+adapter` → `MODEL`).
+fn model_of(p: &std::path::Path) -> PathBuf {
+    p.to_str()
+        .and_then(crate::model::lora::split_reference)
+        .map_or_else(|| p.to_path_buf(), |(m, _)| PathBuf::from(m))
 }
 
 /// Every document `target` reads as the recipes stand (directly or not),
@@ -377,16 +378,12 @@ pub fn select(app: &mut App, j: usize, fx: &mut Vec<Effect>) {
     }
     // A model that is not there fails the build of its document or the
     // opening of `j`: say so now, before anything is built.
+    let outs: Vec<PathBuf> = (0..m.file.documents.len())
+        .map(|i| m.file.work_path(i, &m.work))
+        .collect();
     for &k in &order {
-        let r = run(k);
-        let outs: Vec<PathBuf> = (0..m.file.documents.len())
-            .map(|i| m.file.work_path(i, &m.work))
-            .collect();
-        for p in crate::plan::recipe_paths(&r) {
-            let model = p
-                .to_str()
-                .and_then(crate::model::lora::split_reference)
-                .map_or(p.clone(), |(m, _)| PathBuf::from(m));
+        for p in crate::plan::recipe_paths(&run(k)) {
+            let model = model_of(&p);
             if outs.contains(&model) {
                 continue;
             }
