@@ -118,13 +118,17 @@ pub fn run_recipe(app: &App, k: usize) -> Recipe {
     let Some(m) = &app.multi else {
         return app.doc.to_recipe();
     };
-    let edited = if k == m.current {
+    edited(app, m, k).unwrap_or_else(|| m.file.recipe_for(k, &m.work))
+}
+
+/// Document `k`'s recipe when it has unsaved edits (shown or stashed).
+fn edited(app: &App, m: &MultiDoc, k: usize) -> Option<Recipe> {
+    if k == m.current {
         let now = app.doc.to_recipe();
         (app.saved.as_ref() != Some(&now)).then_some(now)
     } else {
         m.stash[k].as_ref().and_then(Stashed::edited)
-    };
-    edited.unwrap_or_else(|| m.file.recipe_for(k, &m.work))
+    }
 }
 
 /// The documents a recipe (as run) reads: those whose output in `work`
@@ -268,19 +272,9 @@ pub fn edits(app: &App) -> Vec<(usize, Recipe)> {
     let Some(m) = &app.multi else {
         return Vec::new();
     };
-    let mut v = Vec::new();
-    for k in 0..m.file.documents.len() {
-        let edited = if k == m.current {
-            let now = app.doc.to_recipe();
-            (app.saved.as_ref() != Some(&now)).then_some(now)
-        } else {
-            m.stash[k].as_ref().and_then(Stashed::edited)
-        };
-        if let Some(r) = edited {
-            v.push((k, r));
-        }
-    }
-    v
+    (0..m.file.documents.len())
+        .filter_map(|k| edited(app, m, k).map(|r| (k, r)))
+        .collect()
 }
 
 /// After the whole file was saved as `text` to `path`: the file re-read,
