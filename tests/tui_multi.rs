@@ -483,7 +483,10 @@ fn problems_are_found_before_building() {
     match &app.modal {
         Some(Modal::Prompt(p)) => {
             let e = p.input.error.clone().unwrap_or_default();
-            assert!(e.contains("smelt did not write"), "{e}");
+            assert!(
+                e.contains("cannot build over it") && e.contains("notes.txt"),
+                "{e}"
+            );
         }
         other => panic!("the prompt should stay open: {other:?}"),
     }

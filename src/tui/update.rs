@@ -938,18 +938,14 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
         Purpose::OutputFolder => {
             let inputs: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
             // A named document is rebuilt over its earlier build in the
-            // working folder (the engine replaces only smelt's outputs).
+            // working folder: checked now by the engine's own rule for
+            // replacing an output (only an empty folder or smelt's output,
+            // never inside an input), which the merge applies again.
             let own = super::multi::is_own_output(app, &path);
-            let foreign = own
-                && crate::engine::multi::built_from(&path).is_none()
-                && std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_some());
-            let checked = if foreign {
-                Err(format!(
-                    "{} holds files smelt did not write: move them away, or pick another folder",
-                    path.display()
-                ))
-            } else if own {
-                inside_model(&path, &inputs, "merge outputs go elsewhere")
+            let checked = if own {
+                crate::model::check_destination(&path, &inputs, true)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot build over it: {e}"))
             } else {
                 check_output(&path, &inputs)
             };
