@@ -58,6 +58,15 @@ fn open(jobs: &Jobs, file: &Path) -> App {
     app
 }
 
+/// The title line drawn `w` columns wide.
+fn title_line(app: &App, w: u16) -> String {
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, 24)).unwrap();
+    let theme = smelt::tui::theme::Theme::default();
+    t.draw(|f| smelt::tui::view::draw(f, app, &theme)).unwrap();
+    let b = t.backend().buffer();
+    (0..w).map(|x| b[(x, 0)].symbol().to_string()).collect()
+}
+
 fn dir_of(p: &Path) -> PathBuf {
     p.parent().unwrap().to_path_buf()
 }
@@ -280,6 +289,14 @@ fn edits_stay_with_their_document_and_save_writes_the_whole_file() {
     app.view.model_cursor = ft0;
     key(&mut app, KeyCode::Right);
     assert!(app.modified());
+    // At 80 columns, and at 60 (a split terminal), the title keeps the
+    // document, the file's name and the unsaved mark together.
+    for (w, mark) in [(80, "modified"), (60, "[+]")] {
+        let title = title_line(&app, w);
+        for part in ["doc 3/3 tied", "chain.yml", mark] {
+            assert!(title.contains(part), "{part} in {title:?}");
+        }
+    }
     let edited = smelt::tui::multi::run_recipe(&app, 2);
     assert_ne!(
         edited,

@@ -75,26 +75,43 @@ pub fn draw_title(f: &mut Frame, app: &App, theme: &Theme, r: Rect) {
             theme.fg(theme.accent).add_modifier(Modifier::BOLD),
         ));
     }
-    // Optional parts, most useful first, each only if it fits.
+    // Optional parts, each only if it fits: the recipe's file name comes
+    // before the base and the input count (the Models panel shows both),
+    // so room for it (cut to `FILE_MIN` if long) is kept while they are
+    // placed.
+    const FILE_MIN: usize = 12;
     let help = " ? help";
+    let (full, name) = match &app.recipe_path {
+        Some(p) => {
+            let full = p.display().to_string();
+            let name = p
+                .file_name()
+                .map_or(full.clone(), |n| n.to_string_lossy().into_owned());
+            (full, name)
+        }
+        None => (String::new(), String::new()),
+    };
+    let file_room = if name.is_empty() {
+        0
+    } else {
+        sep.len() + name.chars().count().min(FILE_MIN)
+    };
     let mut optional: Vec<String> = Vec::new();
     if !base.is_empty() {
         optional.push(base);
     }
     optional.push(format!("{} in", doc.input_slots().len()));
     for part in optional {
-        if len(&left) + sep.len() + part.chars().count() + 1 + len(&right) <= width {
+        if len(&left) + sep.len() + part.chars().count() + 1 + len(&right) + file_room <= width {
             left.push(Span::styled(sep, theme.dim()));
             left.push(Span::styled(part, theme.text()));
         }
     }
-    if let Some(p) = &app.recipe_path {
-        let room = width.saturating_sub(len(&left) + len(&right) + sep.len() + 1 + help.len());
-        let full = p.display().to_string();
-        let name = p
-            .file_name()
-            .map_or(full.clone(), |n| n.to_string_lossy().into_owned());
-        let shown = if full.chars().count() <= room {
+    if !name.is_empty() {
+        let room = width.saturating_sub(len(&left) + len(&right) + sep.len() + 1);
+        // With the help hint when both fit.
+        let room_help = room.saturating_sub(help.len());
+        let shown = if full.chars().count() <= room_help {
             Some(full)
         } else if name.chars().count() <= room {
             Some(name)
