@@ -1009,7 +1009,7 @@ fn force_refuses_a_plain_file() {
         .err()
         .unwrap();
     assert!(matches!(e, ModelError::Output { .. }), "{e:?}");
-    assert_names(&e, &["is a file", "--force replaces only"]);
+    assert_names(&e, &["is a file", "smelt replaces only"]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "not a model");
     assert_no_scratch(d.path());
 }

@@ -255,7 +255,7 @@ pub fn check_destination(out: &Path, inputs: &[PathBuf], force: bool) -> Result<
 /// What `--force` may replace: an empty folder, or a folder holding
 /// [`RECIPE_FILE`] and only files a smelt merge writes.
 fn replaceable(out: &Path, meta: &std::fs::Metadata) -> Result<()> {
-    const RULE: &str = "--force replaces only an empty folder or a folder a smelt merge wrote";
+    const RULE: &str = "smelt replaces only an empty folder or a folder a smelt merge wrote";
     if !meta.is_dir() {
         let what = if meta.file_type().is_symlink() {
             "a symbolic link"
