@@ -509,6 +509,56 @@ fn sigterm_during_a_merge_restores_the_terminal_and_leaves_nothing() {
     signal_during_a_merge(libc::SIGTERM);
 }
 
+/// The terminal itself goes away (a closed window, an SSH connection
+/// dropped) during a merge, with unsaved changes: writes to it fail from
+/// then on, yet the changes are kept and the merge's partial folder is
+/// removed, as for a SIGHUP sent while the terminal still works.
+#[test]
+fn a_closed_terminal_keeps_changes_and_leaves_no_partial_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fam = tmp.path().join("fam");
+    for m in ["a", "b", "c"] {
+        sparse::sparse_model(&fam.join(m), 2, sparse::GIB, sparse::up_proj);
+    }
+    let paths: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|m| fam.join(m).display().to_string())
+        .collect();
+    let mut args = vec!["tui"];
+    args.extend(paths.iter().map(String::as_str));
+    let data = tmp.path().join("data");
+    let mut tui = Spawn::new(&args, tmp.path(), &data).start();
+    tui.wait("the models", 30, |s| s.contains("│ linear │"));
+    tui.send("r");
+    tui.wait("the output prompt", 10, |s| {
+        s.contains("Run merge into folder")
+    });
+    tui.send("\r");
+    tui.wait("the merge running", 30, |s| s.contains("merging ·"));
+    // An edit while it runs: the weight of the model under the cursor.
+    tui.send("\x1b[Z");
+    tui.send("j\x1b[C");
+    tui.wait("modified", 10, |s| s.contains("modified"));
+    tui.hang_up();
+    assert_eq!(tui.wait_exit(60), 129, "ended as by SIGHUP");
+    let kept: Vec<_> = std::fs::read_dir(data.join("recovered"))
+        .expect("a recovery folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    smelt::recipe::Recipe::load(&kept[0]).expect("the kept recipe loads");
+    let left: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.contains("partial") || n.contains("fam-linear") || n.contains("lock")),
+        "the merge left {left:?}"
+    );
+}
+
 /// The SSH connection drops with unsaved changes: they are kept in the
 /// data folder, and the next session says where.
 #[test]

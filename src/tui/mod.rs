@@ -29,7 +29,7 @@ pub mod update;
 pub mod view;
 pub mod widgets;
 
-use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{
     self, DisableMouseCapture, EnableMouseCapture, Event as TermEvent,
@@ -313,6 +313,30 @@ fn input_thread(tx: Sender<Msg>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// After a cancel: wait (30 s at most each) for the merge and the LoRA
+/// extraction to end, so that they remove what they had written.
+fn wait_for_jobs(rx: &Receiver<Msg>, merge: bool, extract: bool) {
+    for (wanted, is_end) in [
+        (
+            merge,
+            (|m: &Msg| matches!(m, Msg::MergeDone { .. })) as fn(&Msg) -> bool,
+        ),
+        (extract, |m: &Msg| matches!(m, Msg::ExtractDone { .. })),
+    ] {
+        if !wanted {
+            continue;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match rx.recv_timeout(left) {
+                Ok(m) if is_end(&m) => break,
+                Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
 /// Run the workbench until the user quits or a signal ends it.
 pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     // The flags first, so a typo is reported wherever smelt runs.
@@ -365,14 +389,24 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     input_thread(tx)?;
 
     let mut last_draw: Option<Instant> = None;
+    // The terminal failed to take output: it hung up (an SSH connection
+    // or a window gone, perhaps before its SIGHUP arrives). Treated as
+    // SIGHUP, and nothing more is written to it.
+    let mut lost = false;
     loop {
         for e in pending.drain(..) {
             if e == Effect::Repaint {
-                terminal.clear()?;
+                if terminal.clear().is_err() {
+                    lost = true;
+                }
                 app.dirty = true;
             } else {
                 jobs.handle(e);
             }
+        }
+        if lost {
+            pending.extend(update(&mut app, Msg::Signal(signal_hook::consts::SIGHUP)));
+            break;
         }
         if app.exit.is_some() {
             break;
@@ -389,9 +423,13 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
             // One frame is one synchronized update: terminals that know
             // the mode show it whole (no tearing over a slow SSH link), and
             // the others ignore it.
-            queue!(terminal.backend_mut(), BeginSynchronizedUpdate)?;
-            terminal.draw(|f| view::draw(f, &app, &theme))?;
-            execute!(terminal.backend_mut(), EndSynchronizedUpdate)?;
+            let drawn = queue!(terminal.backend_mut(), BeginSynchronizedUpdate)
+                .and_then(|()| terminal.draw(|f| view::draw(f, &app, &theme)).map(drop))
+                .and_then(|()| execute!(terminal.backend_mut(), EndSynchronizedUpdate));
+            if drawn.is_err() {
+                lost = true;
+                continue;
+            }
             app.dirty = false;
             last_draw = Some(Instant::now());
         }
@@ -425,42 +463,53 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     if extracting {
         jobs.handle(Effect::CancelExtract);
     }
-    drop(terminal);
-    restore_terminal();
     let mut err = std::io::stderr();
     // Ended by a signal (the SSH connection dropped) with unsaved changes:
-    // keep them where the next session will say so.
-    if matches!(app.exit, Some(Exit::Signal(_))) && app.modified() {
-        for p in recover(&app) {
-            let _ = writeln!(
-                err,
-                "smelt: unsaved changes kept in {}",
-                crate::text::path(&p)
-            );
-        }
+    // keep them where the next session will say so, and let a cancelled
+    // job remove its partial folder, before anything touches the terminal
+    // (which may be gone: a write to it then fails, and must not stop
+    // these).
+    let signalled = matches!(app.exit, Some(Exit::Signal(_)));
+    let kept = if signalled && app.modified() {
+        recover(&app)
+    } else {
+        Vec::new()
+    };
+    if signalled {
+        wait_for_jobs(&rx, cancelling, extracting);
     }
-    if cancelling {
-        // Let the engine remove its partial output before the process ends.
-        let _ = writeln!(err, "smelt: cancelling the merge...");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(Msg::MergeDone { .. }) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
+    // Dropping the terminal with its cursor hidden shows it, and reports
+    // a failure with `eprintln!`, which panics when stderr is that same
+    // hung-up terminal: shown here first, and on failure the terminal is
+    // left alone (only memory is left behind, at exit).
+    if !lost && terminal.show_cursor().is_err() {
+        lost = true;
     }
-    if extracting {
-        // Likewise for a LoRA extraction (it never writes a partial folder
-        // over anything; this lets it remove its own).
-        let _ = writeln!(err, "smelt: cancelling the LoRA extraction...");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match rx.recv_timeout(left) {
-                Ok(Msg::ExtractDone { .. }) | Err(_) => break,
-                Ok(_) => {}
-            }
+    if lost {
+        std::mem::forget(terminal);
+        TERMINAL_ACTIVE.store(false, Ordering::SeqCst);
+    } else {
+        drop(terminal);
+        restore_terminal();
+    }
+    for p in &kept {
+        let _ = writeln!(
+            err,
+            "smelt: unsaved changes kept in {}",
+            crate::text::path(p)
+        );
+    }
+    if !signalled {
+        if cancelling {
+            // Let the engine remove its partial output before the process ends.
+            let _ = writeln!(err, "smelt: cancelling the merge...");
         }
+        if extracting {
+            // Likewise for a LoRA extraction (it never writes a partial
+            // folder over anything; this lets it remove its own).
+            let _ = writeln!(err, "smelt: cancelling the LoRA extraction...");
+        }
+        wait_for_jobs(&rx, cancelling, extracting);
     }
     if let Some((Level::Error, m)) = &app.message {
         // Names in it reach the terminal escaped, as everywhere.

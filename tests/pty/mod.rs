@@ -32,7 +32,10 @@ pub struct Tui {
     killer: Box<dyn portable_pty::ChildKiller + Send + Sync>,
     pid: i32,
     reader: Option<std::thread::JoinHandle<()>>,
-    master: Arc<Mutex<Box<dyn portable_pty::MasterPty + Send>>>,
+    /// Tells the reader to stop and close its copy of the master.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// None once [`Tui::hang_up`] closed it.
+    master: Arc<Mutex<Option<Box<dyn portable_pty::MasterPty + Send>>>>,
 }
 
 /// How to start smelt.
@@ -92,7 +95,17 @@ impl<'a> Spawn<'a> {
         }
         let mut child = pty.slave.spawn_command(cmd).expect("spawn smelt");
         drop(pty.slave);
-        let mut reader = pty.master.try_clone_reader().expect("pty reader");
+        // The reader's own copy of the master, polled so that
+        // `hang_up` can stop it and close the terminal for good.
+        let master_fd = pty.master.as_raw_fd().expect("a unix pty");
+        // SAFETY: dup(2) of the master's open descriptor; it touches no
+        // memory, and the new descriptor is owned by the File below alone.
+        let fd = unsafe { libc::dup(master_fd) };
+        assert!(fd >= 0, "dup failed");
+        // SAFETY: `fd` is a fresh descriptor from dup, owned by nothing else.
+        let mut reader = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_r = stop.clone();
         let writer = pty.master.take_writer().expect("pty writer");
         let parser = Arc::new(Mutex::new(vt100::Parser::new(
             std::num::NonZeroU16::new(self.rows).unwrap(),
@@ -110,6 +123,20 @@ impl<'a> Spawn<'a> {
             let mut buf = [0u8; 8192];
             let mut pending: Vec<u8> = Vec::new();
             loop {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd for the descriptor this thread
+                // owns; poll writes only its `revents`.
+                let ready = unsafe { libc::poll(&mut pfd, 1, 50) };
+                if ready == 0 {
+                    if stop_r.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    continue;
+                }
                 let n = match reader.read(&mut buf) {
                     Ok(0) | Err(_) => 0,
                     Ok(n) => n,
@@ -173,7 +200,8 @@ impl<'a> Spawn<'a> {
             killer,
             pid,
             reader: Some(reader),
-            master: Arc::new(Mutex::new(pty.master)),
+            stop,
+            master: Arc::new(Mutex::new(Some(pty.master))),
         }
     }
 }
@@ -277,13 +305,29 @@ impl Tui {
     /// pty: what the next program in this terminal would get.
     pub fn lflags(&self) -> libc::tcflag_t {
         let m = self.master.lock().unwrap();
-        let fd = m.as_raw_fd().expect("a unix pty");
+        let fd = m
+            .as_ref()
+            .expect("the terminal is open")
+            .as_raw_fd()
+            .expect("a unix pty");
         // SAFETY: a zeroed termios is a valid value to fill; tcgetattr
         // writes only into it and reads the fd we own.
         let mut t: libc::termios = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::tcgetattr(fd, &mut t) };
         assert_eq!(r, 0, "tcgetattr failed");
         t.c_lflag
+    }
+
+    /// Close the terminal, as a dropped SSH connection or a closed window
+    /// does: every copy of the master closed, so smelt gets SIGHUP and its
+    /// writes to the terminal fail.
+    pub fn hang_up(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.writer = Box::new(std::io::sink());
+        self.master.lock().unwrap().take();
     }
 
     pub fn raw_text(&self) -> String {
