@@ -584,9 +584,39 @@ fn unsaved_changes_survive_a_hangup() {
     again.send("o");
     again.wait("the open prompt", 10, |s| s.contains("Open recipe"));
     again.send("\r");
+    // It opens as unsaved changes to the file they were made to.
     again.wait("the kept recipe", 20, |s| {
-        s.contains("recovered") && s.contains("*▸ layer 1")
+        s.contains("changes to llama-ties.toml kept from an ended session · s saves them")
+            && s.contains("*▸ layer 1")
+            && s.contains("llama-ties.toml")
+            && s.contains("modified")
     });
+    again.send("s");
+    again.wait("the save prompt", 10, |s| s.contains("Save recipe"));
+    let prompt = again.screen();
+    assert!(
+        prompt.contains("recipes/llama-ties.toml") && !prompt.contains("recovered/"),
+        "s offers the original file:\n{prompt}"
+    );
+    again.send("\x1b");
+    again.wait("the prompt closed", 10, |s| !s.contains("Save recipe"));
+    // q asks first: the changes are not saved anywhere else now.
     again.send("q");
+    again.wait("the question", 10, |s| s.contains("Unsaved changes to"));
+    again.send("d");
     assert_eq!(again.wait_exit(10), 0);
+    // The kept copy is not offered again.
+    let left: Vec<_> = std::fs::read_dir(data.join("recovered"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.len() == 1 && left[0].ends_with(".toml.opened"),
+        "{left:?}"
+    );
+    let mut third = Spawn::new(&[], tmp.path(), &data).start();
+    let s = third.wait("statistics", 30, |s| s.contains("[current]"));
+    assert!(!s.contains("kept from an ended session"), "{s}");
+    third.send("q");
+    assert_eq!(third.wait_exit(10), 0);
 }

@@ -203,6 +203,21 @@ pub fn recovery_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("recovered")
 }
 
+/// The line of a recovered recipe naming the file it was opened from.
+const RECOVERED_FROM: &str = "# recovered-from: ";
+
+/// The file a recipe kept in the recovery folder was opened from, when
+/// `path` is such a recipe and says so (see [`recover`]).
+pub fn recovered_from(data_dir: &Path, path: &Path, text: &str) -> Option<PathBuf> {
+    if !path.starts_with(recovery_dir(data_dir)) {
+        return None;
+    }
+    text.lines()
+        .take_while(|l| l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(RECOVERED_FROM))
+        .map(PathBuf::from)
+}
+
 /// Write the recipe being edited to the recovery folder (of a
 /// multi-document file, each edited document); the files written.
 fn recover(app: &App) -> Vec<PathBuf> {
@@ -233,7 +248,20 @@ fn recover(app: &App) -> Vec<PathBuf> {
         return written;
     }
     let path = dir.join(format!("{stem}-{secs}.toml"));
-    let text = app.doc.to_recipe().to_toml(&dir);
+    let mut text = String::new();
+    if let Some(from) = app
+        .recipe_path
+        .as_deref()
+        .and_then(|p| std::path::absolute(p).ok())
+    {
+        // Read back by `o`, which then saves to that file again.
+        if let Some(from) = from.to_str().filter(|f| !f.contains('\n')) {
+            text.push_str(&format!(
+                "# smelt: unsaved changes, kept when a session ended\n{RECOVERED_FROM}{from}\n"
+            ));
+        }
+    }
+    text.push_str(&app.doc.to_recipe().to_toml(&dir));
     match crate::fsutil::write_atomic(&path, text.as_bytes()) {
         Ok(()) => vec![path],
         Err(_) => Vec::new(),
@@ -368,11 +396,16 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         Err(e) => app.say(Level::Error, e),
     }
     pending.extend(update::initial_effects(&app));
-    if let Some(last) = recovered(&app.data_dir).last() {
+    let kept = recovered(&app.data_dir);
+    if let Some(last) = kept.last() {
+        let older = match kept.len() - 1 {
+            0 => String::new(),
+            n => format!(" ({n} older in {})", recovery_dir(&app.data_dir).display()),
+        };
         app.say(
             Level::Warn,
             format!(
-                "o opens unsaved changes kept from an ended session: {}",
+                "o opens unsaved changes kept from an ended session: {}{older}",
                 last.file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
             ),

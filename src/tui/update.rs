@@ -480,6 +480,32 @@ pub fn opened(app: &mut App, l: Loaded) {
     app.sample = false;
     app.recipe_path = l.path.clone();
     app.saved_text = l.text;
+    // Changes kept from an ended session: they belong to the file they
+    // were made to, which `s` saves again; until then they are unsaved.
+    // The kept copy is renamed `.opened`, so it is offered no more.
+    let from = match (&l.path, &app.saved_text) {
+        (Some(p), Some(t)) => super::recovered_from(&app.data_dir, p, t).map(|f| (p.clone(), f)),
+        _ => None,
+    };
+    if let Some((kept, from)) = from {
+        let mut done = kept.clone().into_os_string();
+        done.push(".opened");
+        let _ = std::fs::rename(&kept, &done);
+        app.saved_text = std::fs::read_to_string(&from).ok();
+        app.recipe_path = Some(from.clone());
+        app.saved = None;
+        app.say(
+            Level::Info,
+            format!(
+                "opened changes to {} kept from an ended session · s saves them",
+                from.file_name().map_or_else(
+                    || from.display().to_string(),
+                    |n| n.to_string_lossy().into_owned()
+                )
+            ),
+        );
+        return;
+    }
     app.multi = l
         .multi
         .map(|m| super::multi::MultiDoc::new(m, l.document.unwrap_or(0)));
