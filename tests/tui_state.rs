@@ -263,6 +263,15 @@ fn a_range_moves_each_layer_from_its_own_value() {
             .as_ref())
     };
     assert_eq!((at(&app, 0), at(&app, 1), at(&app, 2)), (0.55, 0.5, 0.55));
+    // Both panels show the range's lowest and highest, not its first
+    // layer's value alone.
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("d0.5..0.55"), "Models panel:\n{s}");
+    assert!(
+        s.lines()
+            .any(|l| l.contains("density ·") && l.contains("0.5..0.55")),
+        "Parameters panel:\n{s}"
+    );
     // One undo step undoes the whole range.
     ch(&mut app, 'u');
     assert_eq!((at(&app, 0), at(&app, 1), at(&app, 2)), (0.5, 0.45, 0.5));
@@ -1478,6 +1487,42 @@ fn filtered_values_step_entry_by_entry_or_refuse() {
     assert!(
         screen(&app, 120, 40).contains("w[f]"),
         "filters shown short"
+    );
+}
+
+/// A gradient shows, on the Models panel as on Parameters, its value at
+/// the selected layer, and recipe-wide the range it spans.
+#[test]
+fn a_gradient_shows_its_value_at_the_layer_on_both_panels() {
+    let mut app = demo_app();
+    let slot = app.doc.input_slots()[0];
+    let path = app.doc.slots[slot].info.path.clone();
+    app.doc.set(
+        &Place::Model(path),
+        "density",
+        Value::Gradient(vec![0.2, 0.8, 0.5]),
+    );
+    app.refresh();
+    focus(&mut app, Panel::Layers);
+    press(&mut app, KeyCode::Home);
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("d0.2..0.8"), "the span, not the ends:\n{s}");
+    to_layer(&mut app, 2);
+    let s = screen(&app, 120, 40);
+    let params = s
+        .lines()
+        .find(|l| l.contains("density ·"))
+        .expect("the density row");
+    let at = params
+        .split('≈')
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .expect("a resolved value")
+        .trim_end_matches('│')
+        .to_string();
+    assert!(
+        s.contains(&format!("d≈{at}")),
+        "the Models panel shows {at} too:\n{s}"
     );
 }
 

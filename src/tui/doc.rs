@@ -947,12 +947,15 @@ pub fn fmt_value(v: &Value) -> String {
     }
 }
 
-/// A value in a few columns (the Models panel): gradients as their ends,
-/// filters as `[f]`.
+/// A value in a few columns (the Models panel): gradients as the range
+/// they span (their lowest and highest points: between points they are
+/// linear), filters as `[f]`.
 pub fn fmt_short(v: &Value) -> String {
     match v {
         Value::Gradient(g) if g.len() > 1 => {
-            format!("{}..{}", fmt_num(g[0]), fmt_num(g[g.len() - 1]))
+            let lo = g.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = g.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{}..{}", fmt_num(lo), fmt_num(hi))
         }
         Value::Filtered(_) => "[f]".into(),
         other => fmt_value(other),

@@ -170,7 +170,19 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             for (n, short) in [("weight", "w"), ("density", "d")] {
                 if shows(n) {
                     let l = app.doc.value_at(n, Some(i), scope);
-                    let v = l.value.map_or_else(|| "?".to_string(), |v| fmt_short(&v));
+                    // A gradient at a layer: its value there, as the
+                    // Parameters panel shows it.
+                    let span = super::params::range_span(app, Some(i), n);
+                    let v = match &l.value {
+                        None => "?".to_string(),
+                        Some(_) if span.is_some() => span
+                            .map(|(lo, hi)| format!("{}..{}", fmt_num(lo), fmt_num(hi)))
+                            .unwrap_or_default(),
+                        Some(v) => super::params::shown_at(app, v, Some(i), n).map_or_else(
+                            || fmt_short(v),
+                            |x| format!("{}{}", m.resolved, fmt_num(x)),
+                        ),
+                    };
                     let star = if l.from == Source::Override { "*" } else { "" };
                     tail.push_str(&format!(" {short}{v}{star}"));
                 }

@@ -245,8 +245,8 @@ fn step_all(spec: &ParamSpec, v: &Value, dir: i32) -> Value {
     }
 }
 
-/// What a row's value resolves to at a scope (through the recipe's own
-/// resolution, the one the merge uses), for its first tensor there.
+/// What a row's value resolves to at a scope, for its first tensor there
+/// (see [`resolve_for`]).
 fn resolved_at(app: &App, row: &ParamRow, s: Scope) -> Option<f64> {
     let group = s.group();
     let tensor = app
@@ -256,20 +256,42 @@ fn resolved_at(app: &App, row: &ParamRow, s: Scope) -> Option<f64> {
         .find(|l| l.group == group)?
         .tensors
         .first()?;
+    let (slot, name) = row_key(row)?;
+    resolve_for(app, &tensor.name, group, slot, name)
+}
+
+/// A row's value name, and its model's slot for a per-model value.
+fn row_key(row: &ParamRow) -> Option<(Option<usize>, &str)> {
+    match row {
+        ParamRow::Global(n) => Some((None, n.as_str())),
+        ParamRow::Model { slot, name } => Some((Some(*slot), name.as_str())),
+        _ => None,
+    }
+}
+
+/// What `name` (of the model in `slot`, or the recipe's) resolves to for
+/// `tensor` of `group`, through the recipe's own resolution, the one the
+/// merge uses.
+fn resolve_for(
+    app: &App,
+    tensor: &str,
+    group: crate::model::Group,
+    slot: Option<usize>,
+    name: &str,
+) -> Option<f64> {
     let tp = app
         .doc
         .to_recipe()
-        .resolve(&tensor.name, group, app.doc.n_layers());
-    let v = match row {
-        ParamRow::Global(n) => tp.global.get(n),
-        ParamRow::Model { slot, name } => app
+        .resolve(tensor, group, app.doc.n_layers());
+    let v = match slot {
+        None => tp.global.get(name),
+        Some(slot) => app
             .doc
             .input_slots()
             .iter()
-            .position(|x| x == slot)
+            .position(|x| *x == slot)
             .and_then(|k| tp.models.get(k))
             .and_then(|m| m.get(name)),
-        _ => None,
     }?;
     Some(v.as_f64())
 }
@@ -565,18 +587,61 @@ fn row_text(app: &App, row: &ParamRow, scope: Option<Scope>) -> (String, String,
 }
 
 /// A value as shown: gradients and name filters, at a layer scope, show
-/// what they resolve to there (through the recipe's own resolution, the
-/// one the merge uses), marked `≈`.
+/// what they resolve to there (see [`shown_at`]), marked `≈`.
 fn shown_value(app: &App, row: &ParamRow, v: Option<&Value>) -> String {
     let Some(v) = v else {
         return "REQUIRED".into();
     };
+    if let Some((lo, hi)) = row_key(row).and_then(|(slot, name)| range_span(app, slot, name)) {
+        return format!("{}..{}", fmt_num(lo), fmt_num(hi));
+    }
+    row_key(row)
+        .and_then(|(slot, name)| shown_at(app, v, slot, name))
+        .map_or_else(
+            || fmt_value(v),
+            |x| format!("{}{}", marks(app.ascii).resolved, fmt_num(x)),
+        )
+}
+
+/// Over a range of layers (`v` on the Layers panel) whose values of
+/// `name` (of the model in `slot`, or the recipe's) differ: the lowest
+/// and the highest (a value shown for the range's first layer alone
+/// would hide the others).
+pub fn range_span(app: &App, slot: Option<usize>, name: &str) -> Option<(f64, f64)> {
+    let scopes = app.edit_scopes().filter(|s| s.len() > 1)?;
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for s in scopes {
+        let x = match app.doc.value_at(name, slot, Some(s)).value? {
+            Value::Number(x) => x,
+            Value::Gradient(_) | Value::Filtered(_) => {
+                let group = s.group();
+                let tensor = app
+                    .doc
+                    .layers
+                    .iter()
+                    .find(|l| l.group == group)?
+                    .tensors
+                    .first()?;
+                resolve_for(app, &tensor.name, group, slot, name)?
+            }
+            Value::Bool(_) => return None,
+        };
+        lo = lo.min(x);
+        hi = hi.max(x);
+    }
+    (lo < hi).then_some((lo, hi))
+}
+
+/// What a gradient or name filter `v` (of `name`, for the model in
+/// `slot`, or the recipe's) resolves to at the shown layer scope. None
+/// for other values, at "all layers", and for a filter unless one tensor
+/// is selected (filters match tensor names).
+pub fn shown_at(app: &App, v: &Value, slot: Option<usize>, name: &str) -> Option<f64> {
     let scope = app.shown_scope();
     let (Value::Gradient(_) | Value::Filtered(_), Some(s)) = (v, scope) else {
-        return fmt_value(v);
+        return None;
     };
     let group = s.group();
-    // Filters match tensor names: only a selected tensor has one value.
     let tensor = match (app.current_line(), v) {
         (LayerLine::Tensor(g, t), _) => app.doc.layers.get(g).and_then(|l| l.tensors.get(t)),
         (_, Value::Gradient(_)) => app
@@ -586,27 +651,6 @@ fn shown_value(app: &App, row: &ParamRow, v: Option<&Value>) -> String {
             .find(|l| l.group == group)
             .and_then(|l| l.tensors.first()),
         _ => None,
-    };
-    let Some(tensor) = tensor else {
-        return fmt_value(v);
-    };
-    let tp = app
-        .doc
-        .to_recipe()
-        .resolve(&tensor.name, group, app.doc.n_layers());
-    let got = match row {
-        ParamRow::Global(n) => tp.global.get(n),
-        ParamRow::Model { slot, name } => app
-            .doc
-            .input_slots()
-            .iter()
-            .position(|s| s == slot)
-            .and_then(|k| tp.models.get(k))
-            .and_then(|m| m.get(name)),
-        _ => None,
-    };
-    got.map_or_else(
-        || fmt_value(v),
-        |x| format!("{}{}", marks(app.ascii).resolved, fmt_num(x.as_f64())),
-    )
+    }?;
+    resolve_for(app, &tensor.name, group, slot, name)
 }
