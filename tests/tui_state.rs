@@ -13,6 +13,7 @@ use smelt::merge::Method;
 use smelt::model::Group;
 use smelt::recipe::{OverrideScope, Value};
 use smelt::tui::demo::{demo_app, demo_report, demo_zip_app, fake_stats};
+use smelt::tui::doc::fmt_num;
 use smelt::tui::input::complete_path;
 use smelt::tui::state::*;
 use smelt::tui::update::{update, Effect, JobError, Msg, SavedFile};
@@ -689,7 +690,15 @@ fn undo_and_redo_cover_every_edit_kind() {
     press(&mut app, KeyCode::Left); // override
     to_row(&mut app, &global("lambda"));
     press(&mut app, KeyCode::Right); // parameter
+    let before_switch = app.doc.method.name();
     ch(&mut app, 'm'); // method switch
+    ch(&mut app, 'u');
+    assert!(
+        matches!(&app.message, Some((_, m)) if m.starts_with(&format!("undone: method is {before_switch}"))),
+        "{:?}",
+        app.message
+    );
+    ctrl(&mut app, 'r');
     focus(&mut app, Panel::Models);
     app.view.model_cursor = 1;
     ch(&mut app, 'e'); // exclude
@@ -722,9 +731,21 @@ fn undo_keeps_at_least_a_hundred_steps() {
     assert!((lambda(&app) - 8.5).abs() < 1e-9, "{}", lambda(&app));
     for _ in 0..120 {
         ch(&mut app, 'u');
-        assert!(matches!(&app.message, Some((_, m)) if m.starts_with("undid")));
+        // Each undo names the value now, not the one undone.
+        let now = format!("undone: lambda is {} again", fmt_num(lambda(&app)));
+        assert!(
+            matches!(&app.message, Some((_, m)) if m.starts_with(&now)),
+            "{now}: {:?}",
+            app.message
+        );
     }
     assert!((lambda(&app) - 2.5).abs() < 1e-9, "{}", lambda(&app));
+    ctrl(&mut app, 'r');
+    assert!(
+        matches!(&app.message, Some((_, m)) if m.starts_with("redone: lambda is 2.55")),
+        "{:?}",
+        app.message
+    );
 }
 
 // ---------------------------------------------------------------- models

@@ -270,6 +270,106 @@ pub struct Doc {
     pub stashed_calibration: Option<PathBuf>,
 }
 
+/// One value that differs between two documents: where (`lambda`,
+/// `weight · ft0 at layer 3`) and what it is in the second (None: not set
+/// there, so inherited or the default).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Changed {
+    /// The value's name, its model and scope.
+    pub label: String,
+    /// Its value in the second document.
+    pub now: Option<Value>,
+}
+
+impl Doc {
+    /// The recipe values (recipe-wide, per model, per layer) that differ
+    /// from `self` in `to`, in the Parameters panel's order; and the
+    /// method, when it differs. What an undo says it brought back.
+    pub fn value_changes(&self, to: &Doc) -> Vec<Changed> {
+        fn diff(
+            out: &mut Vec<Changed>,
+            a: Option<&BTreeMap<String, Value>>,
+            b: Option<&BTreeMap<String, Value>>,
+            label: &dyn Fn(&str) -> String,
+        ) {
+            let empty = BTreeMap::new();
+            let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
+            let names: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for n in names {
+                if a.get(n) != b.get(n) {
+                    out.push(Changed {
+                        label: label(n),
+                        now: b.get(n).cloned(),
+                    });
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if self.method != to.method {
+            out.push(Changed {
+                label: "method".into(),
+                now: None,
+            });
+        }
+        let name_of = |p: &Path| {
+            to.slots
+                .iter()
+                .chain(&self.slots)
+                .find(|s| s.info.path == p)
+                .map_or_else(|| display_name(p), |s| s.info.name.clone())
+        };
+        diff(&mut out, Some(&self.global), Some(&to.global), &|n| {
+            n.to_string()
+        });
+        let paths: Vec<&PathBuf> = {
+            let mut v: Vec<&PathBuf> = to.slots.iter().map(|s| &s.info.path).collect();
+            v.extend(
+                self.slots
+                    .iter()
+                    .map(|s| &s.info.path)
+                    .filter(|p| !to.slots.iter().any(|s| &s.info.path == *p)),
+            );
+            v
+        };
+        let params_of = |d: &Doc, p: &Path| {
+            d.slots
+                .iter()
+                .find(|s| s.info.path == p)
+                .map(|s| s.params.clone())
+        };
+        for p in &paths {
+            let (a, b) = (params_of(self, p), params_of(to, p));
+            if a.is_some() && b.is_some() {
+                let m = name_of(p);
+                diff(&mut out, a.as_ref(), b.as_ref(), &|n| format!("{n} · {m}"));
+            }
+        }
+        let scopes: std::collections::BTreeSet<&Scope> =
+            self.overrides.keys().chain(to.overrides.keys()).collect();
+        for sc in scopes {
+            let (a, b) = (self.overrides.get(sc), to.overrides.get(sc));
+            diff(&mut out, a.map(|o| &o.params), b.map(|o| &o.params), &|n| {
+                format!("{n} at {sc}")
+            });
+            let models: std::collections::BTreeSet<&PathBuf> = a
+                .iter()
+                .chain(b.iter())
+                .flat_map(|o| o.models.keys())
+                .collect();
+            for p in models {
+                let m = name_of(p);
+                diff(
+                    &mut out,
+                    a.and_then(|o| o.models.get(p)),
+                    b.and_then(|o| o.models.get(p)),
+                    &|n| format!("{n} · {m} at {sc}"),
+                );
+            }
+        }
+        out
+    }
+}
+
 impl Default for Doc {
     fn default() -> Doc {
         Doc {

@@ -762,15 +762,21 @@ fn undo(app: &mut App, back: bool) {
     };
     match r {
         Ok((doc, what)) => {
+            // What is there now, named, so the message never reads as
+            // the value just undone (`undid: set lambda 1e39`).
+            let changes = now_ref(&app.doc, &doc);
             app.doc = doc;
             app.refresh();
             let (n_undo, n_redo) = (app.history.can_undo(), app.history.can_redo());
             app.say(
                 Level::Info,
-                if back {
-                    format!("undid: {what} ({n_undo} more to undo, Ctrl-R redoes)")
-                } else {
-                    format!("redid: {what} ({n_redo} more to redo)")
+                match (back, changes) {
+                    (true, Some(now)) => {
+                        format!("undone: {now} again ({n_undo} more to undo, Ctrl-R redoes)")
+                    }
+                    (true, None) => format!("undid: {what} ({n_undo} more to undo, Ctrl-R redoes)"),
+                    (false, Some(now)) => format!("redone: {now} ({n_redo} more to redo)"),
+                    (false, None) => format!("redid: {what} ({n_redo} more to redo)"),
                 },
             );
         }
@@ -786,6 +792,26 @@ fn undo(app: &mut App, back: bool) {
             );
         }
     }
+}
+
+/// What an undo or redo from `before` to `after` leaves, as `lambda is
+/// 1e30` (the first value changed, and how many more), or None for edits
+/// that are not of values (models added or removed).
+fn now_ref(before: &super::doc::Doc, after: &super::doc::Doc) -> Option<String> {
+    let changes = before.value_changes(after);
+    let first = changes.first()?;
+    let now = if first.label == "method" {
+        format!("method is {}", after.method.name())
+    } else {
+        match &first.now {
+            Some(v) => format!("{} is {}", first.label, super::doc::fmt_value(v)),
+            None => format!("{} is not set", first.label),
+        }
+    };
+    Some(match changes.len() - 1 {
+        0 => now,
+        n => format!("{now} (and {n} more)"),
+    })
 }
 
 /// `q`, Ctrl-C, `o`: ask first when there are unsaved changes or a merge
