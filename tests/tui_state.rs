@@ -992,6 +992,37 @@ fn a_result_stays_labelled_with_its_recipe() {
     assert!(matches!(app.merge, MergeState::Done { .. }));
 }
 
+/// `o` on another recipe: the last merge's end (its folder, its accuracy
+/// table) is not shown as if it were the new recipe's.
+#[test]
+fn opening_another_recipe_starts_status_over() {
+    let mut app = demo_app();
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    let ticket = start_merge(&mut app);
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket,
+            result: Ok(summary("/o")),
+        },
+    );
+    assert!(matches!(app.merge, MergeState::Done { .. }));
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let jobs = smelt::tui::jobs::Jobs::new(tx);
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample_models/recipes/llama-ties.toml");
+    let l = jobs
+        .open_now(&file, std::fs::read_to_string(&file).unwrap())
+        .expect("the sample opens");
+    smelt::tui::update::opened(&mut app, l);
+    assert!(matches!(app.merge, MergeState::Idle));
+    let s = screen(&app, 80, 24);
+    assert!(
+        s.contains("ready: r runs the merge") && !s.contains("done"),
+        "{s}"
+    );
+}
+
 #[test]
 fn a_finished_merge_asks_for_accuracy_and_fits_80_columns() {
     let mut app = demo_zip_app();

@@ -477,6 +477,12 @@ pub fn check_request(app: &App) -> Option<Effect> {
 /// Install an opened recipe and say where it came from.
 pub fn opened(app: &mut App, l: Loaded) {
     app.load(&l.recipe, &l.infos, l.layers);
+    // The end of a merge of the file closed (its accuracy table, its
+    // folder) is not this recipe's: Status starts over. A merge still
+    // running stays shown, named as an earlier recipe's.
+    if !app.merge_running() {
+        app.merge = MergeState::Idle;
+    }
     app.sample = false;
     app.recipe_path = l.path.clone();
     app.saved_text = l.text;
