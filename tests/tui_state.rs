@@ -365,6 +365,19 @@ fn params_panel_edits_global_or_layer_values_by_scope() {
         .unwrap()
         .contains("number"));
     press(&mut app, KeyCode::Backspace);
+    // A value f32 cannot hold is refused as typed, as the recipe check
+    // would refuse it (not accepted, then listed as a problem).
+    typ(&mut app, "1e39");
+    assert!(
+        prompt(&app)
+            .input
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("beyond what f32 holds")),
+        "{:?}",
+        prompt(&app).input.error
+    );
+    ctrl(&mut app, 'u');
     typ(&mut app, "0.9");
     assert_eq!(prompt(&app).input.error, None);
     press(&mut app, KeyCode::Esc);

@@ -104,45 +104,36 @@ fn check_value(p: &ParamSpec, v: &Value, at: &str, out: &mut Vec<Problem>) {
 }
 
 fn check_number(p: &ParamSpec, x: f64, at: &str, out: &mut Vec<Problem>) {
+    for m in number_problems(p, x) {
+        push(out, at, format!("`{}` = {x} {m}", p.name));
+    }
+}
+
+/// What is wrong with `x` as a value of `p` (the words after "`name` =
+/// x"): not finite, beyond f32, not whole, out of range. Empty when it
+/// is fine. The recipe check and the workbench's value prompts both ask
+/// here, so a prompt refuses what the check would.
+pub fn number_problems(p: &ParamSpec, x: f64) -> Vec<String> {
     if !x.is_finite() {
-        push(
-            out,
-            at,
-            format!("`{}` = {x} is not a finite number", p.name),
-        );
-        return;
+        return vec!["is not a finite number".into()];
     }
     // The merge computes in f32: a value it cannot hold would turn every
     // output it touches into an infinity (or NaN).
     if x.abs() > f64::from(f32::MAX) {
-        push(
-            out,
-            at,
-            format!(
-                "`{}` = {x} is beyond what f32 holds (±3.4e38); the merge would write infinities",
-                p.name
-            ),
-        );
-        return;
+        return vec!["is beyond what f32 holds (±3.4e38); the merge would write infinities".into()];
     }
+    let mut out = Vec::new();
     if p.kind == ParamKind::Int && x.fract() != 0.0 {
-        push(
-            out,
-            at,
-            format!("`{}` = {x} must be a whole number", p.name),
-        );
+        out.push("must be a whole number".into());
     }
     if let Some(r @ (lo, lo_inc, hi, hi_inc)) = p.range {
         let ok_lo = if lo_inc { x >= lo } else { x > lo };
         let ok_hi = if hi_inc { x <= hi } else { x < hi };
         if !(ok_lo && ok_hi) {
-            push(
-                out,
-                at,
-                format!("`{}` = {x} is outside {}", p.name, range_text(r)),
-            );
+            out.push(format!("is outside {}", range_text(r)));
         }
     }
+    out
 }
 
 /// A parameter table where `allowed` names are valid.

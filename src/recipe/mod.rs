@@ -10,6 +10,7 @@
 //! comments, mergekit YAML exact or refused).
 
 mod check;
+pub use check::number_problems;
 mod mergekit;
 pub mod multi;
 pub(crate) mod node;

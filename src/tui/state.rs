@@ -1097,26 +1097,12 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
             let x: f64 = t
                 .parse()
                 .map_err(|_| format!("{}: expected a number, got `{t}`", spec.name))?;
-            if !x.is_finite() {
-                return Err(format!("{}: must be finite", spec.name));
-            }
-            if let Some((lo, lo_inc, hi, hi_inc)) = spec.range {
-                let ok = (if lo_inc { x >= lo } else { x > lo })
-                    && (if hi_inc { x <= hi } else { x < hi });
-                if !ok {
-                    return Err(format!(
-                        "{}: {x} is outside {}{lo}, {hi}{}",
-                        spec.name,
-                        if lo_inc { "[" } else { "(" },
-                        if hi_inc { "]" } else { ")" }
-                    ));
-                }
-            }
             if spec.name == "depth" && x < -1.0 {
                 return Err(format!("depth: -1 (every hidden layer) or more, got `{t}`"));
             }
-            if spec.kind == ParamKind::Int && x.fract() != 0.0 {
-                return Err(format!("{}: expected a whole number, got `{t}`", spec.name));
+            // What the recipe check would say, said now.
+            if let Some(m) = crate::recipe::number_problems(spec, x).first() {
+                return Err(format!("{}: {x} {m}", spec.name));
             }
             Ok(Value::Number(x))
         }
