@@ -1789,3 +1789,19 @@ fn adding_model_plus_adapter_is_accepted_when_both_halves_exist() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Without a trim, the Sign agreement panel names the share of entries a
+/// fine-tune changed ("changed"), not a share kept, and no energy kept.
+#[test]
+fn without_a_trim_the_share_is_of_changed_entries() {
+    let mut app = demo_app();
+    let s = screen(&app, 120, 50);
+    assert!(s.contains("kept ") && s.contains("energy"), "{s}");
+    app.doc.method = Method::TaskArithmetic;
+    app.refresh();
+    let s = screen(&app, 120, 50);
+    assert!(
+        s.contains("changed ") && !s.contains("kept ") && !s.contains("energy"),
+        "{s}"
+    );
+}

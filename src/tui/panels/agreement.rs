@@ -301,24 +301,29 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         .map(|&i| app.doc.slots[i].info.name.clone())
         .collect();
     let room = (inner.height as usize).saturating_sub(first_h + body.len());
+    // Without a trim nothing is dropped: the share is of entries the
+    // fine-tune changed at all, and the energy is always all of it.
+    let trims = app.doc.method.spec().selection != Selection::None;
+    let kept_word = if trims { "kept" } else { "changed" };
     if room > names.len() + usize::from(s.cosines.len() > 1) && w >= 44 {
         let nw = w.saturating_sub(27).min(24);
         body.push(Line::styled(
             format!(
                 "{}{:>8}{:>10}{:>9}",
                 pad("model", nw, app.ascii),
-                "kept",
-                "energy",
+                kept_word,
+                if trims { "energy" } else { "" },
                 "‖τ‖"
             ),
             theme.dim(),
         ));
         for (i, name) in names.iter().enumerate() {
             let kept = format!("{:.1}%", kept_pct(i));
-            let nk = s
-                .norm_kept
-                .get(i)
-                .map_or("-".into(), |k| format!("{:.1}%", k * 100.0));
+            let nk = match s.norm_kept.get(i) {
+                _ if !trims => String::new(),
+                Some(k) => format!("{:.1}%", k * 100.0),
+                None => "-".into(),
+            };
             let nm = s.norms.get(i).map_or("-".into(), |k| fmt_num(*k));
             body.push(Line::from(Span::styled(
                 format!("{}{kept:>8}{nk:>10}{nm:>9}", pad(name, nw, app.ascii)),
@@ -334,8 +339,8 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             .iter()
             .map(|k| format!("{:.0}%", k * 100.0))
             .collect();
-        let mut t = format!("kept {}", kept.join(" "));
-        if !nk.is_empty() {
+        let mut t = format!("{kept_word} {}", kept.join(" "));
+        if !nk.is_empty() && trims {
             t.push_str(&format!("  energy {}", nk.join(" ")));
         }
         body.push(Line::styled(t, theme.text()));
