@@ -58,6 +58,14 @@ fn open(jobs: &Jobs, file: &Path) -> App {
     app
 }
 
+/// The screen drawn `w`x`h`.
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).unwrap();
+    let theme = smelt::tui::theme::Theme::default();
+    t.draw(|f| smelt::tui::view::draw(f, app, &theme)).unwrap();
+    format!("{}", t.backend())
+}
+
 /// The title line drawn `w` columns wide.
 fn title_line(app: &App, w: u16) -> String {
     let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, 24)).unwrap();
@@ -177,6 +185,15 @@ fn showing_a_later_document_builds_what_it_reads_first() {
     }
     drive(&mut app, &mut jobs, &rx, fx, |a| current(a).0 == 0);
     assert_eq!(app.doc.method.name(), "slerp");
+    // A two-model SLERP has one task vector: no histogram of agreement.
+    drive(&mut app, &mut jobs, &rx, Vec::new(), |a| {
+        screen(a, 80, 24).contains("[current]")
+    });
+    let s = screen(&app, 80, 24);
+    assert!(
+        s.contains("one task vector") && !s.contains("1/1 agree") && !s.contains("conflict 0"),
+        "{s}"
+    );
     let st = statuses_now(&app);
     assert!(matches!(st[1], Status::Built(_)), "{st:?}");
     assert!(matches!(st[2], Status::Built(_)), "{st:?}");

@@ -250,7 +250,16 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         .map(|l| l.width().div_ceil(w.max(1)).max(1))
         .sum::<usize>();
     let mut body: Vec<Line> = Vec::new();
-    for k in (0..=n).rev() {
+    // One task vector (a two-model SLERP, a single fine-tune): there is no
+    // other sign to agree or conflict with, and a histogram would read as
+    // agreement.
+    if n == 1 {
+        body.push(Line::styled(
+            "one task vector: no other signs to compare",
+            theme.dim(),
+        ));
+    }
+    for k in (0..=n).rev().filter(|_| n != 1) {
         let c = s.agree.get(k).copied().unwrap_or(0);
         let frac = c as f64 / total as f64;
         let (fill, rest) = bar(frac, bar_w, app.ascii);
@@ -281,17 +290,20 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             k as f64 * 100.0 / s.params as f64
         }
     };
-    body.push(Line::from(vec![
-        Span::styled("conflict ", theme.dim()),
-        Span::styled(
-            format!("{:.1}%", s.conflict_share() * 100.0),
-            theme.fg(theme.warn).add_modifier(Modifier::BOLD),
-        ),
-        Span::styled(
-            format!("  of {} params", crate::units::count(s.params)),
-            theme.dim(),
-        ),
-    ]));
+    let conflict = (n != 1).then(|| {
+        Line::from(vec![
+            Span::styled("conflict ", theme.dim()),
+            Span::styled(
+                format!("{:.1}%", s.conflict_share() * 100.0),
+                theme.fg(theme.warn).add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(
+                format!("  of {} params", crate::units::count(s.params)),
+                theme.dim(),
+            ),
+        ])
+    });
+    body.extend(conflict);
     // Per model: kept share, energy kept, norm. A table when there is
     // room, else one compact line.
     let names: Vec<String> = app
