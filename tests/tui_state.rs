@@ -641,7 +641,34 @@ fn linear_and_back_restores_density_and_the_base() {
         .iter()
         .all(|m| num(m.params.get("density")) == 0.5));
     let (_, msg) = app.message.clone().unwrap();
-    assert!(msg.contains("back: density ×3 (0.5)"), "{msg}");
+    assert!(msg.contains("back density ×3 (0.5)"), "{msg}");
+}
+
+/// Every switch, from every method to the next: the message fits the
+/// footer at 80 columns, and no value is reported both back from the
+/// stash and added as a default.
+#[test]
+fn method_switch_messages_fit_and_agree() {
+    let mut app = demo_app();
+    for _ in 0..2 * Method::all().count() {
+        focus(&mut app, Panel::Params);
+        app.view.param_cursor = 0;
+        press(&mut app, KeyCode::Right);
+        let (_, msg) = app.message.clone().unwrap();
+        assert!(msg.chars().count() <= 77, "{msg}");
+        let part = |lead: &str| -> Vec<String> {
+            msg.split(" · ")
+                .find_map(|p| p.strip_prefix(lead))
+                .map(|p| {
+                    p.split(", ")
+                        .map(|x| x.split_whitespace().next().unwrap_or("").to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (back, added) = (part("back "), part("added "));
+        assert!(!back.iter().any(|n| added.contains(n)), "{msg}");
+    }
 }
 
 #[test]

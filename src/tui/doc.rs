@@ -203,6 +203,28 @@ pub struct SwitchNote {
     pub base: Option<String>,
 }
 
+/// `density ×3, lambda`: moved values by name only (see [`summarize`]).
+pub fn summarize_names(v: &[Moved]) -> String {
+    let mut names: Vec<(&str, usize)> = Vec::new();
+    for m in v {
+        match names.iter_mut().find(|(n, _)| *n == m.name) {
+            Some((_, k)) => *k += 1,
+            None => names.push((&m.name, 1)),
+        }
+    }
+    names
+        .iter()
+        .map(|(n, k)| {
+            if *k == 1 {
+                n.to_string()
+            } else {
+                format!("{n} ×{k}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `density ×3 (0.3), lambda 1.2`: moved values by name, with the value
 /// when all agree.
 pub fn summarize(v: &[Moved]) -> String {
@@ -874,6 +896,7 @@ impl Doc {
             }
         };
         let mut keep = Vec::new();
+        let mut back: Vec<(Place, String)> = Vec::new();
         for s in std::mem::take(&mut self.stash) {
             let alive = match &s.place {
                 Place::Model(p) | Place::ScopeModel(_, p) => self.slot_of(p).is_some(),
@@ -884,6 +907,7 @@ impl Doc {
                     name: s.name.clone(),
                     value: fmt_value(&s.value),
                 });
+                back.push((s.place.clone(), s.name.clone()));
                 self.set(&s.place, &s.name, s.value);
             } else if alive {
                 keep.push(s);
@@ -891,7 +915,9 @@ impl Doc {
         }
         self.stash = keep;
         for (place, name, v) in added {
-            if self.get(&place, &name) == Some(&v) {
+            // A value back from the stash is not also "added".
+            let restored = back.iter().any(|(p, n)| *p == place && *n == name);
+            if !restored && self.get(&place, &name) == Some(&v) {
                 note.added.push(Moved {
                     name,
                     value: fmt_value(&v),

@@ -133,32 +133,68 @@ pub fn switch_method(app: &mut App, m: Method) {
     let note = app.edit(&format!("method {} → {}", from.name(), m.name()), |d| {
         d.switch_method(m)
     });
-    let mut parts = vec![format!("method {}", m.name())];
-    if !note.dropped.is_empty() {
-        parts.push(format!("set aside {}", summarize(&note.dropped)));
-    }
-    if !note.restored.is_empty() {
-        parts.push(format!("back: {}", summarize(&note.restored)));
-    }
-    if !note.added.is_empty() {
-        parts.push(format!("added {}", summarize(&note.added)));
-    }
-    if let Some(b) = &note.base {
-        parts.push(format!("base {b}"));
-    }
+    // In full when it fits the footer at 80 columns; else the moved
+    // values by name only (the Parameters panel shows them).
     let n = app.problems.len();
-    if n > 0 {
-        parts.push(format!(
-            "{n} problem{} (r lists)",
-            if n == 1 { "" } else { "s" }
-        ));
-    }
-    parts.push("u undoes".into());
+    let line = |short: bool| {
+        let sum = |v: &[crate::tui::doc::Moved]| {
+            if short {
+                crate::tui::doc::summarize_names(v)
+            } else {
+                summarize(v)
+            }
+        };
+        let mut parts = vec![if short {
+            m.name().to_string()
+        } else {
+            format!("method {}", m.name())
+        }];
+        if !note.dropped.is_empty() {
+            parts.push(format!("set aside {}", sum(&note.dropped)));
+        }
+        if !note.restored.is_empty() {
+            parts.push(format!("back {}", sum(&note.restored)));
+        }
+        if !note.added.is_empty() {
+            parts.push(format!("added {}", sum(&note.added)));
+        }
+        if let Some(b) = &note.base {
+            parts.push(format!("base {b}"));
+        }
+        if n > 0 {
+            parts.push(format!(
+                "{n} problem{}{}",
+                if n == 1 { "" } else { "s" },
+                if short { "" } else { " (r lists)" }
+            ));
+        }
+        parts.push("u undoes".into());
+        parts.join(" · ")
+    };
+    const FOOTER: usize = 77;
+    let full = line(false);
+    let short = line(true);
+    let text = if full.chars().count() <= FOOTER {
+        full
+    } else if short.chars().count() <= FOOTER {
+        short
+    } else {
+        // Counts only.
+        let count = |what: &str, v: &[crate::tui::doc::Moved]| {
+            (!v.is_empty()).then(|| format!("{} {what}", v.len()))
+        };
+        let mut parts = vec![m.name().to_string()];
+        parts.extend(count("set aside", &note.dropped));
+        parts.extend(count("back", &note.restored));
+        parts.extend(count("added", &note.added));
+        if n > 0 {
+            parts.push(format!("{n} problem{}", if n == 1 { "" } else { "s" }));
+        }
+        parts.push("u undoes".into());
+        parts.join(" · ")
+    };
     app.view.param_cursor = 0;
-    app.say(
-        if n > 0 { Level::Warn } else { Level::Info },
-        parts.join(" · "),
-    );
+    app.say(if n > 0 { Level::Warn } else { Level::Info }, text);
 }
 
 /// Move a value one step at each selected scope, each from its own
