@@ -1832,3 +1832,44 @@ fn without_a_trim_the_share_is_of_changed_entries() {
         "{s}"
     );
 }
+
+/// Tensors left out for one reason (a recipe the method refuses gives the
+/// same for every tensor) are one line, with their count, not a line each.
+#[test]
+fn tensors_left_out_for_one_reason_are_one_line() {
+    let mut app = demo_app();
+    to_layer(&mut app, 1);
+    let t = Target::Group(Group::Layer(1));
+    let why = "fuses the base with exactly one other model, got 3";
+    let mut rep = report(fake_stats(100, 1, 0.5));
+    rep.skipped = (0..7)
+        .map(|k| smelt::analysis::Skipped {
+            tensor: format!("model.layers.1.t{k}.weight"),
+            reason: why.into(),
+        })
+        .collect();
+    rep.skipped.push(smelt::analysis::Skipped {
+        tensor: "model.layers.1.odd.weight".into(),
+        reason: "another shape".into(),
+    });
+    let key = app.stats_key(&t);
+    update(
+        &mut app,
+        Msg::Analysis {
+            key,
+            target: t,
+            result: Ok(rep),
+        },
+    );
+    let s = screen(&app, 200, 60);
+    assert_eq!(s.matches("exactly one other model").count(), 1, "{s}");
+    assert!(
+        s.contains("(7 tensors, first model.layers.1.t0.weight)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("model.layers.1.odd.weight: another shape"),
+        "{s}"
+    );
+    assert!(s.contains("left out of these figures (8)"), "{s}");
+}

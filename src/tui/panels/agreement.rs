@@ -63,6 +63,26 @@ pub fn selection_note(method: Method, w: usize) -> String {
     }
 }
 
+/// What was left out, one line per reason: `tensor: reason` for a reason
+/// given once, `reason (N tensors, first …)` for one given many times (a
+/// recipe the method refuses gives the same reason for every tensor).
+fn by_reason(notes: Vec<(String, String)>) -> Vec<String> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    for (what, why) in notes {
+        match groups.iter_mut().find(|(r, _)| *r == why) {
+            Some((_, v)) => v.push(what),
+            None => groups.push((why, vec![what])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(why, v)| match v.as_slice() {
+            [one] => format!("{one}: {why}"),
+            _ => format!("{why} ({} tensors, first {})", v.len(), v[0]),
+        })
+        .collect()
+}
+
 /// Draw the Sign agreement panel.
 pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let target = app.current_target();
@@ -98,8 +118,8 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         f.render_widget(Paragraph::new(out).wrap(Wrap { trim: true }), inner);
         return;
     }
-    // The figures, their state, and what was left out.
-    let mut notes: Vec<String> = Vec::new();
+    // The figures, their state, and what was left out (see `by_reason`).
+    let mut notes: Vec<(String, String)> = Vec::new();
     let (stats, state): (Option<Stats>, State) = match &target {
         None => {
             let mut cur: Vec<&Stats> = Vec::new();
@@ -112,12 +132,12 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
                         notes.extend(
                             rep.skipped
                                 .iter()
-                                .map(|s| format!("{}: {}", s.tensor, s.reason)),
+                                .map(|s| (s.tensor.clone(), s.reason.clone())),
                         );
                     }
                     Some((Err(e), true)) => {
                         done += 1;
-                        notes.push(format!("{}: {e}", l.group));
+                        notes.push((l.group.to_string(), e.to_string()));
                     }
                     _ => {}
                 }
@@ -153,7 +173,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
                 notes.extend(
                     rep.skipped
                         .iter()
-                        .map(|s| format!("{}: {}", s.tensor, s.reason)),
+                        .map(|s| (s.tensor.clone(), s.reason.clone())),
                 );
                 (Some(rep.stats.clone()), State::Current)
             }
@@ -195,6 +215,8 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             theme.fg(theme.warn).add_modifier(Modifier::BOLD),
         ),
     };
+    let left_out = notes.len();
+    let notes = by_reason(notes);
     // The state and what the method does: one line when both fit, else
     // two.
     let note_w = w.saturating_sub(label.chars().count() + 1);
@@ -373,7 +395,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     if !notes.is_empty() {
         // One line each, so they scroll into view (↑/↓ when focused).
         body.push(Line::styled(
-            format!("{} left out of these figures ({}):", m.skipped, notes.len()),
+            format!("{} left out of these figures ({left_out}):", m.skipped),
             theme.fg(theme.bad),
         ));
         for n in &notes {
