@@ -627,6 +627,10 @@ fn linear_and_back_restores_density_and_the_base() {
     );
     // The base stays loaded as the statistics' reference.
     assert!(screen(&app, 120, 40).contains("ref "));
+    // Without a base in the recipe the output takes the first model's
+    // dtype, as the plan decides.
+    to_row(&mut app, &ParamRow::OutDtype);
+    assert!(screen(&app, 120, 40).contains("the first model's"));
     assert!(app.analysis_blocked().is_none());
     // r asks for a folder: the recipe runs.
     ch(&mut app, 'r');
@@ -1227,6 +1231,17 @@ fn open_with_unsaved_changes_asks_first() {
     );
     ch(&mut app, 'd');
     assert_eq!(prompt(&app).purpose, Purpose::Open);
+    // A model folder is named as one, with the key that adds it.
+    let model =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/llama-synthetic/base");
+    ctrl(&mut app, 'u');
+    typ(&mut app, model.to_str().unwrap());
+    assert!(press(&mut app, KeyCode::Enter).is_empty());
+    let e = prompt(&app).input.error.clone().unwrap_or_default();
+    assert!(
+        e.contains("a model folder, not a recipe (a adds a model)"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -1097,6 +1097,14 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             save(app, path, then, false, fx);
         }
         Purpose::Open => {
+            if path.is_dir() {
+                let what = if crate::model::Model::open(&path).is_ok() {
+                    "a model folder, not a recipe (a adds a model)"
+                } else {
+                    "a folder, not a recipe file (Tab completes names)"
+                };
+                return fail(app, p, format!("{}: {what}", path.display()));
+            }
             if !path.is_file() {
                 return fail(app, p, format!("{}: no such recipe file", path.display()));
             }

@@ -585,7 +585,16 @@ fn row_text(app: &App, row: &ParamRow, scope: Option<Scope>) -> (String, String,
         },
         ParamRow::OutDtype => match doc.out_dtype.and_then(crate::recipe::dtype_name) {
             Some(n) => ("out_dtype".into(), n.to_string(), Source::Recipe),
-            None => ("out_dtype".into(), "the base's".into(), Source::Default),
+            // As the plan decides: the base's dtype, or without a base
+            // the first model's.
+            None if doc.recipe_base().is_some() => {
+                ("out_dtype".into(), "the base's".into(), Source::Default)
+            }
+            None => (
+                "out_dtype".into(),
+                "the first model's".into(),
+                Source::Default,
+            ),
         },
         ParamRow::Calibration => (
             "calibration".into(),
