@@ -1888,3 +1888,23 @@ fn tensors_left_out_for_one_reason_are_one_line() {
     );
     assert!(s.contains("left out of these figures (8)"), "{s}");
 }
+
+/// Two models whose folders have the same name are told apart by the
+/// folders above them, the name first.
+#[test]
+fn models_of_the_same_folder_name_read_apart() {
+    let r = smelt::recipe::Recipe::for_models(
+        vec![
+            PathBuf::from("/data/work/ft-broad"),
+            PathBuf::from("/data/llama-synthetic/ft-broad"),
+            PathBuf::from("/data/other"),
+        ],
+        None,
+    );
+    let d = smelt::tui::doc::Doc::from_recipe(&r, &[], Vec::new());
+    let names: Vec<&str> = d.slots.iter().map(|s| s.info.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ft-broad (work)", "ft-broad (llama-synthetic)", "other"]
+    );
+}

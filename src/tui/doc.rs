@@ -253,6 +253,51 @@ pub fn summarize(v: &[Moved]) -> String {
         .join(", ")
 }
 
+/// Models whose names (their folders' names) are the same get as many
+/// of the folders above as tell them apart, after the name (which stays
+/// first, as narrow columns cut the end): `ft-broad (work)`,
+/// `ft-broad (llama-synthetic)`. No two rows read alike.
+fn distinguish(slots: &mut [Slot]) {
+    for i in 0..slots.len() {
+        let same: Vec<usize> = (0..slots.len())
+            .filter(|&j| slots[j].info.name == slots[i].info.name)
+            .collect();
+        if same.len() < 2 {
+            continue;
+        }
+        let parts = |j: usize| -> Vec<String> {
+            slots[j]
+                .info
+                .path
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect()
+        };
+        let all: Vec<Vec<String>> = same.iter().map(|&j| parts(j)).collect();
+        let longest = all.iter().map(Vec::len).max().unwrap_or(1);
+        // The fewest trailing folders that make every name differ.
+        let tail = |p: &[String], k: usize| p[p.len().saturating_sub(k)..].join("/");
+        let named = |p: &[String], k: usize| {
+            let above = &p[p.len().saturating_sub(k)..p.len().saturating_sub(1)];
+            format!(
+                "{} ({})",
+                p.last().map_or("", String::as_str),
+                above.join("/")
+            )
+        };
+        let k = (2..=longest)
+            .find(|&k| {
+                let names: std::collections::BTreeSet<String> =
+                    all.iter().map(|p| tail(p, k)).collect();
+                names.len() == all.len()
+            })
+            .unwrap_or(longest);
+        for (&j, p) in same.iter().zip(&all) {
+            slots[j].info.name = named(p, k);
+        }
+    }
+}
+
 /// Global parameters that never take per-layer overrides (the engine reads
 /// them from the recipe's own values only).
 pub const GLOBAL_ONLY: &[&str] = &["depth"];
@@ -455,6 +500,7 @@ impl Doc {
                 }
             }
         }
+        distinguish(&mut slots);
         let mut slice_infos: Vec<ModelInfo> = Vec::new();
         for s in &recipe.slices {
             for p in s.base.iter().chain(s.sources.iter().map(|x| &x.model)) {
@@ -732,6 +778,7 @@ impl Doc {
         if role == Role::Input {
             self.fill_required(self.slots.len() - 1);
         }
+        distinguish(&mut self.slots);
         role
     }
 
