@@ -1908,3 +1908,18 @@ fn models_of_the_same_folder_name_read_apart() {
         ["ft-broad (work)", "ft-broad (llama-synthetic)", "other"]
     );
 }
+
+/// On a narrow screen the help wraps its descriptions rather than cutting
+/// them, and scrolls to its end.
+#[test]
+fn narrow_help_wraps_and_scrolls_to_the_end() {
+    let mut app = demo_app();
+    ch(&mut app, '?');
+    let s = screen(&app, 44, 40);
+    assert!(s.contains("quit (asks first if work") && s.contains("could be lost)"), "{s}");
+    for _ in 0..200 {
+        press(&mut app, KeyCode::Down);
+    }
+    let s = screen(&app, 44, 40);
+    assert!(s.contains("any other key closes"), "{s}");
+}

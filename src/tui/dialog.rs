@@ -234,13 +234,41 @@ pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     boxed(f, app, theme, area, "Problems", lines, 90);
 }
 
-/// How many lines the help has (for scrolling), at most.
+/// How many lines the help has (for scrolling), at most: descriptions
+/// wrapped as on the narrowest screen the workbench draws (40 columns).
 pub fn help_lines() -> usize {
+    const NARROWEST: usize = 40 - 4 - 10 - 1;
+    let wrapped = |keys: &[(&str, &str)]| -> usize {
+        keys.iter()
+            .map(|(_, d)| wrap_words(d, NARROWEST).len())
+            .sum()
+    };
     let panels: usize = [Panel::Models, Panel::Layers, Panel::Params]
         .iter()
-        .map(|p| panel_help(*p).len() + 1)
+        .map(|p| wrapped(panel_help(*p)) + 1)
         .sum();
-    GLOBAL.len() + panels + LEGEND.len() + 3
+    wrapped(GLOBAL) + panels + wrapped(LEGEND) + 3
+}
+
+/// `text` in lines of at most `w` characters, broken between words (a
+/// word longer than a line is cut).
+fn wrap_words(text: &str, w: usize) -> Vec<String> {
+    let w = w.max(1);
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        let word: String = word.chars().take(w).collect();
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > w {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(&word);
+    }
+    out.push(cur);
+    out
 }
 
 /// The help: workbench keys, every panel's keys (the focused one's
@@ -251,7 +279,8 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
     let iw = area.width.saturating_sub(2).min(84).saturating_sub(2) as usize;
     let kw = if iw < 60 { 10 } else { 15 };
     let dw = iw.saturating_sub(kw + 1);
-    let entry = |k: &str, d: &str| {
+    // A description longer than its column goes on under itself.
+    let entry = |k: &str, d: &str| -> Vec<Line<'static>> {
         let k = if app.ascii {
             k.replace('↑', "Up")
                 .replace('↓', "Dn")
@@ -260,13 +289,20 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
         } else {
             k.to_string()
         };
-        Line::from(vec![
-            Span::styled(
-                format!(" {}", pad(&k, kw, app.ascii)),
-                theme.fg(theme.accent).add_modifier(Modifier::BOLD),
-            ),
-            Span::styled(pad(d, dw, app.ascii).trim_end().to_string(), theme.text()),
-        ])
+        wrap_words(d, dw)
+            .into_iter()
+            .enumerate()
+            .map(|(i, part)| {
+                let key = if i == 0 { k.as_str() } else { "" };
+                Line::from(vec![
+                    Span::styled(
+                        format!(" {}", pad(key, kw, app.ascii)),
+                        theme.fg(theme.accent).add_modifier(Modifier::BOLD),
+                    ),
+                    Span::styled(part, theme.text()),
+                ])
+            })
+            .collect()
     };
     let head = |s: &str| {
         Line::styled(
@@ -275,7 +311,7 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
         )
     };
     let mut lines = vec![head("Everywhere")];
-    lines.extend(GLOBAL.iter().map(|(k, d)| entry(k, d)));
+    lines.extend(GLOBAL.iter().flat_map(|(k, d)| entry(k, d)));
     // The focused panel's keys first, then the others'.
     let mut panels = vec![app.focus()];
     for p in [Panel::Models, Panel::Layers, Panel::Params] {
@@ -289,10 +325,10 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
             continue;
         }
         lines.push(head(&format!("{} panel", p.name())));
-        lines.extend(keys.iter().map(|(k, d)| entry(k, d)));
+        lines.extend(keys.iter().flat_map(|(k, d)| entry(k, d)));
     }
     lines.push(head("Marks"));
-    lines.extend(LEGEND.iter().map(|(k, d)| entry(k, d)));
+    lines.extend(LEGEND.iter().flat_map(|(k, d)| entry(k, d)));
     lines.push(Line::styled(
         " ↑↓ scroll · any other key closes this help",
         theme.dim(),

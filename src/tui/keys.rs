@@ -121,7 +121,9 @@ pub fn action(k: &KeyEvent) -> Option<Action> {
 pub const GLOBAL: &[(&str, &str)] = &[
     ("?", "this help: every key, and what the marks mean"),
     ("q  Ctrl-C", "quit (asks first if work could be lost)"),
-    ("Tab Shift-Tab", "next / previous panel"),
+    ("Tab S-Tab", "next / previous panel"),
+    ("↑↓ jk", "move in the panel (PgUp PgDn Home End too)"),
+    ("Esc", "close a dialog or prompt (nothing changes)"),
     ("u  Ctrl-R", "undo / redo any recipe edit"),
     ("m", "next merge method (the recipe is translated)"),
     ("r", "run the merge (asks for the output folder)"),
@@ -133,7 +135,7 @@ pub const GLOBAL: &[(&str, &str)] = &[
     ("a", "add a model by path (Tab completes)"),
     (
         "d",
-        "documents of a multi-document file: pick one, build them",
+        "documents of a multi-document file: Enter or a digit shows one (building what it reads first)",
     ),
     ("Ctrl-L", "redraw the screen"),
 ];
@@ -171,7 +173,10 @@ pub fn panel_keys(p: Panel) -> &'static [(&'static str, &'static str)] {
 pub fn panel_help(p: Panel) -> &'static [(&'static str, &'static str)] {
     match p {
         Panel::Models => &[
-            ("←→", "the selected model's weight (at the selected layer)"),
+            (
+                "←→ -+",
+                "the selected model's weight (at the selected layer)",
+            ),
             ("b", "make the selected model the base"),
             ("e", "exclude it from the recipe, or include it again"),
             ("x", "remove it (u brings it back)"),
@@ -181,7 +186,10 @@ pub fn panel_help(p: Panel) -> &'static [(&'static str, &'static str)] {
             ),
         ],
         Panel::Layers => &[
-            ("←→", "every input's density at the selected row or range"),
+            (
+                "←→ -+",
+                "every input's density at the selected row or range",
+            ),
             ("Enter", "show or hide a layer's tensors"),
             (
                 "v",
@@ -191,7 +199,7 @@ pub fn panel_help(p: Panel) -> &'static [(&'static str, &'static str)] {
             ("Del", "remove the selected row's (or range's) overrides"),
         ],
         Panel::Params => &[
-            ("←→", "adjust the value (booleans flip)"),
+            ("←→ -+", "adjust the value (booleans flip)"),
             ("Enter", "type a value (booleans flip)"),
             ("Space", "flip a boolean"),
             ("Del", "remove the value here: the next level's shows"),
