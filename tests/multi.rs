@@ -393,3 +393,32 @@ fn recipe_check_and_export_on_a_multi_document_file() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("is used already"), "{}", text(&o));
 }
+
+/// Writing a document anew keeps the comments heading it (what it is
+/// for); the YAML under them is written afresh.
+#[test]
+fn a_rewritten_document_keeps_its_heading_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = reordered(dir.path(), [0, 1, 2]);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("name: tied", "# tied: the trimmed merge\nname: tied");
+    std::fs::write(&p, &text).unwrap();
+    let m = load(&p);
+    let work = dir.path().join("chain.smelt-work");
+    let i = m.find("tied").unwrap();
+    let mut r = m.recipe_for(i, &work);
+    r.models.reverse();
+    let out = m.with_documents(&[(i, r)], &work).expect("written");
+    assert_eq!(
+        out.matches("# tied: the trimmed merge\nname: tied").count(),
+        1,
+        "{out}"
+    );
+    let again = MultiRecipe::parse(&out, &p).unwrap().unwrap();
+    assert_eq!(again.documents.len(), 3);
+    assert_ne!(
+        again.documents[i].recipe, m.documents[i].recipe,
+        "rewritten"
+    );
+}

@@ -1916,7 +1916,10 @@ fn narrow_help_wraps_and_scrolls_to_the_end() {
     let mut app = demo_app();
     ch(&mut app, '?');
     let s = screen(&app, 44, 40);
-    assert!(s.contains("quit (asks first if work") && s.contains("could be lost)"), "{s}");
+    assert!(
+        s.contains("quit (asks first if work") && s.contains("could be lost)"),
+        "{s}"
+    );
     for _ in 0..200 {
         press(&mut app, KeyCode::Down);
     }

@@ -706,7 +706,17 @@ impl MultiRecipe {
                 Some(n) => format!("name: {}\n{yaml}", super::mergekit::yaml_string(n)),
                 None => yaml,
             };
-            parts.push((*i, body));
+            // Comments heading the document (what it is for) stay with it;
+            // those inside it go with the YAML written anew.
+            let text = self.text.get(d.range.clone()).unwrap_or("");
+            let head: String = text
+                .split_inclusive('\n')
+                .take_while(|l| {
+                    let t = l.trim();
+                    t.is_empty() || t.starts_with('#')
+                })
+                .collect();
+            parts.push((*i, format!("{head}{body}")));
         }
         let out = self.replace_documents(&parts);
         match MultiRecipe::parse(&out, &self.path)? {

@@ -1075,10 +1075,12 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             // YAML is written afresh: say that the file's comments go
             // (a multi-document file's: those of the edited documents).
             let commented = match &app.multi {
+                // (Comments heading a document stay: see `with_documents`.)
                 Some(m) => super::multi::edits(app).iter().any(|(k, _)| {
                     m.file
                         .document_text(*k)
                         .lines()
+                        .skip_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
                         .any(|l| l.trim_start().starts_with('#'))
                 }),
                 None => app
