@@ -122,7 +122,7 @@ pub const GLOBAL: &[(&str, &str)] = &[
     ("?", "this help: every key, and what the marks mean"),
     ("q  Ctrl-C", "quit (asks first if work could be lost)"),
     ("Tab S-Tab", "next / previous panel"),
-    ("↑↓ jk", "move in the panel (PgUp PgDn Home End too)"),
+    ("↑↓ jk", "move in the panel (PgUp PgDn, Home End or g G too)"),
     ("Esc", "close a dialog or prompt (nothing changes)"),
     ("u  Ctrl-R", "undo / redo any recipe edit"),
     ("m", "next merge method (the recipe is translated)"),
