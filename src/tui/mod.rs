@@ -207,7 +207,8 @@ pub fn recovery_dir(data_dir: &Path) -> PathBuf {
 const RECOVERED_FROM: &str = "# recovered-from: ";
 
 /// The file a recipe kept in the recovery folder was opened from, when
-/// `path` is such a recipe and says so (see [`recover`]).
+/// `path` is such a recipe and says so (a recipe kept when a session
+/// ended by a signal, with the file it was opened from).
 pub fn recovered_from(data_dir: &Path, path: &Path, text: &str) -> Option<PathBuf> {
     if !path.starts_with(recovery_dir(data_dir)) {
         return None;
