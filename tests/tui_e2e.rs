@@ -454,12 +454,11 @@ fn colours_follow_the_terminal() {
     }
 }
 
-/// SIGHUP (the SSH connection drops) or SIGTERM during a merge: the merge
-/// is cancelled, its partial folder removed, the terminal put back, and
-/// the exit code is 128 + the signal.
-fn signal_during_a_merge(sig: i32) {
-    let tmp = tempfile::tempdir().unwrap();
-    let fam = tmp.path().join("fam");
+/// The workbench on three sparse 2 GiB models in `dir` (so a merge takes
+/// a while), its data folder `dir/data`, with a linear merge of them
+/// running into `dir`.
+fn merging(dir: &Path) -> pty::Tui {
+    let fam = dir.join("fam");
     for m in ["a", "b", "c"] {
         sparse::sparse_model(&fam.join(m), 2, sparse::GIB, sparse::up_proj);
     }
@@ -469,7 +468,7 @@ fn signal_during_a_merge(sig: i32) {
         .collect();
     let mut args = vec!["tui"];
     args.extend(paths.iter().map(String::as_str));
-    let mut tui = Spawn::new(&args, tmp.path(), &tmp.path().join("data")).start();
+    let mut tui = Spawn::new(&args, dir, &dir.join("data")).start();
     tui.wait("the models", 30, |s| s.contains("│ linear │"));
     tui.send("r");
     tui.wait("the output prompt", 10, |s| {
@@ -477,6 +476,15 @@ fn signal_during_a_merge(sig: i32) {
     });
     tui.send("\r");
     tui.wait("the merge running", 30, |s| s.contains("merging ·"));
+    tui
+}
+
+/// SIGHUP (the SSH connection drops) or SIGTERM during a merge: the merge
+/// is cancelled, its partial folder removed, the terminal put back, and
+/// the exit code is 128 + the signal.
+fn signal_during_a_merge(sig: i32) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tui = merging(tmp.path());
     tui.signal(sig);
     assert_eq!(tui.wait_exit(60), 128 + sig as u32);
     {
@@ -516,25 +524,8 @@ fn sigterm_during_a_merge_restores_the_terminal_and_leaves_nothing() {
 #[test]
 fn a_closed_terminal_keeps_changes_and_leaves_no_partial_merge() {
     let tmp = tempfile::tempdir().unwrap();
-    let fam = tmp.path().join("fam");
-    for m in ["a", "b", "c"] {
-        sparse::sparse_model(&fam.join(m), 2, sparse::GIB, sparse::up_proj);
-    }
-    let paths: Vec<String> = ["a", "b", "c"]
-        .iter()
-        .map(|m| fam.join(m).display().to_string())
-        .collect();
-    let mut args = vec!["tui"];
-    args.extend(paths.iter().map(String::as_str));
     let data = tmp.path().join("data");
-    let mut tui = Spawn::new(&args, tmp.path(), &data).start();
-    tui.wait("the models", 30, |s| s.contains("│ linear │"));
-    tui.send("r");
-    tui.wait("the output prompt", 10, |s| {
-        s.contains("Run merge into folder")
-    });
-    tui.send("\r");
-    tui.wait("the merge running", 30, |s| s.contains("merging ·"));
+    let mut tui = merging(tmp.path());
     // An edit while it runs: the weight of the model under the cursor.
     tui.send("\x1b[Z");
     tui.send("j\x1b[C");

@@ -284,6 +284,13 @@ fn step_all(spec: &ParamSpec, v: &Value, dir: i32) -> Value {
 /// What a row's value resolves to at a scope, for its first tensor there
 /// (see [`resolve_for`]).
 fn resolved_at(app: &App, row: &ParamRow, s: Scope) -> Option<f64> {
+    let (slot, name) = row_key(row)?;
+    resolve_at_scope(app, s, slot, name)
+}
+
+/// What `name` (see [`resolve_for`]) resolves to at scope `s`, for its
+/// first tensor there.
+fn resolve_at_scope(app: &App, s: Scope, slot: Option<usize>, name: &str) -> Option<f64> {
     let group = s.group();
     let tensor = app
         .doc
@@ -292,7 +299,6 @@ fn resolved_at(app: &App, row: &ParamRow, s: Scope) -> Option<f64> {
         .find(|l| l.group == group)?
         .tensors
         .first()?;
-    let (slot, name) = row_key(row)?;
     resolve_for(app, &tensor.name, group, slot, name)
 }
 
@@ -658,17 +664,7 @@ pub fn range_span(app: &App, slot: Option<usize>, name: &str) -> Option<(f64, f6
     for s in scopes {
         let x = match app.doc.value_at(name, slot, Some(s)).value? {
             Value::Number(x) => x,
-            Value::Gradient(_) | Value::Filtered(_) => {
-                let group = s.group();
-                let tensor = app
-                    .doc
-                    .layers
-                    .iter()
-                    .find(|l| l.group == group)?
-                    .tensors
-                    .first()?;
-                resolve_for(app, &tensor.name, group, slot, name)?
-            }
+            Value::Gradient(_) | Value::Filtered(_) => resolve_at_scope(app, s, slot, name)?,
             Value::Bool(_) => return None,
         };
         lo = lo.min(x);
