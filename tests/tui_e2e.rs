@@ -495,14 +495,19 @@ fn signal_during_a_merge(sig: i32) {
     let lf = tui.lflags();
     assert!(lf & libc::ICANON != 0, "canonical mode back");
     assert!(lf & libc::ECHO != 0, "echo back");
-    let left: Vec<String> = std::fs::read_dir(tmp.path())
+    nothing_left(tmp.path());
+}
+
+/// No trace of the merge in `dir`: no partial folder, no output, no lock.
+fn nothing_left(dir: &Path) {
+    let left: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(
         !left
             .iter()
-            .any(|n| n.contains("partial") || n.contains("fam-linear")),
+            .any(|n| n.contains("partial") || n.contains("fam-linear") || n.contains("lock")),
         "the merge left {left:?}"
     );
 }
@@ -538,16 +543,7 @@ fn a_closed_terminal_keeps_changes_and_leaves_no_partial_merge() {
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
     smelt::recipe::Recipe::load(&kept[0]).expect("the kept recipe loads");
-    let left: Vec<String> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert!(
-        !left
-            .iter()
-            .any(|n| n.contains("partial") || n.contains("fam-linear") || n.contains("lock")),
-        "the merge left {left:?}"
-    );
+    nothing_left(tmp.path());
 }
 
 /// The SSH connection drops with unsaved changes: they are kept in the

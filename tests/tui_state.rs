@@ -103,6 +103,21 @@ fn summary(out: &str) -> Summary {
     }
 }
 /// Start a merge from `r` + Enter; the merge's ticket.
+/// A merge started and finished (into `/o`, by its summary), working in
+/// a fresh folder: its ticket.
+fn merged(app: &mut App) -> Ticket {
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    let ticket = start_merge(app);
+    update(
+        app,
+        Msg::MergeDone {
+            ticket,
+            result: Ok(summary("/o")),
+        },
+    );
+    ticket
+}
+
 fn start_merge(app: &mut App) -> Ticket {
     ch(app, 'r');
     let fx = press(app, KeyCode::Enter);
@@ -1012,15 +1027,7 @@ fn run_asks_for_a_folder_then_starts_and_cancels() {
 #[test]
 fn a_result_stays_labelled_with_its_recipe() {
     let mut app = demo_app();
-    app.work_dir = tempfile::tempdir().unwrap().keep();
-    let ticket = start_merge(&mut app);
-    update(
-        &mut app,
-        Msg::MergeDone {
-            ticket,
-            result: Ok(summary("/o")),
-        },
-    );
+    let ticket = merged(&mut app);
     assert!(!screen(&app, 80, 24).contains("earlier recipe"));
     to_layer(&mut app, 1);
     press(&mut app, KeyCode::Left);
@@ -1041,15 +1048,7 @@ fn a_result_stays_labelled_with_its_recipe() {
 #[test]
 fn opening_another_recipe_starts_status_over() {
     let mut app = demo_app();
-    app.work_dir = tempfile::tempdir().unwrap().keep();
-    let ticket = start_merge(&mut app);
-    update(
-        &mut app,
-        Msg::MergeDone {
-            ticket,
-            result: Ok(summary("/o")),
-        },
-    );
+    merged(&mut app);
     assert!(matches!(app.merge, MergeState::Done { .. }));
     let (tx, _rx) = crossbeam_channel::unbounded();
     let jobs = smelt::tui::jobs::Jobs::new(tx);
