@@ -708,14 +708,7 @@ impl MultiRecipe {
             };
             // Comments heading the document (what it is for) stay with it;
             // those inside it go with the YAML written anew.
-            let text = self.text.get(d.range.clone()).unwrap_or("");
-            let head: String = text
-                .split_inclusive('\n')
-                .take_while(|l| {
-                    let t = l.trim();
-                    t.is_empty() || t.starts_with('#')
-                })
-                .collect();
+            let (head, _) = split_heading(self.text.get(d.range.clone()).unwrap_or(""));
             parts.push((*i, format!("{head}{body}")));
         }
         let out = self.replace_documents(&parts);
@@ -773,6 +766,20 @@ impl MultiRecipe {
         out.push_str(&self.text[pos..]);
         out
     }
+}
+
+/// A document's text split after its heading: the comment and blank
+/// lines it starts with (what the document is for), and the rest.
+pub fn split_heading(text: &str) -> (&str, &str) {
+    let mut at = 0;
+    for l in text.split_inclusive('\n') {
+        let t = l.trim();
+        if !(t.is_empty() || t.starts_with('#')) {
+            break;
+        }
+        at += l.len();
+    }
+    text.split_at(at)
 }
 
 #[cfg(test)]

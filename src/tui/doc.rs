@@ -398,17 +398,13 @@ impl Doc {
             );
             v
         };
-        let params_of = |d: &Doc, p: &Path| {
-            d.slots
-                .iter()
-                .find(|s| s.info.path == p)
-                .map(|s| s.params.clone())
-        };
+        fn params_of<'d>(d: &'d Doc, p: &Path) -> Option<&'d BTreeMap<String, Value>> {
+            d.slots.iter().find(|s| s.info.path == p).map(|s| &s.params)
+        }
         for p in &paths {
-            let (a, b) = (params_of(self, p), params_of(to, p));
-            if a.is_some() && b.is_some() {
+            if let (Some(a), Some(b)) = (params_of(self, p), params_of(to, p)) {
                 let m = name_of(p);
-                diff(&mut out, a.as_ref(), b.as_ref(), &|n| format!("{n} · {m}"));
+                diff(&mut out, Some(a), Some(b), &|n| format!("{n} · {m}"));
             }
         }
         let scopes: std::collections::BTreeSet<&Scope> =
