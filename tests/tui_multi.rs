@@ -569,3 +569,26 @@ fn an_edit_that_drops_an_input_changes_what_is_built() {
         }))
     );
 }
+
+/// A kept recipe opened after a multi-document file: the file's documents
+/// go (the recipe is one recipe, of the file it was kept from).
+#[test]
+fn a_recovered_recipe_opened_after_a_multi_document_file_is_one_recipe() {
+    let (d, _file, jobs, _rx, mut app) = setup();
+    assert!(app.multi.is_some());
+    let dir = smelt::tui::recovery_dir(&app.data_dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let from = d.path().join("tied.toml");
+    let kept = dir.join("tied-1.toml");
+    let text = format!(
+        "# recovered-from: {}\n{}",
+        from.display(),
+        smelt::tui::multi::run_recipe(&app, 2).to_toml(&dir)
+    );
+    std::fs::write(&kept, &text).unwrap();
+    let l = jobs.open_now(&kept, text).expect("the kept recipe opens");
+    smelt::tui::update::opened(&mut app, l);
+    assert!(app.multi.is_none(), "no documents of the earlier file");
+    assert_eq!(app.recipe_path.as_deref(), Some(from.as_path()));
+    assert!(app.modified());
+}

@@ -486,6 +486,9 @@ pub fn opened(app: &mut App, l: Loaded) {
     app.sample = false;
     app.recipe_path = l.path.clone();
     app.saved_text = l.text;
+    app.multi = l
+        .multi
+        .map(|m| super::multi::MultiDoc::new(m, l.document.unwrap_or(0)));
     // Changes kept from an ended session: they belong to the file they
     // were made to, which `s` saves again; until then they are unsaved.
     // The kept copy is renamed `.opened`, so it is offered no more.
@@ -512,9 +515,6 @@ pub fn opened(app: &mut App, l: Loaded) {
         );
         return;
     }
-    app.multi = l
-        .multi
-        .map(|m| super::multi::MultiDoc::new(m, l.document.unwrap_or(0)));
     let what = l
         .path
         .map_or_else(|| "models".to_string(), |p| p.display().to_string());
@@ -1077,10 +1077,10 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             let commented = match &app.multi {
                 // (Comments heading a document stay: see `with_documents`.)
                 Some(m) => super::multi::edits(app).iter().any(|(k, _)| {
-                    m.file
-                        .document_text(*k)
+                    let text = m.file.document_text(*k);
+                    crate::recipe::multi::split_heading(&text)
+                        .1
                         .lines()
-                        .skip_while(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
                         .any(|l| l.trim_start().starts_with('#'))
                 }),
                 None => app
