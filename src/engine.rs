@@ -852,7 +852,7 @@ impl Elem for f32 {
         self
     }
     fn any_nonfinite(x: &[f32]) -> bool {
-        x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff)) >= 0x7f80_0000
+        crate::simd::dispatch!(max_magnitude_f32(x)) >= 0x7f80_0000
     }
 }
 
@@ -867,8 +867,22 @@ impl Elem for u16 {
         f32::from_bits(u32::from(self) << 16)
     }
     fn any_nonfinite(x: &[u16]) -> bool {
-        x.iter().fold(0u16, |m, &h| m.max(h & 0x7fff)) >= 0x7f80
+        crate::simd::dispatch!(max_magnitude_bf16(x)) >= 0x7f80
     }
+}
+
+/// The largest magnitude bit pattern of `x` (see [`Elem::any_nonfinite`]):
+/// every input chunk of every pass goes through it, so it is compiled for
+/// the widest vectors (`crate::simd`).
+#[inline(always)]
+fn max_magnitude_f32(x: &[f32]) -> u32 {
+    x.iter().fold(0u32, |m, v| m.max(v.to_bits() & 0x7fff_ffff))
+}
+
+/// [`max_magnitude_f32`] of bf16 bit patterns.
+#[inline(always)]
+fn max_magnitude_bf16(x: &[u16]) -> u16 {
+    x.iter().fold(0u16, |m, &h| m.max(h & 0x7fff))
 }
 
 /// Whether little-endian `bytes` of `dtype` hold a NaN or an infinity
