@@ -13,7 +13,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::Modifier;
 use ratatui::Terminal;
 use smelt::engine::{Event, Summary};
-use smelt::tui::demo::{demo_app, demo_report, demo_zip_app, fill_stats};
+use smelt::tui::demo::{demo_app, demo_app_of, demo_report, demo_zip_app, fill_stats};
 use smelt::tui::state::{Accuracy, AccuracyState, App, Panel, Ticket};
 use smelt::tui::theme::Theme;
 use smelt::tui::update::{update, Effect, JobError, Msg};
@@ -295,6 +295,77 @@ fn gradients_show_their_value_at_the_selected_layer() {
     key(&mut app, KeyCode::Down);
     key(&mut app, KeyCode::Down);
     assert_eq!(lambda_value(&screen(&app)), "≈0");
+}
+
+/// With five inputs at 80 columns, the per-model line and the cosines
+/// take as many lines as they need, each pair whole (a line the panel
+/// wrapped would cut a pair and throw its scrolling off), all reachable by
+/// scrolling; and the Parameters values stay in one column.
+#[test]
+fn five_inputs_fit_an_80_column_screen() {
+    let mut app = demo_app_of(&["ft-a", "ft-b", "ft-c", "ft-d", "ft-e"]);
+    app.doc.global.insert(
+        "lambda".into(),
+        smelt::recipe::Value::Gradient(vec![0.25, 1.0, 0.5, 0.75]),
+    );
+    app.refresh();
+    fill_stats(&mut app);
+    app.view.focus = Some(Panel::Agreement);
+    let mut seen = String::new();
+    for _ in 0..12 {
+        let buf = buffer(&app, &Theme::default(), 80, 24);
+        for y in 0..24 {
+            let line: String = (0..80).map(|x| buf[(x, y)].symbol().to_string()).collect();
+            seen.push_str(&line);
+            seen.push('\n');
+        }
+        key(&mut app, KeyCode::Down);
+    }
+    for i in 1..=5 {
+        for j in i + 1..=5 {
+            let pair = format!("{i}-{j} ");
+            let whole = seen.lines().any(|l| {
+                l.split(&pair)
+                    .nth(1)
+                    .is_some_and(|rest| rest.starts_with('+') || rest.starts_with('-'))
+            });
+            assert!(whole, "pair {i}-{j} not shown whole:\n{seen}");
+        }
+    }
+    let kept = seen
+        .lines()
+        .find(|l| l.contains("kept 50%"))
+        .expect("kept line");
+    assert_eq!(kept.matches('%').count(), 5 + 1, "{kept}");
+    let energy = seen
+        .lines()
+        .find(|l| l.contains("energy "))
+        .expect("energy line");
+    assert!(energy.matches('%').count() >= 5, "{energy}");
+    // The Parameters panel: every value ends in the same column, the
+    // gradient's included.
+    app.view.focus = Some(Panel::Params);
+    let buf = buffer(&app, &Theme::default(), 80, 24);
+    let rows: Vec<String> = (0..24)
+        .map(|y| (0..80).map(|x| buf[(x, y)].symbol().to_string()).collect())
+        .collect();
+    let ends: Vec<usize> = ["normalize", "lambda", "weight · ft-a"]
+        .iter()
+        .map(|label| {
+            let row = rows.iter().find(|r| r.contains(label)).expect("row");
+            let panel = row
+                .split(['│', '┃'])
+                .filter(|p| !p.is_empty())
+                .nth(1)
+                .expect("panel");
+            panel.trim_end().chars().count()
+        })
+        .collect();
+    assert!(
+        ends.windows(2).all(|w| w[0] == w[1]),
+        "{ends:?}\n{}",
+        rows.join("\n")
+    );
 }
 
 /// The value shown on the Parameters panel's lambda row.

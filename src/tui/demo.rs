@@ -66,50 +66,80 @@ pub fn demo_layers(n: usize) -> Vec<LayerRow> {
 /// Made-up statistics for 3 task vectors over `params` parameters, shaped by
 /// `seed` and `density` so different layers and densities look different.
 pub fn fake_stats(params: u64, seed: u64, density: f64) -> Stats {
+    fake_stats_of(params, seed, density, 3)
+}
+
+/// [`fake_stats`] for `n` task vectors (the first three as there, the
+/// others made up alike).
+pub fn fake_stats_of(params: u64, seed: u64, density: f64, n: usize) -> Stats {
     let d = density.clamp(0.0, 1.0);
     let conflict = 0.08 + 0.04 * (seed % 7) as f64 * d;
     let none = (1.0 - d).powi(3);
     let all = (1.0 - none - conflict) * (0.35 + 0.05 * (seed % 3) as f64);
     let one = 1.0 - none - conflict - all;
     let c = |x: f64| (x * params as f64).round() as u64;
-    let agree = vec![c(none), c(one * 0.6), c(one * 0.4 + conflict), c(all)];
-    let kept = vec![c(d), c(d), c(d)];
-    let norms = [1.25 + seed as f64 * 0.01, 0.98, 1.1];
-    let cos = [[1.0, 0.12, -0.03], [0.12, 1.0, 0.05], [-0.03, 0.05, 1.0]];
-    let norm_kept = [0.5 + d / 2.0, 0.45 + d / 2.0, 0.55 + d / 2.0 - 0.1];
+    let agree = match n {
+        3 => vec![c(none), c(one * 0.6), c(one * 0.4 + conflict), c(all)],
+        0 | 1 => vec![c(none), c(1.0 - none)],
+        _ => std::iter::once(c(none))
+            .chain((1..n).map(|_| c((one + conflict) / (n - 1) as f64)))
+            .chain(std::iter::once(c(all)))
+            .collect(),
+    };
+    let kept = vec![c(d); n];
+    let extra = |i: usize| 0.01 * (i / 3) as f64;
+    let norms: Vec<f64> = (0..n)
+        .map(|i| [1.25 + seed as f64 * 0.01, 0.98, 1.1][i % 3] + extra(i))
+        .collect();
+    let cos3 = [[1.0, 0.12, -0.03], [0.12, 1.0, 0.05], [-0.03, 0.05, 1.0]];
+    let cos: Vec<Vec<f64>> = (0..n)
+        .map(|i| {
+            (0..n)
+                .map(|j| match (i, j) {
+                    _ if i == j => 1.0,
+                    (0..3, 0..3) => cos3[i][j],
+                    _ => 0.02 * ((i + j) % 5) as f64 - 0.04,
+                })
+                .collect()
+        })
+        .collect();
+    let norm_kept: Vec<f64> = (0..n)
+        .map(|i| [0.5 + d / 2.0, 0.45 + d / 2.0, 0.55 + d / 2.0 - 0.1][i % 3] - extra(i))
+        .collect();
     Stats {
         params,
         agree,
         conflicts: c(conflict),
         kept,
-        norm_kept: norm_kept.to_vec(),
-        norms: norms.to_vec(),
-        cosines: cos.iter().map(|r| r.to_vec()).collect(),
-        tied: vec![0, 0, 0],
         // The raw sums consistent with the derived fields, so combining
         // groups (as the "all layers" view does) gives sensible numbers.
-        dots: (0..3)
-            .map(|i| (0..3).map(|j| norms[i] * norms[j] * cos[i][j]).collect())
+        dots: (0..n)
+            .map(|i| (0..n).map(|j| norms[i] * norms[j] * cos[i][j]).collect())
             .collect(),
-        kept_energy: (0..3).map(|i| norm_kept[i] * norms[i] * norms[i]).collect(),
-        nonzero: vec![params; 3],
-        weights: vec![1.0; 3],
-        weight_sums: vec![params as f64; 3],
-        ..Stats::for_method(crate::merge::Method::Ties, 3)
+        kept_energy: (0..n).map(|i| norm_kept[i] * norms[i] * norms[i]).collect(),
+        norm_kept,
+        norms,
+        cosines: cos,
+        tied: vec![0; n],
+        nonzero: vec![params; n],
+        weights: vec![1.0; n],
+        weight_sums: vec![params as f64; n],
+        ..Stats::for_method(crate::merge::Method::Ties, n)
     }
 }
 
 /// A recipe over the demo family (paths are never opened).
 pub fn demo_recipe(root: &Path) -> Recipe {
+    demo_recipe_of(root, &["ft-code", "ft-math", "ft-chat"])
+}
+
+/// [`demo_recipe`] with these fine-tunes.
+fn demo_recipe_of(root: &Path, models: &[&str]) -> Recipe {
     let fam = root.join("llama-synthetic");
     let mut r = Recipe::new(
         Method::Ties,
         Some(fam.join("base")),
-        vec![
-            fam.join("ft-code"),
-            fam.join("ft-math"),
-            fam.join("ft-chat"),
-        ],
+        models.iter().map(|m| fam.join(m)).collect(),
     );
     for m in &mut r.models {
         m.params.insert("weight".into(), Value::Number(1.0));
@@ -143,9 +173,14 @@ fn infos(
 
 /// The demo state: 4 models, 8 layers, current statistics for every group.
 pub fn demo_app() -> App {
+    demo_app_of(&["ft-code", "ft-math", "ft-chat"])
+}
+
+/// [`demo_app`] with these fine-tunes (and the base) as its inputs.
+pub fn demo_app_of(models: &[&str]) -> App {
     let root = PathBuf::from("/demo/sample_models");
     let mut app = App::new(PathBuf::from("/demo/data"), PathBuf::from("/demo/work"));
-    let recipe = demo_recipe(&root);
+    let recipe = demo_recipe_of(&root, models);
     let layers = demo_layers(8);
     let total: u64 = layers.iter().map(|l| l.params).sum();
     let infos = infos(&recipe, "BF16", total, 2, 8);
@@ -173,12 +208,13 @@ pub fn fill_stats(app: &mut App) {
             None => 1.0,
         };
         let key = app.stats_key(&Target::Group(g));
+        let n = app.doc.input_slots().len();
         app.stats.insert(
             Target::Group(g),
             Held {
                 key,
                 result: Ok(Report {
-                    stats: fake_stats(params, i as u64, density),
+                    stats: fake_stats_of(params, i as u64, density, n),
                     skipped: Vec::new(),
                 }),
             },

@@ -373,11 +373,20 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             .iter()
             .map(|k| format!("{:.0}%", k * 100.0))
             .collect();
-        let mut t = format!("{kept_word} {}", kept.join(" "));
-        if !nk.is_empty() && trims {
-            t.push_str(&format!("  energy {}", nk.join(" ")));
+        let kept = format!("{kept_word} {}", kept.join(" "));
+        let energy = (!nk.is_empty() && trims).then(|| format!("energy {}", nk.join(" ")));
+        match energy {
+            // One line when both fit, else one each (a line that wrapped
+            // would throw the panel's scrolling off).
+            Some(e) if kept.chars().count() + 2 + e.chars().count() <= w => {
+                body.push(Line::styled(format!("{kept}  {e}"), theme.text()));
+            }
+            Some(e) => {
+                body.push(Line::styled(kept, theme.text()));
+                body.push(Line::styled(e, theme.text()));
+            }
+            None => body.push(Line::styled(kept, theme.text())),
         }
-        body.push(Line::styled(t, theme.text()));
     }
     if s.cosines.len() > 1 {
         let mut parts = Vec::new();
@@ -387,10 +396,25 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
                 parts.push(format!("{}-{} {:+.2}", i + 1, j + 1, c));
             }
         }
-        body.push(Line::from(vec![
-            Span::styled("cos ", theme.dim()),
-            Span::styled(parts.join("  "), theme.text()),
-        ]));
+        // As many pairs per line as fit, the later lines under the first.
+        let mut lines: Vec<String> = vec![String::new()];
+        for p in parts {
+            let cur = lines.last_mut().expect("a line");
+            if !cur.is_empty() && 4 + cur.chars().count() + 2 + p.chars().count() > w {
+                lines.push(p);
+            } else {
+                if !cur.is_empty() {
+                    cur.push_str("  ");
+                }
+                cur.push_str(&p);
+            }
+        }
+        for (k, l) in lines.into_iter().enumerate() {
+            body.push(Line::from(vec![
+                Span::styled(if k == 0 { "cos " } else { "    " }, theme.dim()),
+                Span::styled(l, theme.text()),
+            ]));
+        }
     }
     if !notes.is_empty() {
         // One line each, so they scroll into view (↑/↓ when focused).

@@ -484,6 +484,20 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     // Keep names and values close enough to read across on wide screens.
     let w = (inner.width as usize).min(64);
     let top = scroll(app.view.param_cursor, h);
+    // One value column for the rows in view, as wide as their longest
+    // value (a gradient's `≈0.35 0.2..0.8` is longer than most), so that
+    // values stay in line.
+    let floor = 12.min(w / 3);
+    let vw = rows
+        .iter()
+        .skip(top)
+        .take(h)
+        .filter(|row| **row != ParamRow::Method)
+        .map(|row| row_text(app, row, scope).1.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(floor)
+        .min((w / 2).max(floor));
     let mut out = Vec::new();
     for (i, row) in rows.iter().enumerate().skip(top).take(h) {
         let sel = i == app.view.param_cursor;
@@ -522,7 +536,6 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         let (label, value, from) = row_text(app, row, scope);
         let unknown = matches!(row, ParamRow::Global(_) | ParamRow::Model { .. })
             && app.param_spec(row).is_none();
-        let vw = 12.min(w / 3);
         let lw = w.saturating_sub(2 + 2 + vw + 2);
         let vstyle = if sel {
             style
