@@ -110,6 +110,23 @@ pub struct Options {
     /// input (so sums such as norms, Gram matrices and L1 totals leave
     /// them out).
     pub allow_nonfinite: bool,
+    /// Where the recipe comes from, when it is not the whole story: the
+    /// output's `smelt-recipe.toml` and model card say so. Set by
+    /// [`multi::run`] for a document of a multi-document file, whose
+    /// models include the file's other documents' outputs.
+    pub origin: Option<Origin>,
+}
+
+/// See [`Options::origin`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Origin {
+    /// What to know, as plain sentences (they become comments at the top of
+    /// `smelt-recipe.toml`).
+    pub note: String,
+    /// The recipe file the recipe is part of, as text: kept whole, in the
+    /// recipe's comments and in the model card, so the output says how to
+    /// build it again.
+    pub file: String,
 }
 
 impl Options {
@@ -124,6 +141,7 @@ impl Options {
             shard_size: crate::model::DEFAULT_SHARD_SIZE,
             sync: true,
             allow_nonfinite: false,
+            origin: None,
         }
     }
 }
@@ -1113,9 +1131,35 @@ fn write_side_files(
     // The saved recipe lives inside the output folder, so its paths are
     // relative to that folder.
     let recipe_text = plan.recipe.to_toml(&opts.out);
-    writer.add_file("smelt-recipe.toml", recipe_text.as_bytes())?;
-    writer.add_file("README.md", model_card(plan, &recipe_text).as_bytes())?;
+    let saved = match &opts.origin {
+        Some(o) => format!("{}{recipe_text}", origin_comments(o)),
+        None => recipe_text.clone(),
+    };
+    writer.add_file("smelt-recipe.toml", saved.as_bytes())?;
+    writer.add_file(
+        "README.md",
+        model_card(plan, &recipe_text, opts.origin.as_ref()).as_bytes(),
+    )?;
     Ok(())
+}
+
+/// An [`Origin`] as TOML comments: the note, then the file it names,
+/// every line commented out.
+fn origin_comments(o: &Origin) -> String {
+    let mut s = String::new();
+    for l in crate::text::wrap(&o.note, 76) {
+        s.push_str(&format!("# {l}\n"));
+    }
+    s.push_str("#\n# The file:\n#\n");
+    for l in o.file.lines() {
+        // (Escaped: a control character would make the TOML invalid.)
+        match crate::text::escape(l).trim_end() {
+            "" => s.push_str("#\n"),
+            l => s.push_str(&format!("#   {l}\n")),
+        }
+    }
+    s.push('\n');
+    s
 }
 
 /// The folder of a model path (a `.safetensors` file's parent).
@@ -1128,7 +1172,7 @@ fn model_folder(p: &Path) -> PathBuf {
     }
 }
 
-fn model_card(plan: &Plan, recipe_text: &str) -> String {
+fn model_card(plan: &Plan, recipe_text: &str, origin: Option<&Origin>) -> String {
     let r = &plan.recipe;
     let mut s = String::new();
     s.push_str("---\ntags:\n- merge\n- smelt\n");
@@ -1165,6 +1209,14 @@ fn model_card(plan: &Plan, recipe_text: &str) -> String {
         plan.out_layers,
         recipe_text
     ));
+    if let Some(o) = origin {
+        s.push_str(&format!(
+            "\n## Origin\n\n{}\n\n```yaml\n{}{}```\n",
+            o.note,
+            o.file,
+            if o.file.ends_with('\n') { "" } else { "\n" }
+        ));
+    }
     s
 }
 

@@ -120,6 +120,25 @@ pub fn json(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` in lines of at most `w` characters, broken between words; a word
+/// longer than a line (a path, say) gets a line of its own, whole.
+pub fn wrap(text: &str, w: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in text.split_whitespace() {
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + word.chars().count() > w {
+            out.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+    }
+    out.push(cur);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +195,15 @@ mod tests {
         assert!(safe.chars().all(|c| printable(c) || c == '\n'), "{safe}");
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back[name], name);
+    }
+
+    #[test]
+    fn wrapping_keeps_long_words_whole() {
+        assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "ccc"]);
+        assert_eq!(
+            wrap("x /a/very/long/path y", 6),
+            vec!["x", "/a/very/long/path", "y"]
+        );
+        assert_eq!(wrap("", 5), vec![""]);
     }
 }

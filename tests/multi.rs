@@ -109,6 +109,26 @@ fn chain_matches_mergekit_multi() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(left, vec!["out".to_string()], "only the output is left");
+    // Its saved recipe reads the removed intermediates: it says so, and
+    // carries the whole file (commented out), as the model card does.
+    let saved = std::fs::read_to_string(out.join("smelt-recipe.toml")).unwrap();
+    assert!(
+        saved.starts_with("# Built by smelt from document `final merge`"),
+        "{saved}"
+    );
+    assert!(saved.contains("documents `mixed`, built by"), "{saved}");
+    assert!(saved.contains("run the whole file"), "{saved}");
+    let file = std::fs::read_to_string(here().join("chain.yml")).unwrap();
+    for l in file.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            saved.contains(&format!("#   {}\n", l.trim_end())),
+            "{l}\n{saved}"
+        );
+    }
+    let again = Recipe::load(&out.join("smelt-recipe.toml")).expect("the saved recipe loads");
+    assert_eq!(again.method.name(), "slerp", "{saved}");
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("## Origin") && card.contains(&file), "{card}");
 }
 
 #[test]

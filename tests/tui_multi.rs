@@ -223,6 +223,7 @@ fn showing_a_later_document_builds_what_it_reads_first() {
         shard_size: smelt::model::DEFAULT_SHARD_SIZE,
         sync: false,
         allow_nonfinite: false,
+        origin: None,
     };
     let cancel = std::sync::atomic::AtomicBool::new(false);
     smelt::engine::multi::run(

@@ -76,6 +76,7 @@ pub fn run(
         shard_size,
         sync,
         allow_nonfinite,
+        origin: None,
     };
     // A multi-document (mergekit-multi) file runs document by document.
     if let Some(m) = smelt::recipe::MultiRecipe::load(recipe_path).map_err(multi::problems)? {

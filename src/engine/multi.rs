@@ -110,6 +110,38 @@ pub fn built_from(out: &Path) -> Option<(crate::recipe::Recipe, std::time::Syste
     Some((recipe, when))
 }
 
+/// What a document's output says of where it comes from (see
+/// [`super::Origin`]): its recipe reads the file's other documents'
+/// outputs in `work`, which the run removes, so only the whole file
+/// builds it again.
+fn origin(multi: &MultiRecipe, i: usize, work: &Path) -> super::Origin {
+    let d = &multi.documents[i];
+    let mut note = format!(
+        "Built by smelt from document `{}` (line {}) of the multi-document recipe {}.",
+        multi.label(i),
+        d.line,
+        crate::text::path(&multi.path)
+    );
+    if !d.needs.is_empty() {
+        let names: Vec<String> = d
+            .needs
+            .iter()
+            .map(|&j| format!("`{}`", multi.label(j)))
+            .collect();
+        note.push_str(&format!(
+            " Its models under {} were that file's documents {}, built by the same run (with \
+             the documents they read) and removed after it: to build this model again, run \
+             the whole file with `smelt merge`.",
+            crate::text::path(work),
+            names.join(", ")
+        ));
+    }
+    super::Origin {
+        note,
+        file: multi.text.clone(),
+    }
+}
+
 /// Removes, when dropped, the intermediates written and the working folder
 /// if this run made it (and it is empty then).
 struct Cleanup {
@@ -200,6 +232,7 @@ pub fn run(
             source,
         })?;
         let mut o = opts.clone();
+        o.origin = Some(origin(multi, i, work));
         if !last {
             o.out.clone_from(&out);
             o.force = false;

@@ -253,22 +253,10 @@ pub fn help_lines() -> usize {
 /// `text` in lines of at most `w` characters, broken between words (a
 /// word longer than a line is cut).
 fn wrap_words(text: &str, w: usize) -> Vec<String> {
-    let w = w.max(1);
-    let mut out: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for word in text.split_whitespace() {
-        let word: String = word.chars().take(w).collect();
-        let len = cur.chars().count();
-        if len > 0 && len + 1 + word.chars().count() > w {
-            out.push(std::mem::take(&mut cur));
-        }
-        if !cur.is_empty() {
-            cur.push(' ');
-        }
-        cur.push_str(&word);
-    }
-    out.push(cur);
-    out
+    crate::text::wrap(text, w.max(1))
+        .into_iter()
+        .map(|l| l.chars().take(w.max(1)).collect())
+        .collect()
 }
 
 /// The help: workbench keys, every panel's keys (the focused one's

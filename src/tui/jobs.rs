@@ -658,6 +658,7 @@ fn run_merge(
         shard_size: crate::model::DEFAULT_SHARD_SIZE,
         sync: true,
         allow_nonfinite: false,
+        origin: None,
     };
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let start = Instant::now();
