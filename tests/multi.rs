@@ -442,3 +442,37 @@ fn a_rewritten_document_keeps_its_heading_comments() {
         "rewritten"
     );
 }
+
+/// A file named from its own folder (`smelt tui chain.yml`) has its
+/// working folder at `./chain.smelt-work`: a document's recipe naming
+/// another's build and an absolute path, saved with its own build (paths
+/// relative to it) and read back, names the same files (the two once
+/// compared unequal, and the workbench rebuilt such a document forever).
+#[test]
+fn a_build_read_back_is_the_recipe_it_was_built_from() {
+    let text = "name: a\nmerge_method: linear\nmodels:\n  \
+                - {model: /m/x, parameters: {weight: 1}}\n  \
+                - {model: /m/y, parameters: {weight: 1}}\n---\n\
+                name: b\nmerge_method: linear\nmodels:\n  \
+                - {model: a, parameters: {weight: 1}}\n  \
+                - {model: /m/z, parameters: {weight: 1}}\n---\n\
+                merge_method: linear\nmodels:\n  \
+                - {model: b, parameters: {weight: 1}}\n  \
+                - {model: /m/z, parameters: {weight: 1}}\n";
+    let file = Path::new("chain.yml");
+    let m = MultiRecipe::parse(text, file)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .expect("three documents");
+    let work = smelt::engine::multi::file_work(file);
+    let b = m.find("b").unwrap();
+    let run = m.recipe_for(b, &work);
+    let out = m.work_path(b, &work);
+    let saved = run.to_toml(&out);
+    let back = Recipe::parse_all(&saved, &out.join("smelt-recipe.toml"))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(
+        back.with_absolute_paths(),
+        run.with_absolute_paths(),
+        "{saved}"
+    );
+}

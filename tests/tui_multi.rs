@@ -593,3 +593,80 @@ fn a_recovered_recipe_opened_after_a_multi_document_file_is_one_recipe() {
     assert_eq!(app.recipe_path.as_deref(), Some(from.as_path()));
     assert!(app.modified());
 }
+
+/// A final merge reading two documents, one of which reads the other
+/// (`tied` → `lin` → final, and `tied` → final): after the build every
+/// document it reads is current, and the final merge shows at once.
+#[test]
+fn a_document_read_twice_is_built_once_and_stays_current() {
+    let d = tempfile::tempdir().unwrap();
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mergekit/models");
+    let m = models.to_str().unwrap();
+    let text = format!(
+        "name: tied\nmerge_method: ties\nbase_model: {m}/base\nmodels:\n  \
+         - {{model: {m}/ft0, parameters: {{density: 0.5, weight: 1.0}}}}\n  \
+         - {{model: {m}/ft1, parameters: {{density: [0.2, 0.8, 0.5, 0.75], weight: 0.7}}}}\n\
+         dtype: float32\nout_dtype: float32\n---\n\
+         name: lin\nmerge_method: linear\nmodels:\n  \
+         - {{model: tied, parameters: {{weight: 0.5}}}}\n  \
+         - {{model: {m}/ft2, parameters: {{weight: 0.5}}}}\n---\n\
+         merge_method: slerp\nbase_model: tied\nmodels: [{{model: tied}}, {{model: lin}}]\n\
+         parameters: {{t: 0.3}}\ndtype: bfloat16\n"
+    );
+    let file = d.path().join("chain.yml");
+    std::fs::write(&file, text).unwrap();
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &file);
+    assert_eq!(current(&app).1, "tied");
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('3'));
+    assert_eq!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Build {
+            target: 2,
+            steps: vec![0, 1]
+        }))
+    );
+    let fx = key(&mut app, KeyCode::Char('y'));
+    drive(&mut app, &mut jobs, &rx, fx, |a| {
+        current(a).0 == 2 || a.modal.is_some()
+    });
+    let st = statuses_now(&app);
+    assert!(matches!(st[0], Status::Built(_)), "{st:?}");
+    assert!(matches!(st[1], Status::Built(_)), "{st:?}");
+    assert_eq!(current(&app).1, "final merge", "{:?}", app.modal);
+}
+
+/// The file named by a relative path (as `smelt tui chain.yml` names it)
+/// and its models by absolute ones: the builds' saved recipes (paths
+/// relative to each build) name the same files, so after the build every
+/// document is current (they once compared unequal, and the workbench
+/// offered to rebuild `mixed` forever).
+#[test]
+fn builds_of_a_file_named_relatively_stay_current() {
+    let d = tempfile::tempdir().unwrap();
+    chain(d.path());
+    let cwd = std::env::current_dir().unwrap();
+    let up = cwd.components().count() - 1;
+    let mut rel = PathBuf::new();
+    for _ in 0..up {
+        rel.push("..");
+    }
+    rel.push(d.path().strip_prefix("/").unwrap());
+    let file = rel.join("chain.yml");
+    assert!(file.is_relative() && file.exists(), "{}", file.display());
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &file);
+    key(&mut app, KeyCode::Char('d'));
+    key(&mut app, KeyCode::Char('1'));
+    let fx = key(&mut app, KeyCode::Char('y'));
+    drive(&mut app, &mut jobs, &rx, fx, |a| {
+        current(a).0 == 0 || a.modal.is_some()
+    });
+    assert_eq!(current(&app).1, "final merge", "{:?}", app.modal);
+    let st = statuses_now(&app);
+    assert!(matches!(st[1], Status::Built(_)), "{st:?}");
+    assert!(matches!(st[2], Status::Built(_)), "{st:?}");
+}

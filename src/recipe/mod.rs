@@ -478,6 +478,56 @@ impl Recipe {
             .map_err(|msg| RecipeError::Invalid(format!("the recipe being saved over: {msg}")))
     }
 
+    /// Call `f` on every path naming a model (base, models, slices'
+    /// sources and bases, tokenizer sources).
+    pub(crate) fn each_model_path(&mut self, f: &mut dyn FnMut(&mut PathBuf)) {
+        if let Some(b) = &mut self.base {
+            f(b);
+        }
+        for m in &mut self.models {
+            f(&mut m.path);
+        }
+        for s in &mut self.slices {
+            if let Some(b) = &mut s.base {
+                f(b);
+            }
+            for src in &mut s.sources {
+                f(&mut src.model);
+            }
+        }
+        if let Some(t) = &mut self.tokenizer {
+            if let VocabSource::Model(p) = &mut t.source {
+                f(p);
+            }
+            for tok in &mut t.tokens {
+                match &mut tok.source {
+                    Some(TokenSource::Model(p)) => f(p),
+                    Some(TokenSource::ModelToken { model, .. }) => f(model),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The same recipe with every path absolute (against the working
+    /// folder) and cleaned, hub names left as they are: two recipes that
+    /// name the same files compare equal this way, however each was
+    /// written (`models/x` read from `.`, `../../models/x` read from a
+    /// build's folder, `/abs/models/x`).
+    pub fn with_absolute_paths(&self) -> Recipe {
+        let mut r = self.clone();
+        let mut abs = |p: &mut PathBuf| {
+            if crate::model::source::hub_name(p).is_none() {
+                *p = util::absolute(p);
+            }
+        };
+        r.each_model_path(&mut abs);
+        if let Some(c) = &mut r.calibration {
+            abs(c);
+        }
+        r
+    }
+
     /// TOML text, with paths written relative to `dir`.
     pub fn to_toml(&self, dir: &Path) -> String {
         toml::write(self, dir)

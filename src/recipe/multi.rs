@@ -22,7 +22,7 @@
 
 use super::node::{self, Kind, Node};
 use super::util::resolve_path;
-use super::{Recipe, RecipeError, TokenSource, VocabSource};
+use super::{Recipe, RecipeError};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -235,7 +235,8 @@ fn bad_name(name: &str) -> Option<&'static str> {
 /// `r` with every model path that is a `from` of `map` (alone or as the
 /// model of `MODEL+adapter`) replaced by its `to`.
 fn map_models(r: &Recipe, map: &[(PathBuf, PathBuf)]) -> Recipe {
-    let swap = |p: &mut PathBuf| {
+    let mut r = r.clone();
+    r.each_model_path(&mut |p: &mut PathBuf| {
         for (from, to) in map {
             if p == from {
                 p.clone_from(to);
@@ -248,34 +249,7 @@ fn map_models(r: &Recipe, map: &[(PathBuf, PathBuf)]) -> Recipe {
                 }
             }
         }
-    };
-    let mut r = r.clone();
-    if let Some(b) = &mut r.base {
-        swap(b);
-    }
-    for m in &mut r.models {
-        swap(&mut m.path);
-    }
-    for s in &mut r.slices {
-        if let Some(b) = &mut s.base {
-            swap(b);
-        }
-        for src in &mut s.sources {
-            swap(&mut src.model);
-        }
-    }
-    if let Some(t) = &mut r.tokenizer {
-        if let VocabSource::Model(p) = &mut t.source {
-            swap(p);
-        }
-        for tok in &mut t.tokens {
-            match &mut tok.source {
-                Some(TokenSource::Model(p)) => swap(p),
-                Some(TokenSource::ModelToken { model, .. }) => swap(model),
-                _ => {}
-            }
-        }
-    }
+    });
     r
 }
 
@@ -645,8 +619,13 @@ impl MultiRecipe {
     /// Where document `i`'s output goes when it is an intermediate of a
     /// run with working folder `work`: `work/NAME` (mergekit-multi's
     /// `--intermediate-dir/NAME`).
+    ///
+    /// Cleaned lexically (`./chain.smelt-work/tied` is
+    /// `chain.smelt-work/tied`), as a recipe's paths are when read, so
+    /// that a recipe naming it compares equal to the one saved with its
+    /// build.
     pub fn work_path(&self, i: usize, work: &Path) -> PathBuf {
-        work.join(self.label(i))
+        super::util::clean(&work.join(self.label(i)))
     }
 
     /// Document `i`'s recipe with each reference to a document replaced

@@ -194,7 +194,11 @@ pub fn statuses(
             } else {
                 match crate::engine::multi::built_from(&out) {
                     None => Status::Foreign,
-                    Some((r, _)) if r != run(k) => Status::Stale("its recipe changed".into()),
+                    // (The same files, however the paths are written:
+                    // the build's are relative to its own folder.)
+                    Some((r, _)) if r.with_absolute_paths() != run(k).with_absolute_paths() => {
+                        Status::Stale("its recipe changed".into())
+                    }
                     Some((_, t)) => {
                         let mut s = Status::Built(t);
                         for j in needs_of(file, work, &run(k)) {
