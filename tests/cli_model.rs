@@ -77,3 +77,27 @@ fn merge_into_proc_names_proc() {
     let e = merge_refuses("/proc/x", d.path(), 1);
     assert!(e.contains("its parent /proc is not writable"), "{e}");
 }
+
+/// A model written as a path (`../gone/base`, from a recipe in `t/`) is
+/// missing locally, said so: though it cleans to what reads as a hub name
+/// (`gone/base`), it is not looked up on the hub.
+#[test]
+fn a_missing_relative_path_is_not_a_hub_name() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("t")).unwrap();
+    std::fs::write(
+        d.path().join("t/r.toml"),
+        "method = \"task_arithmetic\"\nbase = \"../gone/base\"\n\n[[models]]\n\
+         path = \"../gone/ft\"\nparameters = { weight = 1.0 }\n",
+    )
+    .unwrap();
+    let o = smelt(&["merge", "t/r.toml", "--out", "o"], d.path());
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("./gone/base") && e.contains("No such file"),
+        "{e}"
+    );
+    assert!(!e.contains("huggingface") && !e.contains("hub"), "{e}");
+    assert!(!d.path().join("o").exists());
+}

@@ -261,6 +261,14 @@ fn resolve_one(dir: &Path, written: &str) -> PathBuf {
         let local = clean(&dir.join(p));
         if crate::model::source::hub_name_in(Some(dir), written).is_some() {
             PathBuf::from(written)
+        } else if local.is_relative()
+            && crate::model::source::hub_name_in(None, &local.to_string_lossy()).is_some()
+        {
+            // Written as a path (`../gone/base` from `out/`), cleaned into
+            // what reads as `org/name`: `./` keeps it the (missing) path
+            // it is, so that it is reported missing, not looked up on the
+            // hub.
+            Path::new(".").join(local)
         } else {
             local
         }
