@@ -269,18 +269,47 @@ fn recover(app: &App) -> Vec<PathBuf> {
     }
 }
 
-/// Recipes kept from sessions that ended by a signal.
-fn recovered(data_dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(recovery_dir(data_dir))
+/// Recipes kept from sessions that ended by a signal: each with when it
+/// was written and the file it was opened from.
+fn recovered(data_dir: &Path) -> Vec<Kept> {
+    std::fs::read_dir(recovery_dir(data_dir))
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .map(|p| Kept {
+                    when: std::fs::metadata(&p).and_then(|m| m.modified()).ok(),
+                    from: std::fs::read_to_string(&p)
+                        .ok()
+                        .and_then(|t| recovered_from(data_dir, &p, &t)),
+                    path: p,
+                })
                 .collect()
         })
-        .unwrap_or_default();
-    v.sort();
-    v
+        .unwrap_or_default()
+}
+
+/// A recipe kept from an ended session (see [`recovered`]).
+struct Kept {
+    path: PathBuf,
+    when: Option<std::time::SystemTime>,
+    from: Option<PathBuf>,
+}
+
+/// Which kept recipe to offer at start, and how many others there are:
+/// the newest of those kept from the recipe now open, else the newest.
+fn offer(mut kept: Vec<Kept>, open: Option<&Path>) -> Option<(PathBuf, usize)> {
+    let same = |a: &Path, b: &Path| {
+        let c = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        c(a) == c(b)
+    };
+    kept.sort_by(|a, b| (a.when, &a.path).cmp(&(b.when, &b.path)));
+    let n = kept.len();
+    let mine = kept
+        .iter()
+        .rposition(|k| matches!((&k.from, open), (Some(f), Some(o)) if same(f, o)));
+    let at = mine.or(n.checked_sub(1))?;
+    Some((kept.swap_remove(at).path, n - 1))
 }
 
 /// Read a recipe file as the workbench opens it: its text kept, every
@@ -397,21 +426,20 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         Err(e) => app.say(Level::Error, e),
     }
     pending.extend(update::initial_effects(&app));
-    let kept = recovered(&app.data_dir);
-    if let Some(last) = kept.last() {
-        let older = match kept.len() - 1 {
+    if let Some((last, others)) = offer(recovered(&app.data_dir), app.recipe_path.as_deref()) {
+        let more = match others {
             0 => String::new(),
-            n => format!(" ({n} older in {})", recovery_dir(&app.data_dir).display()),
+            n => format!(" (+{n} more)"),
         };
         app.say(
             Level::Warn,
             format!(
-                "o opens unsaved changes kept from an ended session: {}{older}",
+                "o opens unsaved changes kept from an ended session: {}{more}",
                 last.file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
             ),
         );
-        app.recovered = Some(last.clone());
+        app.recovered = Some(last);
     }
     signal_thread(tx.clone())?;
 
@@ -550,4 +578,45 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
         let _ = writeln!(err, "smelt: {}", crate::text::escape_lines(m));
     }
     Ok(app.exit.unwrap_or(Exit::User))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn kept(name: &str, secs: u64, from: Option<&str>) -> Kept {
+        Kept {
+            path: PathBuf::from(format!("/data/recovered/{name}")),
+            when: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+            from: from.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn the_offer_is_the_open_recipes_newest_else_the_newest() {
+        let all = || {
+            vec![
+                kept("b-2.toml", 20, Some("/r/b.toml")),
+                kept("a-1.toml", 10, Some("/r/a.toml")),
+                kept("z-3.toml", 5, Some("/r/z.toml")),
+                kept("a-0.toml", 1, Some("/r/a.toml")),
+            ]
+        };
+        let name = |o: Option<(PathBuf, usize)>| {
+            o.map(|(p, n)| (p.file_name().unwrap().to_string_lossy().into_owned(), n))
+        };
+        // By time, not by name (`z-3` sorts last but is older).
+        assert_eq!(name(offer(all(), None)), Some(("b-2.toml".into(), 3)));
+        // The open recipe's own, newest first.
+        assert_eq!(
+            name(offer(all(), Some(Path::new("/r/a.toml")))),
+            Some(("a-1.toml".into(), 3))
+        );
+        assert_eq!(
+            name(offer(all(), Some(Path::new("/r/other.toml")))),
+            Some(("b-2.toml".into(), 3))
+        );
+        assert_eq!(offer(Vec::new(), None), None);
+    }
 }
