@@ -1925,3 +1925,27 @@ fn narrow_help_wraps_and_scrolls_to_the_end() {
     let s = screen(&app, 44, 40);
     assert!(s.contains("any other key closes"), "{s}");
 }
+
+/// What a value prompt says of text that is not a value: the problem, in
+/// words, never an empty quote.
+#[test]
+fn value_prompts_name_what_is_wrong() {
+    use smelt::merge::Method;
+    use smelt::tui::state::parse_value;
+    let density = Method::Ties
+        .spec()
+        .per_model
+        .iter()
+        .find(|p| p.name == "density")
+        .unwrap();
+    let err = |t: &str| parse_value(density, t).unwrap_err();
+    assert_eq!(err(""), "density: expected a number");
+    assert_eq!(err("[]"), "density: an empty list is not a value");
+    assert_eq!(err("[ ]"), "density: an empty list is not a value");
+    assert_eq!(
+        err("[0.2,,0.5]"),
+        "density: a list holds numbers, and its item 2 is empty"
+    );
+    assert_eq!(err("x"), "density: expected a number, got `x`");
+    assert!(parse_value(density, "[0.2, 0.8]").is_ok());
+}

@@ -1081,18 +1081,29 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
                 .strip_prefix('[')
                 .and_then(|x| x.strip_suffix(']'))
                 .ok_or_else(|| format!("{}: a list is written [a, b, ...]", spec.name))?;
-            let xs = inner
-                .split(',')
-                .map(|x| match parse_value(spec, x)? {
-                    Value::Number(v) => Ok(v),
-                    _ => Err(format!("{}: a list holds numbers", spec.name)),
-                })
-                .collect::<Result<Vec<f64>, String>>()?;
-            if xs.is_empty() {
+            if inner.trim().is_empty() {
                 return Err(format!("{}: an empty list is not a value", spec.name));
             }
+            let xs = inner
+                .split(',')
+                .enumerate()
+                .map(|(i, x)| {
+                    if x.trim().is_empty() {
+                        return Err(format!(
+                            "{}: a list holds numbers, and its item {} is empty",
+                            spec.name,
+                            i + 1
+                        ));
+                    }
+                    match parse_value(spec, x)? {
+                        Value::Number(v) => Ok(v),
+                        _ => Err(format!("{}: a list holds numbers", spec.name)),
+                    }
+                })
+                .collect::<Result<Vec<f64>, String>>()?;
             Ok(Value::Gradient(xs))
         }
+        _ if t.is_empty() => Err(format!("{}: expected a number", spec.name)),
         _ => {
             let x: f64 = t
                 .parse()
