@@ -670,3 +670,24 @@ fn builds_of_a_file_named_relatively_stay_current() {
     assert!(matches!(st[1], Status::Built(_)), "{st:?}");
     assert!(matches!(st[2], Status::Built(_)), "{st:?}");
 }
+
+/// Saving over a multi-document file whose edited documents hold comments
+/// asks first, and says what goes: only the comments inside the edited
+/// documents (the rest of the file is kept as it is).
+#[test]
+fn the_overwrite_question_for_a_multi_document_file_says_what_goes() {
+    let (_d, file, _jobs, _rx, mut app) = setup();
+    app.modal = Some(Modal::Confirm(Confirm::Overwrite {
+        path: file.clone(),
+        why: smelt::tui::state::Overwrite::RewritesYaml,
+        then: None,
+    }));
+    let s = screen(&app, 120, 30).replace(['║', '\n', '"'], " ");
+    let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        s.contains("the edited documents are written afresh as mergekit YAML")
+            && s.contains("The other documents, and the comments heading each, are kept"),
+        "{s}"
+    );
+    assert!(!s.contains("its comments and layout go"), "{s}");
+}

@@ -174,6 +174,13 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
                     Overwrite::ChangedOnDisk => {
                         format!("{} changed on disk since it was read.", path.display())
                     }
+                    // A multi-document file: only the edited documents
+                    // are written anew (see `MultiRecipe::with_documents`).
+                    Overwrite::RewritesYaml if app.multi.is_some() => format!(
+                        "In {}, the edited documents are written afresh as mergekit YAML: comments \
+                         inside them go. The other documents, and the comments heading each, are kept.",
+                        path.display()
+                    ),
                     Overwrite::RewritesYaml => format!(
                         "{} is written afresh as mergekit YAML: its comments and layout go (a .toml keeps them).",
                         path.display()
