@@ -691,3 +691,26 @@ fn the_overwrite_question_for_a_multi_document_file_says_what_goes() {
     );
     assert!(!s.contains("its comments and layout go"), "{s}");
 }
+
+/// A multi-document file whose first document names a missing model does
+/// not open, and says which document (and line) names it.
+#[test]
+fn a_missing_model_names_its_document() {
+    let d = tempfile::tempdir().unwrap();
+    let file = chain(d.path());
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("models/ft0", "models/ft0-typo");
+    std::fs::write(&file, &text).unwrap();
+    let (tx, _rx) = unbounded();
+    let jobs = Jobs::new(tx);
+    let e = match jobs.open_now(&file, text) {
+        Ok(_) => panic!("opened with a missing model"),
+        Err(e) => e.to_string(),
+    };
+    let line = MultiRecipe::load(&file).unwrap().unwrap().documents[2].line;
+    assert!(
+        e.contains(&format!("document `tied` (line {line})")) && e.contains("ft0-typo"),
+        "{e}"
+    );
+}

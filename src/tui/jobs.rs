@@ -406,7 +406,16 @@ fn open_text(path: &Path, text: String, reg: &Registry, sep: &str) -> Result<Loa
             Some(path.to_path_buf()),
             Some(text),
             reg,
-        )?;
+        )
+        .map_err(|e| match e {
+            // Which document named it, as `smelt merge` says.
+            JobError::Input(msg) => JobError::Input(format!(
+                "document `{}` (line {}) of {msg}",
+                m.label(j),
+                m.documents[j].line
+            )),
+            other => other,
+        })?;
         l.multi = Some(m);
         l.document = Some(j);
         return Ok(l);
