@@ -134,7 +134,10 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             ..
         } => {
             let frac = p.fraction();
-            let pct = format!(" {:>3.0}% {}/{}", frac * 100.0, p.tensors_done, p.tensors);
+            // The share of bytes only: tensors finish unevenly (the
+            // largest go first), so a count beside it read as a second,
+            // contradicting figure (`35% 0/75`); the count is below.
+            let pct = format!(" {:>3.0}%", frac * 100.0);
             let (fill, rest) = bar(frac, w.saturating_sub(pct.chars().count()), app.ascii);
             out.push(Line::from(vec![
                 Span::styled(fill, theme.fg(theme.gauge)),
@@ -166,23 +169,39 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             } else {
                 "-".into()
             };
-            let head = format!(
-                "{}/s · {} · ETA {eta} · c cancels · ",
-                crate::units::bytes(rate as u64),
-                fmt_dur(p.elapsed),
-            );
-            let room = w.saturating_sub(head.chars().count());
-            out.push(Line::styled(
-                pad(
-                    &format!(
-                        "{head}{}",
-                        tail(&dir.display().to_string(), room, app.ascii)
-                    ),
-                    w,
-                    app.ascii,
-                ),
-                theme.dim(),
-            ));
+            // As many of these as fit, most wanted first, shown in this
+            // order; the output folder, when there is room, last.
+            let parts = [
+                (1, format!("{}/s", crate::units::bytes(rate as u64))),
+                (4, fmt_dur(p.elapsed)),
+                (2, format!("ETA {eta}")),
+                (3, format!("{}/{} tensors", p.tensors_done, p.tensors)),
+                (0, "c cancels".to_string()),
+            ];
+            let mut shown = [false; 5];
+            let mut used = 0;
+            let mut order: Vec<usize> = (0..parts.len()).collect();
+            order.sort_by_key(|&i| parts[i].0);
+            for i in order {
+                let need = parts[i].1.chars().count() + if used > 0 { 3 } else { 0 };
+                if used + need <= w {
+                    shown[i] = true;
+                    used += need;
+                }
+            }
+            let mut line = parts
+                .iter()
+                .zip(shown)
+                .filter(|(_, s)| *s)
+                .map(|((_, t), _)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" · ");
+            let room = w.saturating_sub(line.chars().count() + 3);
+            if room >= 12 {
+                line.push_str(" · ");
+                line.push_str(&tail(&dir.display().to_string(), room, app.ascii));
+            }
+            out.push(Line::styled(pad(&line, w, app.ascii), theme.dim()));
         }
         MergeState::Done { summary: s, recipe } => {
             out.push(Line::from(vec![
