@@ -352,6 +352,7 @@ fn merge_reports_progress_and_a_summary() {
         recipe: app.doc.to_recipe(),
         out: out.clone(),
         force: false,
+        origin: None,
     });
     let err = loop {
         if let Msg::MergeDone { result, .. } = recv(&rx) {
@@ -375,6 +376,7 @@ fn a_cancelled_merge_is_cancelled_not_failed_and_leaves_nothing() {
         recipe,
         out: out.clone(),
         force: false,
+        origin: None,
     });
     jobs.handle(Effect::CancelMerge);
     let r = loop {

@@ -200,6 +200,25 @@ fn showing_a_later_document_builds_what_it_reads_first() {
     // The final merge's models are `mixed`'s output and ft2.
     let paths: Vec<PathBuf> = app.doc.slots.iter().map(|s| s.info.path.clone()).collect();
     assert!(paths.contains(&work.join("mixed")), "{paths:?}");
+    // Each build says where its recipe comes from, and carries the file.
+    let saved = std::fs::read_to_string(work.join("mixed/smelt-recipe.toml")).unwrap();
+    let note = saved
+        .lines()
+        .take_while(|l| *l != "#")
+        .map(|l| l.trim_start_matches("# "))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        note.starts_with("Built by the smelt workbench from document `mixed`")
+            && note.contains("documents `tied`, built by the workbench and kept"),
+        "{saved}"
+    );
+    assert!(saved.contains("#   name: mixed"), "{saved}");
+    let card = std::fs::read_to_string(work.join("tied/README.md")).unwrap();
+    assert!(
+        card.contains("## Origin") && card.contains("document `tied`"),
+        "{card}"
+    );
     // Opened again, the file shows its final merge at once.
     assert_eq!(current(&open(&jobs, &file)).1, "final merge");
     // `r` on the final merge offers a new folder named after the file.

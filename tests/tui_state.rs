@@ -985,6 +985,7 @@ fn run_asks_for_a_folder_then_starts_and_cancels() {
             out: o,
             ticket,
             force,
+            ..
         }] => {
             assert!(!force, "a new folder is never forced");
             assert_eq!(recipe, &app.doc.to_recipe());

@@ -141,6 +141,7 @@ impl Jobs {
                 recipe,
                 out,
                 force,
+                origin,
             } => {
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.merge_cancel = Some(cancel.clone());
@@ -150,7 +151,7 @@ impl Jobs {
                 self.job(
                     "smelt-merge",
                     move || {
-                        let r = run_merge(&recipe, &out, force, &reg, &tx, ticket, &cancel);
+                        let r = run_merge(&recipe, &out, force, origin, &reg, &tx, ticket, &cancel);
                         // A model opened from `out` before (a document
                         // rebuilt) is another model now.
                         if r.is_ok() {
@@ -640,10 +641,12 @@ fn one(
     .is_ok()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_merge(
     recipe: &Recipe,
     out: &Path,
     force: bool,
+    origin: Option<engine::Origin>,
     reg: &Registry,
     tx: &Sender<Msg>,
     ticket: Ticket,
@@ -667,7 +670,7 @@ fn run_merge(
         shard_size: crate::model::DEFAULT_SHARD_SIZE,
         sync: true,
         allow_nonfinite: false,
-        origin: None,
+        origin,
     };
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let start = Instant::now();

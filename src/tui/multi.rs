@@ -717,3 +717,41 @@ pub fn build_lines<'a>(app: &App, theme: &Theme, target: usize, steps: &[usize])
     }
     lines
 }
+
+/// What a merge into `out` says of where its recipe comes from (see
+/// [`crate::engine::Origin`]), when a multi-document file is open: the
+/// document (the one whose place in the working folder `out` is, else
+/// the one shown), the file as it stands here (unsaved edits included),
+/// and that the documents it reads are built in the working folder.
+pub fn origin(app: &App, out: &std::path::Path) -> Option<crate::engine::Origin> {
+    let m = app.multi.as_ref()?;
+    let k = (0..m.file.documents.len())
+        .find(|&j| m.file.documents[j].name.is_some() && m.file.work_path(j, &m.work) == out)
+        .unwrap_or(m.current);
+    let (file, unsaved) = match m.file.with_documents(&edits(app), &m.work) {
+        Ok(t) if t != m.file.text => (t, " (with the workbench's unsaved edits)"),
+        Ok(t) => (t, ""),
+        Err(_) => (m.file.text.clone(), ""),
+    };
+    let mut note = format!(
+        "Built by the smelt workbench from document `{}` (line {}) of the multi-document recipe \
+         {}{unsaved}.",
+        m.file.label(k),
+        m.file.documents[k].line,
+        crate::text::path(&m.file.path)
+    );
+    let needs = needs_of(&m.file, &m.work, &run_recipe(app, k));
+    if !needs.is_empty() {
+        let names: Vec<String> = needs
+            .iter()
+            .map(|&j| format!("`{}`", m.file.label(j)))
+            .collect();
+        note.push_str(&format!(
+            " Its models under {} are that file's documents {}, built by the workbench and kept \
+             there; `smelt merge` of the whole file builds them again.",
+            crate::text::path(&m.work),
+            names.join(", ")
+        ));
+    }
+    Some(crate::engine::Origin { note, file })
+}

@@ -222,6 +222,9 @@ pub enum Effect {
         /// Replace `out` when it holds an earlier smelt output (a
         /// multi-document file's document rebuilt in its working folder).
         force: bool,
+        /// Where the recipe comes from (a multi-document file's document:
+        /// see [`crate::engine::Origin`]).
+        origin: Option<crate::engine::Origin>,
     },
     /// Set the running merge's cancel flag.
     CancelMerge,
@@ -1228,11 +1231,13 @@ pub fn start_merge(app: &mut App, recipe: Recipe, out: PathBuf, force: bool, fx:
         cancelling: false,
     };
     app.accuracy = AccuracyState::None;
+    let origin = super::multi::origin(app, &out);
     fx.push(Effect::StartMerge {
         ticket,
         recipe,
         out,
         force,
+        origin,
     });
 }
 
