@@ -252,20 +252,10 @@ fn fit(s: &str, w: usize) -> String {
 /// `s` in lines of at most `w` characters, broken at spaces (a longer
 /// word is cut).
 fn wrap(s: &str, w: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for word in s.split(' ') {
-        let len = cur.chars().count();
-        if len > 0 && len + 1 + word.chars().count() > w {
-            lines.push(std::mem::take(&mut cur));
-        }
-        if !cur.is_empty() {
-            cur.push(' ');
-        }
-        cur.push_str(word);
-    }
-    lines.push(cur);
-    lines.into_iter().map(|l| fit(&l, w)).collect()
+    smelt::text::wrap(s, w)
+        .into_iter()
+        .map(|l| fit(&l, w))
+        .collect()
 }
 
 fn row(name: &str, s: &Stats) -> String {
