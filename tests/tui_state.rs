@@ -93,6 +93,21 @@ fn report(s: Stats) -> Report {
         skipped: Vec::new(),
     }
 }
+
+/// Deliver the analysis worker's `result` for `t`, keyed to the state
+/// now (a current result).
+fn analysed(app: &mut App, t: Target, result: Result<Report, JobError>) {
+    let key = app.stats_key(&t);
+    update(
+        app,
+        Msg::Analysis {
+            key,
+            target: t,
+            result,
+        },
+    );
+}
+
 fn summary(out: &str) -> Summary {
     Summary {
         out: PathBuf::from(out),
@@ -552,14 +567,10 @@ fn a_preview_shows_until_the_exact_result_arrives() {
 fn all_layers_completes_over_failed_layers_and_names_them() {
     let mut app = demo_app();
     let head = Target::Group(Group::Post);
-    let key = app.stats_key(&head);
-    update(
+    analysed(
         &mut app,
-        Msg::Analysis {
-            key,
-            target: head,
-            result: Err(JobError::Input("lm_head.weight: shapes differ".into())),
-        },
+        head,
+        Err(JobError::Input("lm_head.weight: shapes differ".into())),
     );
     let s = screen(&app, 120, 40);
     assert!(s.contains("[current]"), "{s}");
@@ -1787,20 +1798,16 @@ fn a_layer_with_every_tensor_left_out_says_so() {
     let mut app = demo_app();
     to_layer(&mut app, 2);
     let t = Target::Group(Group::Layer(2));
-    let key = app.stats_key(&t);
-    update(
+    analysed(
         &mut app,
-        Msg::Analysis {
-            key,
-            target: t,
-            result: Ok(Report {
-                stats: Stats::new(3),
-                skipped: vec![smelt::analysis::Skipped {
-                    tensor: "model.layers.2.mlp.up_proj.weight".into(),
-                    reason: "shapes differ".into(),
-                }],
-            }),
-        },
+        t,
+        Ok(Report {
+            stats: Stats::new(3),
+            skipped: vec![smelt::analysis::Skipped {
+                tensor: "model.layers.2.mlp.up_proj.weight".into(),
+                reason: "shapes differ".into(),
+            }],
+        }),
     );
     let s = screen(&app, 120, 40);
     assert!(
@@ -1867,15 +1874,7 @@ fn tensors_left_out_for_one_reason_are_one_line() {
         tensor: "model.layers.1.odd.weight".into(),
         reason: "another shape".into(),
     });
-    let key = app.stats_key(&t);
-    update(
-        &mut app,
-        Msg::Analysis {
-            key,
-            target: t,
-            result: Ok(rep),
-        },
-    );
+    analysed(&mut app, t, Ok(rep));
     let s = screen(&app, 200, 60);
     assert_eq!(s.matches("exactly one other model").count(), 1, "{s}");
     assert!(
