@@ -646,7 +646,7 @@ fn run_merge(
     recipe: &Recipe,
     out: &Path,
     force: bool,
-    origin: Option<engine::Origin>,
+    origin: Option<super::multi::OriginOf>,
     reg: &Registry,
     tx: &Sender<Msg>,
     ticket: Ticket,
@@ -670,7 +670,7 @@ fn run_merge(
         shard_size: crate::model::DEFAULT_SHARD_SIZE,
         sync: true,
         allow_nonfinite: false,
-        origin,
+        origin: origin.map(|o| o.origin()),
     };
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let start = Instant::now();

@@ -718,40 +718,68 @@ pub fn build_lines<'a>(app: &App, theme: &Theme, target: usize, steps: &[usize])
     lines
 }
 
-/// What a merge into `out` says of where its recipe comes from (see
+/// What a merge into `out` will say of where its recipe comes from (see
 /// [`crate::engine::Origin`]), when a multi-document file is open: the
 /// document (the one whose place in the working folder `out` is, else
-/// the one shown), the file as it stands here (unsaved edits included),
-/// and that the documents it reads are built in the working folder.
-pub fn origin(app: &App, out: &std::path::Path) -> Option<crate::engine::Origin> {
+/// the one shown), the file with the workbench's edits, and the documents
+/// it reads. Cheap: [`OriginOf::origin`] writes the file's text, off the
+/// drawing thread (edited documents are written as mergekit YAML, which
+/// reads a model's header).
+pub fn origin(app: &App, out: &std::path::Path) -> Option<OriginOf> {
     let m = app.multi.as_ref()?;
-    let k = (0..m.file.documents.len())
+    let doc = (0..m.file.documents.len())
         .find(|&j| m.file.documents[j].name.is_some() && m.file.work_path(j, &m.work) == out)
         .unwrap_or(m.current);
-    let (file, unsaved) = match m.file.with_documents(&edits(app), &m.work) {
-        Ok(t) if t != m.file.text => (t, " (with the workbench's unsaved edits)"),
-        Ok(t) => (t, ""),
-        Err(_) => (m.file.text.clone(), ""),
-    };
-    let mut note = format!(
-        "Built by the smelt workbench from document `{}` (line {}) of the multi-document recipe \
-         {}{unsaved}.",
-        m.file.label(k),
-        m.file.documents[k].line,
-        crate::text::path(&m.file.path)
-    );
-    let needs = needs_of(&m.file, &m.work, &run_recipe(app, k));
-    if !needs.is_empty() {
-        let names: Vec<String> = needs
-            .iter()
-            .map(|&j| format!("`{}`", m.file.label(j)))
-            .collect();
-        note.push_str(&format!(
-            " Its models under {} are that file's documents {}, built by the workbench and kept \
-             there; `smelt merge` of the whole file builds them again.",
-            crate::text::path(&m.work),
-            names.join(", ")
-        ));
+    let needs = needs_of(&m.file, &m.work, &run_recipe(app, doc));
+    Some(OriginOf {
+        file: m.file.clone(),
+        work: m.work.clone(),
+        doc,
+        edits: edits(app),
+        needs,
+    })
+}
+
+/// See [`origin`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct OriginOf {
+    file: MultiRecipe,
+    work: PathBuf,
+    doc: usize,
+    edits: Vec<(usize, Recipe)>,
+    needs: Vec<usize>,
+}
+
+impl OriginOf {
+    /// The note and the file's text (with the edits, when they can be
+    /// written).
+    pub fn origin(&self) -> crate::engine::Origin {
+        let m = &self.file;
+        let (file, unsaved) = match m.with_documents(&self.edits, &self.work) {
+            Ok(t) if t != m.text => (t, " (with the workbench's unsaved edits)"),
+            Ok(t) => (t, ""),
+            Err(_) => (m.text.clone(), ""),
+        };
+        let mut note = format!(
+            "Built by the smelt workbench from document `{}` (line {}) of the multi-document \
+             recipe {}{unsaved}.",
+            m.label(self.doc),
+            m.documents[self.doc].line,
+            crate::text::path(&m.path)
+        );
+        if !self.needs.is_empty() {
+            let names: Vec<String> = self
+                .needs
+                .iter()
+                .map(|&j| format!("`{}`", m.label(j)))
+                .collect();
+            note.push_str(&format!(
+                " Its models under {} are that file's documents {}, built by the workbench and \
+                 kept there; `smelt merge` of the whole file builds them again.",
+                crate::text::path(&self.work),
+                names.join(", ")
+            ));
+        }
+        crate::engine::Origin { note, file }
     }
-    Some(crate::engine::Origin { note, file })
 }

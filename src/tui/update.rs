@@ -223,8 +223,8 @@ pub enum Effect {
         /// multi-document file's document rebuilt in its working folder).
         force: bool,
         /// Where the recipe comes from (a multi-document file's document:
-        /// see [`crate::engine::Origin`]).
-        origin: Option<crate::engine::Origin>,
+        /// see [`crate::engine::Origin`]), made by the merge's job.
+        origin: Option<super::multi::OriginOf>,
     },
     /// Set the running merge's cancel flag.
     CancelMerge,
