@@ -19,8 +19,10 @@
 //! --no-sync`); cold rows drop the page cache (`sync; echo 3 >
 //! /proc/sys/vm/drop_caches`, as root) before each run and are skipped
 //! when that is not allowed. Each measurement runs in a child process
-//! (this example re-executed, or `cat`) so that its peak RSS is its own,
-//! three times (`--runs N`); the best time is reported.
+//! (this example re-executed, or `cat`) so that its peak RSS is its own.
+//! Every row is measured once per round, three rounds (`--runs N`), and
+//! each row's best time is reported: a floor and the merges divided by it
+//! are sampled over the same minutes.
 
 use smelt::engine::{self, Options};
 use smelt::merge::Method;
@@ -224,16 +226,19 @@ fn bench_family(
                 .map(|w| (*w, true)),
         );
     }
-    // Warm the page cache once (and check the files read).
-    let _ = run_cat(&files)?;
-    let (mut warm_cat, mut cold_cat) = (f64::NAN, f64::NAN);
-    for (what, is_cold) in rows {
-        // Per process: another bench may share the families' folder.
-        let out = root.join(format!("out-{}-{what}", std::process::id()));
-        // Best of RUNS (wall time; the largest peak RSS), so that one
-        // hiccup of a shared machine does not decide a row.
-        let (mut secs, mut rss) = (f64::INFINITY, 0f64);
-        for _ in 0..runs {
+    // Rounds outside, rows inside: each round measures every row once, so
+    // a floor and the merges it divides are sampled over the same minutes
+    // (this machine's virtual disk drifts by 2x and more between minutes;
+    // measuring each row's runs back to back compared a merge with a `cat`
+    // of another minute). Best of the rounds (wall time; the largest peak
+    // RSS), so that one hiccup of a shared machine does not decide a row.
+    let mut best = vec![(f64::INFINITY, 0f64); rows.len()];
+    for _ in 0..runs {
+        // Warm the page cache (and check the files read).
+        let _ = run_cat(&files)?;
+        for (&(what, is_cold), best) in rows.iter().zip(&mut best) {
+            // Per process: another bench may share the families' folder.
+            let out = root.join(format!("out-{}-{what}", std::process::id()));
             let _ = std::fs::remove_dir_all(&out);
             if is_cold {
                 drop_caches()?;
@@ -243,21 +248,21 @@ fn bench_family(
             } else {
                 run_child(&exe, what, family, &out)?
             };
-            secs = secs.min(s);
-            rss = rss.max(r);
+            let _ = std::fs::remove_dir_all(&out);
+            *best = (best.0.min(s), best.1.max(r));
         }
-        let _ = std::fs::remove_dir_all(&out);
-        if what == "cat" {
-            if is_cold {
-                cold_cat = secs;
-            } else {
-                warm_cat = secs;
-            }
-        }
+    }
+    let floor_of = |cold: bool| {
+        rows.iter()
+            .zip(&best)
+            .find(|((w, c), _)| *w == "cat" && *c == cold)
+            .map_or(f64::NAN, |(_, b)| b.0)
+    };
+    for (&(what, is_cold), &(secs, rss)) in rows.iter().zip(&best) {
         let (floor, label) = if is_cold {
-            (cold_cat, "cold cat")
+            (floor_of(true), "cold cat")
         } else {
-            (warm_cat, "warm cat")
+            (floor_of(false), "warm cat")
         };
         println!(
             "| {what} | {} | {secs:.3} | {:.3} | {:.2}x | {label} | {} |",
