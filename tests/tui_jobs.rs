@@ -185,6 +185,7 @@ fn open_save_as_toml_and_yaml_and_reopen() {
     jobs.handle(Effect::Open {
         ticket: Ticket(1),
         path: fixture.clone(),
+        data_dir: std::env::temp_dir().join("smelt-no-data"),
     });
     let Msg::Opened {
         result: Ok(l),

@@ -52,7 +52,7 @@ fn setup() -> (tempfile::TempDir, PathBuf, Jobs, Receiver<Msg>, App) {
 fn open(jobs: &Jobs, file: &Path) -> App {
     let mut app = App::new(dir_of(file).join("data"), dir_of(file));
     let l = jobs
-        .open_now(file, std::fs::read_to_string(file).unwrap())
+        .open_now(file, std::fs::read_to_string(file).unwrap(), &app.data_dir)
         .expect("the file opens");
     smelt::tui::update::opened(&mut app, l);
     app
@@ -606,7 +606,9 @@ fn a_recovered_recipe_opened_after_a_multi_document_file_is_one_recipe() {
         smelt::tui::multi::run_recipe(&app, 2).to_toml(&dir)
     );
     std::fs::write(&kept, &text).unwrap();
-    let l = jobs.open_now(&kept, text).expect("the kept recipe opens");
+    let l = jobs
+        .open_now(&kept, text, &app.data_dir)
+        .expect("the kept recipe opens");
     smelt::tui::update::opened(&mut app, l);
     assert!(app.multi.is_none(), "no documents of the earlier file");
     assert_eq!(app.recipe_path.as_deref(), Some(from.as_path()));
@@ -723,7 +725,7 @@ fn a_missing_model_names_its_document() {
     std::fs::write(&file, &text).unwrap();
     let (tx, _rx) = unbounded();
     let jobs = Jobs::new(tx);
-    let e = match jobs.open_now(&file, text) {
+    let e = match jobs.open_now(&file, text, &dir_of(&file).join("data")) {
         Ok(_) => panic!("opened with a missing model"),
         Err(e) => e.to_string(),
     };
@@ -731,5 +733,84 @@ fn a_missing_model_names_its_document() {
     assert!(
         e.contains(&format!("document `tied` (line {line})")) && e.contains("ft0-typo"),
         "{e}"
+    );
+}
+
+/// Edits to a multi-document file kept when a session ends (SIGHUP) are
+/// the whole file, as `s` would have saved it: opened again (`o`), it is
+/// that file, its relative model paths and working folder its own, the
+/// edit unsaved; `s` writes it over the file.
+#[test]
+fn kept_edits_of_a_multi_document_file_open_as_that_file() {
+    let d = tempfile::tempdir().unwrap();
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    // The fixture's own layout, so its `../mergekit/models` paths hold.
+    let models = d.path().join("mergekit/models");
+    std::fs::create_dir_all(&models).unwrap();
+    for m in ["base", "ft0", "ft1", "ft2"] {
+        std::fs::create_dir(models.join(m)).unwrap();
+        for e in std::fs::read_dir(here.join("mergekit/models").join(m)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), models.join(m).join(e.file_name())).unwrap();
+        }
+    }
+    std::fs::create_dir(d.path().join("multi")).unwrap();
+    let file = d.path().join("multi/chain.yml");
+    std::fs::copy(here.join("multi/chain.yml"), &file).unwrap();
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let mut app = open(&jobs, &file);
+    assert_eq!(current(&app).1, "tied");
+    app.view.focus = Some(Panel::Models);
+    app.view.model_cursor = app
+        .doc
+        .slots
+        .iter()
+        .position(|s| s.info.name == "ft0")
+        .unwrap();
+    key(&mut app, KeyCode::Right);
+    let edited = smelt::tui::multi::run_recipe(&app, 2);
+
+    let kept = smelt::tui::recover(&app);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].extension().unwrap(), "yml");
+    let text = std::fs::read_to_string(&kept[0]).unwrap();
+    assert!(text.contains("../mergekit/models/ft1"), "{text}");
+    let body = smelt::tui::without_recovery_note(&text).to_string();
+    assert!(body.len() < text.len() && body.starts_with("# Three documents"));
+
+    // A new session: offered at start, opened with `o` and Enter.
+    let mut app = App::new(app.data_dir.clone(), d.path().to_path_buf());
+    app.recovered = Some(kept[0].clone());
+    let fx = update(
+        &mut app,
+        Msg::Key(KeyEvent::new(KeyCode::Char('o'), KeyModifiers::NONE)),
+    );
+    assert!(fx.is_empty(), "{fx:?}");
+    let fx = key(&mut app, KeyCode::Enter);
+    assert!(matches!(fx.as_slice(), [Effect::Open { .. }]), "{fx:?}");
+    drive(&mut app, &mut jobs, &rx, fx, |a| a.tickets.open.is_none());
+    assert_eq!(app.recipe_path.as_deref(), Some(file.as_path()));
+    let m = app.multi.as_ref().expect("the file's documents");
+    assert_eq!(m.file.path, file);
+    assert_eq!(m.work, d.path().join("multi/chain.smelt-work"));
+    assert_eq!(smelt::tui::multi::run_recipe(&app, 2), edited);
+    assert!(app.modified(), "the kept edits are not saved yet");
+    assert!(!kept[0].exists(), "offered no more");
+
+    key(&mut app, KeyCode::Char('s'));
+    let fx = key(&mut app, KeyCode::Enter);
+    let fx = match &app.modal {
+        // Saving over the file asks first.
+        Some(Modal::Confirm(_)) => key(&mut app, KeyCode::Char('y')),
+        _ => fx,
+    };
+    drive(&mut app, &mut jobs, &rx, fx, |a| a.tickets.save.is_none());
+    assert!(!app.modified(), "{:?}", app.message);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), body);
+    let m = MultiRecipe::load(&file).unwrap().unwrap();
+    assert_eq!(
+        m.recipe_for(2, &d.path().join("multi/chain.smelt-work")),
+        edited
     );
 }

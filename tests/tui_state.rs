@@ -1067,7 +1067,11 @@ fn opening_another_recipe_starts_status_over() {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("sample_models/recipes/llama-ties.toml");
     let l = jobs
-        .open_now(&file, std::fs::read_to_string(&file).unwrap())
+        .open_now(
+            &file,
+            std::fs::read_to_string(&file).unwrap(),
+            &app.data_dir,
+        )
         .expect("the sample opens");
     smelt::tui::update::opened(&mut app, l);
     assert!(matches!(app.merge, MergeState::Idle));

@@ -727,8 +727,10 @@ impl MultiRecipe {
                     body.push('\n');
                 }
                 // A document that followed `---` on the marker line starts
-                // on a line of its own now.
-                if self.text[..r.start].ends_with("---") {
+                // on a line of its own now (a body that starts with the
+                // marker line's end, as a heading kept from the document
+                // does, already is).
+                if self.text[..r.start].ends_with("---") && !body.starts_with('\n') {
                     body.insert(0, '\n');
                 }
                 (r, body)

@@ -205,12 +205,16 @@ impl Jobs {
                     },
                 );
             }
-            Effect::Open { ticket, path } => {
+            Effect::Open {
+                ticket,
+                path,
+                data_dir,
+            } => {
                 let reg = self.models.clone();
                 let p = path.clone();
                 self.job(
                     "smelt-open",
-                    move || open_recipe(&p, &reg),
+                    move || open_recipe(&p, &reg, &data_dir),
                     move |result| Msg::Opened {
                         ticket,
                         path: path.clone(),
@@ -344,8 +348,8 @@ impl Jobs {
 
     /// Open the recipe file `path`, read as `text`, synchronously
     /// (startup); every problem found on a line of its own.
-    pub fn open_now(&self, path: &Path, text: String) -> Result<Loaded, JobError> {
-        guarded(|| open_text(path, text, &self.models, "\n"))
+    pub fn open_now(&self, path: &Path, text: String, data_dir: &Path) -> Result<Loaded, JobError> {
+        guarded(|| open_text(path, text, &self.models, "\n", data_dir))
     }
 }
 
@@ -381,16 +385,38 @@ fn recipe_paths(recipe: &Recipe) -> Vec<PathBuf> {
     v
 }
 
-fn open_recipe(path: &Path, reg: &Registry) -> Result<Loaded, JobError> {
+fn open_recipe(path: &Path, reg: &Registry, data_dir: &Path) -> Result<Loaded, JobError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| input(format!("{}: {e}", path.display())))?;
-    open_text(path, text, reg, "; ")
+    open_text(path, text, reg, "; ", data_dir)
 }
 
 /// Open the recipe file `path` whose text is `text`: one recipe, or a
 /// multi-document file on the document [`super::multi::initial_document`]
 /// picks. Every problem found goes into one message, joined by `sep`.
-fn open_text(path: &Path, text: String, reg: &Registry, sep: &str) -> Result<Loaded, JobError> {
+///
+/// A recipe kept in `data_dir`'s recovery folder from an ended session
+/// says which file its edits were made to ([`super::recovered_from`]). A
+/// multi-document file kept there is that file's whole text as a save
+/// would have written it, so it is read as that file: its relative paths
+/// and its working folder are the file's.
+fn open_text(
+    path: &Path,
+    text: String,
+    reg: &Registry,
+    sep: &str,
+    data_dir: &Path,
+) -> Result<Loaded, JobError> {
+    let recovered = super::recovered_from(data_dir, path, &text);
+    if let Some(from) = &recovered {
+        let body = super::without_recovery_note(&text);
+        if let Ok(Some(_)) = crate::recipe::MultiRecipe::parse(body, from) {
+            let mut l = open_text(from, body.to_string(), reg, sep, data_dir)?;
+            l.path = Some(path.to_path_buf());
+            l.recovered = recovered;
+            return Ok(l);
+        }
+    }
     let all = |errs: Vec<crate::recipe::RecipeError>| {
         input(
             errs.iter()
@@ -422,7 +448,9 @@ fn open_text(path: &Path, text: String, reg: &Registry, sep: &str) -> Result<Loa
         return Ok(l);
     }
     let recipe = Recipe::parse_all(&text, path).map_err(all)?;
-    load(recipe, Some(path.to_path_buf()), Some(text), reg)
+    let mut l = load(recipe, Some(path.to_path_buf()), Some(text), reg)?;
+    l.recovered = recovered;
+    Ok(l)
 }
 
 fn load(
@@ -455,6 +483,7 @@ fn load(
         layers,
         multi: None,
         document: None,
+        recovered: None,
     })
 }
 

@@ -206,6 +206,35 @@ pub fn recovery_dir(data_dir: &Path) -> PathBuf {
 /// The line of a recovered recipe naming the file it was opened from.
 const RECOVERED_FROM: &str = "# recovered-from: ";
 
+/// The first line of a recovered recipe.
+const RECOVERED_NOTE: &str = "# smelt: unsaved changes, kept when a session ended";
+
+/// A recovered recipe's text without the two lines [`recover`] put on
+/// top (the note and the file it was opened from); any other text whole.
+pub fn without_recovery_note(text: &str) -> &str {
+    let Some(rest) = text
+        .strip_prefix(RECOVERED_NOTE)
+        .and_then(|t| t.strip_prefix('\n'))
+    else {
+        return text;
+    };
+    match rest
+        .strip_prefix(RECOVERED_FROM)
+        .and_then(|t| t.split_once('\n'))
+    {
+        Some((_, body)) => body,
+        None => text,
+    }
+}
+
+/// The two lines heading a recovered recipe, when `from` (the file it was
+/// opened from) can be named on one line.
+fn recovery_note(from: Option<&Path>) -> Option<String> {
+    let from = std::path::absolute(from?).ok()?;
+    let from = from.to_str().filter(|f| !f.contains('\n'))?;
+    Some(format!("{RECOVERED_NOTE}\n{RECOVERED_FROM}{from}\n"))
+}
+
 /// The file a recipe kept in the recovery folder was opened from, when
 /// `path` is such a recipe and says so (a recipe kept when a session
 /// ended by a signal, with the file it was opened from).
@@ -219,9 +248,11 @@ pub fn recovered_from(data_dir: &Path, path: &Path, text: &str) -> Option<PathBu
         .map(PathBuf::from)
 }
 
-/// Write the recipe being edited to the recovery folder (of a
-/// multi-document file, each edited document); the files written.
-fn recover(app: &App) -> Vec<PathBuf> {
+/// Keep the unsaved edits in the recovery folder, where the next session
+/// offers them (`o`); the files written. A recipe is kept as TOML headed
+/// by the file it was opened from; a multi-document file as the whole
+/// file, as `s` would have saved it, headed likewise.
+pub fn recover(app: &App) -> Vec<PathBuf> {
     let dir = recovery_dir(&app.data_dir);
     if std::fs::create_dir_all(&dir).is_err() {
         return Vec::new();
@@ -234,12 +265,24 @@ fn recover(app: &App) -> Vec<PathBuf> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // A multi-document file: each edited document as a recipe of its own
-    // (`STEM-NAME-SECS.toml`), its references to other documents being
-    // their built outputs.
+    let note = recovery_note(app.recipe_path.as_deref());
+    // A multi-document file: the whole file as `s` would save it (read
+    // back by `o` as that file, whose relative paths it keeps); else, when
+    // the edits cannot be written as the file's YAML, each edited document
+    // as a recipe of its own (`STEM-NAME-SECS.toml`), its references to
+    // other documents being their built outputs.
     if let Some(m) = &app.multi {
+        let edits = multi::edits(app);
+        if let (Some(note), Ok(text)) = (&note, m.file.with_documents(&edits, &m.work)) {
+            let path = dir.join(format!("{stem}-{secs}.yml"));
+            let text = format!("{note}{text}");
+            return match crate::fsutil::write_atomic(&path, text.as_bytes()) {
+                Ok(()) => vec![path],
+                Err(_) => Vec::new(),
+            };
+        }
         let mut written = Vec::new();
-        for (k, r) in multi::edits(app) {
+        for (k, r) in edits {
             let name = m.file.label(k).replace(' ', "-");
             let path = dir.join(format!("{stem}-{name}-{secs}.toml"));
             if crate::fsutil::write_atomic(&path, r.to_toml(&dir).as_bytes()).is_ok() {
@@ -249,19 +292,8 @@ fn recover(app: &App) -> Vec<PathBuf> {
         return written;
     }
     let path = dir.join(format!("{stem}-{secs}.toml"));
-    let mut text = String::new();
-    if let Some(from) = app
-        .recipe_path
-        .as_deref()
-        .and_then(|p| std::path::absolute(p).ok())
-    {
-        // Read back by `o`, which then saves to that file again.
-        if let Some(from) = from.to_str().filter(|f| !f.contains('\n')) {
-            text.push_str(&format!(
-                "# smelt: unsaved changes, kept when a session ended\n{RECOVERED_FROM}{from}\n"
-            ));
-        }
-    }
+    // Read back by `o`, which then saves to that file again.
+    let mut text = note.unwrap_or_default();
     text.push_str(&app.doc.to_recipe().to_toml(&dir));
     match crate::fsutil::write_atomic(&path, text.as_bytes()) {
         Ok(()) => vec![path],
@@ -276,7 +308,7 @@ fn recovered(data_dir: &Path) -> Vec<Kept> {
         .map(|rd| {
             rd.filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml" || x == "yml"))
                 .map(|p| Kept {
                     when: std::fs::metadata(&p).and_then(|m| m.modified()).ok(),
                     from: std::fs::read_to_string(&p)
@@ -326,10 +358,14 @@ fn read_recipe(p: &Path) -> Result<(crate::recipe::Recipe, String), String> {
 }
 
 /// The first state: the recipe, the models, or the sample models.
-fn initial(opts: &TuiOptions, jobs: &jobs::Jobs) -> Result<update::Loaded, String> {
+fn initial(
+    opts: &TuiOptions,
+    jobs: &jobs::Jobs,
+    data_dir: &Path,
+) -> Result<update::Loaded, String> {
     if let Some(p) = &opts.recipe {
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        return jobs.open_now(p, text).map_err(|e| e.to_string());
+        return jobs.open_now(p, text, data_dir).map_err(|e| e.to_string());
     }
     if !opts.models.is_empty() {
         let r = crate::recipe::Recipe::for_models(opts.models.clone(), opts.base.clone());
@@ -413,7 +449,7 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     let mut app = App::new(data_dir(), work_dir);
     app.ascii = opts.ascii;
     let mut pending = Vec::new();
-    match initial(&opts, &jobs) {
+    match initial(&opts, &jobs, &app.data_dir) {
         Ok(l) => {
             update::opened(&mut app, l);
             app.sample = opts.recipe.is_none() && opts.models.is_empty();

@@ -156,6 +156,9 @@ pub struct Loaded {
     pub multi: Option<crate::recipe::MultiRecipe>,
     /// The document of a multi-document file `recipe` is.
     pub document: Option<usize>,
+    /// Opened from the recovery folder: the file these unsaved edits were
+    /// made to (see [`super::recovered_from`]), which `s` saves again.
+    pub recovered: Option<PathBuf>,
 }
 
 /// A recipe as written.
@@ -257,6 +260,9 @@ pub enum Effect {
         ticket: Ticket,
         /// What to open.
         path: PathBuf,
+        /// The workbench's data folder, whose recovery folder holds the
+        /// recipes kept from ended sessions (see [`super::recovered_from`]).
+        data_dir: PathBuf,
     },
     /// Open the models of document `index` of the multi-document file
     /// open, whose recipe (references into its working folder) is
@@ -495,8 +501,8 @@ pub fn opened(app: &mut App, l: Loaded) {
     // Changes kept from an ended session: they belong to the file they
     // were made to, which `s` saves again; until then they are unsaved.
     // The kept copy is renamed `.opened`, so it is offered no more.
-    let from = match (&l.path, &app.saved_text) {
-        (Some(p), Some(t)) => super::recovered_from(&app.data_dir, p, t).map(|f| (p.clone(), f)),
+    let from = match (&l.path, l.recovered) {
+        (Some(p), Some(f)) => Some((p.clone(), f)),
         _ => None,
     };
     if let Some((kept, from)) = from {
@@ -1116,7 +1122,11 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             let ticket = app.tickets.issue();
             app.tickets.open = Some(ticket);
             p.input.error = None;
-            fx.push(Effect::Open { ticket, path });
+            fx.push(Effect::Open {
+                ticket,
+                path,
+                data_dir: app.data_dir.clone(),
+            });
         }
         Purpose::AddModel => {
             // A hub name is added from the Hugging Face cache; one not
