@@ -546,6 +546,27 @@ fn a_closed_terminal_keeps_changes_and_leaves_no_partial_merge() {
     nothing_left(tmp.path());
 }
 
+/// The terminal goes away with no SIGHUP to say so (it is not smelt's
+/// controlling terminal): smelt finds out by itself within a second or so,
+/// keeps the unsaved changes and ends as by SIGHUP. It once spun on the
+/// end of input, at full CPU, for ever.
+#[test]
+fn a_terminal_gone_without_a_sighup_ends_the_session() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut tui = Spawn::new(&[], tmp.path(), &data).not_controlling().start();
+    tui.wait("statistics", 30, |s| s.contains("[current]"));
+    tui.send("jjj-");
+    tui.wait("modified", 10, |s| s.contains("modified"));
+    tui.hang_up();
+    assert_eq!(tui.wait_exit(60), 129, "ended as by SIGHUP");
+    let kept: Vec<_> = std::fs::read_dir(data.join("recovered"))
+        .expect("a recovery folder")
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
 /// The SSH connection drops with unsaved changes: they are kept in the
 /// data folder, and the next session says where.
 #[test]

@@ -389,6 +389,20 @@ fn initial(
     }
 }
 
+/// Whether the terminal behind `fd` hung up (`poll` reports `POLLHUP`
+/// whatever events are asked for; none are, so nothing is consumed).
+fn hung_up(fd: &impl std::os::fd::AsRawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid, initialised `pollfd` that lives across the
+    // call, and the count passed is 1; a timeout of 0 returns at once.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLNVAL) != 0
+}
+
 fn input_thread(tx: Sender<Msg>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("smelt-input".into())
@@ -491,7 +505,18 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     // or a window gone, perhaps before its SIGHUP arrives). Treated as
     // SIGHUP, and nothing more is written to it.
     let mut lost = false;
+    let mut hangup_checked = Instant::now();
     loop {
+        // A terminal gone without a SIGHUP to say so (smelt is not in its
+        // foreground process group, e.g. started with `setsid`): crossterm's
+        // reader then spins on the end of input, and nothing is drawn to
+        // find out. Checked at least once a second.
+        if hangup_checked.elapsed() >= Duration::from_secs(1) {
+            hangup_checked = Instant::now();
+            if hung_up(&std::io::stdin()) {
+                lost = true;
+            }
+        }
         for e in pending.drain(..) {
             if e == Effect::Repaint {
                 if terminal.clear().is_err() {

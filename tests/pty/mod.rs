@@ -47,6 +47,9 @@ pub struct Spawn<'a> {
     pub cols: u16,
     pub term: &'a str,
     pub env: &'a [(&'a str, &'a str)],
+    /// Whether the terminal is smelt's controlling terminal (it is, as in
+    /// a terminal window or `ssh -t`); when not, closing it sends no SIGHUP.
+    pub controlling: bool,
 }
 
 impl<'a> Spawn<'a> {
@@ -59,7 +62,13 @@ impl<'a> Spawn<'a> {
             cols: 80,
             term: "xterm-256color",
             env: &[],
+            controlling: true,
         }
+    }
+    /// The terminal is not smelt's controlling terminal.
+    pub fn not_controlling(mut self) -> Self {
+        self.controlling = false;
+        self
     }
     pub fn size(mut self, cols: u16, rows: u16) -> Self {
         self.cols = cols;
@@ -93,6 +102,7 @@ impl<'a> Spawn<'a> {
         for (k, v) in self.env {
             cmd.env(k, v);
         }
+        cmd.set_controlling_tty(self.controlling);
         let mut child = pty.slave.spawn_command(cmd).expect("spawn smelt");
         drop(pty.slave);
         // The reader's own copy of the master, polled so that
