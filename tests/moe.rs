@@ -152,6 +152,17 @@ fn qwen3_moe_cheap_embed_matches_mergekit() {
 }
 
 #[test]
+fn deepseek_moe_cheap_embed_matches_mergekit() {
+    // Chosen as mergekit chooses it: one shared expert without prompts.
+    check_cheap("deepseek-cheap");
+}
+
+#[test]
+fn deepseek_moe_random_has_mergekits_structure() {
+    check_random("deepseek-random");
+}
+
+#[test]
 fn mixtral_random_has_mergekits_structure() {
     check_random("mixtral-random");
 }
@@ -392,8 +403,15 @@ fn refuses_architectures_it_cannot_build() {
         &["no output architecture", "qwen3 models only, not llama"],
     );
     refused(
-        &format!("{GOOD}architecture: deepseek\n"),
-        &["r.yml:6", "DeepSeek"],
+        &format!("{GOOD}architecture: nemotron\n"),
+        &["r.yml:6", "names no output architecture", "DeepSeek MoE"],
+    );
+    refused(
+        &format!(
+            "{GOOD}architecture: deepseek\nshared_experts:\n  - source_model: ARCH/llama/a\n    \
+             positive_prompts: [\"w1\"]\n"
+        ),
+        &["DeepSeek MoE does not gate its shared expert"],
     );
     refused(
         &format!("{GOOD}architecture: mixtral\nshared_experts:\n  - source_model: ARCH/llama/a\n"),

@@ -14,6 +14,14 @@
 //!   `[1, H]`; attention biases a Llama or Mistral base lacks are zeros.
 //! - Qwen3 MoE (`Qwen3MoeForCausalLM`) from Qwen3 models, no shared
 //!   experts, stacked like Mixtral.
+//! - DeepSeek MoE (`DeepseekForCausalLM`, the deepseek-moe-16b remote
+//!   code) from Llama or Mistral models, at most one shared expert, which
+//!   has no gate (and no prompts). Experts are kept one by one like Qwen
+//!   MoE's, the shared expert as `mlp.shared_experts.*`. mergekit writes
+//!   this config from the base's `to_dict()` with no class of its own, so
+//!   the generic attributes stay, with `_name_or_path` (the base as the
+//!   recipe names it) and `torch_dtype` (the output dtype) beside the
+//!   base's `dtype`.
 //!
 //! The config is the base's, with what the output class adds and
 //! mergekit sets. transformers builds it as `Class(**base.to_dict())` and
@@ -33,11 +41,19 @@ pub enum OutArch {
     Qwen2Moe,
     /// `Qwen3MoeForCausalLM`.
     Qwen3Moe,
+    /// `DeepseekForCausalLM` ("DeepSeek MoE" in mergekit).
+    DeepSeek,
 }
 
-/// In mergekit's order of preference (Mixtral first, for old recipes).
-/// mergekit also lists DeepSeek MoE, which smelt does not build.
-pub const ALL: [OutArch; 3] = [OutArch::Mixtral, OutArch::Qwen2Moe, OutArch::Qwen3Moe];
+/// In mergekit's order of preference (Mixtral first, for old recipes; then
+/// DeepSeek MoE, which takes a shared expert without prompts before Qwen
+/// MoE is tried).
+pub const ALL: [OutArch; 4] = [
+    OutArch::Mixtral,
+    OutArch::DeepSeek,
+    OutArch::Qwen2Moe,
+    OutArch::Qwen3Moe,
+];
 
 impl OutArch {
     /// mergekit's name, which `architecture:` matches by prefix.
@@ -46,6 +62,7 @@ impl OutArch {
             OutArch::Mixtral => "Mixtral",
             OutArch::Qwen2Moe => "Qwen MoE",
             OutArch::Qwen3Moe => "Qwen3 MoE",
+            OutArch::DeepSeek => "DeepSeek MoE",
         }
     }
 
@@ -94,6 +111,23 @@ impl OutArch {
                     None
                 }
             }
+            OutArch::DeepSeek => {
+                if shared > 1 {
+                    Some(format!(
+                        "DeepSeek MoE takes at most one shared expert ({shared} given)"
+                    ))
+                } else if shared_prompts {
+                    Some("DeepSeek MoE does not gate its shared expert (it has prompts)".into())
+                } else if !same {
+                    Some("DeepSeek MoE needs every model of one model_type".into())
+                } else if !matches!(first, "llama" | "mistral") {
+                    Some(format!(
+                        "DeepSeek MoE is built from llama or mistral models, not {first}"
+                    ))
+                } else {
+                    None
+                }
+            }
             OutArch::Qwen3Moe => {
                 if shared > 0 {
                     Some("Qwen3 MoE has no shared experts".into())
@@ -110,7 +144,21 @@ impl OutArch {
     /// Whether the experts of a layer are stacked into two tensors
     /// (transformers 5's layout) rather than kept one by one.
     pub fn stacks_experts(self) -> bool {
-        !matches!(self, OutArch::Qwen2Moe)
+        !matches!(self, OutArch::Qwen2Moe | OutArch::DeepSeek)
+    }
+
+    /// The name of the shared expert's MLP under a layer's `mlp.`.
+    pub fn shared_expert(self) -> &'static str {
+        match self {
+            OutArch::DeepSeek => "shared_experts",
+            _ => "shared_expert",
+        }
+    }
+
+    /// Whether the shared experts have a gate of their own
+    /// (`mlp.shared_expert_gate.weight`).
+    pub fn gates_shared_experts(self) -> bool {
+        self == OutArch::Qwen2Moe
     }
 
     /// The tensors (other than MLP and router) taken from the base, per
@@ -147,17 +195,22 @@ impl OutArch {
             ("self_attn.k_norm.weight", false),
         ];
         match self {
-            OutArch::Mixtral => &COMMON,
+            OutArch::Mixtral | OutArch::DeepSeek => &COMMON,
             OutArch::Qwen2Moe => &QWEN2,
             OutArch::Qwen3Moe => &QWEN3,
         }
     }
 
-    /// The output `config.json`, from the base's.
+    /// The output `config.json`, from the base's: `base_name` is the base
+    /// as the recipe names it, `experts` and `shared` how many there are,
+    /// `per_token` the recipe's `experts_per_token` (mergekit's DeepSeek
+    /// code would take 1 beside a shared expert when it is not given, but
+    /// the recipe's default, 2, always is).
     pub fn config(
         self,
         base: &Map<String, Value>,
-        experts: usize,
+        base_name: &str,
+        (experts, shared): (usize, usize),
         per_token: usize,
         dtype: Option<&str>,
     ) -> Map<String, Value> {
@@ -192,6 +245,9 @@ impl OutArch {
             }
         };
         match self {
+            OutArch::DeepSeek => {
+                return self.deepseek_config(c, base_name, (experts, shared), per_token, dtype)
+            }
             OutArch::Mixtral => {
                 if c.get("model_type").and_then(Value::as_str) != Some("mistral") {
                     // Through MistralConfig first, as mergekit does.
@@ -289,6 +345,58 @@ impl OutArch {
             }
         }
         out
+    }
+}
+
+impl OutArch {
+    /// DeepSeek MoE's config (see the module's notes): written as the
+    /// base's `to_dict()` is, with mergekit's keys set.
+    fn deepseek_config(
+        self,
+        mut c: Map<String, Value>,
+        base_name: &str,
+        (experts, shared): (usize, usize),
+        per_token: usize,
+        dtype: Option<&str>,
+    ) -> Map<String, Value> {
+        debug_assert_eq!(self, OutArch::DeepSeek);
+        for (k, v) in GENERIC_DEFAULTS() {
+            if k != "architectures" {
+                c.entry(k.to_string()).or_insert(v);
+            }
+        }
+        let intermediate = c.get("intermediate_size").cloned().unwrap_or(Value::Null);
+        c.insert("_name_or_path".into(), json!(base_name));
+        c.insert("architectures".into(), json!(["DeepseekForCausalLM"]));
+        c.insert("model_type".into(), json!("deepseek"));
+        c.insert("n_routed_experts".into(), json!(experts));
+        c.insert(
+            "n_shared_experts".into(),
+            if shared > 0 {
+                json!(shared)
+            } else {
+                Value::Null
+            },
+        );
+        c.insert("num_experts_per_tok".into(), json!(per_token));
+        c.insert("first_k_dense_replace".into(), json!(0));
+        c.insert("moe_layer_freq".into(), json!(1));
+        c.insert("scoring_func".into(), json!("softmax"));
+        c.insert("norm_topk_prob".into(), json!(true));
+        c.insert("moe_intermediate_size".into(), intermediate);
+        let remote = "deepseek-ai/deepseek-moe-16b-base--";
+        c.insert(
+            "auto_map".into(),
+            json!({
+                "AutoConfig": format!("{remote}configuration_deepseek.DeepseekConfig"),
+                "AutoModel": format!("{remote}modeling_deepseek.DeepseekModel"),
+                "AutoModelForCausalLM": format!("{remote}modeling_deepseek.DeepseekForCausalLM"),
+            }),
+        );
+        if let Some(d) = dtype {
+            c.insert("torch_dtype".into(), json!(d));
+        }
+        c
     }
 }
 

@@ -205,15 +205,10 @@ fn select_arch(r: &MoeRecipe, types: &[String]) -> Result<OutArch, MoeError> {
         .collect();
     if named.is_empty() {
         let w = r.architecture.as_deref().unwrap_or_default();
-        let msg = if "deepseek".starts_with(&w.to_lowercase())
-            || w.to_lowercase().starts_with("deepseek")
-        {
-            format!("architecture `{w}`: smelt does not build DeepSeek MoE (mergekit does); it builds Mixtral, Qwen MoE and Qwen3 MoE")
-        } else {
-            format!(
-                "architecture `{w}` names no output architecture (Mixtral, Qwen MoE, Qwen3 MoE)"
-            )
-        };
+        let msg = format!(
+            "architecture `{w}` names no output architecture (Mixtral, DeepSeek MoE, Qwen MoE, \
+             Qwen3 MoE)"
+        );
         return Err(MoeError::Recipe {
             path: r.path.clone(),
             line: r.architecture_line,
@@ -317,8 +312,17 @@ pub fn build(
         .and_then(|s| crate::recipe::parse_dtype(s).ok());
     let out_dtype = r.dtype.or(cfg_dtype);
 
-    // Gates first (cheap, and cheap_embed is where prompts can fail).
-    let gate_experts: Vec<&Expert> = r.experts.iter().chain(&r.shared_experts).collect();
+    // Gates first (cheap, and cheap_embed is where prompts can fail). As
+    // mergekit: shared experts get gates when they have prompts or the
+    // gates are random (DeepSeek MoE's shared expert has neither prompts
+    // nor a gate).
+    let shared_gated =
+        r.gate_mode.is_random() || r.shared_experts.iter().any(|e| !e.positive.is_empty());
+    let gate_experts: Vec<&Expert> = r
+        .experts
+        .iter()
+        .chain(r.shared_experts.iter().filter(|_| shared_gated))
+        .collect();
     let gates = match r.gate_mode {
         GateMode::Random | GateMode::UniformRandom => gates::random(
             opts.seed,
@@ -348,7 +352,8 @@ pub fn build(
     )?;
     let config = out_arch.config(
         &base_cfg,
-        r.experts.len(),
+        &r.models()[0].written,
+        (r.experts.len(), r.shared_experts.len()),
         r.experts_per_token,
         out_dtype.and_then(crate::recipe::dtype_name),
     );
@@ -618,7 +623,7 @@ fn plan(
                     let t = info(m, &src)?;
                     let out_name = match i {
                         Some(i) => format!("{pre}.experts.{i}.{p}.weight"),
-                        None => format!("{pre}.shared_expert.{p}.weight"),
+                        None => format!("{pre}.{}.{p}.weight", out_arch.shared_expert()),
                     };
                     jobs.push(Job {
                         out: OutputTensor {
@@ -644,7 +649,7 @@ fn plan(
             parts: vec![Part::Values(g[..n_exp * hidden].to_vec())],
         });
         let n_shared = r.shared_experts.len();
-        if out_arch == OutArch::Qwen2Moe && n_shared > 0 {
+        if out_arch.gates_shared_experts() && n_shared > 0 {
             jobs.push(Job {
                 out: OutputTensor {
                     name: format!("model.layers.{l}.mlp.shared_expert_gate.weight"),
