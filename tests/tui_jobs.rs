@@ -430,6 +430,38 @@ fn adding_a_model_that_does_not_fit_names_the_tensor() {
     assert_eq!(layers.len(), 6);
 }
 
+/// smelt MLPs trained on other classes fit together (their heads differ,
+/// and a merge keeps each input's head), as a recipe naming them does:
+/// `a` once refused the bundled digits fine-tunes against their base.
+#[test]
+fn adding_an_mlp_with_another_head_fits() {
+    let (tx, rx) = unbounded();
+    let mut jobs = Jobs::new(tx);
+    let tasks = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/digits-tasks");
+    for (i, ft) in ["ft-7-9", "ft-3-6"].into_iter().enumerate() {
+        jobs.handle(Effect::AddModel {
+            ticket: Ticket(i as u64 + 1),
+            path: tasks.join(ft),
+            fits: Some(tasks.join("base")),
+        });
+        let Msg::ModelAdded { result, .. } = recv(&rx) else {
+            panic!()
+        };
+        assert_eq!(result.expect("fits").0.name, ft);
+    }
+    // Not an MLP beside one: refused, naming a tensor.
+    jobs.handle(Effect::AddModel {
+        ticket: Ticket(3),
+        path: Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models/llama-synthetic/base"),
+        fits: Some(tasks.join("base")),
+    });
+    let Msg::ModelAdded { result, .. } = recv(&rx) else {
+        panic!()
+    };
+    let e = result.expect_err("does not fit").to_string();
+    assert!(e.contains("does not fit"), "{e}");
+}
+
 /// A zipit merge of the bundled digits-zip pair, run by the real engine,
 /// is followed by an accuracy report for the merge and each input.
 #[test]

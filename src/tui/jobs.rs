@@ -495,8 +495,16 @@ fn add_model(
     let m = open_model(path, reg)?;
     if let Some(f) = fits {
         let other = open_model(f, reg)?;
-        // The message names both models and the first tensor that differs.
-        m.check_compatible(&other).map_err(input)?;
+        use crate::mlp::MlpModel;
+        if MlpModel::is_mlp(&m) && MlpModel::is_mlp(&other) {
+            // smelt MLPs trained on other classes: their heads differ, and
+            // a merge keeps each input's head (as a recipe naming them is
+            // planned, `mlp::head_layout`); only their trunks must fit.
+            crate::mlp::head_layout(&[&m, &other]).map_err(input)?;
+        } else {
+            // The message names both models and the first tensor that differs.
+            m.check_compatible(&other).map_err(input)?;
+        }
     }
     Ok((info(&m), layer_rows(&m)))
 }
