@@ -422,6 +422,30 @@ fn the_workbench_without_a_terminal_says_so() {
     }
 }
 
+/// `--base` with a recipe (which names its own base) is refused rather
+/// than ignored.
+#[cfg(feature = "tui")]
+#[test]
+fn the_workbench_refuses_a_base_beside_a_recipe() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_models");
+    let recipe = root.join("recipes/llama-ties.toml");
+    let base = root.join("llama-synthetic/base");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .arg("tui")
+        .arg(&recipe)
+        .arg("--base")
+        .arg(&base)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run smelt");
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("names its own base") && t.contains("--base"),
+        "{t}"
+    );
+}
+
 /// Models with nothing in common: `analyze` says so and fails, rather
 /// than printing a table of zeros.
 #[test]

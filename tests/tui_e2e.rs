@@ -141,6 +141,21 @@ fn named_models_tune_a_layer_run_the_merge_and_match_the_cli() {
     scenario(&args, tmp.path(), "models-ties");
 }
 
+/// `smelt tui --base BASE` alone: the workbench holds that base, ready for
+/// `a` (it once opened the sample recipe, ignoring the base).
+#[test]
+fn a_base_alone_opens_with_that_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = root().join("sample_models/digits-tasks/base");
+    let args = ["tui", "--base", base.to_str().unwrap()];
+    let mut tui = Spawn::new(&args, tmp.path(), &tmp.path().join("data")).start();
+    let s = tui.wait("the base alone", 30, |s| s.contains("0 in"));
+    assert!(s.contains("base base") && s.contains("13.1K"), "{s}");
+    assert!(!s.contains("llama"), "{s}");
+    tui.send("q");
+    assert_eq!(tui.wait_exit(10), 0);
+}
+
 /// The full layout at 80x24: every panel is drawn whole (its right border
 /// in the last column on every body row) and the sample opens with
 /// statistics; the help opens and closes.

@@ -39,7 +39,17 @@ pub fn run(args: TuiArgs) -> CliResult {
         ..TuiOptions::default()
     };
     match args.paths.as_slice() {
-        [one] if is_recipe(one) => opts.recipe = Some(one.clone()),
+        [one] if is_recipe(one) => {
+            if let Some(b) = &opts.base {
+                return Err(CliError::input(format!(
+                    "--base {}: {} names its own base (--base goes with models: \
+                     smelt tui MODEL... --base BASE)",
+                    b.display(),
+                    one.display()
+                )));
+            }
+            opts.recipe = Some(one.clone());
+        }
         paths => opts.models = paths.to_vec(),
     }
     exit_of(smelt::tui::run(opts))

@@ -53,7 +53,8 @@ use update::{update, Effect, Msg};
 pub struct TuiOptions {
     /// A recipe to open (`smelt tui RECIPE`).
     pub recipe: Option<PathBuf>,
-    /// Models to open (`smelt tui MODEL...`); ignored when `recipe` is set.
+    /// Models to open (`smelt tui MODEL...`), with `base` or without;
+    /// ignored when `recipe` is set.
     pub models: Vec<PathBuf>,
     /// The base model, when opening models (`--base`).
     pub base: Option<PathBuf>,
@@ -367,7 +368,8 @@ fn initial(
         let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
         return jobs.open_now(p, text, data_dir).map_err(|e| e.to_string());
     }
-    if !opts.models.is_empty() {
+    // Models, or a base alone (the models to come with `a`).
+    if !opts.models.is_empty() || opts.base.is_some() {
         let r = crate::recipe::Recipe::for_models(opts.models.clone(), opts.base.clone());
         return jobs.load_now(r, None, None).map_err(|e| e.to_string());
     }
@@ -466,11 +468,11 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
     match initial(&opts, &jobs, &app.data_dir) {
         Ok(l) => {
             update::opened(&mut app, l);
-            app.sample = opts.recipe.is_none() && opts.models.is_empty();
+            app.sample = opts.recipe.is_none() && opts.models.is_empty() && opts.base.is_none();
         }
         // What the user named on the command line must open; only a
         // missing sample folder starts the workbench empty.
-        Err(e) if opts.recipe.is_some() || !opts.models.is_empty() => {
+        Err(e) if opts.recipe.is_some() || !opts.models.is_empty() || opts.base.is_some() => {
             return Err(TuiError::Input(e));
         }
         Err(e) => app.say(Level::Error, e),
