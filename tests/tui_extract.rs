@@ -59,10 +59,10 @@ fn copy_models(dir: &Path) -> (PathBuf, PathBuf) {
 /// on the model named `on`.
 fn app_on(jobs: &Jobs, ft0: &Path, base: Option<&Path>, on: &str) -> App {
     let r = Recipe::for_models(vec![ft0.to_path_buf()], base.map(Path::to_path_buf));
-    let mut app = App::new(
-        PathBuf::from("/nonexistent-data"),
-        ft0.parent().unwrap().into(),
-    );
+    // Started elsewhere than beside the models.
+    let here = ft0.parent().unwrap().join("here");
+    std::fs::create_dir_all(&here).unwrap();
+    let mut app = App::new(PathBuf::from("/nonexistent-data"), here);
     let l = jobs.load_now(r, None, None).expect("fixtures open");
     app.load(&l.recipe, &l.infos, l.layers);
     app.view.focus = Some(Panel::Models);
@@ -131,8 +131,8 @@ fn extraction_runs_in_the_background_and_reports_the_error() {
             rank: 4
         }
     );
-    let out = d.path().join("ft0-lora-r4");
-    assert_eq!(text, out.display().to_string(), "beside the model");
+    let out = d.path().join("here/ft0-lora-r4");
+    assert_eq!(text, out.display().to_string(), "in the work folder");
     let fx = key(&mut app, KeyCode::Enter);
     assert!(app.modal.is_none());
     assert!(app.extract_running());
@@ -182,7 +182,10 @@ fn extraction_runs_in_the_background_and_reports_the_error() {
     retype(&mut app, "4");
     key(&mut app, KeyCode::Enter);
     let (_, text, _) = prompt(&app);
-    assert_eq!(text, d.path().join("ft0-lora-r4-2").display().to_string());
+    assert_eq!(
+        text,
+        d.path().join("here/ft0-lora-r4-2").display().to_string()
+    );
     retype(&mut app, out.to_str().unwrap());
     let fx = key(&mut app, KeyCode::Enter);
     assert!(fx.is_empty(), "{fx:?}");
@@ -245,10 +248,15 @@ fn refusals_say_why_on_the_status_line() {
     }
     key(&mut app, KeyCode::Esc);
     assert!(app.modal.is_none());
+    // The two models and the (empty) work folder.
     assert!(
-        std::fs::read_dir(d.path()).unwrap().count() == 2,
+        std::fs::read_dir(d.path()).unwrap().count() == 3,
         "nothing written"
     );
+    assert!(std::fs::read_dir(d.path().join("here"))
+        .unwrap()
+        .next()
+        .is_none());
 
     // A merge running (started in the state only): refused, not queued.
     key(&mut app, KeyCode::Char('r'));
@@ -273,7 +281,7 @@ fn cancelling_leaves_nothing() {
     let mut app = app_on(&jobs, &ft0, Some(&base), "ft0");
     key(&mut app, KeyCode::Char('L'));
     key(&mut app, KeyCode::Enter);
-    let out = d.path().join("ft0-lora-r128");
+    let out = d.path().join("here/ft0-lora-r128");
     let fx = key(&mut app, KeyCode::Enter);
     assert!(matches!(&fx[..], [Effect::StartExtract { .. }]), "{fx:?}");
     for e in fx {

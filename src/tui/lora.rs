@@ -2,7 +2,7 @@
 //! fine-tune) against the recipe's base, in the background, like a merge.
 //!
 //! Two prompts ask for the rank (the CLI's default prefilled) and for a
-//! new output folder (beside the model, `<model>-lora-r<rank>`); the job
+//! new output folder (`<model>-lora-r<rank>` in the work folder); the job
 //! layer runs [`crate::extract::run`] with the CLI's other defaults. One
 //! background job at a time: an extraction is refused while a merge runs
 //! and a merge while an extraction runs, each saying why. `c` cancels it
@@ -102,8 +102,10 @@ pub fn submit_rank(app: &mut App, model: PathBuf, text: &str) -> Result<(), Stri
     Ok(())
 }
 
-/// `<model>-lora-r<rank>` beside the model's folder (in the work folder
-/// for a model that is not a local path), numbered if that exists.
+/// `<model>-lora-r<rank>` in the work folder (where the workbench was
+/// started, as a merge's default output is), numbered if that exists:
+/// beside the model it could land in the bundled samples' install folder,
+/// or in the Hugging Face cache.
 pub fn default_out(app: &App, model: &Path, rank: usize) -> PathBuf {
     let folder = if model.is_file() {
         model.parent().unwrap_or(model)
@@ -116,17 +118,7 @@ pub fn default_out(app: &App, model: &Path, rank: usize) -> PathBuf {
             .file_name()
             .map_or_else(|| "model".into(), |n| n.to_string_lossy())
     );
-    let dir = match folder.parent() {
-        Some(d) if folder.exists() && !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => app.work_dir.clone(),
-    };
-    let mut p = dir.join(&stem);
-    let mut i = 2;
-    while p.exists() {
-        p = dir.join(format!("{stem}-{i}"));
-        i += 1;
-    }
-    p
+    super::update::numbered(&app.work_dir, &stem)
 }
 
 /// The folder prompt's Enter: a new folder (not inside a model) starts the
