@@ -538,13 +538,21 @@ pub(crate) fn value(v: &Value) -> String {
     }
 }
 
-fn params(out: &mut String, header: &str, p: &BTreeMap<String, Value>) {
+/// A `[header]` table of parameters; `int` says which take whole numbers
+/// (written `3`, not `3.0`: values are held as f64).
+fn params(out: &mut String, header: &str, p: &BTreeMap<String, Value>, int: &dyn Fn(&str) -> bool) {
     if p.is_empty() {
         return;
     }
     let _ = writeln!(out, "[{header}]");
     for (k, v) in p {
-        let _ = writeln!(out, "{} = {}", key(k), value(v));
+        let text = match v {
+            Value::Number(x) if int(k) && x.fract() == 0.0 && x.abs() < 9.0e15 => {
+                format!("{}", *x as i64)
+            }
+            v => value(v),
+        };
+        let _ = writeln!(out, "{} = {text}", key(k));
     }
 }
 
@@ -561,6 +569,13 @@ pub(crate) fn scope_line(scope: OverrideScope) -> String {
 pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
     let mut out = String::new();
     let path = |p: &Path| quote(&relative_to(p, dir));
+    let spec = r.method.spec();
+    let int = |k: &str| {
+        spec.global
+            .iter()
+            .chain(spec.per_model)
+            .any(|s| s.name == k && s.kind == crate::merge::ParamKind::Int)
+    };
     // A reader of a saved file should not need the docs to know this.
     out.push_str("# smelt recipe; paths are relative to this file's folder.\n");
     let _ = writeln!(out, "method = {}", quote(r.method.name()));
@@ -583,18 +598,18 @@ pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
     ));
     if !r.params.is_empty() {
         out.push('\n');
-        params(&mut out, "parameters", &r.params);
+        params(&mut out, "parameters", &r.params, &int);
     }
     for m in &r.models {
         let _ = writeln!(out, "\n[[models]]\npath = {}", path(&m.path));
-        params(&mut out, "models.parameters", &m.params);
+        params(&mut out, "models.parameters", &m.params, &int);
     }
     for s in &r.slices {
         out.push_str("\n[[slices]]\n");
         if let Some(b) = &s.base {
             let _ = writeln!(out, "base = {}", path(b));
         }
-        params(&mut out, "slices.parameters", &s.params);
+        params(&mut out, "slices.parameters", &s.params, &int);
         for src in &s.sources {
             let _ = writeln!(
                 out,
@@ -603,18 +618,52 @@ pub(crate) fn write(r: &Recipe, dir: &Path) -> String {
                 src.layer_range.0,
                 src.layer_range.1
             );
-            params(&mut out, "slices.sources.parameters", &src.params);
+            params(&mut out, "slices.sources.parameters", &src.params, &int);
         }
     }
     for o in &r.overrides {
         out.push_str("\n[[overrides]]\n");
         let _ = writeln!(out, "{}", scope_line(o.scope));
-        params(&mut out, "overrides.parameters", &o.params);
+        params(&mut out, "overrides.parameters", &o.params, &int);
         for (i, p) in &o.models {
             let _ = writeln!(out, "[[overrides.models]]\nmodel = {i}");
-            params(&mut out, "overrides.models.parameters", p);
+            params(&mut out, "overrides.models.parameters", p, &int);
         }
     }
     out.push_str(&super::vocab::toml_block(r.tokenizer.as_ref(), dir));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whole-number parameters are written as integers (`depth = 3`, not
+    /// `3.0`); real ones keep their point; both read back the same.
+    #[test]
+    fn whole_number_parameters_are_integers() {
+        let dir = Path::new("/r");
+        let mut r = Recipe::new(
+            Method::Zipit,
+            None,
+            vec![PathBuf::from("/r/a"), PathBuf::from("/r/b")],
+        );
+        r.params.insert("depth".into(), Value::Number(3.0));
+        r.params.insert("alpha".into(), Value::Number(1.0));
+        let t = write(&r, dir);
+        assert!(
+            t.contains("depth = 3\n") && t.contains("alpha = 1.0\n"),
+            "{t}"
+        );
+        let mut k = Recipe::new(
+            Method::Karcher,
+            None,
+            r.models.iter().map(|m| m.path.clone()).collect(),
+        );
+        k.params.insert("max_iter".into(), Value::Number(20.0));
+        let t = write(&k, dir);
+        assert!(t.contains("max_iter = 20\n"), "{t}");
+        let back = Recipe::parse_all(&t, &dir.join("k.toml")).expect("reads back");
+        assert_eq!(back.params.get("max_iter"), Some(&Value::Number(20.0)));
+    }
 }
