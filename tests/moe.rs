@@ -276,6 +276,31 @@ fn random_gates_are_seeded() {
 
 /// The command line end to end: the summary, the output, and `--force`
 /// needed to build again over it.
+/// A mergekit-moe recipe given to `smelt merge` (or `recipe check`) is
+/// named as one, with the command that builds it, not as a list of
+/// unknown keys.
+#[test]
+fn merge_of_a_moe_recipe_points_to_smelt_moe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe("mixtral-cheap");
+    for args in [
+        vec!["merge", r.to_str().unwrap(), "--out", "x"],
+        vec!["recipe", "check", r.to_str().unwrap()],
+    ] {
+        let o = smelt(&args, tmp.path());
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(
+            t.contains("mixtral-cheap.yml:")
+                && t.contains("mergekit-moe recipe")
+                && t.contains("smelt moe"),
+            "{t}"
+        );
+        assert!(!t.contains("unknown"), "{t}");
+    }
+    assert!(!tmp.path().join("x").exists());
+}
+
 #[test]
 fn cli_builds_and_refuses_to_overwrite() {
     let tmp = tempfile::tempdir().unwrap();

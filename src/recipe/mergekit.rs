@@ -60,7 +60,23 @@ pub(crate) fn from_node(root: &Node, dir: &Path, diag: &mut Diag) -> Option<Reci
     let mut base_line = 0;
     // Model entries with the line of each, before the base is taken out.
     let mut models: Vec<(ModelEntry, usize, String)> = Vec::new();
-    for (key, line, v) in entries(root, "recipe", diag) {
+    let top = entries(root, "recipe", diag);
+    // A mergekit-moe recipe (`experts`, no `merge_method`) is not a merge:
+    // said once, rather than as a list of unknown keys.
+    let has = |k: &str| {
+        top.iter()
+            .find(|(key, ..)| key == k)
+            .map(|(_, line, _)| *line)
+    };
+    if let (Some(line), None) = (has("experts"), has("merge_method")) {
+        diag.err(
+            line,
+            "this is a mergekit-moe recipe (it lists `experts`), not a merge: build it with \
+             `smelt moe RECIPE --out OUT`",
+        );
+        return None;
+    }
+    for (key, line, v) in top {
         match key.as_str() {
             "merge_method" => {
                 diag.mark("method", *line);
