@@ -59,17 +59,35 @@ pub fn run(a: Args) -> CliResult {
         sync: a.sync,
         allow_all_same: a.allow_all_same,
     };
+    // A bar redrawn in place on a terminal; otherwise a line every few
+    // seconds (a short build writes none), as `smelt merge` does.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let pb = (!a.quiet && tty).then(|| {
+        let pb =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "moe [{bar:30}] {bytes}/{total_bytes} {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("#>-"),
+        );
+        pb
+    });
+    let last = std::sync::Mutex::new(std::time::Instant::now());
     let quiet = a.quiet;
-    let last = std::sync::Mutex::new(0u64);
     let progress = |p: moe::Progress| {
         if quiet || p.total == 0 {
             return;
         }
-        // A line per 10% at most, so a pipe or log gets a few lines.
-        let tenth = p.done * 10 / p.total;
+        if let Some(pb) = &pb {
+            pb.set_length(p.total);
+            pb.set_position(p.done);
+            return;
+        }
         let mut l = last.lock().unwrap_or_else(|e| e.into_inner());
-        if tenth > *l {
-            *l = tenth;
+        if l.elapsed() >= std::time::Duration::from_secs(2) {
+            *l = std::time::Instant::now();
             use std::io::Write;
             let _ = writeln!(
                 std::io::stderr(),
@@ -79,7 +97,11 @@ pub fn run(a: Args) -> CliResult {
             );
         }
     };
-    let s = moe::build(&recipe, &opts, &progress, &cancel)?;
+    let built = moe::build(&recipe, &opts, &progress, &cancel);
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let s = built?;
     if cancel.load(Ordering::Relaxed) {
         return Err(MoeError::Cancelled.into());
     }
