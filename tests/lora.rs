@@ -321,6 +321,15 @@ fn inspect_shows_targets_rank_and_alpha() {
         line("model.layers.0.mlp.gate_proj.weight")[1..5],
         ["lora", "4", "8", "4.0000"]
     );
+    // An 80-column terminal takes every line, `replace+lora` rows too.
+    let mergekit =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/extract_lora/mergekit_ft0_r4");
+    for d in [dir.clone(), fixtures().join("adapters/lora-save"), mergekit] {
+        let o = smelt(&["inspect", d.to_str().unwrap()], &fixtures());
+        for l in text(&o).lines() {
+            assert!(l.chars().count() <= 80, "{}: {l:?}", d.display());
+        }
+    }
 
     let o = smelt(&["inspect", "--json", "adapters/lora-save"], &fixtures());
     assert!(o.status.success(), "{}", text(&o));

@@ -164,7 +164,7 @@ pub fn render_adapter(r: &AdapterReport) -> String {
     );
     let _ = writeln!(
         s,
-        "\n{:<50} {:<12} {:>4} {:>6} {:>7}",
+        "\n{:<45} {:<12} {:>4} {:>6} {:>7}",
         "tensor", "kind", "rank", "alpha", "scale"
     );
     for t in &r.targets {
@@ -179,8 +179,9 @@ pub fn render_adapter(r: &AdapterReport) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<50} {:<12} {:>4} {:>6} {:>7}",
-            clip_left(&esc(&t.tensor), 50),
+            // 78 columns: the widest kind is `replace+lora`.
+            "{:<45} {:<12} {:>4} {:>6} {:>7}",
+            clip_left(&esc(&t.tensor), 45),
             t.kind,
             rank,
             alpha,
@@ -250,24 +251,25 @@ fn human(n: u64, unit: &str) -> String {
     }
 }
 
-/// Cut `s` to `w` characters, marking the cut with `~` at the end.
+/// Cut `s` to `w` characters, marking the cut with `…` at the end (as
+/// everything else smelt prints does).
 fn clip(s: &str, w: usize) -> String {
     if s.chars().count() <= w {
         return s.to_string();
     }
     let mut out: String = s.chars().take(w.saturating_sub(1)).collect();
-    out.push('~');
+    out.push('…');
     out
 }
 
 /// Cut `s` to `w` characters keeping the end (the distinctive part of a
-/// tensor name), marking the cut with `~` at the start.
+/// tensor name), marking the cut with `…` at the start.
 fn clip_left(s: &str, w: usize) -> String {
     let n = s.chars().count();
     if n <= w {
         return s.to_string();
     }
-    let mut out = String::from("~");
+    let mut out = String::from("…");
     out.extend(s.chars().skip(n - w.saturating_sub(1)));
     out
 }
@@ -287,8 +289,8 @@ mod tests {
 
     #[test]
     fn clipping() {
-        assert_eq!(clip("abcdef", 4), "abc~");
-        assert_eq!(clip_left("abcdef", 4), "~def");
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip_left("abcdef", 4), "…def");
         assert_eq!(clip_left("abc", 4), "abc");
     }
 
