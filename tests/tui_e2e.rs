@@ -182,7 +182,7 @@ fn starts_on_the_sample_models_and_fits_80x24() {
         s.contains("Keys") && s.contains("Ctrl-L")
     });
     tui.send("x");
-    tui.wait("help closed", 10, |s| !s.contains("any other key closes"));
+    tui.wait("help closed", 10, |s| !s.contains("other keys close"));
     tui.send("q");
     assert_eq!(tui.wait_exit(10), 0);
 }

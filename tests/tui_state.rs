@@ -1917,6 +1917,7 @@ fn models_of_the_same_folder_name_read_apart() {
 #[test]
 fn narrow_help_wraps_and_scrolls_to_the_end() {
     let mut app = demo_app();
+    app.size = (44, 40);
     ch(&mut app, '?');
     let s = screen(&app, 44, 40);
     assert!(
@@ -1927,7 +1928,39 @@ fn narrow_help_wraps_and_scrolls_to_the_end() {
         press(&mut app, KeyCode::Down);
     }
     let s = screen(&app, 44, 40);
-    assert!(s.contains("any other key closes"), "{s}");
+    assert!(s.contains("other keys close"), "{s}");
+}
+
+/// The help pages like a pager: End (or G) shows its last line and one
+/// step up leaves it at once (the end is this screen's, not the
+/// narrowest's), Space pages on, g and Home go back to the top; other
+/// keys close it.
+#[test]
+fn help_scrolls_to_its_ends_and_pages() {
+    let mut app = demo_app();
+    app.size = (80, 24);
+    ch(&mut app, '?');
+    let top = screen(&app, 80, 24);
+    assert!(
+        top.contains("Everywhere") && !top.contains("other keys close"),
+        "{top}"
+    );
+    for end in [KeyCode::End, KeyCode::Char('G')] {
+        press(&mut app, end);
+        let s = screen(&app, 80, 24);
+        assert!(s.contains("other keys close"), "{s}");
+        press(&mut app, KeyCode::Char('k'));
+        let s = screen(&app, 80, 24);
+        assert!(!s.contains("other keys close"), "one line up: {s}");
+        press(&mut app, KeyCode::Char('g'));
+        assert_eq!(screen(&app, 80, 24), top);
+    }
+    ch(&mut app, ' ');
+    assert_ne!(screen(&app, 80, 24), top, "Space pages on");
+    press(&mut app, KeyCode::Home);
+    assert_eq!(screen(&app, 80, 24), top);
+    ch(&mut app, 'x');
+    assert!(app.modal.is_none());
 }
 
 /// What a value prompt says of text that is not a value: the problem, in

@@ -241,22 +241,6 @@ pub fn draw_problems(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     boxed(f, app, theme, area, "Problems", lines, 90);
 }
 
-/// How many lines the help has (for scrolling), at most: descriptions
-/// wrapped as on the narrowest screen the workbench draws (40 columns).
-pub fn help_lines() -> usize {
-    const NARROWEST: usize = 40 - 4 - 10 - 1;
-    let wrapped = |keys: &[(&str, &str)]| -> usize {
-        keys.iter()
-            .map(|(_, d)| wrap_words(d, NARROWEST).len())
-            .sum()
-    };
-    let panels: usize = [Panel::Models, Panel::Layers, Panel::Params]
-        .iter()
-        .map(|p| wrapped(panel_help(*p)) + 1)
-        .sum();
-    wrapped(GLOBAL) + panels + wrapped(LEGEND) + 3
-}
-
 /// `text` in lines of at most `w` characters, broken between words (a
 /// word longer than a line is cut).
 fn wrap_words(text: &str, w: usize) -> Vec<String> {
@@ -266,9 +250,8 @@ fn wrap_words(text: &str, w: usize) -> Vec<String> {
         .collect()
 }
 
-/// The help: workbench keys, every panel's keys (the focused one's
-/// first) and the legend of the marks; it scrolls.
-pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: usize) {
+/// The help's lines on a screen `area` wide.
+fn help_text(app: &App, theme: &Theme, area: Rect) -> Vec<Line<'static>> {
     // Narrow screens: a shorter key column, descriptions cut with the cut
     // mark rather than by the border.
     let iw = area.width.saturating_sub(2).min(84).saturating_sub(2) as usize;
@@ -325,9 +308,23 @@ pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: us
     lines.push(head("Marks"));
     lines.extend(LEGEND.iter().flat_map(|(k, d)| entry(k, d)));
     lines.push(Line::styled(
-        " ↑↓ scroll · any other key closes this help",
+        " ↑↓ Space g G scroll · other keys close",
         theme.dim(),
     ));
+    lines
+}
+
+/// The help's top line, scrolled all the way down on a screen `area` big.
+pub fn help_max_scroll(app: &App, area: Rect) -> usize {
+    let n = help_text(app, &Theme::default(), area).len();
+    let h = (n as u16 + 2).min(area.height);
+    n.saturating_sub(h.saturating_sub(2) as usize)
+}
+
+/// The help: workbench keys, every panel's keys (the focused one's
+/// first) and the legend of the marks; it scrolls.
+pub fn draw_help(f: &mut Frame, app: &App, theme: &Theme, area: Rect, scroll: usize) {
+    let lines = help_text(app, theme, area);
     let w = area.width.saturating_sub(2).min(84);
     let h = (lines.len() as u16 + 2).min(area.height);
     let r = centered(area, w, h);

@@ -679,18 +679,21 @@ fn on_key(app: &mut App, k: KeyEvent, fx: &mut Vec<Effect>) {
     app.dirty = true;
     match app.modal.take() {
         Some(Modal::Help(top)) => {
-            // Arrows scroll; any other key closes (`q` too, rather than
-            // quitting).
+            // Arrows, pages (Space too, as in a pager) and the ends
+            // scroll; any other key closes (`q` too, rather than quitting).
             use ratatui::crossterm::event::KeyCode as K;
-            match k.code {
-                K::Down | K::Char('j') => {
-                    app.modal = Some(Modal::Help((top + 1).min(dialog::help_lines())))
-                }
-                K::PageDown => app.modal = Some(Modal::Help((top + 10).min(dialog::help_lines()))),
-                K::Up | K::Char('k') => app.modal = Some(Modal::Help(top.saturating_sub(1))),
-                K::PageUp => app.modal = Some(Modal::Help(top.saturating_sub(10))),
-                _ => {}
-            }
+            let screen = ratatui::layout::Rect::new(0, 0, app.size.0, app.size.1);
+            let last = dialog::help_max_scroll(app, screen);
+            let to = match k.code {
+                K::Down | K::Char('j') => Some(top + 1),
+                K::PageDown | K::Char(' ') => Some(top + 10),
+                K::Up | K::Char('k') => Some(top.saturating_sub(1)),
+                K::PageUp => Some(top.saturating_sub(10)),
+                K::Home | K::Char('g') => Some(0),
+                K::End | K::Char('G') => Some(last),
+                _ => None,
+            };
+            app.modal = to.map(|t| Modal::Help(t.min(last)));
             return;
         }
         Some(Modal::Problems) => return,
