@@ -1931,6 +1931,22 @@ fn narrow_help_wraps_and_scrolls_to_the_end() {
     assert!(s.contains("other keys close"), "{s}");
 }
 
+/// Status, focused in the compact layout (where Tab reaches it), gives the
+/// focus to Sign agreement when the window grows back to the full layout,
+/// where Tab never comes to Status.
+#[test]
+fn growing_out_of_the_compact_layout_leaves_status() {
+    let mut app = demo_app();
+    update(&mut app, Msg::Resize(40, 12));
+    while app.focus() != Panel::Status {
+        press(&mut app, KeyCode::Tab);
+    }
+    update(&mut app, Msg::Resize(80, 23));
+    assert_eq!(app.focus(), Panel::Agreement);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.focus(), Panel::Models, "Tab goes on from there");
+}
+
 /// The help pages like a pager: End (or G) shows its last line and one
 /// step up leaves it at once (the end is this screen's, not the
 /// narrowest's), Space pages on, g and Home go back to the top; other

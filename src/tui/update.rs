@@ -313,6 +313,12 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
         Msg::Mouse(m) => panels::on_mouse(app, m),
         Msg::Resize(w, h) => {
             app.size = (w, h);
+            // Status is a Tab stop only in the compact layout: grown back
+            // to the full one, the focus goes to the panel beside it, which
+            // Tab reaches (rather than staying where Tab never comes).
+            if !layout::compact(app.size) && !Panel::FULL.contains(&app.focus()) {
+                app.view.focus = Some(Panel::Agreement);
+            }
             app.dirty = true;
         }
         Msg::Signal(sig) => {
