@@ -1931,6 +1931,34 @@ fn narrow_help_wraps_and_scrolls_to_the_end() {
     assert!(s.contains("other keys close"), "{s}");
 }
 
+/// A method that cannot merge the recipe's inputs (arcee_fusion takes the
+/// base and one other model; the demo has three): no statistics are asked
+/// for (each tensor would fail alike, and the panel listed every one),
+/// the panel says why, and with one input they come back.
+#[test]
+fn a_method_that_cannot_take_the_inputs_asks_for_no_statistics() {
+    use smelt::merge::Method;
+    let mut app = demo_app();
+    while app.doc.method != Method::ArceeFusion {
+        ch(&mut app, 'm');
+    }
+    let why = app.analysis_blocked().expect("blocked");
+    assert!(why.contains("cannot merge this many"), "{why}");
+    assert!(smelt::tui::update::analysis_request(&app).is_none());
+    let s = screen(&app, 80, 24);
+    assert!(
+        s.contains("this method cannot merge") && !s.contains("†"),
+        "{s}"
+    );
+    app.view.focus = Some(Panel::Models);
+    app.view.model_cursor = 1;
+    ch(&mut app, 'x');
+    ch(&mut app, 'x');
+    assert_eq!(app.doc.input_slots().len(), 1);
+    assert!(app.analysis_blocked().is_none());
+    assert!(smelt::tui::update::analysis_request(&app).is_some());
+}
+
 /// Status, focused in the compact layout (where Tab reaches it), gives the
 /// focus to Sign agreement when the window grows back to the full layout,
 /// where Tab never comes to Status.
