@@ -590,7 +590,9 @@ fn the_agreement_panel_names_each_method_s_selection() {
     panel_method(&mut app, Method::DareLinear);
     let s = screen(&app, 120, 40);
     assert!(s.contains("no sign election"), "{s}");
-    panel_method(&mut app, Method::Slerp);
+    // (SLERP takes one input beside the base: with the demo's three the
+    // panel says it cannot merge them; linear trims nothing either.)
+    panel_method(&mut app, Method::Linear);
     let s = screen(&app, 120, 40);
     assert!(s.contains("no trimming"), "{s}");
 }
