@@ -1057,6 +1057,30 @@ fn a_result_stays_labelled_with_its_recipe() {
     assert!(matches!(app.merge, MergeState::Done { .. }));
 }
 
+/// A failure with a long message, then an edit: "(earlier recipe)" is
+/// still on screen at 80x24 (it followed the message, which took every
+/// line of the panel).
+#[test]
+fn a_failure_stays_labelled_with_its_recipe() {
+    let mut app = demo_app();
+    app.work_dir = tempfile::tempdir().unwrap().keep();
+    let ticket = start_merge(&mut app);
+    let long = "cannot create /sys/kernel/smelt-out: its parent /sys/kernel is not writable \
+                (and a good deal more said about why)";
+    update(
+        &mut app,
+        Msg::MergeDone {
+            ticket,
+            result: Err(JobError::Input(long.into())),
+        },
+    );
+    assert!(screen(&app, 80, 24).contains("FAILED"));
+    to_layer(&mut app, 1);
+    press(&mut app, KeyCode::Left);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("FAILED (earlier recipe)"), "{s}");
+}
+
 /// `o` on another recipe: the last merge's end (its folder, its accuracy
 /// table) is not shown as if it were the new recipe's.
 #[test]

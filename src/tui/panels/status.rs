@@ -26,7 +26,7 @@ pub fn lines_needed(app: &App, w: usize) -> usize {
         MergeState::Cancelled { .. } => 2,
         MergeState::Running { .. } => 3,
         MergeState::Failed { error, .. } => {
-            (error.chars().count() + 9).div_ceil(w.max(1)).clamp(1, 6) + 1
+            (error.chars().count() + 27).div_ceil(w.max(1)).clamp(1, 6) + 1
         }
         MergeState::Done { .. } => 1 + accuracy_lines(app, &Theme::default(), w).len().max(1),
     }
@@ -238,24 +238,20 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
             error,
             recipe,
         } => {
+            // Whose failure it is goes first: the error may take every
+            // line the panel has.
             out.push(Line::from(vec![
                 Span::styled(
-                    format!("{} FAILED ", m.problem),
+                    format!("{} FAILED", m.problem),
                     theme.fg(theme.bad).add_modifier(Modifier::BOLD),
                 ),
-                Span::styled(error.clone(), theme.fg(theme.bad)),
-            ]));
-            out.push(Line::from(vec![
-                Span::styled(
-                    tail(
-                        &dir.display().to_string(),
-                        w.saturating_sub(tag(recipe).len()),
-                        app.ascii,
-                    ),
-                    theme.dim(),
-                ),
                 Span::styled(tag(recipe), theme.fg(theme.warn)),
+                Span::styled(format!(" {error}"), theme.fg(theme.bad)),
             ]));
+            out.push(Line::styled(
+                tail(&dir.display().to_string(), w, app.ascii),
+                theme.dim(),
+            ));
         }
         MergeState::Cancelled { out: dir, recipe } => {
             out.push(Line::from(vec![
