@@ -1057,6 +1057,20 @@ fn a_result_stays_labelled_with_its_recipe() {
     assert!(matches!(app.merge, MergeState::Done { .. }));
 }
 
+/// With a range selected, Parameters edits every layer of it and Sign
+/// agreement shows the cursor's layer: its title says which of the range.
+#[test]
+fn a_range_s_agreement_title_names_the_cursor_s_layer() {
+    let mut app = demo_app();
+    to_layer(&mut app, 1);
+    ch(&mut app, 'v');
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("layers 1-3 (range)"), "{s}");
+    assert!(s.contains("Sign agreement · layer 3 of range 1-3"), "{s}");
+}
+
 /// A failure with a long message, then an edit: "(earlier recipe)" is
 /// still on screen at 80x24 (it followed the message, which took every
 /// line of the panel).

@@ -88,7 +88,12 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let target = app.current_target();
     let what = match &target {
         None => "all layers".to_string(),
-        Some(Target::Group(g)) => g.to_string(),
+        // A range selected (edits go to every layer in it): the figures
+        // are the cursor's layer's, and the title says which of them.
+        Some(Target::Group(g)) => match app.edit_scopes().as_deref() {
+            Some([Scope::Layer(a), .., Scope::Layer(b)]) => format!("{g} of range {a}-{b}"),
+            _ => g.to_string(),
+        },
         Some(Target::Tensor(n)) => {
             let g = app
                 .current_group()
