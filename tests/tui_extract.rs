@@ -176,6 +176,14 @@ fn extraction_runs_in_the_background_and_reports_the_error() {
     assert!(out.join("adapter_config.json").is_file(), "{msg}");
     let cfg = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
     assert!(cfg.contains("\"r\": 4") || cfg.contains("\"r\":4"), "{cfg}");
+    // Status keeps the end in view (the message line goes with the next
+    // key): the error, the folder and the rank, at 80x24.
+    let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+    let theme = smelt::tui::theme::Theme::default();
+    t.draw(|f| smelt::tui::view::draw(f, &app, &theme)).unwrap();
+    let s = format!("{}", t.backend());
+    assert!(s.contains("LoRA of ft0: error 0."), "{s}");
+    assert!(s.contains("ft0-lora-r4"), "{s}");
 
     // Again: the offered folder is a new one; the existing one is refused.
     key(&mut app, KeyCode::Char('L'));

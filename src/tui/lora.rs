@@ -225,13 +225,19 @@ pub fn done(app: &mut App, ticket: Ticket, result: Result<Report, JobError>) {
             app.say(
                 Level::Info,
                 format!(
-                    "LoRA done, relative error {:.6} -> {} (r {}, {} modules{warn})",
+                    "LoRA done, relative error {:.6} -> {}{warn}",
                     r.error,
                     r.out.display(),
-                    r.rank,
-                    r.modules.len(),
                 ),
             );
+            app.extracted = Some(Extracted {
+                model: job.model.clone(),
+                out: r.out.clone(),
+                error: r.error,
+                rank: r.rank,
+                modules: r.modules.len(),
+                warnings: r.warnings.len(),
+            });
         }
         Err(JobError::Cancelled) => app.say(
             Level::Info,

@@ -286,6 +286,24 @@ pub struct ExtractJob {
     pub cancelling: bool,
 }
 
+/// A LoRA extraction that ended, as Status shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Extracted {
+    /// The fine-tune's name.
+    pub model: String,
+    /// The adapter folder written.
+    pub out: PathBuf,
+    /// The overall relative error of the approximation.
+    pub error: f64,
+    /// Its rank.
+    pub rank: usize,
+    /// Modules factored.
+    pub modules: usize,
+    /// How many warnings the extraction gave (`smelt extract-lora` lists
+    /// them).
+    pub warnings: usize,
+}
+
 impl ExtractJob {
     /// The share of the modules factored, in [0, 1].
     pub fn fraction(&self) -> f64 {
@@ -473,6 +491,9 @@ pub struct App {
     pub accuracy: AccuracyState,
     /// The LoRA extraction running, if any.
     pub extract: Option<ExtractJob>,
+    /// The last LoRA extraction's end, shown in Status until a merge
+    /// starts or another recipe opens.
+    pub extracted: Option<Extracted>,
     /// The open dialog, if any.
     pub modal: Option<Modal>,
     /// The status line's message.
@@ -530,6 +551,7 @@ impl App {
             merge: MergeState::Idle,
             accuracy: AccuracyState::None,
             extract: None,
+            extracted: None,
             modal: None,
             message: None,
             recipe_path: None,

@@ -498,6 +498,7 @@ pub fn opened(app: &mut App, l: Loaded) {
     if !app.merge_running() {
         app.merge = MergeState::Idle;
     }
+    app.extracted = None;
     app.sample = false;
     app.recipe_path = l.path.clone();
     app.saved_text = l.text;
@@ -1242,6 +1243,7 @@ fn multi_save_path(app: &App, path: &Path) -> Result<(), String> {
 pub fn start_merge(app: &mut App, recipe: Recipe, out: PathBuf, force: bool, fx: &mut Vec<Effect>) {
     let ticket = app.tickets.issue();
     app.tickets.merge = Some(ticket);
+    app.extracted = None;
     app.merge = MergeState::Running {
         ticket,
         out: out.clone(),

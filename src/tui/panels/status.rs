@@ -18,7 +18,7 @@ fn fmt_dur(d: std::time::Duration) -> String {
 
 /// Lines the panel's content takes at inner width `w`.
 pub fn lines_needed(app: &App, w: usize) -> usize {
-    if app.extract.is_some() {
+    if app.extract.is_some() || app.extracted.is_some() {
         return 3;
     }
     match &app.merge {
@@ -43,6 +43,9 @@ pub fn one_line(app: &App) -> String {
             j.total,
             j.out.display()
         );
+    }
+    if let Some(x) = &app.extracted {
+        return format!("LoRA done: error {:.4} → {}", x.error, x.out.display());
     }
     match &app.merge {
         MergeState::Running {
@@ -96,6 +99,10 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let mut out = Vec::new();
     if let Some(j) = &app.extract {
         f.render_widget(Paragraph::new(extract_lines(app, j, theme, w)), inner);
+        return;
+    }
+    if let Some(x) = &app.extracted {
+        f.render_widget(Paragraph::new(extracted_lines(app, x, theme, w)), inner);
         return;
     }
     let tag = |recipe: &crate::recipe::Recipe| -> String {
@@ -310,6 +317,37 @@ fn extract_lines<'a>(app: &App, j: &ExtractJob, theme: &Theme, w: usize) -> Vec<
                 app.ascii,
             ),
             theme.dim(),
+        ),
+    ]
+}
+
+/// A LoRA extraction's end: how close, where, then the rest (in that
+/// order, as the panel may have two lines only).
+fn extracted_lines<'a>(app: &App, x: &Extracted, theme: &Theme, w: usize) -> Vec<Line<'a>> {
+    let warn = match x.warnings {
+        0 => String::new(),
+        n => format!(" · {n} warnings"),
+    };
+    vec![
+        Line::styled(
+            pad(
+                &format!("LoRA of {}: error {:.4}", x.model, x.error),
+                w,
+                app.ascii,
+            ),
+            theme.fg(theme.good).add_modifier(Modifier::BOLD),
+        ),
+        Line::styled(
+            tail(&x.out.display().to_string(), w, app.ascii),
+            theme.dim(),
+        ),
+        Line::styled(
+            pad(
+                &format!("rank {} · {} modules{warn}", x.rank, x.modules),
+                w,
+                app.ascii,
+            ),
+            theme.text(),
         ),
     ]
 }
