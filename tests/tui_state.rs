@@ -1071,6 +1071,63 @@ fn a_range_s_agreement_title_names_the_cursor_s_layer() {
     assert!(s.contains("Sign agreement · layer 3 of range 1-3"), "{s}");
 }
 
+/// `r` into a folder holding an earlier smelt output asks before replacing
+/// it (as `smelt merge --force` would); y merges with the replacement
+/// allowed, any other key goes back to the prompt. A folder holding
+/// anything else is refused in the prompt.
+#[test]
+fn running_into_an_earlier_output_asks_to_replace_it() {
+    let mut app = demo_app();
+    let d = tempfile::tempdir().unwrap();
+    app.work_dir = d.path().to_path_buf();
+    let old = d.path().join("old");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(old.join("smelt-recipe.toml"), "method = \"linear\"\n").unwrap();
+    std::fs::write(old.join("model.safetensors"), b"").unwrap();
+    let mine = d.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+    let run_into = |app: &mut App, p: &std::path::Path| {
+        ch(app, 'r');
+        ctrl(app, 'u');
+        typ(app, p.to_str().unwrap());
+        press(app, KeyCode::Enter)
+    };
+    let fx = run_into(&mut app, &mine);
+    assert!(fx.is_empty(), "{fx:?}");
+    assert!(
+        matches!(&app.modal, Some(Modal::Prompt(_))),
+        "{:?}",
+        app.modal
+    );
+    press(&mut app, KeyCode::Esc);
+
+    let fx = run_into(&mut app, &old);
+    assert!(fx.is_empty(), "{fx:?}");
+    assert_eq!(
+        app.modal,
+        Some(Modal::Confirm(Confirm::Replace { path: old.clone() }))
+    );
+    assert!(screen(&app, 80, 24).contains("earlier smelt output"));
+    ch(&mut app, 'n');
+    assert!(
+        matches!(&app.modal, Some(Modal::Prompt(_))),
+        "{:?}",
+        app.modal
+    );
+    let fx = press(&mut app, KeyCode::Enter);
+    assert!(fx.is_empty());
+    let fx = ch(&mut app, 'y');
+    match &fx[..] {
+        [Effect::StartMerge { out, force, .. }] => assert!(*force && out == &old),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
 /// A failure with a long message, then an edit: "(earlier recipe)" is
 /// still on screen at 80x24 (it followed the message, which took every
 /// line of the panel).

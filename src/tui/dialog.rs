@@ -63,6 +63,15 @@ pub fn on_key(app: &mut App, c: Confirm, k: KeyEvent, fx: &mut Vec<Effect>) {
                 app.say(Level::Info, "nothing built; still on this document");
             }
         }
+        Confirm::Replace { path } => {
+            if key == Some('y') {
+                super::update::merge_into(app, path, true, fx);
+            } else {
+                let p = prompt_for(app, Purpose::OutputFolder, path.display().to_string());
+                app.modal = Some(Modal::Prompt(p));
+                app.say(Level::Info, "nothing replaced; pick another folder");
+            }
+        }
         Confirm::Overwrite { path, why, then } => {
             if key == Some('y') {
                 save(app, path, then, why == Overwrite::ChangedOnDisk, fx);
@@ -164,6 +173,22 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
                 ),
                 key_span(theme, "Esc"),
                 Span::styled(" stays", theme.text()),
+            ]));
+        }
+        Confirm::Replace { path } => {
+            title = "Replace?";
+            lines.push(Line::styled(
+                format!(
+                    "{} holds an earlier smelt output. The merge writes beside it and \
+                     replaces it only once it has finished whole.",
+                    path.display()
+                ),
+                theme.text(),
+            ));
+            lines.push(Line::raw(""));
+            lines.push(Line::from(vec![
+                key_span(theme, "y"),
+                Span::styled(" replace it · any other key: another folder", theme.text()),
             ]));
         }
         Confirm::Overwrite { path, why, .. } => {

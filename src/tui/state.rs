@@ -422,6 +422,13 @@ pub enum Confirm {
         /// What to do after the save.
         then: Option<Then>,
     },
+    /// `r` into a folder that holds an earlier smelt output (or nothing):
+    /// y merges, replacing it once the merge has finished whole; anything
+    /// else goes back to the prompt with the path kept.
+    Replace {
+        /// The folder.
+        path: PathBuf,
+    },
     /// Showing a document of a multi-document file needs other documents
     /// built first: y builds `steps` in order, then shows `target`.
     Build {

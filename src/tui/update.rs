@@ -1019,6 +1019,15 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
             // replacing an output (only an empty folder or smelt's output,
             // never inside an input), which the merge applies again.
             let own = super::multi::is_own_output(app, &path);
+            // An earlier smelt output (or an empty folder) may be replaced,
+            // as `smelt merge --force` does: asked first.
+            if !own
+                && path.exists()
+                && crate::model::check_destination(&path, &inputs, true).is_ok()
+            {
+                app.modal = Some(Modal::Confirm(Confirm::Replace { path }));
+                return;
+            }
             let checked = if own {
                 crate::model::check_destination(&path, &inputs, true)
                     .map(|_| ())
@@ -1044,12 +1053,7 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
                     }
                 }
             }
-            let recipe = match &app.multi {
-                Some(m) => super::multi::run_recipe(app, m.current),
-                None => app.doc.to_recipe(),
-            };
-            app.say(Level::Info, format!("merging into {}", path.display()));
-            start_merge(app, recipe, path, own, fx);
+            merge_into(app, path, own, fx);
         }
         Purpose::Save { then } => {
             if let Err(e) = multi_save_path(app, &path) {
@@ -1236,6 +1240,17 @@ fn multi_save_path(app: &App, path: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Merge the recipe shown into `path` (`force`: replacing an earlier
+/// smelt output there).
+pub fn merge_into(app: &mut App, path: PathBuf, force: bool, fx: &mut Vec<Effect>) {
+    let recipe = match &app.multi {
+        Some(m) => super::multi::run_recipe(app, m.current),
+        None => app.doc.to_recipe(),
+    };
+    app.say(Level::Info, format!("merging into {}", path.display()));
+    start_merge(app, recipe, path, force, fx);
 }
 
 /// Start a merge of `recipe` into `out` (`force`: replacing an earlier
