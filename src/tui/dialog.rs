@@ -177,11 +177,17 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
         }
         Confirm::Replace { path } => {
             title = "Replace?";
+            let empty = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
             lines.push(Line::styled(
                 format!(
-                    "{} holds an earlier smelt output. The merge writes beside it and \
-                     replaces it only once it has finished whole.",
-                    path.display()
+                    "{} {}. The merge writes beside it and replaces it only once it has \
+                     finished whole.",
+                    path.display(),
+                    if empty {
+                        "is an empty folder"
+                    } else {
+                        "holds an earlier smelt output"
+                    }
                 ),
                 theme.text(),
             ));
