@@ -1106,7 +1106,10 @@ fn running_into_an_earlier_output_asks_to_replace_it() {
     assert!(fx.is_empty(), "{fx:?}");
     assert_eq!(
         app.modal,
-        Some(Modal::Confirm(Confirm::Replace { path: old.clone() }))
+        Some(Modal::Confirm(Confirm::Replace {
+            path: old.clone(),
+            empty: false
+        }))
     );
     assert!(screen(&app, 80, 24).contains("earlier smelt output"));
     ch(&mut app, 'n');

@@ -63,7 +63,7 @@ pub fn on_key(app: &mut App, c: Confirm, k: KeyEvent, fx: &mut Vec<Effect>) {
                 app.say(Level::Info, "nothing built; still on this document");
             }
         }
-        Confirm::Replace { path } => {
+        Confirm::Replace { path, .. } => {
             if key == Some('y') {
                 super::update::merge_into(app, path, true, fx);
             } else {
@@ -175,15 +175,14 @@ pub fn draw_confirm(f: &mut Frame, app: &App, theme: &Theme, area: Rect, c: &Con
                 Span::styled(" stays", theme.text()),
             ]));
         }
-        Confirm::Replace { path } => {
+        Confirm::Replace { path, empty } => {
             title = "Replace?";
-            let empty = std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none());
             lines.push(Line::styled(
                 format!(
                     "{} {}. The merge writes beside it and replaces it only once it has \
                      finished whole.",
                     path.display(),
-                    if empty {
+                    if *empty {
                         "is an empty folder"
                     } else {
                         "holds an earlier smelt output"

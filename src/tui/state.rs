@@ -428,6 +428,8 @@ pub enum Confirm {
     Replace {
         /// The folder.
         path: PathBuf,
+        /// Whether it is empty (rather than an earlier output).
+        empty: bool,
     },
     /// Showing a document of a multi-document file needs other documents
     /// built first: y builds `steps` in order, then shows `target`.

@@ -1025,7 +1025,8 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
                 && path.exists()
                 && crate::model::check_destination(&path, &inputs, true).is_ok()
             {
-                app.modal = Some(Modal::Confirm(Confirm::Replace { path }));
+                let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+                app.modal = Some(Modal::Confirm(Confirm::Replace { path, empty }));
                 return;
             }
             let checked = if own {
