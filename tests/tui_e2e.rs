@@ -141,6 +141,29 @@ fn named_models_tune_a_layer_run_the_merge_and_match_the_cli() {
     scenario(&args, tmp.path(), "models-ties");
 }
 
+/// The `!` marks the layers with the most sign conflict, a third of those
+/// ranked at most: on the digits MLPs (three layers) one layer, not all.
+#[test]
+fn a_three_layer_model_marks_one_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = root().join("sample_models/recipes/digits-tasks-ties.toml");
+    let args = ["tui", recipe.to_str().unwrap()];
+    let mut tui = Spawn::new(&args, tmp.path(), &tmp.path().join("data")).start();
+    let s = tui.wait("every layer's figures", 30, |s| {
+        s.lines()
+            .filter(|l| l.contains("▸ layer") && l.contains('%'))
+            .count()
+            == 3
+    });
+    let marked = s
+        .lines()
+        .filter(|l| l.contains("▸ layer") && l.contains("% !"))
+        .count();
+    assert_eq!(marked, 1, "{s}");
+    tui.send("q");
+    assert_eq!(tui.wait_exit(10), 0);
+}
+
 /// `smelt tui --base BASE` alone: the workbench holds that base, ready for
 /// `a` (it once opened the sample recipe, ignoring the base).
 #[test]

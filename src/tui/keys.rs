@@ -216,7 +216,10 @@ pub const LEGEND: &[(&str, &str)] = &[
     ("≈", "the value a gradient or filter gives at this layer"),
     ("°", "a figure being recomputed: it is from earlier values"),
     ("…", "text cut to fit"),
-    ("!", "one of the three layers with the most sign conflict"),
+    (
+        "!",
+        "among the layers with the most sign conflict (three at most, a third of them)",
+    ),
     ("✘", "a problem that stops the merge (listed by r)"),
     (
         "†",

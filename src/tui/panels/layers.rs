@@ -228,7 +228,7 @@ fn zip_depth(app: &mut App) {
     }
 }
 
-/// Current conflict shares of every group, for ranking the worst.
+/// The groups marked `!`: those with the largest current conflict share.
 fn worst_groups(app: &App) -> Vec<usize> {
     let mut v: Vec<(usize, f64)> = app
         .doc
@@ -241,8 +241,11 @@ fn worst_groups(app: &App) -> Vec<usize> {
         })
         .collect();
     v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    // Three at most, and a third of those ranked: on a three-layer model,
+    // three marks would mark every layer and say nothing.
+    let marked = (v.len() / 3).min(3);
     v.into_iter()
-        .take(3)
+        .take(marked)
         .filter(|(_, c)| *c > 0.0)
         .map(|(i, _)| i)
         .collect()
