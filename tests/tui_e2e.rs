@@ -333,6 +333,16 @@ fn quit_while_dirty_saves_over_the_recipe_keeping_comments() {
     tui.wait("the question", 10, |s| s.contains("Unsaved changes"));
     tui.send("s");
     assert_eq!(tui.wait_exit(20), 0);
+    // Where it went is said on the terminal, after the workbench left it.
+    let raw = tui.raw_text();
+    let said = format!("smelt: recipe saved to {}", recipe.display());
+    let at = raw
+        .find(&said)
+        .unwrap_or_else(|| panic!("{said:?} not in {raw:?}"));
+    assert!(
+        raw[..at].contains("\x1b[?1049l"),
+        "after the screen is restored"
+    );
     let after = std::fs::read_to_string(&recipe).unwrap();
     let first = before.lines().next().unwrap();
     assert!(after.contains(first), "comment kept\n{after}");

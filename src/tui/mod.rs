@@ -624,6 +624,11 @@ pub fn run(opts: TuiOptions) -> Result<Exit, TuiError> {
             crate::text::path(p)
         );
     }
+    if !lost {
+        for line in &app.farewell {
+            let _ = writeln!(err, "smelt: {line}");
+        }
+    }
     if !signalled {
         if cancelling {
             // Let the engine remove its partial output before the process ends.

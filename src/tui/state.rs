@@ -500,6 +500,9 @@ pub struct App {
     pub accuracy: AccuracyState,
     /// The LoRA extraction running, if any.
     pub extract: Option<ExtractJob>,
+    /// Lines for the terminal once the workbench has left it (what a quit
+    /// did on the way out, e.g. where it saved the recipe).
+    pub farewell: Vec<String>,
     /// The last LoRA extraction's end, shown in Status until a merge
     /// starts or another recipe opens.
     pub extracted: Option<Extracted>,
@@ -561,6 +564,7 @@ impl App {
             accuracy: AccuracyState::None,
             extract: None,
             extracted: None,
+            farewell: Vec::new(),
             modal: None,
             message: None,
             recipe_path: None,

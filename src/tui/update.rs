@@ -426,6 +426,12 @@ pub fn update(app: &mut App, msg: Msg) -> Vec<Effect> {
                     app.saved_text = Some(s.text);
                     app.dirty = true;
                     if let Some(t) = then {
+                        if t == Then::Quit {
+                            // Said again on the terminal: the screen that
+                            // showed it is about to go.
+                            let m = app.message.as_ref().map(|(_, m)| m.clone());
+                            app.farewell.extend(m);
+                        }
                         proceed(app, t, &mut fx);
                     }
                 }
