@@ -1243,10 +1243,6 @@ fn run_zip(
         .iter()
         .flat_map(|m| m.tensors().iter().map(|t| t.nbytes() as u64))
         .sum();
-    let _ = progress.send(Event::Started {
-        tensors: plan.models.first().map_or(0, |m| m.tensors().len()),
-        bytes_total: bytes_read,
-    });
     // Method-wide values with the spec's defaults filled in.
     let global = recipe
         .resolve("", crate::model::Group::Pre, plan.out_layers)
@@ -1292,6 +1288,12 @@ fn run_zip(
         return Err(EngineError::Cancelled);
     }
     let tensors = merged.tensors();
+    // Said once the output's tensors are known: the heads kept past the
+    // zip depth make more tensors than an input has.
+    let _ = progress.send(Event::Started {
+        tensors: tensors.len(),
+        bytes_total: bytes_read,
+    });
     let dtype = recipe.out_dtype.unwrap_or(crate::model::Dtype::F32);
     let writer = Writer::create(
         &opts.out,

@@ -124,3 +124,40 @@ fn ties_on_digits_tasks_keeps_every_fine_tunes_head() {
         base.read_all_f32("layers.0.weight").ok()
     );
 }
+
+/// The log's "merging N tensors" and "merged N tensors" agree for a zip
+/// merge (whose output keeps a head per input: more tensors than an input
+/// has).
+#[test]
+fn a_zip_merge_counts_its_output_tensors_alike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("zip");
+    let o = smelt(&[
+        "merge",
+        "sample_models/recipes/digits-zipit.toml",
+        "--out",
+        out.to_str().unwrap_or_default(),
+    ]);
+    ok(&o);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let count = |word: &str| -> usize {
+        let at = all
+            .find(word)
+            .unwrap_or_else(|| panic!("no {word:?} in {all}"));
+        all[at + word.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{all}"))
+    };
+    let n = smelt::model::Model::open(&out)
+        .expect("output")
+        .tensors()
+        .len();
+    assert_eq!(count("merging "), n, "{all}");
+    assert_eq!(count("merged "), n, "{all}");
+}
