@@ -161,3 +161,14 @@ fn a_zip_merge_counts_its_output_tensors_alike() {
     assert_eq!(count("merging "), n, "{all}");
     assert_eq!(count("merged "), n, "{all}");
 }
+
+/// `analyze` of a zip recipe says why there is nothing to analyze, rather
+/// than asking for a base.
+#[test]
+fn analyze_of_a_zip_recipe_says_there_are_no_task_vectors() {
+    let o = smelt(&["analyze", "sample_models/recipes/digits-zipit.toml"]);
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{t}");
+    assert!(t.contains("zipit") && t.contains("no task vectors"), "{t}");
+    assert!(!t.contains("needs a base"), "{t}");
+}

@@ -85,6 +85,13 @@ pub fn run(
             m.params.insert("density".into(), Value::Number(d));
         }
     }
+    if matches!(recipe.method, Method::Zipit | Method::Permute) {
+        return Err(CliError::input(format!(
+            "{} matches features across whole models: there are no task vectors to analyze \
+             (smelt eval measures a merge it made)",
+            recipe.method.name()
+        )));
+    }
     let Some(base_path) = recipe.base.clone() else {
         return Err(CliError::input(
             "analyze needs a base model: task vectors are models minus the base (give --base, or a recipe with `base`)",
