@@ -1172,12 +1172,22 @@ fn model_folder(p: &Path) -> PathBuf {
     }
 }
 
+/// A model as the card names it: a local one by its absolute path (the
+/// same from the CLI, whose recipe paths are resolved, and from the
+/// workbench, whose may be relative to where it runs), a hub name as given.
+fn card_name(p: &Path) -> String {
+    match std::path::absolute(p) {
+        Ok(a) if p.exists() => a.display().to_string(),
+        _ => p.display().to_string(),
+    }
+}
+
 fn model_card(plan: &Plan, recipe_text: &str, origin: Option<&Origin>) -> String {
     let r = &plan.recipe;
     let mut s = String::new();
     s.push_str("---\ntags:\n- merge\n- smelt\n");
     if let Some(b) = &r.base {
-        s.push_str(&format!("base_model: {}\n", b.display()));
+        s.push_str(&format!("base_model: {}\n", card_name(b)));
     }
     s.push_str("---\n\n# Merged model\n\n");
     s.push_str(&format!(
@@ -1187,17 +1197,17 @@ fn model_card(plan: &Plan, recipe_text: &str, origin: Option<&Origin>) -> String
     ));
     s.push_str("## Inputs\n\n");
     if let Some(b) = &r.base {
-        s.push_str(&format!("- base: `{}`\n", b.display()));
+        s.push_str(&format!("- base: `{}`\n", card_name(b)));
     }
     for m in &r.models {
-        s.push_str(&format!("- `{}`\n", m.path.display()));
+        s.push_str(&format!("- `{}`\n", card_name(&m.path)));
     }
     for (i, sl) in r.slices.iter().enumerate() {
         for src in &sl.sources {
             s.push_str(&format!(
                 "- slice {}: `{}` layers {}..{}\n",
                 i + 1,
-                src.model.display(),
+                card_name(&src.model),
                 src.layer_range.0,
                 src.layer_range.1
             ));

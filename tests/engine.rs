@@ -230,3 +230,31 @@ fn progress_counts_every_pass_and_never_overshoots() {
     );
     assert!(saw_pass_counted, "the selection pass was not counted");
 }
+
+/// The model card names local models by absolute path, also when the
+/// recipe names them relative to where the merge runs (as the workbench's
+/// may): the same card from the CLI and the workbench.
+#[test]
+fn the_model_card_names_local_models_absolutely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let rel = std::path::PathBuf::from;
+    // Relative to the test's working folder, the crate root.
+    assert_eq!(std::env::current_dir().unwrap(), root);
+    let recipe = smelt::recipe::Recipe::for_models(
+        vec![rel("sample_models/llama-synthetic/ft-broad")],
+        Some(rel("sample_models/llama-synthetic/base")),
+    );
+    let plan = Plan::build(&recipe).expect("plan");
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let out = dir.path().join("out");
+    engine::run(&plan, &Options::new(&out), &tx, &AtomicBool::new(false)).expect("merge");
+    let card = std::fs::read_to_string(out.join("README.md")).expect("card");
+    let base = root.join("sample_models/llama-synthetic/base");
+    assert!(
+        card.contains(&format!("base_model: {}\n", base.display())),
+        "{card}"
+    );
+    let ft = root.join("sample_models/llama-synthetic/ft-broad");
+    assert!(card.contains(&format!("- `{}`", ft.display())), "{card}");
+}
