@@ -766,7 +766,7 @@ fn undo_and_redo_cover_every_edit_kind() {
     ch(&mut app, 'm'); // method switch
     ch(&mut app, 'u');
     assert!(
-        matches!(&app.message, Some((_, m)) if m.starts_with(&format!("undone: method is {before_switch}"))),
+        matches!(&app.message, Some((_, m)) if m.starts_with(&format!("undo: method back to {before_switch}"))),
         "{:?}",
         app.message
     );
@@ -804,7 +804,7 @@ fn undo_keeps_at_least_a_hundred_steps() {
     for _ in 0..120 {
         ch(&mut app, 'u');
         // Each undo names the value now, not the one undone.
-        let now = format!("undone: lambda is {} again", fmt_num(lambda(&app)));
+        let now = format!("undo: lambda back to {} ·", fmt_num(lambda(&app)));
         assert!(
             matches!(&app.message, Some((_, m)) if m.starts_with(&now)),
             "{now}: {:?}",
@@ -814,7 +814,7 @@ fn undo_keeps_at_least_a_hundred_steps() {
     assert!((lambda(&app) - 2.5).abs() < 1e-9, "{}", lambda(&app));
     ctrl(&mut app, 'r');
     assert!(
-        matches!(&app.message, Some((_, m)) if m.starts_with("redone: lambda is 2.55")),
+        matches!(&app.message, Some((_, m)) if m.starts_with("redo: lambda is 2.55")),
         "{:?}",
         app.message
     );

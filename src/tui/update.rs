@@ -795,19 +795,23 @@ fn undo(app: &mut App, back: bool) {
         Ok((doc, what)) => {
             // What is there now, named, so the message never reads as
             // the value just undone (`undid: set lambda 1e39`).
-            let changes = now_ref(&app.doc, &doc);
+            let changes = now_ref(&app.doc, &doc, back);
             app.doc = doc;
             app.refresh();
             let (n_undo, n_redo) = (app.history.can_undo(), app.history.can_redo());
+            // A value: what it is now; another edit: what was undone.
+            let said = match (changes, back) {
+                (Some(now), true) => format!("undo: {now}"),
+                (Some(now), false) => format!("redo: {now}"),
+                (None, true) => format!("undid: {what}"),
+                (None, false) => format!("redid: {what}"),
+            };
             app.say(
                 Level::Info,
-                match (back, changes) {
-                    (true, Some(now)) => {
-                        format!("undone: {now} again ({n_undo} more to undo, Ctrl-R redoes)")
-                    }
-                    (true, None) => format!("undid: {what} ({n_undo} more to undo, Ctrl-R redoes)"),
-                    (false, Some(now)) => format!("redone: {now} ({n_redo} more to redo)"),
-                    (false, None) => format!("redid: {what} ({n_redo} more to redo)"),
+                if back {
+                    format!("{said} · {n_undo} more · Ctrl-R redoes")
+                } else {
+                    format!("{said} · {n_redo} more")
                 },
             );
         }
@@ -825,18 +829,20 @@ fn undo(app: &mut App, back: bool) {
     }
 }
 
-/// What an undo or redo from `before` to `after` leaves, as `lambda is
-/// 1e30` (the first value changed, and how many more), or None for edits
-/// that are not of values (models added or removed).
-fn now_ref(before: &super::doc::Doc, after: &super::doc::Doc) -> Option<String> {
+/// What an undo (`back`) or redo from `before` to `after` leaves, as
+/// `lambda back to 1e30` or `lambda is 1e30` (the first value changed, and
+/// how many more), or None for edits that are not of values (models added
+/// or removed).
+fn now_ref(before: &super::doc::Doc, after: &super::doc::Doc, back: bool) -> Option<String> {
     let changes = before.value_changes(after);
     let first = changes.first()?;
+    let is = if back { "back to" } else { "is" };
     let now = if first.label == "method" {
-        format!("method is {}", after.method.name())
+        format!("method {is} {}", after.method.name())
     } else {
         match &first.now {
-            Some(v) => format!("{} is {}", first.label, super::doc::fmt_value(v)),
-            None => format!("{} is not set", first.label),
+            Some(v) => format!("{} {is} {}", first.label, super::doc::fmt_value(v)),
+            None => format!("{} unset", first.label),
         }
     };
     Some(match changes.len() - 1 {
