@@ -145,10 +145,8 @@ fn named_models_tune_a_layer_run_the_merge_and_match_the_cli() {
 /// ranked at most: on the digits MLPs (three layers) one layer, not all.
 #[test]
 fn a_three_layer_model_marks_one_layer() {
-    let tmp = tempfile::tempdir().unwrap();
     let recipe = root().join("sample_models/recipes/digits-tasks-ties.toml");
-    let args = ["tui", recipe.to_str().unwrap()];
-    let mut tui = Spawn::new(&args, tmp.path(), &tmp.path().join("data")).start();
+    let (_tmp, mut tui) = start_in_temp(&["tui", recipe.to_str().unwrap()]);
     let s = tui.wait("every layer's figures", 30, |s| {
         s.lines()
             .filter(|l| l.contains("▸ layer") && l.contains('%'))
@@ -168,10 +166,8 @@ fn a_three_layer_model_marks_one_layer() {
 /// `a` (it once opened the sample recipe, ignoring the base).
 #[test]
 fn a_base_alone_opens_with_that_base() {
-    let tmp = tempfile::tempdir().unwrap();
     let base = root().join("sample_models/digits-tasks/base");
-    let args = ["tui", "--base", base.to_str().unwrap()];
-    let mut tui = Spawn::new(&args, tmp.path(), &tmp.path().join("data")).start();
+    let (_tmp, mut tui) = start_in_temp(&["tui", "--base", base.to_str().unwrap()]);
     let s = tui.wait("the base alone", 30, |s| s.contains("0 in"));
     assert!(s.contains("base base") && s.contains("13.1K"), "{s}");
     assert!(!s.contains("llama"), "{s}");
@@ -272,10 +268,8 @@ fn switch_method_then_run_succeeds() {
 /// zipit → permute on the digits pair, then run.
 #[test]
 fn permute_from_zipit_runs() {
-    let tmp = tempfile::tempdir().unwrap();
     let recipe = root().join("sample_models/recipes/digits-zipit.toml");
-    let args = ["tui", recipe.to_str().unwrap()];
-    let mut tui = Spawn::new(&args, tmp.path(), &tmp.path().join("data")).start();
+    let (tmp, mut tui) = start_in_temp(&["tui", recipe.to_str().unwrap()]);
     tui.wait("zipit", 30, |s| s.contains("│ zipit │"));
     tui.send("m");
     tui.wait("permute", 10, |s| s.contains("│ permute │"));

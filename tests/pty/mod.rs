@@ -354,6 +354,14 @@ impl Drop for Tui {
     }
 }
 
+/// smelt started with `args`, its working and data folders in a new
+/// temporary folder (kept alive by the first half).
+pub fn start_in_temp(args: &[&str]) -> (tempfile::TempDir, Tui) {
+    let tmp = tempfile::tempdir().unwrap();
+    let tui = Spawn::new(args, tmp.path(), &tmp.path().join("data")).start();
+    (tmp, tui)
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
