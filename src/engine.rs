@@ -1267,7 +1267,9 @@ fn run_zip(
     };
     let depth = global.f64_or("depth", -1.0);
     let depth = (depth >= 0.0).then_some(depth as usize);
-    // Per-layer α/β: every layer an override covers, later ones winning.
+    // Per-layer α/β: every layer an override covers, later ones winning
+    // value by value (as `Recipe::resolve` does: an override setting only
+    // beta keeps an earlier one's alpha).
     // `Recipe::problems` refuses everything else an override could hold
     // here (group scopes, `depth`, values other than one number).
     let mut overrides: Vec<LayerOverride> = Vec::new();
@@ -1280,12 +1282,20 @@ fn run_zip(
             _ => None,
         };
         for layer in lo..=hi {
-            overrides.retain(|x| x.layer != layer);
-            overrides.push(LayerOverride {
-                layer,
-                alpha: num("alpha"),
-                beta: num("beta"),
-            });
+            let at = match overrides.iter().position(|x| x.layer == layer) {
+                Some(i) => i,
+                None => {
+                    overrides.push(LayerOverride {
+                        layer,
+                        alpha: None,
+                        beta: None,
+                    });
+                    overrides.len() - 1
+                }
+            };
+            let o = &mut overrides[at];
+            o.alpha = num("alpha").or(o.alpha);
+            o.beta = num("beta").or(o.beta);
         }
     }
     if cancel.load(Ordering::Relaxed) {

@@ -172,3 +172,39 @@ fn analyze_of_a_zip_recipe_says_there_are_no_task_vectors() {
     assert!(t.contains("zipit") && t.contains("no task vectors"), "{t}");
     assert!(!t.contains("needs a base"), "{t}");
 }
+
+/// Zip overrides that overlap combine value by value, later ones winning,
+/// as every other override does: alpha on layers 0-1 then beta on layer 1
+/// merges as alpha on layer 0 and both on layer 1. (An override setting
+/// only beta once dropped an earlier one's alpha.)
+#[test]
+fn overlapping_zip_overrides_combine_value_by_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let zip = root().join("sample_models/digits-zip");
+    let head = format!(
+        "method = \"zipit\"\n[parameters]\ndepth = -1\n\n[[models]]\npath = \"{0}/digits-0-4\"\n\n[[models]]\npath = \"{0}/digits-5-9\"\n",
+        zip.display()
+    );
+    let overlapping = format!(
+        "{head}\n[[overrides]]\nlayers = [0, 1]\nparameters = {{ alpha = 0.9 }}\n\n[[overrides]]\nlayers = 1\nparameters = {{ beta = 0.5 }}\n"
+    );
+    let disjoint = format!(
+        "{head}\n[[overrides]]\nlayers = 0\nparameters = {{ alpha = 0.9 }}\n\n[[overrides]]\nlayers = 1\nparameters = {{ alpha = 0.9, beta = 0.5 }}\n"
+    );
+    let beta_only = format!(
+        "{head}\n[[overrides]]\nlayers = 1\nparameters = {{ beta = 0.5 }}\n\n[[overrides]]\nlayers = 0\nparameters = {{ alpha = 0.9 }}\n"
+    );
+    let mut outs = Vec::new();
+    for (name, text) in [("o", &overlapping), ("d", &disjoint), ("b", &beta_only)] {
+        let r = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&r, text).expect("write");
+        let out = dir.path().join(name);
+        merge(r.to_str().unwrap_or_default(), &out);
+        outs.push(std::fs::read(out.join("model.safetensors")).expect("output"));
+    }
+    assert!(
+        outs[0] == outs[1],
+        "overlapping and disjoint overrides differ"
+    );
+    assert!(outs[0] != outs[2], "layer 1's alpha must change the merge");
+}
