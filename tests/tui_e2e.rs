@@ -579,13 +579,19 @@ fn a_closed_terminal_keeps_changes_and_leaves_no_partial_merge() {
     tui.wait("modified", 10, |s| s.contains("modified"));
     tui.hang_up();
     assert_eq!(tui.wait_exit(60), 129, "ended as by SIGHUP");
+    let kept = kept_one(&data);
+    smelt::recipe::Recipe::load(&kept).expect("the kept recipe loads");
+    nothing_left(tmp.path());
+}
+
+/// The one recipe a session that ended kept in `data`'s recovery folder.
+fn kept_one(data: &Path) -> std::path::PathBuf {
     let kept: Vec<_> = std::fs::read_dir(data.join("recovered"))
         .expect("a recovery folder")
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
-    smelt::recipe::Recipe::load(&kept[0]).expect("the kept recipe loads");
-    nothing_left(tmp.path());
+    kept[0].clone()
 }
 
 /// The terminal goes away with no SIGHUP to say so (it is not smelt's
@@ -602,11 +608,7 @@ fn a_terminal_gone_without_a_sighup_ends_the_session() {
     tui.wait("modified", 10, |s| s.contains("modified"));
     tui.hang_up();
     assert_eq!(tui.wait_exit(60), 129, "ended as by SIGHUP");
-    let kept: Vec<_> = std::fs::read_dir(data.join("recovered"))
-        .expect("a recovery folder")
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
+    kept_one(&data);
 }
 
 /// The SSH connection drops with unsaved changes: they are kept in the
@@ -621,12 +623,8 @@ fn unsaved_changes_survive_a_hangup() {
     tui.wait("modified", 10, |s| s.contains("modified"));
     tui.signal(libc::SIGHUP);
     assert_eq!(tui.wait_exit(20), 129);
-    let kept: Vec<_> = std::fs::read_dir(data.join("recovered"))
-        .expect("a recovery folder")
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(kept.len(), 1, "{kept:?}");
-    let r = smelt::recipe::Recipe::load(&kept[0]).expect("the kept recipe loads");
+    let kept = kept_one(&data);
+    let r = smelt::recipe::Recipe::load(&kept).expect("the kept recipe loads");
     assert_eq!(r.overrides.len(), 1, "the density change is in it");
     let mut again = Spawn::new(&[], tmp.path(), &data).start();
     again.wait("the note", 30, |s| s.contains("kept from an ended session"));
