@@ -155,6 +155,13 @@ pub struct MethodSpec {
     pub doc: &'static str,
 }
 
+impl MethodSpec {
+    /// Whether it merges `n` non-base models.
+    pub fn takes(&self, n: usize) -> bool {
+        n >= self.min_models && self.max_models.is_none_or(|m| n <= m)
+    }
+}
+
 const fn f(name: &'static str, default: Option<f64>, doc: &'static str) -> ParamSpec {
     ParamSpec {
         name,

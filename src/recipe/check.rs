@@ -188,11 +188,10 @@ fn plural(n: usize, word: &str) -> String {
 fn count_problem(spec: &MethodSpec, has_base: bool, n: usize) -> Option<String> {
     let base_word =
         matches!(spec.base, BaseRule::Required) || (has_base && spec.base == BaseRule::Optional);
-    let (min, max) = (spec.min_models, spec.max_models);
-    let ok = n >= min && max.is_none_or(|m| n <= m);
-    if ok {
+    if spec.takes(n) {
         return None;
     }
+    let (min, max) = (spec.min_models, spec.max_models);
     let extra = usize::from(base_word);
     let need = match max {
         Some(m) if m == min => format!("exactly {}", plural(min + extra, "model")),

@@ -887,19 +887,12 @@ impl App {
             Some("no base model: task vectors need one (select a model in Models, press b)")
         } else if self.doc.input_slots().is_empty() {
             Some("no input models to compare")
-        } else if self.wrong_model_count() {
+        } else if !self.doc.method.spec().takes(self.doc.input_slots().len()) {
             // Every tensor would fail the same way.
             Some("this method cannot merge this many input models (Status says how many it takes)")
         } else {
             None
         }
-    }
-
-    /// Whether the method takes fewer or more inputs than the recipe has.
-    fn wrong_model_count(&self) -> bool {
-        let spec = self.doc.method.spec();
-        let n = self.doc.input_slots().len();
-        n < spec.min_models || spec.max_models.is_some_and(|m| n > m)
     }
 
     /// Keys of targets, computed from one snapshot of the recipe.
