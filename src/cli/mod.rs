@@ -178,14 +178,7 @@ fn recipe_check_multi(m: &smelt::recipe::MultiRecipe) -> CliResult {
                 smelt::units::bytes(plan.input_bytes())
             )
         } else {
-            format!(
-                "reads {}",
-                d.needs
-                    .iter()
-                    .map(|&j| format!("`{}`", m.label(j)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
+            format!("reads {}", m.quoted_labels(&d.needs))
         };
         report.push_str(&format!(
             "  line {}: `{}`: {}, {}{}\n",

@@ -123,17 +123,12 @@ fn origin(multi: &MultiRecipe, i: usize, work: &Path) -> super::Origin {
         crate::text::path(&multi.path)
     );
     if !d.needs.is_empty() {
-        let names: Vec<String> = d
-            .needs
-            .iter()
-            .map(|&j| format!("`{}`", multi.label(j)))
-            .collect();
         note.push_str(&format!(
             " Its models under {} were that file's documents {}, built by the same run (with \
              the documents they read) and removed after it: to build this model again, run \
              the whole file with `smelt merge`.",
             crate::text::path(work),
-            names.join(", ")
+            multi.quoted_labels(&d.needs)
         ));
     }
     super::Origin {

@@ -525,6 +525,14 @@ impl MultiRecipe {
         self.documents[i].name.as_deref().unwrap_or("final merge")
     }
 
+    /// Documents `docs` by their labels, quoted: `` `a`, `b` ``.
+    pub fn quoted_labels(&self, docs: &[usize]) -> String {
+        docs.iter()
+            .map(|&j| format!("`{}`", self.label(j)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The index of the document named `name`.
     pub fn find(&self, name: &str) -> Option<usize> {
         self.documents

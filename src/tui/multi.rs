@@ -768,16 +768,11 @@ impl OriginOf {
             crate::text::path(&m.path)
         );
         if !self.needs.is_empty() {
-            let names: Vec<String> = self
-                .needs
-                .iter()
-                .map(|&j| format!("`{}`", m.label(j)))
-                .collect();
             note.push_str(&format!(
                 " Its models under {} are that file's documents {}, built by the workbench and \
                  kept there; `smelt merge` of the whole file builds them again.",
                 crate::text::path(&self.work),
-                names.join(", ")
+                m.quoted_labels(&self.needs)
             ));
         }
         crate::engine::Origin { note, file }
