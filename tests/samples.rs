@@ -169,7 +169,10 @@ fn analyze_of_a_zip_recipe_says_there_are_no_task_vectors() {
     let o = smelt(&["analyze", "sample_models/recipes/digits-zipit.toml"]);
     let t = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{t}");
-    assert!(t.contains("zipit") && t.contains("no task vectors"), "{t}");
+    assert!(
+        t.contains("digits-zipit.toml: zipit") && t.contains("no task vectors"),
+        "{t}"
+    );
     assert!(!t.contains("needs a base"), "{t}");
 }
 

@@ -86,9 +86,13 @@ pub fn run(
         }
     }
     if matches!(recipe.method, Method::Zipit | Method::Permute) {
+        let whose = match inputs {
+            [one] if from_file => format!("{}: ", one.display()),
+            _ => String::new(),
+        };
         return Err(CliError::input(format!(
-            "{} matches features across whole models: there are no task vectors to analyze \
-             (smelt eval measures a merge it made)",
+            "{whose}{} matches features across whole models: there are no task vectors to \
+             analyze (smelt eval measures a merge it made)",
             recipe.method.name()
         )));
     }
