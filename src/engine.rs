@@ -46,8 +46,9 @@ pub enum Event {
         /// Input bytes the run will read (may grow; see `Progress`).
         bytes_total: u64,
     },
-    /// Periodic: bytes of input processed so far, and a tensor being worked
-    /// on. Methods that read a tensor more than once (a statistics pass,
+    /// Periodic (and once more, complete, when every tensor is done, just
+    /// before the output is published): bytes of input processed so far,
+    /// and a tensor being worked on. Methods that read a tensor more than once (a statistics pass,
     /// then the merge) add that tensor's bytes to `bytes_total` when a pass
     /// starts, so the fraction keeps moving through every pass.
     Progress {
@@ -203,6 +204,16 @@ struct Progress<'a> {
 }
 
 impl Progress<'_> {
+    /// The counters as an [`Event::Progress`].
+    fn event(&self) -> Event {
+        Event::Progress {
+            tensor: self.current.lock().map(|c| c.clone()).unwrap_or_default(),
+            tensors_done: self.tensors_done.load(Ordering::Relaxed),
+            bytes_done: self.bytes_done.load(Ordering::Relaxed),
+            bytes_total: self.bytes_total.load(Ordering::Relaxed),
+        }
+    }
+
     fn check(&self) -> Result<()> {
         if self.cancel.load(Ordering::Relaxed) {
             Err(EngineError::Cancelled)
@@ -299,6 +310,9 @@ pub fn run(
     });
     result?;
     state.check()?;
+    // Every tensor done: the final counts, however fast the run was (a run
+    // shorter than `PROGRESS_EVERY` would otherwise report none).
+    let _ = progress.send(state.event());
     write_side_files(plan, opts, &writer, plan.config.as_ref())?;
     let out = writer.finish()?;
     let summary = Summary {
@@ -349,13 +363,7 @@ fn writer_options(plan: &Plan, opts: &Options) -> WriterOptions {
 fn report(state: &Progress, done: &crossbeam_channel::Receiver<()>, tx: &Sender<Event>) {
     while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = done.recv_timeout(PROGRESS_EVERY)
     {
-        let tensor = state.current.lock().map(|c| c.clone()).unwrap_or_default();
-        let _ = tx.send(Event::Progress {
-            tensor,
-            tensors_done: state.tensors_done.load(Ordering::Relaxed),
-            bytes_done: state.bytes_done.load(Ordering::Relaxed),
-            bytes_total: state.bytes_total.load(Ordering::Relaxed),
-        });
+        let _ = tx.send(state.event());
     }
 }
 
@@ -425,6 +433,8 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                 index,
                 writer,
                 state,
+                clean: AtomicBool::new(false),
+                seen: AtomicBool::new(false),
             };
             let new_kernel = || merge::kernel(*method, params, numel, sources.len());
             let mut kernel = new_kernel()?;
@@ -465,9 +475,11 @@ fn run_job(plan: &Plan, job: &Job, index: usize, writer: &Writer, state: &Progre
                         .collect::<Result<Vec<_>>>()?;
                     kernel.end_split_pass(copies);
                     state.check()?;
+                    job.screened_whole();
                     continue;
                 }
                 job.stream(kernel.as_mut(), 0..numel, false, &mut held)?;
+                job.screened_whole();
                 if !kernel.end_pass_or_cancel(state.cancel) {
                     return Err(EngineError::Cancelled);
                 }
@@ -544,9 +556,24 @@ struct MergeJob<'a> {
     index: usize,
     writer: &'a Writer,
     state: &'a Progress<'a>,
+    /// A whole pass over the tensor found every input value finite: the
+    /// passes after it read the same bytes, so they skip the screen
+    /// (about 2% of a TIES merge's time on bf16 inputs).
+    clean: AtomicBool,
+    /// The screen has found a non-finite value (kept, under
+    /// `allow_nonfinite`) in this tensor.
+    seen: AtomicBool,
 }
 
 impl MergeJob<'_> {
+    /// A statistics pass over every element has ended: if its screen
+    /// found nothing, later passes need none.
+    fn screened_whole(&self) {
+        if !self.seen.load(Ordering::Relaxed) {
+            self.clean.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Ranges for splitting the apply pass across workers: whole chunks,
     /// at least [`SPLIT_PART`] elements each; one range for small tensors.
     fn parts(&self) -> Vec<std::ops::Range<usize>> {
@@ -603,6 +630,9 @@ impl MergeJob<'_> {
     /// values only and its statistics leave those positions out of sums.
     fn screen<E: Elem>(&self, bufs: &mut [&mut [E]], pass: &mut Vec<(usize, f32)>) -> Result<()> {
         pass.clear();
+        if self.clean.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let Some(first) = bufs.iter().position(|b| E::any_nonfinite(b)) else {
             return Ok(());
         };
@@ -610,6 +640,7 @@ impl MergeJob<'_> {
             let (m, t) = self.inputs[first];
             return Err(refuse(m, t, self.state, HINT_ALLOW));
         }
+        self.seen.store(true, Ordering::Relaxed);
         let len = bufs.first().map_or(0, |b| b.len());
         for j in 0..len {
             if let Some(v) = bufs.iter().map(|b| b[j]).find(|v| v.nonfinite()) {
