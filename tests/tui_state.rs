@@ -343,11 +343,22 @@ fn del_removes_one_value_or_a_scope_s_overrides() {
     let slot = app.doc.input_slots()[0];
     to_row(&mut app, &model_row(slot, "density"));
     press(&mut app, KeyCode::Delete);
+    // That model's density runs over 2 and 4 now; the others' still over
+    // 2-4, saved once.
     assert_eq!(
         ranges(&app),
-        [2, 3, 4].map(|l| OverrideScope::Layers(l, l)),
+        [(2, 2), (2, 4), (4, 4)].map(|(a, b)| OverrideScope::Layers(a, b)),
         "layer 3 differs now"
     );
+    let r = app.doc.to_recipe();
+    let k = app
+        .doc
+        .input_slots()
+        .iter()
+        .position(|&s| s == slot)
+        .unwrap();
+    assert!(r.overrides[1].models.keys().all(|&m| m != k), "{r:?}");
+    assert!(!r.overrides[1].models.is_empty(), "{r:?}");
     // Backspace in Layers drops all of layer 3's overrides.
     focus(&mut app, Panel::Layers);
     press(&mut app, KeyCode::Backspace);
@@ -358,6 +369,56 @@ fn del_removes_one_value_or_a_scope_s_overrides() {
     press(&mut app, KeyCode::Backspace);
     assert_eq!(app.doc, before);
     assert!(matches!(&app.message, Some((_, m)) if m.contains("x removes")));
+}
+
+/// A range edit with a one-layer edit inside it saves as two overrides,
+/// the range's value once over the range, not three tables each repeating
+/// it; read back, the recipe is the same.
+#[test]
+fn overlapping_edits_save_as_runs_of_each_value() {
+    let mut app = demo_app();
+    let (s0, s1) = (app.doc.input_slots()[0], app.doc.input_slots()[1]);
+    to_layer(&mut app, 0);
+    ch(&mut app, 'v');
+    for _ in 0..3 {
+        press(&mut app, KeyCode::Down);
+    }
+    let set = |app: &mut App, slot, v: &str| {
+        to_row(app, &model_row(slot, "density"));
+        press(app, KeyCode::Enter);
+        ctrl(app, 'u');
+        typ(app, v);
+        press(app, KeyCode::Enter);
+    };
+    set(&mut app, s0, "0.3");
+    focus(&mut app, Panel::Layers);
+    ch(&mut app, 'v');
+    to_layer(&mut app, 2);
+    set(&mut app, s1, "0.7");
+    let r = app.doc.to_recipe();
+    let scopes: Vec<_> = r.overrides.iter().map(|o| o.scope).collect();
+    assert_eq!(
+        scopes,
+        [OverrideScope::Layers(0, 3), OverrideScope::Layers(2, 2)],
+        "{r:?}"
+    );
+    assert_eq!(r.overrides[0].models.len(), 1, "{r:?}");
+    assert_eq!(r.overrides[1].models.len(), 1, "{r:?}");
+    let infos: Vec<_> = app.doc.slots.iter().map(|s| s.info.clone()).collect();
+    let back = smelt::tui::doc::Doc::from_recipe(&r, &infos, app.doc.layers.clone());
+    assert_eq!(back.to_recipe(), r);
+    for l in 0..4 {
+        let at = |slot| {
+            num(back
+                .value_at("density", Some(slot), Some(Scope::Layer(l)))
+                .value
+                .as_ref())
+        };
+        assert_eq!(at(s0), 0.3, "layer {l}");
+        assert_eq!(at(s1) == 0.7, l == 2, "layer {l}: {}", at(s1));
+    }
+    let text = r.to_toml(std::path::Path::new("."));
+    assert_eq!(text.matches("[[overrides]]").count(), 2, "{text}");
 }
 
 #[test]

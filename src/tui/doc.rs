@@ -589,12 +589,20 @@ impl Doc {
         r.calibration = self.calibration.clone();
         r.tokenizer = self.tokenizer.clone();
         r.chat_template = self.chat_template.clone();
-        // Per-scope entries, per-model values mapped to recipe indices,
-        // consecutive layers with identical values coalesced into ranges.
+        // Per-scope entries, per-model values mapped to recipe indices.
+        // Layer values are written as runs: each value over the longest
+        // stretch of consecutive layers that has it, and runs over the
+        // same layers share one override. Overrides may overlap (a later
+        // one wins value by value, as `Recipe::resolve` reads them; runs
+        // of one value never overlap), so a range edit with a one-layer
+        // edit inside it saves as two overrides, not three each repeating
+        // the range's values.
         let index_of = |p: &PathBuf| members.iter().position(|&i| &self.slots[i].info.path == p);
-        let mut out: Vec<Override> = Vec::new();
+        type Key = (Option<usize>, String);
+        let mut runs: BTreeMap<Key, Vec<(usize, usize, Value)>> = BTreeMap::new();
+        let mut ends: Vec<Override> = Vec::new();
         for (&scope, o) in &self.overrides {
-            let mut models = BTreeMap::new();
+            let mut models: BTreeMap<usize, BTreeMap<String, Value>> = BTreeMap::new();
             for (path, p) in &o.models {
                 if let Some(k) = index_of(path) {
                     if !p.is_empty() {
@@ -602,28 +610,56 @@ impl Doc {
                     }
                 }
             }
-            if o.params.is_empty() && models.is_empty() {
-                continue;
-            }
             let recipe_scope = match scope {
                 Scope::Embeddings => OverrideScope::Embeddings,
                 Scope::Head => OverrideScope::Head,
-                Scope::Layer(l) => OverrideScope::Layers(l, l),
-            };
-            if let (Scope::Layer(l), Some(last)) = (scope, out.last_mut()) {
-                if let OverrideScope::Layers(_, hi) = &mut last.scope {
-                    if *hi + 1 == l && last.params == o.params && last.models == models {
-                        *hi = l;
-                        continue;
+                Scope::Layer(l) => {
+                    let values = o.params.iter().map(|(n, v)| ((None, n), v)).chain(
+                        models
+                            .iter()
+                            .flat_map(|(k, p)| p.iter().map(|(n, v)| ((Some(*k), n), v))),
+                    );
+                    for ((slot, name), v) in values {
+                        let list = runs.entry((slot, name.clone())).or_default();
+                        match list.last_mut() {
+                            Some((_, hi, last)) if *hi + 1 == l && last == v => *hi = l,
+                            _ => list.push((l, l, v.clone())),
+                        }
                     }
+                    continue;
                 }
+            };
+            if !o.params.is_empty() || !models.is_empty() {
+                ends.push(Override {
+                    scope: recipe_scope,
+                    params: o.params.clone(),
+                    models,
+                });
             }
-            out.push(Override {
-                scope: recipe_scope,
-                params: o.params.clone(),
-                models,
-            });
         }
+        let mut layers: BTreeMap<(usize, usize), Override> = BTreeMap::new();
+        for ((slot, name), list) in runs {
+            for (lo, hi, v) in list {
+                let o = layers.entry((lo, hi)).or_insert_with(|| Override {
+                    scope: OverrideScope::Layers(lo, hi),
+                    params: BTreeMap::new(),
+                    models: BTreeMap::new(),
+                });
+                match slot {
+                    None => o.params.insert(name.clone(), v),
+                    Some(k) => o.models.entry(k).or_default().insert(name.clone(), v),
+                };
+            }
+        }
+        // The embeddings first and the head last, as the layers lie.
+        let (pre, post): (Vec<Override>, Vec<Override>) = ends
+            .into_iter()
+            .partition(|o| o.scope == OverrideScope::Embeddings);
+        let out: Vec<Override> = pre
+            .into_iter()
+            .chain(layers.into_values())
+            .chain(post)
+            .collect();
         r.overrides = out;
         r
     }
