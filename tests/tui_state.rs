@@ -421,6 +421,43 @@ fn overlapping_edits_save_as_runs_of_each_value() {
     assert_eq!(text.matches("[[overrides]]").count(), 2, "{text}");
 }
 
+/// A gradient's range widens the values in the Models panel: at 80
+/// columns the sizes give way before the names, values line up in
+/// columns, and no name is cut below eight characters.
+#[test]
+fn models_panel_keeps_names_beside_a_gradient() {
+    let mut app = demo_app();
+    let s0 = app.doc.input_slots()[0];
+    app.doc.slots[s0]
+        .params
+        .insert("density".into(), Value::Gradient(vec![0.123, 0.876]));
+    let shot = screen(&app, 80, 24);
+    let rows: Vec<&str> = shot.lines().filter(|l| l.contains("  in   ")).collect();
+    assert_eq!(rows.len(), 3, "{shot}");
+    let cols: Vec<usize> = rows
+        .iter()
+        .map(|l| l.find(" w1").expect("a weight") - l.find("  in   ").unwrap())
+        .collect();
+    assert!(
+        cols.iter().all(|&c| c == cols[0]),
+        "values aligned:\n{shot}"
+    );
+    assert!(rows[0].contains("d0.123..0.876"), "{shot}");
+    for (l, slot) in rows.iter().zip(app.doc.input_slots()) {
+        let name = &app.doc.slots[slot].info.name;
+        let shown: String = name.chars().take(7).collect();
+        assert!(l.contains(&shown), "{name} cut short:\n{shot}");
+    }
+    // Wide enough, the sizes come back.
+    let shot = screen(&app, 200, 60);
+    assert!(
+        shot.lines()
+            .filter(|l| l.contains("  in   "))
+            .all(|l| l.contains("6.1M")),
+        "{shot}"
+    );
+}
+
 #[test]
 fn params_panel_edits_global_or_layer_values_by_scope() {
     let mut app = demo_app();

@@ -161,12 +161,15 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     let h = inner.height as usize;
     let top = scroll(app.view.model_cursor, h);
     let scope = app.shown_scope();
-    let mut lines = Vec::new();
-    for (i, s) in app.doc.slots.iter().enumerate().skip(top).take(h) {
-        let sel = i == app.view.model_cursor;
-        let (mark, style) = row_style(theme, app.ascii, sel, focused);
-        let mut tail = String::new();
-        if s.role == Role::Input {
+    let rows: Vec<(usize, &Slot)> = app.doc.slots.iter().enumerate().skip(top).take(h).collect();
+    // Each row's values (weight, density) as cells, aligned in columns.
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|&(i, s)| {
+            if s.role != Role::Input {
+                return Vec::new();
+            }
+            let mut out = Vec::new();
             for (n, short) in [("weight", "w"), ("density", "d")] {
                 if shows(n) {
                     let l = app.doc.value_at(n, Some(i), scope);
@@ -184,38 +187,98 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
                         ),
                     };
                     let star = if l.from == Source::Override { "*" } else { "" };
-                    tail.push_str(&format!(" {short}{v}{star}"));
+                    out.push(format!("{short}{v}{star}"));
                 }
             }
+            out
+        })
+        .collect();
+    let problems: Vec<bool> = rows
+        .iter()
+        .map(|&(i, s)| {
+            app.has_problem(&Spot::Slot(i))
+                || (s.role == Role::Base && app.has_problem(&Spot::Base))
+        })
+        .collect();
+    let widths: Vec<usize> = (0..cells.iter().map(Vec::len).max().unwrap_or(0))
+        .map(|c| {
+            cells
+                .iter()
+                .filter_map(|r| r.get(c))
+                .map(|x| x.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mark_w = if problems.contains(&true) {
+        1 + m.problem.chars().count()
+    } else {
+        0
+    };
+    let tail_w = widths.iter().map(|w| w + 1).sum::<usize>() + mark_w;
+    let infos: Vec<String> = rows
+        .iter()
+        .map(|(_, s)| {
+            if wide {
+                format!(
+                    "{} {:>6} {:>2}sh",
+                    pad(&s.info.dtype, 4, app.ascii),
+                    crate::units::count(s.info.params),
+                    s.info.shards
+                )
+            } else {
+                format!("{:>6}", crate::units::count(s.info.params))
+            }
+        })
+        .collect();
+    let info_w = infos.iter().map(|x| x.chars().count()).max().unwrap_or(0);
+    // Room for the names: what the values and sizes leave. The sizes go
+    // first when a name would be cut below 12 columns, then the names
+    // shrink to 8, and only then are the values cut.
+    let avail = w.saturating_sub(2 + 5);
+    let longest = rows
+        .iter()
+        .map(|(_, s)| s.info.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let (name_w, show_info) = if avail >= longest.min(12) + 1 + info_w + tail_w {
+        (avail - 1 - info_w - tail_w, true)
+    } else {
+        (avail.saturating_sub(tail_w).max(longest.min(8)), false)
+    };
+    let tail_room = avail.saturating_sub(name_w + if show_info { 1 + info_w } else { 0 });
+    let mut lines = Vec::new();
+    for (k, &(i, s)) in rows.iter().enumerate() {
+        let sel = i == app.view.model_cursor;
+        let (mark, style) = row_style(theme, app.ascii, sel, focused);
+        let mut tail = String::new();
+        for (c, width) in widths.iter().enumerate() {
+            let cell = cells[k].get(c).map_or("", String::as_str);
+            tail.push(' ');
+            tail.push_str(&pad(cell, *width, app.ascii));
         }
-        let problem = app.has_problem(&Spot::Slot(i))
-            || (s.role == Role::Base && app.has_problem(&Spot::Base));
+        let problem = problems[k];
         if problem {
             tail.push(' ');
             tail.push_str(m.problem);
         }
-        let info = if wide {
-            format!(
-                "{} {:>6} {}sh",
-                pad(&s.info.dtype, 4, app.ascii),
-                crate::units::count(s.info.params),
-                s.info.shards
-            )
-        } else {
-            format!("{:>6}", crate::units::count(s.info.params))
-        };
-        let name_w = w.saturating_sub(2 + 5 + info.chars().count() + 1 + tail.chars().count());
+        let tail = pad(tail.trim_end(), tail_room, app.ascii);
         let role_style = match s.role {
             Role::Base => theme.fg(theme.accent),
             Role::Input => theme.text(),
             Role::Excluded => theme.dim().add_modifier(Modifier::CROSSED_OUT),
         };
         let pick = |st| if sel { style } else { st };
+        let info = if show_info {
+            format!(" {:>info_w$}", infos[k])
+        } else {
+            String::new()
+        };
         lines.push(Line::from(vec![
             Span::styled(mark, style),
             Span::styled(format!("{} ", role_label(app, s.role)), pick(role_style)),
             Span::styled(pad(&s.info.name, name_w, app.ascii), style),
-            Span::styled(format!(" {info}"), pick(theme.dim())),
+            Span::styled(info, pick(theme.dim())),
             Span::styled(
                 tail,
                 pick(if problem {
