@@ -425,7 +425,7 @@ fn overlapping_edits_save_as_runs_of_each_value() {
 /// columns the sizes give way before the names, values line up in
 /// columns, and no name is cut below eight characters.
 #[test]
-fn models_panel_keeps_names_beside_a_gradient() {
+fn names_stay_readable_beside_a_gradient() {
     let mut app = demo_app();
     let s0 = app.doc.input_slots()[0];
     app.doc.slots[s0]
@@ -448,6 +448,19 @@ fn models_panel_keeps_names_beside_a_gradient() {
         let shown: String = name.chars().take(7).collect();
         assert!(l.contains(&shown), "{name} cut short:\n{shot}");
     }
+    // In Parameters, a long list takes room from its own row's name only.
+    app.doc.slots[s0].params.insert(
+        "density".into(),
+        Value::Gradient(vec![0.123, 0.3, 0.55, 0.876]),
+    );
+    to_row(&mut app, &model_row(s0, "density"));
+    let shot = screen(&app, 80, 24);
+    let name = app.doc.slots[s0].info.name.clone();
+    assert!(shot.contains("[0.123,0.3,0.55,0.876]"), "{shot}");
+    assert!(
+        shot.contains(&format!("weight · {name} ")),
+        "weight row cut:\n{shot}"
+    );
     // Wide enough, the sizes come back.
     let shot = screen(&app, 200, 60);
     assert!(

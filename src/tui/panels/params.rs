@@ -484,20 +484,31 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
     // Keep names and values close enough to read across on wide screens.
     let w = (inner.width as usize).min(64);
     let top = scroll(app.view.param_cursor, h);
-    // One value column for the rows in view, as wide as their longest
-    // value (a gradient's `≈0.35 0.2..0.8` is longer than most), so that
-    // values stay in line.
+    // One value column for the rows in view (values right-aligned in it),
+    // as wide as their longest value, but no wider than leaves the longest
+    // name whole: a value longer than that (a gradient's list, or
+    // `≈0.35 0.2..0.8`) takes the room from its own row's name only.
     let floor = 12.min(w / 3);
-    let vw = rows
+    let most = (w / 2).max(floor);
+    let texts: Vec<(usize, usize)> = rows
         .iter()
         .skip(top)
         .take(h)
         .filter(|row| **row != ParamRow::Method)
-        .map(|row| row_text(app, row, scope).1.chars().count())
+        .map(|row| {
+            let (label, value, _) = row_text(app, row, scope);
+            (label.chars().count(), value.chars().count())
+        })
+        .collect();
+    let longest_label = texts.iter().map(|t| t.0).max().unwrap_or(0);
+    let vw = texts
+        .iter()
+        .map(|t| t.1)
         .max()
         .unwrap_or(0)
+        .min(w.saturating_sub(2 + 2 + 2 + longest_label))
         .max(floor)
-        .min((w / 2).max(floor));
+        .min(most);
     let mut out = Vec::new();
     for (i, row) in rows.iter().enumerate().skip(top).take(h) {
         let sel = i == app.view.param_cursor;
@@ -536,7 +547,8 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
         let (label, value, from) = row_text(app, row, scope);
         let unknown = matches!(row, ParamRow::Global(_) | ParamRow::Model { .. })
             && app.param_spec(row).is_none();
-        let lw = w.saturating_sub(2 + 2 + vw + 2);
+        let row_vw = value.chars().count().clamp(vw, most.max(vw));
+        let lw = w.saturating_sub(2 + 2 + row_vw + 2);
         let vstyle = if sel {
             style
         } else if problem || unknown || value == "REQUIRED" {
@@ -555,7 +567,7 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme, r: Rect, focused: bool) {
                 if from == Source::Override { "* " } else { "  " },
                 theme.fg(theme.over).add_modifier(Modifier::BOLD),
             ),
-            Span::styled(rpad(&value, vw), vstyle),
+            Span::styled(rpad(&value, row_vw), vstyle),
             Span::styled(
                 if problem || unknown {
                     format!(" {}", m.problem)
