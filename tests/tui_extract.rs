@@ -121,14 +121,20 @@ fn extraction_runs_in_the_background_and_reports_the_error() {
     let (purpose, text, _) = prompt(&app);
     assert_eq!(purpose, Purpose::ExtractRank { model: ft0.clone() });
     assert_eq!(text, "128", "the CLI's default rank is offered");
-    retype(&mut app, "4");
+    // The rank, then extract-lora's options as on its command line.
+    retype(&mut app, "4 --embed-lora --sv-epsilon=1e-9 -e 'v_proj$'");
     key(&mut app, KeyCode::Enter);
     let (purpose, text, _) = prompt(&app);
+    let mut want = smelt::extract::Options::new(ft0.to_string_lossy(), "", "");
+    want.max_rank = 4;
+    want.embed_lora = true;
+    want.sv_epsilon = 1e-9;
+    want.exclude = vec!["v_proj$".into()];
     assert_eq!(
         purpose,
         Purpose::ExtractOut {
             model: ft0.clone(),
-            rank: 4
+            opts: Box::new(want.clone()),
         }
     );
     let out = d.path().join("here/ft0-lora-r4");
@@ -136,16 +142,10 @@ fn extraction_runs_in_the_background_and_reports_the_error() {
     let fx = key(&mut app, KeyCode::Enter);
     assert!(app.modal.is_none());
     assert!(app.extract_running());
+    want.base = base.to_string_lossy().into_owned();
+    want.out = out.clone();
     match &fx[..] {
-        [Effect::StartExtract {
-            model,
-            base: b,
-            out: o,
-            rank,
-            ..
-        }] => {
-            assert_eq!((model, b, o, *rank), (&ft0, &base, &out, 4));
-        }
+        [Effect::StartExtract { opts, .. }] => assert_eq!(**opts, want),
         other => panic!("{other:?}"),
     }
     // While it runs, neither a merge nor a second extraction starts.
@@ -176,6 +176,19 @@ fn extraction_runs_in_the_background_and_reports_the_error() {
     assert!(out.join("adapter_config.json").is_file(), "{msg}");
     let cfg = std::fs::read_to_string(out.join("adapter_config.json")).unwrap();
     assert!(cfg.contains("\"r\": 4") || cfg.contains("\"r\":4"), "{cfg}");
+    // The options reached the extraction: embeddings factored, v_proj left out.
+    let cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
+    let targets: Vec<&str> = cfg["target_modules"]
+        .as_array()
+        .expect("target_modules")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(targets.contains(&"embed_tokens"), "{cfg}");
+    assert!(
+        targets.contains(&"q_proj") && !targets.contains(&"v_proj"),
+        "{cfg}"
+    );
     // Status keeps the end in view (the message line goes with the next
     // key): the error, the folder and the rank, at 80x24.
     let mut t = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
@@ -254,6 +267,28 @@ fn refusals_say_why_on_the_status_line() {
         assert_eq!(level, Level::Error);
         assert!(msg.contains("not a rank"), "{msg}");
     }
+    // Options that are wrong, each named.
+    for (bad, why) in [
+        ("4 --bogus", "`--bogus` is not an extract-lora option"),
+        ("4 --sv-epsilon", "--sv-epsilon needs a value"),
+        (
+            "4 --sv-epsilon -1",
+            "--sv-epsilon `-1`: give a number of 0 or more",
+        ),
+        ("4 --sv-epsilon nan", "--sv-epsilon `nan`"),
+        ("4 -e (", "--exclude-regex `(`"),
+        ("4 -i 'a", "a quote is not closed"),
+        ("4 5", "`5`: the rank is given already"),
+        ("4 --embed-lora=yes", "--embed-lora takes no value"),
+        ("4 --max-rank 0", "`0` is not a rank"),
+    ] {
+        retype(&mut app, bad);
+        assert!(key(&mut app, KeyCode::Enter).is_empty(), "{bad}");
+        let (purpose, _, err) = prompt(&app);
+        assert!(matches!(purpose, Purpose::ExtractRank { .. }), "{bad}");
+        let err = err.unwrap();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
     key(&mut app, KeyCode::Esc);
     assert!(app.modal.is_none());
     // The two models and the (empty) work folder.
@@ -326,9 +361,10 @@ fn cancelling_leaves_nothing() {
     key(&mut app, KeyCode::Char('L'));
     key(&mut app, KeyCode::Enter);
     let fx = key(&mut app, KeyCode::Enter);
-    let Some(Effect::StartExtract { ticket, out, .. }) = fx.first().cloned() else {
+    let Some(Effect::StartExtract { ticket, opts }) = fx.first().cloned() else {
         panic!("{fx:?}")
     };
+    let out = opts.out.clone();
     assert_eq!(ticket, t);
     // A stale ticket's end is ignored (latest wins).
     update(
@@ -396,4 +432,53 @@ fn pty_extract_a_lora_from_the_models_panel() {
     assert!(out.join("adapter_model.safetensors").is_file(), "{done}");
     tui.send("q");
     assert_eq!(tui.wait_exit(10), 0);
+}
+
+/// The LoRA prompt takes every factoring option of `smelt extract-lora`:
+/// the two lists are held together here, so an option added to the CLI
+/// is not silently missing from the workbench.
+#[test]
+fn the_prompt_takes_every_factoring_option_of_the_cli() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_smelt"))
+        .args(["extract-lora", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    // Options with prompts or keys of their own in the workbench.
+    let elsewhere = [
+        "--model",
+        "--base-model",
+        "--out-path",
+        "--force",
+        "--quiet",
+        "--json",
+        "--no-sync",
+        "--help",
+    ];
+    let mut cli: Vec<(String, bool)> = help
+        .lines()
+        .filter_map(|l| {
+            // Option lines start with a dash (`-i, --include-regex <REGEX>`).
+            let l = l.trim_start();
+            if !l.starts_with('-') {
+                return None;
+            }
+            let at = l.find("--")?;
+            let rest = &l[at..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            let takes = rest[name.len()..].starts_with(" <");
+            Some((name, takes))
+        })
+        .filter(|(n, _)| !elsewhere.contains(&n.as_str()))
+        .collect();
+    cli.sort();
+    let mut tui: Vec<(String, bool)> = smelt::tui::lora::OPTIONS
+        .iter()
+        .map(|(n, t)| (n.to_string(), *t))
+        .collect();
+    tui.sort();
+    assert_eq!(tui, cli, "{help}");
 }

@@ -172,19 +172,13 @@ impl Jobs {
                     c.store(true, Ordering::Relaxed);
                 }
             }
-            Effect::StartExtract {
-                ticket,
-                model,
-                base,
-                out,
-                rank,
-            } => {
+            Effect::StartExtract { ticket, opts } => {
                 let cancel = Arc::new(AtomicBool::new(false));
                 self.extract_cancel = Some(cancel.clone());
                 let tx = self.tx.clone();
                 self.job(
                     "smelt-extract",
-                    move || run_extract(&model, &base, &out, rank, &tx, ticket, &cancel),
+                    move || run_extract(&opts, &tx, ticket, &cancel),
                     move |result| Msg::ExtractDone { ticket, result },
                 );
             }
@@ -747,21 +741,12 @@ fn run_merge(
 /// Extract a LoRA with the CLI's defaults but the rank, forwarding its
 /// progress with the elapsed time (the UI keeps no clock).
 fn run_extract(
-    model: &Path,
-    base: &Path,
-    out: &Path,
-    rank: usize,
+    o: &crate::extract::Options,
     tx: &Sender<Msg>,
     ticket: Ticket,
     cancel: &AtomicBool,
 ) -> Result<crate::extract::Report, JobError> {
     use crate::extract::{self, ExtractError};
-    let mut o = extract::Options::new(
-        model.to_string_lossy(),
-        base.to_string_lossy(),
-        out.to_path_buf(),
-    );
-    o.max_rank = rank;
     let start = Instant::now();
     let mut progress = |event: extract::Event| {
         let _ = tx.send(Msg::Extract {
@@ -770,7 +755,7 @@ fn run_extract(
             elapsed: start.elapsed(),
         });
     };
-    extract::run(&o, &mut progress, cancel).map_err(|e| match e {
+    extract::run(o, &mut progress, cancel).map_err(|e| match e {
         ExtractError::Cancelled => JobError::Cancelled,
         e if e.is_environment() => JobError::Internal(e.to_string()),
         e => input(e),

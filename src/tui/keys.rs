@@ -182,7 +182,7 @@ pub fn panel_help(p: Panel) -> &'static [(&'static str, &'static str)] {
             ("x", "remove it (u brings it back)"),
             (
                 "L",
-                "extract a LoRA of it against the base (asks rank and folder)",
+                "extract a LoRA of it against the base (asks rank, options, folder)",
             ),
         ],
         Panel::Layers => &[

@@ -1,9 +1,11 @@
 //! `L` on the Models panel: extract a LoRA from the selected model (a
 //! fine-tune) against the recipe's base, in the background, like a merge.
 //!
-//! Two prompts ask for the rank (the CLI's default prefilled) and for a
-//! new output folder (`<model>-lora-r<rank>` in the work folder); the job
-//! layer runs [`crate::extract::run`] with the CLI's other defaults. One
+//! Two prompts ask for the rank (the CLI's default prefilled), followed by
+//! any of `smelt extract-lora`'s factoring options as on its command line
+//! (`64 --sv-epsilon 0.01 --embed-lora -e lm_head`), and for a new output
+//! folder (`<model>-lora-r<rank>` in the work folder); the job layer runs
+//! [`crate::extract::run`] with those settings. One
 //! background job at a time: an extraction is refused while a merge runs
 //! and a merge while an extraction runs, each saying why. `c` cancels it
 //! (nothing is written); the end is reported on the status line with the
@@ -12,7 +14,7 @@
 
 use super::state::*;
 use super::update::{check_new_folder, prompt_for, Effect};
-use crate::extract::{Event, Report};
+use crate::extract::{Event, Options, Report};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -78,28 +80,146 @@ fn selected_fine_tune(app: &App) -> Result<PathBuf, String> {
     Ok(slot.info.path.clone())
 }
 
-/// The rank prompt's Enter: a whole number of 1 or more opens the folder
-/// prompt; anything else is refused (prompt and status line).
+/// The rank prompt's Enter: a rank of 1 or more, and any options after
+/// it (see [`settings`]), open the folder prompt; anything else is refused
+/// (prompt and status line).
 pub fn submit_rank(app: &mut App, model: PathBuf, text: &str) -> Result<(), String> {
-    let rank = match text.trim().parse::<usize>() {
-        Ok(r) if r > 0 => r,
-        _ => {
-            let e = format!(
-                "`{}` is not a rank: type a whole number of 1 or more",
-                crate::text::Escaped(text.trim())
-            );
-            app.say(Level::Error, e.clone());
-            return Err(e);
-        }
-    };
-    let out = default_out(app, &model, rank);
+    let mut opts = Options::new(model.to_string_lossy(), "", "");
+    if let Err(e) = settings(text, &mut opts) {
+        app.say(Level::Error, e.clone());
+        return Err(e);
+    }
+    let out = default_out(app, &model, opts.max_rank);
     let p = prompt_for(
         app,
-        Purpose::ExtractOut { model, rank },
+        Purpose::ExtractOut {
+            model,
+            opts: Box::new(opts),
+        },
         out.display().to_string(),
     );
     app.modal = Some(Modal::Prompt(p));
     Ok(())
+}
+
+/// The `smelt extract-lora` options the rank prompt takes, each with
+/// whether it takes a value (the model, base, output and run options have
+/// prompts or keys of their own). A test holds this list to the CLI's.
+pub const OPTIONS: &[(&str, bool)] = &[
+    ("--max-rank", true),
+    ("--sv-epsilon", true),
+    ("--distribute-scale", false),
+    ("--no-distribute-scale", false),
+    ("--embed-lora", false),
+    ("--no-embed-lora", false),
+    ("--save-module", true),
+    ("--include-regex", true),
+    ("--exclude-regex", true),
+    ("--skip-undecomposable", false),
+];
+
+/// Read the rank prompt's text into `o`: a rank (a whole number of 1 or
+/// more, alone or as `--max-rank N`; the default when left out) and any
+/// of [`OPTIONS`], split as a
+/// shell splits words (quote a regex with spaces), `--name=value` or
+/// `--name value`, `-i`/`-e` for the regexes. Settings not named keep
+/// their defaults. The regexes are checked here, so a typo is refused at
+/// the prompt, not after the models are read.
+pub fn settings(text: &str, o: &mut Options) -> Result<(), String> {
+    let words = shlex::split(text).ok_or_else(|| {
+        format!(
+            "`{}`: a quote is not closed",
+            crate::text::Escaped(text.trim())
+        )
+    })?;
+    let mut rank = None;
+    let mut it = words.into_iter();
+    while let Some(w) = it.next() {
+        // A word that is a number (`-3` too) is meant as the rank.
+        if !w.starts_with('-') || w.parse::<f64>().is_ok() {
+            if rank.is_some() {
+                return Err(format!(
+                    "`{}`: the rank is given already; options start with --",
+                    crate::text::Escaped(&w)
+                ));
+            }
+            rank = Some(parse_rank(&w)?);
+            continue;
+        }
+        let (name, inline) = match w.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (w.clone(), None),
+        };
+        let name = match name.as_str() {
+            "-i" => "--include-regex".to_string(),
+            "-e" => "--exclude-regex".to_string(),
+            _ => name,
+        };
+        let Some(&(_, takes)) = OPTIONS.iter().find(|(n, _)| *n == name) else {
+            return Err(format!(
+                "`{}` is not an extract-lora option here (try --sv-epsilon X, --embed-lora, -i/-e REGEX, --save-module M, --skip-undecomposable, --no-distribute-scale)",
+                crate::text::Escaped(&name)
+            ));
+        };
+        let value = if takes {
+            match inline.or_else(|| it.next()) {
+                Some(v) => v,
+                None => return Err(format!("{name} needs a value")),
+            }
+        } else if inline.is_some() {
+            return Err(format!("{name} takes no value"));
+        } else {
+            String::new()
+        };
+        match name.as_str() {
+            "--max-rank" => rank = Some(parse_rank(&value)?),
+            "--sv-epsilon" => {
+                o.sv_epsilon = match value.parse::<f64>() {
+                    Ok(x) if x.is_finite() && x >= 0.0 => x,
+                    _ => {
+                        return Err(format!(
+                            "--sv-epsilon `{}`: give a number of 0 or more",
+                            crate::text::Escaped(&value)
+                        ))
+                    }
+                }
+            }
+            "--distribute-scale" => o.distribute_scale = true,
+            "--no-distribute-scale" => o.distribute_scale = false,
+            "--embed-lora" => o.embed_lora = true,
+            "--no-embed-lora" => o.embed_lora = false,
+            "--skip-undecomposable" => o.skip_undecomposable = true,
+            "--save-module" => o.modules_to_save.push(value),
+            regex => {
+                if let Err(e) = regex::Regex::new(&value) {
+                    return Err(format!(
+                        "{regex} `{}`: {}",
+                        crate::text::Escaped(&value),
+                        e.to_string().lines().last().unwrap_or("not a regex")
+                    ));
+                }
+                if regex == "--include-regex" {
+                    o.include.push(value);
+                } else {
+                    o.exclude.push(value);
+                }
+            }
+        }
+    }
+    if let Some(r) = rank {
+        o.max_rank = r;
+    }
+    Ok(())
+}
+
+fn parse_rank(w: &str) -> Result<usize, String> {
+    match w.parse::<usize>() {
+        Ok(r) if r > 0 => Ok(r),
+        _ => Err(format!(
+            "`{}` is not a rank: type a whole number of 1 or more",
+            crate::text::Escaped(w)
+        )),
+    }
 }
 
 /// `<model>-lora-r<rank>` in the work folder (where the workbench was
@@ -122,11 +242,12 @@ pub fn default_out(app: &App, model: &Path, rank: usize) -> PathBuf {
 }
 
 /// The folder prompt's Enter: a new folder (not inside a model) starts the
-/// job; otherwise the reason is returned for the prompt to show.
+/// job with the settings `opts` (from the rank prompt); otherwise the
+/// reason is returned for the prompt to show.
 pub fn submit_out(
     app: &mut App,
     model: PathBuf,
-    rank: usize,
+    mut opts: Options,
     out: PathBuf,
     fx: &mut Vec<Effect>,
 ) -> Result<(), String> {
@@ -158,17 +279,18 @@ pub fn submit_out(
     app.say(
         Level::Info,
         format!(
-            "extracting a rank-{rank} LoRA of {} into {}",
+            "extracting a rank-{} LoRA of {} into {}",
+            opts.max_rank,
             display_name(&model),
             out.display()
         ),
     );
+    opts.model = model.to_string_lossy().into_owned();
+    opts.base = base.to_string_lossy().into_owned();
+    opts.out = out;
     fx.push(Effect::StartExtract {
         ticket,
-        model,
-        base,
-        out,
-        rank,
+        opts: Box::new(opts),
     });
     Ok(())
 }

@@ -365,12 +365,12 @@ pub enum Purpose {
         /// The fine-tune.
         model: PathBuf,
     },
-    /// The folder to write a LoRA of `model` at `rank` into.
+    /// The folder to write a LoRA of `model` into.
     ExtractOut {
         /// The fine-tune.
         model: PathBuf,
-        /// The largest rank of any module.
-        rank: usize,
+        /// The rank and options from the rank prompt.
+        opts: Box<crate::extract::Options>,
     },
     /// A new value for a Parameters row, at the scopes it was opened at.
     Value {

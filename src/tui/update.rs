@@ -231,19 +231,13 @@ pub enum Effect {
     },
     /// Set the running merge's cancel flag.
     CancelMerge,
-    /// Extract a LoRA of `model` against `base` into `out` on a
-    /// background thread (the CLI's defaults but the rank).
+    /// Extract a LoRA on a background thread: the fine-tune, its base,
+    /// the adapter folder and the settings, all in `opts`.
     StartExtract {
         /// The extraction's ticket.
         ticket: Ticket,
-        /// The fine-tune.
-        model: PathBuf,
-        /// Its base.
-        base: PathBuf,
-        /// The adapter folder to write.
-        out: PathBuf,
-        /// The largest rank of any module.
-        rank: usize,
+        /// What to extract, how, and where to.
+        opts: Box<crate::extract::Options>,
     },
     /// Set the running extraction's cancel flag.
     CancelExtract,
@@ -939,14 +933,14 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
         .with_hub_names(),
         Purpose::ExtractRank { model } => super::input::TextInput::new(
             format!(
-                "LoRA of {}: rank (largest of any module)",
+                "LoRA of {}: rank, then any extract-lora options",
                 display_name(model)
             ),
             text,
         )
-        .with_hint("Enter asks for the output folder"),
-        Purpose::ExtractOut { rank, .. } => super::input::TextInput::path(
-            format!("Write the rank-{rank} LoRA into folder"),
+        .with_hint("e.g. 64 --embed-lora -e lm_head · Enter asks for the folder"),
+        Purpose::ExtractOut { opts, .. } => super::input::TextInput::path(
+            format!("Write the rank-{} LoRA into folder", opts.max_rank),
             text,
             Vec::new(),
         )
@@ -1019,8 +1013,8 @@ fn submit(app: &mut App, mut p: Prompt, fx: &mut Vec<Effect>) {
                 fail(app, p, e);
             }
         }
-        Purpose::ExtractOut { model, rank } => {
-            if let Err(e) = super::lora::submit_out(app, model, rank, path, fx) {
+        Purpose::ExtractOut { model, opts } => {
+            if let Err(e) = super::lora::submit_out(app, model, *opts, path, fx) {
                 fail(app, p, e);
             }
         }
