@@ -2241,3 +2241,45 @@ fn value_prompts_name_what_is_wrong() {
     assert_eq!(err("x"), "density: expected a number, got `x`");
     assert!(parse_value(density, "[0.2, 0.8]").is_ok());
 }
+
+/// Layers tied with the rest get no `!`: on a model whose layers all
+/// show the same conflict, none is the worst.
+#[test]
+fn tied_layers_are_not_marked_worst() {
+    let mut app = demo_app();
+    let groups: Vec<Group> = app.doc.layers.iter().map(|l| l.group).collect();
+    for g in groups {
+        analysed(
+            &mut app,
+            Target::Group(g),
+            Ok(report(fake_stats(1000, 1, 0.5))),
+        );
+    }
+    let s = screen(&app, 80, 24);
+    assert!(
+        !s.lines()
+            .any(|l| l.contains("▸ layer") && l.contains("% !")),
+        "{s}"
+    );
+}
+
+/// A huge number is echoed as typed, not in its 309 digits.
+#[test]
+fn a_huge_value_is_refused_as_typed() {
+    let mut app = demo_app();
+    let slot = app.doc.input_slots()[0];
+    to_row(&mut app, &model_row(slot, "weight"));
+    press(&mut app, KeyCode::Enter);
+    ctrl(&mut app, 'u');
+    typ(&mut app, "1e308");
+    press(&mut app, KeyCode::Enter);
+    let Some(Modal::Prompt(p)) = &app.modal else {
+        panic!("the prompt stays: {:?}", app.message)
+    };
+    let err = p.input.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("weight: 1e308 is beyond what f32 holds"),
+        "{err}"
+    );
+    assert!(err.len() < 100, "{err}");
+}

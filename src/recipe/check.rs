@@ -105,7 +105,13 @@ fn check_value(p: &ParamSpec, v: &Value, at: &str, out: &mut Vec<Problem>) {
 
 fn check_number(p: &ParamSpec, x: f64, at: &str, out: &mut Vec<Problem>) {
     for m in number_problems(p, x) {
-        push(out, at, format!("`{}` = {x} {m}", p.name));
+        // Huge and tiny numbers in exponent form (`1e39`, not 40 digits).
+        let shown = if x != 0.0 && (x.abs() >= 1e9 || x.abs() < 1e-6) {
+            format!("{x:e}")
+        } else {
+            x.to_string()
+        };
+        push(out, at, format!("`{}` = {shown} {m}", p.name));
     }
 }
 

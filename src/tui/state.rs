@@ -1151,7 +1151,8 @@ pub fn parse_value(spec: &ParamSpec, text: &str) -> Result<Value, String> {
             }
             // What the recipe check would say, said now.
             if let Some(m) = crate::recipe::number_problems(spec, x).first() {
-                return Err(format!("{}: {x} {m}", spec.name));
+                // The number as typed: `1e308` in full is 309 digits.
+                return Err(format!("{}: {t} {m}", spec.name));
             }
             Ok(Value::Number(x))
         }

@@ -958,10 +958,17 @@ pub fn prompt_for(app: &App, purpose: Purpose, text: String) -> Prompt {
                     .value,
                 Some(crate::recipe::Value::Filtered(_))
             );
+            // Only a float parameter of the layers takes a gradient (not
+            // the seed, not a whole number such as `depth`).
+            let gradient = app
+                .param_spec(row)
+                .is_some_and(|p| p.kind == crate::merge::ParamKind::Float);
             let hint = if filtered {
                 "Enter sets it for every tensor (replacing the name filters)"
-            } else {
+            } else if gradient {
                 "Enter sets it ([a, b] for a gradient)"
+            } else {
+                "Enter sets it"
             };
             super::input::TextInput::new(format!("New value: {what} ({at})"), text).with_hint(hint)
         }

@@ -244,9 +244,12 @@ fn worst_groups(app: &App) -> Vec<usize> {
     // Three at most, and a third of those ranked: on a three-layer model,
     // three marks would mark every layer and say nothing.
     let marked = (v.len() / 3).min(3);
+    // Only shares that show as more than 0.0% and stand above the first
+    // layer left unmarked: layers tied with the rest are not the worst.
+    let rest = v.get(marked).map(|x| x.1);
     v.into_iter()
         .take(marked)
-        .filter(|(_, c)| *c > 0.0)
+        .filter(|(_, c)| *c >= 0.0005 && rest.is_none_or(|r| *c > r))
         .map(|(i, _)| i)
         .collect()
 }
