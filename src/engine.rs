@@ -48,9 +48,10 @@ pub enum Event {
     },
     /// Periodic (and once more, complete, when every tensor is done, just
     /// before the output is published): bytes of input processed so far,
-    /// and a tensor being worked on. Methods that read a tensor more than once (a statistics pass,
-    /// then the merge) add that tensor's bytes to `bytes_total` when a pass
-    /// starts, so the fraction keeps moving through every pass.
+    /// and a tensor being worked on. Methods that read a tensor more than
+    /// once (a statistics pass, then the merge) add that tensor's bytes to
+    /// `bytes_total` when a pass starts, so the fraction keeps moving
+    /// through every pass.
     Progress {
         /// A tensor being worked on (one of several, with many threads).
         tensor: String,
